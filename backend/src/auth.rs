@@ -1,0 +1,59 @@
+//! Tokens: management tokens (stored as SHA-256 only) and per-service
+//! prediction tokens.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub fn new_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Equal-time comparison, so a prediction token cannot be guessed byte by byte.
+pub fn tokens_equal(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token a request carries: `Authorization: Bearer T` (or a raw `T`, as
+/// the EAS SDK sends it), else `?token=T` (browsers cannot set headers on a
+/// WebSocket).
+pub fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        let t = v.strip_prefix("Bearer ").unwrap_or(v).trim();
+        if !t.is_empty() {
+            return Some(t.to_string());
+        }
+    }
+    uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_string)))
+}
+
+/// A caller holding a valid management token.
+pub struct Caller {
+    pub role: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(token) = request_token(&parts.headers, &parts.uri) else {
+            return Err(AppError::Unauthorized("missing API token: send `Authorization: Bearer <token>`".into()));
+        };
+        match state.store.token_role(&hash_token(&token)).await? {
+            Some(role) => Ok(Caller { role }),
+            None => Err(AppError::Unauthorized("invalid or revoked API token".into())),
+        }
+    }
+}

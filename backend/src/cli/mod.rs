@@ -1,0 +1,329 @@
+//! The `whet` command line: the server (`whet serve`), the optimizer
+//! (`whet optimize`) and the client commands of the EAS CLI.
+
+mod optimize;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use reqwest::Method;
+use shared::api::{ScaleRequest, ServiceDetail, ServiceStatus, ServiceSummary};
+
+use crate::client::{default_data_dir, Client, ClientError};
+use crate::state::Settings;
+
+#[derive(Parser, Debug)]
+#[command(name = "whet", version, about = "Whetstone: optimize a model once, then serve it")]
+pub struct Cli {
+    /// Server URL for client commands.
+    #[arg(long, global = true, env = "WHET_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Management API token (default: the admin token of the local server's data folder).
+    #[arg(long, global = true, env = "WHET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (API, deploy workers, prediction endpoints).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// Data folder: database, uploads, artifacts, admin token.
+        #[arg(long, env = "WHET_DATA")]
+        data: Option<PathBuf>,
+        /// Deploy jobs run at once.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// A folder that `file://` model paths may point into (repeatable).
+        #[arg(long = "model-root")]
+        model_roots: Vec<PathBuf>,
+        /// Largest model upload or unpacked archive, in MiB.
+        #[arg(long, default_value_t = 8192)]
+        max_model_mib: u64,
+    },
+    /// Deploy a service from a service config (EAS format).
+    Create { config: PathBuf },
+    /// List services.
+    List,
+    /// Describe a service: status, endpoint, token, optimization report.
+    Desc {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Redeploy a service with a new config.
+    Modify {
+        name: String,
+        #[arg(short = 's', long = "service-config")]
+        config: PathBuf,
+    },
+    /// Change the number of instances (reuses the optimized artifact).
+    Scale { name: String, instances: u32 },
+    /// Stop serving (keeps the service and its artifact).
+    Stop { name: String },
+    /// Start a stopped service.
+    Start { name: String },
+    /// Delete a service.
+    Delete { name: String },
+    /// Print a service's deploy log.
+    Logs {
+        name: String,
+        /// Follow the log until the current deploy ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Send predictions: a KServe v2 JSON request, or an .npz of inputs (one request per sample).
+    Predict {
+        name: String,
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Print the JSON Schema of the service config.
+    Schema,
+    /// Optimize a model outside a deploy and print the report.
+    Optimize(optimize::OptimizeArgs),
+}
+
+pub async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Serve { addr, data, workers, model_roots, max_model_mib } => {
+            let whet_exe = match std::env::current_exe() {
+                Ok(p) => p,
+                Err(e) => return fail(&ClientError::Usage(format!("cannot find the whet executable: {e}"))),
+            };
+            let settings = Settings {
+                data_dir: data.unwrap_or_else(default_data_dir),
+                cpu_workers: workers,
+                model_roots,
+                max_model_bytes: max_model_mib << 20,
+                whet_exe,
+            };
+            return match crate::server::serve(settings, addr).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            };
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&shared::config::json_schema()).unwrap_or_default());
+            return 0;
+        }
+        Command::Optimize(args) => return optimize::run(args),
+        other => client_command(&cli.server, cli.token, other).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &ClientError) -> i32 {
+    eprintln!("error: {e}");
+    e.exit_code()
+}
+
+fn resolve_token(token: Option<String>) -> Result<String, ClientError> {
+    if let Some(t) = token {
+        return Ok(t);
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("WHET_DATA").map(PathBuf::from).into_iter().collect();
+    dirs.push(default_data_dir());
+    for d in &dirs {
+        if let Ok(t) = std::fs::read_to_string(d.join(crate::server::ADMIN_TOKEN_FILE)) {
+            return Ok(t.trim().to_string());
+        }
+    }
+    Err(ClientError::Usage("no API token: pass --token or set WHET_TOKEN (a local server writes its admin token to DATA/admin-token)".into()))
+}
+
+async fn client_command(server: &str, token: Option<String>, cmd: Command) -> Result<i32, ClientError> {
+    let client = Client::new(server, resolve_token(token)?);
+    match cmd {
+        Command::Create { config } => {
+            let body = prepare_config(&client, &config).await?;
+            let detail: ServiceDetail = client.send(Method::POST, "/api/v2/services", Some(body.into())).await?;
+            print_endpoint_table(&client, &detail);
+            follow(&client, &detail.summary.name).await
+        }
+        Command::Modify { name, config } => {
+            let body = prepare_config(&client, &config).await?;
+            let detail: ServiceDetail = client.send(Method::PUT, &format!("/api/v2/services/{name}"), Some(body.into())).await?;
+            print_endpoint_table(&client, &detail);
+            follow(&client, &name).await
+        }
+        Command::Scale { name, instances } => {
+            let body = serde_json::to_vec(&ScaleRequest { instances }).map_err(|e| ClientError::Usage(e.to_string()))?;
+            let _: ServiceDetail = client.send(Method::POST, &format!("/api/v2/services/{name}/scale"), Some(body.into())).await?;
+            follow(&client, &name).await
+        }
+        Command::Start { name } => {
+            let _: ServiceDetail = client.send(Method::POST, &format!("/api/v2/services/{name}/start"), None).await?;
+            follow(&client, &name).await
+        }
+        Command::Stop { name } => {
+            let d: ServiceDetail = client.send(Method::POST, &format!("/api/v2/services/{name}/stop"), None).await?;
+            println!("{} is {}", d.summary.name, d.summary.status.as_str());
+            Ok(0)
+        }
+        Command::Delete { name } => {
+            let _: serde_json::Value = client.send(Method::DELETE, &format!("/api/v2/services/{name}"), None).await?;
+            println!("deleted {name}");
+            Ok(0)
+        }
+        Command::List => {
+            let list: Vec<ServiceSummary> = client.get("/api/v2/services").await?;
+            println!("{:<28} {:<9} {:<20} {:>9} {:>5} {:>8}", "NAME", "STATUS", "PROCESSOR", "INSTANCES", "LEVEL", "SPEEDUP");
+            for s in list {
+                println!(
+                    "{:<28} {:<9} {:<20} {:>9} {:>5} {:>8}",
+                    s.name,
+                    s.status.as_str(),
+                    s.processor,
+                    format!("{}/{}", s.running_instances, s.instances),
+                    s.optimization_level.unwrap_or_else(|| "-".into()),
+                    s.speedup.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into())
+                );
+            }
+            Ok(0)
+        }
+        Command::Desc { name, json } => {
+            if json {
+                let v: serde_json::Value = client.get(&format!("/api/v2/services/{name}")).await?;
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let d: ServiceDetail = client.get(&format!("/api/v2/services/{name}")).await?;
+                print_detail(&client, &d);
+            }
+            Ok(0)
+        }
+        Command::Logs { name, follow: true } => follow(&client, &name).await,
+        Command::Logs { name, follow: false } => {
+            let mut after = 0;
+            loop {
+                let page: shared::api::LogPage = client.get(&format!("/api/v2/services/{name}/logs?after={after}")).await?;
+                for l in &page.lines {
+                    println!("{}", l.line);
+                }
+                match page.next {
+                    Some(n) => after = n,
+                    None => break,
+                }
+            }
+            Ok(0)
+        }
+        Command::Predict { name, data } => predict(&client, &name, &data).await,
+        Command::Serve { .. } | Command::Schema | Command::Optimize(_) => unreachable!("handled by run()"),
+    }
+}
+
+/// Reads a service config, checks it with the same validation the server
+/// uses, and uploads a local `model_path` (file or folder), replacing it with
+/// the server's `upload://` path. The rest of the JSON is sent as written.
+async fn prepare_config(client: &Client, path: &Path) -> Result<String, ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    if let Err(errors) = shared::parse_and_validate(&text) {
+        let mut msg = format!("{}: the service config has {} problem(s):", path.display(), errors.len());
+        for e in errors {
+            msg.push_str(&format!("\n  {}: {}", e.path, e.message));
+        }
+        return Err(ClientError::Usage(msg));
+    }
+    let mut value: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| ClientError::Usage(e.to_string()))?;
+    let model_path = value.get("model_path").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    if !model_path.contains("://") {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let local = [PathBuf::from(&model_path), base.join(&model_path)].into_iter().find(|p| p.exists());
+        let Some(local) = local else {
+            return Err(ClientError::Usage(format!("model_path: '{model_path}' does not exist here (looked relative to the current folder and to {})", base.display())));
+        };
+        let up = client.upload(&local).await?;
+        eprintln!("[OK] Uploaded {} ({} bytes) as {}", local.display(), up.bytes, up.model_path);
+        value["model_path"] = serde_json::Value::String(up.model_path);
+    }
+    serde_json::to_string(&value).map_err(|e| ClientError::Usage(e.to_string()))
+}
+
+fn endpoint_url(client: &Client, d: &ServiceDetail) -> String {
+    format!("{}{}", client.server, d.endpoint)
+}
+
+fn print_endpoint_table(client: &Client, d: &ServiceDetail) {
+    let url = endpoint_url(client, d);
+    let w = url.len().max(d.token.len());
+    println!("| Internet Endpoint | {url:<w$} |");
+    println!("|             Token | {:<w$} |", d.token);
+}
+
+async fn follow(client: &Client, name: &str) -> Result<i32, ClientError> {
+    let (status, message) = client.follow_logs(name, |l| println!("{l}")).await?;
+    match status {
+        ServiceStatus::Running | ServiceStatus::Stopped => Ok(0),
+        _ => {
+            eprintln!("error: deploy of {name} ended {}: {}", status.as_str(), message.unwrap_or_default());
+            Ok(1)
+        }
+    }
+}
+
+fn print_detail(client: &Client, d: &ServiceDetail) {
+    let s = &d.summary;
+    println!("Name:        {}", s.name);
+    println!("Status:      {}{}", s.status.as_str(), d.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default());
+    println!("Processor:   {}", s.processor);
+    println!("Instances:   {}/{} running", s.running_instances, s.instances);
+    println!("Endpoint:    {}", endpoint_url(client, d));
+    println!("Token:       {}", d.token);
+    if let Some(a) = &d.artifact {
+        println!("Artifact:    {a}");
+    }
+    if let Some(sig) = &d.signature {
+        println!("Model:       {}", optimizer::optimize::describe_signature(sig));
+    }
+    if let Some(r) = &d.report {
+        println!();
+        print!("{}", optimize::report_table(r));
+    }
+}
+
+async fn predict(client: &Client, name: &str, data: &Path) -> Result<i32, ClientError> {
+    let ext = data.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let bodies: Vec<Vec<u8>> = if ext == "json" {
+        vec![std::fs::read(data).map_err(|e| ClientError::Usage(format!("{}: {e}", data.display())))?]
+    } else {
+        let d: ServiceDetail = client.get(&format!("/api/v2/services/{name}")).await?;
+        let sig = d.signature.ok_or_else(|| ClientError::Api(format!("{name} has no inspected model yet")))?;
+        let ds = optimizer::data::load(data, &sig).map_err(|e| ClientError::Usage(e.to_string()))?;
+        ds.samples
+            .iter()
+            .map(|s| {
+                let inputs: Vec<_> = s.iter().map(|(n, t)| crate::predict::from_tensor(n.clone(), t)).collect();
+                serde_json::to_vec(&serde_json::json!({ "inputs": inputs })).unwrap_or_default()
+            })
+            .collect()
+    };
+    let d: ServiceDetail = client.get(&format!("/api/v2/services/{name}")).await?;
+    let http = reqwest::Client::new();
+    for body in bodies {
+        let resp = http
+            .post(endpoint_url(client, &d))
+            .header("Authorization", &d.token)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect { server: client.server.clone(), reason: e.to_string() })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Api(e.to_string()))?;
+        if !status.is_success() {
+            return Err(ClientError::Api(crate::client::describe_error(status, &bytes)));
+        }
+        println!("{}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(0)
+}

@@ -1,0 +1,154 @@
+//! `whet optimize`: the Blade plugin outside a deploy (and the child process
+//! a deploy runs).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use optimizer::optimize::{optimize, OptimizeOptions};
+use shared::api::{CandidateStatus, OptimizationReport};
+use shared::config::{ModelInfo, OptimizationLevel};
+
+#[derive(clap::Args, Debug)]
+pub struct OptimizeArgs {
+    /// The model file (ONNX).
+    pub model: PathBuf,
+    /// Output folder for the artifact (model.onnx, artifact.json, report.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// o1 (no accuracy loss) or o2 (INT8).
+    #[arg(long, value_parser = ["o1", "o2"])]
+    pub level: Option<String>,
+    /// Test data file (.npz: one array per input, samples on axis 0).
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// One input_shapes group: shapes of all inputs, comma separated, e.g. `1*128,1*128` (repeatable).
+    #[arg(long = "input-shapes")]
+    pub input_shapes: Vec<String>,
+    /// A model_info object (JSON) as in a service config; flags override it.
+    #[arg(long)]
+    pub model_info: Option<PathBuf>,
+    /// Folder that relative test_data paths of --model-info are inside.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Intra-op threads to time with (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print progress as plain lines only (no final table).
+    #[arg(long)]
+    pub plain: bool,
+    /// Exit when standard input closes (used by the server's workers, so the
+    /// optimizer dies with the server).
+    #[arg(long, hide = true)]
+    pub exit_with_stdin: bool,
+}
+
+fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
+    let info: ModelInfo = match &args.model_info {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: not a model_info object: {e}", p.display()))?
+        }
+        None => serde_json::from_str("{}").map_err(|e| e.to_string())?,
+    };
+    let level = match args.level.as_deref() {
+        Some("o2") => OptimizationLevel::O2,
+        Some(_) => OptimizationLevel::O1,
+        None => info.level(),
+    };
+    let mut input_shapes = info.shapes().map_err(|e| format!("input_shapes: {e}"))?;
+    if !args.input_shapes.is_empty() {
+        input_shapes = args
+            .input_shapes
+            .iter()
+            .map(|g| g.split(',').map(shared::config::parse_shape).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("--input-shapes: {e}"))?;
+    }
+    let base = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let test_data = args.test_data.clone().or_else(|| info.test_data.as_ref().map(|t| base.join(t)));
+    Ok(OptimizeOptions {
+        model: args.model.clone(),
+        out_dir: args.out.clone(),
+        level,
+        test_data,
+        inputs: info.inputs.clone(),
+        outputs: info.outputs.clone(),
+        input_shapes,
+        input_ranges: info.ranges().map_err(|e| format!("input_ranges: {e}"))?,
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        budget: Default::default(),
+    })
+}
+
+pub fn run(args: OptimizeArgs) -> i32 {
+    if args.exit_with_stdin {
+        std::thread::spawn(|| {
+            let mut sink = [0u8; 64];
+            let mut stdin = std::io::stdin();
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            std::process::exit(130);
+        });
+    }
+    let opts = match options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut progress = |line: &str| {
+        use std::io::Write;
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+    };
+    match optimize(&opts, &mut progress) {
+        Ok((report, _)) => {
+            if !args.plain {
+                print!("{}", report_table(&report));
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The report as a text table (also used by `whet desc`).
+pub fn report_table(r: &OptimizationReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "Optimization report ({}, {}, {} threads on {}, level {})\n",
+        r.optimizer_version, r.context.engine, r.context.threads, r.context.target, r.context.level
+    ));
+    s.push_str(&format!("Test data: {}; shapes: {}\n", r.diagnosis.test_data_source, r.diagnosis.shape_groups.join(" | ")));
+    for n in &r.diagnosis.notes {
+        s.push_str(&format!("Note: {n}\n"));
+    }
+    s.push_str(&format!("{:<16} {:<9} {:>10} {:>10} {:>12} {:>9} {:>10} {:>7}\n", "CANDIDATE", "STATUS", "REL.ERR", "COSINE", "P50 MS", "SPEEDUP", "SIZE MB", "SECS"));
+    for c in &r.candidates {
+        let status = match c.status {
+            CandidateStatus::Selected => "selected",
+            CandidateStatus::Passed => "passed",
+            CandidateStatus::Rejected => "rejected",
+        };
+        let p50 = c.latency.iter().map(|l| format!("{:.3}", l.p50_ms)).collect::<Vec<_>>().join("/");
+        s.push_str(&format!(
+            "{:<16} {:<9} {:>10} {:>10} {:>12} {:>9} {:>10.1} {:>7.1}\n",
+            c.name,
+            status,
+            c.max_rel_error.map(|x| format!("{x:.2e}")).unwrap_or_else(|| "-".into()),
+            c.min_cosine.map(|x| format!("{x:.6}")).unwrap_or_else(|| "-".into()),
+            if p50.is_empty() { "-".into() } else { p50 },
+            c.speedup.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into()),
+            c.size_bytes as f64 / 1e6,
+            c.seconds
+        ));
+        if let Some(m) = c.message.as_ref().filter(|_| c.status == CandidateStatus::Rejected) {
+            s.push_str(&format!("    {m}\n"));
+        }
+    }
+    s.push_str(&format!("Selected {}: {:.3} ms -> {:.3} ms ({:.2}x) in {:.1} s\n", r.selected, r.baseline_ms, r.optimized_ms, r.speedup, r.total_seconds));
+    s
+}

@@ -1,0 +1,75 @@
+//! `whet serve`: opens the data folder, the store, recovers interrupted
+//! deploys, starts the workers, and serves the API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::sync::Notify;
+
+use crate::auth::{hash_token, new_token};
+use crate::error::AppError;
+use crate::instances::Instances;
+use crate::logbus::LogBus;
+use crate::state::{AppState, Settings};
+use crate::store::Store;
+
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Opens (or initializes) the data folder and builds the state. On first
+/// start an admin token is created; only its hash is stored, the token itself
+/// goes to `DATA/admin-token` with mode 0600.
+pub async fn open(settings: Settings) -> Result<AppState, AppError> {
+    for dir in [settings.data_dir.clone(), settings.uploads_dir(), settings.models_dir(), settings.artifacts_dir()] {
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| AppError::Internal(format!("{}: {e}", dir.display())))?;
+    }
+    let store = Store::open(&settings.data_dir.join("whetstone.db")).await?;
+    if store.token_count().await? == 0 {
+        let token = new_token("whet_");
+        write_secret(&settings.data_dir.join(ADMIN_TOKEN_FILE), &token)?;
+        store.insert_token("admin", &hash_token(&token), "admin").await?;
+        tracing::info!("created the admin API token in {}", settings.data_dir.join(ADMIN_TOKEN_FILE).display());
+    }
+    let logs = LogBus::new(store.clone());
+    Ok(AppState { settings: Arc::new(settings), store, logs, instances: Instances::default(), jobs_ready: Arc::new(Notify::new()) })
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), AppError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| AppError::Internal(format!("{}: {e}", path.display())))?;
+    f.write_all(secret.as_bytes())?;
+    Ok(())
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::api::routes())
+        .merge(crate::predict::routes())
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .fallback(|| async { crate::api::not_found() })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Runs the server until the process is stopped.
+pub async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), AppError> {
+    // Fail early and clearly when the engine library is missing.
+    if let Err(e) = optimizer::runtime::environment() {
+        return Err(AppError::Unavailable(e.to_string()));
+    }
+    let state = open(settings).await?;
+    crate::deploy::recover(&state).await?;
+    crate::deploy::spawn_workers(&state);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| AppError::Internal(format!("binding {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    // Printed on stdout so scripts (and tests) can find a port-0 server.
+    println!("whet serving on http://{local} (data: {})", state.settings.data_dir.display());
+    axum::serve(listener, router(state)).await.map_err(|e| AppError::Internal(e.to_string()))
+}

@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the optimizer. Messages name the file or
+/// tensor involved and say what was expected, because they reach the user's
+/// deploy log verbatim.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizerError {
+    #[error("{0}")]
+    RuntimeMissing(String),
+    #[error("{path}: not a model ONNX Runtime can load: {reason}")]
+    BadModel { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    BadData { path: PathBuf, reason: String },
+    #[error("input '{name}': {reason}")]
+    BadInput { name: String, reason: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("engine error: {0}")]
+    Engine(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl OptimizerError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        OptimizerError::Io { path: path.into(), source }
+    }
+}
+
+impl<T> From<ort::Error<T>> for OptimizerError {
+    fn from(e: ort::Error<T>) -> Self {
+        OptimizerError::Engine(e.to_string())
+    }
+}
+
+pub type Result<T, E = OptimizerError> = std::result::Result<T, E>;

@@ -1,0 +1,16 @@
+//! The Blade optimizer: inspect a model, build candidate artifacts, verify each
+//! against the original on test data, time each over the declared input
+//! shapes, and keep the fastest that passes. The original model is always a
+//! candidate, so the result is never slower or less accurate than the input.
+
+pub mod artifact;
+pub mod bench;
+pub mod data;
+pub mod engine;
+pub mod error;
+pub mod optimize;
+pub mod runtime;
+pub mod tensor;
+pub mod verify;
+
+pub use error::{OptimizerError, Result};

@@ -1,0 +1,205 @@
+//! A small owned tensor type: what test data, requests and engine outputs are
+//! exchanged as. Element types follow KServe v2 datatype names.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F64,
+    I64,
+    I32,
+    I8,
+    U8,
+    Bool,
+}
+
+impl DType {
+    /// KServe v2 datatype name.
+    pub fn kserve_name(self) -> &'static str {
+        match self {
+            DType::F32 => "FP32",
+            DType::F64 => "FP64",
+            DType::I64 => "INT64",
+            DType::I32 => "INT32",
+            DType::I8 => "INT8",
+            DType::U8 => "UINT8",
+            DType::Bool => "BOOL",
+        }
+    }
+
+    pub fn from_kserve_name(s: &str) -> Option<DType> {
+        Some(match s {
+            "FP32" => DType::F32,
+            "FP64" => DType::F64,
+            "INT64" => DType::I64,
+            "INT32" => DType::I32,
+            "INT8" => DType::I8,
+            "UINT8" => DType::U8,
+            "BOOL" => DType::Bool,
+            _ => return None,
+        })
+    }
+
+    pub fn from_ort(t: ort::value::TensorElementType) -> Option<DType> {
+        use ort::value::TensorElementType as T;
+        Some(match t {
+            T::Float32 => DType::F32,
+            T::Float64 => DType::F64,
+            T::Int64 => DType::I64,
+            T::Int32 => DType::I32,
+            T::Int8 => DType::I8,
+            T::Uint8 => DType::U8,
+            T::Bool => DType::Bool,
+            _ => return None,
+        })
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kserve_name())
+    }
+}
+
+/// Row-major element storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    I8(Vec<i8>),
+    U8(Vec<u8>),
+    Bool(Vec<bool>),
+}
+
+/// Applies `$body` to the inner Vec of any variant.
+macro_rules! with_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::F32($v) => $body,
+            TensorData::F64($v) => $body,
+            TensorData::I64($v) => $body,
+            TensorData::I32($v) => $body,
+            TensorData::I8($v) => $body,
+            TensorData::U8($v) => $body,
+            TensorData::Bool($v) => $body,
+        }
+    };
+}
+
+
+impl TensorData {
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::F64(_) => DType::F64,
+            TensorData::I64(_) => DType::I64,
+            TensorData::I32(_) => DType::I32,
+            TensorData::I8(_) => DType::I8,
+            TensorData::U8(_) => DType::U8,
+            TensorData::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        with_data!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values widened to f64, for accuracy metrics.
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::F64(v) => v.clone(),
+            TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::I8(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::U8(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::Bool(v) => v.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
+        }
+    }
+
+    /// Elements `[start, end)` as a new buffer of the same type.
+    pub fn slice(&self, start: usize, end: usize) -> TensorData {
+        match self {
+            TensorData::F32(v) => TensorData::F32(v[start..end].to_vec()),
+            TensorData::F64(v) => TensorData::F64(v[start..end].to_vec()),
+            TensorData::I64(v) => TensorData::I64(v[start..end].to_vec()),
+            TensorData::I32(v) => TensorData::I32(v[start..end].to_vec()),
+            TensorData::I8(v) => TensorData::I8(v[start..end].to_vec()),
+            TensorData::U8(v) => TensorData::U8(v[start..end].to_vec()),
+            TensorData::Bool(v) => TensorData::Bool(v[start..end].to_vec()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    /// A tensor whose element count matches its shape.
+    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, String> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(format!("shape {shape:?} needs {n} elements, got {}", data.len()));
+        }
+        Ok(Tensor { shape, data })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Sample `i` along axis 0, keeping a batch dimension of 1.
+    pub fn batch_item(&self, i: usize) -> Tensor {
+        let per: usize = self.shape.iter().skip(1).product();
+        let mut shape = self.shape.clone();
+        shape[0] = 1;
+        Tensor { shape, data: self.data.slice(i * per, (i + 1) * per) }
+    }
+
+    pub(crate) fn to_ort(&self) -> ort::Result<ort::value::DynValue> {
+        let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
+        Ok(with_data!(&self.data, v => ort::value::Tensor::from_array((shape, v.clone()))?.into_dyn()))
+    }
+
+    pub(crate) fn from_ort(value: &ort::value::DynValue) -> Result<Tensor, String> {
+        use ort::value::ValueType;
+        let ValueType::Tensor { ty, .. } = value.dtype() else {
+            return Err(format!("unsupported output kind {:?}", value.dtype()));
+        };
+        let dtype = DType::from_ort(*ty).ok_or_else(|| format!("unsupported output element type {ty:?}"))?;
+        macro_rules! extract {
+            ($t:ty, $variant:ident) => {{
+                let (shape, data) = value.try_extract_tensor::<$t>().map_err(|e| e.to_string())?;
+                (shape.iter().map(|&d| d.max(0) as usize).collect::<Vec<_>>(), TensorData::$variant(data.to_vec()))
+            }};
+        }
+        let (shape, data) = match dtype {
+            DType::F32 => extract!(f32, F32),
+            DType::F64 => extract!(f64, F64),
+            DType::I64 => extract!(i64, I64),
+            DType::I32 => extract!(i32, I32),
+            DType::I8 => extract!(i8, I8),
+            DType::U8 => extract!(u8, U8),
+            DType::Bool => extract!(bool, Bool),
+        };
+        Tensor::new(shape, data)
+    }
+}
