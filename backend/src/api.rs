@@ -13,7 +13,9 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use sha2::Digest;
-use shared::api::{LogEvent, LogPage, ServiceDetail, ServiceStatus, ServiceSummary, UploadResponse};
+use shared::api::{
+    LogEvent, LogPage, ServiceDetail, ServiceStatus, ServiceSummary, UploadResponse,
+};
 use shared::processor::Runtime;
 use shared::{parse_and_validate, ServiceConfig};
 use tokio::io::AsyncWriteExt;
@@ -27,7 +29,10 @@ use crate::store::{ResolvedModel, ServiceRow};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v2/services", get(list).post(create))
-        .route("/api/v2/services/{name}", get(describe).put(modify).delete(delete))
+        .route(
+            "/api/v2/services/{name}",
+            get(describe).put(modify).delete(delete),
+        )
         .route("/api/v2/services/{name}/scale", post(scale))
         .route("/api/v2/services/{name}/stop", post(stop))
         .route("/api/v2/services/{name}/start", post(start))
@@ -48,10 +53,12 @@ fn summary(row: &ServiceRow, cfg: Option<&ServiceConfig>, speedup: Option<f64>) 
         processor: cfg.map(|c| c.processor.clone()).unwrap_or_default(),
         instances: row.instances,
         running_instances: row.running,
-        optimization_level: cfg.and_then(|c| c.model_info()).map(|(_, i)| match i.level() {
-            shared::config::OptimizationLevel::O1 => "o1".to_string(),
-            shared::config::OptimizationLevel::O2 => "o2".to_string(),
-        }),
+        optimization_level: cfg
+            .and_then(|c| c.model_info())
+            .map(|(_, i)| match i.level() {
+                shared::config::OptimizationLevel::O1 => "o1".to_string(),
+                shared::config::OptimizationLevel::O2 => "o2".to_string(),
+            }),
         speedup,
         created_at: row.created_at.clone(),
         updated_at: row.updated_at.clone(),
@@ -59,19 +66,30 @@ fn summary(row: &ServiceRow, cfg: Option<&ServiceConfig>, speedup: Option<f64>) 
 }
 
 async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppError> {
-    let config: ServiceConfig = serde_json::from_str(&row.config).map_err(|e| AppError::Internal(format!("stored config: {e}")))?;
+    let config: ServiceConfig = serde_json::from_str(&row.config)
+        .map_err(|e| AppError::Internal(format!("stored config: {e}")))?;
     let report = match &row.artifact {
-        Some(key) => state.store.get_artifact(key).await?.and_then(|a| a.report).and_then(|r| serde_json::from_str(&r).ok()),
+        Some(key) => state
+            .store
+            .get_artifact(key)
+            .await?
+            .and_then(|a| a.report)
+            .and_then(|r| serde_json::from_str(&r).ok()),
         None => None,
     };
-    let speedup = report.as_ref().map(|r: &shared::api::OptimizationReport| r.speedup);
+    let speedup = report
+        .as_ref()
+        .map(|r: &shared::api::OptimizationReport| r.speedup);
     Ok(ServiceDetail {
         summary: summary(&row, Some(&config), speedup),
         endpoint: format!("/api/predict/{}", row.name),
         token: row.token.clone(),
         stage: row.stage.clone(),
         message: row.message.clone(),
-        signature: row.signature.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+        signature: row
+            .signature
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok()),
         artifact: row.artifact.clone(),
         report,
         config,
@@ -79,10 +97,17 @@ async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppE
 }
 
 async fn service_or_404(state: &AppState, name: &str) -> Result<ServiceRow, AppError> {
-    state.store.get_service(name).await?.ok_or_else(|| AppError::NotFound(format!("no service named '{name}'")))
+    state
+        .store
+        .get_service(name)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no service named '{name}'")))
 }
 
-async fn list(_: Caller, State(state): State<AppState>) -> Result<Json<Vec<ServiceSummary>>, AppError> {
+async fn list(
+    _: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ServiceSummary>>, AppError> {
     let mut out = Vec::new();
     for row in state.store.list_services().await? {
         out.push(detail(&state, row).await?.summary);
@@ -90,16 +115,26 @@ async fn list(_: Caller, State(state): State<AppState>) -> Result<Json<Vec<Servi
     Ok(Json(out))
 }
 
-async fn describe(_: Caller, State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ServiceDetail>, AppError> {
+async fn describe(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceDetail>, AppError> {
     let row = service_or_404(&state, &name).await?;
     Ok(Json(detail(&state, row).await?))
 }
 
 /// Checks what only the server can check: the processor is one this server
 /// runs, and the model resolves, loads, and has the declared inputs/outputs.
-async fn check_deployable(state: &AppState, cfg: &ServiceConfig) -> Result<ResolvedModel, AppError> {
+async fn check_deployable(
+    state: &AppState,
+    cfg: &ServiceConfig,
+) -> Result<ResolvedModel, AppError> {
     let Some(proc) = cfg.processor_info() else {
-        return Err(AppError::invalid("processor", format!("unknown processor '{}'", cfg.processor)));
+        return Err(AppError::invalid(
+            "processor",
+            format!("unknown processor '{}'", cfg.processor),
+        ));
     };
     if proc.runtime != Runtime::Onnx {
         return Err(AppError::invalid(
@@ -107,34 +142,59 @@ async fn check_deployable(state: &AppState, cfg: &ServiceConfig) -> Result<Resol
             format!("processor '{}' needs the {:?} importer, which this server does not have yet; deploy an ONNX export with onnx_cpu", proc.name, proc.runtime),
         ));
     }
-    if proc.device == shared::processor::Device::Gpu || cfg.blade_plugin().and_then(|p| p.optimize_for()) == Some(shared::processor::Device::Gpu) {
-        return Err(AppError::invalid("processor", "this server has no GPU worker; use a CPU processor and `--optimize_for cpu`"));
+    if proc.device == shared::processor::Device::Gpu
+        || cfg.blade_plugin().and_then(|p| p.optimize_for()) == Some(shared::processor::Device::Gpu)
+    {
+        return Err(AppError::invalid(
+            "processor",
+            "this server has no GPU worker; use a CPU processor and `--optimize_for cpu`",
+        ));
     }
     let settings = state.settings.clone();
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || fetch::resolve(&settings, &cfg)).await.map_err(|e| AppError::Internal(e.to_string()))?
+    tokio::task::spawn_blocking(move || fetch::resolve(&settings, &cfg))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
 }
 
 fn parse_config(body: &str) -> Result<ServiceConfig, AppError> {
     parse_and_validate(body).map_err(AppError::Invalid)
 }
 
-async fn create(_: Caller, State(state): State<AppState>, body: String) -> Result<(StatusCode, Json<ServiceDetail>), AppError> {
+async fn create(
+    _: Caller,
+    State(state): State<AppState>,
+    body: String,
+) -> Result<(StatusCode, Json<ServiceDetail>), AppError> {
     let cfg = parse_config(&body)?;
     if state.store.get_service(&cfg.name).await?.is_some() {
-        return Err(AppError::Conflict(format!("a service named '{}' already exists; use `whet modify` to redeploy it", cfg.name)));
+        return Err(AppError::Conflict(format!(
+            "a service named '{}' already exists; use `whet modify` to redeploy it",
+            cfg.name
+        )));
     }
     let model = check_deployable(&state, &cfg).await?;
     let token = cfg.token.clone().unwrap_or_else(|| new_token(""));
     let stored = serde_json::to_string(&cfg).map_err(|e| AppError::Internal(e.to_string()))?;
-    let job = state.store.create_service(&cfg.name, &stored, &token, cfg.metadata.instance, &model).await?;
-    state.logs.line(&cfg.name, Some(job), "[OK] Service is being created").await?;
+    let job = state
+        .store
+        .create_service(&cfg.name, &stored, &token, cfg.metadata.instance, &model)
+        .await?;
+    state
+        .logs
+        .line(&cfg.name, Some(job), "[OK] Service is being created")
+        .await?;
     state.jobs_ready.notify_waiters();
     let row = service_or_404(&state, &cfg.name).await?;
     Ok((StatusCode::CREATED, Json(detail(&state, row).await?)))
 }
 
-async fn modify(_: Caller, State(state): State<AppState>, Path(name): Path<String>, body: String) -> Result<Json<ServiceDetail>, AppError> {
+async fn modify(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: String,
+) -> Result<Json<ServiceDetail>, AppError> {
     let cfg = parse_config(&body)?;
     if cfg.name != name {
         return Err(AppError::invalid("name", format!("the config names '{}' but the request is for '{name}'; a service cannot be renamed", cfg.name)));
@@ -142,58 +202,131 @@ async fn modify(_: Caller, State(state): State<AppState>, Path(name): Path<Strin
     service_or_404(&state, &name).await?;
     let model = check_deployable(&state, &cfg).await?;
     let stored = serde_json::to_string(&cfg).map_err(|e| AppError::Internal(e.to_string()))?;
-    let job = state.store.queue_redeploy(&name, &stored, cfg.metadata.instance, Some(&model)).await?;
-    state.logs.line(&name, Some(job), "[OK] Service is being updated").await?;
+    let job = state
+        .store
+        .queue_redeploy(&name, &stored, cfg.metadata.instance, Some(&model))
+        .await?;
+    state
+        .logs
+        .line(&name, Some(job), "[OK] Service is being updated")
+        .await?;
     state.jobs_ready.notify_waiters();
-    Ok(Json(detail(&state, service_or_404(&state, &name).await?).await?))
+    Ok(Json(
+        detail(&state, service_or_404(&state, &name).await?).await?,
+    ))
 }
 
-async fn scale(_: Caller, State(state): State<AppState>, Path(name): Path<String>, Json(req): Json<shared::api::ScaleRequest>) -> Result<Json<ServiceDetail>, AppError> {
+async fn scale(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<shared::api::ScaleRequest>,
+) -> Result<Json<ServiceDetail>, AppError> {
     let row = service_or_404(&state, &name).await?;
-    let mut cfg: ServiceConfig = serde_json::from_str(&row.config).map_err(|e| AppError::Internal(e.to_string()))?;
+    let mut cfg: ServiceConfig =
+        serde_json::from_str(&row.config).map_err(|e| AppError::Internal(e.to_string()))?;
     cfg.metadata.instance = req.instances;
-    let errors: Vec<_> = shared::validate(&cfg).into_iter().filter(|e| e.path.starts_with("metadata.instance")).collect();
+    let errors: Vec<_> = shared::validate(&cfg)
+        .into_iter()
+        .filter(|e| e.path.starts_with("metadata.instance"))
+        .collect();
     if !errors.is_empty() {
-        return Err(AppError::Invalid(errors.into_iter().map(|mut e| { e.path = "instances".into(); e }).collect()));
+        return Err(AppError::Invalid(
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    e.path = "instances".into();
+                    e
+                })
+                .collect(),
+        ));
     }
     let stored = serde_json::to_string(&cfg).map_err(|e| AppError::Internal(e.to_string()))?;
-    let job = state.store.queue_redeploy(&name, &stored, req.instances, None).await?;
-    state.logs.line(&name, Some(job), &format!("[OK] Scaling service to {} instance(s)", req.instances)).await?;
+    let job = state
+        .store
+        .queue_redeploy(&name, &stored, req.instances, None)
+        .await?;
+    state
+        .logs
+        .line(
+            &name,
+            Some(job),
+            &format!("[OK] Scaling service to {} instance(s)", req.instances),
+        )
+        .await?;
     state.jobs_ready.notify_waiters();
-    Ok(Json(detail(&state, service_or_404(&state, &name).await?).await?))
+    Ok(Json(
+        detail(&state, service_or_404(&state, &name).await?).await?,
+    ))
 }
 
-async fn stop(_: Caller, State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ServiceDetail>, AppError> {
+async fn stop(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceDetail>, AppError> {
     service_or_404(&state, &name).await?;
     if state.store.has_pending_job(&name).await? {
-        return Err(AppError::Conflict(format!("a deploy of '{name}' is in progress; stop it after it finishes")));
+        return Err(AppError::Conflict(format!(
+            "a deploy of '{name}' is in progress; stop it after it finishes"
+        )));
     }
     state.instances.remove(&name);
     state.store.set_running(&name, 0, None).await?;
-    state.store.set_status(&name, ServiceStatus::Stopped, None, None).await?;
-    state.logs.line(&name, None, "[OK] Service is stopped").await?;
-    Ok(Json(detail(&state, service_or_404(&state, &name).await?).await?))
+    state
+        .store
+        .set_status(&name, ServiceStatus::Stopped, None, None)
+        .await?;
+    state
+        .logs
+        .line(&name, None, "[OK] Service is stopped")
+        .await?;
+    Ok(Json(
+        detail(&state, service_or_404(&state, &name).await?).await?,
+    ))
 }
 
-async fn start(_: Caller, State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ServiceDetail>, AppError> {
+async fn start(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceDetail>, AppError> {
     let row = service_or_404(&state, &name).await?;
     if row.status == ServiceStatus::Running {
-        return Err(AppError::Conflict(format!("service '{name}' is already running")));
+        return Err(AppError::Conflict(format!(
+            "service '{name}' is already running"
+        )));
     }
-    let job = state.store.queue_redeploy(&name, &row.config, row.instances, None).await?;
-    state.logs.line(&name, Some(job), "[OK] Service is being started").await?;
+    let job = state
+        .store
+        .queue_redeploy(&name, &row.config, row.instances, None)
+        .await?;
+    state
+        .logs
+        .line(&name, Some(job), "[OK] Service is being started")
+        .await?;
     state.jobs_ready.notify_waiters();
-    Ok(Json(detail(&state, service_or_404(&state, &name).await?).await?))
+    Ok(Json(
+        detail(&state, service_or_404(&state, &name).await?).await?,
+    ))
 }
 
-async fn delete(_: Caller, State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, AppError> {
+async fn delete(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AppError> {
     service_or_404(&state, &name).await?;
     if state.store.count_jobs(&name, "running").await? > 0 {
-        return Err(AppError::Conflict(format!("a deploy of '{name}' is running; delete it after it finishes")));
+        return Err(AppError::Conflict(format!(
+            "a deploy of '{name}' is running; delete it after it finishes"
+        )));
     }
     state.instances.remove(&name);
     state.store.delete_service(&name).await?;
-    state.logs.end(&name, ServiceStatus::Stopped, Some("deleted".into()));
+    state
+        .logs
+        .end(&name, ServiceStatus::Stopped, Some("deleted".into()));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -204,16 +337,28 @@ struct LogQuery {
     limit: Option<i64>,
 }
 
-async fn logs(_: Caller, State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Result<Json<LogPage>, AppError> {
+async fn logs(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<LogPage>, AppError> {
     service_or_404(&state, &name).await?;
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
     let lines = state.store.logs_after(&name, q.after, limit).await?;
-    let next = (lines.len() as i64 == limit).then(|| lines.last().map(|l| l.id)).flatten();
+    let next = (lines.len() as i64 == limit)
+        .then(|| lines.last().map(|l| l.id))
+        .flatten();
     Ok(Json(LogPage { lines, next }))
 }
 
 /// Replays the stored log, then streams new lines until the deploy ends.
-async fn log_stream(_: Caller, State(state): State<AppState>, Path(name): Path<String>, ws: WebSocketUpgrade) -> Result<Response, AppError> {
+async fn log_stream(
+    _: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, AppError> {
     service_or_404(&state, &name).await?;
     Ok(ws.on_upgrade(move |socket| async move {
         if let Err(e) = stream_logs(state, name, socket).await {
@@ -224,7 +369,10 @@ async fn log_stream(_: Caller, State(state): State<AppState>, Path(name): Path<S
 
 async fn send(socket: &mut WebSocket, ev: &LogEvent) -> Result<(), String> {
     let text = serde_json::to_string(ev).map_err(|e| e.to_string())?;
-    socket.send(Message::Text(text.into())).await.map_err(|e| e.to_string())
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn stream_logs(state: AppState, name: String, mut socket: WebSocket) -> Result<(), String> {
@@ -233,7 +381,13 @@ async fn stream_logs(state: AppState, name: String, mut socket: WebSocket) -> Re
     let replay = |after: i64| {
         let state = state.clone();
         let name = name.clone();
-        async move { state.store.logs_after(&name, after, i64::MAX).await.map_err(|e| e.to_string()) }
+        async move {
+            state
+                .store
+                .logs_after(&name, after, i64::MAX)
+                .await
+                .map_err(|e| e.to_string())
+        }
     };
     for line in replay(0).await? {
         last = line.id;
@@ -242,15 +396,30 @@ async fn stream_logs(state: AppState, name: String, mut socket: WebSocket) -> Re
     loop {
         // Checked after the replay: a deploy that ended before we subscribed
         // has nothing more to say.
-        let row = state.store.get_service(&name).await.map_err(|e| e.to_string())?;
-        let pending = state.store.has_pending_job(&name).await.map_err(|e| e.to_string())?;
+        let row = state
+            .store
+            .get_service(&name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pending = state
+            .store
+            .has_pending_job(&name)
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(row) = row else { break };
         if !pending {
             // Lines written between the replay and now.
             for line in replay(last).await? {
                 send(&mut socket, &LogEvent::Line(line)).await?;
             }
-            send(&mut socket, &LogEvent::End { status: row.status, message: row.message.clone() }).await?;
+            send(
+                &mut socket,
+                &LogEvent::End {
+                    status: row.status,
+                    message: row.message.clone(),
+                },
+            )
+            .await?;
             break;
         }
         match rx.recv().await {
@@ -281,11 +450,22 @@ struct UploadQuery {
 /// Streams a model file or archive into the upload store. Archives are
 /// unpacked and checked before anything is kept, so an unsafe archive leaves
 /// no trace.
-async fn upload(_: Caller, State(state): State<AppState>, Query(q): Query<UploadQuery>, body: Body) -> Result<Json<UploadResponse>, AppError> {
+async fn upload(
+    _: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<UploadQuery>,
+    body: Body,
+) -> Result<Json<UploadResponse>, AppError> {
     let name = q.filename.trim().to_string();
-    let valid = !name.is_empty() && !name.contains('/') && !name.contains('\\') && name != "." && name != "..";
+    let valid = !name.is_empty()
+        && !name.contains('/')
+        && !name.contains('\\')
+        && name != "."
+        && name != "..";
     if !valid {
-        return Err(AppError::BadRequest(format!("filename '{name}': expected a plain file name like model.onnx or model.tar.gz")));
+        return Err(AppError::BadRequest(format!(
+            "filename '{name}': expected a plain file name like model.onnx or model.tar.gz"
+        )));
     }
     let uploads = state.settings.uploads_dir();
     tokio::fs::create_dir_all(&uploads).await?;
@@ -301,7 +481,10 @@ async fn upload(_: Caller, State(state): State<AppState>, Query(q): Query<Upload
     if fetch::is_archive(&name) {
         let settings = state.settings.clone();
         let (tmp2, sha2) = (tmp.clone(), sha.clone());
-        let unpacked = tokio::task::spawn_blocking(move || fetch::unpacked_dir(&settings, &tmp2, &sha2)).await.map_err(|e| AppError::Internal(e.to_string()))?;
+        let unpacked =
+            tokio::task::spawn_blocking(move || fetch::unpacked_dir(&settings, &tmp2, &sha2))
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?;
         if let Err(e) = unpacked {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(AppError::BadRequest(format!("{name}: {e}")));
@@ -310,10 +493,18 @@ async fn upload(_: Caller, State(state): State<AppState>, Query(q): Query<Upload
     let dir = uploads.join(&sha);
     tokio::fs::create_dir_all(&dir).await?;
     tokio::fs::rename(&tmp, dir.join(&name)).await?;
-    Ok(Json(UploadResponse { model_path: format!("upload://{sha}/{name}"), sha256: sha, bytes }))
+    Ok(Json(UploadResponse {
+        model_path: format!("upload://{sha}/{name}"),
+        sha256: sha,
+        bytes,
+    }))
 }
 
-async fn receive(state: &AppState, body: Body, tmp: &std::path::Path) -> Result<(String, u64), AppError> {
+async fn receive(
+    state: &AppState,
+    body: Body,
+    tmp: &std::path::Path,
+) -> Result<(String, u64), AppError> {
     let mut file = tokio::fs::File::create(tmp).await?;
     let mut hasher = sha2::Sha256::new();
     let mut bytes = 0u64;
@@ -322,7 +513,10 @@ async fn receive(state: &AppState, body: Body, tmp: &std::path::Path) -> Result<
         let chunk = chunk.map_err(|e| AppError::BadRequest(format!("upload interrupted: {e}")))?;
         bytes += chunk.len() as u64;
         if bytes > state.settings.max_model_bytes {
-            return Err(AppError::PayloadTooLarge(format!("upload exceeds the limit of {} bytes", state.settings.max_model_bytes)));
+            return Err(AppError::PayloadTooLarge(format!(
+                "upload exceeds the limit of {} bytes",
+                state.settings.max_model_bytes
+            )));
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await?;

@@ -29,14 +29,20 @@ pub fn tokens_equal(a: &str, b: &str) -> bool {
 /// the EAS SDK sends it), else `?token=T` (browsers cannot set headers on a
 /// WebSocket).
 pub fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
-    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         let t = v.strip_prefix("Bearer ").unwrap_or(v).trim();
         if !t.is_empty() {
             return Some(t.to_string());
         }
     }
-    uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_string)))
+    uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
+    })
 }
 
 /// A caller holding a valid management token.
@@ -47,13 +53,20 @@ pub struct Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(token) = request_token(&parts.headers, &parts.uri) else {
-            return Err(AppError::Unauthorized("missing API token: send `Authorization: Bearer <token>`".into()));
+            return Err(AppError::Unauthorized(
+                "missing API token: send `Authorization: Bearer <token>`".into(),
+            ));
         };
         match state.store.token_role(&hash_token(&token)).await? {
             Some(role) => Ok(Caller { role }),
-            None => Err(AppError::Unauthorized("invalid or revoked API token".into())),
+            None => Err(AppError::Unauthorized(
+                "invalid or revoked API token".into(),
+            )),
         }
     }
 }

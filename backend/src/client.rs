@@ -38,7 +38,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &str, token: String) -> Client {
-        Client { server: server.trim_end_matches('/').to_string(), token, http: reqwest::Client::new() }
+        Client {
+            server: server.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -46,13 +50,29 @@ impl Client {
     }
 
     fn connect_err(&self, e: reqwest::Error) -> ClientError {
-        ClientError::Connect { server: self.server.clone(), reason: e.to_string() }
+        ClientError::Connect {
+            server: self.server.clone(),
+            reason: e.to_string(),
+        }
     }
 
-    pub async fn send<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<reqwest::Body>) -> Result<T, ClientError> {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<reqwest::Body>,
+    ) -> Result<T, ClientError> {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.body(b);
+            let kind = if path.starts_with("/api/v2/uploads") {
+                "application/octet-stream"
+            } else {
+                "application/json"
+            };
+            req = req.header(reqwest::header::CONTENT_TYPE, kind).body(b);
         }
         let resp = req.send().await.map_err(|e| self.connect_err(e))?;
         let status = resp.status();
@@ -61,9 +81,11 @@ impl Client {
             return Err(ClientError::Api(describe_error(status, &bytes)));
         }
         if status == StatusCode::NO_CONTENT || bytes.is_empty() {
-            return serde_json::from_value(serde_json::Value::Null).map_err(|e| ClientError::Api(format!("unexpected empty answer: {e}")));
+            return serde_json::from_value(serde_json::Value::Null)
+                .map_err(|e| ClientError::Api(format!("unexpected empty answer: {e}")));
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Api(format!("unexpected answer from the server: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Api(format!("unexpected answer from the server: {e}")))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -73,7 +95,10 @@ impl Client {
     /// Uploads a local file, or a folder as a tar archive, with a progress bar.
     pub async fn upload(&self, local: &Path) -> Result<UploadResponse, ClientError> {
         let (file, name, _tmp) = if local.is_dir() {
-            let tmp = tempfile::Builder::new().suffix(".tar").tempfile().map_err(|e| ClientError::Usage(e.to_string()))?;
+            let tmp = tempfile::Builder::new()
+                .suffix(".tar")
+                .tempfile()
+                .map_err(|e| ClientError::Usage(e.to_string()))?;
             let dir = local.to_path_buf();
             let out = tmp.path().to_path_buf();
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -85,18 +110,28 @@ impl Client {
             .await
             .map_err(|e| ClientError::Usage(e.to_string()))?
             .map_err(|e| ClientError::Usage(format!("packing {}: {e}", local.display())))?;
-            let base = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+            let base = local
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
             (tmp.path().to_path_buf(), format!("{base}.tar"), Some(tmp))
         } else {
-            let name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+            let name = local
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
             (local.to_path_buf(), name, None)
         };
-        let f = tokio::fs::File::open(&file).await.map_err(|e| ClientError::Usage(format!("{}: {e}", local.display())))?;
+        let f = tokio::fs::File::open(&file)
+            .await
+            .map_err(|e| ClientError::Usage(format!("{}: {e}", local.display())))?;
         let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
         let bar = indicatif::ProgressBar::new(len);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("uploading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "uploading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_message(name.clone());
         let stream = tokio_util::io::ReaderStream::new(f).inspect({
@@ -108,27 +143,57 @@ impl Client {
             }
         });
         let path = format!("/api/v2/uploads?filename={}", urlencode(&name));
-        let r = self.send(Method::POST, &path, Some(reqwest::Body::wrap_stream(stream))).await;
+        let r = self
+            .send(
+                Method::POST,
+                &path,
+                Some(reqwest::Body::wrap_stream(stream)),
+            )
+            .await;
         bar.finish_and_clear();
         r
     }
 
     /// Follows a service's log stream, printing each line, until the deploy
     /// ends. Returns the final status.
-    pub async fn follow_logs(&self, name: &str, mut print: impl FnMut(&str)) -> Result<(ServiceStatus, Option<String>), ClientError> {
-        let ws_url = format!("{}/api/v2/services/{name}/logs/stream", self.server.replacen("http", "ws", 1));
-        let mut req = ws_url.as_str().into_client_request().map_err(|e| ClientError::Usage(e.to_string()))?;
-        let auth = format!("Bearer {}", self.token).parse().map_err(|_| ClientError::Usage("the token holds characters a header cannot".into()))?;
+    pub async fn follow_logs(
+        &self,
+        name: &str,
+        mut print: impl FnMut(&str),
+    ) -> Result<(ServiceStatus, Option<String>), ClientError> {
+        let ws_url = format!(
+            "{}/api/v2/services/{name}/logs/stream",
+            self.server.replacen("http", "ws", 1)
+        );
+        let mut req = ws_url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let auth = format!("Bearer {}", self.token)
+            .parse()
+            .map_err(|_| ClientError::Usage("the token holds characters a header cannot".into()))?;
         req.headers_mut().insert("authorization", auth);
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Http(resp) => {
-                let body = resp.body().as_deref().unwrap_or_default();
-                ClientError::Api(describe_error(StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY), body))
-            }
-            other => ClientError::Connect { server: self.server.clone(), reason: other.to_string() },
-        })?;
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(resp) => {
+                    let body = resp.body().as_deref().unwrap_or_default();
+                    ClientError::Api(describe_error(
+                        StatusCode::from_u16(resp.status().as_u16())
+                            .unwrap_or(StatusCode::BAD_GATEWAY),
+                        body,
+                    ))
+                }
+                other => ClientError::Connect {
+                    server: self.server.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
         while let Some(msg) = ws.next().await {
-            let msg = msg.map_err(|e| ClientError::Connect { server: self.server.clone(), reason: e.to_string() })?;
+            let msg = msg.map_err(|e| ClientError::Connect {
+                server: self.server.clone(),
+                reason: e.to_string(),
+            })?;
             let Message::Text(text) = msg else {
                 if matches!(msg, Message::Close(_)) {
                     break;
@@ -141,14 +206,18 @@ impl Client {
                 Err(e) => return Err(ClientError::Api(format!("unexpected log event: {e}"))),
             }
         }
-        Err(ClientError::Api("the log stream closed before the deploy ended".into()))
+        Err(ClientError::Api(
+            "the log stream closed before the deploy ended".into(),
+        ))
     }
 }
 
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -160,12 +229,19 @@ pub fn describe_error(status: StatusCode, body: &[u8]) -> String {
         Ok(e) if !e.errors.is_empty() => {
             let mut s = format!("{} ({}):", e.error, status.as_u16());
             for v in e.errors {
-                s.push_str(&format!("\n  {}: {}", if v.path.is_empty() { "$" } else { &v.path }, v.message));
+                s.push_str(&format!(
+                    "\n  {}: {}",
+                    if v.path.is_empty() { "$" } else { &v.path },
+                    v.message
+                ));
             }
             s
         }
         Ok(e) => format!("{} ({})", e.error, status.as_u16()),
-        Err(_) => format!("server answered {status}: {}", String::from_utf8_lossy(body)),
+        Err(_) => format!(
+            "server answered {status}: {}",
+            String::from_utf8_lossy(body)
+        ),
     }
 }
 

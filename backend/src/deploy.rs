@@ -59,17 +59,38 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
     for job in state.store.interrupted_jobs().await? {
         let stage = job.stage.clone().unwrap_or_else(|| "schedule".into());
         if job.attempts >= MAX_ATTEMPTS {
-            let msg = format!("deploy interrupted {} times by server restarts (last at stage {stage}); giving up", job.attempts);
-            state.logs.line(&job.service, Some(job.id), &format!("[ERROR] {msg}")).await?;
+            let msg = format!(
+                "deploy interrupted {} times by server restarts (last at stage {stage}); giving up",
+                job.attempts
+            );
+            state
+                .logs
+                .line(&job.service, Some(job.id), &format!("[ERROR] {msg}"))
+                .await?;
             state.store.finish_job(job.id, false, Some(&msg)).await?;
-            let status = if state.store.get_service(&job.service).await?.is_some_and(|s| s.artifact.is_some()) {
+            let status = if state
+                .store
+                .get_service(&job.service)
+                .await?
+                .is_some_and(|s| s.artifact.is_some())
+            {
                 ServiceStatus::Running
             } else {
                 ServiceStatus::Failed
             };
-            state.store.set_status(&job.service, status, None, Some(&msg)).await?;
+            state
+                .store
+                .set_status(&job.service, status, None, Some(&msg))
+                .await?;
         } else {
-            state.logs.line(&job.service, Some(job.id), &format!("[OK] Server restarted: resuming the deploy at stage {stage}")).await?;
+            state
+                .logs
+                .line(
+                    &job.service,
+                    Some(job.id),
+                    &format!("[OK] Server restarted: resuming the deploy at stage {stage}"),
+                )
+                .await?;
             state.store.requeue_job(job.id).await?;
         }
     }
@@ -77,8 +98,12 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
     // previous artifact until the redeploy finishes.
     for svc in state.store.list_services().await? {
         let serving = matches!(svc.status, ServiceStatus::Running | ServiceStatus::Updating);
-        let Some(key) = svc.artifact.as_deref().filter(|_| serving) else { continue };
-        let Some(art) = state.store.get_artifact(key).await? else { continue };
+        let Some(key) = svc.artifact.as_deref().filter(|_| serving) else {
+            continue;
+        };
+        let Some(art) = state.store.get_artifact(key).await? else {
+            continue;
+        };
         match load_pool(Path::new(&art.dir), svc.instances, svc.token.clone()).await {
             Ok(pool) => {
                 let n = pool.len() as u32;
@@ -87,8 +112,14 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
             }
             Err(e) => {
                 let msg = format!("could not restart instances after a server restart: {e}");
-                state.logs.line(&svc.name, None, &format!("[ERROR] {msg}")).await?;
-                state.store.set_status(&svc.name, ServiceStatus::Failed, None, Some(&msg)).await?;
+                state
+                    .logs
+                    .line(&svc.name, None, &format!("[ERROR] {msg}"))
+                    .await?;
+                state
+                    .store
+                    .set_status(&svc.name, ServiceStatus::Failed, None, Some(&msg))
+                    .await?;
                 state.store.set_running(&svc.name, 0, None).await?;
             }
         }
@@ -107,14 +138,28 @@ async fn run_job(state: &AppState, job: JobRow) {
             }
             Err(e) => {
                 let msg = match &e {
-                    AppError::Invalid(v) => v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; "),
+                    AppError::Invalid(v) => v
+                        .iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
                     other => other.to_string(),
                 };
-                state.logs.line(&name, Some(job.id), &format!("[ERROR] {msg}")).await?;
+                state
+                    .logs
+                    .line(&name, Some(job.id), &format!("[ERROR] {msg}"))
+                    .await?;
                 state.store.finish_job(job.id, false, Some(&msg)).await?;
                 // A failed redeploy leaves the previous instances serving.
-                let status = if state.instances.get(&name).is_some() { ServiceStatus::Running } else { ServiceStatus::Failed };
-                state.store.set_status(&name, status, None, Some(&msg)).await?;
+                let status = if state.instances.get(&name).is_some() {
+                    ServiceStatus::Running
+                } else {
+                    ServiceStatus::Failed
+                };
+                state
+                    .store
+                    .set_status(&name, status, None, Some(&msg))
+                    .await?;
                 state.logs.end(&name, status, Some(msg));
             }
         }
@@ -126,38 +171,67 @@ async fn run_job(state: &AppState, job: JobRow) {
 }
 
 fn stage_index(stage: Option<&str>) -> usize {
-    stage.and_then(|s| STAGES.iter().position(|x| *x == s)).unwrap_or(0)
+    stage
+        .and_then(|s| STAGES.iter().position(|x| *x == s))
+        .unwrap_or(0)
 }
 
 async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
     let name = job.service.as_str();
     let log = |line: String| async move { state.logs.line(name, Some(job.id), &line).await };
-    let cfg: ServiceConfig = serde_json::from_str(&job.config).map_err(|e| AppError::Internal(format!("stored config: {e}")))?;
+    let cfg: ServiceConfig = serde_json::from_str(&job.config)
+        .map_err(|e| AppError::Internal(format!("stored config: {e}")))?;
     let resume = stage_index(job.stage.as_deref());
 
     // schedule
     if resume <= 0 {
         state.store.set_job_stage(job.id, name, "schedule").await?;
-        let node = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+        let node = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
         log(format!("[OK] Scheduling process to node {node}")).await?;
     }
 
     // fetch: the create/modify call already resolved and checked the model;
     // here we make sure it is still there and report it.
-    let svc = state.store.get_service(name).await?.ok_or_else(|| AppError::NotFound(format!("service '{name}' was deleted")))?;
-    let (Some(model_dir), Some(model_file), Some(model_sha), Some(sig_json)) = (svc.model_dir.clone(), svc.model_file.clone(), svc.model_sha256.clone(), svc.signature.clone()) else {
-        return Err(AppError::Internal("the service has no resolved model".into()));
+    let svc = state
+        .store
+        .get_service(name)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("service '{name}' was deleted")))?;
+    let (Some(model_dir), Some(model_file), Some(model_sha), Some(sig_json)) = (
+        svc.model_dir.clone(),
+        svc.model_file.clone(),
+        svc.model_sha256.clone(),
+        svc.signature.clone(),
+    ) else {
+        return Err(AppError::Internal(
+            "the service has no resolved model".into(),
+        ));
     };
     if !Path::new(&model_file).is_file() {
-        return Err(AppError::NotFound(format!("model file {model_file} is gone from the server's data folder")));
+        return Err(AppError::NotFound(format!(
+            "model file {model_file} is gone from the server's data folder"
+        )));
     }
-    let signature: ModelSignature = serde_json::from_str(&sig_json).map_err(|e| AppError::Internal(e.to_string()))?;
+    let signature: ModelSignature =
+        serde_json::from_str(&sig_json).map_err(|e| AppError::Internal(e.to_string()))?;
     if resume <= 1 {
         state.store.set_job_stage(job.id, name, "fetch").await?;
         log(format!("[OK] Downloading model file: {}", cfg.model_path)).await?;
-        log(format!("[OK] Fetching processor from [{} for {}]", optimizer::runtime::describe(), cfg.processor)).await?;
+        log(format!(
+            "[OK] Fetching processor from [{} for {}]",
+            optimizer::runtime::describe(),
+            cfg.processor
+        ))
+        .await?;
         log("[OK] Successfully downloaded all artifacts".into()).await?;
-        log(format!("[OK] Model {}: {}", file_label(&model_file), optimizer::optimize::describe_signature(&signature))).await?;
+        log(format!(
+            "[OK] Model {}: {}",
+            file_label(&model_file),
+            optimizer::optimize::describe_signature(&signature)
+        ))
+        .await?;
     }
 
     // plugin (or the plain artifact when no plugin is configured)
@@ -172,7 +246,11 @@ async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
         (None, _) => serde_json::json!({ "plugin": null }),
     };
     let key = artifact::artifact_key(&model_sha, &opt_config, &target);
-    let existing = state.store.get_artifact(&key).await?.filter(|a| Path::new(&a.dir).join(artifact::META_FILE).is_file());
+    let existing = state
+        .store
+        .get_artifact(&key)
+        .await?
+        .filter(|a| Path::new(&a.dir).join(artifact::META_FILE).is_file());
     let artifact_dir = match (existing, plugin) {
         (Some(a), Some(_)) => {
             log(format!("[OK] Reusing optimized artifact {}: this model and optimization config were optimized before", &key[..12])).await?;
@@ -180,15 +258,47 @@ async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
         }
         (Some(a), None) => PathBuf::from(a.dir),
         (None, Some(p)) => {
-            log(format!("[OK] Running plugin eas-plugin-{}: {}", &key[..8], p.image)).await?;
-            let dir = run_plugin(state, job, &cfg, Path::new(&model_dir), Path::new(&model_file), &key).await?;
+            log(format!(
+                "[OK] Running plugin eas-plugin-{}: {}",
+                &key[..8],
+                p.image
+            ))
+            .await?;
+            let dir = run_plugin(
+                state,
+                job,
+                &cfg,
+                Path::new(&model_dir),
+                Path::new(&model_file),
+                &key,
+            )
+            .await?;
             let report = std::fs::read_to_string(dir.join(artifact::REPORT_FILE)).ok();
-            state.store.put_artifact(&key, &dir.display().to_string(), &model_sha, true, report.as_deref()).await?;
+            state
+                .store
+                .put_artifact(
+                    &key,
+                    &dir.display().to_string(),
+                    &model_sha,
+                    true,
+                    report.as_deref(),
+                )
+                .await?;
             dir
         }
         (None, None) => {
-            let dir = plain_artifact(state, &key, Path::new(&model_file), signature.clone(), &target).await?;
-            state.store.put_artifact(&key, &dir.display().to_string(), &model_sha, false, None).await?;
+            let dir = plain_artifact(
+                state,
+                &key,
+                Path::new(&model_file),
+                signature.clone(),
+                &target,
+            )
+            .await?;
+            state
+                .store
+                .put_artifact(&key, &dir.display().to_string(), &model_sha, false, None)
+                .await?;
             dir
         }
     };
@@ -198,27 +308,47 @@ async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
     let n = cfg.metadata.instance.max(1);
     log("[OK] Successfully created ingress".into()).await?;
     log("[OK] Successfully synchronized resources".into()).await?;
-    log(format!("[OK] Waiting [Total: {n}, Pending: {n}, Running: 0]")).await?;
+    log(format!(
+        "[OK] Waiting [Total: {n}, Pending: {n}, Running: 0]"
+    ))
+    .await?;
     let pool = load_pool(&artifact_dir, n, svc.token.clone()).await?;
     // The service may have been deleted while we loaded.
     if state.store.get_service(name).await?.is_none() {
-        return Err(AppError::NotFound(format!("service '{name}' was deleted during the deploy")));
+        return Err(AppError::NotFound(format!(
+            "service '{name}' was deleted during the deploy"
+        )));
     }
     state.instances.put(name, pool);
     state.store.set_running(name, n, Some(&key)).await?;
-    log(format!("[OK] Running [Total: {n}, Pending: 0, Running: {n}]")).await?;
-    state.store.set_status(name, ServiceStatus::Running, None, None).await?;
+    log(format!(
+        "[OK] Running [Total: {n}, Pending: 0, Running: {n}]"
+    ))
+    .await?;
+    state
+        .store
+        .set_status(name, ServiceStatus::Running, None, None)
+        .await?;
     log("[OK] Service is running".into()).await?;
     Ok(())
 }
 
 fn file_label(p: &str) -> String {
-    Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.to_string())
+    Path::new(p)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.to_string())
 }
 
 /// An artifact for a service without a plugin: the model as given, served
 /// with ONNX Runtime's default optimizations.
-async fn plain_artifact(state: &AppState, key: &str, model: &Path, signature: ModelSignature, target: &str) -> Result<PathBuf, AppError> {
+async fn plain_artifact(
+    state: &AppState,
+    key: &str,
+    model: &Path,
+    signature: ModelSignature,
+    target: &str,
+) -> Result<PathBuf, AppError> {
     let dir = state.settings.artifacts_dir().join(key);
     let tmp = state.settings.artifacts_dir().join(format!(".tmp-{key}"));
     let _ = tokio::fs::remove_dir_all(&tmp).await;
@@ -232,7 +362,11 @@ async fn plain_artifact(state: &AppState, key: &str, model: &Path, signature: Mo
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),
         target: target.into(),
     };
-    tokio::fs::write(tmp.join(artifact::META_FILE), serde_json::to_vec_pretty(&meta).map_err(|e| AppError::Internal(e.to_string()))?).await?;
+    tokio::fs::write(
+        tmp.join(artifact::META_FILE),
+        serde_json::to_vec_pretty(&meta).map_err(|e| AppError::Internal(e.to_string()))?,
+    )
+    .await?;
     let _ = tokio::fs::remove_dir_all(&dir).await;
     tokio::fs::rename(&tmp, &dir).await?;
     Ok(dir)
@@ -241,24 +375,56 @@ async fn plain_artifact(state: &AppState, key: &str, model: &Path, signature: Mo
 /// Runs `whet optimize` in a child process and streams its progress lines
 /// into the deploy log. The child exits when its stdin closes, i.e. when this
 /// server dies, so no orphan keeps optimizing after a crash.
-async fn run_plugin(state: &AppState, job: &JobRow, cfg: &ServiceConfig, model_dir: &Path, model_file: &Path, key: &str) -> Result<PathBuf, AppError> {
+async fn run_plugin(
+    state: &AppState,
+    job: &JobRow,
+    cfg: &ServiceConfig,
+    model_dir: &Path,
+    model_file: &Path,
+    key: &str,
+) -> Result<PathBuf, AppError> {
     let dir = state.settings.artifacts_dir().join(key);
     let tmp = state.settings.artifacts_dir().join(format!(".tmp-{key}"));
     let _ = tokio::fs::remove_dir_all(&tmp).await;
     tokio::fs::create_dir_all(&tmp).await?;
     let mut cmd = tokio::process::Command::new(&state.settings.whet_exe);
-    cmd.arg("optimize").arg(model_file).arg("--out").arg(&tmp).arg("--data-dir").arg(model_dir).arg("--plain").arg("--exit-with-stdin");
+    cmd.arg("optimize")
+        .arg(model_file)
+        .arg("--out")
+        .arg(&tmp)
+        .arg("--data-dir")
+        .arg(model_dir)
+        .arg("--plain")
+        .arg("--exit-with-stdin");
     if let Some((_, info)) = cfg.model_info() {
         let spec = tmp.join("model_info.json");
-        tokio::fs::write(&spec, serde_json::to_vec(info).map_err(|e| AppError::Internal(e.to_string()))?).await?;
+        tokio::fs::write(
+            &spec,
+            serde_json::to_vec(info).map_err(|e| AppError::Internal(e.to_string()))?,
+        )
+        .await?;
         cmd.arg("--model-info").arg(&spec);
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| AppError::Internal(format!("starting the optimizer ({}): {e}", state.settings.whet_exe.display())))?;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        AppError::Internal(format!(
+            "starting the optimizer ({}): {e}",
+            state.settings.whet_exe.display()
+        ))
+    })?;
     // Keep stdin open for the child's lifetime (dropping it tells the child to stop).
     let _stdin = child.stdin.take();
-    let stdout = child.stdout.take().ok_or_else(|| AppError::Internal("optimizer stdout".into()))?;
-    let stderr = child.stderr.take().ok_or_else(|| AppError::Internal("optimizer stderr".into()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| AppError::Internal("optimizer stdout".into()))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| AppError::Internal("optimizer stderr".into()))?;
     let err_tail = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         let mut tail: Vec<String> = Vec::new();
@@ -280,7 +446,12 @@ async fn run_plugin(state: &AppState, job: &JobRow, cfg: &ServiceConfig, model_d
     let tail = err_tail.await.unwrap_or_default();
     if !status.success() {
         let _ = tokio::fs::remove_dir_all(&tmp).await;
-        let reason = tail.iter().rev().find(|l| !l.trim().is_empty()).cloned().unwrap_or_else(|| format!("exit status {status}"));
+        let reason = tail
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| format!("exit status {status}"));
         return Err(AppError::BadRequest(format!("plugin failed: {reason}")));
     }
     let _ = tokio::fs::remove_file(tmp.join("model_info.json")).await;

@@ -29,7 +29,10 @@ pub enum AppError {
 
 impl AppError {
     pub fn invalid(path: &str, message: impl Into<String>) -> AppError {
-        AppError::Invalid(vec![ValidationError { path: path.to_string(), message: message.into() }])
+        AppError::Invalid(vec![ValidationError {
+            path: path.to_string(),
+            message: message.into(),
+        }])
     }
 
     pub fn status(&self) -> StatusCode {
@@ -68,6 +71,13 @@ impl IntoResponse for AppError {
             AppError::Invalid(v) => v.clone(),
             _ => vec![],
         };
-        (status, Json(ApiError { error: self.to_string(), errors })).into_response()
+        (
+            status,
+            Json(ApiError {
+                error: self.to_string(),
+                errors,
+            }),
+        )
+            .into_response()
     }
 }

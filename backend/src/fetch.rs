@@ -42,7 +42,8 @@ pub fn unpack(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), String>
     std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
     let result = unpack_into(archive, &tmp, max_bytes);
     match result {
-        Ok(()) => std::fs::rename(&tmp, dest).map_err(|e| format!("moving unpacked model into place: {e}")),
+        Ok(()) => std::fs::rename(&tmp, dest)
+            .map_err(|e| format!("moving unpacked model into place: {e}")),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
             Err(e)
@@ -51,13 +52,20 @@ pub fn unpack(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), String>
 }
 
 fn unpack_into(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), String> {
-    let name = archive.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    // The format comes from the content, not the name: uploads sit under
+    // temporary names while they are checked.
+    let mut magic = [0u8; 4];
+    let mut file = File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
+    let n = file.read(&mut magic).map_err(|e| e.to_string())?;
+    let magic = &magic[..n];
     let file = File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
     let mut total = 0u64;
     let mut write_entry = |rel: &Path, reader: &mut dyn Read, size: u64| -> Result<(), String> {
         total = total.saturating_add(size);
         if total > max_bytes {
-            return Err(format!("archive unpacks to more than the limit of {max_bytes} bytes"));
+            return Err(format!(
+                "archive unpacks to more than the limit of {max_bytes} bytes"
+            ));
         }
         let out = dest.join(rel);
         if let Some(parent) = out.parent() {
@@ -65,25 +73,37 @@ fn unpack_into(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), String
         }
         let mut f = File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         // Bound the copy by the declared size, plus one byte to detect a lie.
-        let copied = std::io::copy(&mut reader.take(size.saturating_add(1)), &mut f).map_err(|e| e.to_string())?;
+        let copied = std::io::copy(&mut reader.take(size.saturating_add(1)), &mut f)
+            .map_err(|e| e.to_string())?;
         if copied > size {
-            return Err(format!("archive entry '{}' is larger than its header says", rel.display()));
+            return Err(format!(
+                "archive entry '{}' is larger than its header says",
+                rel.display()
+            ));
         }
         Ok(())
     };
-    if name.ends_with(".zip") {
-        let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| format!("not a readable zip archive: {e}"))?;
+    if magic.starts_with(b"PK\x03\x04") || magic.starts_with(b"PK\x05\x06") {
+        let mut zip = zip::ZipArchive::new(BufReader::new(file))
+            .map_err(|e| format!("not a readable zip archive: {e}"))?;
         if zip.len() > MAX_ENTRIES {
-            return Err(format!("archive has {} entries; the limit is {MAX_ENTRIES}", zip.len()));
+            return Err(format!(
+                "archive has {} entries; the limit is {MAX_ENTRIES}",
+                zip.len()
+            ));
         }
         for i in 0..zip.len() {
             let mut entry = zip.by_index(i).map_err(|e| format!("zip entry {i}: {e}"))?;
             let raw = entry.name().to_string();
-            let Some(rel) = safe_relative(Path::new(&raw)).filter(|_| entry.enclosed_name().is_some()) else {
+            let Some(rel) =
+                safe_relative(Path::new(&raw)).filter(|_| entry.enclosed_name().is_some())
+            else {
                 return Err(format!("archive entry '{raw}' escapes the model folder (absolute path or '..'); refusing the archive"));
             };
             if entry.is_symlink() {
-                return Err(format!("archive entry '{raw}' is a symbolic link; links are not accepted"));
+                return Err(format!(
+                    "archive entry '{raw}' is a symbolic link; links are not accepted"
+                ));
             }
             if entry.is_dir() {
                 std::fs::create_dir_all(dest.join(&rel)).map_err(|e| e.to_string())?;
@@ -94,13 +114,15 @@ fn unpack_into(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), String
         }
         return Ok(());
     }
-    let reader: Box<dyn Read> = if name.ends_with(".gz") || name.ends_with(".tgz") {
+    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::GzDecoder::new(BufReader::new(file)))
     } else {
         Box::new(BufReader::new(file))
     };
     let mut tar = tar::Archive::new(reader);
-    let entries = tar.entries().map_err(|e| format!("not a readable tar archive: {e}"))?;
+    let entries = tar
+        .entries()
+        .map_err(|e| format!("not a readable tar archive: {e}"))?;
     for (i, entry) in entries.enumerate() {
         if i >= MAX_ENTRIES {
             return Err(format!("archive has more than {MAX_ENTRIES} entries"));
@@ -116,13 +138,19 @@ fn unpack_into(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), String
         };
         use tar::EntryType;
         match entry.header().entry_type() {
-            EntryType::Directory => std::fs::create_dir_all(dest.join(&rel)).map_err(|e| e.to_string())?,
+            EntryType::Directory => {
+                std::fs::create_dir_all(dest.join(&rel)).map_err(|e| e.to_string())?
+            }
             EntryType::Regular | EntryType::Continuous => {
                 let size = entry.header().size().map_err(|e| e.to_string())?;
                 write_entry(&rel, &mut entry, size)?
             }
             EntryType::XGlobalHeader | EntryType::XHeader => {}
-            other => return Err(format!("archive entry '{shown}' is a {other:?}; only files and folders are accepted")),
+            other => {
+                return Err(format!(
+                    "archive entry '{shown}' is a {other:?}; only files and folders are accepted"
+                ))
+            }
         }
     }
     Ok(())
@@ -147,7 +175,10 @@ fn invalid(path: &str, msg: impl Into<String>) -> AppError {
 fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, AppError> {
     if let Some(rest) = model_path.strip_prefix("upload://") {
         let (sha, name) = rest.split_once('/').unwrap_or((rest, ""));
-        let ok = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) && !name.is_empty() && safe_relative(Path::new(name)).is_some();
+        let ok = sha.len() == 64
+            && sha.bytes().all(|b| b.is_ascii_hexdigit())
+            && !name.is_empty()
+            && safe_relative(Path::new(name)).is_some();
         let p = settings.uploads_dir().join(sha).join(name);
         if !ok || !p.exists() {
             return Err(invalid("model_path", format!("unknown upload '{model_path}'; upload the model first (the CLI does it for local paths)")));
@@ -157,18 +188,35 @@ fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, AppEr
     if let Some(rest) = model_path.strip_prefix("file://") {
         let p = PathBuf::from(rest);
         if !p.is_absolute() {
-            return Err(invalid("model_path", format!("expected an absolute path after file://, got '{rest}'")));
+            return Err(invalid(
+                "model_path",
+                format!("expected an absolute path after file://, got '{rest}'"),
+            ));
         }
-        let real = p.canonicalize().map_err(|e| invalid("model_path", format!("{}: {e}", p.display())))?;
-        let allowed = settings.model_roots.iter().filter_map(|r| r.canonicalize().ok()).any(|r| real.starts_with(r));
+        let real = p
+            .canonicalize()
+            .map_err(|e| invalid("model_path", format!("{}: {e}", p.display())))?;
+        let allowed = settings
+            .model_roots
+            .iter()
+            .filter_map(|r| r.canonicalize().ok())
+            .any(|r| real.starts_with(r));
         if !allowed {
-            let roots = settings.model_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>();
+            let roots = settings
+                .model_roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>();
             return Err(invalid(
                 "model_path",
                 if roots.is_empty() {
                     "file:// paths are disabled on this server (start it with --model-root DIR to allow a folder); the CLI uploads local paths instead".to_string()
                 } else {
-                    format!("{} is outside the allowed model roots ({})", real.display(), roots.join(", "))
+                    format!(
+                        "{} is outside the allowed model roots ({})",
+                        real.display(),
+                        roots.join(", ")
+                    )
                 },
             ));
         }
@@ -184,13 +232,18 @@ fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, AppEr
 }
 
 fn find_models(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
         if p.is_dir() && depth > 0 {
             find_models(&p, depth - 1, out);
-        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        } else if p
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+        {
             out.push(p);
         }
     }
@@ -205,10 +258,15 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
     let (dir, direct_file) = if source.is_dir() {
         (source, None)
     } else {
-        let name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if is_archive(&name) {
-            let sha = optimizer::artifact::sha256_file(&source).map_err(|e| AppError::Internal(e.to_string()))?;
-            let dir = unpacked_dir(settings, &source, &sha).map_err(|e| invalid("model_path", e))?;
+            let sha = optimizer::artifact::sha256_file(&source)
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+            let dir =
+                unpacked_dir(settings, &source, &sha).map_err(|e| invalid("model_path", e))?;
             (dir, None)
         } else {
             let parent = source.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -224,7 +282,10 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
             if !p.is_file() || !matches_direct {
                 return Err(invalid(
                     &format!("plugins[0].config.model_info[\"{name}\"]"),
-                    format!("model file '{name}' not found in model_path ({})", cfg.model_path),
+                    format!(
+                        "model file '{name}' not found in model_path ({})",
+                        cfg.model_path
+                    ),
                 ));
             }
             p
@@ -235,20 +296,41 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
             find_models(&dir, 3, &mut found);
             match found.len() {
                 1 => found.remove(0),
-                0 => return Err(invalid("model_path", "no .onnx model file found in the model folder")),
+                0 => {
+                    return Err(invalid(
+                        "model_path",
+                        "no .onnx model file found in the model folder",
+                    ))
+                }
                 _ => {
-                    let names: Vec<String> = found.iter().filter_map(|p| p.strip_prefix(&dir).ok()).map(|p| p.display().to_string()).collect();
-                    return Err(invalid("model_path", format!("several model files ({}); name one in plugins[0].config.model_info", names.join(", "))));
+                    let names: Vec<String> = found
+                        .iter()
+                        .filter_map(|p| p.strip_prefix(&dir).ok())
+                        .map(|p| p.display().to_string())
+                        .collect();
+                    return Err(invalid(
+                        "model_path",
+                        format!(
+                            "several model files ({}); name one in plugins[0].config.model_info",
+                            names.join(", ")
+                        ),
+                    ));
                 }
             }
         }
     };
 
     if let Some((name, info)) = model_info {
-        for (key, value) in [("test_data", &info.test_data), ("calibration_dataset", &info.calibration_dataset)] {
+        for (key, value) in [
+            ("test_data", &info.test_data),
+            ("calibration_dataset", &info.calibration_dataset),
+        ] {
             if let Some(rel) = value {
                 if !dir.join(rel).is_file() {
-                    return Err(invalid(&format!("plugins[0].config.model_info[\"{name}\"].{key}"), format!("file '{rel}' not found in model_path")));
+                    return Err(invalid(
+                        &format!("plugins[0].config.model_info[\"{name}\"].{key}"),
+                        format!("file '{rel}' not found in model_path"),
+                    ));
                 }
             }
         }
@@ -256,21 +338,45 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
 
     let sig = optimizer::engine::inspect(&file).map_err(|e| match e {
         optimizer::OptimizerError::RuntimeMissing(m) => AppError::Unavailable(m),
-        other => invalid("model_path", format!("{}: not a valid ONNX model: {}", file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), other)),
+        other => invalid(
+            "model_path",
+            format!(
+                "{}: not a valid ONNX model: {}",
+                file.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                other
+            ),
+        ),
     })?;
     if let Some((name, info)) = model_info {
-        for (kind, declared, actual) in [("inputs", &info.inputs, &sig.inputs), ("outputs", &info.outputs, &sig.outputs)] {
+        for (kind, declared, actual) in [
+            ("inputs", &info.inputs, &sig.inputs),
+            ("outputs", &info.outputs, &sig.outputs),
+        ] {
             for (i, n) in declared.iter().flatten().enumerate() {
-                if !actual.iter().any(|s| &s.name == n || s.name.strip_suffix(":0") == Some(n.as_str())) {
+                if !actual
+                    .iter()
+                    .any(|s| &s.name == n || s.name.strip_suffix(":0") == Some(n.as_str()))
+                {
                     return Err(invalid(
                         &format!("plugins[0].config.model_info[\"{name}\"].{kind}[{i}]"),
-                        format!("the model has no {} named '{n}'; it has: {}", &kind[..kind.len() - 1], actual.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")),
+                        format!(
+                            "the model has no {} named '{n}'; it has: {}",
+                            &kind[..kind.len() - 1],
+                            actual
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
                     ));
                 }
             }
         }
     }
-    let sha256 = optimizer::artifact::sha256_file(&file).map_err(|e| AppError::Internal(e.to_string()))?;
+    let sha256 =
+        optimizer::artifact::sha256_file(&file).map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(ResolvedModel {
         dir: dir.display().to_string(),
         file: file.display().to_string(),
@@ -294,7 +400,8 @@ mod tests {
         let f = tempfile::Builder::new().suffix(".zip").tempfile().unwrap();
         let mut z = zip::ZipWriter::new(f.reopen().unwrap());
         for n in names {
-            z.start_file(*n, zip::write::SimpleFileOptions::default()).unwrap();
+            z.start_file(*n, zip::write::SimpleFileOptions::default())
+                .unwrap();
             z.write_all(b"hello").unwrap();
         }
         z.finish().unwrap();
@@ -307,10 +414,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dest = root.path().join("m");
         let err = unpack(z.path(), &dest, 1 << 20).unwrap_err();
-        assert!(err.contains("../evil.txt") && err.contains("escapes"), "{err}");
+        assert!(
+            err.contains("../evil.txt") && err.contains("escapes"),
+            "{err}"
+        );
         assert!(!dest.exists());
         assert!(!root.path().join("evil.txt").exists());
-        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0, "temporary folder left behind");
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            0,
+            "temporary folder left behind"
+        );
     }
 
     #[test]

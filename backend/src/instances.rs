@@ -25,15 +25,27 @@ impl ServicePool {
     /// instances do not fight for cores.
     pub fn load(dir: &Path, count: u32, token: String) -> Result<ServicePool, String> {
         let meta = ArtifactMeta::read(dir).map_err(|e| e.to_string())?;
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let threads = (cores / count.max(1) as usize).max(1);
-        let settings = SessionSettings { intra_threads: threads, ..meta.session.clone() };
+        let settings = SessionSettings {
+            intra_threads: threads,
+            ..meta.session.clone()
+        };
         let model = dir.join(&meta.model_file);
         let mut engines = Vec::with_capacity(count as usize);
         for _ in 0..count.max(1) {
-            engines.push(Mutex::new(Engine::load(&model, &settings).map_err(|e| e.to_string())?));
+            engines.push(Mutex::new(
+                Engine::load(&model, &settings).map_err(|e| e.to_string())?,
+            ));
         }
-        Ok(ServicePool { token, signature: meta.signature, engines, next: AtomicUsize::new(0) })
+        Ok(ServicePool {
+            token,
+            signature: meta.signature,
+            engines,
+            next: AtomicUsize::new(0),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -45,7 +57,10 @@ impl ServicePool {
     }
 
     /// Runs on the next instance in turn, or on any idle one if that is busy.
-    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, optimizer::OptimizerError> {
+    pub fn run(
+        &self,
+        inputs: &[(String, Tensor)],
+    ) -> Result<Vec<(String, Tensor)>, optimizer::OptimizerError> {
         let n = self.engines.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         for k in 0..n {
@@ -53,7 +68,9 @@ impl ServicePool {
                 return e.run(inputs);
             }
         }
-        let mut e = self.engines[start].lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = self.engines[start]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         e.run(inputs)
     }
 }
@@ -65,16 +82,27 @@ pub struct Instances {
 
 impl Instances {
     pub fn get(&self, name: &str) -> Option<Arc<ServicePool>> {
-        self.pools.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Swaps in a new pool; requests in flight on the old one finish on it.
     pub fn put(&self, name: &str, pool: ServicePool) {
-        self.pools.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Arc::new(pool));
+        self.pools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::new(pool));
     }
 
     pub fn remove(&self, name: &str) -> bool {
-        self.pools.write().unwrap_or_else(|p| p.into_inner()).remove(name).is_some()
+        self.pools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .is_some()
     }
 }
 

@@ -18,12 +18,17 @@ pub struct LogBus {
 
 impl LogBus {
     pub fn new(store: Store) -> LogBus {
-        LogBus { store, channels: Arc::default() }
+        LogBus {
+            store,
+            channels: Arc::default(),
+        }
     }
 
     fn sender(&self, service: &str) -> broadcast::Sender<LogEvent> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(service.to_string()).or_insert_with(|| broadcast::channel(1024).0).clone()
+        map.entry(service.to_string())
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .clone()
     }
 
     /// Subscribe before reading the stored log, so no line falls in between.
@@ -31,7 +36,12 @@ impl LogBus {
         self.sender(service).subscribe()
     }
 
-    pub async fn line(&self, service: &str, job_id: Option<i64>, line: &str) -> Result<(), AppError> {
+    pub async fn line(
+        &self,
+        service: &str,
+        job_id: Option<i64>,
+        line: &str,
+    ) -> Result<(), AppError> {
         let stored = self.store.append_log(service, job_id, line).await?;
         tracing::info!(service, "{line}");
         // No receivers is fine: nobody is watching.

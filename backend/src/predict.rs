@@ -15,13 +15,24 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/predict/{name}", post(predict)).layer(DefaultBodyLimit::max(256 << 20))
+    Router::new()
+        .route("/api/predict/{name}", post(predict))
+        .layer(DefaultBodyLimit::max(256 << 20))
 }
 
-async fn predict(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap, uri: Uri, body: String) -> Result<Response, AppError> {
+async fn predict(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: String,
+) -> Result<Response, AppError> {
     let Some(pool) = state.instances.get(&name) else {
         return match state.store.get_service(&name).await? {
-            Some(s) => Err(AppError::Unavailable(format!("service '{name}' is {} and not serving", s.status.as_str()))),
+            Some(s) => Err(AppError::Unavailable(format!(
+                "service '{name}' is {} and not serving",
+                s.status.as_str()
+            ))),
             None => Err(AppError::NotFound(format!("no service named '{name}'"))),
         };
     };
@@ -36,7 +47,10 @@ async fn predict(State(state): State<AppState>, Path(name): Path<String>, header
     for t in &req.inputs {
         inputs.push((t.name.clone(), to_tensor(t)?));
     }
-    let wanted: Option<Vec<String>> = req.outputs.as_ref().map(|o| o.iter().map(|x| x.name.clone()).collect());
+    let wanted: Option<Vec<String>> = req
+        .outputs
+        .as_ref()
+        .map(|o| o.iter().map(|x| x.name.clone()).collect());
     let outputs = tokio::task::spawn_blocking(move || pool.run(&inputs))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?
@@ -51,7 +65,13 @@ async fn predict(State(state): State<AppState>, Path(name): Path<String>, header
         }
         out.push(from_tensor(oname, &t));
     }
-    Ok(Json(InferResponse { model_name: name, model_version: None, id: req.id, outputs: out }).into_response())
+    Ok(Json(InferResponse {
+        model_name: name,
+        model_version: None,
+        id: req.id,
+        outputs: out,
+    })
+    .into_response())
 }
 
 fn flatten(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
@@ -74,18 +94,78 @@ pub fn to_tensor(t: &InferTensor) -> Result<Tensor, AppError> {
     flatten(&t.data, &mut flat);
     let n: usize = shape.iter().product();
     if flat.len() != n {
-        return Err(bad(format!("shape {:?} needs {n} values, data has {}", t.shape, flat.len())));
+        return Err(bad(format!(
+            "shape {:?} needs {n} values, data has {}",
+            t.shape,
+            flat.len()
+        )));
     }
-    let num = |i: usize, v: &serde_json::Value| v.as_f64().ok_or_else(|| bad(format!("data[{i}] is not a number")));
-    let int = |i: usize, v: &serde_json::Value| v.as_i64().ok_or_else(|| bad(format!("data[{i}] is not an integer")));
+    let num = |i: usize, v: &serde_json::Value| {
+        v.as_f64()
+            .ok_or_else(|| bad(format!("data[{i}] is not a number")))
+    };
+    let int = |i: usize, v: &serde_json::Value| {
+        v.as_i64()
+            .ok_or_else(|| bad(format!("data[{i}] is not an integer")))
+    };
     let data = match dtype {
-        DType::F32 => TensorData::F32(flat.iter().enumerate().map(|(i, v)| num(i, v).map(|x| x as f32)).collect::<Result<_, _>>()?),
-        DType::F64 => TensorData::F64(flat.iter().enumerate().map(|(i, v)| num(i, v)).collect::<Result<_, _>>()?),
-        DType::I64 => TensorData::I64(flat.iter().enumerate().map(|(i, v)| int(i, v)).collect::<Result<_, _>>()?),
-        DType::I32 => TensorData::I32(flat.iter().enumerate().map(|(i, v)| int(i, v).and_then(|x| i32::try_from(x).map_err(|_| bad(format!("data[{i}] out of INT32 range"))))).collect::<Result<_, _>>()?),
-        DType::I8 => TensorData::I8(flat.iter().enumerate().map(|(i, v)| int(i, v).and_then(|x| i8::try_from(x).map_err(|_| bad(format!("data[{i}] out of INT8 range"))))).collect::<Result<_, _>>()?),
-        DType::U8 => TensorData::U8(flat.iter().enumerate().map(|(i, v)| int(i, v).and_then(|x| u8::try_from(x).map_err(|_| bad(format!("data[{i}] out of UINT8 range"))))).collect::<Result<_, _>>()?),
-        DType::Bool => TensorData::Bool(flat.iter().enumerate().map(|(i, v)| v.as_bool().ok_or_else(|| bad(format!("data[{i}] is not a boolean")))).collect::<Result<_, _>>()?),
+        DType::F32 => TensorData::F32(
+            flat.iter()
+                .enumerate()
+                .map(|(i, v)| num(i, v).map(|x| x as f32))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::F64 => TensorData::F64(
+            flat.iter()
+                .enumerate()
+                .map(|(i, v)| num(i, v))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::I64 => TensorData::I64(
+            flat.iter()
+                .enumerate()
+                .map(|(i, v)| int(i, v))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::I32 => TensorData::I32(
+            flat.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    int(i, v).and_then(|x| {
+                        i32::try_from(x).map_err(|_| bad(format!("data[{i}] out of INT32 range")))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::I8 => TensorData::I8(
+            flat.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    int(i, v).and_then(|x| {
+                        i8::try_from(x).map_err(|_| bad(format!("data[{i}] out of INT8 range")))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::U8 => TensorData::U8(
+            flat.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    int(i, v).and_then(|x| {
+                        u8::try_from(x).map_err(|_| bad(format!("data[{i}] out of UINT8 range")))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::Bool => TensorData::Bool(
+            flat.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_bool()
+                        .ok_or_else(|| bad(format!("data[{i}] is not a boolean")))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
     };
     Tensor::new(shape, data).map_err(bad)
 }
@@ -100,7 +180,12 @@ pub fn from_tensor(name: String, t: &Tensor) -> InferTensor {
         TensorData::U8(v) => serde_json::json!(v),
         TensorData::Bool(v) => serde_json::json!(v),
     };
-    InferTensor { name, shape: t.shape.iter().map(|&d| d as i64).collect(), datatype: t.dtype().kserve_name().to_string(), data }
+    InferTensor {
+        name,
+        shape: t.shape.iter().map(|&d| d as i64).collect(),
+        datatype: t.dtype().kserve_name().to_string(),
+        data,
+    }
 }
 
 #[cfg(test)]
@@ -108,12 +193,22 @@ mod tests {
     use super::*;
 
     fn req(datatype: &str, shape: Vec<i64>, data: serde_json::Value) -> InferTensor {
-        InferTensor { name: "x".into(), shape, datatype: datatype.into(), data }
+        InferTensor {
+            name: "x".into(),
+            shape,
+            datatype: datatype.into(),
+            data,
+        }
     }
 
     #[test]
     fn nested_and_flat_data_both_parse() {
-        let a = to_tensor(&req("FP32", vec![2, 2], serde_json::json!([[1, 2], [3, 4.5]]))).unwrap();
+        let a = to_tensor(&req(
+            "FP32",
+            vec![2, 2],
+            serde_json::json!([[1, 2], [3, 4.5]]),
+        ))
+        .unwrap();
         let b = to_tensor(&req("FP32", vec![2, 2], serde_json::json!([1, 2, 3, 4.5]))).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.5]));
@@ -121,11 +216,20 @@ mod tests {
 
     #[test]
     fn wrong_count_and_wrong_type_are_named() {
-        let e = to_tensor(&req("INT64", vec![1, 3], serde_json::json!([1, 2]))).unwrap_err().to_string();
-        assert!(e.contains("input 'x'") && e.contains("needs 3 values"), "{e}");
-        let e = to_tensor(&req("INT64", vec![2], serde_json::json!([1, 2.5]))).unwrap_err().to_string();
+        let e = to_tensor(&req("INT64", vec![1, 3], serde_json::json!([1, 2])))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("input 'x'") && e.contains("needs 3 values"),
+            "{e}"
+        );
+        let e = to_tensor(&req("INT64", vec![2], serde_json::json!([1, 2.5])))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("data[1] is not an integer"), "{e}");
-        let e = to_tensor(&req("FP17", vec![1], serde_json::json!([1]))).unwrap_err().to_string();
+        let e = to_tensor(&req("FP17", vec![1], serde_json::json!([1])))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unsupported datatype 'FP17'"), "{e}");
     }
 }

@@ -20,18 +20,36 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// start an admin token is created; only its hash is stored, the token itself
 /// goes to `DATA/admin-token` with mode 0600.
 pub async fn open(settings: Settings) -> Result<AppState, AppError> {
-    for dir in [settings.data_dir.clone(), settings.uploads_dir(), settings.models_dir(), settings.artifacts_dir()] {
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| AppError::Internal(format!("{}: {e}", dir.display())))?;
+    for dir in [
+        settings.data_dir.clone(),
+        settings.uploads_dir(),
+        settings.models_dir(),
+        settings.artifacts_dir(),
+    ] {
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| AppError::Internal(format!("{}: {e}", dir.display())))?;
     }
     let store = Store::open(&settings.data_dir.join("whetstone.db")).await?;
     if store.token_count().await? == 0 {
         let token = new_token("whet_");
         write_secret(&settings.data_dir.join(ADMIN_TOKEN_FILE), &token)?;
-        store.insert_token("admin", &hash_token(&token), "admin").await?;
-        tracing::info!("created the admin API token in {}", settings.data_dir.join(ADMIN_TOKEN_FILE).display());
+        store
+            .insert_token("admin", &hash_token(&token), "admin")
+            .await?;
+        tracing::info!(
+            "created the admin API token in {}",
+            settings.data_dir.join(ADMIN_TOKEN_FILE).display()
+        );
     }
     let logs = LogBus::new(store.clone());
-    Ok(AppState { settings: Arc::new(settings), store, logs, instances: Instances::default(), jobs_ready: Arc::new(Notify::new()) })
+    Ok(AppState {
+        settings: Arc::new(settings),
+        store,
+        logs,
+        instances: Instances::default(),
+        jobs_ready: Arc::new(Notify::new()),
+    })
 }
 
 fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), AppError> {
@@ -43,7 +61,9 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), AppError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).map_err(|e| AppError::Internal(format!("{}: {e}", path.display())))?;
+    let mut f = opts
+        .open(path)
+        .map_err(|e| AppError::Internal(format!("{}: {e}", path.display())))?;
     f.write_all(secret.as_bytes())?;
     Ok(())
 }
@@ -67,9 +87,16 @@ pub async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), AppError>
     let state = open(settings).await?;
     crate::deploy::recover(&state).await?;
     crate::deploy::spawn_workers(&state);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| AppError::Internal(format!("binding {addr}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AppError::Internal(format!("binding {addr}: {e}")))?;
     let local = listener.local_addr()?;
     // Printed on stdout so scripts (and tests) can find a port-0 server.
-    println!("whet serving on http://{local} (data: {})", state.settings.data_dir.display());
-    axum::serve(listener, router(state)).await.map_err(|e| AppError::Internal(e.to_string()))
+    println!(
+        "whet serving on http://{local} (data: {})",
+        state.settings.data_dir.display()
+    );
+    axum::serve(listener, router(state))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))
 }

@@ -64,7 +64,8 @@ fn service_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ServiceRow, AppError>
     Ok(ServiceRow {
         name: r.try_get("name")?,
         config: r.try_get("config")?,
-        status: ServiceStatus::parse(&status).ok_or_else(|| AppError::Internal(format!("bad status {status} in store")))?,
+        status: ServiceStatus::parse(&status)
+            .ok_or_else(|| AppError::Internal(format!("bad status {status} in store")))?,
         stage: r.try_get("stage")?,
         message: r.try_get("message")?,
         token: r.try_get("token")?,
@@ -97,15 +98,24 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(|e| AppError::Internal(format!("migrations: {e}")))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| AppError::Internal(format!("migrations: {e}")))?;
         Ok(Store { pool })
     }
 
     // ---- tokens -----------------------------------------------------------
 
     pub async fn token_count(&self) -> Result<i64, AppError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM api_tokens").fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(sqlx::query("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 
     pub async fn insert_token(&self, name: &str, hash: &str, role: &str) -> Result<(), AppError> {
@@ -131,22 +141,39 @@ impl Store {
     // ---- services and jobs --------------------------------------------------
 
     pub async fn get_service(&self, name: &str) -> Result<Option<ServiceRow>, AppError> {
-        let row = sqlx::query("SELECT * FROM services WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM services WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(service_from_row).transpose()
     }
 
     pub async fn list_services(&self) -> Result<Vec<ServiceRow>, AppError> {
-        let rows = sqlx::query("SELECT * FROM services ORDER BY created_at, name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM services ORDER BY created_at, name")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(service_from_row).collect()
     }
 
     /// Inserts a new service and its first deploy job atomically. Returns the
     /// job id, or `Conflict` when the name is taken.
-    pub async fn create_service(&self, name: &str, config: &str, token: &str, instances: u32, model: &ResolvedModel) -> Result<i64, AppError> {
+    pub async fn create_service(
+        &self,
+        name: &str,
+        config: &str,
+        token: &str,
+        instances: u32,
+        model: &ResolvedModel,
+    ) -> Result<i64, AppError> {
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM services WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?;
+        let exists = sqlx::query("SELECT 1 FROM services WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
         if exists.is_some() {
-            return Err(AppError::Conflict(format!("a service named '{name}' already exists; use `whet modify` to redeploy it")));
+            return Err(AppError::Conflict(format!(
+                "a service named '{name}' already exists; use `whet modify` to redeploy it"
+            )));
         }
         let ts = now();
         sqlx::query(
@@ -172,21 +199,37 @@ impl Store {
 
     /// Queues a redeploy with a new config (modify, scale, start). Fails with
     /// `Conflict` while another job of the service is pending.
-    pub async fn queue_redeploy(&self, name: &str, config: &str, instances: u32, model: Option<&ResolvedModel>) -> Result<i64, AppError> {
+    pub async fn queue_redeploy(
+        &self,
+        name: &str,
+        config: &str,
+        instances: u32,
+        model: Option<&ResolvedModel>,
+    ) -> Result<i64, AppError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT status FROM services WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?;
-        let Some(row) = row else {
-            return Err(AppError::NotFound(format!("no service named '{name}'")));
-        };
-        let pending = sqlx::query("SELECT 1 FROM jobs WHERE service = ? AND state IN ('queued','running')")
+        let row = sqlx::query("SELECT status FROM services WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
+        let Some(row) = row else {
+            return Err(AppError::NotFound(format!("no service named '{name}'")));
+        };
+        let pending =
+            sqlx::query("SELECT 1 FROM jobs WHERE service = ? AND state IN ('queued','running')")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
         if pending.is_some() {
-            return Err(AppError::Conflict(format!("a deploy of '{name}' is already in progress; wait for it to finish")));
+            return Err(AppError::Conflict(format!(
+                "a deploy of '{name}' is already in progress; wait for it to finish"
+            )));
         }
         let status: String = row.try_get("status")?;
-        let next = if status == "Running" { "Updating" } else { "Creating" };
+        let next = if status == "Running" {
+            "Updating"
+        } else {
+            "Creating"
+        };
         sqlx::query("UPDATE services SET config = ?, instances = ?, status = ?, stage = 'queued', message = NULL, updated_at = ? WHERE name = ?")
             .bind(config)
             .bind(instances as i64)
@@ -211,35 +254,54 @@ impl Store {
     }
 
     pub async fn has_pending_job(&self, name: &str) -> Result<bool, AppError> {
-        Ok(sqlx::query("SELECT 1 FROM jobs WHERE service = ? AND state IN ('queued','running')")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
+        Ok(
+            sqlx::query("SELECT 1 FROM jobs WHERE service = ? AND state IN ('queued','running')")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
     }
 
     pub async fn delete_service(&self, name: &str) -> Result<(), AppError> {
         let mut tx = self.pool.begin().await?;
-        for q in ["DELETE FROM services WHERE name = ?", "DELETE FROM jobs WHERE service = ?", "DELETE FROM logs WHERE service = ?"] {
+        for q in [
+            "DELETE FROM services WHERE name = ?",
+            "DELETE FROM jobs WHERE service = ?",
+            "DELETE FROM logs WHERE service = ?",
+        ] {
             sqlx::query(q).bind(name).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    pub async fn set_status(&self, name: &str, status: ServiceStatus, stage: Option<&str>, message: Option<&str>) -> Result<(), AppError> {
-        sqlx::query("UPDATE services SET status = ?, stage = ?, message = ?, updated_at = ? WHERE name = ?")
-            .bind(status.as_str())
-            .bind(stage)
-            .bind(message)
-            .bind(now())
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_status(
+        &self,
+        name: &str,
+        status: ServiceStatus,
+        stage: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<(), AppError> {
+        sqlx::query(
+            "UPDATE services SET status = ?, stage = ?, message = ?, updated_at = ? WHERE name = ?",
+        )
+        .bind(status.as_str())
+        .bind(stage)
+        .bind(message)
+        .bind(now())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    pub async fn set_running(&self, name: &str, running: u32, artifact: Option<&str>) -> Result<(), AppError> {
+    pub async fn set_running(
+        &self,
+        name: &str,
+        running: u32,
+        artifact: Option<&str>,
+    ) -> Result<(), AppError> {
         sqlx::query("UPDATE services SET running = ?, artifact = COALESCE(?, artifact), updated_at = ? WHERE name = ?")
             .bind(running as i64)
             .bind(artifact)
@@ -264,14 +326,29 @@ impl Store {
         .await?;
         Ok(row
             .map(|r| -> Result<JobRow, sqlx::Error> {
-                Ok(JobRow { id: r.try_get("id")?, service: r.try_get("service")?, config: r.try_get("config")?, stage: r.try_get("stage")?, attempts: r.try_get("attempts")? })
+                Ok(JobRow {
+                    id: r.try_get("id")?,
+                    service: r.try_get("service")?,
+                    config: r.try_get("config")?,
+                    stage: r.try_get("stage")?,
+                    attempts: r.try_get("attempts")?,
+                })
             })
             .transpose()?)
     }
 
     pub async fn set_job_stage(&self, id: i64, service: &str, stage: &str) -> Result<(), AppError> {
-        sqlx::query("UPDATE jobs SET stage = ? WHERE id = ?").bind(stage).bind(id).execute(&self.pool).await?;
-        sqlx::query("UPDATE services SET stage = ?, updated_at = ? WHERE name = ?").bind(stage).bind(now()).bind(service).execute(&self.pool).await?;
+        sqlx::query("UPDATE jobs SET stage = ? WHERE id = ?")
+            .bind(stage)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("UPDATE services SET stage = ?, updated_at = ? WHERE name = ?")
+            .bind(stage)
+            .bind(now())
+            .bind(service)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -290,55 +367,114 @@ impl Store {
     pub async fn interrupted_jobs(&self) -> Result<Vec<JobRow>, AppError> {
         let rows = sqlx::query("SELECT id, service, config, stage, attempts FROM jobs WHERE state = 'running' ORDER BY id").fetch_all(&self.pool).await?;
         rows.iter()
-            .map(|r| Ok(JobRow { id: r.try_get("id")?, service: r.try_get("service")?, config: r.try_get("config")?, stage: r.try_get("stage")?, attempts: r.try_get("attempts")? }))
+            .map(|r| {
+                Ok(JobRow {
+                    id: r.try_get("id")?,
+                    service: r.try_get("service")?,
+                    config: r.try_get("config")?,
+                    stage: r.try_get("stage")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
             .collect()
     }
 
     pub async fn requeue_job(&self, id: i64) -> Result<(), AppError> {
-        sqlx::query("UPDATE jobs SET state = 'queued' WHERE id = ?").bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE jobs SET state = 'queued' WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn count_jobs(&self, service: &str, state: &str) -> Result<i64, AppError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM jobs WHERE service = ? AND state = ?").bind(service).bind(state).fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM jobs WHERE service = ? AND state = ?")
+                .bind(service)
+                .bind(state)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
     }
 
     // ---- logs -------------------------------------------------------------
 
-    pub async fn append_log(&self, service: &str, job_id: Option<i64>, line: &str) -> Result<LogLine, AppError> {
+    pub async fn append_log(
+        &self,
+        service: &str,
+        job_id: Option<i64>,
+        line: &str,
+    ) -> Result<LogLine, AppError> {
         let ts = now();
-        let row = sqlx::query("INSERT INTO logs (service, job_id, ts, line) VALUES (?, ?, ?, ?) RETURNING id")
-            .bind(service)
-            .bind(job_id)
-            .bind(&ts)
-            .bind(line)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(LogLine { id: row.try_get("id")?, ts, line: line.to_string() })
+        let row = sqlx::query(
+            "INSERT INTO logs (service, job_id, ts, line) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(service)
+        .bind(job_id)
+        .bind(&ts)
+        .bind(line)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(LogLine {
+            id: row.try_get("id")?,
+            ts,
+            line: line.to_string(),
+        })
     }
 
-    pub async fn logs_after(&self, service: &str, after: i64, limit: i64) -> Result<Vec<LogLine>, AppError> {
-        let rows = sqlx::query("SELECT id, ts, line FROM logs WHERE service = ? AND id > ? ORDER BY id LIMIT ?")
-            .bind(service)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(LogLine { id: r.try_get("id")?, ts: r.try_get("ts")?, line: r.try_get("line")? })).collect()
+    pub async fn logs_after(
+        &self,
+        service: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLine>, AppError> {
+        let rows = sqlx::query(
+            "SELECT id, ts, line FROM logs WHERE service = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(service)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogLine {
+                    id: r.try_get("id")?,
+                    ts: r.try_get("ts")?,
+                    line: r.try_get("line")?,
+                })
+            })
+            .collect()
     }
 
     // ---- artifacts ----------------------------------------------------------
 
     pub async fn get_artifact(&self, key: &str) -> Result<Option<ArtifactRow>, AppError> {
-        let row = sqlx::query("SELECT key, dir, optimized, report FROM artifacts WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT key, dir, optimized, report FROM artifacts WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row
             .map(|r| -> Result<ArtifactRow, sqlx::Error> {
-                Ok(ArtifactRow { key: r.try_get("key")?, dir: r.try_get("dir")?, optimized: r.try_get::<i64, _>("optimized")? != 0, report: r.try_get("report")? })
+                Ok(ArtifactRow {
+                    key: r.try_get("key")?,
+                    dir: r.try_get("dir")?,
+                    optimized: r.try_get::<i64, _>("optimized")? != 0,
+                    report: r.try_get("report")?,
+                })
             })
             .transpose()?)
     }
 
-    pub async fn put_artifact(&self, key: &str, dir: &str, model_sha256: &str, optimized: bool, report: Option<&str>) -> Result<(), AppError> {
+    pub async fn put_artifact(
+        &self,
+        key: &str,
+        dir: &str,
+        model_sha256: &str,
+        optimized: bool,
+        report: Option<&str>,
+    ) -> Result<(), AppError> {
         sqlx::query("INSERT OR REPLACE INTO artifacts (key, dir, model_sha256, optimized, report, created_at) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(key)
             .bind(dir)
@@ -352,11 +488,21 @@ impl Store {
     }
 
     pub async fn count_artifacts(&self, optimized: bool) -> Result<i64, AppError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM artifacts WHERE optimized = ?").bind(optimized as i64).fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM artifacts WHERE optimized = ?")
+                .bind(optimized as i64)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
     }
 }
 
-async fn insert_job(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, service: &str, config: &str) -> Result<i64, AppError> {
+async fn insert_job(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    service: &str,
+    config: &str,
+) -> Result<i64, AppError> {
     let row = sqlx::query("INSERT INTO jobs (service, config, state, created_at) VALUES (?, ?, 'queued', ?) RETURNING id")
         .bind(service)
         .bind(config)

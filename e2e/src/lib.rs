@@ -1,1 +1,187 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers for the end-to-end tests: the real `whet` binary as a server
+//! process and as the CLI, a minimal HTTP client, and the reference zoo.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The folder of reference models and data (`WHETSTONE_ZOO`, default
+/// `../shared/zoo` beside the repository). Panics with a clear message when
+/// it is missing: these tests need the real models.
+pub fn zoo() -> PathBuf {
+    let p = std::env::var_os("WHETSTONE_ZOO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/zoo"));
+    assert!(
+        p.join("minilm.onnx").is_file(),
+        "the model zoo is missing: expected {}/minilm.onnx (set WHETSTONE_ZOO to the folder holding the reference models)",
+        p.display()
+    );
+    p
+}
+
+/// The `whet` binary of this workspace's build.
+pub fn whet_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WHET_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/whet
+    let exe = std::env::current_exe().expect("current test executable");
+    let dir = exe.parent().and_then(Path::parent).expect("target folder");
+    let p = dir.join("whet");
+    assert!(p.is_file(), "{} not built: run `cargo build -p whetstone-backend --bin whet` first (scripts/test.sh does)", p.display());
+    p
+}
+
+/// A running `whet serve` process on a free loopback port.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(whet_bin())
+            .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("WHET_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start whet serve");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("server start line");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected server start line: {line:?}"))
+            .to_string();
+        Server {
+            child,
+            addr,
+            data: data.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin-token"))
+            .expect("admin token file")
+            .trim()
+            .to_string()
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A `whet` CLI command against this server.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(whet_bin());
+        c.args(args)
+            .env("WHET_SERVER", self.url())
+            .env("WHET_DATA", &self.data)
+            .env_remove("WHET_TOKEN");
+        c
+    }
+
+    pub fn http(&self, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> (u16, String) {
+        http(&self.addr, method, path, auth, body)
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        let (s, b) = self.http(
+            method,
+            path,
+            Some(&format!("Bearer {}", self.admin_token())),
+            body,
+        );
+        (
+            s,
+            serde_json::from_str(&b).unwrap_or(serde_json::Value::String(b)),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to server");
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    if let Some(a) = auth {
+        head.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())
+        .and_then(|_| s.write_all(body))
+        .expect("send request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_string()
+        },
+    )
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// Reads an f32 array from an .npz file.
+pub fn npz_f32(path: &Path, name: &str) -> (Vec<u64>, Vec<f32>) {
+    let mut npz = npyz::npz::NpzArchive::open(path).expect("open npz");
+    let arr = npz
+        .by_name(name)
+        .expect("read npz")
+        .unwrap_or_else(|| panic!("{name} not in {}", path.display()));
+    let shape = arr.shape().to_vec();
+    (shape, arr.into_vec().expect("f32 data"))
+}

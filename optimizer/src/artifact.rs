@@ -37,7 +37,8 @@ impl ArtifactMeta {
     pub fn read(dir: &Path) -> Result<ArtifactMeta> {
         let p = dir.join(META_FILE);
         let bytes = std::fs::read(&p).map_err(|e| OptimizerError::io(&p, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| OptimizerError::Config(format!("{}: {e}", p.display())))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| OptimizerError::Config(format!("{}: {e}", p.display())))
     }
 }
 
@@ -50,7 +51,10 @@ pub fn cpu_target() -> String {
         for (name, on) in [
             ("avx2", std::arch::is_x86_feature_detected!("avx2")),
             ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
-            ("avx512vnni", std::arch::is_x86_feature_detected!("avx512vnni")),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
         ] {
             if on {
                 t.push('-');
@@ -63,9 +67,19 @@ pub fn cpu_target() -> String {
 
 /// Content address of an artifact: model bytes + optimization config +
 /// optimizer version + target. Equal keys mean the optimization can be reused.
-pub fn artifact_key(model_sha256: &str, optimization_config: &serde_json::Value, target: &str) -> String {
+pub fn artifact_key(
+    model_sha256: &str,
+    optimization_config: &serde_json::Value,
+    target: &str,
+) -> String {
     let mut h = Sha256::new();
-    for part in [model_sha256, &optimization_config.to_string(), OPTIMIZER_VERSION, crate::runtime::ORT_VERSION, target] {
+    for part in [
+        model_sha256,
+        &optimization_config.to_string(),
+        OPTIMIZER_VERSION,
+        crate::runtime::ORT_VERSION,
+        target,
+    ] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }

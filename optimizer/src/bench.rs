@@ -19,23 +19,40 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Budget { warmup: 2, min_runs: 5, max_runs: 200, time: Duration::from_millis(1500) }
+        Budget {
+            warmup: 2,
+            min_runs: 5,
+            max_runs: 200,
+            time: Duration::from_millis(1500),
+        }
     }
 }
 
 /// Runs `sample` until the budget is spent; p50/p90 of the timed runs.
-pub fn time(engine: &mut Engine, sample: &Sample, label: &str, budget: &Budget) -> Result<ShapeLatency> {
+pub fn time(
+    engine: &mut Engine,
+    sample: &Sample,
+    label: &str,
+    budget: &Budget,
+) -> Result<ShapeLatency> {
     for _ in 0..budget.warmup {
         engine.run(sample)?;
     }
     let start = Instant::now();
     let mut times = Vec::new();
-    while times.len() < budget.max_runs && (times.len() < budget.min_runs || start.elapsed() < budget.time) {
+    while times.len() < budget.max_runs
+        && (times.len() < budget.min_runs || start.elapsed() < budget.time)
+    {
         let t = Instant::now();
         engine.run(sample)?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    Ok(ShapeLatency { shapes: label.to_string(), p50_ms: percentile(&mut times, 0.5), p90_ms: percentile(&mut times, 0.9), runs: times.len() })
+    Ok(ShapeLatency {
+        shapes: label.to_string(),
+        p50_ms: percentile(&mut times, 0.5),
+        p90_ms: percentile(&mut times, 0.9),
+        runs: times.len(),
+    })
 }
 
 /// Nearest-rank percentile; sorts in place.

@@ -22,7 +22,11 @@ pub struct Dataset {
 
 /// Reads a data file into per-call samples matched to the model's inputs.
 pub fn load(path: &Path, sig: &ModelSignature) -> Result<Dataset> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let samples = match ext.as_str() {
         "npz" => load_npz(path, sig)?,
         "npy" | "pth" | "pt" => {
@@ -33,12 +37,21 @@ pub fn load(path: &Path, sig: &ModelSignature) -> Result<Dataset> {
         }
         _ => return Err(bad(path, "unsupported data file: expected .npz (one array per input, samples on axis 0)")),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Dataset { source: format!("{name} ({} samples)", samples.len()), samples })
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Dataset {
+        source: format!("{name} ({} samples)", samples.len()),
+        samples,
+    })
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> OptimizerError {
-    OptimizerError::BadData { path: path.to_path_buf(), reason: reason.into() }
+    OptimizerError::BadData {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 /// The array name a file uses for a graph input: `input_ids:0` in feed-dict
@@ -51,7 +64,10 @@ fn read_npy<R: std::io::Read>(path: &Path, key: &str, npy: npyz::NpyFile<R>) -> 
     use npyz::{DType as NDType, TypeChar};
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let NDType::Plain(ts) = npy.dtype() else {
-        return Err(bad(path, format!("array '{key}': structured arrays are not supported")));
+        return Err(bad(
+            path,
+            format!("array '{key}': structured arrays are not supported"),
+        ));
     };
     let err = |e: std::io::Error| bad(path, format!("array '{key}': {e}"));
     let data = match (ts.type_char(), ts.size_field()) {
@@ -68,16 +84,20 @@ fn read_npy<R: std::io::Read>(path: &Path, key: &str, npy: npyz::NpyFile<R>) -> 
 }
 
 fn load_npz(path: &Path, sig: &ModelSignature) -> Result<Vec<Sample>> {
-    let mut npz = npyz::npz::NpzArchive::open(path).map_err(|e| bad(path, format!("not a readable .npz archive: {e}")))?;
+    let mut npz = npyz::npz::NpzArchive::open(path)
+        .map_err(|e| bad(path, format!("not a readable .npz archive: {e}")))?;
     let names: Vec<String> = npz.array_names().map(str::to_string).collect();
     let mut arrays = Vec::new();
     for spec in &sig.inputs {
         let Some(key) = names.iter().find(|k| key_matches(k, &spec.name)) else {
-            return Err(bad(path, format!(
-                "no array for model input '{}'; the file has: {}",
-                spec.name,
-                names.join(", ")
-            )));
+            return Err(bad(
+                path,
+                format!(
+                    "no array for model input '{}'; the file has: {}",
+                    spec.name,
+                    names.join(", ")
+                ),
+            ));
         };
         let npy = npz
             .by_name(key)
@@ -100,17 +120,26 @@ fn split_samples(path: &Path, arrays: Vec<(&TensorSpec, Tensor)>) -> Result<Vec<
         let n = if t.shape.len() == spec.shape.len() || t.shape.len() == spec.shape.len() + 1 {
             t.shape.first().copied().unwrap_or(1)
         } else {
-            return Err(bad(path, format!(
+            return Err(bad(
+                path,
+                format!(
                 "array for input '{}' has shape {:?}; expected rank {} (samples on axis 0) or {}",
                 spec.name,
                 t.shape,
                 spec.shape.len(),
                 spec.shape.len() + 1
-            )));
+            ),
+            ));
         };
         match count {
             Some(c) if c != n => {
-                return Err(bad(path, format!("inputs disagree on the number of samples ({c} vs {n} for '{}')", spec.name)))
+                return Err(bad(
+                    path,
+                    format!(
+                        "inputs disagree on the number of samples ({c} vs {n} for '{}')",
+                        spec.name
+                    ),
+                ))
             }
             _ => count = Some(n),
         }
@@ -141,19 +170,30 @@ fn split_samples(path: &Path, arrays: Vec<(&TensorSpec, Tensor)>) -> Result<Vec<
 
 /// Concrete shapes for one call: from an `input_shapes` group when given, else
 /// the declared shape with dynamic dimensions set to 1 (batch) or `default_dim`.
-pub fn concrete_shapes(sig: &ModelSignature, group: Option<&[Vec<usize>]>, default_dim: usize) -> Result<Vec<Vec<usize>>> {
+pub fn concrete_shapes(
+    sig: &ModelSignature,
+    group: Option<&[Vec<usize>]>,
+    default_dim: usize,
+) -> Result<Vec<Vec<usize>>> {
     if let Some(group) = group {
         if group.len() != sig.inputs.len() {
             return Err(OptimizerError::Config(format!(
                 "input_shapes group has {} shapes but the model has {} inputs ({})",
                 group.len(),
                 sig.inputs.len(),
-                sig.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                sig.inputs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         for (spec, shape) in sig.inputs.iter().zip(group) {
             let fits = shape.len() == spec.shape.len()
-                && shape.iter().zip(&spec.shape).all(|(&g, &w)| w < 0 || g as i64 == w);
+                && shape
+                    .iter()
+                    .zip(&spec.shape)
+                    .all(|(&g, &w)| w < 0 || g as i64 == w);
             if !fits {
                 return Err(OptimizerError::Config(format!(
                     "input_shapes gives {:?} for input '{}', whose declared shape is {}",
@@ -172,7 +212,15 @@ pub fn concrete_shapes(sig: &ModelSignature, group: Option<&[Vec<usize>]>, defau
             s.shape
                 .iter()
                 .enumerate()
-                .map(|(i, &d)| if d >= 0 { d as usize } else if i == 0 { 1 } else { default_dim })
+                .map(|(i, &d)| {
+                    if d >= 0 {
+                        d as usize
+                    } else if i == 0 {
+                        1
+                    } else {
+                        default_dim
+                    }
+                })
                 .collect()
         })
         .collect())
@@ -181,7 +229,12 @@ pub fn concrete_shapes(sig: &ModelSignature, group: Option<&[Vec<usize>]>, defau
 /// Random inputs of the given shapes. Values follow `ranges` when given;
 /// otherwise floats in [0,1) and integers in {0,1} (safe for ids, masks and
 /// segment ids alike).
-pub fn synthesize(sig: &ModelSignature, shapes: &[Vec<usize>], ranges: Option<&[ValueRange]>, seed: u64) -> Result<Sample> {
+pub fn synthesize(
+    sig: &ModelSignature,
+    shapes: &[Vec<usize>],
+    ranges: Option<&[ValueRange]>,
+    seed: u64,
+) -> Result<Sample> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut sample = Vec::with_capacity(sig.inputs.len());
     for (i, (spec, shape)) in sig.inputs.iter().zip(shapes).enumerate() {
@@ -192,25 +245,45 @@ pub fn synthesize(sig: &ModelSignature, shapes: &[Vec<usize>], ranges: Option<&[
             Some(ValueRange::Chars { lo, hi }) => (lo as u32 as f64, hi as u32 as f64),
             None => (0.0, 1.0),
         };
-        let dtype = DType::from_kserve_name(&spec.datatype).ok_or_else(|| OptimizerError::BadInput {
-            name: spec.name.clone(),
-            reason: format!("cannot synthesize values of type {}", spec.datatype),
-        })?;
-        let float = |rng: &mut rand::rngs::StdRng| if hi > lo { rng.random_range(lo..hi) } else { lo };
+        let dtype =
+            DType::from_kserve_name(&spec.datatype).ok_or_else(|| OptimizerError::BadInput {
+                name: spec.name.clone(),
+                reason: format!("cannot synthesize values of type {}", spec.datatype),
+            })?;
+        let float = |rng: &mut rand::rngs::StdRng| {
+            if hi > lo {
+                rng.random_range(lo..hi)
+            } else {
+                lo
+            }
+        };
         let int = |rng: &mut rand::rngs::StdRng| {
             let (a, b) = (lo.ceil() as i64, hi.floor() as i64);
-            if b > a { rng.random_range(a..=b) } else { a }
+            if b > a {
+                rng.random_range(a..=b)
+            } else {
+                a
+            }
         };
         let data = match dtype {
             DType::F32 => TensorData::F32((0..n).map(|_| float(&mut rng) as f32).collect()),
             DType::F64 => TensorData::F64((0..n).map(|_| float(&mut rng)).collect()),
             DType::I64 => TensorData::I64((0..n).map(|_| int(&mut rng)).collect()),
             DType::I32 => TensorData::I32((0..n).map(|_| int(&mut rng) as i32).collect()),
-            DType::I8 => TensorData::I8((0..n).map(|_| int(&mut rng).clamp(-128, 127) as i8).collect()),
-            DType::U8 => TensorData::U8((0..n).map(|_| int(&mut rng).clamp(0, 255) as u8).collect()),
+            DType::I8 => TensorData::I8(
+                (0..n)
+                    .map(|_| int(&mut rng).clamp(-128, 127) as i8)
+                    .collect(),
+            ),
+            DType::U8 => {
+                TensorData::U8((0..n).map(|_| int(&mut rng).clamp(0, 255) as u8).collect())
+            }
             DType::Bool => TensorData::Bool((0..n).map(|_| rng.random_bool(0.5)).collect()),
         };
-        sample.push((spec.name.clone(), Tensor::new(shape.clone(), data).map_err(OptimizerError::Config)?));
+        sample.push((
+            spec.name.clone(),
+            Tensor::new(shape.clone(), data).map_err(OptimizerError::Config)?,
+        ));
     }
     Ok(sample)
 }

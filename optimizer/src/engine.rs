@@ -48,7 +48,11 @@ pub struct SessionSettings {
 
 impl SessionSettings {
     pub fn new(graph_level: GraphLevel, intra_threads: usize) -> Self {
-        SessionSettings { graph_level, intra_threads: intra_threads.max(1), spinning: false }
+        SessionSettings {
+            graph_level,
+            intra_threads: intra_threads.max(1),
+            spinning: false,
+        }
     }
 }
 
@@ -57,7 +61,11 @@ pub struct Engine {
     signature: ModelSignature,
 }
 
-fn build_session(path: &Path, settings: &SessionSettings, save_to: Option<&Path>) -> ort::Result<Session> {
+fn build_session(
+    path: &Path,
+    settings: &SessionSettings,
+    save_to: Option<&Path>,
+) -> ort::Result<Session> {
     let env = runtime::environment().map_err(|e| ort::Error::new(e.to_string()))?;
     let mut builder = Session::builder(env)?
         .with_optimization_level(settings.graph_level.to_ort())?
@@ -75,10 +83,16 @@ fn spec_of(name: &str, ty: &ValueType) -> TensorSpec {
     match ty {
         ValueType::Tensor { ty, shape, .. } => TensorSpec {
             name: name.to_string(),
-            datatype: DType::from_ort(*ty).map(|d| d.kserve_name().to_string()).unwrap_or_else(|| format!("{ty:?}")),
+            datatype: DType::from_ort(*ty)
+                .map(|d| d.kserve_name().to_string())
+                .unwrap_or_else(|| format!("{ty:?}")),
             shape: shape.iter().copied().collect(),
         },
-        other => TensorSpec { name: name.to_string(), datatype: format!("{other:?}"), shape: vec![] },
+        other => TensorSpec {
+            name: name.to_string(),
+            datatype: format!("{other:?}"),
+            shape: vec![],
+        },
     }
 }
 
@@ -87,12 +101,23 @@ impl Engine {
     /// `BadModel` error naming the file.
     pub fn load(path: &Path, settings: &SessionSettings) -> Result<Engine> {
         runtime::environment()?;
-        let session = build_session(path, settings, None)
-            .map_err(|e| OptimizerError::BadModel { path: path.to_path_buf(), reason: e.to_string() })?;
+        let session =
+            build_session(path, settings, None).map_err(|e| OptimizerError::BadModel {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         let signature = ModelSignature {
             format: "onnx".into(),
-            inputs: session.inputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect(),
-            outputs: session.outputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect(),
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|o| spec_of(o.name(), o.dtype()))
+                .collect(),
+            outputs: session
+                .outputs()
+                .iter()
+                .map(|o| spec_of(o.name(), o.dtype()))
+                .collect(),
         };
         Ok(Engine { session, signature })
     }
@@ -112,7 +137,8 @@ impl Engine {
         let outputs = self.session.run(values)?;
         let mut out = Vec::with_capacity(outputs.len());
         for (name, value) in outputs.iter() {
-            let t = Tensor::from_ort(&value).map_err(|e| OptimizerError::Engine(format!("output '{name}': {e}")))?;
+            let t = Tensor::from_ort(&value)
+                .map_err(|e| OptimizerError::Engine(format!("output '{name}': {e}")))?;
             out.push((name.to_string(), t));
         }
         Ok(out)
@@ -126,8 +152,10 @@ impl Engine {
 pub fn save_optimized(src: &Path, dst: &Path, level: GraphLevel) -> Result<()> {
     runtime::environment()?;
     let settings = SessionSettings::new(level, 1);
-    build_session(src, &settings, Some(dst))
-        .map_err(|e| OptimizerError::BadModel { path: src.to_path_buf(), reason: e.to_string() })?;
+    build_session(src, &settings, Some(dst)).map_err(|e| OptimizerError::BadModel {
+        path: src.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     Ok(())
 }
 
@@ -139,14 +167,21 @@ pub fn inspect(path: &Path) -> Result<ModelSignature> {
 /// Matches named inputs to the signature: every declared input present once,
 /// no unknown names, dtype equal, rank equal, fixed dimensions equal.
 /// Returns the tensors in the model's input order.
-pub fn check_inputs<'a>(sig: &ModelSignature, inputs: &'a [(String, Tensor)]) -> Result<Vec<&'a Tensor>> {
+pub fn check_inputs<'a>(
+    sig: &ModelSignature,
+    inputs: &'a [(String, Tensor)],
+) -> Result<Vec<&'a Tensor>> {
     for (name, _) in inputs {
         if !sig.inputs.iter().any(|s| &s.name == name) {
             return Err(OptimizerError::BadInput {
                 name: name.clone(),
                 reason: format!(
                     "the model has no such input; expected one of {}",
-                    sig.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    sig.inputs
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
@@ -157,11 +192,18 @@ pub fn check_inputs<'a>(sig: &ModelSignature, inputs: &'a [(String, Tensor)]) ->
         let Some((_, t)) = found.next() else {
             return Err(OptimizerError::BadInput {
                 name: spec.name.clone(),
-                reason: format!("missing; expected {} with shape {}", spec.datatype, fmt_dims(&spec.shape)),
+                reason: format!(
+                    "missing; expected {} with shape {}",
+                    spec.datatype,
+                    fmt_dims(&spec.shape)
+                ),
             });
         };
         if found.next().is_some() {
-            return Err(OptimizerError::BadInput { name: spec.name.clone(), reason: "given more than once".into() });
+            return Err(OptimizerError::BadInput {
+                name: spec.name.clone(),
+                reason: "given more than once".into(),
+            });
         }
         if t.dtype().kserve_name() != spec.datatype {
             return Err(OptimizerError::BadInput {
@@ -170,7 +212,10 @@ pub fn check_inputs<'a>(sig: &ModelSignature, inputs: &'a [(String, Tensor)]) ->
             });
         }
         let fits = t.shape.len() == spec.shape.len()
-            && t.shape.iter().zip(&spec.shape).all(|(&got, &want)| want < 0 || got as i64 == want);
+            && t.shape
+                .iter()
+                .zip(&spec.shape)
+                .all(|(&got, &want)| want < 0 || got as i64 == want);
         if !fits {
             return Err(OptimizerError::BadInput {
                 name: spec.name.clone(),
@@ -187,5 +232,11 @@ pub fn check_inputs<'a>(sig: &ModelSignature, inputs: &'a [(String, Tensor)]) ->
 }
 
 pub fn fmt_dims(dims: &[i64]) -> String {
-    format!("[{}]", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        dims.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }

@@ -27,7 +27,10 @@ pub enum OptimizerError {
 
 impl OptimizerError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        OptimizerError::Io { path: path.into(), source }
+        OptimizerError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use shared::api::{CandidateReport, CandidateStatus, Diagnosis, ModelSignature, OptimizationReport, ReportContext};
+use shared::api::{
+    CandidateReport, CandidateStatus, Diagnosis, ModelSignature, OptimizationReport, ReportContext,
+};
 use shared::config::{OptimizationLevel, ValueRange};
 
 use crate::artifact::{self, ArtifactMeta};
@@ -45,14 +47,16 @@ struct Candidate {
 
 /// Runs the whole search and writes `model.onnx`, `artifact.json` and
 /// `report.json` into `opts.out_dir`.
-pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<(OptimizationReport, ArtifactMeta)> {
+pub fn optimize(
+    opts: &OptimizeOptions,
+    progress: Progress<'_>,
+) -> Result<(OptimizationReport, ArtifactMeta)> {
     let started = Instant::now();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| OptimizerError::io(&opts.out_dir, e))?;
     let threads = opts.threads.max(1);
 
     let sig = engine::inspect(&opts.model)?;
     check_declared_names(&sig, opts)?;
-    progress(&format!("[OK] Model {}: {}", file_name(&opts.model), describe_signature(&sig)));
 
     let mut notes = Vec::new();
     if opts.level == OptimizationLevel::O2 {
@@ -70,9 +74,18 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<(Optim
             let group = opts.input_shapes.first().map(Vec::as_slice);
             let shapes = data::concrete_shapes(&sig, group, 16)?;
             let ranges = opts.input_ranges.first().map(Vec::as_slice);
-            let samples = (0..4).map(|i| data::synthesize(&sig, &shapes, ranges, 7 + i)).collect::<Result<Vec<_>>>()?;
-            let from = if opts.input_shapes.is_empty() { "the model's declared shapes" } else { "input_shapes" };
-            notes.push(format!("no test_data: verified on {} inputs synthesized from {from}", samples.len()));
+            let samples = (0..4)
+                .map(|i| data::synthesize(&sig, &shapes, ranges, 7 + i))
+                .collect::<Result<Vec<_>>>()?;
+            let from = if opts.input_shapes.is_empty() {
+                "the model's declared shapes"
+            } else {
+                "input_shapes"
+            };
+            notes.push(format!(
+                "no test_data: verified on {} inputs synthesized from {from}",
+                samples.len()
+            ));
             (samples, format!("synthesized from {from}"))
         }
     };
@@ -131,14 +144,22 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<(Optim
         rows.push(row);
     }
 
-    let baseline_ms = rows[0].latency.first().map(|l| l.p50_ms).unwrap_or(f64::NAN);
+    let baseline_ms = rows[0]
+        .latency
+        .first()
+        .map(|l| l.p50_ms)
+        .unwrap_or(f64::NAN);
     for row in rows.iter_mut() {
         if let Some(l) = row.latency.first() {
             row.speedup = Some(baseline_ms / l.p50_ms);
         }
     }
     for row in &rows {
-        progress(&format!("[OK] Candidate {}: {}", row.name, describe_row(row)));
+        progress(&format!(
+            "[OK] Candidate {}: {}",
+            row.name,
+            describe_row(row)
+        ));
     }
 
     // The fastest candidate that passed; the original always passes.
@@ -172,7 +193,9 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<(Optim
             engine: crate::runtime::describe(),
             target,
             cpu: cpu_name(),
-            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             threads,
             level: match opts.level {
                 OptimizationLevel::O1 => "o1".into(),
@@ -243,7 +266,11 @@ fn evaluate(
     Ok(CandidateReport {
         name: cand.name.into(),
         description: cand.description.clone(),
-        status: if passed { CandidateStatus::Passed } else { CandidateStatus::Rejected },
+        status: if passed {
+            CandidateStatus::Passed
+        } else {
+            CandidateStatus::Rejected
+        },
         message,
         max_rel_error: Some(agreement.max_rel_error),
         min_cosine: Some(agreement.min_cosine),
@@ -254,9 +281,22 @@ fn evaluate(
     })
 }
 
-fn timing_sets(sig: &ModelSignature, opts: &OptimizeOptions, samples: &[Sample]) -> Result<Vec<(String, Sample)>> {
+fn timing_sets(
+    sig: &ModelSignature,
+    opts: &OptimizeOptions,
+    samples: &[Sample],
+) -> Result<Vec<(String, Sample)>> {
     let label = |shapes: &[Vec<usize>]| {
-        shapes.iter().map(|s| s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("*")).collect::<Vec<_>>().join(",")
+        shapes
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("*")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     };
     if opts.input_shapes.is_empty() {
         let Some(first) = samples.first() else {
@@ -269,11 +309,17 @@ fn timing_sets(sig: &ModelSignature, opts: &OptimizeOptions, samples: &[Sample])
     for (g, group) in opts.input_shapes.iter().enumerate() {
         let shapes = data::concrete_shapes(sig, Some(group), 16)?;
         // Prefer a real sample when one has exactly these shapes.
-        let real = samples.iter().find(|s| s.iter().map(|(_, t)| &t.shape).eq(shapes.iter()));
+        let real = samples
+            .iter()
+            .find(|s| s.iter().map(|(_, t)| &t.shape).eq(shapes.iter()));
         let sample = match real {
             Some(s) => s.clone(),
             None => {
-                let ranges = opts.input_ranges.get(g).or(opts.input_ranges.first()).map(Vec::as_slice);
+                let ranges = opts
+                    .input_ranges
+                    .get(g)
+                    .or(opts.input_ranges.first())
+                    .map(Vec::as_slice);
                 data::synthesize(sig, &shapes, ranges, 1000 + g as u64)?
             }
         };
@@ -283,10 +329,15 @@ fn timing_sets(sig: &ModelSignature, opts: &OptimizeOptions, samples: &[Sample])
 }
 
 fn check_declared_names(sig: &ModelSignature, opts: &OptimizeOptions) -> Result<()> {
-    for (kind, declared, actual) in [("inputs", &opts.inputs, &sig.inputs), ("outputs", &opts.outputs, &sig.outputs)] {
+    for (kind, declared, actual) in [
+        ("inputs", &opts.inputs, &sig.inputs),
+        ("outputs", &opts.outputs, &sig.outputs),
+    ] {
         let Some(declared) = declared else { continue };
         for name in declared {
-            let found = actual.iter().any(|s| &s.name == name || s.name.strip_suffix(":0") == Some(name.as_str()));
+            let found = actual
+                .iter()
+                .any(|s| &s.name == name || s.name.strip_suffix(":0") == Some(name.as_str()));
             if !found {
                 return Err(OptimizerError::Config(format!(
                     "model_info.{kind} names '{name}', which the model does not have; its {kind} are: {}",
@@ -300,13 +351,25 @@ fn check_declared_names(sig: &ModelSignature, opts: &OptimizeOptions) -> Result<
 
 pub fn describe_signature(sig: &ModelSignature) -> String {
     let list = |v: &[shared::api::TensorSpec]| {
-        v.iter().map(|s| format!("{} {} {}", s.name, s.datatype, engine::fmt_dims(&s.shape))).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .map(|s| format!("{} {} {}", s.name, s.datatype, engine::fmt_dims(&s.shape)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    format!("inputs {}; outputs {}", list(&sig.inputs), list(&sig.outputs))
+    format!(
+        "inputs {}; outputs {}",
+        list(&sig.inputs),
+        list(&sig.outputs)
+    )
 }
 
 fn describe_row(row: &CandidateReport) -> String {
-    let lat = row.latency.iter().map(|l| format!("p50 {:.3} ms @ {}", l.p50_ms, l.shapes)).collect::<Vec<_>>().join(", ");
+    let lat = row
+        .latency
+        .iter()
+        .map(|l| format!("p50 {:.3} ms @ {}", l.p50_ms, l.shapes))
+        .collect::<Vec<_>>()
+        .join(", ");
     match row.status {
         CandidateStatus::Rejected => format!("rejected: {}", row.message.as_deref().unwrap_or("")),
         _ => format!(
@@ -319,15 +382,15 @@ fn describe_row(row: &CandidateReport) -> String {
 }
 
 fn first_p50(row: &CandidateReport) -> f64 {
-    row.latency.first().map(|l| l.p50_ms).unwrap_or(f64::INFINITY)
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    row.latency
+        .first()
+        .map(|l| l.p50_ms)
+        .unwrap_or(f64::INFINITY)
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| OptimizerError::Config(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| OptimizerError::Config(e.to_string()))?;
     std::fs::write(path, bytes).map_err(|e| OptimizerError::io(path, e))
 }
 
@@ -340,6 +403,11 @@ fn tempdir_in(dir: &Path) -> Result<PathBuf> {
 fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }

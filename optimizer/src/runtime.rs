@@ -65,12 +65,16 @@ pub fn environment() -> Result<&'static ort::environment::Environment> {
         };
         load(&lib).map_err(|e| format!("loading ONNX Runtime from {}: {e}", lib.display()))
     });
-    env.as_ref().map_err(|e| OptimizerError::RuntimeMissing(e.clone()))
+    env.as_ref()
+        .map_err(|e| OptimizerError::RuntimeMissing(e.clone()))
 }
 
 fn load(lib: &Path) -> std::result::Result<ort::environment::Environment, String> {
     let builder = ort::init_from(lib).map_err(|e| e.to_string())?;
-    builder.with_name("whetstone").build().map_err(|e| e.to_string())
+    builder
+        .with_name("whetstone")
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// A short description of the runtime for reports and logs.

@@ -93,7 +93,6 @@ macro_rules! with_data {
     };
 }
 
-
 impl TensorData {
     pub fn dtype(&self) -> DType {
         match self {
@@ -153,7 +152,10 @@ impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, String> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(format!("shape {shape:?} needs {n} elements, got {}", data.len()));
+            return Err(format!(
+                "shape {shape:?} needs {n} elements, got {}",
+                data.len()
+            ));
         }
         Ok(Tensor { shape, data })
     }
@@ -171,12 +173,17 @@ impl Tensor {
         let per: usize = self.shape.iter().skip(1).product();
         let mut shape = self.shape.clone();
         shape[0] = 1;
-        Tensor { shape, data: self.data.slice(i * per, (i + 1) * per) }
+        Tensor {
+            shape,
+            data: self.data.slice(i * per, (i + 1) * per),
+        }
     }
 
     pub(crate) fn to_ort(&self) -> ort::Result<ort::value::DynValue> {
         let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
-        Ok(with_data!(&self.data, v => ort::value::Tensor::from_array((shape, v.clone()))?.into_dyn()))
+        Ok(
+            with_data!(&self.data, v => ort::value::Tensor::from_array((shape, v.clone()))?.into_dyn()),
+        )
     }
 
     pub(crate) fn from_ort(value: &ort::value::DynValue) -> Result<Tensor, String> {
@@ -184,11 +191,17 @@ impl Tensor {
         let ValueType::Tensor { ty, .. } = value.dtype() else {
             return Err(format!("unsupported output kind {:?}", value.dtype()));
         };
-        let dtype = DType::from_ort(*ty).ok_or_else(|| format!("unsupported output element type {ty:?}"))?;
+        let dtype = DType::from_ort(*ty)
+            .ok_or_else(|| format!("unsupported output element type {ty:?}"))?;
         macro_rules! extract {
             ($t:ty, $variant:ident) => {{
-                let (shape, data) = value.try_extract_tensor::<$t>().map_err(|e| e.to_string())?;
-                (shape.iter().map(|&d| d.max(0) as usize).collect::<Vec<_>>(), TensorData::$variant(data.to_vec()))
+                let (shape, data) = value
+                    .try_extract_tensor::<$t>()
+                    .map_err(|e| e.to_string())?;
+                (
+                    shape.iter().map(|&d| d.max(0) as usize).collect::<Vec<_>>(),
+                    TensorData::$variant(data.to_vec()),
+                )
             }};
         }
         let (shape, data) = match dtype {

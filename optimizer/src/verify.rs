@@ -11,7 +11,10 @@ pub struct Gate {
 
 impl Gate {
     /// o1 promises no accuracy loss.
-    pub const O1: Gate = Gate { max_rel_error: 1e-3, min_cosine: 0.9999 };
+    pub const O1: Gate = Gate {
+        max_rel_error: 1e-3,
+        min_cosine: 0.9999,
+    };
 }
 
 /// Worst-case agreement over everything compared so far.
@@ -23,7 +26,10 @@ pub struct Agreement {
 
 impl Default for Agreement {
     fn default() -> Self {
-        Agreement { max_rel_error: 0.0, min_cosine: 1.0 }
+        Agreement {
+            max_rel_error: 0.0,
+            min_cosine: 1.0,
+        }
     }
 }
 
@@ -34,13 +40,20 @@ impl Agreement {
 
     /// Folds one sample's outputs into the running worst case. Errors on a
     /// missing output, a shape change, or any NaN/Inf in the candidate.
-    pub fn update(&mut self, reference: &[(String, Tensor)], candidate: &[(String, Tensor)]) -> Result<(), String> {
+    pub fn update(
+        &mut self,
+        reference: &[(String, Tensor)],
+        candidate: &[(String, Tensor)],
+    ) -> Result<(), String> {
         for (name, want) in reference {
             let Some((_, got)) = candidate.iter().find(|(n, _)| n == name) else {
                 return Err(format!("output '{name}' is missing"));
             };
             if got.shape != want.shape {
-                return Err(format!("output '{name}' has shape {:?}, the original {:?}", got.shape, want.shape));
+                return Err(format!(
+                    "output '{name}' has shape {:?}, the original {:?}",
+                    got.shape, want.shape
+                ));
             }
             let (a, b) = (got.data.to_f64(), want.data.to_f64());
             if a.iter().any(|x| !x.is_finite()) {
@@ -66,7 +79,13 @@ pub fn metrics(a: &[f64], b: &[f64]) -> (f64, f64) {
         na += x * x;
         nb += y * y;
     }
-    let rel = if max_ref > 0.0 { max_diff / max_ref } else if max_diff > 0.0 { f64::INFINITY } else { 0.0 };
+    let rel = if max_ref > 0.0 {
+        max_diff / max_ref
+    } else if max_diff > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
     let cos = if na == 0.0 && nb == 0.0 {
         1.0
     } else if na == 0.0 || nb == 0.0 {
@@ -83,13 +102,17 @@ mod tests {
     use crate::tensor::TensorData;
 
     fn t(v: Vec<f32>) -> Vec<(String, Tensor)> {
-        vec![("y".into(), Tensor::new(vec![v.len()], TensorData::F32(v)).unwrap())]
+        vec![(
+            "y".into(),
+            Tensor::new(vec![v.len()], TensorData::F32(v)).unwrap(),
+        )]
     }
 
     #[test]
     fn identical_outputs_pass_o1() {
         let mut a = Agreement::default();
-        a.update(&t(vec![1.0, -2.0, 3.0]), &t(vec![1.0, -2.0, 3.0])).unwrap();
+        a.update(&t(vec![1.0, -2.0, 3.0]), &t(vec![1.0, -2.0, 3.0]))
+            .unwrap();
         assert!(a.passes(&Gate::O1));
         assert_eq!(a.max_rel_error, 0.0);
     }
@@ -97,7 +120,8 @@ mod tests {
     #[test]
     fn a_perturbed_candidate_fails_o1() {
         let mut a = Agreement::default();
-        a.update(&t(vec![1.0, -2.0, 3.0]), &t(vec![1.0, -2.0, 3.1])).unwrap();
+        a.update(&t(vec![1.0, -2.0, 3.0]), &t(vec![1.0, -2.0, 3.1]))
+            .unwrap();
         assert!(a.max_rel_error > 1e-3);
         assert!(!a.passes(&Gate::O1));
     }
@@ -105,9 +129,18 @@ mod tests {
     #[test]
     fn nan_fails_and_missing_output_fails() {
         let mut a = Agreement::default();
-        assert!(a.update(&t(vec![1.0, 2.0]), &t(vec![1.0, f32::NAN])).unwrap_err().contains("NaN"));
-        let other = vec![("z".into(), Tensor::new(vec![1], TensorData::F32(vec![1.0])).unwrap())];
-        assert!(a.update(&t(vec![1.0]), &other).unwrap_err().contains("missing"));
+        assert!(a
+            .update(&t(vec![1.0, 2.0]), &t(vec![1.0, f32::NAN]))
+            .unwrap_err()
+            .contains("NaN"));
+        let other = vec![(
+            "z".into(),
+            Tensor::new(vec![1], TensorData::F32(vec![1.0])).unwrap(),
+        )];
+        assert!(a
+            .update(&t(vec![1.0]), &other)
+            .unwrap_err()
+            .contains("missing"));
     }
 
     #[test]

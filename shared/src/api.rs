@@ -121,7 +121,10 @@ pub struct LogPage {
 pub enum LogEvent {
     Line(LogLine),
     /// The deploy ended; the stream closes after this frame.
-    End { status: ServiceStatus, message: Option<String> },
+    End {
+        status: ServiceStatus,
+        message: Option<String>,
+    },
 }
 
 /// Error body of every management call.

@@ -14,10 +14,19 @@ use crate::client::{default_data_dir, Client, ClientError};
 use crate::state::Settings;
 
 #[derive(Parser, Debug)]
-#[command(name = "whet", version, about = "Whetstone: optimize a model once, then serve it")]
+#[command(
+    name = "whet",
+    version,
+    about = "Whetstone: optimize a model once, then serve it"
+)]
 pub struct Cli {
     /// Server URL for client commands.
-    #[arg(long, global = true, env = "WHET_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "WHET_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub server: String,
     /// Management API token (default: the admin token of the local server's data folder).
     #[arg(long, global = true, env = "WHET_TOKEN", hide_env_values = true)]
@@ -90,10 +99,20 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Serve { addr, data, workers, model_roots, max_model_mib } => {
+        Command::Serve {
+            addr,
+            data,
+            workers,
+            model_roots,
+            max_model_mib,
+        } => {
             let whet_exe = match std::env::current_exe() {
                 Ok(p) => p,
-                Err(e) => return fail(&ClientError::Usage(format!("cannot find the whet executable: {e}"))),
+                Err(e) => {
+                    return fail(&ClientError::Usage(format!(
+                        "cannot find the whet executable: {e}"
+                    )))
+                }
             };
             let settings = Settings {
                 data_dir: data.unwrap_or_else(default_data_dir),
@@ -111,7 +130,10 @@ pub async fn run(cli: Cli) -> i32 {
             };
         }
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&shared::config::json_schema()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&shared::config::json_schema()).unwrap_or_default()
+            );
             return 0;
         }
         Command::Optimize(args) => return optimize::run(args),
@@ -132,7 +154,10 @@ fn resolve_token(token: Option<String>) -> Result<String, ClientError> {
     if let Some(t) = token {
         return Ok(t);
     }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("WHET_DATA").map(PathBuf::from).into_iter().collect();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("WHET_DATA")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
     dirs.push(default_data_dir());
     for d in &dirs {
         if let Ok(t) = std::fs::read_to_string(d.join(crate::server::ADMIN_TOKEN_FILE)) {
@@ -142,43 +167,75 @@ fn resolve_token(token: Option<String>) -> Result<String, ClientError> {
     Err(ClientError::Usage("no API token: pass --token or set WHET_TOKEN (a local server writes its admin token to DATA/admin-token)".into()))
 }
 
-async fn client_command(server: &str, token: Option<String>, cmd: Command) -> Result<i32, ClientError> {
+async fn client_command(
+    server: &str,
+    token: Option<String>,
+    cmd: Command,
+) -> Result<i32, ClientError> {
     let client = Client::new(server, resolve_token(token)?);
     match cmd {
         Command::Create { config } => {
             let body = prepare_config(&client, &config).await?;
-            let detail: ServiceDetail = client.send(Method::POST, "/api/v2/services", Some(body.into())).await?;
+            let detail: ServiceDetail = client
+                .send(Method::POST, "/api/v2/services", Some(body.into()))
+                .await?;
             print_endpoint_table(&client, &detail);
             follow(&client, &detail.summary.name).await
         }
         Command::Modify { name, config } => {
             let body = prepare_config(&client, &config).await?;
-            let detail: ServiceDetail = client.send(Method::PUT, &format!("/api/v2/services/{name}"), Some(body.into())).await?;
+            let detail: ServiceDetail = client
+                .send(
+                    Method::PUT,
+                    &format!("/api/v2/services/{name}"),
+                    Some(body.into()),
+                )
+                .await?;
             print_endpoint_table(&client, &detail);
             follow(&client, &name).await
         }
         Command::Scale { name, instances } => {
-            let body = serde_json::to_vec(&ScaleRequest { instances }).map_err(|e| ClientError::Usage(e.to_string()))?;
-            let _: ServiceDetail = client.send(Method::POST, &format!("/api/v2/services/{name}/scale"), Some(body.into())).await?;
+            let body = serde_json::to_vec(&ScaleRequest { instances })
+                .map_err(|e| ClientError::Usage(e.to_string()))?;
+            let _: ServiceDetail = client
+                .send(
+                    Method::POST,
+                    &format!("/api/v2/services/{name}/scale"),
+                    Some(body.into()),
+                )
+                .await?;
             follow(&client, &name).await
         }
         Command::Start { name } => {
-            let _: ServiceDetail = client.send(Method::POST, &format!("/api/v2/services/{name}/start"), None).await?;
+            let _: ServiceDetail = client
+                .send(
+                    Method::POST,
+                    &format!("/api/v2/services/{name}/start"),
+                    None,
+                )
+                .await?;
             follow(&client, &name).await
         }
         Command::Stop { name } => {
-            let d: ServiceDetail = client.send(Method::POST, &format!("/api/v2/services/{name}/stop"), None).await?;
+            let d: ServiceDetail = client
+                .send(Method::POST, &format!("/api/v2/services/{name}/stop"), None)
+                .await?;
             println!("{} is {}", d.summary.name, d.summary.status.as_str());
             Ok(0)
         }
         Command::Delete { name } => {
-            let _: serde_json::Value = client.send(Method::DELETE, &format!("/api/v2/services/{name}"), None).await?;
+            let _: serde_json::Value = client
+                .send(Method::DELETE, &format!("/api/v2/services/{name}"), None)
+                .await?;
             println!("deleted {name}");
             Ok(0)
         }
         Command::List => {
             let list: Vec<ServiceSummary> = client.get("/api/v2/services").await?;
-            println!("{:<28} {:<9} {:<20} {:>9} {:>5} {:>8}", "NAME", "STATUS", "PROCESSOR", "INSTANCES", "LEVEL", "SPEEDUP");
+            println!(
+                "{:<28} {:<9} {:<20} {:>9} {:>5} {:>8}",
+                "NAME", "STATUS", "PROCESSOR", "INSTANCES", "LEVEL", "SPEEDUP"
+            );
             for s in list {
                 println!(
                     "{:<28} {:<9} {:<20} {:>9} {:>5} {:>8}",
@@ -187,7 +244,9 @@ async fn client_command(server: &str, token: Option<String>, cmd: Command) -> Re
                     s.processor,
                     format!("{}/{}", s.running_instances, s.instances),
                     s.optimization_level.unwrap_or_else(|| "-".into()),
-                    s.speedup.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into())
+                    s.speedup
+                        .map(|x| format!("{x:.2}x"))
+                        .unwrap_or_else(|| "-".into())
                 );
             }
             Ok(0)
@@ -203,10 +262,15 @@ async fn client_command(server: &str, token: Option<String>, cmd: Command) -> Re
             Ok(0)
         }
         Command::Logs { name, follow: true } => follow(&client, &name).await,
-        Command::Logs { name, follow: false } => {
+        Command::Logs {
+            name,
+            follow: false,
+        } => {
             let mut after = 0;
             loop {
-                let page: shared::api::LogPage = client.get(&format!("/api/v2/services/{name}/logs?after={after}")).await?;
+                let page: shared::api::LogPage = client
+                    .get(&format!("/api/v2/services/{name}/logs?after={after}"))
+                    .await?;
                 for l in &page.lines {
                     println!("{}", l.line);
                 }
@@ -218,7 +282,9 @@ async fn client_command(server: &str, token: Option<String>, cmd: Command) -> Re
             Ok(0)
         }
         Command::Predict { name, data } => predict(&client, &name, &data).await,
-        Command::Serve { .. } | Command::Schema | Command::Optimize(_) => unreachable!("handled by run()"),
+        Command::Serve { .. } | Command::Schema | Command::Optimize(_) => {
+            unreachable!("handled by run()")
+        }
     }
 }
 
@@ -226,24 +292,41 @@ async fn client_command(server: &str, token: Option<String>, cmd: Command) -> Re
 /// uses, and uploads a local `model_path` (file or folder), replacing it with
 /// the server's `upload://` path. The rest of the JSON is sent as written.
 async fn prepare_config(client: &Client, path: &Path) -> Result<String, ClientError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
     if let Err(errors) = shared::parse_and_validate(&text) {
-        let mut msg = format!("{}: the service config has {} problem(s):", path.display(), errors.len());
+        let mut msg = format!(
+            "{}: the service config has {} problem(s):",
+            path.display(),
+            errors.len()
+        );
         for e in errors {
             msg.push_str(&format!("\n  {}: {}", e.path, e.message));
         }
         return Err(ClientError::Usage(msg));
     }
-    let mut value: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| ClientError::Usage(e.to_string()))?;
-    let model_path = value.get("model_path").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let mut value: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
+    let model_path = value
+        .get("model_path")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
     if !model_path.contains("://") {
         let base = path.parent().unwrap_or(Path::new("."));
-        let local = [PathBuf::from(&model_path), base.join(&model_path)].into_iter().find(|p| p.exists());
+        let local = [PathBuf::from(&model_path), base.join(&model_path)]
+            .into_iter()
+            .find(|p| p.exists());
         let Some(local) = local else {
             return Err(ClientError::Usage(format!("model_path: '{model_path}' does not exist here (looked relative to the current folder and to {})", base.display())));
         };
         let up = client.upload(&local).await?;
-        eprintln!("[OK] Uploaded {} ({} bytes) as {}", local.display(), up.bytes, up.model_path);
+        eprintln!(
+            "[OK] Uploaded {} ({} bytes) as {}",
+            local.display(),
+            up.bytes,
+            up.model_path
+        );
         value["model_path"] = serde_json::Value::String(up.model_path);
     }
     serde_json::to_string(&value).map_err(|e| ClientError::Usage(e.to_string()))
@@ -265,7 +348,11 @@ async fn follow(client: &Client, name: &str) -> Result<i32, ClientError> {
     match status {
         ServiceStatus::Running | ServiceStatus::Stopped => Ok(0),
         _ => {
-            eprintln!("error: deploy of {name} ended {}: {}", status.as_str(), message.unwrap_or_default());
+            eprintln!(
+                "error: deploy of {name} ended {}: {}",
+                status.as_str(),
+                message.unwrap_or_default()
+            );
             Ok(1)
         }
     }
@@ -274,16 +361,29 @@ async fn follow(client: &Client, name: &str) -> Result<i32, ClientError> {
 fn print_detail(client: &Client, d: &ServiceDetail) {
     let s = &d.summary;
     println!("Name:        {}", s.name);
-    println!("Status:      {}{}", s.status.as_str(), d.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default());
+    println!(
+        "Status:      {}{}",
+        s.status.as_str(),
+        d.message
+            .as_ref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    );
     println!("Processor:   {}", s.processor);
-    println!("Instances:   {}/{} running", s.running_instances, s.instances);
+    println!(
+        "Instances:   {}/{} running",
+        s.running_instances, s.instances
+    );
     println!("Endpoint:    {}", endpoint_url(client, d));
     println!("Token:       {}", d.token);
     if let Some(a) = &d.artifact {
         println!("Artifact:    {a}");
     }
     if let Some(sig) = &d.signature {
-        println!("Model:       {}", optimizer::optimize::describe_signature(sig));
+        println!(
+            "Model:       {}",
+            optimizer::optimize::describe_signature(sig)
+        );
     }
     if let Some(r) = &d.report {
         println!();
@@ -292,17 +392,28 @@ fn print_detail(client: &Client, d: &ServiceDetail) {
 }
 
 async fn predict(client: &Client, name: &str, data: &Path) -> Result<i32, ClientError> {
-    let ext = data.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = data
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let bodies: Vec<Vec<u8>> = if ext == "json" {
-        vec![std::fs::read(data).map_err(|e| ClientError::Usage(format!("{}: {e}", data.display())))?]
+        vec![std::fs::read(data)
+            .map_err(|e| ClientError::Usage(format!("{}: {e}", data.display())))?]
     } else {
         let d: ServiceDetail = client.get(&format!("/api/v2/services/{name}")).await?;
-        let sig = d.signature.ok_or_else(|| ClientError::Api(format!("{name} has no inspected model yet")))?;
-        let ds = optimizer::data::load(data, &sig).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let sig = d
+            .signature
+            .ok_or_else(|| ClientError::Api(format!("{name} has no inspected model yet")))?;
+        let ds =
+            optimizer::data::load(data, &sig).map_err(|e| ClientError::Usage(e.to_string()))?;
         ds.samples
             .iter()
             .map(|s| {
-                let inputs: Vec<_> = s.iter().map(|(n, t)| crate::predict::from_tensor(n.clone(), t)).collect();
+                let inputs: Vec<_> = s
+                    .iter()
+                    .map(|(n, t)| crate::predict::from_tensor(n.clone(), t))
+                    .collect();
                 serde_json::to_vec(&serde_json::json!({ "inputs": inputs })).unwrap_or_default()
             })
             .collect()
@@ -317,11 +428,19 @@ async fn predict(client: &Client, name: &str, data: &Path) -> Result<i32, Client
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Connect { server: client.server.clone(), reason: e.to_string() })?;
+            .map_err(|e| ClientError::Connect {
+                server: client.server.clone(),
+                reason: e.to_string(),
+            })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Api(e.to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Api(e.to_string()))?;
         if !status.is_success() {
-            return Err(ClientError::Api(crate::client::describe_error(status, &bytes)));
+            return Err(ClientError::Api(crate::client::describe_error(
+                status, &bytes,
+            )));
         }
         println!("{}", String::from_utf8_lossy(&bytes));
     }

@@ -46,7 +46,8 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
     let info: ModelInfo = match &args.model_info {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            serde_json::from_str(&text).map_err(|e| format!("{}: not a model_info object: {e}", p.display()))?
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not a model_info object: {e}", p.display()))?
         }
         None => serde_json::from_str("{}").map_err(|e| e.to_string())?,
     };
@@ -60,12 +61,19 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
         input_shapes = args
             .input_shapes
             .iter()
-            .map(|g| g.split(',').map(shared::config::parse_shape).collect::<Result<Vec<_>, _>>())
+            .map(|g| {
+                g.split(',')
+                    .map(shared::config::parse_shape)
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .collect::<Result<_, _>>()
             .map_err(|e| format!("--input-shapes: {e}"))?;
     }
     let base = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let test_data = args.test_data.clone().or_else(|| info.test_data.as_ref().map(|t| base.join(t)));
+    let test_data = args
+        .test_data
+        .clone()
+        .or_else(|| info.test_data.as_ref().map(|t| base.join(t)));
     Ok(OptimizeOptions {
         model: args.model.clone(),
         out_dir: args.out.clone(),
@@ -75,7 +83,11 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
         outputs: info.outputs.clone(),
         input_shapes,
         input_ranges: info.ranges().map_err(|e| format!("input_ranges: {e}"))?,
-        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        threads: args.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
         budget: Default::default(),
     })
 }
@@ -122,33 +134,58 @@ pub fn report_table(r: &OptimizationReport) -> String {
         "Optimization report ({}, {}, {} threads on {}, level {})\n",
         r.optimizer_version, r.context.engine, r.context.threads, r.context.target, r.context.level
     ));
-    s.push_str(&format!("Test data: {}; shapes: {}\n", r.diagnosis.test_data_source, r.diagnosis.shape_groups.join(" | ")));
+    s.push_str(&format!(
+        "Test data: {}; shapes: {}\n",
+        r.diagnosis.test_data_source,
+        r.diagnosis.shape_groups.join(" | ")
+    ));
     for n in &r.diagnosis.notes {
         s.push_str(&format!("Note: {n}\n"));
     }
-    s.push_str(&format!("{:<16} {:<9} {:>10} {:>10} {:>12} {:>9} {:>10} {:>7}\n", "CANDIDATE", "STATUS", "REL.ERR", "COSINE", "P50 MS", "SPEEDUP", "SIZE MB", "SECS"));
+    s.push_str(&format!(
+        "{:<16} {:<9} {:>10} {:>10} {:>12} {:>9} {:>10} {:>7}\n",
+        "CANDIDATE", "STATUS", "REL.ERR", "COSINE", "P50 MS", "SPEEDUP", "SIZE MB", "SECS"
+    ));
     for c in &r.candidates {
         let status = match c.status {
             CandidateStatus::Selected => "selected",
             CandidateStatus::Passed => "passed",
             CandidateStatus::Rejected => "rejected",
         };
-        let p50 = c.latency.iter().map(|l| format!("{:.3}", l.p50_ms)).collect::<Vec<_>>().join("/");
+        let p50 = c
+            .latency
+            .iter()
+            .map(|l| format!("{:.3}", l.p50_ms))
+            .collect::<Vec<_>>()
+            .join("/");
         s.push_str(&format!(
             "{:<16} {:<9} {:>10} {:>10} {:>12} {:>9} {:>10.1} {:>7.1}\n",
             c.name,
             status,
-            c.max_rel_error.map(|x| format!("{x:.2e}")).unwrap_or_else(|| "-".into()),
-            c.min_cosine.map(|x| format!("{x:.6}")).unwrap_or_else(|| "-".into()),
+            c.max_rel_error
+                .map(|x| format!("{x:.2e}"))
+                .unwrap_or_else(|| "-".into()),
+            c.min_cosine
+                .map(|x| format!("{x:.6}"))
+                .unwrap_or_else(|| "-".into()),
             if p50.is_empty() { "-".into() } else { p50 },
-            c.speedup.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into()),
+            c.speedup
+                .map(|x| format!("{x:.2}x"))
+                .unwrap_or_else(|| "-".into()),
             c.size_bytes as f64 / 1e6,
             c.seconds
         ));
-        if let Some(m) = c.message.as_ref().filter(|_| c.status == CandidateStatus::Rejected) {
+        if let Some(m) = c
+            .message
+            .as_ref()
+            .filter(|_| c.status == CandidateStatus::Rejected)
+        {
             s.push_str(&format!("    {m}\n"));
         }
     }
-    s.push_str(&format!("Selected {}: {:.3} ms -> {:.3} ms ({:.2}x) in {:.1} s\n", r.selected, r.baseline_ms, r.optimized_ms, r.speedup, r.total_seconds));
+    s.push_str(&format!(
+        "Selected {}: {:.3} ms -> {:.3} ms ({:.2}x) in {:.1} s\n",
+        r.selected, r.baseline_ms, r.optimized_ms, r.speedup, r.total_seconds
+    ));
     s
 }
