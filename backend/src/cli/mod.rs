@@ -95,6 +95,11 @@ pub enum Command {
     Schema,
     /// Optimize a model outside a deploy and print the report.
     Optimize(optimize::OptimizeArgs),
+    /// Write a small example: an ONNX model, its test data, a service config and a request.
+    ExampleModel {
+        /// Folder to create.
+        dir: PathBuf,
+    },
 }
 
 pub async fn run(cli: Cli) -> i32 {
@@ -137,6 +142,15 @@ pub async fn run(cli: Cli) -> i32 {
             return 0;
         }
         Command::Optimize(args) => return optimize::run(args),
+        Command::ExampleModel { dir } => {
+            return match example_model(&dir) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }
         other => client_command(&cli.server, cli.token, other).await,
     };
     match result {
@@ -282,7 +296,10 @@ async fn client_command(
             Ok(0)
         }
         Command::Predict { name, data } => predict(&client, &name, &data).await,
-        Command::Serve { .. } | Command::Schema | Command::Optimize(_) => {
+        Command::Serve { .. }
+        | Command::Schema
+        | Command::Optimize(_)
+        | Command::ExampleModel { .. } => {
             unreachable!("handled by run()")
         }
     }
@@ -445,4 +462,55 @@ async fn predict(client: &Client, name: &str, data: &Path) -> Result<i32, Client
         println!("{}", String::from_utf8_lossy(&bytes));
     }
     Ok(0)
+}
+
+/// Writes `DIR/model/{mlp.onnx,test_data.npz}`, `DIR/service.json` (the seed's
+/// CPU plugin config) and `DIR/request.json`, so a reader without models of
+/// their own can follow the README.
+fn example_model(dir: &Path) -> Result<(), String> {
+    use optimizer::tensor::{Tensor, TensorData};
+    let model_dir = dir.join("model");
+    std::fs::create_dir_all(&model_dir).map_err(|e| format!("{}: {e}", model_dir.display()))?;
+    let write = |p: PathBuf, bytes: Vec<u8>| {
+        std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write(
+        model_dir.join("mlp.onnx"),
+        optimizer::onnx_build::mlp(4, 64, 3),
+    )?;
+    let samples = 16;
+    let x = Tensor::new(
+        vec![samples, 4],
+        TensorData::F32(
+            (0..samples * 4)
+                .map(|i| ((i * 7919) % 100) as f32 / 100.0)
+                .collect(),
+        ),
+    )?;
+    optimizer::data::write_npz(&model_dir.join("test_data.npz"), &[("x", &x)])
+        .map_err(|e| e.to_string())?;
+    let config = serde_json::json!({
+        "name": "example_mlp",
+        "model_path": "model",
+        "processor": "onnx_cpu",
+        "metadata": { "instance": 1, "memory": 1000 },
+        "plugins": [{
+            "command": "blade --mode eas_plugin --optimize_for cpu",
+            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
+            "config": { "model_info": { "mlp.onnx": {
+                "optimization_level": "o1",
+                "test_data": "test_data.npz",
+                "input_shapes": [["1*4"], ["32*4"]]
+            } } }
+        }]
+    });
+    let request = serde_json::json!({ "inputs": [{ "name": "x", "shape": [2, 4], "datatype": "FP32", "data": [[0.1, 0.2, 0.3, 0.4], [1.0, 0.5, 0.0, -0.5]] }] });
+    let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).map_err(|e| e.to_string());
+    write(dir.join("service.json"), pretty(&config)?)?;
+    write(dir.join("request.json"), pretty(&request)?)?;
+    println!(
+        "wrote {0}/model/mlp.onnx, {0}/model/test_data.npz, {0}/service.json, {0}/request.json",
+        dir.display()
+    );
+    Ok(())
 }

@@ -1,0 +1,236 @@
+//! The optimizer on models the tests build themselves (needs the ONNX
+//! Runtime library: `scripts/install-onnxruntime.sh`).
+
+use optimizer::data;
+use optimizer::engine::{self, Engine, GraphLevel, SessionSettings};
+use optimizer::onnx_build;
+use optimizer::optimize::{optimize, OptimizeOptions};
+use optimizer::tensor::{Tensor, TensorData};
+use optimizer::OptimizerError;
+use shared::api::CandidateStatus;
+use shared::config::OptimizationLevel;
+
+fn mlp_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("mlp.onnx");
+    std::fs::write(&p, onnx_build::mlp(4, 16, 3)).unwrap();
+    p
+}
+
+fn x(batch: usize, seed: f32) -> Tensor {
+    Tensor::new(
+        vec![batch, 4],
+        TensorData::F32(
+            (0..batch * 4)
+                .map(|i| (i as f32 * 0.3 + seed).cos())
+                .collect(),
+        ),
+    )
+    .unwrap()
+}
+
+#[test]
+fn built_model_runs_and_computes_the_mlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = mlp_file(dir.path());
+    let mut e = Engine::load(&model, &SessionSettings::new(GraphLevel::All, 1)).unwrap();
+    assert_eq!(e.signature().inputs[0].name, "x");
+    assert_eq!(e.signature().inputs[0].shape, vec![-1, 4]);
+    let out = e.run(&[("x".into(), x(2, 0.0))]).unwrap();
+    assert_eq!(out[0].0, "y");
+    assert_eq!(out[0].1.shape, vec![2, 3]);
+}
+
+#[test]
+fn inputs_are_checked_by_name_dtype_and_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = Engine::load(
+        &mlp_file(dir.path()),
+        &SessionSettings::new(GraphLevel::All, 1),
+    )
+    .unwrap();
+    let err = e
+        .run(&[(
+            "x".into(),
+            Tensor::new(vec![1, 5], TensorData::F32(vec![0.0; 5])).unwrap(),
+        )])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("input 'x'") && err.contains("expected shape [-1,4]"),
+        "{err}"
+    );
+    let err = e
+        .run(&[(
+            "x".into(),
+            Tensor::new(vec![1, 4], TensorData::I64(vec![0; 4])).unwrap(),
+        )])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected datatype FP32, got INT64"), "{err}");
+    let err = e.run(&[("z".into(), x(1, 0.0))]).unwrap_err().to_string();
+    assert!(
+        err.contains("input 'z'") && err.contains("no such input"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_onnx_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.onnx");
+    std::fs::write(&p, b"definitely not a protobuf").unwrap();
+    match engine::inspect(&p) {
+        Err(OptimizerError::BadModel { path, .. }) => assert_eq!(path, p),
+        other => panic!("expected BadModel, got {other:?}"),
+    }
+}
+
+#[test]
+fn npz_round_trip_and_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let sig = engine::inspect(&mlp_file(dir.path())).unwrap();
+    let good = dir.path().join("test.npz");
+    data::write_npz(&good, &[("x", &x(5, 1.0))]).unwrap();
+    let ds = data::load(&good, &sig).unwrap();
+    assert_eq!(ds.samples.len(), 5);
+    assert_eq!(ds.samples[2][0].1, x(5, 1.0).batch_item(2));
+
+    let wrong_name = dir.path().join("wrong.npz");
+    data::write_npz(&wrong_name, &[("input", &x(5, 1.0))]).unwrap();
+    let err = data::load(&wrong_name, &sig).unwrap_err().to_string();
+    assert!(
+        err.contains("wrong.npz")
+            && err.contains("no array for model input 'x'")
+            && err.contains("input"),
+        "{err}"
+    );
+
+    let wrong_rank = dir.path().join("rank.npz");
+    data::write_npz(
+        &wrong_rank,
+        &[(
+            "x",
+            &Tensor::new(vec![20], TensorData::F32(vec![0.0; 20])).unwrap(),
+        )],
+    )
+    .unwrap();
+    assert!(data::load(&wrong_rank, &sig)
+        .unwrap_err()
+        .to_string()
+        .contains("expected rank 2"));
+
+    let not_zip = dir.path().join("junk.npz");
+    std::fs::write(&not_zip, b"junk").unwrap();
+    assert!(data::load(&not_zip, &sig)
+        .unwrap_err()
+        .to_string()
+        .contains("not a readable .npz"));
+    let pth = dir.path().join("data.pth");
+    std::fs::write(&pth, b"junk").unwrap();
+    assert!(data::load(&pth, &sig)
+        .unwrap_err()
+        .to_string()
+        .contains(".pth"));
+}
+
+#[test]
+fn optimize_verifies_times_and_writes_an_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = mlp_file(dir.path());
+    let test = dir.path().join("test.npz");
+    data::write_npz(&test, &[("x", &x(6, 0.5))]).unwrap();
+    let out = dir.path().join("artifact");
+    let opts = OptimizeOptions {
+        model: model.clone(),
+        out_dir: out.clone(),
+        level: OptimizationLevel::O1,
+        test_data: Some(test),
+        inputs: Some(vec!["x".into()]),
+        outputs: Some(vec!["y".into()]),
+        input_shapes: vec![vec![vec![1, 4]], vec![vec![8, 4]]],
+        input_ranges: vec![],
+        threads: 1,
+        budget: optimizer::bench::Budget {
+            warmup: 1,
+            min_runs: 3,
+            max_runs: 20,
+            time: std::time::Duration::from_millis(50),
+        },
+    };
+    let mut lines = Vec::new();
+    let (report, meta) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    assert_eq!(report.candidates.len(), 2);
+    assert_eq!(report.candidates[0].name, "original");
+    assert_eq!(report.diagnosis.samples, 6);
+    assert_eq!(report.diagnosis.shape_groups, vec!["1*4", "8*4"]);
+    assert!(report.diagnosis.shape_variation);
+    for c in &report.candidates {
+        assert_ne!(c.status, CandidateStatus::Rejected, "{c:?}");
+        assert_eq!(c.latency.len(), 2, "timed over both shape groups");
+        assert!(c.max_rel_error.unwrap() <= 1e-3);
+    }
+    assert_eq!(
+        report
+            .candidates
+            .iter()
+            .filter(|c| c.status == CandidateStatus::Selected)
+            .count(),
+        1
+    );
+    assert_eq!(meta.candidate, report.selected);
+    for f in ["model.onnx", "artifact.json", "report.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // The artifact serves the same answers as the original.
+    let mut a = Engine::load(&out.join("model.onnx"), &meta.session).unwrap();
+    let mut b = Engine::load(&model, &SessionSettings::new(GraphLevel::Disable, 1)).unwrap();
+    let input = vec![("x".to_string(), x(3, 2.0))];
+    let (ya, yb) = (a.run(&input).unwrap(), b.run(&input).unwrap());
+    let mut agree = optimizer::verify::Agreement::default();
+    agree.update(&yb, &ya).unwrap();
+    assert!(agree.passes(&optimizer::verify::Gate::O1));
+    assert!(
+        lines.iter().any(|l| l.starts_with("[OK] Selected ")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn declared_names_that_the_graph_lacks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = OptimizeOptions {
+        model: mlp_file(dir.path()),
+        out_dir: dir.path().join("out"),
+        level: OptimizationLevel::O1,
+        test_data: None,
+        inputs: Some(vec!["input_ids".into()]),
+        outputs: None,
+        input_shapes: vec![],
+        input_ranges: vec![],
+        threads: 1,
+        budget: Default::default(),
+    };
+    let err = optimize(&opts, &mut |_: &str| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("model_info.inputs names 'input_ids'") && err.contains("x"),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_test_data_inputs_are_synthesized_from_shapes_and_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let sig = engine::inspect(&mlp_file(dir.path())).unwrap();
+    let shapes = data::concrete_shapes(&sig, Some(&[vec![2, 4]]), 16).unwrap();
+    let range = [shared::config::ValueRange::Numeric { lo: 0.3, hi: 0.9 }];
+    let s = data::synthesize(&sig, &shapes, Some(&range), 1).unwrap();
+    let TensorData::F32(v) = &s[0].1.data else {
+        panic!()
+    };
+    assert_eq!(v.len(), 8);
+    assert!(v.iter().all(|x| (0.3..0.9).contains(x)), "{v:?}");
+    let err = data::concrete_shapes(&sig, Some(&[vec![2, 5]]), 16)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[2, 5]") && err.contains("'x'"), "{err}");
+}

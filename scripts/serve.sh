@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what is missing and starts the server on the embedded default:
+# SQLite and artifacts in ~/.local/share/whetstone/data, CPU workers,
+# http://127.0.0.1:8080. Extra arguments go to `whet serve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-onnxruntime.sh
+cargo build --locked --release -p whetstone-backend --bin whet
+exec target/release/whet serve "$@"
