@@ -1,0 +1,179 @@
+//! The API router called in-process (no socket): auth, validation errors,
+//! JSON 404s, and that rejected requests store nothing.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use backend::server::{open, router};
+use backend::state::Settings;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+async fn app() -> (axum::Router, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        data_dir: dir.path().join("data"),
+        cpu_workers: 1,
+        model_roots: vec![],
+        max_model_bytes: 1 << 20,
+        whet_exe: "whet".into(),
+    };
+    let state = open(settings).await.unwrap();
+    let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
+    (router(state), token, dir)
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn admin_token_file_is_private_and_only_its_hash_is_stored() {
+    let (_app, token, dir) = app().await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("data/admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let db = std::fs::read(dir.path().join("data/whetstone.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("data/whetstone.db-wal")).unwrap_or_default();
+    let needle = token.as_bytes();
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle)
+            && !wal.windows(needle.len()).any(|w| w == needle),
+        "token stored in clear"
+    );
+}
+
+#[tokio::test]
+async fn management_calls_need_a_valid_token() {
+    let (app, token, _d) = app().await;
+    assert_eq!(
+        call(&app, "GET", "/api/v2/services", None, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, body) = call(&app, "GET", "/api/v2/services", Some("whet_wrong"), "").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].as_str().unwrap().contains("invalid"));
+    let (s, body) = call(&app, "GET", "/api/v2/services", Some(&token), "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn invalid_configs_get_422_with_every_path_and_store_nothing() {
+    let (app, token, _d) = app().await;
+    let cfg = r#"{"name": "x", "processor": "onnx_tpu", "surprise": 1}"#;
+    let (s, body) = call(&app, "POST", "/api/v2/services", Some(&token), cfg).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let paths: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for p in ["name", "model_path", "processor", "surprise"] {
+        assert!(paths.contains(&p), "no error at {p}: {body}");
+    }
+    let (s, body) = call(&app, "POST", "/api/v2/services", Some(&token), "{not json").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        call(&app, "GET", "/api/v2/services", Some(&token), "")
+            .await
+            .1,
+        serde_json::json!([])
+    );
+}
+
+#[tokio::test]
+async fn server_side_checks_name_the_field() {
+    let (app, token, _d) = app().await;
+    let cfg = serde_json::json!({"name": "svc_one", "model_path": "oss://bucket/model/", "processor": "onnx_cpu"}).to_string();
+    let (s, body) = call(&app, "POST", "/api/v2/services", Some(&token), &cfg).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["path"], "model_path");
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("object store"));
+
+    let cfg = serde_json::json!({"name": "svc_two", "model_path": "file:///etc/passwd", "processor": "onnx_cpu"}).to_string();
+    let (s, body) = call(&app, "POST", "/api/v2/services", Some(&token), &cfg).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--model-root"),
+        "{body}"
+    );
+
+    let cfg = serde_json::json!({"name": "svc_three", "model_path": "upload://abc/m.onnx", "processor": "tensorflow_cpu_1.15"}).to_string();
+    let (s, body) = call(&app, "POST", "/api/v2/services", Some(&token), &cfg).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["path"], "processor");
+}
+
+#[tokio::test]
+async fn unknown_things_are_json_404s() {
+    let (app, token, _d) = app().await;
+    let (s, body) = call(&app, "GET", "/api/v2/services/nope", Some(&token), "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(body["error"].as_str().unwrap().contains("nope"));
+    let (s, body) = call(&app, "POST", "/api/predict/nope", Some("t"), "{}").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (s, body) = call(&app, "GET", "/api/v3/whatever", None, "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn unsafe_upload_names_are_refused() {
+    let (app, token, _d) = app().await;
+    let (s, body) = call(
+        &app,
+        "POST",
+        "/api/v2/uploads?filename=..",
+        Some(&token),
+        "x",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = call(
+        &app,
+        "POST",
+        "/api/v2/uploads?filename=m.onnx",
+        Some(&token),
+        "abc",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body["model_path"]
+        .as_str()
+        .unwrap()
+        .starts_with("upload://"));
+    assert_eq!(body["bytes"], 3);
+}
