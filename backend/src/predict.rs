@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use optimizer::tensor::{DType, Tensor, TensorData};
-use shared::api::{InferRequest, InferResponse, InferTensor};
+use shared::api::{InferRequest, InferTensor};
 
 use crate::auth::{request_token, tokens_equal};
 use crate::error::AppError;
@@ -58,20 +58,67 @@ async fn predict(
             optimizer::OptimizerError::BadInput { .. } => AppError::BadRequest(e.to_string()),
             other => AppError::Internal(other.to_string()),
         })?;
-    let mut out = Vec::new();
-    for (oname, t) in outputs {
-        if wanted.as_ref().is_some_and(|w| !w.contains(&oname)) {
-            continue;
-        }
-        out.push(from_tensor(oname, &t));
-    }
-    Ok(Json(InferResponse {
-        model_name: name,
-        model_version: None,
-        id: req.id,
-        outputs: out,
+    let outputs: Vec<OutTensor> = outputs
+        .iter()
+        .filter(|(oname, _)| wanted.as_ref().is_none_or(|w| w.contains(oname)))
+        .map(|(oname, t)| OutTensor {
+            name: oname,
+            shape: t.shape.iter().map(|&d| d as i64).collect(),
+            datatype: t.dtype().kserve_name(),
+            data: DataRef::of(&t.data),
+        })
+        .collect();
+    Ok(Json(OutResponse {
+        model_name: &name,
+        id: req.id.as_deref(),
+        outputs,
     })
     .into_response())
+}
+
+/// The KServe v2 response, serialized straight from the engine's buffers:
+/// f32 values print in their shortest f32 form, with no intermediate
+/// `serde_json::Value` (most of a large answer's serving cost).
+#[derive(serde::Serialize)]
+struct OutResponse<'a> {
+    model_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<OutTensor<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct OutTensor<'a> {
+    name: &'a str,
+    shape: Vec<i64>,
+    datatype: &'static str,
+    data: DataRef<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum DataRef<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+    I8(&'a [i8]),
+    U8(&'a [u8]),
+    Bool(&'a [bool]),
+}
+
+impl<'a> DataRef<'a> {
+    fn of(d: &'a TensorData) -> DataRef<'a> {
+        match d {
+            TensorData::F32(v) => DataRef::F32(v),
+            TensorData::F64(v) => DataRef::F64(v),
+            TensorData::I64(v) => DataRef::I64(v),
+            TensorData::I32(v) => DataRef::I32(v),
+            TensorData::I8(v) => DataRef::I8(v),
+            TensorData::U8(v) => DataRef::U8(v),
+            TensorData::Bool(v) => DataRef::Bool(v),
+        }
+    }
 }
 
 fn flatten(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {

@@ -31,7 +31,7 @@ pub fn whet_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
     let dir = exe.parent().and_then(Path::parent).expect("target folder");
     let p = dir.join("whet");
-    assert!(p.is_file(), "{} not built: run `cargo build -p whetstone-backend --bin whet` first (scripts/test.sh does)", p.display());
+    assert!(p.is_file(), "{} not built: run `cargo build [--release] -p whetstone-backend --bin whet` first (scripts/test.sh builds the debug one)", p.display());
     p
 }
 
