@@ -395,15 +395,17 @@ async fn stream_logs(state: AppState, name: String, mut socket: WebSocket) -> Re
     }
     loop {
         // Checked after the replay: a deploy that ended before we subscribed
-        // has nothing more to say.
-        let row = state
-            .store
-            .get_service(&name)
-            .await
-            .map_err(|e| e.to_string())?;
+        // has nothing more to say. Pending first, then the row: once no job
+        // is pending, the row already holds the final status (the worker
+        // writes the status before it finishes the job).
         let pending = state
             .store
             .has_pending_job(&name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = state
+            .store
+            .get_service(&name)
             .await
             .map_err(|e| e.to_string())?;
         let Some(row) = row else { break };

@@ -149,17 +149,19 @@ async fn run_job(state: &AppState, job: JobRow) {
                     .logs
                     .line(&name, Some(job.id), &format!("[ERROR] {msg}"))
                     .await?;
-                state.store.finish_job(job.id, false, Some(&msg)).await?;
                 // A failed redeploy leaves the previous instances serving.
                 let status = if state.instances.get(&name).is_some() {
                     ServiceStatus::Running
                 } else {
                     ServiceStatus::Failed
                 };
+                // Status before the job's end: log streams read them in the
+                // opposite order and must see the final status.
                 state
                     .store
                     .set_status(&name, status, None, Some(&msg))
                     .await?;
+                state.store.finish_job(job.id, false, Some(&msg)).await?;
                 state.logs.end(&name, status, Some(msg));
             }
         }
