@@ -385,12 +385,6 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
     })
 }
 
-/// Reads at most `limit` bytes of a stream into a file, hashing on the way.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
