@@ -81,6 +81,16 @@ fn service_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ServiceRow, AppError>
     })
 }
 
+fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, AppError> {
+    Ok(JobRow {
+        id: r.try_get("id")?,
+        service: r.try_get("service")?,
+        config: r.try_get("config")?,
+        stage: r.try_get("stage")?,
+        attempts: r.try_get("attempts")?,
+    })
+}
+
 /// The model a new job will deploy, resolved before anything is stored.
 #[derive(Debug, Clone)]
 pub struct ResolvedModel {
@@ -324,17 +334,7 @@ impl Store {
         .bind(now())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row
-            .map(|r| -> Result<JobRow, sqlx::Error> {
-                Ok(JobRow {
-                    id: r.try_get("id")?,
-                    service: r.try_get("service")?,
-                    config: r.try_get("config")?,
-                    stage: r.try_get("stage")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .transpose()?)
+        row.as_ref().map(job_from_row).transpose()
     }
 
     pub async fn set_job_stage(&self, id: i64, service: &str, stage: &str) -> Result<(), AppError> {
@@ -366,17 +366,7 @@ impl Store {
     /// Jobs a previous server process was running when it died.
     pub async fn interrupted_jobs(&self) -> Result<Vec<JobRow>, AppError> {
         let rows = sqlx::query("SELECT id, service, config, stage, attempts FROM jobs WHERE state = 'running' ORDER BY id").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(JobRow {
-                    id: r.try_get("id")?,
-                    service: r.try_get("service")?,
-                    config: r.try_get("config")?,
-                    stage: r.try_get("stage")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect()
+        rows.iter().map(job_from_row).collect()
     }
 
     pub async fn requeue_job(&self, id: i64) -> Result<(), AppError> {

@@ -70,14 +70,7 @@ fn p50(v: &mut [f64]) -> f64 {
 fn main() {
     let zoo = zoo();
     let work = tempfile::tempdir().unwrap();
-    let model_dir = work.path().join("minilm");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    std::os::unix::fs::symlink(zoo.join("minilm.onnx"), model_dir.join("minilm.onnx")).unwrap();
-    std::os::unix::fs::symlink(
-        zoo.join("test_minilm.npz"),
-        model_dir.join("test_minilm.npz"),
-    )
-    .unwrap();
+    whetstone_e2e::minilm_folder(&zoo, &work.path().join("minilm"));
     let cfg = serde_json::json!({
         "name": "minilm_bench", "model_path": "minilm", "processor": "onnx_cpu",
         "metadata": { "instance": 1 },

@@ -185,3 +185,12 @@ pub fn npz_f32(path: &Path, name: &str) -> (Vec<u64>, Vec<f32>) {
     let shape = arr.shape().to_vec();
     (shape, arr.into_vec().expect("f32 data"))
 }
+
+/// A model folder holding the zoo's MiniLM and its test data (as links), the
+/// `model_path` the tests and benchmarks deploy.
+pub fn minilm_folder(zoo: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("create model folder");
+    for f in ["minilm.onnx", "test_minilm.npz"] {
+        std::os::unix::fs::symlink(zoo.join(f), dir.join(f)).expect("link zoo file");
+    }
+}

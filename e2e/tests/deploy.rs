@@ -80,14 +80,7 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
     let zoo = zoo();
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let model_dir = work.path().join("minilm");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    std::os::unix::fs::symlink(zoo.join("minilm.onnx"), model_dir.join("minilm.onnx")).unwrap();
-    std::os::unix::fs::symlink(
-        zoo.join("test_minilm.npz"),
-        model_dir.join("test_minilm.npz"),
-    )
-    .unwrap();
+    whetstone_e2e::minilm_folder(&zoo, &work.path().join("minilm"));
     let cfg_path = work.path().join("service.json");
     std::fs::write(&cfg_path, service_config("minilm_e2e", "minilm")).unwrap();
 
