@@ -61,8 +61,14 @@ pub struct Engine {
     signature: ModelSignature,
 }
 
+/// Where a session's model comes from.
+enum Source<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
 fn build_session(
-    path: &Path,
+    source: Source<'_>,
     settings: &SessionSettings,
     save_to: Option<&Path>,
 ) -> ort::Result<Session> {
@@ -76,7 +82,10 @@ fn build_session(
     if let Some(out) = save_to {
         builder = builder.with_optimized_model_path(out)?;
     }
-    builder.commit_from_file(path)
+    match source {
+        Source::File(path) => builder.commit_from_file(path),
+        Source::Bytes(bytes) => builder.commit_from_memory(bytes),
+    }
 }
 
 fn spec_of(name: &str, ty: &ValueType) -> TensorSpec {
@@ -101,11 +110,26 @@ impl Engine {
     /// `BadModel` error naming the file.
     pub fn load(path: &Path, settings: &SessionSettings) -> Result<Engine> {
         runtime::environment()?;
-        let session =
-            build_session(path, settings, None).map_err(|e| OptimizerError::BadModel {
+        let session = build_session(Source::File(path), settings, None).map_err(|e| {
+            OptimizerError::BadModel {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
+        Ok(Self::wrap(session))
+    }
+
+    /// Loads a serialized model held in memory (a candidate or a
+    /// calibration graph built by a pass).
+    pub fn from_bytes(bytes: &[u8], settings: &SessionSettings) -> Result<Engine> {
+        runtime::environment()?;
+        let session = build_session(Source::Bytes(bytes), settings, None).map_err(|e| {
+            OptimizerError::Engine(format!("building a session for a transformed model: {e}"))
+        })?;
+        Ok(Self::wrap(session))
+    }
+
+    fn wrap(session: Session) -> Engine {
         let signature = ModelSignature {
             format: "onnx".into(),
             inputs: session
@@ -119,7 +143,7 @@ impl Engine {
                 .map(|o| spec_of(o.name(), o.dtype()))
                 .collect(),
         };
-        Ok(Engine { session, signature })
+        Engine { session, signature }
     }
 
     pub fn signature(&self) -> &ModelSignature {
@@ -152,9 +176,11 @@ impl Engine {
 pub fn save_optimized(src: &Path, dst: &Path, level: GraphLevel) -> Result<()> {
     runtime::environment()?;
     let settings = SessionSettings::new(level, 1);
-    build_session(src, &settings, Some(dst)).map_err(|e| OptimizerError::BadModel {
-        path: src.to_path_buf(),
-        reason: e.to_string(),
+    build_session(Source::File(src), &settings, Some(dst)).map_err(|e| {
+        OptimizerError::BadModel {
+            path: src.to_path_buf(),
+            reason: e.to_string(),
+        }
     })?;
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod onnx;
 pub mod onnx_build;
 pub mod optimize;
 pub mod runtime;

@@ -1,155 +1,26 @@
-//! A small ONNX writer: builds models from a few node types, for examples
-//! (`whet example-model`) and for tests that need a model of their own.
-//!
-//! The messages are the subset of `onnx.proto` needed to write a graph; field
-//! numbers follow the published schema.
+//! Small ONNX models built in code, for examples (`whet example-model`) and
+//! for tests that need a model of their own.
 
-use prost::Message;
+use crate::onnx::{self, data_type, GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
 
-#[derive(Clone, PartialEq, Message)]
-pub struct ModelProto {
-    #[prost(int64, tag = "1")]
-    pub ir_version: i64,
-    #[prost(string, tag = "2")]
-    pub producer_name: String,
-    #[prost(message, optional, tag = "7")]
-    pub graph: Option<GraphProto>,
-    #[prost(message, repeated, tag = "8")]
-    pub opset_import: Vec<OperatorSetIdProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct OperatorSetIdProto {
-    #[prost(string, tag = "1")]
-    pub domain: String,
-    #[prost(int64, tag = "2")]
-    pub version: i64,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct GraphProto {
-    #[prost(message, repeated, tag = "1")]
-    pub node: Vec<NodeProto>,
-    #[prost(string, tag = "2")]
-    pub name: String,
-    #[prost(message, repeated, tag = "5")]
-    pub initializer: Vec<TensorProto>,
-    #[prost(message, repeated, tag = "11")]
-    pub input: Vec<ValueInfoProto>,
-    #[prost(message, repeated, tag = "12")]
-    pub output: Vec<ValueInfoProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct NodeProto {
-    #[prost(string, repeated, tag = "1")]
-    pub input: Vec<String>,
-    #[prost(string, repeated, tag = "2")]
-    pub output: Vec<String>,
-    #[prost(string, tag = "3")]
-    pub name: String,
-    #[prost(string, tag = "4")]
-    pub op_type: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TensorProto {
-    #[prost(int64, repeated, tag = "1")]
-    pub dims: Vec<i64>,
-    #[prost(int32, tag = "2")]
-    pub data_type: i32,
-    #[prost(float, repeated, tag = "4")]
-    pub float_data: Vec<f32>,
-    #[prost(string, tag = "8")]
-    pub name: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ValueInfoProto {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(message, optional, tag = "2")]
-    pub r#type: Option<TypeProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TypeProto {
-    #[prost(message, optional, tag = "1")]
-    pub tensor_type: Option<TypeProtoTensor>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TypeProtoTensor {
-    #[prost(int32, tag = "1")]
-    pub elem_type: i32,
-    #[prost(message, optional, tag = "2")]
-    pub shape: Option<TensorShapeProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TensorShapeProto {
-    #[prost(message, repeated, tag = "1")]
-    pub dim: Vec<Dimension>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Dimension {
-    #[prost(int64, optional, tag = "1")]
-    pub dim_value: Option<i64>,
-    #[prost(string, optional, tag = "2")]
-    pub dim_param: Option<String>,
-}
-
-/// ONNX `TensorProto.DataType.FLOAT`.
-pub const FLOAT: i32 = 1;
-
-/// A float tensor value-info; `None` dims are symbolic (`N`, `d1`, …).
-pub fn float_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .enumerate()
-        .map(|(i, d)| match d {
-            Some(v) => Dimension {
-                dim_value: Some(*v),
-                dim_param: None,
-            },
-            None => Dimension {
-                dim_value: None,
-                dim_param: Some(if i == 0 { "N".into() } else { format!("d{i}") }),
-            },
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TypeProtoTensor {
-                elem_type: FLOAT,
-                shape: Some(TensorShapeProto { dim }),
-            }),
-        }),
-    }
+fn weights(n: usize, seed: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (i as f32 * 0.37 + seed).sin() * 0.5)
+        .collect()
 }
 
 pub fn float_tensor(name: &str, dims: &[i64], values: Vec<f32>) -> TensorProto {
     TensorProto {
         dims: dims.to_vec(),
-        data_type: FLOAT,
+        data_type: data_type::FLOAT,
         float_data: values,
         name: name.into(),
-    }
-}
-
-pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        name: format!("{op}_{}", outputs.first().copied().unwrap_or("out")),
-        op_type: op.into(),
+        ..Default::default()
     }
 }
 
 /// Wraps a graph in a model at opset 17.
-pub fn model(graph: GraphProto) -> Vec<u8> {
+pub fn model(graph: GraphProto) -> ModelProto {
     ModelProto {
         ir_version: 8,
         producer_name: "whetstone".into(),
@@ -158,27 +29,29 @@ pub fn model(graph: GraphProto) -> Vec<u8> {
             domain: String::new(),
             version: 17,
         }],
+        ..Default::default()
     }
-    .encode_to_vec()
 }
 
 /// A two-layer perceptron `y = relu(x·W1 + b1)·W2 + b2` with deterministic
 /// weights: input `x` FP32 [N, inputs], output `y` FP32 [N, outputs].
 pub fn mlp(inputs: usize, hidden: usize, outputs: usize) -> Vec<u8> {
-    let weights = |n: usize, seed: f32| {
-        (0..n)
-            .map(|i| (i as f32 * 0.37 + seed).sin() * 0.5)
-            .collect::<Vec<f32>>()
-    };
+    onnx::to_bytes(&mlp_model(inputs, hidden, outputs))
+}
+
+pub fn mlp_model(inputs: usize, hidden: usize, outputs: usize) -> ModelProto {
     let (i, h, o) = (inputs as i64, hidden as i64, outputs as i64);
+    let n = |op: &str, ins: &[&str], out: &str| {
+        onnx::node(op, &format!("{op}_{out}"), ins, &[out], vec![])
+    };
     model(GraphProto {
         name: "mlp".into(),
         node: vec![
-            node("MatMul", &["x", "w1"], &["h0"]),
-            node("Add", &["h0", "b1"], &["h1"]),
-            node("Relu", &["h1"], &["h2"]),
-            node("MatMul", &["h2", "w2"], &["y0"]),
-            node("Add", &["y0", "b2"], &["y"]),
+            n("MatMul", &["x", "w1"], "h0"),
+            n("Add", &["h0", "b1"], "h1"),
+            n("Relu", &["h1"], "h2"),
+            n("MatMul", &["h2", "w2"], "y0"),
+            n("Add", &["y0", "b2"], "y"),
         ],
         initializer: vec![
             float_tensor("w1", &[i, h], weights(inputs * hidden, 0.1)),
@@ -186,7 +59,79 @@ pub fn mlp(inputs: usize, hidden: usize, outputs: usize) -> Vec<u8> {
             float_tensor("w2", &[h, o], weights(hidden * outputs, 1.3)),
             float_tensor("b2", &[o], weights(outputs, 2.1)),
         ],
-        input: vec![float_info("x", &[None, Some(i)])],
-        output: vec![float_info("y", &[None, Some(o)])],
+        input: vec![onnx::value_info("x", data_type::FLOAT, &[None, Some(i)])],
+        output: vec![onnx::value_info("y", data_type::FLOAT, &[None, Some(o)])],
+        ..Default::default()
+    })
+}
+
+/// A small CNN: Conv(3→c, 3×3, pad 1) → Relu → Conv(c→c) → Relu → Add
+/// (residual) → GlobalAveragePool → Flatten → Gemm(c→classes). Input `x`
+/// FP32 [N, 3, size, size], output `logits` FP32 [N, classes].
+pub fn cnn_model(channels: usize, size: usize, classes: usize) -> ModelProto {
+    let c = channels as i64;
+    let k = classes as i64;
+    let conv = |name: &str, x: &str, w: &str, b: &str, y: &str| {
+        onnx::node(
+            "Conv",
+            name,
+            &[x, w, b],
+            &[y],
+            vec![
+                onnx::attr_ints("kernel_shape", &[3, 3]),
+                onnx::attr_ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+    };
+    model(GraphProto {
+        name: "cnn".into(),
+        node: vec![
+            conv("conv1", "x", "w1", "b1", "c1"),
+            onnx::node("Relu", "relu1", &["c1"], &["r1"], vec![]),
+            conv("conv2", "r1", "w2", "b2", "c2"),
+            onnx::node("Relu", "relu2", &["c2"], &["r2"], vec![]),
+            onnx::node("Add", "res", &["r1", "r2"], &["a"], vec![]),
+            onnx::node("GlobalAveragePool", "gap", &["a"], &["p"], vec![]),
+            onnx::node(
+                "Flatten",
+                "flat",
+                &["p"],
+                &["f"],
+                vec![onnx::attr_int("axis", 1)],
+            ),
+            onnx::node(
+                "Gemm",
+                "fc",
+                &["f", "wf", "bf"],
+                &["logits"],
+                vec![onnx::attr_int("transB", 1)],
+            ),
+        ],
+        initializer: vec![
+            float_tensor("w1", &[c, 3, 3, 3], weights(channels * 27, 0.3)),
+            float_tensor("b1", &[c], weights(channels, 0.9)),
+            float_tensor(
+                "w2",
+                &[c, c, 3, 3],
+                weights(channels * channels * 9, 1.7)
+                    .iter()
+                    .map(|v| v * 0.3)
+                    .collect(),
+            ),
+            float_tensor("b2", &[c], weights(channels, 2.3)),
+            float_tensor("wf", &[k, c], weights(classes * channels, 0.5)),
+            float_tensor("bf", &[k], weights(classes, 1.1)),
+        ],
+        input: vec![onnx::value_info(
+            "x",
+            data_type::FLOAT,
+            &[None, Some(3), Some(size as i64), Some(size as i64)],
+        )],
+        output: vec![onnx::value_info(
+            "logits",
+            data_type::FLOAT,
+            &[None, Some(k)],
+        )],
+        ..Default::default()
     })
 }
