@@ -188,11 +188,26 @@ impl Tensor {
 
     pub(crate) fn from_ort(value: &ort::value::DynValue) -> Result<Tensor, String> {
         use ort::value::ValueType;
-        let ValueType::Tensor { ty, .. } = value.dtype() else {
+        let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
             return Err(format!("unsupported output kind {:?}", value.dtype()));
         };
         let dtype = DType::from_ort(*ty)
             .ok_or_else(|| format!("unsupported output element type {ty:?}"))?;
+        // ORT hands out a null data pointer for a tensor with no elements;
+        // never build a slice from it.
+        let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        if dims.iter().product::<usize>() == 0 {
+            let empty = match dtype {
+                DType::F32 => TensorData::F32(vec![]),
+                DType::F64 => TensorData::F64(vec![]),
+                DType::I64 => TensorData::I64(vec![]),
+                DType::I32 => TensorData::I32(vec![]),
+                DType::I8 => TensorData::I8(vec![]),
+                DType::U8 => TensorData::U8(vec![]),
+                DType::Bool => TensorData::Bool(vec![]),
+            };
+            return Tensor::new(dims, empty);
+        }
         macro_rules! extract {
             ($t:ty, $variant:ident) => {{
                 let (shape, data) = value

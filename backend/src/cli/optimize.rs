@@ -21,6 +21,9 @@ pub struct OptimizeArgs {
     /// Test data file (.npz: one array per input, samples on axis 0).
     #[arg(long)]
     pub test_data: Option<PathBuf>,
+    /// Calibration data for o2 static INT8 (.npz, .npy feed dicts, .pth tuples, safetensors).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
     /// One input_shapes group: shapes of all inputs, comma separated, e.g. `1*128,1*128` (repeatable).
     #[arg(long = "input-shapes")]
     pub input_shapes: Vec<String>,
@@ -79,6 +82,8 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
         out_dir: args.out.clone(),
         level,
         test_data,
+        calibration: args.calibration.clone().or_else(|| info.calibration_dataset.as_ref().map(|t| base.join(t))),
+        weight_adjustment: info.quantization.as_ref().is_some_and(|q| q.weight_adjustment()),
         inputs: info.inputs.clone(),
         outputs: info.outputs.clone(),
         input_shapes,
