@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use shared::api::{CandidateReport, CandidateStatus, Diagnosis, ModelSignature, OptimizationReport, ReportContext};
+use shared::api::{
+    CandidateReport, CandidateStatus, Diagnosis, ModelSignature, OptimizationReport, ReportContext,
+};
 use shared::config::{OptimizationLevel, ValueRange};
 
 use crate::artifact::{self, ArtifactMeta};
@@ -39,6 +41,8 @@ pub struct OptimizeOptions {
     /// instance gets).
     pub threads: usize,
     pub budget: Budget,
+    /// Time the accuracy fallback may spend looking for nodes to keep in float.
+    pub fallback_budget: std::time::Duration,
 }
 
 /// Progress sink: one human-readable line per step.
@@ -50,12 +54,18 @@ enum ModelSource {
     Bytes(Vec<u8>),
 }
 
+/// Rebuilds a quantized candidate with some nodes kept in float.
+type Rebuild = Box<dyn Fn(&HashSet<String>) -> Result<onnx::ModelProto>>;
+
 struct Candidate {
     name: String,
     description: String,
     model: ModelSource,
     settings: SessionSettings,
     gate: Gate,
+    /// For quantized candidates: the quantized nodes, and how to rebuild
+    /// with a keep-in-float list (the accuracy fallback).
+    fallback: Option<(Vec<String>, Rebuild)>,
 }
 
 impl Candidate {
@@ -76,7 +86,10 @@ impl Candidate {
 
 /// Runs the whole search and writes `model.onnx`, `artifact.json` and
 /// `report.json` into `opts.out_dir`.
-pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<(OptimizationReport, ArtifactMeta)> {
+pub fn optimize(
+    opts: &OptimizeOptions,
+    progress: Progress<'_>,
+) -> Result<(OptimizationReport, ArtifactMeta)> {
     let started = Instant::now();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| OptimizerError::io(&opts.out_dir, e))?;
     let threads = opts.threads.max(1);
@@ -95,9 +108,18 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<(Optim
             let group = opts.input_shapes.first().map(Vec::as_slice);
             let shapes = data::concrete_shapes(&sig, group, 16)?;
             let ranges = opts.input_ranges.first().map(Vec::as_slice);
-            let samples = (0..4).map(|i| data::synthesize(&sig, &shapes, ranges, 7 + i)).collect::<Result<Vec<_>>>()?;
-            let from = if opts.input_shapes.is_empty() { "the model's declared shapes" } else { "input_shapes" };
-            notes.push(format!("no test_data: verified on {} inputs synthesized from {from}", samples.len()));
+            let samples = (0..4)
+                .map(|i| data::synthesize(&sig, &shapes, ranges, 7 + i))
+                .collect::<Result<Vec<_>>>()?;
+            let from = if opts.input_shapes.is_empty() {
+                "the model's declared shapes"
+            } else {
+                "input_shapes"
+            };
+            notes.push(format!(
+                "no test_data: verified on {} inputs synthesized from {from}",
+                samples.len()
+            ));
             (samples, format!("synthesized from {from}"))
         }
     };
@@ -123,10 +145,74 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<(Optim
         };
         row.size_bytes = cand.size();
         row.seconds = t0.elapsed().as_secs_f64();
-        let baseline = rows.first().unwrap_or(&row).latency.first().map(|l| l.p50_ms);
+        let baseline = rows
+            .first()
+            .unwrap_or(&row)
+            .latency
+            .first()
+            .map(|l| l.p50_ms);
         row.speedup = baseline.zip(row.latency.first()).map(|(b, l)| b / l.p50_ms);
-        progress(&format!("[OK] Candidate {}: {}", row.name, describe_row(&row)));
+        progress(&format!(
+            "[OK] Candidate {}: {}",
+            row.name,
+            describe_row(&row)
+        ));
         rows.push(row);
+    }
+    // Accuracy-aware fallback: no INT8 candidate passed its gate, so keep
+    // the nodes that hurt most in float until one does.
+    let o2_passed = rows
+        .iter()
+        .zip(&candidates)
+        .any(|(r, c)| c.fallback.is_some() && r.status == CandidateStatus::Passed);
+    let nearest_failed = rows
+        .iter()
+        .zip(&candidates)
+        .enumerate()
+        .filter(|(_, (r, c))| {
+            c.fallback.is_some() && r.status == CandidateStatus::Rejected && !r.latency.is_empty()
+        })
+        // The one nearest to passing needs the fewest nodes kept in float.
+        .max_by(|a, b| {
+            a.1 .0
+                .min_cosine
+                .unwrap_or(0.0)
+                .total_cmp(&b.1 .0.min_cosine.unwrap_or(0.0))
+        })
+        .map(|(i, _)| i);
+    let mut candidates = candidates;
+    if let (false, Some(ci)) = (o2_passed, nearest_failed) {
+        let cand = &candidates[ci];
+        let deadline = Instant::now() + opts.fallback_budget;
+        let t0 = Instant::now();
+        match fallback(cand, &samples, &reference, deadline, progress) {
+            Ok(Some(fb)) => {
+                let row = evaluate(&fb, &samples, &mut reference.clone(), &timing, &opts.budget);
+                let mut row = row.unwrap_or_else(|e| rejected(&fb, e.to_string()));
+                row.size_bytes = fb.size();
+                row.seconds = t0.elapsed().as_secs_f64();
+                let baseline = rows[0].latency.first().map(|l| l.p50_ms);
+                row.speedup = baseline.zip(row.latency.first()).map(|(b, l)| b / l.p50_ms);
+                progress(&format!(
+                    "[OK] Candidate {}: {}",
+                    row.name,
+                    describe_row(&row)
+                ));
+                rows.push(row);
+                candidates.push(fb);
+            }
+            Ok(None) => {
+                let msg = format!(
+                    "accuracy fallback for {} found no passing keep-in-float set within {:?}",
+                    candidates[ci].name, opts.fallback_budget
+                );
+                notes.push(msg)
+            }
+            Err(e) => {
+                let msg = format!("accuracy fallback for {} failed: {e}", candidates[ci].name);
+                notes.push(msg)
+            }
+        }
     }
     let baseline_ms = first_p50(&rows[0]);
 
@@ -165,14 +251,22 @@ pub fn optimize(opts: &OptimizeOptions, progress: Progress<'_>) -> Result<(Optim
             engine: crate::runtime::describe(),
             target,
             cpu: cpu_name(),
-            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             threads,
             level: match opts.level {
                 OptimizationLevel::O1 => "o1".into(),
                 OptimizationLevel::O2 => "o2".into(),
             },
         },
-        diagnosis: Diagnosis { test_data_source: source, samples: samples.len(), shape_variation: shape_groups.len() > 1, shape_groups, notes },
+        diagnosis: Diagnosis {
+            test_data_source: source,
+            samples: samples.len(),
+            shape_variation: shape_groups.len() > 1,
+            shape_groups,
+            notes,
+        },
         selected: winner.name.clone(),
         baseline_ms,
         optimized_ms,
@@ -206,6 +300,7 @@ fn build_candidates(
         model: ModelSource::File(opts.model.clone()),
         settings: SessionSettings::new(GraphLevel::Disable, threads),
         gate: Gate::O1,
+        fallback: None,
     }];
     let optimized_path = work.join("extended.onnx");
     match engine::save_optimized(&opts.model, &optimized_path, GraphLevel::Extended) {
@@ -215,6 +310,7 @@ fn build_candidates(
             model: ModelSource::File(optimized_path),
             settings: served.clone(),
             gate: Gate::O1,
+            fallback: None,
         }),
         Err(e) => notes.push(format!("graph optimization failed, candidate skipped: {e}")),
     }
@@ -223,27 +319,43 @@ fn build_candidates(
         return Ok(out);
     }
 
-    let model = onnx::load(&opts.model)?;
+    let model = std::sync::Arc::new(onnx::load(&opts.model)?);
     let none = HashSet::new();
-    if !quantize::dynamic::candidates(&model).is_empty() {
-        for (per_channel, name, what) in [(true, "o2-dynamic-int8", "per-channel"), (false, "o2-dynamic-int8-per-tensor", "per-tensor")] {
+    let dynamic_nodes = quantize::dynamic::candidates(&model);
+    if !dynamic_nodes.is_empty() {
+        for (per_channel, name, what) in [
+            (true, "o2-dynamic-int8", "per-channel"),
+            (false, "o2-dynamic-int8-per-tensor", "per-tensor"),
+        ] {
             match quantize::dynamic::quantize(&model, &none, per_channel) {
-                Ok((m, s)) => out.push(Candidate {
-                    name: name.into(),
-                    description: format!("dynamic INT8: {} MatMuls with {what} int8 weights, activations quantized at run time", s.quantized_nodes),
-                    model: ModelSource::Bytes(onnx::to_bytes(&m)),
-                    settings: served.clone(),
-                    gate: Gate::O2,
-                }),
+                Ok((m, s)) => {
+                    let base = model.clone();
+                    out.push(Candidate {
+                        name: name.into(),
+                        description: format!("dynamic INT8: {} MatMuls with {what} int8 weights, activations quantized at run time", s.quantized_nodes),
+                        model: ModelSource::Bytes(onnx::to_bytes(&m)),
+                        settings: served.clone(),
+                        gate: Gate::O2,
+                        fallback: Some((dynamic_nodes.clone(), Box::new(move |keep| Ok(quantize::dynamic::quantize(&base, keep, per_channel)?.0)))),
+                    })
+                }
                 Err(e) => notes.push(format!("{name} skipped: {e}")),
             }
         }
     }
 
     let Some(calib_path) = &opts.calibration else {
-        notes.push("no calibration_dataset: INT8 is online (dynamic) only, as the seed specifies".into());
+        notes.push(
+            "no calibration_dataset: INT8 is online (dynamic) only, as the seed specifies".into(),
+        );
         return Ok(out);
     };
+    if !onnx::graph(&model).node.iter().any(|n| n.op_type == "Conv") {
+        // Measured on MiniLM: static QDQ over attention blocks keeps a cosine
+        // of 0.6-0.7; dynamic INT8 is the form that suits them.
+        notes.push("static INT8 skipped: the model has no convolutions (static activation ranges lose too much on attention models; dynamic INT8 is used)".into());
+        return Ok(out);
+    }
     let t0 = Instant::now();
     let calib = data::load(calib_path, sig)?;
     let plan = quantize::qdq::plan(&model, &none);
@@ -252,7 +364,17 @@ fn build_candidates(
         return Ok(out);
     }
     let methods = [Method::MinMax, Method::Percentile(99.999), Method::Entropy];
-    let all = quantize::calibrate::calibrate_all(&model, &plan.activations, &calib.samples, &methods, threads)?;
+    // Calibration is not timed: it may use every core.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let all = quantize::calibrate::calibrate_all(
+        &model,
+        &plan.activations,
+        &calib.samples,
+        &methods,
+        cores,
+    )?;
     progress(&format!(
         "[OK] Calibrated {} activations on {} ({:.1} s, streamed sample by sample)",
         plan.activations.len(),
@@ -263,7 +385,9 @@ fn build_candidates(
     for (method, ranges) in methods.iter().zip(all) {
         let name = format!("o2-static-int8-{}", method.label());
         match quantize::qdq::quantize(&model, &plan, &ranges) {
-            Ok((m, s)) => out.push(Candidate {
+            Ok((m, s)) => {
+                let (base, ranges) = (model.clone(), ranges.clone());
+                out.push(Candidate {
                 name,
                 description: format!(
                     "static QDQ INT8 ({} calibration): {} nodes, {} activations uint8, weights int8 per channel, biases int32",
@@ -274,11 +398,92 @@ fn build_candidates(
                 model: ModelSource::Bytes(onnx::to_bytes(&m)),
                 settings: served.clone(),
                 gate: Gate::O2,
-            }),
+                fallback: Some((
+                    plan.nodes.clone(),
+                    Box::new(move |keep| Ok(quantize::qdq::quantize(&base, &quantize::qdq::plan(&base, keep), &ranges)?.0)),
+                )),
+            })
+            }
             Err(e) => notes.push(format!("{name} skipped: {e}")),
         }
     }
     Ok(out)
+}
+
+/// Per-node sensitivity (each node quantized alone, error on a few samples),
+/// then the most sensitive nodes kept in float, 1, 2, 3, 4, 6, 8, … at a
+/// time, until the candidate passes its gate on every sample.
+fn fallback(
+    cand: &Candidate,
+    samples: &[Sample],
+    reference: &[Vec<(String, Tensor)>],
+    deadline: Instant,
+    progress: Progress<'_>,
+) -> Result<Option<Candidate>> {
+    let Some((nodes, rebuild)) = &cand.fallback else {
+        return Ok(None);
+    };
+    let all: HashSet<String> = nodes.iter().cloned().collect();
+    let probe = samples.len().min(3);
+    let score = |keep: &HashSet<String>, n: usize| -> Result<(Agreement, Vec<u8>)> {
+        let bytes = onnx::to_bytes(&rebuild(keep)?);
+        let mut engine = Engine::from_bytes(&bytes, &cand.settings)?;
+        let mut a = Agreement::default();
+        for (i, s) in samples.iter().enumerate().take(n) {
+            a.update(&reference[i], &engine.run(s)?)
+                .map_err(OptimizerError::Engine)?;
+        }
+        Ok((a, bytes))
+    };
+    let mut sens: Vec<(String, f64)> = Vec::new();
+    for n in nodes {
+        if Instant::now() > deadline {
+            break;
+        }
+        let mut keep = all.clone();
+        keep.remove(n);
+        let (a, _) = score(&keep, probe)?;
+        let top1_loss = a.top1().map(|t| 1.0 - t).unwrap_or(0.0);
+        sens.push((n.clone(), (1.0 - a.min_cosine) + top1_loss));
+    }
+    sens.sort_by(|a, b| b.1.total_cmp(&a.1));
+    progress(&format!(
+        "[OK] Fallback for {}: measured the sensitivity of {} nodes; most sensitive: {}",
+        cand.name,
+        sens.len(),
+        sens.iter()
+            .take(3)
+            .map(|(n, e)| format!("{n} ({e:.2e})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let mut k = 1;
+    while k <= sens.len() && Instant::now() <= deadline {
+        let keep: HashSet<String> = sens.iter().take(k).map(|(n, _)| n.clone()).collect();
+        let (a, bytes) = score(&keep, samples.len())?;
+        if a.passes(&cand.gate) {
+            let mut kept: Vec<&String> = keep.iter().collect();
+            kept.sort();
+            return Ok(Some(Candidate {
+                name: format!("{}-fallback", cand.name),
+                description: format!(
+                    "{} with the {k} most sensitive of {} nodes kept in float: {}",
+                    cand.name,
+                    nodes.len(),
+                    kept.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                model: ModelSource::Bytes(bytes),
+                settings: cand.settings.clone(),
+                gate: cand.gate,
+                fallback: None,
+            }));
+        }
+        k = if k < 4 { k + 1 } else { k + k / 2 };
+    }
+    Ok(None)
 }
 
 fn rejected(cand: &Candidate, message: String) -> CandidateReport {
@@ -298,7 +503,13 @@ fn rejected(cand: &Candidate, message: String) -> CandidateReport {
 
 /// Verifies (against the original's outputs, computed by the first candidate)
 /// and times one candidate.
-fn evaluate(cand: &Candidate, samples: &[Sample], reference: &mut Vec<Vec<(String, Tensor)>>, timing: &[(String, Sample)], budget: &Budget) -> Result<CandidateReport> {
+fn evaluate(
+    cand: &Candidate,
+    samples: &[Sample],
+    reference: &mut Vec<Vec<(String, Tensor)>>,
+    timing: &[(String, Sample)],
+    budget: &Budget,
+) -> Result<CandidateReport> {
     let mut engine = cand.load()?;
     let is_reference = reference.is_empty();
     let mut agreement = Agreement::default();
@@ -321,7 +532,11 @@ fn evaluate(cand: &Candidate, samples: &[Sample], reference: &mut Vec<Vec<(Strin
     Ok(CandidateReport {
         name: cand.name.clone(),
         description: cand.description.clone(),
-        status: if passed { CandidateStatus::Passed } else { CandidateStatus::Rejected },
+        status: if passed {
+            CandidateStatus::Passed
+        } else {
+            CandidateStatus::Rejected
+        },
         message,
         max_rel_error: Some(agreement.max_rel_error),
         min_cosine: Some(agreement.min_cosine),
@@ -422,8 +637,14 @@ fn describe_row(row: &CandidateReport) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     match row.status {
-        CandidateStatus::Rejected if row.latency.is_empty() => format!("rejected: {}", row.message.as_deref().unwrap_or("")),
-        CandidateStatus::Rejected => format!("rejected ({lat}, speedup {:.2}x): {}", row.speedup.unwrap_or(1.0), row.message.as_deref().unwrap_or("")),
+        CandidateStatus::Rejected if row.latency.is_empty() => {
+            format!("rejected: {}", row.message.as_deref().unwrap_or(""))
+        }
+        CandidateStatus::Rejected => format!(
+            "rejected ({lat}, speedup {:.2}x): {}",
+            row.speedup.unwrap_or(1.0),
+            row.message.as_deref().unwrap_or("")
+        ),
         _ => format!(
             "max rel error {:.2e}, min cosine {:.6}, {lat}, speedup {:.2}x",
             row.max_rel_error.unwrap_or(0.0),

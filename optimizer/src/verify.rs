@@ -15,9 +15,17 @@ pub struct Gate {
 
 impl Gate {
     /// o1 promises no accuracy loss.
-    pub const O1: Gate = Gate { max_rel_error: 1e-3, min_cosine: 0.9999, min_top1: 0.0 };
+    pub const O1: Gate = Gate {
+        max_rel_error: 1e-3,
+        min_cosine: 0.9999,
+        min_top1: 0.0,
+    };
     /// o2 (INT8) trades a bounded loss for speed.
-    pub const O2: Gate = Gate { max_rel_error: f64::INFINITY, min_cosine: 0.99, min_top1: 0.99 };
+    pub const O2: Gate = Gate {
+        max_rel_error: f64::INFINITY,
+        min_cosine: 0.99,
+        min_top1: 0.99,
+    };
 }
 
 /// Worst-case agreement over everything compared so far.
@@ -32,13 +40,20 @@ pub struct Agreement {
 
 impl Default for Agreement {
     fn default() -> Self {
-        Agreement { max_rel_error: 0.0, min_cosine: 1.0, top1_rows: 0, top1_agree: 0 }
+        Agreement {
+            max_rel_error: 0.0,
+            min_cosine: 1.0,
+            top1_rows: 0,
+            top1_agree: 0,
+        }
     }
 }
 
 impl Agreement {
     pub fn passes(&self, gate: &Gate) -> bool {
-        self.max_rel_error <= gate.max_rel_error && self.min_cosine >= gate.min_cosine && self.top1().is_none_or(|t| t >= gate.min_top1)
+        self.max_rel_error <= gate.max_rel_error
+            && self.min_cosine >= gate.min_cosine
+            && self.top1().is_none_or(|t| t >= gate.min_top1)
     }
 
     /// Top-1 agreement, when any classifier-shaped output was compared.
@@ -50,13 +65,23 @@ impl Agreement {
     pub fn failure(&self, gate: &Gate) -> String {
         let mut parts = Vec::new();
         if self.max_rel_error > gate.max_rel_error {
-            parts.push(format!("max relative error {:.3e} > {:.0e}", self.max_rel_error, gate.max_rel_error));
+            parts.push(format!(
+                "max relative error {:.3e} > {:.0e}",
+                self.max_rel_error, gate.max_rel_error
+            ));
         }
         if self.min_cosine < gate.min_cosine {
-            parts.push(format!("min cosine {:.6} < {}", self.min_cosine, gate.min_cosine));
+            parts.push(format!(
+                "min cosine {:.6} < {}",
+                self.min_cosine, gate.min_cosine
+            ));
         }
         if let Some(t) = self.top1().filter(|t| *t < gate.min_top1) {
-            parts.push(format!("top-1 agreement {:.1}% < {:.1}%", t * 100.0, gate.min_top1 * 100.0));
+            parts.push(format!(
+                "top-1 agreement {:.1}% < {:.1}%",
+                t * 100.0,
+                gate.min_top1 * 100.0
+            ));
         }
         format!("accuracy gate failed: {}", parts.join(", "))
     }
@@ -98,7 +123,11 @@ impl Agreement {
 }
 
 fn argmax(v: &[f64]) -> usize {
-    v.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|(i, _)| i).unwrap_or(0)
+    v.iter()
+        .enumerate()
+        .max_by(|x, y| x.1.total_cmp(y.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
 }
 
 /// (max |a-b| / max |b|, cosine(a, b)). Two all-zero vectors agree perfectly.
@@ -179,13 +208,26 @@ mod tests {
 
     #[test]
     fn o2_gate_checks_cosine_and_top1() {
-        let logits = |v: Vec<f32>| vec![("y".to_string(), Tensor::new(vec![2, 3], TensorData::F32(v)).unwrap())];
+        let logits = |v: Vec<f32>| {
+            vec![(
+                "y".to_string(),
+                Tensor::new(vec![2, 3], TensorData::F32(v)).unwrap(),
+            )]
+        };
         let mut a = Agreement::default();
-        a.update(&logits(vec![1.0, 5.0, 2.0, 3.0, 0.0, 1.0]), &logits(vec![1.1, 4.9, 2.0, 3.0, 0.1, 1.0])).unwrap();
+        a.update(
+            &logits(vec![1.0, 5.0, 2.0, 3.0, 0.0, 1.0]),
+            &logits(vec![1.1, 4.9, 2.0, 3.0, 0.1, 1.0]),
+        )
+        .unwrap();
         assert_eq!(a.top1(), Some(1.0));
         assert!(a.passes(&Gate::O2));
         // The argmax of the second row flips: 50% top-1 agreement fails o2.
-        a.update(&logits(vec![1.0, 5.0, 2.0, 3.0, 0.0, 2.9]), &logits(vec![1.0, 5.0, 2.0, 2.9, 0.0, 3.0])).unwrap();
+        a.update(
+            &logits(vec![1.0, 5.0, 2.0, 3.0, 0.0, 2.9]),
+            &logits(vec![1.0, 5.0, 2.0, 2.9, 0.0, 3.0]),
+        )
+        .unwrap();
         assert_eq!(a.top1(), Some(0.75));
         assert!(!a.passes(&Gate::O2));
         assert!(a.failure(&Gate::O2).contains("top-1 agreement 75.0%"));

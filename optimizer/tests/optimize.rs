@@ -158,6 +158,7 @@ fn optimize_verifies_times_and_writes_an_artifact() {
             max_runs: 20,
             time: std::time::Duration::from_millis(50),
         },
+        fallback_budget: std::time::Duration::from_secs(30),
     };
     let mut lines = Vec::new();
     let (report, meta) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
@@ -213,6 +214,8 @@ fn declared_names_that_the_graph_lacks_are_refused() {
         input_ranges: vec![],
         threads: 1,
         budget: Default::default(),
+
+        fallback_budget: std::time::Duration::from_secs(30),
     };
     let err = optimize(&opts, &mut |_: &str| {}).unwrap_err().to_string();
     assert!(

@@ -82,8 +82,14 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
         out_dir: args.out.clone(),
         level,
         test_data,
-        calibration: args.calibration.clone().or_else(|| info.calibration_dataset.as_ref().map(|t| base.join(t))),
-        weight_adjustment: info.quantization.as_ref().is_some_and(|q| q.weight_adjustment()),
+        calibration: args
+            .calibration
+            .clone()
+            .or_else(|| info.calibration_dataset.as_ref().map(|t| base.join(t))),
+        weight_adjustment: info
+            .quantization
+            .as_ref()
+            .is_some_and(|q| q.weight_adjustment()),
         inputs: info.inputs.clone(),
         outputs: info.outputs.clone(),
         input_shapes,
@@ -94,6 +100,8 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
                 .unwrap_or(1)
         }),
         budget: Default::default(),
+
+        fallback_budget: std::time::Duration::from_secs(30),
     })
 }
 

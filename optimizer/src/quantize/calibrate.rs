@@ -57,13 +57,21 @@ fn observing_model(model: &ModelProto, tensors: &[String]) -> ModelProto {
     let g = onnx::graph_mut(&mut m);
     // Graph inputs are read from the samples themselves: asking ORT to output
     // an input hands back a view of the caller's buffer.
-    let existing: std::collections::HashSet<String> = g.output.iter().chain(&g.input).map(|o| o.name.clone()).collect();
+    let existing: std::collections::HashSet<String> = g
+        .output
+        .iter()
+        .chain(&g.input)
+        .map(|o| o.name.clone())
+        .collect();
     for t in tensors.iter().filter(|t| !existing.contains(*t)) {
         g.output.push(ValueInfoProto {
             name: t.clone(),
             // Element type only: ORT infers the shape.
             r#type: Some(TypeProto {
-                value: Some(TypeValue::TensorType(TypeTensor { elem_type: onnx::data_type::FLOAT, shape: None })),
+                value: Some(TypeValue::TensorType(TypeTensor {
+                    elem_type: onnx::data_type::FLOAT,
+                    shape: None,
+                })),
                 denotation: String::new(),
             }),
             ..Default::default()
@@ -73,18 +81,35 @@ fn observing_model(model: &ModelProto, tensors: &[String]) -> ModelProto {
 }
 
 /// Observes `tensors` over `samples` and returns one range per tensor.
-pub fn calibrate(model: &ModelProto, tensors: &[String], samples: &[Sample], method: Method, threads: usize) -> Result<HashMap<String, Range>> {
+pub fn calibrate(
+    model: &ModelProto,
+    tensors: &[String],
+    samples: &[Sample],
+    method: Method,
+    threads: usize,
+) -> Result<HashMap<String, Range>> {
     Ok(calibrate_all(model, tensors, samples, &[method], threads)?.remove(0))
 }
 
 /// Ranges for several methods at once: one MinMax pass, then (when any
 /// method needs it) one histogram pass shared by all of them.
-pub fn calibrate_all(model: &ModelProto, tensors: &[String], samples: &[Sample], methods: &[Method], threads: usize) -> Result<Vec<HashMap<String, Range>>> {
+pub fn calibrate_all(
+    model: &ModelProto,
+    tensors: &[String],
+    samples: &[Sample],
+    methods: &[Method],
+    threads: usize,
+) -> Result<Vec<HashMap<String, Range>>> {
     if samples.is_empty() {
-        return Err(OptimizerError::Config("calibration needs at least one sample".into()));
+        return Err(OptimizerError::Config(
+            "calibration needs at least one sample".into(),
+        ));
     }
     let obs = observing_model(model, tensors);
-    let mut engine = Engine::from_bytes(&onnx::to_bytes(&obs), &SessionSettings::new(GraphLevel::Disable, threads))?;
+    let mut engine = Engine::from_bytes(
+        &onnx::to_bytes(&obs),
+        &SessionSettings::new(GraphLevel::Basic, threads),
+    )?;
     let mut ranges: HashMap<String, Range> = HashMap::new();
     let mut run = |sample: &Sample, f: &mut dyn FnMut(&str, &[f32])| -> Result<()> {
         for (name, t) in sample {
@@ -104,8 +129,18 @@ pub fn calibrate_all(model: &ModelProto, tensors: &[String], samples: &[Sample],
             if !tensors.iter().any(|t| t == name) || v.is_empty() {
                 return;
             }
-            let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| if x.is_finite() { (a.min(x), b.max(x)) } else { (a, b) });
-            let r = ranges.entry(name.to_string()).or_insert(Range { min: lo, max: hi });
+            let (lo, hi) = v
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                    if x.is_finite() {
+                        (a.min(x), b.max(x))
+                    } else {
+                        (a, b)
+                    }
+                });
+            let r = ranges
+                .entry(name.to_string())
+                .or_insert(Range { min: lo, max: hi });
             r.min = r.min.min(lo);
             r.max = r.max.max(hi);
         })?;
@@ -113,8 +148,18 @@ pub fn calibrate_all(model: &ModelProto, tensors: &[String], samples: &[Sample],
     if !methods.iter().any(Method::needs_histogram) {
         return Ok(methods.iter().map(|_| ranges.clone()).collect());
     }
-    let mut hists: HashMap<String, Hist> =
-        ranges.iter().map(|(k, r)| (k.clone(), Hist { limit: r.min.abs().max(r.max.abs()).max(1e-12), counts: vec![0; BINS] })).collect();
+    let mut hists: HashMap<String, Hist> = ranges
+        .iter()
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                Hist {
+                    limit: r.min.abs().max(r.max.abs()).max(1e-12),
+                    counts: vec![0; BINS],
+                },
+            )
+        })
+        .collect();
     for s in samples {
         run(s, &mut |name, v| {
             if let Some(h) = hists.get_mut(name) {
@@ -177,14 +222,19 @@ fn entropy_threshold(h: &Hist) -> f32 {
         let mut q = vec![0.0f64; i];
         let per = i as f64 / LEVELS as f64;
         for l in 0..LEVELS {
-            let (a, b) = ((l as f64 * per) as usize, (((l + 1) as f64 * per) as usize).min(i));
-            let nonzero = h.counts[a..b].iter().filter(|&&c| c > 0).count();
+            let (a, b) = (
+                (l as f64 * per) as usize,
+                (((l + 1) as f64 * per) as usize).min(i),
+            );
+            // Non-zero is judged on the reference distribution (outliers
+            // merged in), so the clipped mass has somewhere to go in q.
+            let nonzero = p[a..b].iter().filter(|&&c| c > 0.0).count();
             if nonzero == 0 {
                 continue;
             }
             let sum: f64 = p[a..b].iter().sum();
             for j in a..b {
-                if h.counts[j] > 0 {
+                if p[j] > 0.0 {
                     q[j] = sum / nonzero as f64;
                 }
             }
@@ -232,7 +282,7 @@ mod tests {
 
     #[test]
     fn entropy_clips_a_long_tail_but_keeps_the_bulk() {
-        let mut v: Vec<f32> = (0..20_000).map(|i| ((i % 1000) as f32 / 1000.0)).collect();
+        let mut v: Vec<f32> = (0..20_000).map(|i| (i % 1000) as f32 / 1000.0).collect();
         v.extend((0..5).map(|i| 50.0 + i as f32));
         let t = entropy_threshold(&hist(&v));
         assert!(t >= 0.9 && t < 54.0, "threshold {t}");

@@ -26,7 +26,10 @@ pub fn candidates(model: &ModelProto) -> Vec<String> {
         .filter(|n| n.op_type == "MatMul" && n.domain.is_empty())
         .filter(|n| n.input.first().is_some_and(|x| floats.contains(x)))
         .filter(|n| {
-            n.input.get(1).and_then(|w| g.initializer.iter().find(|t| &t.name == w)).is_some_and(|t| t.data_type == data_type::FLOAT && t.dims.len() == 2)
+            n.input
+                .get(1)
+                .and_then(|w| g.initializer.iter().find(|t| &t.name == w))
+                .is_some_and(|t| t.data_type == data_type::FLOAT && t.dims.len() == 2)
         })
         .map(|n| n.name.clone())
         .collect()
@@ -35,15 +38,29 @@ pub fn candidates(model: &ModelProto) -> Vec<String> {
 /// Rewrites every candidate MatMul not in `keep_float`. `scales` optionally
 /// pre-divides weights' rows by per-input-channel factors (SmoothQuant's
 /// migration, already applied to the activations upstream).
-pub fn quantize(model: &ModelProto, keep_float: &HashSet<String>, per_channel: bool) -> Result<(ModelProto, Summary)> {
+pub fn quantize(
+    model: &ModelProto,
+    keep_float: &HashSet<String>,
+    per_channel: bool,
+) -> Result<(ModelProto, Summary)> {
     if onnx::opset(model) < 11 {
-        return Err(OptimizerError::Config(format!("dynamic INT8 needs opset 11 or later; the model has opset {}", onnx::opset(model))));
+        return Err(OptimizerError::Config(format!(
+            "dynamic INT8 needs opset 11 or later; the model has opset {}",
+            onnx::opset(model)
+        )));
     }
-    let targets: HashSet<String> = candidates(model).into_iter().filter(|n| !keep_float.contains(n)).collect();
+    let targets: HashSet<String> = candidates(model)
+        .into_iter()
+        .filter(|n| !keep_float.contains(n))
+        .collect();
     let mut out = model.clone();
     let g = onnx::graph_mut(&mut out);
     let mut namer = onnx::Namer::new(g);
-    let inits: HashMap<String, crate::onnx::TensorProto> = g.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let inits: HashMap<String, crate::onnx::TensorProto> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
     // One DynamicQuantizeLinear per activation, shared by the MatMuls reading it
     // (Q, K and V projections read the same tensor).
     let mut dql: HashMap<String, (String, String, String)> = HashMap::new();
@@ -66,31 +83,94 @@ pub fn quantize(model: &ModelProto, keep_float: &HashSet<String>, per_channel: b
             quantize_weight_per_channel(&wt, 1)
         } else {
             // Per tensor: one scale over the whole weight.
-            let flat = Tensor { shape: vec![1, wt.numel()], data: wt.data.clone() };
+            let flat = Tensor {
+                shape: vec![1, wt.numel()],
+                data: wt.data.clone(),
+            };
             quantize_weight_per_channel(&flat, 0)
         }
         .ok_or_else(|| OptimizerError::Config(format!("weight '{w_name}' is not float")))?;
         let n_out = scales.len();
-        let (wq, ws, wz) = (namer.fresh(&format!("{w_name}_quantized")), namer.fresh(&format!("{w_name}_scale")), namer.fresh(&format!("{w_name}_zero_point")));
-        new_inits.push(onnx::tensor_to_proto(&wq, &Tensor { shape: wt.shape.clone(), data: TensorData::I8(q) }));
+        let (wq, ws, wz) = (
+            namer.fresh(&format!("{w_name}_quantized")),
+            namer.fresh(&format!("{w_name}_scale")),
+            namer.fresh(&format!("{w_name}_zero_point")),
+        );
+        new_inits.push(onnx::tensor_to_proto(
+            &wq,
+            &Tensor {
+                shape: wt.shape.clone(),
+                data: TensorData::I8(q),
+            },
+        ));
         let scale_shape = if per_channel { vec![n_out] } else { vec![] };
-        new_inits.push(onnx::tensor_to_proto(&ws, &Tensor { shape: scale_shape.clone(), data: TensorData::F32(scales) }));
-        new_inits.push(onnx::tensor_to_proto(&wz, &Tensor { shape: scale_shape, data: TensorData::I8(vec![0; n_out]) }));
+        new_inits.push(onnx::tensor_to_proto(
+            &ws,
+            &Tensor {
+                shape: scale_shape.clone(),
+                data: TensorData::F32(scales),
+            },
+        ));
+        new_inits.push(onnx::tensor_to_proto(
+            &wz,
+            &Tensor {
+                shape: scale_shape,
+                data: TensorData::I8(vec![0; n_out]),
+            },
+        ));
         let (xq, xs, xz) = match dql.get(&x) {
             Some(v) => v.clone(),
             None => {
-                let v = (namer.fresh(&format!("{x}_quantized")), namer.fresh(&format!("{x}_scale")), namer.fresh(&format!("{x}_zero_point")));
-                nodes.push(onnx::node("DynamicQuantizeLinear", &namer.fresh(&format!("{x}_DynamicQuantizeLinear")), &[&x], &[&v.0, &v.1, &v.2], vec![]));
+                let v = (
+                    namer.fresh(&format!("{x}_quantized")),
+                    namer.fresh(&format!("{x}_scale")),
+                    namer.fresh(&format!("{x}_zero_point")),
+                );
+                nodes.push(onnx::node(
+                    "DynamicQuantizeLinear",
+                    &namer.fresh(&format!("{x}_DynamicQuantizeLinear")),
+                    &[&x],
+                    &[&v.0, &v.1, &v.2],
+                    vec![],
+                ));
                 dql.insert(x.clone(), v.clone());
                 v
             }
         };
         let base = n.name.clone();
-        let (s, yi, yf) = (namer.fresh(&format!("{base}_scale")), namer.fresh(&format!("{base}_int32")), namer.fresh(&format!("{base}_float")));
-        nodes.push(onnx::node("Mul", &namer.fresh(&format!("{base}_scale_Mul")), &[&xs, &ws], &[&s], vec![]));
-        nodes.push(onnx::node("MatMulInteger", &namer.fresh(&format!("{base}_MatMulInteger")), &[&xq, &wq, &xz, &wz], &[&yi], vec![]));
-        nodes.push(onnx::node("Cast", &namer.fresh(&format!("{base}_Cast")), &[&yi], &[&yf], vec![onnx::attr_int("to", data_type::FLOAT as i64)]));
-        nodes.push(onnx::node("Mul", &namer.fresh(&format!("{base}_output_Mul")), &[&yf, &s], &[&y], vec![]));
+        let (s, yi, yf) = (
+            namer.fresh(&format!("{base}_scale")),
+            namer.fresh(&format!("{base}_int32")),
+            namer.fresh(&format!("{base}_float")),
+        );
+        nodes.push(onnx::node(
+            "Mul",
+            &namer.fresh(&format!("{base}_scale_Mul")),
+            &[&xs, &ws],
+            &[&s],
+            vec![],
+        ));
+        nodes.push(onnx::node(
+            "MatMulInteger",
+            &namer.fresh(&format!("{base}_MatMulInteger")),
+            &[&xq, &wq, &xz, &wz],
+            &[&yi],
+            vec![],
+        ));
+        nodes.push(onnx::node(
+            "Cast",
+            &namer.fresh(&format!("{base}_Cast")),
+            &[&yi],
+            &[&yf],
+            vec![onnx::attr_int("to", data_type::FLOAT as i64)],
+        ));
+        nodes.push(onnx::node(
+            "Mul",
+            &namer.fresh(&format!("{base}_output_Mul")),
+            &[&yf, &s],
+            &[&y],
+            vec![],
+        ));
         summary.quantized_nodes += 1;
     }
     g.node = nodes;

@@ -26,7 +26,9 @@ pub fn u8_params(min: f32, max: f32) -> (f32, u8) {
 /// Symmetric int8 quantization of `w` per channel along `axis`.
 /// Returns (quantized values, one scale per channel).
 pub fn quantize_weight_per_channel(w: &Tensor, axis: usize) -> Option<(Vec<i8>, Vec<f32>)> {
-    let TensorData::F32(v) = &w.data else { return None };
+    let TensorData::F32(v) = &w.data else {
+        return None;
+    };
     let channels = *w.shape.get(axis)?;
     let inner: usize = w.shape[axis + 1..].iter().product();
     let mut scales = vec![0f32; channels];
@@ -64,7 +66,11 @@ mod tests {
 
     #[test]
     fn per_channel_weights_use_each_channels_own_scale() {
-        let w = Tensor::new(vec![2, 3], TensorData::F32(vec![1.0, -0.5, 0.25, 10.0, 5.0, -10.0])).unwrap();
+        let w = Tensor::new(
+            vec![2, 3],
+            TensorData::F32(vec![1.0, -0.5, 0.25, 10.0, 5.0, -10.0]),
+        )
+        .unwrap();
         let (q, s) = quantize_weight_per_channel(&w, 0).unwrap();
         assert_eq!(s, vec![1.0 / 127.0, 10.0 / 127.0]);
         assert_eq!(q, vec![127, -64, 32, 127, 64, -127]);

@@ -15,7 +15,13 @@ use super::{quantize_weight_per_channel, u8_params};
 /// Ops with a constant weight as input 1.
 const WEIGHTED: &[&str] = &["Conv", "Gemm", "MatMul"];
 /// Ops ORT runs on uint8 when their activations are QDQ'd.
-const ACTIVATION_OPS: &[&str] = &["Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat"];
+const ACTIVATION_OPS: &[&str] = &[
+    "Add",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Concat",
+];
 /// Activations that a following Q absorbs (ORT drops them when the range starts at 0).
 const ABSORBED: &[&str] = &["Relu", "Clip"];
 
@@ -49,9 +55,34 @@ pub fn float_tensors(g: &GraphProto) -> HashSet<String> {
         }
     }
     const TYPE_CHANGING: &[&str] = &[
-        "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or",
-        "Xor", "IsNaN", "IsInf", "TopK", "Unique", "ConstantOfShape", "Range", "QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
-        "ConvInteger", "If", "Loop", "Scan", "Constant",
+        "Shape",
+        "Size",
+        "ArgMax",
+        "ArgMin",
+        "NonZero",
+        "Equal",
+        "Greater",
+        "Less",
+        "GreaterOrEqual",
+        "LessOrEqual",
+        "Not",
+        "And",
+        "Or",
+        "Xor",
+        "IsNaN",
+        "IsInf",
+        "TopK",
+        "Unique",
+        "ConstantOfShape",
+        "Range",
+        "QuantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "If",
+        "Loop",
+        "Scan",
+        "Constant",
     ];
     for n in &g.node {
         let first_float = n.input.first().is_some_and(|i| f.contains(i));
@@ -86,11 +117,14 @@ pub fn plan(model: &ModelProto, keep_float: &HashSet<String>) -> Plan {
     let floats = float_tensors(g);
     let consumers = onnx::consumers(g);
     let outputs: HashSet<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
-    let is_act = |t: &str| !t.is_empty() && floats.contains(t) && !inits.contains(t) && !outputs.contains(t);
+    let is_act =
+        |t: &str| !t.is_empty() && floats.contains(t) && !inits.contains(t) && !outputs.contains(t);
     // An output consumed only by a Relu/Clip is quantized after it.
     let after_absorbed = |t: &str| -> String {
         match consumers.get(t).map(Vec::as_slice) {
-            Some([only]) if ABSORBED.contains(&g.node[*only].op_type.as_str()) => g.node[*only].output.first().cloned().unwrap_or_default(),
+            Some([only]) if ABSORBED.contains(&g.node[*only].op_type.as_str()) => {
+                g.node[*only].output.first().cloned().unwrap_or_default()
+            }
             _ => t.to_string(),
         }
     };
@@ -107,10 +141,17 @@ pub fn plan(model: &ModelProto, keep_float: &HashSet<String>) -> Plan {
         }
         let op = n.op_type.as_str();
         if WEIGHTED.contains(&op) {
-            let weight_ok = n.input.get(1).and_then(|w| g.initializer.iter().find(|t| &t.name == w)).is_some_and(|t| {
-                t.data_type == data_type::FLOAT && (op == "Conv" || t.dims.len() == 2)
-            });
-            let input_ok = n.input.first().is_some_and(|x| is_act(x) || g.input.iter().any(|i| &i.name == x));
+            let weight_ok = n
+                .input
+                .get(1)
+                .and_then(|w| g.initializer.iter().find(|t| &t.name == w))
+                .is_some_and(|t| {
+                    t.data_type == data_type::FLOAT && (op == "Conv" || t.dims.len() == 2)
+                });
+            let input_ok = n
+                .input
+                .first()
+                .is_some_and(|x| is_act(x) || g.input.iter().any(|i| &i.name == x));
             if !weight_ok || !input_ok {
                 continue;
             }
@@ -120,7 +161,12 @@ pub fn plan(model: &ModelProto, keep_float: &HashSet<String>) -> Plan {
                 push(after_absorbed(o), &mut acts);
             }
         } else if ACTIVATION_OPS.contains(&op) {
-            if !n.input.iter().filter(|i| !inits.contains(*i) && !i.is_empty()).all(|i| is_act(i)) {
+            if !n
+                .input
+                .iter()
+                .filter(|i| !inits.contains(*i) && !i.is_empty())
+                .all(|i| is_act(i))
+            {
                 continue;
             }
             nodes.push(n.name.clone());
@@ -133,7 +179,10 @@ pub fn plan(model: &ModelProto, keep_float: &HashSet<String>) -> Plan {
         }
     }
     // A float graph input feeding a quantized node is quantized too.
-    Plan { activations: acts, nodes }
+    Plan {
+        activations: acts,
+        nodes,
+    }
 }
 
 /// What the static quantizer did.
@@ -148,7 +197,11 @@ fn scalar(name: &str, t: Tensor) -> TensorProto {
 }
 
 /// Builds the QDQ model. Activations without a range (not observed) stay float.
-pub fn quantize(model: &ModelProto, plan: &Plan, ranges: &HashMap<String, Range>) -> Result<(ModelProto, Summary)> {
+pub fn quantize(
+    model: &ModelProto,
+    plan: &Plan,
+    ranges: &HashMap<String, Range>,
+) -> Result<(ModelProto, Summary)> {
     if onnx::opset(model) < 13 {
         return Err(OptimizerError::Config(format!("static INT8 needs opset 13 or later (per-channel DequantizeLinear); the model has opset {}", onnx::opset(model))));
     }
@@ -166,15 +219,45 @@ pub fn quantize(model: &ModelProto, plan: &Plan, ranges: &HashMap<String, Range>
     for t in &plan.activations {
         let Some(r) = ranges.get(t) else { continue };
         let (scale, zp) = u8_params(r.min, r.max);
-        let (s_name, z_name) = (namer.fresh(&format!("{t}_scale")), namer.fresh(&format!("{t}_zero_point")));
-        new_inits.push(scalar(&s_name, Tensor { shape: vec![], data: TensorData::F32(vec![scale]) }));
-        new_inits.push(scalar(&z_name, Tensor { shape: vec![], data: TensorData::U8(vec![zp]) }));
-        let (q, dq) = (namer.fresh(&format!("{t}_quantized")), namer.fresh(&format!("{t}_dequantized")));
+        let (s_name, z_name) = (
+            namer.fresh(&format!("{t}_scale")),
+            namer.fresh(&format!("{t}_zero_point")),
+        );
+        new_inits.push(scalar(
+            &s_name,
+            Tensor {
+                shape: vec![],
+                data: TensorData::F32(vec![scale]),
+            },
+        ));
+        new_inits.push(scalar(
+            &z_name,
+            Tensor {
+                shape: vec![],
+                data: TensorData::U8(vec![zp]),
+            },
+        ));
+        let (q, dq) = (
+            namer.fresh(&format!("{t}_quantized")),
+            namer.fresh(&format!("{t}_dequantized")),
+        );
         pairs.insert(
             t.clone(),
             vec![
-                onnx::node("QuantizeLinear", &namer.fresh(&format!("{t}_QuantizeLinear")), &[t, &s_name, &z_name], &[&q], vec![]),
-                onnx::node("DequantizeLinear", &namer.fresh(&format!("{t}_DequantizeLinear")), &[&q, &s_name, &z_name], &[&dq], vec![]),
+                onnx::node(
+                    "QuantizeLinear",
+                    &namer.fresh(&format!("{t}_QuantizeLinear")),
+                    &[t, &s_name, &z_name],
+                    &[&q],
+                    vec![],
+                ),
+                onnx::node(
+                    "DequantizeLinear",
+                    &namer.fresh(&format!("{t}_DequantizeLinear")),
+                    &[&q, &s_name, &z_name],
+                    &[&dq],
+                    vec![],
+                ),
             ],
         );
         act_scale.insert(t.clone(), scale);
@@ -183,38 +266,117 @@ pub fn quantize(model: &ModelProto, plan: &Plan, ranges: &HashMap<String, Range>
     }
 
     // 2. Weights and biases of quantized weighted nodes.
-    let inits: HashMap<String, TensorProto> = g.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let inits: HashMap<String, TensorProto> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
     let mut weight_nodes: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     for (idx, n) in g.node.iter_mut().enumerate() {
         if !quant_nodes.contains(n.name.as_str()) || !WEIGHTED.contains(&n.op_type.as_str()) {
             continue;
         }
-        let Some(w) = n.input.get(1).and_then(|w| inits.get(w)) else { continue };
-        let Some(&sx) = n.input.first().and_then(|x| act_scale.get(x)) else { continue };
+        let Some(w) = n.input.get(1).and_then(|w| inits.get(w)) else {
+            continue;
+        };
+        let Some(&sx) = n.input.first().and_then(|x| act_scale.get(x)) else {
+            continue;
+        };
         let wt = onnx::tensor_from_proto(w).map_err(OptimizerError::Config)?;
         let axis = weight_axis(n);
-        let Some((q, scales)) = quantize_weight_per_channel(&wt, axis) else { continue };
+        let Some((q, scales)) = quantize_weight_per_channel(&wt, axis) else {
+            continue;
+        };
         let channels = scales.len();
         let base = w.name.clone();
-        let (wq, ws, wz, wdq) = (namer.fresh(&format!("{base}_quantized")), namer.fresh(&format!("{base}_scale")), namer.fresh(&format!("{base}_zero_point")), namer.fresh(&format!("{base}_dequantized")));
-        new_inits.push(onnx::tensor_to_proto(&wq, &Tensor { shape: wt.shape.clone(), data: TensorData::I8(q) }));
-        new_inits.push(onnx::tensor_to_proto(&ws, &Tensor { shape: vec![channels], data: TensorData::F32(scales.clone()) }));
-        new_inits.push(onnx::tensor_to_proto(&wz, &Tensor { shape: vec![channels], data: TensorData::I8(vec![0; channels]) }));
-        let mut extra = vec![onnx::node("DequantizeLinear", &namer.fresh(&format!("{base}_DequantizeLinear")), &[&wq, &ws, &wz], &[&wdq], vec![onnx::attr_int("axis", axis as i64)])];
+        let (wq, ws, wz, wdq) = (
+            namer.fresh(&format!("{base}_quantized")),
+            namer.fresh(&format!("{base}_scale")),
+            namer.fresh(&format!("{base}_zero_point")),
+            namer.fresh(&format!("{base}_dequantized")),
+        );
+        new_inits.push(onnx::tensor_to_proto(
+            &wq,
+            &Tensor {
+                shape: wt.shape.clone(),
+                data: TensorData::I8(q),
+            },
+        ));
+        new_inits.push(onnx::tensor_to_proto(
+            &ws,
+            &Tensor {
+                shape: vec![channels],
+                data: TensorData::F32(scales.clone()),
+            },
+        ));
+        new_inits.push(onnx::tensor_to_proto(
+            &wz,
+            &Tensor {
+                shape: vec![channels],
+                data: TensorData::I8(vec![0; channels]),
+            },
+        ));
+        let mut extra = vec![onnx::node(
+            "DequantizeLinear",
+            &namer.fresh(&format!("{base}_DequantizeLinear")),
+            &[&wq, &ws, &wz],
+            &[&wdq],
+            vec![onnx::attr_int("axis", axis as i64)],
+        )];
         n.input[1] = wdq;
         // int32 bias with scale sx * sw[c], so ORT can keep the accumulator in integers.
-        let bias = n.input.get(2).filter(|b| !b.is_empty()).and_then(|b| inits.get(b)).cloned();
+        let bias = n
+            .input
+            .get(2)
+            .filter(|b| !b.is_empty())
+            .and_then(|b| inits.get(b))
+            .cloned();
         if let Some(b) = bias {
             let bt = onnx::tensor_from_proto(&b).map_err(OptimizerError::Config)?;
             if let TensorData::F32(bv) = &bt.data {
                 if bv.len() == channels {
                     let bscale: Vec<f32> = scales.iter().map(|s| s * sx).collect();
-                    let bq: Vec<i32> = bv.iter().zip(&bscale).map(|(v, s)| (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32).collect();
-                    let (bqn, bsn, bzn, bdq) = (namer.fresh(&format!("{}_quantized", b.name)), namer.fresh(&format!("{}_scale", b.name)), namer.fresh(&format!("{}_zero_point", b.name)), namer.fresh(&format!("{}_dequantized", b.name)));
-                    new_inits.push(onnx::tensor_to_proto(&bqn, &Tensor { shape: vec![channels], data: TensorData::I32(bq) }));
-                    new_inits.push(onnx::tensor_to_proto(&bsn, &Tensor { shape: vec![channels], data: TensorData::F32(bscale) }));
-                    new_inits.push(onnx::tensor_to_proto(&bzn, &Tensor { shape: vec![channels], data: TensorData::I32(vec![0; channels]) }));
-                    extra.push(onnx::node("DequantizeLinear", &namer.fresh(&format!("{}_DequantizeLinear", b.name)), &[&bqn, &bsn, &bzn], &[&bdq], vec![onnx::attr_int("axis", 0)]));
+                    let bq: Vec<i32> = bv
+                        .iter()
+                        .zip(&bscale)
+                        .map(|(v, s)| {
+                            (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32
+                        })
+                        .collect();
+                    let (bqn, bsn, bzn, bdq) = (
+                        namer.fresh(&format!("{}_quantized", b.name)),
+                        namer.fresh(&format!("{}_scale", b.name)),
+                        namer.fresh(&format!("{}_zero_point", b.name)),
+                        namer.fresh(&format!("{}_dequantized", b.name)),
+                    );
+                    new_inits.push(onnx::tensor_to_proto(
+                        &bqn,
+                        &Tensor {
+                            shape: vec![channels],
+                            data: TensorData::I32(bq),
+                        },
+                    ));
+                    new_inits.push(onnx::tensor_to_proto(
+                        &bsn,
+                        &Tensor {
+                            shape: vec![channels],
+                            data: TensorData::F32(bscale),
+                        },
+                    ));
+                    new_inits.push(onnx::tensor_to_proto(
+                        &bzn,
+                        &Tensor {
+                            shape: vec![channels],
+                            data: TensorData::I32(vec![0; channels]),
+                        },
+                    ));
+                    extra.push(onnx::node(
+                        "DequantizeLinear",
+                        &namer.fresh(&format!("{}_DequantizeLinear", b.name)),
+                        &[&bqn, &bsn, &bzn],
+                        &[&bdq],
+                        vec![onnx::attr_int("axis", 0)],
+                    ));
                     n.input[2] = bdq;
                 }
             }
@@ -223,7 +385,13 @@ pub fn quantize(model: &ModelProto, plan: &Plan, ranges: &HashMap<String, Range>
         summary.quantized_nodes += 1;
     }
     // Activation-only ops (Add, pools, Concat) run quantized once their inputs are.
-    summary.quantized_nodes += g.node.iter().filter(|n| quant_nodes.contains(n.name.as_str()) && !WEIGHTED.contains(&n.op_type.as_str())).count();
+    summary.quantized_nodes += g
+        .node
+        .iter()
+        .filter(|n| {
+            quant_nodes.contains(n.name.as_str()) && !WEIGHTED.contains(&n.op_type.as_str())
+        })
+        .count();
 
     // 3. Rewire consumers of each quantized activation to its DQ output, and
     //    lay the nodes out in topological order.
@@ -261,8 +429,17 @@ pub fn quantize(model: &ModelProto, plan: &Plan, ranges: &HashMap<String, Range>
 
 /// Drops initializers no node (or subgraph) reads any more.
 pub fn remove_unused_initializers(g: &mut GraphProto) {
-    let used: HashSet<String> = g.node.iter().flat_map(|n| n.input.iter().cloned()).chain(g.output.iter().map(|o| o.name.clone())).collect();
-    let has_subgraphs = g.node.iter().any(|n| n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty()));
+    let used: HashSet<String> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(g.output.iter().map(|o| o.name.clone()))
+        .collect();
+    let has_subgraphs = g.node.iter().any(|n| {
+        n.attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    });
     if has_subgraphs {
         // Subgraphs may read outer initializers by name; leave them all.
         return;

@@ -1,0 +1,402 @@
+//! The optimizer's performance targets, measured in one run on this machine:
+//! our o2 search on the zoo models against ONNX Runtime fp32 (Level3, 1
+//! thread, no spinning) and against ORT's own quantization tools at their
+//! best settings (built by `scripts/peers.py` when a Python with onnxruntime
+//! is available: `scripts/bench.sh` sets that up).
+//!
+//! Run: `scripts/bench.sh` (or `cargo bench -p whetstone-optimizer --bench o2`).
+//! Needs the zoo (`WHETSTONE_ZOO`, default `../shared/zoo`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use optimizer::data::{self, Sample};
+use optimizer::engine::{Engine, GraphLevel, SessionSettings};
+use optimizer::optimize::{optimize, OptimizeOptions};
+use optimizer::tensor::{Tensor, TensorData};
+use shared::config::OptimizationLevel;
+
+fn zoo() -> PathBuf {
+    let p = std::env::var_os("WHETSTONE_ZOO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/zoo"));
+    assert!(
+        p.join("minilm.onnx").is_file(),
+        "the model zoo is missing at {} (set WHETSTONE_ZOO)",
+        p.display()
+    );
+    p
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn p50(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Batch `k` copies of a batch-1 sample along axis 0.
+fn batched(sample: &Sample, k: usize) -> Sample {
+    sample
+        .iter()
+        .map(|(n, t)| {
+            let mut shape = t.shape.clone();
+            shape[0] *= k;
+            let data = match &t.data {
+                TensorData::F32(v) => TensorData::F32(v.repeat(k)),
+                TensorData::I64(v) => TensorData::I64(v.repeat(k)),
+                TensorData::I32(v) => TensorData::I32(v.repeat(k)),
+                other => other.clone(),
+            };
+            (n.clone(), Tensor { shape, data })
+        })
+        .collect()
+}
+
+struct Contender {
+    name: String,
+    engine: Engine,
+}
+
+/// p50 per contender per input, interleaved in rounds so machine noise hits all alike.
+fn time_interleaved(
+    contenders: &mut [Contender],
+    inputs: &[Sample],
+    rounds: usize,
+    per_round: usize,
+) -> Vec<Vec<f64>> {
+    let mut times = vec![vec![Vec::new(); inputs.len()]; contenders.len()];
+    for c in contenders.iter_mut() {
+        for inp in inputs {
+            c.engine.run(inp).expect("warm-up run");
+        }
+    }
+    for _ in 0..rounds {
+        for (ci, c) in contenders.iter_mut().enumerate() {
+            for (ii, inp) in inputs.iter().enumerate() {
+                for _ in 0..per_round {
+                    let t = Instant::now();
+                    c.engine.run(inp).expect("timed run");
+                    times[ci][ii].push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+    }
+    times
+        .into_iter()
+        .map(|per| per.into_iter().map(|mut v| p50(&mut v)).collect())
+        .collect()
+}
+
+/// Mean-pooled (over the attention mask), L2-normalized sentence embedding.
+fn sentence_embedding(hidden: &[f32], mask: &[i64], dim: usize) -> Vec<f32> {
+    let mut e = vec![0f32; dim];
+    let mut n = 0f32;
+    for (t, &m) in mask.iter().enumerate() {
+        if m != 0 {
+            for d in 0..dim {
+                e[d] += hidden[t * dim + d];
+            }
+            n += 1.0;
+        }
+    }
+    let norm = e.iter().map(|x| (x / n) * (x / n)).sum::<f32>().sqrt();
+    e.iter().map(|x| x / n / norm).collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn f32s(t: &Tensor) -> &[f32] {
+    match &t.data {
+        TensorData::F32(v) => v,
+        _ => panic!("expected a float output"),
+    }
+}
+
+/// Builds ORT's peer artifacts with its Python tools, when available.
+fn peers(zoo: &Path, out: &Path, resnet_calib: &[Sample]) -> Vec<(String, PathBuf)> {
+    let python = std::env::var_os("WHET_PEER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.bench-venv/bin/python"));
+    if !python.is_file() {
+        println!("peers skipped: no Python with onnxruntime (run scripts/bench.sh, or set WHET_PEER_PYTHON)");
+        return vec![];
+    }
+    // The peer tool reads .npz; hand it the same calibration samples we use.
+    let stacked: Vec<f32> = resnet_calib
+        .iter()
+        .flat_map(|s| f32s(&s[0].1).to_vec())
+        .collect();
+    let calib = out.join("calib_resnet.npz");
+    let t = Tensor::new(
+        vec![resnet_calib.len(), 3, 224, 224],
+        TensorData::F32(stacked),
+    )
+    .expect("calibration tensor");
+    data::write_npz(&calib, &[("input", &t)]).expect("write calibration npz");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/peers.py");
+    let t0 = Instant::now();
+    let status = std::process::Command::new(&python)
+        .arg(script)
+        .arg(zoo)
+        .arg(out)
+        .arg(&calib)
+        .status()
+        .expect("run peers.py");
+    assert!(status.success(), "peers.py failed");
+    println!(
+        "peer artifacts built by ORT's Python tools in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    std::fs::read_dir(out)
+        .expect("peer folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .map(|p| {
+            (
+                p.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                p,
+            )
+        })
+        .collect()
+}
+
+fn run_ours(
+    model: &Path,
+    test: &Path,
+    calib: &Path,
+    shapes: Vec<Vec<Vec<usize>>>,
+    out: &Path,
+) -> (
+    optimizer::artifact::ArtifactMeta,
+    shared::api::OptimizationReport,
+    f64,
+) {
+    let opts = OptimizeOptions {
+        model: model.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        level: OptimizationLevel::O2,
+        test_data: Some(test.to_path_buf()),
+        calibration: Some(calib.to_path_buf()),
+        weight_adjustment: false,
+        inputs: None,
+        outputs: None,
+        input_shapes: shapes,
+        input_ranges: vec![],
+        threads: 1,
+        budget: optimizer::bench::Budget {
+            warmup: 2,
+            min_runs: 5,
+            max_runs: 50,
+            time: Duration::from_millis(700),
+        },
+
+        fallback_budget: std::time::Duration::from_secs(30),
+    };
+    let t0 = Instant::now();
+    let (report, meta) = optimize(&opts, &mut |l: &str| println!("  {l}")).expect("optimize");
+    (meta, report, t0.elapsed().as_secs_f64())
+}
+
+fn one_thread(level: GraphLevel) -> SessionSettings {
+    SessionSettings::new(level, 1)
+}
+
+fn main() {
+    let zoo = zoo();
+    let work = tempfile::tempdir().expect("temp dir");
+    let baseline_rss = peak_rss_mb();
+    let sig_resnet = optimizer::engine::inspect(&zoo.join("resnet18.onnx")).expect("resnet18");
+    let resnet_calib = data::load(&zoo.join("calib_resnet.pth"), &sig_resnet)
+        .expect("calib_resnet.pth")
+        .samples;
+    let peer_list = peers(&zoo, &work.path().join("peers"), &resnet_calib);
+
+    let mut table: Vec<String> = Vec::new();
+
+    // ---- MiniLM -------------------------------------------------------------
+    println!("\nminilm.onnx: o2 search (test_minilm.npz, calib_minilm.npz, shapes 1*128 and 8*128, 1 thread)");
+    let s1 = vec![vec![1, 128]; 3];
+    let s8 = vec![vec![8, 128]; 3];
+    let (meta, report, secs) = run_ours(
+        &zoo.join("minilm.onnx"),
+        &zoo.join("test_minilm.npz"),
+        &zoo.join("calib_minilm.npz"),
+        vec![s1, s8],
+        &work.path().join("minilm"),
+    );
+    let sig = optimizer::engine::inspect(&zoo.join("minilm.onnx")).expect("minilm");
+    let test = data::load(&zoo.join("test_minilm.npz"), &sig)
+        .expect("test data")
+        .samples;
+    let mut contenders = vec![
+        Contender {
+            name: "ORT fp32 (Level3)".into(),
+            engine: Engine::load(&zoo.join("minilm.onnx"), &one_thread(GraphLevel::All))
+                .expect("fp32"),
+        },
+        Contender {
+            name: format!("whetstone o2: {}", meta.candidate),
+            engine: Engine::load(
+                &work.path().join("minilm/model.onnx"),
+                &SessionSettings {
+                    intra_threads: 1,
+                    ..meta.session.clone()
+                },
+            )
+            .expect("ours"),
+        },
+    ];
+    for (name, path) in peer_list.iter().filter(|(n, _)| n.starts_with("minilm__")) {
+        contenders.push(Contender {
+            name: name.trim_start_matches("minilm__").to_string(),
+            engine: Engine::load(path, &one_thread(GraphLevel::All)).expect("peer"),
+        });
+    }
+    let (ref_shape, reference) = {
+        let mut npz =
+            npyz::npz::NpzArchive::open(zoo.join("ref_minilm.npz")).expect("ref_minilm.npz");
+        let arr = npz
+            .by_name("sentence_embedding")
+            .expect("read")
+            .expect("sentence_embedding");
+        (arr.shape().to_vec(), arr.into_vec::<f32>().expect("f32"))
+    };
+    let dim = ref_shape[1] as usize;
+    let inputs = vec![test[0].clone(), batched(&test[0], 8)];
+    let times = time_interleaved(&mut contenders, &inputs, 6, 5);
+    for (c, t) in contenders.iter_mut().zip(&times) {
+        let mut worst = 1.0f64;
+        for (i, s) in test.iter().enumerate() {
+            let out = c.engine.run(s).expect("run");
+            let mask = match &s[1].1.data {
+                TensorData::I64(v) => v.clone(),
+                _ => panic!("attention_mask"),
+            };
+            let emb = sentence_embedding(f32s(&out[0].1), &mask, dim);
+            worst = worst.min(cosine(&emb, &reference[i * dim..(i + 1) * dim]));
+        }
+        table.push(format!(
+            "| minilm   | {:<42} | {:>8.2} | {:>6.2}x | {:>8.2} | {:>6.2}x | cosine {:.4} |",
+            c.name,
+            t[0],
+            times[0][0] / t[0],
+            t[1],
+            times[0][1] / t[1],
+            worst
+        ));
+    }
+    table.push(format!(
+        "| minilm   | o2 search wall time {secs:.1} s (report: {:.1} s), {} candidates | | | | | |",
+        report.total_seconds,
+        report.candidates.len()
+    ));
+
+    // ---- ResNet18 -----------------------------------------------------------
+    println!("\nresnet18.onnx: o2 search (test_resnet.npz, calib_resnet.pth, shape 1*3*224*224, 1 thread)");
+    let (meta, report, secs) = run_ours(
+        &zoo.join("resnet18.onnx"),
+        &zoo.join("test_resnet.npz"),
+        &zoo.join("calib_resnet.pth"),
+        vec![vec![vec![1, 3, 224, 224]]],
+        &work.path().join("resnet"),
+    );
+    let test = data::load(&zoo.join("test_resnet.npz"), &sig_resnet)
+        .expect("test data")
+        .samples;
+    let mut contenders = vec![
+        Contender {
+            name: "ORT fp32 (Level3)".into(),
+            engine: Engine::load(&zoo.join("resnet18.onnx"), &one_thread(GraphLevel::All))
+                .expect("fp32"),
+        },
+        Contender {
+            name: format!("whetstone o2: {}", meta.candidate),
+            engine: Engine::load(
+                &work.path().join("resnet/model.onnx"),
+                &SessionSettings {
+                    intra_threads: 1,
+                    ..meta.session.clone()
+                },
+            )
+            .expect("ours"),
+        },
+    ];
+    for (name, path) in peer_list
+        .iter()
+        .filter(|(n, _)| n.starts_with("resnet18__"))
+    {
+        contenders.push(Contender {
+            name: name.trim_start_matches("resnet18__").to_string(),
+            engine: Engine::load(path, &one_thread(GraphLevel::All)).expect("peer"),
+        });
+    }
+    let times = time_interleaved(&mut contenders, &[test[0].clone()], 6, 4);
+    let fp32_top: Vec<usize> = test
+        .iter()
+        .map(|s| argmax(f32s(&contenders[0].engine.run(s).expect("run")[0].1)))
+        .collect();
+    for (c, t) in contenders.iter_mut().zip(&times) {
+        let agree = test
+            .iter()
+            .zip(&fp32_top)
+            .filter(|(s, top)| argmax(f32s(&c.engine.run(s).expect("run")[0].1)) == **top)
+            .count();
+        table.push(format!(
+            "| resnet18 | {:<42} | {:>8.2} | {:>6.2}x | {:>8} | {:>7} | top-1 {agree}/{} |",
+            c.name,
+            t[0],
+            times[0][0] / t[0],
+            "-",
+            "-",
+            test.len()
+        ));
+    }
+    table.push(format!(
+        "| resnet18 | o2 search wall time {secs:.1} s (report: {:.1} s), {} candidates | | | | | |",
+        report.total_seconds,
+        report.candidates.len()
+    ));
+
+    println!("\n| model    | artifact                                   | b1 p50 ms | speedup | b8 p50 ms | speedup | accuracy |");
+    println!("|----------|--------------------------------------------|----------|---------|----------|---------|----------|");
+    for row in &table {
+        println!("{row}");
+    }
+    println!(
+        "\npeak RSS of this process (optimizations + all sessions): {:.0} MB (at start {:.0} MB)",
+        peak_rss_mb(),
+        baseline_rss
+    );
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}

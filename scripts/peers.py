@@ -1,0 +1,45 @@
+"""Builds the peer artifacts the o2 benchmark compares against: ONNX Runtime's
+own quantization tools at their best measured settings (see ENGINES facts in
+ARCHITECTURE.md), plus ORT's defaults.
+
+usage: peers.py ZOO OUT CALIB_RESNET_NPZ
+Writes OUT/<model>__<peer>.onnx and prints one line per artifact.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_dynamic, quantize_static)
+
+
+class NpzReader(CalibrationDataReader):
+    def __init__(self, path, input_name):
+        data = np.load(path)
+        arr = data[list(data.keys())[0]]
+        self.items = iter([{input_name: arr[i:i + 1]} for i in range(arr.shape[0])])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def main():
+    zoo, out, calib = sys.argv[1], sys.argv[2], sys.argv[3]
+    os.makedirs(out, exist_ok=True)
+    jobs = [
+        ("minilm__ort-dynamic-per-channel", lambda p: quantize_dynamic(f"{zoo}/minilm.onnx", p, per_channel=True, weight_type=QuantType.QInt8)),
+        ("minilm__ort-dynamic-default", lambda p: quantize_dynamic(f"{zoo}/minilm.onnx", p, weight_type=QuantType.QInt8)),
+        ("resnet18__ort-static-u8s8-per-channel", lambda p: quantize_static(
+            f"{zoo}/resnet18.onnx", p, NpzReader(calib, "input"), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)),
+    ]
+    for name, make in jobs:
+        path = os.path.join(out, name + ".onnx")
+        t0 = time.time()
+        make(path)
+        print(f"{name} {time.time() - t0:.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
