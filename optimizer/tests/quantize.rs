@@ -1,0 +1,289 @@
+//! INT8 quantization on models the tests build: static QDQ on a CNN, dynamic
+//! on an MLP, the o2 gate rejecting a broken candidate, and the accuracy
+//! fallback (needs the ONNX Runtime library).
+
+use std::collections::HashSet;
+
+use optimizer::data::{self, Sample};
+use optimizer::engine::{Engine, GraphLevel, SessionSettings};
+use optimizer::onnx::{self, data_type};
+use optimizer::onnx_build;
+use optimizer::optimize::{optimize, OptimizeOptions};
+use optimizer::quantize::{calibrate, dynamic, qdq};
+use optimizer::tensor::{Tensor, TensorData};
+use optimizer::verify::{Agreement, Gate};
+use shared::api::CandidateStatus;
+use shared::config::OptimizationLevel;
+
+fn images(n: usize, size: usize, seed: u64) -> Vec<Sample> {
+    (0..n)
+        .map(|i| {
+            let v = (0..3 * size * size)
+                .map(|j| {
+                    (((j as u64 * 2654435761 + i as u64 * 97 + seed) % 1000) as f32 / 500.0) - 1.0
+                })
+                .collect();
+            vec![(
+                "x".to_string(),
+                Tensor::new(vec![1, 3, size, size], TensorData::F32(v)).unwrap(),
+            )]
+        })
+        .collect()
+}
+
+fn run_all(bytes: &[u8], samples: &[Sample]) -> Vec<Vec<(String, Tensor)>> {
+    let mut e = Engine::from_bytes(bytes, &SessionSettings::new(GraphLevel::All, 1)).unwrap();
+    samples.iter().map(|s| e.run(s).unwrap()).collect()
+}
+
+fn agreement(reference: &[Vec<(String, Tensor)>], got: &[Vec<(String, Tensor)>]) -> Agreement {
+    let mut a = Agreement::default();
+    for (r, g) in reference.iter().zip(got) {
+        a.update(r, g).unwrap();
+    }
+    a
+}
+
+fn count_ops(m: &onnx::ModelProto, op: &str) -> usize {
+    onnx::graph(m)
+        .node
+        .iter()
+        .filter(|n| n.op_type == op)
+        .count()
+}
+
+#[test]
+fn static_qdq_on_a_cnn_quantizes_weights_and_activations_and_stays_accurate() {
+    let model = onnx_build::cnn_model(8, 16, 10);
+    let calib = images(16, 16, 1);
+    let plan = qdq::plan(&model, &HashSet::new());
+    // conv1, conv2, the residual Add, the pool and the Gemm.
+    assert_eq!(plan.nodes.len(), 5, "{:?}", plan.nodes);
+    let ranges = calibrate::calibrate(
+        &model,
+        &plan.activations,
+        &calib,
+        calibrate::Method::MinMax,
+        1,
+    )
+    .unwrap();
+    assert_eq!(
+        ranges.len(),
+        plan.activations.len(),
+        "every planned activation observed"
+    );
+    let (q, summary) = qdq::quantize(&model, &plan, &ranges).unwrap();
+    assert_eq!(count_ops(&q, "QuantizeLinear"), plan.activations.len());
+    assert_eq!(summary.quantized_nodes, 5);
+    let g = onnx::graph(&q);
+    let int8_weights = g
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == data_type::INT8 && t.dims.len() > 1)
+        .count();
+    assert_eq!(
+        int8_weights, 3,
+        "two conv weights and the Gemm weight are int8"
+    );
+    assert!(
+        g.initializer
+            .iter()
+            .any(|t| t.data_type == data_type::INT32),
+        "conv biases are int32"
+    );
+    assert!(
+        !g.initializer.iter().any(|t| t.name == "w1"),
+        "the float weight is gone"
+    );
+
+    let test = images(8, 16, 99);
+    let reference = run_all(&onnx::to_bytes(&model), &test);
+    let a = agreement(&reference, &run_all(&onnx::to_bytes(&q), &test));
+    assert!(
+        a.passes(&Gate::O2),
+        "cosine {} top1 {:?}",
+        a.min_cosine,
+        a.top1()
+    );
+}
+
+#[test]
+fn histogram_calibrations_clip_inside_the_minmax_range() {
+    let model = onnx_build::cnn_model(8, 16, 10);
+    let plan = qdq::plan(&model, &HashSet::new());
+    let methods = [
+        calibrate::Method::MinMax,
+        calibrate::Method::Percentile(99.0),
+        calibrate::Method::Entropy,
+    ];
+    let all = calibrate::calibrate_all(&model, &plan.activations, &images(8, 16, 3), &methods, 1)
+        .unwrap();
+    for t in &plan.activations {
+        let mm = all[0][t];
+        for other in &all[1..] {
+            let r = other[t];
+            assert!(
+                r.min >= mm.min && r.max <= mm.max,
+                "{t}: {r:?} outside {mm:?}"
+            );
+        }
+    }
+    assert!(
+        plan.activations
+            .iter()
+            .any(|t| all[1][t].max < all[0][t].max),
+        "the 99th percentile clips something"
+    );
+}
+
+#[test]
+fn dynamic_int8_rewrites_matmuls_and_stays_close() {
+    let model = onnx_build::mlp_model(32, 64, 16);
+    assert_eq!(dynamic::candidates(&model).len(), 2);
+    let (q, s) = dynamic::quantize(&model, &HashSet::new(), true).unwrap();
+    assert_eq!(s.quantized_nodes, 2);
+    assert_eq!(count_ops(&q, "MatMulInteger"), 2);
+    assert_eq!(count_ops(&q, "DynamicQuantizeLinear"), 2);
+    let x: Vec<Sample> = (0..6)
+        .map(|i| {
+            vec![(
+                "x".to_string(),
+                Tensor::new(
+                    vec![2, 32],
+                    TensorData::F32(
+                        (0..64)
+                            .map(|j| ((i * 64 + j) as f32 * 0.37).sin())
+                            .collect(),
+                    ),
+                )
+                .unwrap(),
+            )]
+        })
+        .collect();
+    let a = agreement(
+        &run_all(&onnx::to_bytes(&model), &x),
+        &run_all(&onnx::to_bytes(&q), &x),
+    );
+    assert!(a.min_cosine > 0.995, "cosine {}", a.min_cosine);
+    // Keeping a node in float leaves it a plain MatMul.
+    let keep: HashSet<String> = [dynamic::candidates(&model)[0].clone()].into();
+    let (q1, s1) = dynamic::quantize(&model, &keep, true).unwrap();
+    assert_eq!((s1.quantized_nodes, count_ops(&q1, "MatMul")), (1, 1));
+}
+
+#[test]
+fn the_o2_gate_rejects_a_deliberately_broken_candidate() {
+    let model = onnx_build::cnn_model(8, 16, 10);
+    let plan = qdq::plan(&model, &HashSet::new());
+    let mut ranges = calibrate::calibrate(
+        &model,
+        &plan.activations,
+        &images(8, 16, 1),
+        calibrate::Method::MinMax,
+        1,
+    )
+    .unwrap();
+    // Ranges 100x too narrow: every activation saturates.
+    for r in ranges.values_mut() {
+        r.min /= 100.0;
+        r.max /= 100.0;
+    }
+    let (broken, _) = qdq::quantize(&model, &plan, &ranges).unwrap();
+    let test = images(8, 16, 5);
+    let a = agreement(
+        &run_all(&onnx::to_bytes(&model), &test),
+        &run_all(&onnx::to_bytes(&broken), &test),
+    );
+    assert!(
+        !a.passes(&Gate::O2),
+        "a saturated model passed: cosine {}",
+        a.min_cosine
+    );
+}
+
+/// An MLP whose first weight has one outlier row: per-column int8 scales are
+/// set by the outlier, so the rest of that layer quantizes to almost nothing.
+fn fragile_mlp() -> onnx::ModelProto {
+    let mut m = onnx_build::mlp_model(8, 32, 1);
+    let g = onnx::graph_mut(&mut m);
+    let w1 = g.initializer.iter_mut().find(|t| t.name == "w1").unwrap();
+    for j in 0..32 {
+        w1.float_data[j] = 500.0;
+    }
+    m
+}
+
+#[test]
+fn the_fallback_keeps_the_sensitive_node_in_float_until_the_gate_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("fragile.onnx");
+    onnx::save(&fragile_mlp(), &model_path).unwrap();
+    // Input 0 (the outlier row's) is always zero, so the float model never sees the outlier.
+    let x = Tensor::new(
+        vec![12, 8],
+        TensorData::F32(
+            (0..96)
+                .map(|i| {
+                    if i % 8 == 0 {
+                        0.0
+                    } else {
+                        ((i as f32) * 0.61).sin()
+                    }
+                })
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let test = dir.path().join("test.npz");
+    data::write_npz(&test, &[("x", &x)]).unwrap();
+    let opts = OptimizeOptions {
+        model: model_path,
+        out_dir: dir.path().join("out"),
+        level: OptimizationLevel::O2,
+        test_data: Some(test),
+        calibration: None,
+        weight_adjustment: false,
+        inputs: None,
+        outputs: None,
+        input_shapes: vec![],
+        input_ranges: vec![],
+        threads: 1,
+        budget: optimizer::bench::Budget {
+            warmup: 1,
+            min_runs: 3,
+            max_runs: 10,
+            time: std::time::Duration::from_millis(20),
+        },
+        fallback_budget: std::time::Duration::from_secs(60),
+    };
+    let mut lines = Vec::new();
+    let (report, _) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    let dynamic = report
+        .candidates
+        .iter()
+        .find(|c| c.name == "o2-dynamic-int8")
+        .unwrap();
+    assert_eq!(dynamic.status, CandidateStatus::Rejected, "{dynamic:?}");
+    let fb = report
+        .candidates
+        .iter()
+        .find(|c| c.name.starts_with("o2-dynamic-int8") && c.name.ends_with("-fallback"))
+        .unwrap_or_else(|| panic!("no fallback candidate: {lines:#?}"));
+    assert_ne!(fb.status, CandidateStatus::Rejected, "{fb:?}");
+    assert!(
+        fb.description.contains("MatMul_h0"),
+        "the outlier layer stays float: {}",
+        fb.description
+    );
+    assert!(
+        !fb.description.contains("MatMul_y0"),
+        "the healthy layer stays quantized: {}",
+        fb.description
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[OK] Fallback for o2-dynamic-int8")),
+        "{lines:#?}"
+    );
+}
