@@ -142,6 +142,7 @@ fn peers(zoo: &Path, out: &Path, resnet_calib: &[Sample]) -> Vec<(String, PathBu
         println!("peers skipped: no Python with onnxruntime (run scripts/bench.sh, or set WHET_PEER_PYTHON)");
         return vec![];
     }
+    std::fs::create_dir_all(out).expect("peer folder");
     // The peer tool reads .npz; hand it the same calibration samples we use.
     let stacked: Vec<f32> = resnet_calib
         .iter()

@@ -11,6 +11,7 @@ pub mod error;
 pub mod onnx;
 pub mod onnx_build;
 pub mod optimize;
+pub mod passes;
 pub mod quantize;
 pub mod runtime;
 pub mod tensor;

@@ -318,6 +318,9 @@ fn build_candidates(
     if opts.level != OptimizationLevel::O2 {
         return Ok(out);
     }
+    if opts.weight_adjustment {
+        notes.push("quantization.weight_adjustment requested: bias correction and scale migration are not built in this version; INT8 candidates use unadjusted weights".into());
+    }
 
     let model = std::sync::Arc::new(onnx::load(&opts.model)?);
     let none = HashSet::new();
