@@ -363,6 +363,7 @@ async fn plain_artifact(
         signature,
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),
         target: target.into(),
+        fixed_inputs: Default::default(),
     };
     tokio::fs::write(
         tmp.join(artifact::META_FILE),

@@ -18,6 +18,8 @@ pub struct ServicePool {
     pub signature: ModelSignature,
     engines: Vec<Mutex<Engine>>,
     next: AtomicUsize,
+    /// Inputs the artifact was specialized for, with their only allowed value.
+    fixed: std::collections::BTreeMap<String, f64>,
 }
 
 impl ServicePool {
@@ -45,6 +47,7 @@ impl ServicePool {
             signature: meta.signature,
             engines,
             next: AtomicUsize::new(0),
+            fixed: meta.fixed_inputs,
         })
     }
 
@@ -61,6 +64,16 @@ impl ServicePool {
         &self,
         inputs: &[(String, Tensor)],
     ) -> Result<Vec<(String, Tensor)>, optimizer::OptimizerError> {
+        for (name, t) in inputs {
+            if let Some(&want) = self.fixed.get(name) {
+                if let Some(got) = t.data.to_f64().into_iter().find(|v| *v != want) {
+                    return Err(optimizer::OptimizerError::BadInput {
+                        name: name.clone(),
+                        reason: format!("this service was optimized for {name} = {want} (fixed by input_ranges); got {got}"),
+                    });
+                }
+            }
+        }
         let n = self.engines.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         for k in 0..n {

@@ -31,6 +31,10 @@ pub struct ArtifactMeta {
     pub signature: ModelSignature,
     pub optimizer_version: String,
     pub target: String,
+    /// Inputs the artifact was specialized for (folded as constants): serving
+    /// must refuse any other value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fixed_inputs: std::collections::BTreeMap<String, f64>,
 }
 
 impl ArtifactMeta {

@@ -1,6 +1,6 @@
 //! The search: candidates → verify → time → pick → write the artifact.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,8 +15,9 @@ use crate::data::{self, Sample};
 use crate::engine::{self, Engine, GraphLevel, SessionSettings};
 use crate::error::{OptimizerError, Result};
 use crate::onnx;
+use crate::passes::{self, PassContext};
 use crate::quantize::{self, calibrate::Method};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor, TensorData};
 use crate::verify::{Agreement, Gate};
 
 /// Everything one optimization needs. Built from a plugin's `model_info` by
@@ -66,6 +67,8 @@ struct Candidate {
     /// For quantized candidates: the quantized nodes, and how to rebuild
     /// with a keep-in-float list (the accuracy fallback).
     fallback: Option<(Vec<String>, Rebuild)>,
+    /// Built from the graph specialized for fixed inputs.
+    specialized: bool,
 }
 
 impl Candidate {
@@ -98,6 +101,14 @@ pub fn optimize(
     check_declared_names(&sig, opts)?;
 
     let mut notes = Vec::new();
+    let fixed = fixed_inputs(&sig, opts)?;
+    if !fixed.is_empty() {
+        let names: Vec<&str> = fixed.keys().map(String::as_str).collect();
+        notes.push(format!(
+            "inputs fixed by input_ranges (the artifact refuses other values): {}",
+            names.join(", ")
+        ));
+    }
     // Verification inputs: the user's test data, else synthesized samples.
     let (samples, source) = match &opts.test_data {
         Some(p) => {
@@ -130,7 +141,9 @@ pub fn optimize(
     let shape_groups: Vec<String> = timing.iter().map(|(l, _)| l.clone()).collect();
 
     let work = tempdir_in(&opts.out_dir)?;
-    let candidates = build_candidates(opts, &sig, &work, &samples, threads, &mut notes, progress)?;
+    let candidates = build_candidates(
+        opts, &sig, &fixed, &work, &samples, threads, &mut notes, progress,
+    )?;
 
     let mut reference: Vec<Vec<(String, Tensor)>> = Vec::new();
     let mut rows = Vec::new();
@@ -244,6 +257,14 @@ pub fn optimize(
         signature: sig.clone(),
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),
         target: target.clone(),
+        fixed_inputs: if winner.specialized {
+            fixed
+                .iter()
+                .map(|(k, t)| (k.clone(), t.data.to_f64().first().copied().unwrap_or(0.0)))
+                .collect()
+        } else {
+            Default::default()
+        },
     };
     let report = OptimizationReport {
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),
@@ -284,9 +305,11 @@ pub fn optimize(
 }
 
 /// The original, the o1 graph, and (o2) every INT8 variant that applies.
+#[allow(clippy::too_many_arguments)]
 fn build_candidates(
     opts: &OptimizeOptions,
     sig: &ModelSignature,
+    fixed: &HashMap<String, Tensor>,
     work: &Path,
     samples: &[Sample],
     threads: usize,
@@ -301,6 +324,7 @@ fn build_candidates(
         settings: SessionSettings::new(GraphLevel::Disable, threads),
         gate: Gate::O1,
         fallback: None,
+        specialized: false,
     }];
     let optimized_path = work.join("extended.onnx");
     match engine::save_optimized(&opts.model, &optimized_path, GraphLevel::Extended) {
@@ -311,10 +335,51 @@ fn build_candidates(
             settings: served.clone(),
             gate: Gate::O1,
             fallback: None,
+            specialized: false,
         }),
         Err(e) => notes.push(format!("graph optimization failed, candidate skipped: {e}")),
     }
     notes.push("fp16 skipped: this CPU target has no fast fp16 arithmetic (it is measured slower than fp32)".into());
+    // Clean-up on our own graph: fold If nodes on fixed inputs, specialize a
+    // single input_shapes group, fold constants, drop dead nodes.
+    let mut cleaned = None;
+    if !fixed.is_empty() || opts.input_shapes.len() == 1 {
+        let mut m = onnx::load(&opts.model)?;
+        let shapes = opts
+            .input_shapes
+            .first()
+            .map(|g| data::concrete_shapes(sig, Some(g), 16))
+            .transpose()?;
+        let ctx = PassContext {
+            fixed_inputs: fixed.clone(),
+            input_shapes: shapes,
+        };
+        match passes::cleanup(&mut m, &ctx) {
+            Ok(reports) if reports.iter().any(|r| r.changed > 0) => {
+                let what = reports
+                    .iter()
+                    .filter(|r| r.changed > 0)
+                    .map(|r| format!("{} ({})", r.name, r.changed))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                progress(&format!("[OK] Graph clean-up: {what}"));
+                out.push(Candidate {
+                    name: "o1-cleanup".into(),
+                    description: format!(
+                        "our passes: {what}; then ONNX Runtime's optimizations at load"
+                    ),
+                    model: ModelSource::Bytes(onnx::to_bytes(&m)),
+                    settings: served.clone(),
+                    gate: Gate::O1,
+                    fallback: None,
+                    specialized: true,
+                });
+                cleaned = Some(m);
+            }
+            Ok(_) => {}
+            Err(e) => notes.push(format!("graph clean-up skipped: {e}")),
+        }
+    }
     if opts.level != OptimizationLevel::O2 {
         return Ok(out);
     }
@@ -322,7 +387,13 @@ fn build_candidates(
         notes.push("quantization.weight_adjustment requested: bias correction and scale migration are not built in this version; INT8 candidates use unadjusted weights".into());
     }
 
-    let model = std::sync::Arc::new(onnx::load(&opts.model)?);
+    let specialized = !fixed.is_empty() || opts.input_shapes.len() == 1;
+    let model = std::sync::Arc::new(if specialized {
+        cleaned.clone().unwrap_or(onnx::load(&opts.model)?)
+    } else {
+        onnx::load(&opts.model)?
+    });
+    let specialized = specialized && cleaned.is_some();
     let none = HashSet::new();
     let dynamic_nodes = quantize::dynamic::candidates(&model);
     if !dynamic_nodes.is_empty() {
@@ -340,6 +411,7 @@ fn build_candidates(
                         settings: served.clone(),
                         gate: Gate::O2,
                         fallback: Some((dynamic_nodes.clone(), Box::new(move |keep| Ok(quantize::dynamic::quantize(&base, keep, per_channel)?.0)))),
+                        specialized,
                     })
                 }
                 Err(e) => notes.push(format!("{name} skipped: {e}")),
@@ -405,6 +477,7 @@ fn build_candidates(
                     plan.nodes.clone(),
                     Box::new(move |keep| Ok(quantize::qdq::quantize(&base, &quantize::qdq::plan(&base, keep), &ranges)?.0)),
                 )),
+                specialized,
             })
             }
             Err(e) => notes.push(format!("{name} skipped: {e}")),
@@ -482,6 +555,7 @@ fn fallback(
                 settings: cand.settings.clone(),
                 gate: cand.gate,
                 fallback: None,
+                specialized: cand.specialized,
             }));
         }
         k = if k < 4 { k + 1 } else { k + k / 2 };
@@ -686,4 +760,34 @@ fn cpu_name() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Single-element inputs whose `input_ranges` entry is one value (`[16000,16000]`):
+/// the graph may be specialized for them (If nodes on a sample rate, say).
+fn fixed_inputs(sig: &ModelSignature, opts: &OptimizeOptions) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    let Some(group) = opts.input_ranges.first() else {
+        return Ok(out);
+    };
+    for (spec, range) in sig.inputs.iter().zip(group) {
+        let ValueRange::Numeric { lo, hi } = *range else {
+            continue;
+        };
+        if lo != hi || spec.shape.iter().any(|&d| d != 1) {
+            continue;
+        }
+        let shape = vec![1; spec.shape.len()];
+        let data = match DType::from_kserve_name(&spec.datatype) {
+            Some(DType::F32) => TensorData::F32(vec![lo as f32]),
+            Some(DType::F64) => TensorData::F64(vec![lo]),
+            Some(DType::I64) => TensorData::I64(vec![lo as i64]),
+            Some(DType::I32) => TensorData::I32(vec![lo as i32]),
+            _ => continue,
+        };
+        out.insert(
+            spec.name.clone(),
+            Tensor::new(shape, data).map_err(OptimizerError::Config)?,
+        );
+    }
+    Ok(out)
 }

@@ -16,6 +16,20 @@ pub fn concrete_shapes(
     default_dim: usize,
 ) -> Result<Vec<Vec<usize>>> {
     if let Some(group) = group {
+        // A shape string cannot be empty, so `1` stands for a scalar input.
+        let group: Vec<Vec<usize>> = group
+            .iter()
+            .zip(&sig.inputs)
+            .map(|(g, spec)| {
+                if spec.shape.is_empty() && g.as_slice() == [1] {
+                    vec![]
+                } else {
+                    g.clone()
+                }
+            })
+            .chain(group.iter().skip(sig.inputs.len()).cloned())
+            .collect();
+        let group = group.as_slice();
         if group.len() != sig.inputs.len() {
             return Err(OptimizerError::Config(format!(
                 "input_shapes group has {} shapes but the model has {} inputs ({})",
