@@ -356,10 +356,16 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
     assert!(!data.join("evil.txt").exists() && !work.path().join("evil.txt").exists());
 
     // 5d. Predict with a wrong token, and with a wrong shape.
+    // The declared shape (1*128): an artifact specialized for it must serve it.
+    let ids: Vec<i64> = [101, 7592, 2088, 102]
+        .into_iter()
+        .chain(std::iter::repeat(0).take(124))
+        .collect();
+    let mask: Vec<i64> = (0..128).map(|i| (i < 4) as i64).collect();
     let ok_body = serde_json::json!({"inputs": [
-        {"name": "input_ids", "shape": [1, 4], "datatype": "INT64", "data": [101, 7592, 2088, 102]},
-        {"name": "attention_mask", "shape": [1, 4], "datatype": "INT64", "data": [1, 1, 1, 1]},
-        {"name": "token_type_ids", "shape": [1, 4], "datatype": "INT64", "data": [0, 0, 0, 0]}
+        {"name": "input_ids", "shape": [1, 128], "datatype": "INT64", "data": ids},
+        {"name": "attention_mask", "shape": [1, 128], "datatype": "INT64", "data": mask},
+        {"name": "token_type_ids", "shape": [1, 128], "datatype": "INT64", "data": vec![0i64; 128]}
     ]});
     let (s, body) = server.http(
         "POST",
@@ -369,7 +375,7 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
     );
     assert_eq!(s, 401, "{body}");
     let mut wrong = ok_body.clone();
-    wrong["inputs"][0]["shape"] = serde_json::json!([4]);
+    wrong["inputs"][0]["shape"] = serde_json::json!([128]);
     let (s, body) = server.http(
         "POST",
         "/api/predict/minilm_e2e",
