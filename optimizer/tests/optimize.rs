@@ -241,3 +241,74 @@ fn without_test_data_inputs_are_synthesized_from_shapes_and_ranges() {
         .to_string();
     assert!(err.contains("[2, 5]") && err.contains("'x'"), "{err}");
 }
+
+fn zoo() -> std::path::PathBuf {
+    let p = std::env::var_os("WHETSTONE_ZOO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/zoo")
+        });
+    assert!(
+        p.join("silero_vad.onnx").is_file(),
+        "the model zoo is missing at {} (set WHETSTONE_ZOO)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn silero_with_sr_fixed_by_input_ranges_gets_a_folded_candidate_and_a_guarded_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let range = |s: &str| shared::config::parse_range(s).unwrap();
+    let opts = OptimizeOptions {
+        model: zoo().join("silero_vad.onnx"),
+        out_dir: dir.path().join("out"),
+        level: OptimizationLevel::O1,
+        test_data: None,
+        calibration: None,
+        weight_adjustment: false,
+        inputs: None,
+        outputs: None,
+        input_shapes: vec![vec![vec![1, 576], vec![2, 1, 128], vec![1]]],
+        input_ranges: vec![vec![
+            range("[-1,1]"),
+            range("[0,0]"),
+            range("[16000,16000]"),
+        ]],
+        threads: 1,
+        budget: optimizer::bench::Budget {
+            warmup: 1,
+            min_runs: 3,
+            max_runs: 20,
+            time: std::time::Duration::from_millis(50),
+        },
+        fallback_budget: std::time::Duration::from_secs(10),
+    };
+    let mut lines = Vec::new();
+    let (report, meta) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    let folded = report
+        .candidates
+        .iter()
+        .find(|c| c.name == "o1-cleanup")
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert_ne!(folded.status, CandidateStatus::Rejected, "{folded:?}");
+    assert!(
+        folded.description.contains("if_fold"),
+        "{}",
+        folded.description
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[OK] Graph clean-up:") && l.contains("if_fold")),
+        "{lines:#?}"
+    );
+    if meta.candidate == "o1-cleanup" {
+        assert_eq!(meta.fixed_inputs.get("sr"), Some(&16000.0));
+    } else {
+        assert!(
+            meta.fixed_inputs.is_empty(),
+            "only the folded graph is specialized"
+        );
+    }
+}

@@ -287,3 +287,51 @@ fn the_fallback_keeps_the_sensitive_node_in_float_until_the_gate_passes() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn smooth_quant_migrates_scales_into_weights_and_keeps_the_function() {
+    let model = onnx_build::mlp_model(32, 64, 16);
+    // An activation outlier channel: 0 of x is 100x larger than the others.
+    let x: Vec<Sample> = (0..6)
+        .map(|i| {
+            let v = (0..64)
+                .map(|j| {
+                    if j % 32 == 0 {
+                        100.0
+                    } else {
+                        ((i * 64 + j) as f32 * 0.37).sin()
+                    }
+                })
+                .collect();
+            vec![(
+                "x".to_string(),
+                Tensor::new(vec![2, 32], TensorData::F32(v)).unwrap(),
+            )]
+        })
+        .collect();
+    let absmax =
+        calibrate::channel_absmax(&model, &["x".to_string(), "h2".to_string()], &x, 1).unwrap();
+    assert_eq!(absmax["x"].len(), 32);
+    assert_eq!(absmax["x"][0], 100.0);
+    let factors = dynamic::smooth_factors(&model, &absmax);
+    // The outlier channel gets the largest factor.
+    let fx = &factors["x"];
+    assert!(fx.iter().skip(1).all(|f| *f < fx[0]), "{fx:?}");
+    let (q, _) = dynamic::quantize_smoothed(&model, &HashSet::new(), true, &factors).unwrap();
+    assert_eq!(
+        count_ops(&q, "Mul")
+            - count_ops(
+                &dynamic::quantize(&model, &HashSet::new(), true).unwrap().0,
+                "Mul"
+            ),
+        factors.len(),
+        "one rescaling Mul per activation"
+    );
+    let reference = run_all(&onnx::to_bytes(&model), &x);
+    let smoothed = agreement(&reference, &run_all(&onnx::to_bytes(&q), &x));
+    assert!(
+        smoothed.min_cosine > 0.99,
+        "smoothed cosine {}",
+        smoothed.min_cosine
+    );
+}

@@ -191,6 +191,48 @@ pub fn calibrate_all(
     Ok(all)
 }
 
+/// Per-channel (last axis) max |x| of each tensor over the samples, streamed:
+/// the activation statistics SmoothQuant's scale migration needs.
+pub fn channel_absmax(
+    model: &ModelProto,
+    tensors: &[String],
+    samples: &[Sample],
+    threads: usize,
+) -> Result<HashMap<String, Vec<f32>>> {
+    let obs = observing_model(model, tensors);
+    let mut engine = Engine::from_bytes(
+        &onnx::to_bytes(&obs),
+        &SessionSettings::new(GraphLevel::Basic, threads),
+    )?;
+    let mut out: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut fold = |name: &str, t: &crate::tensor::Tensor| {
+        let (TensorData::F32(v), Some(&c)) = (&t.data, t.shape.last()) else {
+            return;
+        };
+        if c == 0 || !tensors.iter().any(|x| x == name) {
+            return;
+        }
+        let m = out.entry(name.to_string()).or_insert_with(|| vec![0.0; c]);
+        if m.len() != c {
+            return;
+        }
+        for (i, x) in v.iter().enumerate() {
+            if x.is_finite() {
+                m[i % c] = m[i % c].max(x.abs());
+            }
+        }
+    };
+    for s in samples {
+        for (name, t) in s {
+            fold(name, t);
+        }
+        for (name, t) in engine.run(s)? {
+            fold(&name, &t);
+        }
+    }
+    Ok(out)
+}
+
 fn percentile_threshold(h: &Hist, p: f64) -> f32 {
     let total: u64 = h.counts.iter().sum();
     let want = (total as f64 * p / 100.0).ceil() as u64;

@@ -35,13 +35,77 @@ pub fn candidates(model: &ModelProto) -> Vec<String> {
         .collect()
 }
 
-/// Rewrites every candidate MatMul not in `keep_float`. `scales` optionally
-/// pre-divides weights' rows by per-input-channel factors (SmoothQuant's
-/// migration, already applied to the activations upstream).
+/// SmoothQuant-style migration factors for each activation read by a
+/// candidate MatMul: `s_j = sqrt(max|X_j| / max|W_j|)` over every weight that
+/// reads it, so activation outliers move into the (per-channel quantized)
+/// weights. Channels never seen active keep s = 1.
+pub fn smooth_factors(
+    model: &ModelProto,
+    absmax: &HashMap<String, Vec<f32>>,
+) -> HashMap<String, Vec<f32>> {
+    let g = onnx::graph(model);
+    let names: HashSet<String> = candidates(model).into_iter().collect();
+    let mut wmax: HashMap<String, Vec<f32>> = HashMap::new();
+    for n in g.node.iter().filter(|n| names.contains(&n.name)) {
+        let (Some(x), Some(w)) = (
+            n.input.first(),
+            n.input
+                .get(1)
+                .and_then(|w| g.initializer.iter().find(|t| &t.name == w)),
+        ) else {
+            continue;
+        };
+        let Ok(wt) = onnx::tensor_from_proto(w) else {
+            continue;
+        };
+        let (TensorData::F32(v), [k, cols]) = (&wt.data, wt.shape.as_slice()) else {
+            continue;
+        };
+        let m = wmax.entry(x.clone()).or_insert_with(|| vec![0.0; *k]);
+        if m.len() != *k {
+            continue;
+        }
+        for (i, val) in v.iter().enumerate() {
+            m[i / cols] = m[i / cols].max(val.abs());
+        }
+    }
+    wmax.into_iter()
+        .filter_map(|(x, wm)| {
+            let am = absmax.get(&x).filter(|a| a.len() == wm.len())?;
+            let s = am
+                .iter()
+                .zip(&wm)
+                .map(|(&a, &w)| {
+                    if a > 0.0 && w > 0.0 {
+                        (a / w).sqrt().clamp(1e-4, 1e4)
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            Some((x, s))
+        })
+        .collect()
+}
+
+/// Rewrites every candidate MatMul not in `keep_float`.
 pub fn quantize(
     model: &ModelProto,
     keep_float: &HashSet<String>,
     per_channel: bool,
+) -> Result<(ModelProto, Summary)> {
+    quantize_smoothed(model, keep_float, per_channel, &HashMap::new())
+}
+
+/// As `quantize`, with SmoothQuant factors per activation: the activation is
+/// divided by them at run time (one elementwise Mul per activation) and the
+/// weight rows multiplied by them, which leaves the float result unchanged
+/// but makes both easier to quantize.
+pub fn quantize_smoothed(
+    model: &ModelProto,
+    keep_float: &HashSet<String>,
+    per_channel: bool,
+    smooth: &HashMap<String, Vec<f32>>,
 ) -> Result<(ModelProto, Summary)> {
     if onnx::opset(model) < 11 {
         return Err(OptimizerError::Config(format!(
@@ -78,7 +142,16 @@ pub fn quantize(
             nodes.push(n);
             continue;
         };
-        let wt = onnx::tensor_from_proto(w).map_err(OptimizerError::Config)?;
+        let mut wt = onnx::tensor_from_proto(w).map_err(OptimizerError::Config)?;
+        let factors = smooth
+            .get(&x)
+            .filter(|f| wt.shape.first() == Some(&f.len()));
+        if let (Some(f), TensorData::F32(v)) = (factors, &mut wt.data) {
+            let cols = v.len() / f.len();
+            for (i, val) in v.iter_mut().enumerate() {
+                *val *= f[i / cols];
+            }
+        }
         let (q, scales) = if per_channel {
             quantize_weight_per_channel(&wt, 1)
         } else {
@@ -126,10 +199,32 @@ pub fn quantize(
                     namer.fresh(&format!("{x}_scale")),
                     namer.fresh(&format!("{x}_zero_point")),
                 );
+                let mut src = x.clone();
+                if let Some(f) = factors {
+                    let (inv, smoothed) = (
+                        namer.fresh(&format!("{x}_smooth_inverse")),
+                        namer.fresh(&format!("{x}_smoothed")),
+                    );
+                    new_inits.push(onnx::tensor_to_proto(
+                        &inv,
+                        &Tensor {
+                            shape: vec![f.len()],
+                            data: TensorData::F32(f.iter().map(|v| 1.0 / v).collect()),
+                        },
+                    ));
+                    nodes.push(onnx::node(
+                        "Mul",
+                        &namer.fresh(&format!("{x}_smooth_Mul")),
+                        &[&x, &inv],
+                        &[&smoothed],
+                        vec![],
+                    ));
+                    src = smoothed;
+                }
                 nodes.push(onnx::node(
                     "DynamicQuantizeLinear",
                     &namer.fresh(&format!("{x}_DynamicQuantizeLinear")),
-                    &[&x],
+                    &[&src],
                     &[&v.0, &v.1, &v.2],
                     vec![],
                 ));
