@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/install-onnxruntime.sh
 if [ ! -x .bench-venv/bin/python ]; then
   python3 -m venv .bench-venv
-  .bench-venv/bin/pip install --quiet "onnxruntime==1.31.1" onnx numpy
+  .bench-venv/bin/pip install --quiet "onnxruntime==1.31.1" onnx numpy sympy
 fi
 export WHET_PEER_PYTHON="$PWD/.bench-venv/bin/python"
 cargo bench --locked -p whetstone-optimizer --bench o2

@@ -202,7 +202,8 @@ fn run_ours(
         level: OptimizationLevel::O2,
         test_data: Some(test.to_path_buf()),
         calibration: Some(calib.to_path_buf()),
-        weight_adjustment: false,
+        weight_adjustment: true,
+        accuracy: None,
         inputs: None,
         outputs: None,
         input_shapes: shapes,
@@ -378,6 +379,118 @@ fn main() {
     }
     table.push(format!(
         "| resnet18 | o2 search wall time {secs:.1} s (report: {:.1} s), {} candidates | | | | | |",
+        report.total_seconds,
+        report.candidates.len()
+    ));
+
+    // ---- Silero VAD -----------------------------------------------------------
+    println!("\nsilero_vad.onnx: o1 search (sr fixed to 16000 by input_ranges, shapes 1*576, 2*1*128, scalar; 1 thread)");
+    let range = |s: &str| shared::config::parse_range(s).expect("range");
+    let opts = OptimizeOptions {
+        model: zoo.join("silero_vad.onnx"),
+        out_dir: work.path().join("silero"),
+        level: OptimizationLevel::O1,
+        test_data: None,
+        calibration: None,
+        weight_adjustment: false,
+        accuracy: None,
+        inputs: None,
+        outputs: None,
+        input_shapes: vec![vec![vec![1, 576], vec![2, 1, 128], vec![1]]],
+        input_ranges: vec![vec![
+            range("[-1,1]"),
+            range("[0,0]"),
+            range("[16000,16000]"),
+        ]],
+        threads: 1,
+        budget: optimizer::bench::Budget {
+            warmup: 2,
+            min_runs: 5,
+            max_runs: 200,
+            time: Duration::from_millis(500),
+        },
+        fallback_budget: Duration::from_secs(10),
+    };
+    let t0 = Instant::now();
+    let (report, meta) =
+        optimize(&opts, &mut |l: &str| println!("  {l}")).expect("optimize silero");
+    let secs = t0.elapsed().as_secs_f64();
+    let chunks = {
+        let mut npz = npyz::npz::NpzArchive::open(zoo.join("test_silero_vad.npz"))
+            .expect("test_silero_vad.npz");
+        let arr = npz
+            .by_name("onnx_input")
+            .expect("read")
+            .expect("onnx_input");
+        arr.into_vec::<f32>().expect("f32")
+    };
+    let mut contenders = vec![
+        Contender {
+            name: "ORT fp32 (Level3)".into(),
+            engine: Engine::load(&zoo.join("silero_vad.onnx"), &one_thread(GraphLevel::All))
+                .expect("fp32"),
+        },
+        Contender {
+            name: format!("whetstone: {}", meta.candidate),
+            engine: Engine::load(
+                &work.path().join("silero/model.onnx"),
+                &SessionSettings {
+                    intra_threads: 1,
+                    ..meta.session.clone()
+                },
+            )
+            .expect("ours"),
+        },
+    ];
+    let step = |x: &[f32], state: &Tensor| -> Sample {
+        vec![
+            (
+                "input".into(),
+                Tensor::new(vec![1, 576], TensorData::F32(x.to_vec())).expect("input"),
+            ),
+            ("state".into(), state.clone()),
+            (
+                "sr".into(),
+                Tensor::new(vec![], TensorData::I64(vec![16000])).expect("sr"),
+            ),
+        ]
+    };
+    let zero_state = Tensor::new(vec![2, 1, 128], TensorData::F32(vec![0.0; 256])).expect("state");
+    let mut decisions: Vec<Vec<bool>> = Vec::new();
+    for c in contenders.iter_mut() {
+        let mut state = zero_state.clone();
+        let mut d = Vec::new();
+        for x in chunks.chunks(576) {
+            let out = c.engine.run(&step(x, &state)).expect("silero step");
+            d.push(f32s(&out.iter().find(|(n, _)| n == "output").expect("output").1)[0] > 0.5);
+            state = out
+                .iter()
+                .find(|(n, _)| n == "stateN")
+                .expect("stateN")
+                .1
+                .clone();
+        }
+        decisions.push(d);
+    }
+    let times = time_interleaved(&mut contenders, &[step(&chunks[..576], &zero_state)], 6, 50);
+    for (i, (c, t)) in contenders.iter().zip(&times).enumerate() {
+        let same = decisions[i]
+            .iter()
+            .zip(&decisions[0])
+            .filter(|(a, b)| a == b)
+            .count();
+        table.push(format!(
+            "| silero   | {:<42} | {:>8.3} | {:>6.2}x | {:>8} | {:>7} | decisions {same}/{} |",
+            c.name,
+            t[0],
+            times[0][0] / t[0],
+            "-",
+            "-",
+            decisions[0].len()
+        ));
+    }
+    table.push(format!(
+        "| silero   | o1 search wall time {secs:.1} s (report: {:.1} s), {} candidates | | | | | |",
         report.total_seconds,
         report.candidates.len()
     ));

@@ -32,6 +32,8 @@ pub struct OptimizeOptions {
     pub calibration: Option<PathBuf>,
     /// `quantization.weight_adjustment`.
     pub weight_adjustment: bool,
+    /// `accuracy`: overrides of the default gates.
+    pub accuracy: Option<shared::config::Accuracy>,
     /// Declared input/output names to check against the graph.
     pub inputs: Option<Vec<String>>,
     pub outputs: Option<Vec<String>>,
@@ -317,12 +319,14 @@ fn build_candidates(
     progress: Progress<'_>,
 ) -> Result<Vec<Candidate>> {
     let served = SessionSettings::new(GraphLevel::All, threads);
+    let gate_o1 = Gate::O1.with_overrides(opts.accuracy.as_ref());
+    let gate_o2 = Gate::O2.with_overrides(opts.accuracy.as_ref());
     let mut out = vec![Candidate {
         name: "original".into(),
         description: "the model as given, ONNX Runtime graph optimizations off".into(),
         model: ModelSource::File(opts.model.clone()),
         settings: SessionSettings::new(GraphLevel::Disable, threads),
-        gate: Gate::O1,
+        gate: gate_o1,
         fallback: None,
         specialized: false,
     }];
@@ -333,7 +337,7 @@ fn build_candidates(
             description: "fp32 graph optimization (constant folding, fusions) saved portable, layout optimizations at load, no thread spinning".into(),
             model: ModelSource::File(optimized_path),
             settings: served.clone(),
-            gate: Gate::O1,
+            gate: gate_o1,
             fallback: None,
             specialized: false,
         }),
@@ -371,7 +375,7 @@ fn build_candidates(
                     ),
                     model: ModelSource::Bytes(onnx::to_bytes(&m)),
                     settings: served.clone(),
-                    gate: Gate::O1,
+                    gate: gate_o1,
                     fallback: None,
                     specialized: true,
                 });
@@ -409,7 +413,7 @@ fn build_candidates(
                         description: format!("dynamic INT8: {} MatMuls with {what} int8 weights, activations quantized at run time", s.quantized_nodes),
                         model: ModelSource::Bytes(onnx::to_bytes(&m)),
                         settings: served.clone(),
-                        gate: Gate::O2,
+                        gate: gate_o2,
                         fallback: Some((dynamic_nodes.clone(), Box::new(move |keep| Ok(quantize::dynamic::quantize(&base, keep, per_channel)?.0)))),
                         specialized,
                     })
@@ -458,7 +462,7 @@ fn build_candidates(
                         ),
                         model: ModelSource::Bytes(onnx::to_bytes(&m)),
                         settings: served.clone(),
-                        gate: Gate::O2,
+                        gate: gate_o2,
                         fallback: Some((dynamic_nodes.clone(), Box::new(move |keep| Ok(quantize::dynamic::quantize_smoothed(&base, keep, per_channel, &f)?.0)))),
                         specialized,
                     })
@@ -524,7 +528,7 @@ fn build_candidates(
                 ),
                 model: ModelSource::Bytes(onnx::to_bytes(&m)),
                 settings: served.clone(),
-                gate: Gate::O2,
+                gate: gate_o2,
                 fallback: Some((
                     plan.nodes.clone(),
                     Box::new(move |keep| Ok(quantize::qdq::quantize(&base, &quantize::qdq::plan(&base, keep), &ranges)?.0)),

@@ -26,6 +26,16 @@ impl Gate {
         min_cosine: 0.99,
         min_top1: 0.99,
     };
+
+    /// This gate with the thresholds a user set in `model_info.accuracy`.
+    pub fn with_overrides(self, acc: Option<&shared::config::Accuracy>) -> Gate {
+        let Some(a) = acc else { return self };
+        Gate {
+            max_rel_error: a.max_rel_error.unwrap_or(self.max_rel_error),
+            min_cosine: a.min_cosine.unwrap_or(self.min_cosine),
+            min_top1: a.min_top1.unwrap_or(self.min_top1),
+        }
+    }
 }
 
 /// Worst-case agreement over everything compared so far.

@@ -243,6 +243,7 @@ fn the_fallback_keeps_the_sensitive_node_in_float_until_the_gate_passes() {
         test_data: Some(test),
         calibration: None,
         weight_adjustment: false,
+        accuracy: None,
         inputs: None,
         outputs: None,
         input_shapes: vec![],

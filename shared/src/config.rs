@@ -180,6 +180,26 @@ pub struct ModelInfo {
     /// Quantization options (o2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
+    /// Whetstone extension: the accuracy gate each optimized candidate must
+    /// pass, overriding the defaults (o1: relative error ≤ 1e-3 and cosine ≥
+    /// 0.9999; o2: cosine ≥ 0.99 and top-1 agreement ≥ 0.99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<Accuracy>,
+}
+
+/// Accuracy gate overrides (see [`ModelInfo::accuracy`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Accuracy {
+    /// Largest allowed max|candidate - original| / max|original|, per output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rel_error: Option<f64>,
+    /// Smallest allowed cosine similarity per output and sample (-1 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cosine: Option<f64>,
+    /// Smallest allowed share of rows whose argmax agrees, for classifier-shaped outputs (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_top1: Option<f64>,
 }
 
 /// Quantization options; only `weight_adjustment` exists.

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{
-    parse_range, parse_shape, Metadata, ModelInfo, OptimizationLevel, Plugin, PluginConfig,
-    Quantization, Rpc, ServiceConfig,
+    parse_range, parse_shape, Accuracy, Metadata, ModelInfo, OptimizationLevel, Plugin,
+    PluginConfig, Quantization, Rpc, ServiceConfig,
 };
 use crate::processor::{
     gpu_type_of_resource, parse_plugin_command, Device, PluginImage, Processor, PLUGIN_IMAGES,
@@ -715,8 +715,10 @@ const MODEL_INFO_KEYS: &[&str] = &[
     "input_shapes",
     "input_ranges",
     "quantization",
+    "accuracy",
 ];
 const QUANTIZATION_KEYS: &[&str] = &["weight_adjustment"];
+const ACCURACY_KEYS: &[&str] = &["max_rel_error", "min_cosine", "min_top1"];
 
 /// How a value is described in "expected X, got Y".
 fn describe(v: &Value) -> String {
@@ -1050,7 +1052,42 @@ impl Reader {
             input_shapes: self.optional(&obj, "input_shapes", Self::groups),
             input_ranges: self.optional(&obj, "input_ranges", Self::groups),
             quantization: self.optional(&obj, "quantization", Self::quantization),
+            accuracy: self.optional(&obj, "accuracy", Self::accuracy),
         })
+    }
+
+    fn accuracy(&mut self, v: &Value, path: &str) -> Option<Accuracy> {
+        let obj = self.object(v, path, ACCURACY_KEYS)?;
+        Some(Accuracy {
+            max_rel_error: self.optional(&obj, "max_rel_error", |s, v, p| {
+                s.bounded(v, p, 0.0, f64::MAX)
+            }),
+            min_cosine: self.optional(&obj, "min_cosine", |s, v, p| s.bounded(v, p, -1.0, 1.0)),
+            min_top1: self.optional(&obj, "min_top1", |s, v, p| s.bounded(v, p, 0.0, 1.0)),
+        })
+    }
+
+    /// A finite number within [lo, hi].
+    fn bounded(&mut self, v: &Value, path: &str, lo: f64, hi: f64) -> Option<f64> {
+        match v.as_f64() {
+            Some(x) if x.is_finite() && x >= lo && x <= hi => Some(x),
+            Some(_) if v.is_number() => {
+                let range = if hi == f64::MAX {
+                    format!("at least {lo}")
+                } else {
+                    format!("between {lo} and {hi}")
+                };
+                self.push(
+                    path,
+                    format!("expected a number {range}, got {}", describe(v)),
+                );
+                None
+            }
+            _ => {
+                self.type_error(path, "a number", v);
+                None
+            }
+        }
     }
 
     fn quantization(&mut self, v: &Value, path: &str) -> Option<Quantization> {
@@ -1104,6 +1141,7 @@ mod tests {
             ("PluginConfig", PLUGIN_CONFIG_KEYS),
             ("ModelInfo", MODEL_INFO_KEYS),
             ("Quantization", QUANTIZATION_KEYS),
+            ("Accuracy", ACCURACY_KEYS),
         ] {
             assert_eq!(props(&schema["$defs"][def]), owned(keys), "{def}");
         }

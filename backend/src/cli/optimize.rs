@@ -90,6 +90,7 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
             .quantization
             .as_ref()
             .is_some_and(|q| q.weight_adjustment()),
+        accuracy: info.accuracy.clone(),
         inputs: info.inputs.clone(),
         outputs: info.outputs.clone(),
         input_shapes,
@@ -121,12 +122,36 @@ pub fn run(args: OptimizeArgs) -> i32 {
             return 2;
         }
     };
+    // Interactive runs get a spinner with the current step and the elapsed
+    // time; plain runs (the server's child process) print lines only.
+    let bar = (!args.plain).then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb.set_message(format!("optimizing {}", args.model.display()));
+        pb
+    });
     let mut progress = |line: &str| {
         use std::io::Write;
-        println!("{line}");
-        let _ = std::io::stdout().flush();
+        match &bar {
+            Some(pb) => {
+                pb.println(line);
+                pb.set_message(line.trim_start_matches("[OK] ").to_string());
+            }
+            None => {
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+            }
+        }
     };
-    match optimize(&opts, &mut progress) {
+    let result = optimize(&opts, &mut progress);
+    if let Some(pb) = &bar {
+        pb.finish_and_clear();
+    }
+    match result {
         Ok((report, _)) => {
             if !args.plain {
                 print!("{}", report_table(&report));
