@@ -314,7 +314,7 @@ fn smooth_quant_migrates_scales_into_weights_and_keeps_the_function() {
         calibrate::channel_absmax(&model, &["x".to_string(), "h2".to_string()], &x, 1).unwrap();
     assert_eq!(absmax["x"].len(), 32);
     assert_eq!(absmax["x"][0], 100.0);
-    let factors = dynamic::smooth_factors(&model, &absmax);
+    let factors = dynamic::smooth_factors(&model, &absmax, 0.5);
     // The outlier channel gets the largest factor.
     let fx = &factors["x"];
     assert!(fx.iter().skip(1).all(|f| *f < fx[0]), "{fx:?}");
@@ -335,4 +335,45 @@ fn smooth_quant_migrates_scales_into_weights_and_keeps_the_function() {
         "smoothed cosine {}",
         smoothed.min_cosine
     );
+}
+
+#[test]
+fn bias_correction_reduces_the_mean_output_shift() {
+    let model = onnx_build::cnn_model(8, 16, 10);
+    let calib = images(16, 16, 1);
+    let plan = qdq::plan(&model, &HashSet::new());
+    let ranges = calibrate::calibrate(
+        &model,
+        &plan.activations,
+        &calib,
+        calibrate::Method::MinMax,
+        1,
+    )
+    .unwrap();
+    let (corrected, n) =
+        optimizer::quantize::bias_correction::correct(&model, &plan, &calib, 1).unwrap();
+    assert_eq!(n, 3, "conv1, conv2 and the Gemm have biases");
+    let (plain_q, _) = qdq::quantize(&model, &plan, &ranges).unwrap();
+    let (corr_q, _) = qdq::quantize(&corrected, &plan, &ranges).unwrap();
+    let test = images(16, 16, 7);
+    let reference = run_all(&onnx::to_bytes(&model), &test);
+    // Mean signed error per logit, averaged in absolute value over logits.
+    let shift = |got: Vec<Vec<(String, Tensor)>>| -> f64 {
+        let mut acc = vec![0f64; 10];
+        for (r, g) in reference.iter().zip(&got) {
+            let (TensorData::F32(a), TensorData::F32(b)) = (&r[0].1.data, &g[0].1.data) else {
+                panic!()
+            };
+            for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                acc[k % 10] += (y - x) as f64;
+            }
+        }
+        acc.iter()
+            .map(|v| (v / test.len() as f64).abs())
+            .sum::<f64>()
+            / 10.0
+    };
+    let before = shift(run_all(&onnx::to_bytes(&plain_q), &test));
+    let after = shift(run_all(&onnx::to_bytes(&corr_q), &test));
+    assert!(after < before, "mean shift {after} not below {before}");
 }

@@ -330,3 +330,44 @@ mod tests {
         assert!(t >= 0.9 && t < 54.0, "threshold {t}");
     }
 }
+
+/// Per-channel (axis 1: NCHW channels, or the features of [N, C]) mean of
+/// each tensor over the samples, streamed.
+pub fn channel_means(
+    model: &ModelProto,
+    tensors: &[String],
+    samples: &[Sample],
+    threads: usize,
+) -> Result<HashMap<String, Vec<f64>>> {
+    let obs = observing_model(model, tensors);
+    let mut engine = Engine::from_bytes(
+        &onnx::to_bytes(&obs),
+        &SessionSettings::new(GraphLevel::Basic, threads),
+    )?;
+    let mut sums: HashMap<String, (Vec<f64>, u64)> = HashMap::new();
+    for s in samples {
+        // Graph inputs come from the sample itself (see observing_model).
+        let outputs = engine.run(s)?;
+        for (name, t) in s.iter().cloned().chain(outputs) {
+            let (TensorData::F32(v), Some(&c)) = (&t.data, t.shape.get(1)) else {
+                continue;
+            };
+            if c == 0 || !tensors.contains(&name) {
+                continue;
+            }
+            let inner: usize = t.shape[2..].iter().product();
+            let (acc, n) = sums.entry(name).or_insert_with(|| (vec![0.0; c], 0));
+            if acc.len() != c {
+                continue;
+            }
+            for (i, x) in v.iter().enumerate() {
+                acc[(i / inner.max(1)) % c] += *x as f64;
+            }
+            *n += (v.len() / c) as u64;
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(k, (acc, n))| (k, acc.into_iter().map(|a| a / n.max(1) as f64).collect()))
+        .collect())
+}

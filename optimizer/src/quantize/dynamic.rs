@@ -36,12 +36,13 @@ pub fn candidates(model: &ModelProto) -> Vec<String> {
 }
 
 /// SmoothQuant-style migration factors for each activation read by a
-/// candidate MatMul: `s_j = sqrt(max|X_j| / max|W_j|)` over every weight that
+/// candidate MatMul: `s_j = max|X_j|^α / max|W_j|^(1-α)` (α = 0.5: the square root of the ratio) over every weight that
 /// reads it, so activation outliers move into the (per-channel quantized)
 /// weights. Channels never seen active keep s = 1.
 pub fn smooth_factors(
     model: &ModelProto,
     absmax: &HashMap<String, Vec<f32>>,
+    alpha: f32,
 ) -> HashMap<String, Vec<f32>> {
     let g = onnx::graph(model);
     let names: HashSet<String> = candidates(model).into_iter().collect();
@@ -77,7 +78,7 @@ pub fn smooth_factors(
                 .zip(&wm)
                 .map(|(&a, &w)| {
                     if a > 0.0 && w > 0.0 {
-                        (a / w).sqrt().clamp(1e-4, 1e4)
+                        (a.powf(alpha) / w.powf(1.0 - alpha)).clamp(1e-4, 1e4)
                     } else {
                         1.0
                     }

@@ -6,6 +6,7 @@
 //! - dynamic (`dynamic`): int8 per-channel MatMul weights, activations
 //!   quantized at run time — ORT fuses into DynamicQuantizeMatMul.
 
+pub mod bias_correction;
 pub mod calibrate;
 pub mod dynamic;
 pub mod qdq;

@@ -101,7 +101,7 @@ pub fn float_tensors(g: &GraphProto) -> HashSet<String> {
     f
 }
 
-fn weight_axis(n: &NodeProto) -> usize {
+pub(crate) fn weight_axis(n: &NodeProto) -> usize {
     match n.op_type.as_str() {
         "Conv" => 0,
         "Gemm" if onnx::attr_i(n, "transB", 0) == 1 => 0,
@@ -266,11 +266,25 @@ pub fn quantize(
     }
 
     // 2. Weights and biases of quantized weighted nodes.
-    let inits: HashMap<String, TensorProto> = g
+    let mut inits: HashMap<String, TensorProto> = g
         .initializer
         .iter()
         .map(|t| (t.name.clone(), t.clone()))
         .collect();
+    // Exporters often route a shared constant through Identity nodes (the
+    // zoo's ResNet does it for every conv bias): look through them.
+    for n in g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Identity" && n.domain.is_empty())
+    {
+        if let (Some(src), Some(out)) = (
+            n.input.first().and_then(|i| inits.get(i)).cloned(),
+            n.output.first(),
+        ) {
+            inits.insert(out.clone(), src);
+        }
+    }
     let mut weight_nodes: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     for (idx, n) in g.node.iter_mut().enumerate() {
         if !quant_nodes.contains(n.name.as_str()) || !WEIGHTED.contains(&n.op_type.as_str()) {
