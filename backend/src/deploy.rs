@@ -359,7 +359,13 @@ async fn plain_artifact(
     let meta = ArtifactMeta {
         model_file: artifact::MODEL_FILE.into(),
         candidate: "original".into(),
-        session: SessionSettings::new(GraphLevel::All, 1),
+        // No measurement to go by: serving splits the cores across instances.
+        session: SessionSettings::new(
+            GraphLevel::All,
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        ),
         signature,
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),
         target: target.into(),

@@ -31,8 +31,10 @@ impl ServicePool {
             .map(|n| n.get())
             .unwrap_or(1);
         let threads = (cores / count.max(1) as usize).max(1);
+        // The thread count the optimizer measured best, capped by this
+        // instance's share of the cores.
         let settings = SessionSettings {
-            intra_threads: threads,
+            intra_threads: threads.min(meta.session.intra_threads.max(1)),
             ..meta.session.clone()
         };
         let model = dir.join(&meta.model_file);

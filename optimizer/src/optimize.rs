@@ -52,6 +52,7 @@ pub struct OptimizeOptions {
 pub type Progress<'a> = &'a mut dyn FnMut(&str);
 
 /// Where a candidate's graph is.
+#[derive(Clone)]
 enum ModelSource {
     File(PathBuf),
     Bytes(Vec<u8>),
@@ -232,16 +233,70 @@ pub fn optimize(
     let baseline_ms = first_p50(&rows[0]);
 
     // The fastest candidate that passed; the original always passes.
-    let best = rows
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.status == CandidateStatus::Passed)
-        .min_by(|(_, a), (_, b)| first_p50(a).total_cmp(&first_p50(b)))
-        .map(|(i, _)| i)
-        .unwrap_or(0);
+    let pick = |rows: &[CandidateReport]| {
+        rows.iter()
+            .enumerate()
+            .filter(|(_, r)| r.status == CandidateStatus::Passed)
+            .min_by(|(_, a), (_, b)| first_p50(a).total_cmp(&first_p50(b)))
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    };
+    let best = pick(&rows);
+    // Like-for-like figure for the report: the leader at the baseline's thread count.
+    let lead_ms = first_p50(&rows[best]);
+
+    // Session settings: the leading candidate again at the other thread
+    // counts; serving uses the fastest (capped by the cores an instance gets).
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut counts = vec![1, cores];
+    counts.dedup();
+    for t in counts.into_iter().filter(|&t| t != threads) {
+        let lead = &candidates[best];
+        let variant = Candidate {
+            name: format!("{}@{t}thread{}", lead.name, if t == 1 { "" } else { "s" }),
+            description: format!("{} with {t} intra-op thread(s)", lead.name),
+            model: lead.model.clone(),
+            settings: SessionSettings {
+                intra_threads: t,
+                ..lead.settings.clone()
+            },
+            gate: lead.gate,
+            fallback: None,
+            specialized: lead.specialized,
+        };
+        let t0 = Instant::now();
+        let mut row = evaluate(
+            &variant,
+            &samples,
+            &mut reference.clone(),
+            &timing,
+            &opts.budget,
+        )
+        .unwrap_or_else(|e| rejected(&variant, e.to_string()));
+        row.size_bytes = variant.size();
+        row.seconds = t0.elapsed().as_secs_f64();
+        row.speedup = Some(baseline_ms / first_p50(&row));
+        progress(&format!(
+            "[OK] Candidate {}: {}",
+            row.name,
+            describe_row(&row)
+        ));
+        rows.push(row);
+        candidates.push(variant);
+    }
+    let best = pick(&rows);
     rows[best].status = CandidateStatus::Selected;
     let winner = &candidates[best];
-    let optimized_ms = first_p50(&rows[best]);
+    let optimized_ms = lead_ms;
+    if rows[best].name.contains('@') {
+        notes.push(format!(
+            "serving setting: {} (p50 {:.3} ms on the first shape group)",
+            rows[best].description,
+            first_p50(&rows[best])
+        ));
+    }
 
     let model_dst = opts.out_dir.join(artifact::MODEL_FILE);
     match &winner.model {

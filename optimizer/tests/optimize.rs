@@ -163,8 +163,30 @@ fn optimize_verifies_times_and_writes_an_artifact() {
     };
     let mut lines = Vec::new();
     let (report, meta) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
-    assert_eq!(report.candidates.len(), 2);
+    // original, o1-fp32-graph, and the leader re-timed at all cores (thread count is a search dimension).
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(
+        report.candidates.len(),
+        if cores > 1 { 3 } else { 2 },
+        "{:?}",
+        report
+            .candidates
+            .iter()
+            .map(|c| &c.name)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(report.candidates[0].name, "original");
+    if cores > 1 {
+        let variant = &report.candidates[2];
+        assert!(
+            variant.name.ends_with(&format!("@{cores}threads")),
+            "{}",
+            variant.name
+        );
+        if report.selected == variant.name {
+            assert_eq!(meta.session.intra_threads, cores);
+        }
+    }
     assert_eq!(report.diagnosis.samples, 6);
     assert_eq!(report.diagnosis.shape_groups, vec!["1*4", "8*4"]);
     assert!(report.diagnosis.shape_variation);
