@@ -54,10 +54,15 @@ impl Server {
             .spawn()
             .expect("start whet serve");
         let stdout = child.stdout.take().expect("server stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("server start line");
+        reader.read_line(&mut line).expect("server start line");
+        // Keep draining: a closed pipe would turn the server's next line into an error.
+        std::thread::spawn(move || {
+            for l in reader.lines().map_while(Result::ok) {
+                eprintln!("[whet serve] {l}");
+            }
+        });
         let addr = line
             .split("http://")
             .nth(1)

@@ -273,8 +273,19 @@ fn main() {
         },
     ];
     // FP16 on this CPU, measured (the search skips it on CPU targets).
-    let fp16 = optimizer::passes::to_fp16(&optimizer::onnx::load(&zoo.join("minilm.onnx")).expect("load"), optimizer::passes::DEFAULT_KEEP_FP32).expect("fp16");
-    contenders.push(Contender { name: "fp16 (our pass, fp32 islands)".into(), engine: Engine::from_bytes(&optimizer::onnx::to_bytes(&fp16), &one_thread(GraphLevel::All)).expect("fp16 session") });
+    let fp16 = optimizer::passes::to_fp16(
+        &optimizer::onnx::load(&zoo.join("minilm.onnx")).expect("load"),
+        optimizer::passes::DEFAULT_KEEP_FP32,
+    )
+    .expect("fp16");
+    contenders.push(Contender {
+        name: "fp16 (our pass, fp32 islands)".into(),
+        engine: Engine::from_bytes(
+            &optimizer::onnx::to_bytes(&fp16),
+            &one_thread(GraphLevel::All),
+        )
+        .expect("fp16 session"),
+    });
     for (name, path) in peer_list.iter().filter(|(n, _)| n.starts_with("minilm__")) {
         contenders.push(Contender {
             name: name.trim_start_matches("minilm__").to_string(),
