@@ -103,7 +103,8 @@ fn main() {
     // The same settings serving uses for one instance.
     let cores = std::thread::available_parallelism().unwrap().get();
     let settings = SessionSettings {
-        intra_threads: cores,
+        // Exactly what serving one instance uses.
+        intra_threads: cores.min(meta.session.intra_threads.max(1)),
         ..meta.session.clone()
     };
     let mut bare = Engine::load(&art.join(&meta.model_file), &settings).unwrap();
@@ -145,7 +146,8 @@ fn main() {
     let (b, h) = (p50(&mut t_bare), p50(&mut t_http));
     println!();
     println!(
-        "minilm.onnx, batch 1, seq 128, {cores} threads, artifact candidate '{}'",
+        "minilm.onnx, batch 1, seq 128, {} thread(s), artifact candidate '{}'",
+        settings.intra_threads,
         meta.candidate
     );
     println!("| what                          | value     |");
