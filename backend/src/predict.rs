@@ -3,21 +3,166 @@
 //! body, a KServe v2 response back.
 
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use std::sync::Arc;
+
 use optimizer::tensor::{DType, Tensor, TensorData};
 use shared::api::{InferRequest, InferTensor};
 
 use crate::auth::{request_token, tokens_equal};
 use crate::error::AppError;
+use crate::instances::ServicePool;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/predict/{name}", post(predict))
+        // KServe v2 / Open Inference Protocol (JSON).
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(|| async { StatusCode::OK }))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer_version),
+        )
         .layer(DefaultBodyLimit::max(256 << 20))
+}
+
+/// Each service serves exactly one model version.
+const MODEL_VERSION: &str = "1";
+
+/// The serving pool of `name` for a caller holding its token.
+async fn authorized_pool(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Arc<ServicePool>, AppError> {
+    let Some(pool) = state.instances.get(name) else {
+        return match state.store.get_service(name).await? {
+            Some(s) => Err(AppError::Unavailable(format!(
+                "service '{name}' is {} and not serving",
+                s.status.as_str()
+            ))),
+            None => Err(AppError::NotFound(format!("no service named '{name}'"))),
+        };
+    };
+    let ok = request_token(headers, uri).is_some_and(|t| tokens_equal(&t, &pool.token));
+    if !ok {
+        return Err(AppError::Unauthorized(format!(
+            "missing or wrong token for service '{name}': send the service token in the Authorization header"
+        )));
+    }
+    Ok(pool)
+}
+
+fn check_version(name: &str, version: &str) -> Result<(), AppError> {
+    if version == MODEL_VERSION {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(format!(
+            "model '{name}' has no version '{version}'; it serves version {MODEL_VERSION}"
+        )))
+    }
+}
+
+async fn server_metadata() -> Json<serde_json::Value> {
+    Json(
+        serde_json::json!({ "name": "whetstone", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }),
+    )
+}
+
+async fn model_metadata(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+    let spec = |t: &shared::api::TensorSpec| serde_json::json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape });
+    Ok(Json(serde_json::json!({
+        "name": name,
+        "versions": [MODEL_VERSION],
+        "platform": "onnxruntime_onnx",
+        "inputs": pool.signature.inputs.iter().map(spec).collect::<Vec<_>>(),
+        "outputs": pool.signature.outputs.iter().map(spec).collect::<Vec<_>>(),
+    })))
+}
+
+async fn model_metadata_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, AppError> {
+    check_version(&name, &version)?;
+    model_metadata(state, Path(name), headers, uri).await
+}
+
+/// 200 when the model serves, 400 when it exists but does not (as Triton answers).
+async fn model_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, AppError> {
+    match authorized_pool(&state, &name, &headers, &uri).await {
+        Ok(_) => Ok(Json(serde_json::json!({ "name": name, "ready": true })).into_response()),
+        Err(AppError::Unavailable(_)) => Ok((
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "name": name, "ready": false })),
+        )
+            .into_response()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn model_ready_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, AppError> {
+    check_version(&name, &version)?;
+    model_ready(state, Path(name), headers, uri).await
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: String,
+) -> Result<Response, AppError> {
+    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+    run(pool, &name, Some(MODEL_VERSION), &body).await
+}
+
+async fn infer_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: String,
+) -> Result<Response, AppError> {
+    check_version(&name, &version)?;
+    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+    run(pool, &name, Some(MODEL_VERSION), &body).await
 }
 
 async fn predict(
@@ -27,19 +172,17 @@ async fn predict(
     uri: Uri,
     body: String,
 ) -> Result<Response, AppError> {
-    let Some(pool) = state.instances.get(&name) else {
-        return match state.store.get_service(&name).await? {
-            Some(s) => Err(AppError::Unavailable(format!(
-                "service '{name}' is {} and not serving",
-                s.status.as_str()
-            ))),
-            None => Err(AppError::NotFound(format!("no service named '{name}'"))),
-        };
-    };
-    let ok = request_token(&headers, &uri).is_some_and(|t| tokens_equal(&t, &pool.token));
-    if !ok {
-        return Err(AppError::Unauthorized(format!("missing or wrong token for service '{name}': send the service token in the Authorization header")));
-    }
+    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+    run(pool, &name, None, &body).await
+}
+
+/// One KServe v2 JSON inference on `pool`.
+async fn run(
+    pool: Arc<ServicePool>,
+    name: &str,
+    version: Option<&str>,
+    body: &str,
+) -> Result<Response, AppError> {
     let req: InferRequest = serde_json::from_str(&body).map_err(|e| {
         AppError::BadRequest(format!("body: expected a KServe v2 inference request {{\"inputs\":[{{\"name\",\"shape\",\"datatype\",\"data\"}}]}}: {e}"))
     })?;
@@ -69,7 +212,8 @@ async fn predict(
         })
         .collect();
     Ok(Json(OutResponse {
-        model_name: &name,
+        model_name: name,
+        model_version: version,
         id: req.id.as_deref(),
         outputs,
     })
@@ -82,6 +226,8 @@ async fn predict(
 #[derive(serde::Serialize)]
 struct OutResponse<'a> {
     model_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_version: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     outputs: Vec<OutTensor<'a>>,
