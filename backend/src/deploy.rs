@@ -129,7 +129,9 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
 
 async fn run_job(state: &AppState, job: JobRow) {
     let name = job.service.clone();
+    let started = std::time::Instant::now();
     let result = deploy(state, &job).await;
+    crate::metrics::observe_deploy(result.is_ok(), started.elapsed());
     let outcome = async {
         match result {
             Ok(()) => {
@@ -418,6 +420,7 @@ async fn run_plugin(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let started = std::time::Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
         AppError::Internal(format!(
             "starting the optimizer ({}): {e}",
@@ -452,6 +455,7 @@ async fn run_plugin(
         }
     }
     let status = child.wait().await?;
+    crate::metrics::observe_optimization(status.success(), started.elapsed());
     let tail = err_tail.await.unwrap_or_default();
     if !status.success() {
         let _ = tokio::fs::remove_dir_all(&tmp).await;

@@ -106,13 +106,16 @@ impl Instances {
 
     /// Swaps in a new pool; requests in flight on the old one finish on it.
     pub fn put(&self, name: &str, pool: ServicePool) {
+        let n = pool.len();
         self.pools
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), Arc::new(pool));
+        crate::metrics::set_instances(name, n);
     }
 
     pub fn remove(&self, name: &str) -> bool {
+        crate::metrics::set_instances(name, 0);
         self.pools
             .write()
             .unwrap_or_else(|p| p.into_inner())

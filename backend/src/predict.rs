@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use optimizer::tensor::{DType, Tensor, TensorData};
 use shared::api::{InferRequest, InferTensor};
@@ -22,6 +23,18 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/predict/{name}", post(predict))
         // KServe v2 / Open Inference Protocol (JSON).
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    crate::metrics::render(),
+                )
+            }),
+        )
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(|| async { StatusCode::OK }))
@@ -149,8 +162,11 @@ async fn infer(
     uri: Uri,
     body: String,
 ) -> Result<Response, AppError> {
-    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-    run(pool, &name, Some(MODEL_VERSION), &body).await
+    observed(&name, "kserve", async {
+        let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+        run(pool, &name, Some(MODEL_VERSION), &body).await
+    })
+    .await
 }
 
 async fn infer_version(
@@ -160,9 +176,12 @@ async fn infer_version(
     uri: Uri,
     body: String,
 ) -> Result<Response, AppError> {
-    check_version(&name, &version)?;
-    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-    run(pool, &name, Some(MODEL_VERSION), &body).await
+    observed(&name, "kserve", async {
+        check_version(&name, &version)?;
+        let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+        run(pool, &name, Some(MODEL_VERSION), &body).await
+    })
+    .await
 }
 
 async fn predict(
@@ -172,8 +191,30 @@ async fn predict(
     uri: Uri,
     body: String,
 ) -> Result<Response, AppError> {
-    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-    run(pool, &name, None, &body).await
+    observed(&name, "eas", async {
+        let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+        run(pool, &name, None, &body).await
+    })
+    .await
+}
+
+/// Times a prediction and records it, labelled by service and protocol.
+/// Requests for unknown services are labelled "-" so junk URLs cannot grow
+/// the label set.
+async fn observed(
+    name: &str,
+    protocol: &str,
+    f: impl std::future::Future<Output = Result<(Response, Duration), AppError>>,
+) -> Result<Response, AppError> {
+    let t0 = Instant::now();
+    let r = f.await;
+    let (code, engine, label) = match &r {
+        Ok((resp, engine)) => (resp.status().as_u16(), Some(*engine), name),
+        Err(e @ AppError::NotFound(_)) => (e.status().as_u16(), None, "-"),
+        Err(e) => (e.status().as_u16(), None, name),
+    };
+    crate::metrics::observe_request(label, protocol, code, t0.elapsed(), engine);
+    r.map(|(resp, _)| resp)
 }
 
 /// One KServe v2 JSON inference on `pool`.
@@ -182,7 +223,7 @@ async fn run(
     name: &str,
     version: Option<&str>,
     body: &str,
-) -> Result<Response, AppError> {
+) -> Result<(Response, Duration), AppError> {
     let req: InferRequest = serde_json::from_str(&body).map_err(|e| {
         AppError::BadRequest(format!("body: expected a KServe v2 inference request {{\"inputs\":[{{\"name\",\"shape\",\"datatype\",\"data\"}}]}}: {e}"))
     })?;
@@ -194,6 +235,7 @@ async fn run(
         .outputs
         .as_ref()
         .map(|o| o.iter().map(|x| x.name.clone()).collect());
+    let engine_start = Instant::now();
     let outputs = tokio::task::spawn_blocking(move || pool.run(&inputs))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?
@@ -201,6 +243,7 @@ async fn run(
             optimizer::OptimizerError::BadInput { .. } => AppError::BadRequest(e.to_string()),
             other => AppError::Internal(other.to_string()),
         })?;
+    let engine = engine_start.elapsed();
     let outputs: Vec<OutTensor> = outputs
         .iter()
         .filter(|(oname, _)| wanted.as_ref().is_none_or(|w| w.contains(oname)))
@@ -211,13 +254,14 @@ async fn run(
             data: DataRef::of(&t.data),
         })
         .collect();
-    Ok(Json(OutResponse {
+    let response = Json(OutResponse {
         model_name: name,
         model_version: version,
         id: req.id.as_deref(),
         outputs,
     })
-    .into_response())
+    .into_response();
+    Ok((response, engine))
 }
 
 /// The KServe v2 response, serialized straight from the engine's buffers:

@@ -69,17 +69,30 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), AppError> {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    router_with_console(state, None)
+}
+
+/// The API, and the web console from `console` (a bundle folder) for every
+/// path the API does not match; without one, unmatched paths are JSON 404s.
+pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>) -> Router {
+    let app = Router::new()
         .merge(crate::api::routes())
         .merge(crate::predict::routes())
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .fallback(|| async { crate::api::not_found() })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let app = match console {
+        Some(dir) => app.fallback_service(crate::console::router(dir)),
+        None => app.fallback(|| async { crate::api::not_found() }),
+    };
+    app.layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
 /// Runs the server until the process is stopped.
-pub async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), AppError> {
+pub async fn serve(
+    settings: Settings,
+    addr: SocketAddr,
+    console: std::path::PathBuf,
+) -> Result<(), AppError> {
     // Fail early and clearly when the engine library is missing.
     if let Err(e) = optimizer::runtime::environment() {
         return Err(AppError::Unavailable(e.to_string()));
@@ -91,12 +104,25 @@ pub async fn serve(settings: Settings, addr: SocketAddr) -> Result<(), AppError>
         .await
         .map_err(|e| AppError::Internal(format!("binding {addr}: {e}")))?;
     let local = listener.local_addr()?;
-    // Printed on stdout so scripts (and tests) can find a port-0 server.
-    println!(
-        "whet serving on http://{local} (data: {})",
-        state.settings.data_dir.display()
-    );
-    axum::serve(listener, router(state))
+    // Printed on stdout so scripts (and tests) can find a port-0 server; a
+    // closed stdout must not take the server down, so the result is ignored.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
+            "whet serving on http://{local} (data: {})",
+            state.settings.data_dir.display()
+        );
+        let _ = out.flush();
+    }
+    if !console.join("index.html").is_file() {
+        tracing::warn!(
+            "web console not built in {} (cargo run --release -p xtask -- build-console --release)",
+            console.display()
+        );
+    }
+    axum::serve(listener, router_with_console(state, Some(console)))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))
 }

@@ -147,8 +147,7 @@ fn main() {
     println!();
     println!(
         "minilm.onnx, batch 1, seq 128, {} thread(s), artifact candidate '{}'",
-        settings.intra_threads,
-        meta.candidate
+        settings.intra_threads, meta.candidate
     );
     println!("| what                          | value     |");
     println!("|-------------------------------|-----------|");

@@ -395,6 +395,80 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
     );
     assert_eq!(s, 200, "{body}");
 
+    // 5e. The same model over KServe v2 / Open Inference Protocol.
+    let bearer = format!("Bearer {token}");
+    assert_eq!(server.http("GET", "/v2/health/live", None, b"").0, 200);
+    assert_eq!(server.http("GET", "/v2/health/ready", None, b"").0, 200);
+    let (s, meta) = server.http("GET", "/v2/models/minilm_e2e", Some(&bearer), b"");
+    assert_eq!(s, 200, "{meta}");
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["inputs"][0]["name"], "input_ids");
+    assert_eq!(meta["inputs"][0]["datatype"], "INT64");
+    assert_eq!(meta["outputs"][0]["name"], "last_hidden_state");
+    assert_eq!(
+        server
+            .http("GET", "/v2/models/minilm_e2e/ready", Some(&bearer), b"")
+            .0,
+        200
+    );
+    let (s, body) = server.http(
+        "POST",
+        "/v2/models/minilm_e2e/infer",
+        Some(&bearer),
+        ok_body.to_string().as_bytes(),
+    );
+    assert_eq!(s, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["model_version"], "1");
+    assert_eq!(
+        answer["outputs"][0]["shape"],
+        serde_json::json!([1, 128, 384])
+    );
+    let (s, _) = server.http(
+        "POST",
+        "/v2/models/minilm_e2e/versions/1/infer",
+        Some(&bearer),
+        ok_body.to_string().as_bytes(),
+    );
+    assert_eq!(s, 200);
+    let (s, body) = server.http(
+        "POST",
+        "/v2/models/minilm_e2e/versions/2/infer",
+        Some(&bearer),
+        ok_body.to_string().as_bytes(),
+    );
+    assert_eq!(s, 404, "{body}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("version")
+    );
+    assert_eq!(
+        server
+            .http("GET", "/v2/models/minilm_e2e", Some("Bearer wrong"), b"")
+            .0,
+        401
+    );
+
+    // 5f. Prometheus metrics saw all of it.
+    let (s, metrics) = server.http("GET", "/metrics", None, b"");
+    assert_eq!(s, 200);
+    for want in [
+        r#"whet_requests_total{code="200",protocol="eas",service="minilm_e2e"}"#,
+        r#"whet_requests_total{code="401",protocol="eas",service="minilm_e2e"}"#,
+        r#"whet_requests_total{code="200",protocol="kserve",service="minilm_e2e"}"#,
+        r#"whet_engine_duration_seconds_count{service="minilm_e2e"}"#,
+        r#"whet_instances{service="minilm_e2e"} 1"#,
+        r#"whet_deploy_duration_seconds_count{outcome="ok"} 3"#,
+        r#"whet_optimization_duration_seconds_count{outcome="ok"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(want),
+            "{want} missing from /metrics:\n{metrics}"
+        );
+    }
+
     assert_eq!(
         services(&server),
         before,

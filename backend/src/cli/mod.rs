@@ -53,6 +53,10 @@ pub enum Command {
         /// Largest model upload or unpacked archive, in MiB.
         #[arg(long, default_value_t = 8192)]
         max_model_mib: u64,
+        /// The web console bundle folder (default: `<exe_dir>/../console`, i.e.
+        /// `target/console` next to `target/release/whet`).
+        #[arg(long)]
+        console: Option<PathBuf>,
     },
     /// Deploy a service from a service config (EAS format).
     Create { config: PathBuf },
@@ -110,6 +114,7 @@ pub async fn run(cli: Cli) -> i32 {
             workers,
             model_roots,
             max_model_mib,
+            console,
         } => {
             let whet_exe = match std::env::current_exe() {
                 Ok(p) => p,
@@ -126,7 +131,10 @@ pub async fn run(cli: Cli) -> i32 {
                 max_model_bytes: max_model_mib << 20,
                 whet_exe,
             };
-            return match crate::server::serve(settings, addr).await {
+            let console = console
+                .or_else(crate::console::default_dir)
+                .unwrap_or_else(|| PathBuf::from("console"));
+            return match crate::server::serve(settings, addr, console).await {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e}");
