@@ -454,28 +454,31 @@ fn build_candidates(
         _ => onnx::load(&opts.model)?,
     });
     let none = HashSet::new();
+    let int8 = Int8 {
+        settings: served.clone(),
+        gate: gate_o2,
+        specialized,
+    };
     let dynamic_nodes = quantize::dynamic::candidates(&model);
-    if !dynamic_nodes.is_empty() {
-        for (per_channel, name, what) in [
-            (true, "o2-dynamic-int8", "per-channel"),
-            (false, "o2-dynamic-int8-per-tensor", "per-tensor"),
-        ] {
-            match quantize::dynamic::quantize(&model, &none, per_channel) {
-                Ok((m, s)) => {
-                    let base = model.clone();
-                    out.push(Candidate {
-                        name: name.into(),
-                        description: format!("dynamic INT8: {} MatMuls with {what} int8 weights, activations quantized at run time", s.quantized_nodes),
-                        model: ModelSource::Bytes(onnx::to_bytes(&m)),
-                        settings: served.clone(),
-                        gate: gate_o2,
-                        fallback: Some((dynamic_nodes.clone(), Box::new(move |keep| Ok(quantize::dynamic::quantize(&base, keep, per_channel)?.0)))),
-                        specialized,
-                    })
-                }
-                Err(e) => notes.push(format!("{name} skipped: {e}")),
-            }
+    for (per_channel, name, what) in [
+        (true, "o2-dynamic-int8", "per-channel"),
+        (false, "o2-dynamic-int8-per-tensor", "per-tensor"),
+    ] {
+        if dynamic_nodes.is_empty() {
+            break;
         }
+        let description = format!(
+            "dynamic INT8: {} MatMuls with {what} int8 weights, activations quantized at run time",
+            dynamic_nodes.len()
+        );
+        int8.push(
+            &mut out,
+            notes,
+            name.into(),
+            description,
+            dynamic_nodes.clone(),
+            dynamic_build(model.clone(), per_channel, Default::default()),
+        );
     }
 
     // weight_adjustment: SmoothQuant-style scale migration for the dynamic
@@ -501,39 +504,28 @@ fn build_candidates(
         let absmax = quantize::calibrate::channel_absmax(&model, &acts, &stats, cores)?;
         progress(&format!("[OK] Scale migration: per-channel activation maxima of {} tensors from the {from} ({:.1} s)", absmax.len(), t0.elapsed().as_secs_f64()));
         // The migration strength: 0.5 splits the difficulty evenly; larger
-        // values move more of it into the (per-channel) weights.
-        // Measured on MiniLM: alpha 0.65 and 0.8 kept less accuracy than 0.5.
-        for (alpha, per_channel) in [(0.5f32, true), (0.5, false)] {
-            let factors =
-                std::sync::Arc::new(quantize::dynamic::smooth_factors(&model, &absmax, alpha));
-            let what = if per_channel {
-                "per-channel"
-            } else {
-                "per-tensor"
-            };
-            let name = format!(
-                "o2-dynamic-int8{}-smooth",
-                if per_channel { "" } else { "-per-tensor" }
+        // values move more of it into the (per-channel) weights. Measured on
+        // MiniLM: alpha 0.65 and 0.8 kept less accuracy than 0.5.
+        let alpha = 0.5f32;
+        let factors =
+            std::sync::Arc::new(quantize::dynamic::smooth_factors(&model, &absmax, alpha));
+        for (per_channel, name, what) in [
+            (true, "o2-dynamic-int8-smooth", "per-channel"),
+            (false, "o2-dynamic-int8-per-tensor-smooth", "per-tensor"),
+        ] {
+            let description = format!(
+                "dynamic INT8 with SmoothQuant scale migration (weight_adjustment, alpha {alpha}): {} MatMuls, {what} int8 weights, {} activations rescaled",
+                dynamic_nodes.len(),
+                factors.len()
             );
-            match quantize::dynamic::quantize_smoothed(&model, &none, per_channel, &factors) {
-                Ok((m, s)) => {
-                    let (base, f) = (model.clone(), factors.clone());
-                    out.push(Candidate {
-                        name,
-                        description: format!(
-                            "dynamic INT8 with SmoothQuant scale migration (weight_adjustment, alpha {alpha}): {} MatMuls, {what} int8 weights, {} activations rescaled",
-                            s.quantized_nodes,
-                            factors.len()
-                        ),
-                        model: ModelSource::Bytes(onnx::to_bytes(&m)),
-                        settings: served.clone(),
-                        gate: gate_o2,
-                        fallback: Some((dynamic_nodes.clone(), Box::new(move |keep| Ok(quantize::dynamic::quantize_smoothed(&base, keep, per_channel, &f)?.0)))),
-                        specialized,
-                    })
-                }
-                Err(e) => notes.push(format!("{name} skipped: {e}")),
-            }
+            int8.push(
+                &mut out,
+                notes,
+                name.into(),
+                description,
+                dynamic_nodes.clone(),
+                dynamic_build(model.clone(), per_channel, factors.clone()),
+            );
         }
     }
     let Some(calib_path) = &opts.calibration else {
@@ -573,67 +565,99 @@ fn build_candidates(
         calib.source,
         t0.elapsed().as_secs_f64()
     ));
+    let sizes = format!(
+        "{} nodes, {} activations uint8, weights int8 per channel, biases int32",
+        plan.nodes.len(),
+        plan.activations.len()
+    );
     // weight_adjustment: bias correction of the MinMax candidate.
     if opts.weight_adjustment {
         let t1 = Instant::now();
-        let minmax = &all[0];
         match quantize::bias_correction::correct(&model, &plan, &calib.samples, cores) {
-            Ok((corrected, n)) => match quantize::qdq::quantize(&corrected, &plan, minmax) {
-                Ok((m, s)) => {
-                    progress(&format!(
-                        "[OK] Bias correction: {n} layers adjusted on {} ({:.1} s)",
-                        calib.source,
-                        t1.elapsed().as_secs_f64()
-                    ));
-                    let (base, ranges) = (std::sync::Arc::new(corrected), minmax.clone());
-                    out.push(Candidate {
-                        name: "o2-static-int8-minmax-biascorr".into(),
-                        description: format!(
-                            "static QDQ INT8 (minmax) with bias correction (weight_adjustment) on {n} layers: {} nodes, {} activations uint8",
-                            s.quantized_nodes, s.quantized_activations
-                        ),
-                        model: ModelSource::Bytes(onnx::to_bytes(&m)),
-                        settings: served.clone(),
-                        gate: gate_o2,
-                        fallback: Some((
-                            plan.nodes.clone(),
-                            Box::new(move |keep| Ok(quantize::qdq::quantize(&base, &quantize::qdq::plan(&base, keep), &ranges)?.0)),
-                        )),
-                        specialized,
-                    });
-                }
-                Err(e) => notes.push(format!("bias-corrected candidate skipped: {e}")),
-            },
+            Ok((corrected, n)) => {
+                progress(&format!(
+                    "[OK] Bias correction: {n} layers adjusted on {} ({:.1} s)",
+                    calib.source,
+                    t1.elapsed().as_secs_f64()
+                ));
+                let description = format!("static QDQ INT8 (minmax) with bias correction (weight_adjustment) on {n} layers: {sizes}");
+                int8.push(
+                    &mut out,
+                    notes,
+                    "o2-static-int8-minmax-biascorr".into(),
+                    description,
+                    plan.nodes.clone(),
+                    static_build(std::sync::Arc::new(corrected), all[0].clone()),
+                );
+            }
             Err(e) => notes.push(format!("bias correction skipped: {e}")),
         }
     }
     for (method, ranges) in methods.iter().zip(all) {
-        let name = format!("o2-static-int8-{}", method.label());
-        match quantize::qdq::quantize(&model, &plan, &ranges) {
-            Ok((m, s)) => {
-                let (base, ranges) = (model.clone(), ranges.clone());
-                out.push(Candidate {
+        let description = format!("static QDQ INT8 ({} calibration): {sizes}", method.label());
+        int8.push(
+            &mut out,
+            notes,
+            format!("o2-static-int8-{}", method.label()),
+            description,
+            plan.nodes.clone(),
+            static_build(model.clone(), ranges),
+        );
+    }
+    Ok(out)
+}
+
+/// What every INT8 candidate of one search shares.
+struct Int8 {
+    settings: SessionSettings,
+    gate: Gate,
+    specialized: bool,
+}
+
+impl Int8 {
+    /// Builds the candidate with nothing kept in float and keeps `build` for
+    /// the accuracy fallback; a build that fails is a note, not an error.
+    fn push(
+        &self,
+        out: &mut Vec<Candidate>,
+        notes: &mut Vec<String>,
+        name: String,
+        description: String,
+        nodes: Vec<String>,
+        build: Rebuild,
+    ) {
+        match build(&HashSet::new()) {
+            Ok(m) => out.push(Candidate {
                 name,
-                description: format!(
-                    "static QDQ INT8 ({} calibration): {} nodes, {} activations uint8, weights int8 per channel, biases int32",
-                    method.label(),
-                    s.quantized_nodes,
-                    s.quantized_activations
-                ),
+                description,
                 model: ModelSource::Bytes(onnx::to_bytes(&m)),
-                settings: served.clone(),
-                gate: gate_o2,
-                fallback: Some((
-                    plan.nodes.clone(),
-                    Box::new(move |keep| Ok(quantize::qdq::quantize(&base, &quantize::qdq::plan(&base, keep), &ranges)?.0)),
-                )),
-                specialized,
-            })
-            }
+                settings: self.settings.clone(),
+                gate: self.gate,
+                fallback: Some((nodes, build)),
+                specialized: self.specialized,
+            }),
             Err(e) => notes.push(format!("{name} skipped: {e}")),
         }
     }
-    Ok(out)
+}
+
+fn dynamic_build(
+    base: std::sync::Arc<onnx::ModelProto>,
+    per_channel: bool,
+    smooth: std::sync::Arc<HashMap<String, Vec<f32>>>,
+) -> Rebuild {
+    Box::new(move |keep| {
+        Ok(quantize::dynamic::quantize_smoothed(&base, keep, per_channel, &smooth)?.0)
+    })
+}
+
+fn static_build(
+    base: std::sync::Arc<onnx::ModelProto>,
+    ranges: HashMap<String, quantize::calibrate::Range>,
+) -> Rebuild {
+    Box::new(move |keep| {
+        Ok(quantize::qdq::quantize(&base, &quantize::qdq::plan(&base, keep), &ranges)?.0)
+    })
 }
 
 /// Per-node sensitivity (each node quantized alone, error on a few samples),
