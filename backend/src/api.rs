@@ -40,6 +40,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/services/{name}/logs/stream", get(log_stream))
         .route("/api/v2/uploads", post(upload))
         .route("/api/v2/schema", get(schema))
+        .route(
+            "/api/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
 }
 
 async fn schema() -> Json<serde_json::Value> {

@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod instances;
 pub mod logbus;
 pub mod metrics;
+pub mod openapi;
 pub mod predict;
 pub mod server;
 pub mod state;

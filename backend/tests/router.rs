@@ -177,3 +177,72 @@ async fn unsafe_upload_names_are_refused() {
         .starts_with("upload://"));
     assert_eq!(body["bytes"], 3);
 }
+
+/// Every `$ref` in `v`.
+fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == "$ref" {
+                    out.push(x.as_str().unwrap_or_default().to_string());
+                }
+                refs(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_its_refs_resolve() {
+    let (app, _token, _d) = app().await;
+    let (s, doc) = call(&app, "GET", "/api/openapi.json", None, "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, method) in [
+        ("/api/v2/services", "get"),
+        ("/api/v2/services", "post"),
+        ("/api/v2/services/{name}", "get"),
+        ("/api/v2/services/{name}", "put"),
+        ("/api/v2/services/{name}", "delete"),
+        ("/api/v2/services/{name}/scale", "post"),
+        ("/api/v2/services/{name}/stop", "post"),
+        ("/api/v2/services/{name}/start", "post"),
+        ("/api/v2/services/{name}/logs", "get"),
+        ("/api/v2/services/{name}/logs/stream", "get"),
+        ("/api/v2/uploads", "post"),
+        ("/api/v2/schema", "get"),
+        ("/api/predict/{name}", "post"),
+        ("/v2", "get"),
+        ("/v2/health/live", "get"),
+        ("/v2/health/ready", "get"),
+        ("/v2/models/{name}", "get"),
+        ("/v2/models/{name}/ready", "get"),
+        ("/v2/models/{name}/infer", "post"),
+        ("/v2/models/{name}/versions/{version}/infer", "post"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 10, "{all:?}");
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected $ref {r}"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "$ref {r} does not resolve"
+        );
+    }
+    // The config schema is the one validation uses: closed objects.
+    assert_eq!(
+        doc["components"]["schemas"]["ServiceConfig"]["additionalProperties"],
+        false
+    );
+}

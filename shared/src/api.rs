@@ -9,7 +9,7 @@ use crate::config::ServiceConfig;
 use crate::validate::ValidationError;
 
 /// Lifecycle of a service, as shown by `whet list` and the console.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum ServiceStatus {
     /// A deploy job is queued or running for a service that never ran.
     Creating,
@@ -50,7 +50,7 @@ impl ServiceStatus {
 
 /// One input or output of a model as the engine sees it. `shape` uses -1 for
 /// dynamic dimensions, as KServe v2 metadata does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TensorSpec {
     pub name: String,
     /// KServe v2 datatype name: FP32, INT64, …
@@ -59,7 +59,7 @@ pub struct TensorSpec {
 }
 
 /// What `inspect` found in a model file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModelSignature {
     pub format: String,
     pub inputs: Vec<TensorSpec>,
@@ -67,7 +67,7 @@ pub struct ModelSignature {
 }
 
 /// Summary row of `GET /api/v2/services`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceSummary {
     pub name: String,
     pub status: ServiceStatus,
@@ -81,7 +81,7 @@ pub struct ServiceSummary {
 }
 
 /// `GET /api/v2/services/{name}` and the answer to create/modify.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceDetail {
     #[serde(flatten)]
     pub summary: ServiceSummary,
@@ -98,7 +98,7 @@ pub struct ServiceDetail {
 }
 
 /// One line of a deploy log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogLine {
     pub id: i64,
     /// RFC 3339 UTC timestamp.
@@ -107,7 +107,7 @@ pub struct LogLine {
 }
 
 /// `GET /api/v2/services/{name}/logs?after=ID&limit=N`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogPage {
     pub lines: Vec<LogLine>,
     /// Pass as `after` to get the next page; None when this page was the end.
@@ -116,7 +116,7 @@ pub struct LogPage {
 
 /// Messages on `GET /api/v2/services/{name}/logs/stream` (one JSON object per
 /// WebSocket text frame).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LogEvent {
     Line(LogLine),
@@ -128,7 +128,7 @@ pub enum LogEvent {
 }
 
 /// Error body of every management call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApiError {
     pub error: String,
     /// Path-tagged config problems (422 only).
@@ -137,13 +137,13 @@ pub struct ApiError {
 }
 
 /// `POST /api/v2/services/{name}/scale`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScaleRequest {
     pub instances: u32,
 }
 
 /// Answer of `POST /api/v2/uploads`: the `model_path` to put in the config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UploadResponse {
     pub model_path: String,
     pub sha256: String,
@@ -153,7 +153,7 @@ pub struct UploadResponse {
 // ---------------------------------------------------------------------------
 // KServe v2 / Open Inference Protocol JSON shapes.
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InferTensor {
     pub name: String,
     pub shape: Vec<i64>,
@@ -162,7 +162,7 @@ pub struct InferTensor {
     pub data: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InferRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -171,12 +171,12 @@ pub struct InferRequest {
     pub outputs: Option<Vec<RequestedOutput>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RequestedOutput {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InferResponse {
     pub model_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,7 +189,7 @@ pub struct InferResponse {
 // ---------------------------------------------------------------------------
 // The optimization report (stored with the artifact, shown by `whet desc`).
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OptimizationReport {
     pub optimizer_version: String,
     pub context: ReportContext,
@@ -204,7 +204,7 @@ pub struct OptimizationReport {
     pub total_seconds: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReportContext {
     pub engine: String,
     pub target: String,
@@ -214,7 +214,7 @@ pub struct ReportContext {
     pub level: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Diagnosis {
     /// "test_data: <file> (N samples)" or "synthesized from input_shapes" …
     pub test_data_source: String,
@@ -225,7 +225,7 @@ pub struct Diagnosis {
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum CandidateStatus {
     Selected,
     Passed,
@@ -233,7 +233,7 @@ pub enum CandidateStatus {
     Rejected,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CandidateReport {
     pub name: String,
     pub description: String,
@@ -249,7 +249,7 @@ pub struct CandidateReport {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ShapeLatency {
     pub shapes: String,
     pub p50_ms: f64,

@@ -27,7 +27,9 @@ use crate::processor::{
 };
 
 /// One problem in a config: where (see the module docs for the path style) and what is expected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, schemars::JsonSchema,
+)]
 #[error("{path}: {message}")]
 pub struct ValidationError {
     pub path: String,

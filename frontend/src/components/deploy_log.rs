@@ -87,10 +87,12 @@ pub fn DeployLog(name: String, generation: RwSignal<u32>, on_end: Callback<()>) 
     };
 
     view! {
-        <p class="log-state">{move || state_text(&state.get())}</p>
-        <div class="log" node_ref=pane on:scroll=on_scroll>
+        <p class="log-state" data-test="log-state">{move || state_text(&state.get())}</p>
+        <div class="log" data-test="deploy-log" node_ref=pane on:scroll=on_scroll>
             <For each=move || lines.get() key=|l| l.id let:l>
-                <div class=format::log_class(&l.line)>
+                // data-id/data-ts: the browser tests match rows to the
+                // server's lines and time their arrival.
+                <div class=format::log_class(&l.line) data-id=l.id.to_string() data-ts=l.ts.clone()>
                     <span class="ts">{format::short_time(&l.ts)}</span>" "{l.line.clone()}
                 </div>
             </For>

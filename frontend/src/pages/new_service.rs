@@ -85,12 +85,13 @@ pub fn NewServicePage() -> impl IntoView {
         <div class="editor">
             <textarea
                 class="config"
+                data-test="config-editor"
                 spellcheck="false"
                 aria-label="Service config (JSON)"
                 prop:value=move || text.get()
                 on:input=move |ev| text.set(event_target_value(&ev))
             ></textarea>
-            <aside class="validation">
+            <aside class="validation" data-test="validation">
                 {move || {
                     let errs = errors.get();
                     if errs.is_empty() {
@@ -109,6 +110,7 @@ pub fn NewServicePage() -> impl IntoView {
         <p>
             <button
                 class="primary"
+                data-test="deploy"
                 on:click=deploy
                 disabled=move || busy.get() || !errors.with(Vec::is_empty)
             >

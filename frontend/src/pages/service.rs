@@ -68,7 +68,7 @@ fn ServiceView(name: String) -> impl IntoView {
     let title = name.clone();
     view! {
         <BackToServices/>
-        <h1>{title}</h1>
+        <h1 data-test="service-name">{title}</h1>
         {move || match detail.get() {
             None => view! { <p class="muted">"Loading…"</p> }.into_any(),
             Some(Err(f)) => view! { <ErrorBox failure=f/> }.into_any(),
@@ -85,7 +85,7 @@ fn ServiceView(name: String) -> impl IntoView {
                 .and_then(|d| d.report)
                 .map(|r| {
                     view! {
-                        <section>
+                        <section data-test="report">
                             <h2>"Optimization report"</h2>
                             <ReportView report=r/>
                         </section>
@@ -100,7 +100,7 @@ fn ServiceOverview(d: ServiceDetail, on_action: Callback<bool>) -> impl IntoView
     let s = &d.summary;
     let url = format!("{}{}", api::origin(), d.endpoint);
     view! {
-        <section class="overview">
+        <section class="overview" data-test="service-overview">
             <table class="kv">
                 <tr><th>"Status"</th><td><StatusBadge status=s.status/>
                     {d.stage.clone().map(|st| view! { <span class="muted">" stage: "{st}</span> })}

@@ -25,7 +25,7 @@ pub fn ServicesPage() -> impl IntoView {
     load();
     poll_every(REFRESH, load);
     view! {
-        <div class="page-head">
+        <div class="page-head" data-test="services-page">
             <h1>"Services"</h1>
             <input
                 type="search"

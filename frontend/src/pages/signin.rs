@@ -62,7 +62,7 @@ fn SignInForm() -> impl IntoView {
         });
     };
     view! {
-        <form class="signin card" on:submit=submit>
+        <form class="signin card" data-test="signin" on:submit=submit>
             <h1>"Sign in"</h1>
             <p>
                 "Paste an API token. A local server's admin token is in "

@@ -1,0 +1,220 @@
+//! The OpenAPI 3.1 description of the whole HTTP API, served at
+//! `GET /api/openapi.json`. OpenAPI 3.1 schemas are JSON Schema 2020-12, which
+//! is what schemars generates from the very types the handlers use, so the
+//! component schemas cannot drift from the code; the paths are listed here.
+
+use schemars::generate::SchemaSettings;
+use serde_json::{json, Value};
+use shared::api::{
+    ApiError, InferRequest, InferResponse, LogEvent, LogPage, ScaleRequest, ServiceDetail,
+    ServiceSummary, UploadResponse,
+};
+use shared::ServiceConfig;
+
+fn op(summary: &str, tag: &str, security: &str, responses: Value) -> Value {
+    let mut o = json!({ "summary": summary, "tags": [tag], "responses": responses });
+    if !security.is_empty() {
+        o["security"] = json!([{ security: [] }]);
+    }
+    o
+}
+
+fn body(schema: &Value) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": schema } } })
+}
+
+fn ok(code: &str, description: &str, schema: &Value) -> (String, Value) {
+    (
+        code.to_string(),
+        json!({ "description": description, "content": { "application/json": { "schema": schema } } }),
+    )
+}
+
+fn plain(code: &str, description: &str) -> (String, Value) {
+    (code.to_string(), json!({ "description": description }))
+}
+
+fn responses(items: Vec<(String, Value)>, error: &Value, errors: &[(&str, &str)]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in items {
+        m.insert(k, v);
+    }
+    for (code, why) in errors {
+        m.insert(
+            code.to_string(),
+            json!({ "description": why, "content": { "application/json": { "schema": error } } }),
+        );
+    }
+    Value::Object(m)
+}
+
+fn name_param() -> Value {
+    json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string" }, "description": "service name" })
+}
+
+fn version_param() -> Value {
+    json!({ "name": "version", "in": "path", "required": true, "schema": { "type": "string" }, "description": "model version (each service serves version 1)" })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas/".into())
+        .into_generator();
+    let schema = |v: schemars::Schema| v.to_value();
+    let config = schema(generator.subschema_for::<ServiceConfig>());
+    let detail = schema(generator.subschema_for::<ServiceDetail>());
+    let summaries = schema(generator.subschema_for::<Vec<ServiceSummary>>());
+    let error = schema(generator.subschema_for::<ApiError>());
+    let scale = schema(generator.subschema_for::<ScaleRequest>());
+    let page = schema(generator.subschema_for::<LogPage>());
+    let event = schema(generator.subschema_for::<LogEvent>());
+    let upload = schema(generator.subschema_for::<UploadResponse>());
+    let infer_req = schema(generator.subschema_for::<InferRequest>());
+    let infer_resp = schema(generator.subschema_for::<InferResponse>());
+    let schemas = generator.take_definitions(true);
+
+    let mgmt = "managementToken";
+    let svc = "serviceToken";
+    let e = &error;
+    let auth_err = [("401", "missing or invalid token")];
+    let svc_errs = [
+        ("401", "missing or invalid token"),
+        ("404", "no such service"),
+    ];
+    let deploy_errs = [
+        ("401", "missing or invalid token"),
+        ("404", "no such service"),
+        ("409", "a deploy is in progress"),
+        ("422", "the config has problems (each with its JSON path)"),
+    ];
+    let predict_errs = [
+        (
+            "400",
+            "malformed request, or an input with the wrong name, datatype or shape",
+        ),
+        ("401", "missing or wrong service token"),
+        ("404", "no such service"),
+        ("503", "the service is not serving"),
+    ];
+
+    let with_name = |mut o: Value| {
+        o["parameters"] = json!([name_param()]);
+        o
+    };
+    let with_version = |mut o: Value| {
+        o["parameters"] = json!([name_param(), version_param()]);
+        o
+    };
+
+    let paths = json!({
+        "/api/v2/services": {
+            "get": op("List services", "services", mgmt, responses(vec![ok("200", "services", &summaries)], e, &auth_err)),
+            "post": {
+                "requestBody": body(&config),
+                "summary": "Create (deploy) a service from an EAS service config",
+                "tags": ["services"], "security": [{ mgmt: [] }],
+                "responses": responses(vec![ok("201", "the service; the deploy runs in the background", &detail)], e, &[("401", "missing or invalid token"), ("409", "the name is taken"), ("422", "the config has problems (each with its JSON path)"), ("503", "the engine library is missing")]),
+            },
+        },
+        "/api/v2/services/{name}": {
+            "get": with_name(op("Describe a service: status, endpoint, token, signature, optimization report", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &svc_errs))),
+            "put": with_name({
+                let mut o = op("Redeploy a service with a new config", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs));
+                o["requestBody"] = body(&config);
+                o
+            }),
+            "delete": with_name(op("Delete a service", "services", mgmt, responses(vec![plain("204", "deleted")], e, &deploy_errs))),
+        },
+        "/api/v2/services/{name}/scale": {
+            "post": with_name({
+                let mut o = op("Change the number of instances (reuses the optimized artifact)", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs));
+                o["requestBody"] = body(&scale);
+                o
+            }),
+        },
+        "/api/v2/services/{name}/stop": { "post": with_name(op("Stop serving", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs))) },
+        "/api/v2/services/{name}/start": { "post": with_name(op("Start a stopped service", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs))) },
+        "/api/v2/services/{name}/logs": {
+            "get": {
+                "summary": "A page of the deploy log",
+                "tags": ["logs"], "security": [{ mgmt: [] }],
+                "parameters": [
+                    name_param(),
+                    { "name": "after", "in": "query", "schema": { "type": "integer" }, "description": "return lines after this id" },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 5000 } },
+                ],
+                "responses": responses(vec![ok("200", "log lines", &page)], e, &svc_errs),
+            },
+        },
+        "/api/v2/services/{name}/logs/stream": {
+            "get": with_name({
+                let mut o = op(
+                    "WebSocket: replays the log, then streams new lines until the deploy ends. Each text frame is one LogEvent. Browsers may pass the token as ?token=",
+                    "logs", mgmt,
+                    responses(vec![("101".into(), json!({ "description": "switching to WebSocket; frames carry LogEvent", "content": { "application/json": { "schema": event } } }))], e, &svc_errs),
+                );
+                o["parameters"] = json!([name_param(), { "name": "token", "in": "query", "schema": { "type": "string" } }]);
+                o
+            }),
+        },
+        "/api/v2/uploads": {
+            "post": {
+                "summary": "Upload a model file or archive (.tar, .tar.gz, .zip; unpacked safely); answers the model_path to use",
+                "tags": ["models"], "security": [{ mgmt: [] }],
+                "parameters": [{ "name": "filename", "in": "query", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } } },
+                "responses": responses(vec![ok("200", "stored", &upload)], e, &[("400", "bad file name or unsafe archive"), ("401", "missing or invalid token"), ("413", "too large")]),
+            },
+        },
+        "/api/v2/schema": { "get": op("JSON Schema of the service config", "services", "", json!({ "200": { "description": "JSON Schema" } })) },
+        "/api/predict/{name}": {
+            "post": with_name({
+                let mut o = op("Predict (EAS endpoint): the raw service token in Authorization, a KServe v2 JSON inference request", "predict", svc, responses(vec![ok("200", "outputs", &infer_resp)], e, &predict_errs));
+                o["requestBody"] = body(&infer_req);
+                o
+            }),
+        },
+        "/v2": { "get": op("KServe v2 server metadata", "kserve", "", json!({ "200": { "description": "name, version, extensions" } })) },
+        "/v2/health/live": { "get": op("Liveness", "kserve", "", json!({ "200": { "description": "live" } })) },
+        "/v2/health/ready": { "get": op("Readiness", "kserve", "", json!({ "200": { "description": "ready" } })) },
+        "/v2/models/{name}": { "get": with_name(op("Model metadata (-1 for dynamic dimensions)", "kserve", svc, responses(vec![plain("200", "metadata")], e, &svc_errs))) },
+        "/v2/models/{name}/ready": { "get": with_name(op("Model readiness: 200 serving, 400 not serving", "kserve", svc, responses(vec![plain("200", "ready"), plain("400", "not serving")], e, &svc_errs))) },
+        "/v2/models/{name}/infer": {
+            "post": with_name({
+                let mut o = op("Inference (KServe v2 JSON)", "kserve", svc, responses(vec![ok("200", "outputs", &infer_resp)], e, &predict_errs));
+                o["requestBody"] = body(&infer_req);
+                o
+            }),
+        },
+        "/v2/models/{name}/versions/{version}": { "get": with_version(op("Model metadata, versioned", "kserve", svc, responses(vec![plain("200", "metadata")], e, &svc_errs))) },
+        "/v2/models/{name}/versions/{version}/ready": { "get": with_version(op("Model readiness, versioned", "kserve", svc, responses(vec![plain("200", "ready"), plain("400", "not serving")], e, &svc_errs))) },
+        "/v2/models/{name}/versions/{version}/infer": {
+            "post": with_version({
+                let mut o = op("Inference, versioned", "kserve", svc, responses(vec![ok("200", "outputs", &infer_resp)], e, &predict_errs));
+                o["requestBody"] = body(&infer_req);
+                o
+            }),
+        },
+        "/metrics": { "get": op("Prometheus metrics (text exposition format)", "operations", "", json!({ "200": { "description": "metrics", "content": { "text/plain": {} } } })) },
+        "/healthz": { "get": op("Process health", "operations", "", json!({ "200": { "description": "ok" } })) },
+        "/api/openapi.json": { "get": op("This document", "operations", "", json!({ "200": { "description": "OpenAPI 3.1" } })) },
+    });
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Whetstone",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Deploy models from EAS service configs, optimized once before serving; EAS and KServe v2 prediction endpoints.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                mgmt: { "type": "http", "scheme": "bearer", "description": "a management API token (the admin token is in DATA/admin-token)" },
+                svc: { "type": "apiKey", "in": "header", "name": "Authorization", "description": "the service's prediction token, raw (EAS) or as `Bearer <token>`" },
+            },
+        },
+    })
+}
