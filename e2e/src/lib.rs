@@ -199,3 +199,24 @@ pub fn minilm_folder(zoo: &Path, dir: &Path) {
         std::os::unix::fs::symlink(zoo.join(f), dir.join(f)).expect("link zoo file");
     }
 }
+
+/// The seed's CPU plugin config for the zoo's MiniLM: o1, one shape group,
+/// its test data. `model_path` is relative to the config file.
+pub fn minilm_config(name: &str, model_path: &str) -> String {
+    serde_json::json!({
+        "name": name,
+        "model_path": model_path,
+        "processor": "onnx_cpu",
+        "metadata": { "instance": 1, "memory": 4000 },
+        "plugins": [{
+            "command": "blade --mode eas_plugin --optimize_for cpu",
+            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
+            "config": { "model_info": { "minilm.onnx": {
+                "optimization_level": "o1",
+                "test_data": "test_minilm.npz",
+                "input_shapes": [["1*128", "1*128", "1*128"]]
+            } } }
+        }]
+    })
+    .to_string()
+}

@@ -518,27 +518,6 @@ async fn new_service_editor_shows_the_invalid_field_path_until_fixed() {
     browser.close().await;
 }
 
-/// The seed's CPU plugin config for the zoo's MiniLM: o1, one shape group,
-/// its test data. `model_path` is relative to the config file.
-fn minilm_config(name: &str, model_path: &str) -> String {
-    json!({
-        "name": name,
-        "model_path": model_path,
-        "processor": "onnx_cpu",
-        "metadata": { "instance": 1, "memory": 4000 },
-        "plugins": [{
-            "command": "blade --mode eas_plugin --optimize_for cpu",
-            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
-            "config": { "model_info": { "minilm.onnx": {
-                "optimization_level": "o1",
-                "test_data": "test_minilm.npz",
-                "input_shapes": [["1*128", "1*128", "1*128"]]
-            } } }
-        }]
-    })
-    .to_string()
-}
-
 /// Records, in the page, when each log row enters the DOM (browser clock, ms
 /// since the epoch, like the server's timestamps on this same machine).
 /// Returns the time it started watching.
@@ -629,7 +608,7 @@ async fn deploy_log_streams_live_replays_on_reload_and_the_report_and_deep_link_
     let work = tempfile::tempdir().unwrap();
     minilm_folder(&zoo, &work.path().join("minilm"));
     let config = work.path().join("service.json");
-    std::fs::write(&config, minilm_config(NAME, "minilm")).unwrap();
+    std::fs::write(&config, whetstone_e2e::minilm_config(NAME, "minilm")).unwrap();
     let server = start_server(&work);
     let browser = Browser::start("deploy").await;
     browser.sign_in(&server).await;

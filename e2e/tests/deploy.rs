@@ -21,25 +21,6 @@ const SEED_LINES_IN_ORDER: &[&str] = &[
     "[OK] Service is running",
 ];
 
-fn service_config(name: &str, model_path: &str) -> String {
-    serde_json::json!({
-        "name": name,
-        "model_path": model_path,
-        "processor": "onnx_cpu",
-        "metadata": { "instance": 1, "memory": 4000 },
-        "plugins": [{
-            "command": "blade --mode eas_plugin --optimize_for cpu",
-            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
-            "config": { "model_info": { "minilm.onnx": {
-                "optimization_level": "o1",
-                "test_data": "test_minilm.npz",
-                "input_shapes": [["1*128", "1*128", "1*128"]]
-            } } }
-        }]
-    })
-    .to_string()
-}
-
 fn logs(server: &Server, name: &str) -> Vec<String> {
     let out = server.cli(&["logs", name]).output().expect("whet logs");
     assert!(
@@ -82,7 +63,11 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
     let data = work.path().join("data");
     whetstone_e2e::minilm_folder(&zoo, &work.path().join("minilm"));
     let cfg_path = work.path().join("service.json");
-    std::fs::write(&cfg_path, service_config("minilm_e2e", "minilm")).unwrap();
+    std::fs::write(
+        &cfg_path,
+        whetstone_e2e::minilm_config("minilm_e2e", "minilm"),
+    )
+    .unwrap();
 
     // 1. Create, and kill the server (SIGKILL) while the plugin runs.
     let mut server = Server::start(&data, &[]);
