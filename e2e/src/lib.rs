@@ -220,3 +220,31 @@ pub fn minilm_config(name: &str, model_path: &str) -> String {
     })
     .to_string()
 }
+
+/// The `[OK]` lines of the seed's deploy log that a one-instance deploy with
+/// a plugin prints, in order (other lines may come between).
+pub const SEED_LINES_IN_ORDER: &[&str] = &[
+    "[OK] Service is being created",
+    "[OK] Scheduling process to node ",
+    "[OK] Downloading model file: ",
+    "[OK] Fetching processor from [",
+    "[OK] Successfully downloaded all artifacts",
+    "[OK] Running plugin eas-plugin-",
+    "[OK] Successfully created ingress",
+    "[OK] Successfully synchronized resources",
+    "[OK] Waiting [Total: 1, Pending: 1, Running: 0]",
+    "[OK] Running [Total: 1, Pending: 0, Running: 1]",
+    "[OK] Service is running",
+];
+
+/// Every pattern starts some line, in this order (other lines may come between).
+pub fn assert_in_order(lines: &[String], patterns: &[&str]) {
+    let mut it = lines.iter();
+    for p in patterns {
+        assert!(
+            it.any(|l| l.starts_with(p)),
+            "log line starting with {p:?} missing or out of order in:\n{}",
+            lines.join("\n")
+        );
+    }
+}

@@ -51,21 +51,6 @@ const PAGE: Duration = Duration::from_secs(30);
 /// The whole MiniLM deploy, optimizer included, on a busy 2-core machine.
 const DEPLOY: Duration = Duration::from_secs(900);
 
-/// The `[OK]` lines of the seed's deploy log, in order (other lines between).
-const SEED_LINES_IN_ORDER: &[&str] = &[
-    "[OK] Service is being created",
-    "[OK] Scheduling process to node ",
-    "[OK] Downloading model file: ",
-    "[OK] Fetching processor from [",
-    "[OK] Successfully downloaded all artifacts",
-    "[OK] Running plugin eas-plugin-",
-    "[OK] Successfully created ingress",
-    "[OK] Successfully synchronized resources",
-    "[OK] Waiting [Total: 1, Pending: 1, Running: 0]",
-    "[OK] Running [Total: 1, Pending: 0, Running: 1]",
-    "[OK] Service is running",
-];
-
 /// One browser test at a time: on two cores a second Chromium and server
 /// slow every wait down and skew the log latency figure.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -582,17 +567,6 @@ fn api_log(server: &Server, name: &str) -> Vec<(i64, String)> {
     }
 }
 
-fn assert_in_order(lines: &[String], patterns: &[&str]) {
-    let mut it = lines.iter();
-    for p in patterns {
-        assert!(
-            it.any(|l| l.starts_with(p)),
-            "log line starting with {p:?} missing or out of order in the page:\n{}",
-            lines.join("\n")
-        );
-    }
-}
-
 /// One observation of the log while the deploy runs.
 struct Sample {
     at: Duration,
@@ -711,7 +685,7 @@ async fn deploy_log_streams_live_replays_on_reload_and_the_report_and_deep_link_
         .into_iter()
         .map(|(_, l)| l)
         .collect();
-    assert_in_order(&lines, SEED_LINES_IN_ORDER);
+    whetstone_e2e::assert_in_order(&lines, whetstone_e2e::SEED_LINES_IN_ORDER);
 
     // The stream's end reloads the overview: Running, with its speedup.
     browser

@@ -7,20 +7,6 @@ use std::process::Stdio;
 
 use whetstone_e2e::{npz_f32, zoo, Server};
 
-const SEED_LINES_IN_ORDER: &[&str] = &[
-    "[OK] Service is being created",
-    "[OK] Scheduling process to node ",
-    "[OK] Downloading model file: ",
-    "[OK] Fetching processor from [",
-    "[OK] Successfully downloaded all artifacts",
-    "[OK] Running plugin eas-plugin-",
-    "[OK] Successfully created ingress",
-    "[OK] Successfully synchronized resources",
-    "[OK] Waiting [Total: 1, Pending: 1, Running: 0]",
-    "[OK] Running [Total: 1, Pending: 0, Running: 1]",
-    "[OK] Service is running",
-];
-
 fn logs(server: &Server, name: &str) -> Vec<String> {
     let out = server.cli(&["logs", name]).output().expect("whet logs");
     assert!(
@@ -36,18 +22,6 @@ fn logs(server: &Server, name: &str) -> Vec<String> {
 
 fn count(lines: &[String], needle: &str) -> usize {
     lines.iter().filter(|l| l.contains(needle)).count()
-}
-
-/// Every pattern appears, in this order (other lines may come between).
-fn assert_in_order(lines: &[String], patterns: &[&str]) {
-    let mut it = lines.iter();
-    for p in patterns {
-        assert!(
-            it.any(|l| l.starts_with(p)),
-            "log line starting with {p:?} missing or out of order in:\n{}",
-            lines.join("\n")
-        );
-    }
 }
 
 fn services(server: &Server) -> serde_json::Value {
@@ -113,7 +87,7 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
         String::from_utf8_lossy(&follow.stderr)
     );
     let log = logs(&server, "minilm_e2e");
-    assert_in_order(&log, SEED_LINES_IN_ORDER);
+    whetstone_e2e::assert_in_order(&log, whetstone_e2e::SEED_LINES_IN_ORDER);
     assert_eq!(
         count(
             &log,
