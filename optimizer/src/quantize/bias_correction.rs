@@ -4,15 +4,13 @@
 //! model over the calibration samples (streamed), so only the weights' own
 //! error is corrected — upstream layers correct theirs.
 
-use std::collections::HashMap;
-
 use crate::data::Sample;
 use crate::error::{OptimizerError, Result};
-use crate::onnx::{self, ModelProto, TensorProto};
+use crate::onnx::{self, ModelProto};
 use crate::tensor::{Tensor, TensorData};
 
 use super::calibrate::channel_means;
-use super::qdq::{weight_axis, Plan};
+use super::qdq::{constants_through_identity, weight_axis, Plan};
 use super::quantize_weight_per_channel;
 
 /// The float model with corrected biases, and how many layers were corrected.
@@ -23,19 +21,7 @@ pub fn correct(
     threads: usize,
 ) -> Result<(ModelProto, usize)> {
     let g = onnx::graph(model);
-    let mut consts: HashMap<String, TensorProto> = g
-        .initializer
-        .iter()
-        .map(|t| (t.name.clone(), t.clone()))
-        .collect();
-    for n in g.node.iter().filter(|n| n.op_type == "Identity") {
-        if let (Some(src), Some(out)) = (
-            n.input.first().and_then(|i| consts.get(i)).cloned(),
-            n.output.first(),
-        ) {
-            consts.insert(out.clone(), src);
-        }
-    }
+    let consts = constants_through_identity(g);
     struct Target {
         node: usize,
         weight: Tensor,

@@ -266,25 +266,7 @@ pub fn quantize(
     }
 
     // 2. Weights and biases of quantized weighted nodes.
-    let mut inits: HashMap<String, TensorProto> = g
-        .initializer
-        .iter()
-        .map(|t| (t.name.clone(), t.clone()))
-        .collect();
-    // Exporters often route a shared constant through Identity nodes (the
-    // zoo's ResNet does it for every conv bias): look through them.
-    for n in g
-        .node
-        .iter()
-        .filter(|n| n.op_type == "Identity" && n.domain.is_empty())
-    {
-        if let (Some(src), Some(out)) = (
-            n.input.first().and_then(|i| inits.get(i)).cloned(),
-            n.output.first(),
-        ) {
-            inits.insert(out.clone(), src);
-        }
-    }
+    let inits = constants_through_identity(g);
     let mut weight_nodes: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     for (idx, n) in g.node.iter_mut().enumerate() {
         if !quant_nodes.contains(n.name.as_str()) || !WEIGHTED.contains(&n.op_type.as_str()) {
@@ -459,4 +441,28 @@ pub fn remove_unused_initializers(g: &mut GraphProto) {
         return;
     }
     g.initializer.retain(|t| used.contains(&t.name));
+}
+
+/// Initializers by name, plus the outputs of Identity nodes that pass one
+/// through: exporters often route a shared constant that way (the zoo's
+/// ResNet does it for every conv bias).
+pub(crate) fn constants_through_identity(g: &GraphProto) -> HashMap<String, TensorProto> {
+    let mut consts: HashMap<String, TensorProto> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    for n in g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Identity" && n.domain.is_empty())
+    {
+        if let (Some(src), Some(out)) = (
+            n.input.first().and_then(|i| consts.get(i)).cloned(),
+            n.output.first(),
+        ) {
+            consts.insert(out.clone(), src);
+        }
+    }
+    consts
 }
