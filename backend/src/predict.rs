@@ -235,15 +235,7 @@ async fn run(
         .outputs
         .as_ref()
         .map(|o| o.iter().map(|x| x.name.clone()).collect());
-    let engine_start = Instant::now();
-    let outputs = tokio::task::spawn_blocking(move || pool.run(&inputs))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(|e| match e {
-            optimizer::OptimizerError::BadInput { .. } => AppError::BadRequest(e.to_string()),
-            other => AppError::Internal(other.to_string()),
-        })?;
-    let engine = engine_start.elapsed();
+    let (outputs, engine) = execute(pool, inputs).await?;
     let outputs: Vec<OutTensor> = outputs
         .iter()
         .filter(|(oname, _)| wanted.as_ref().is_none_or(|w| w.contains(oname)))
@@ -262,6 +254,24 @@ async fn run(
     })
     .into_response();
     Ok((response, engine))
+}
+
+/// Runs decoded inputs on the service's engines. Every protocol goes
+/// through here, so queueing, batching and instance choice live in one
+/// place. Returns the outputs and the time spent in the engine.
+pub async fn execute(
+    pool: Arc<ServicePool>,
+    inputs: Vec<(String, Tensor)>,
+) -> Result<(Vec<(String, Tensor)>, Duration), AppError> {
+    let engine_start = Instant::now();
+    let outputs = tokio::task::spawn_blocking(move || pool.run(&inputs))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(|e| match e {
+            optimizer::OptimizerError::BadInput { .. } => AppError::BadRequest(e.to_string()),
+            other => AppError::Internal(other.to_string()),
+        })?;
+    Ok((outputs, engine_start.elapsed()))
 }
 
 /// The KServe v2 response, serialized straight from the engine's buffers:
