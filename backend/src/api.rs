@@ -21,6 +21,7 @@ use shared::{parse_and_validate, ServiceConfig};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{new_token, Caller};
+use shared::api::Role;
 use crate::error::AppError;
 use crate::fetch;
 use crate::state::AppState;
@@ -66,6 +67,7 @@ fn summary(row: &ServiceRow, cfg: Option<&ServiceConfig>, speedup: Option<f64>) 
         speedup,
         created_at: row.created_at.clone(),
         updated_at: row.updated_at.clone(),
+        team: row.team.clone(),
     }
 }
 
@@ -100,6 +102,15 @@ async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppE
     })
 }
 
+/// The list row of a service, with the speedup from its report.
+pub(crate) async fn summary_of(state: &AppState, row: ServiceRow) -> Result<ServiceSummary, AppError> {
+    Ok(detail(state, row).await?.summary)
+}
+
+pub(crate) async fn detail_of(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppError> {
+    detail(state, row).await
+}
+
 async fn service_or_404(state: &AppState, name: &str) -> Result<ServiceRow, AppError> {
     state
         .store
@@ -108,23 +119,56 @@ async fn service_or_404(state: &AppState, name: &str) -> Result<ServiceRow, AppE
         .ok_or_else(|| AppError::NotFound(format!("no service named '{name}'")))
 }
 
+/// The service `name` if the caller's role in its team allows `action`.
+/// Outside the team it does not exist (404), so names do not leak.
+pub(crate) async fn service_for(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    need: Role,
+    action: &str,
+) -> Result<ServiceRow, AppError> {
+    let row = service_or_404(state, name).await?;
+    caller.require(
+        &row.team,
+        need,
+        action,
+        &format!("no service named '{name}'"),
+    )?;
+    Ok(row)
+}
+
+#[derive(Deserialize)]
+struct TeamQuery {
+    team: Option<String>,
+}
+
+/// The services of the caller's teams (of one team with `?team=`).
 async fn list(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
+    Query(q): Query<TeamQuery>,
 ) -> Result<Json<Vec<ServiceSummary>>, AppError> {
+    if let Some(team) = &q.team {
+        caller.require(team, Role::Viewer, "listing services", &format!("no team named '{team}'"))?;
+    }
     let mut out = Vec::new();
     for row in state.store.list_services().await? {
-        out.push(detail(&state, row).await?.summary);
+        let visible = caller.role_in(&row.team).is_some()
+            && q.team.as_ref().is_none_or(|t| *t == row.team);
+        if visible {
+            out.push(detail(&state, row).await?.summary);
+        }
     }
     Ok(Json(out))
 }
 
 async fn describe(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceDetail>, AppError> {
-    let row = service_or_404(&state, &name).await?;
+    let row = service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
     Ok(Json(detail(&state, row).await?))
 }
 
@@ -165,11 +209,37 @@ fn parse_config(body: &str) -> Result<ServiceConfig, AppError> {
     parse_and_validate(body).map_err(AppError::Invalid)
 }
 
+/// The team a new service goes to: `?team=`, else the caller's first team
+/// where they may deploy.
+fn target_team(caller: &Caller, asked: Option<String>) -> Result<String, AppError> {
+    let team = match asked {
+        Some(t) => t,
+        None => caller
+            .teams
+            .iter()
+            .find(|t| t.role.can_deploy())
+            .map(|t| t.team.clone())
+            .or_else(|| caller.user.site_admin.then(|| "default".to_string()))
+            .ok_or_else(|| {
+                AppError::Forbidden(
+                    "deploying needs the deployer role in a team; you have none".into(),
+                )
+            })?,
+    };
+    caller.require(&team, Role::Deployer, "deploying", &format!("no team named '{team}'"))?;
+    Ok(team)
+}
+
 async fn create(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
+    Query(q): Query<TeamQuery>,
     body: String,
 ) -> Result<(StatusCode, Json<ServiceDetail>), AppError> {
+    let team = target_team(&caller, q.team)?;
+    if state.store.team(&team).await?.is_none() {
+        return Err(AppError::NotFound(format!("no team named '{team}'")));
+    }
     let cfg = parse_config(&body)?;
     if state.store.get_service(&cfg.name).await?.is_some() {
         return Err(AppError::Conflict(format!(
@@ -182,7 +252,7 @@ async fn create(
     let stored = serde_json::to_string(&cfg).map_err(|e| AppError::Internal(e.to_string()))?;
     let job = state
         .store
-        .create_service(&cfg.name, &stored, &token, cfg.metadata.instance, &model)
+        .create_service(&cfg.name, &stored, &token, cfg.metadata.instance, &model, &team)
         .await?;
     state
         .logs
@@ -194,16 +264,16 @@ async fn create(
 }
 
 async fn modify(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: String,
 ) -> Result<Json<ServiceDetail>, AppError> {
+    service_for(&state, &caller, &name, Role::Deployer, "modifying a service").await?;
     let cfg = parse_config(&body)?;
     if cfg.name != name {
         return Err(AppError::invalid("name", format!("the config names '{}' but the request is for '{name}'; a service cannot be renamed", cfg.name)));
     }
-    service_or_404(&state, &name).await?;
     let model = check_deployable(&state, &cfg).await?;
     let stored = serde_json::to_string(&cfg).map_err(|e| AppError::Internal(e.to_string()))?;
     let job = state
@@ -221,12 +291,12 @@ async fn modify(
 }
 
 async fn scale(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     Json(req): Json<shared::api::ScaleRequest>,
 ) -> Result<Json<ServiceDetail>, AppError> {
-    let row = service_or_404(&state, &name).await?;
+    let row = service_for(&state, &caller, &name, Role::Deployer, "scaling a service").await?;
     let mut cfg: ServiceConfig =
         serde_json::from_str(&row.config).map_err(|e| AppError::Internal(e.to_string()))?;
     cfg.metadata.instance = req.instances;
@@ -265,11 +335,11 @@ async fn scale(
 }
 
 async fn stop(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceDetail>, AppError> {
-    service_or_404(&state, &name).await?;
+    service_for(&state, &caller, &name, Role::Deployer, "stopping a service").await?;
     if state.store.has_pending_job(&name).await? {
         return Err(AppError::Conflict(format!(
             "a deploy of '{name}' is in progress; stop it after it finishes"
@@ -291,11 +361,11 @@ async fn stop(
 }
 
 async fn start(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceDetail>, AppError> {
-    let row = service_or_404(&state, &name).await?;
+    let row = service_for(&state, &caller, &name, Role::Deployer, "starting a service").await?;
     if row.status == ServiceStatus::Running {
         return Err(AppError::Conflict(format!(
             "service '{name}' is already running"
@@ -316,11 +386,11 @@ async fn start(
 }
 
 async fn delete(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    service_or_404(&state, &name).await?;
+    service_for(&state, &caller, &name, Role::Deployer, "deleting a service").await?;
     if state.store.count_jobs(&name, "running").await? > 0 {
         return Err(AppError::Conflict(format!(
             "a deploy of '{name}' is running; delete it after it finishes"
@@ -328,6 +398,7 @@ async fn delete(
     }
     state.instances.remove(&name);
     state.store.delete_service(&name).await?;
+    crate::recent::forget(&name);
     state
         .logs
         .end(&name, ServiceStatus::Stopped, Some("deleted".into()));
@@ -335,40 +406,49 @@ async fn delete(
 }
 
 #[derive(Deserialize)]
-struct LogQuery {
+pub(crate) struct LogQuery {
     #[serde(default)]
     after: i64,
     limit: Option<i64>,
 }
 
 async fn logs(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Json<LogPage>, AppError> {
-    service_or_404(&state, &name).await?;
+    service_for(&state, &caller, &name, Role::Viewer, "reading a log").await?;
+    Ok(Json(log_page(&state, &name, q).await?))
+}
+
+pub(crate) async fn log_page(state: &AppState, name: &str, q: LogQuery) -> Result<LogPage, AppError> {
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
-    let lines = state.store.logs_after(&name, q.after, limit).await?;
+    let lines = state.store.logs_after(name, q.after, limit).await?;
     let next = (lines.len() as i64 == limit)
         .then(|| lines.last().map(|l| l.id))
         .flatten();
-    Ok(Json(LogPage { lines, next }))
+    Ok(LogPage { lines, next })
 }
 
 /// Replays the stored log, then streams new lines until the deploy ends.
 async fn log_stream(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
-    service_or_404(&state, &name).await?;
-    Ok(ws.on_upgrade(move |socket| async move {
+    service_for(&state, &caller, &name, Role::Viewer, "reading a log").await?;
+    Ok(upgrade_log_stream(state, name, ws))
+}
+
+/// Answers a WebSocket upgrade with the log stream of `name`.
+pub(crate) fn upgrade_log_stream(state: AppState, name: String, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| async move {
         if let Err(e) = stream_logs(state, name, socket).await {
             tracing::debug!("log stream ended: {e}");
         }
-    }))
+    })
 }
 
 async fn send(socket: &mut WebSocket, ev: &LogEvent) -> Result<(), String> {
@@ -457,11 +537,17 @@ struct UploadQuery {
 /// unpacked and checked before anything is kept, so an unsafe archive leaves
 /// no trace.
 async fn upload(
-    _: Caller,
+    caller: Caller,
     State(state): State<AppState>,
     Query(q): Query<UploadQuery>,
     body: Body,
 ) -> Result<Json<UploadResponse>, AppError> {
+    let may_deploy = caller.user.site_admin || caller.teams.iter().any(|t| t.role.can_deploy());
+    if !may_deploy {
+        return Err(AppError::Forbidden(
+            "uploading a model needs the deployer role in a team".into(),
+        ));
+    }
     let name = q.filename.trim().to_string();
     let valid = !name.is_empty()
         && !name.contains('/')

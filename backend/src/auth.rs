@@ -8,6 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::store::UserRow;
+use shared::api::{Me, Role, TeamRole};
 
 pub fn new_token(prefix: &str) -> String {
     let mut bytes = [0u8; 24];
@@ -45,9 +47,50 @@ pub fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> 
     })
 }
 
-/// A caller holding a valid management token.
+/// A caller holding a valid management token: the token's user and the
+/// teams they belong to, read once per request.
 pub struct Caller {
-    pub role: String,
+    pub user: UserRow,
+    pub teams: Vec<TeamRole>,
+}
+
+impl Caller {
+    /// The caller's role in `team`; site admins are admin of every team.
+    pub fn role_in(&self, team: &str) -> Option<Role> {
+        self.me().role_in(team)
+    }
+
+    pub fn me(&self) -> Me {
+        Me {
+            user: self.user.name.clone(),
+            site_admin: self.user.site_admin,
+            teams: self.teams.clone(),
+        }
+    }
+
+    /// Site admins only (users and teams are managed by them).
+    pub fn require_site_admin(&self, what: &str) -> Result<(), AppError> {
+        if self.user.site_admin {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!("{what} needs a site admin")))
+        }
+    }
+
+    /// Checks the caller's role in `team`. A caller outside the team gets
+    /// 404 (`not_found`), so names of other teams' things do not leak; a
+    /// member whose role is too low gets 403 naming the role needed.
+    pub fn require(&self, team: &str, need: Role, action: &str, not_found: &str) -> Result<Role, AppError> {
+        match self.role_in(team) {
+            None => Err(AppError::NotFound(not_found.to_string())),
+            Some(r) if r >= need => Ok(r),
+            Some(r) => Err(AppError::Forbidden(format!(
+                "{action} needs the {} role in team '{team}'; you are {}",
+                need.as_str(),
+                r.as_str()
+            ))),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -62,11 +105,12 @@ impl FromRequestParts<AppState> for Caller {
                 "missing API token: send `Authorization: Bearer <token>`".into(),
             ));
         };
-        match state.store.token_role(&hash_token(&token)).await? {
-            Some(role) => Ok(Caller { role }),
-            None => Err(AppError::Unauthorized(
+        let Some(user) = state.store.token_user(&hash_token(&token)).await? else {
+            return Err(AppError::Unauthorized(
                 "invalid or revoked API token".into(),
-            )),
-        }
+            ));
+        };
+        let teams = state.store.teams_of(user.id).await?;
+        Ok(Caller { user, teams })
     }
 }

@@ -2,6 +2,7 @@
 //! the durable job queue and its workers, serving instances and the
 //! prediction endpoint.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -15,6 +16,8 @@ pub mod logbus;
 pub mod metrics;
 pub mod openapi;
 pub mod predict;
+pub mod recent;
 pub mod server;
+pub mod shares;
 pub mod state;
 pub mod store;

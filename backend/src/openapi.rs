@@ -72,6 +72,7 @@ pub fn document() -> Value {
     let upload = schema(generator.subschema_for::<UploadResponse>());
     let infer_req = schema(generator.subschema_for::<InferRequest>());
     let infer_resp = schema(generator.subschema_for::<InferResponse>());
+    let accounts = AccountSchemas::new(&mut generator);
     let schemas = generator.take_definitions(true);
 
     let mgmt = "managementToken";
@@ -201,6 +202,10 @@ pub fn document() -> Value {
         "/api/openapi.json": { "get": op("This document", "operations", "", json!({ "200": { "description": "OpenAPI 3.1" } })) },
     });
 
+    let mut paths = paths;
+    if let (Some(all), Value::Object(more)) = (paths.as_object_mut(), accounts.paths(&error)) {
+        all.extend(more);
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -217,4 +222,100 @@ pub fn document() -> Value {
             },
         },
     })
+}
+
+/// Schemas of the users, teams, tokens, share-link and dashboard calls.
+struct AccountSchemas {
+    me: Value,
+    team_roles: Value,
+    team: Value,
+    create_team: Value,
+    set_member: Value,
+    users: Value,
+    user: Value,
+    create_user: Value,
+    tokens: Value,
+    create_token: Value,
+    new_token: Value,
+    share: Value,
+    shares: Value,
+    shared: Value,
+    dashboard: Value,
+    page: Value,
+}
+
+impl AccountSchemas {
+    fn new(g: &mut schemars::SchemaGenerator) -> AccountSchemas {
+        use shared::api::*;
+        AccountSchemas {
+            me: g.subschema_for::<Me>().to_value(),
+            team_roles: g.subschema_for::<Vec<TeamRole>>().to_value(),
+            team: g.subschema_for::<TeamDetail>().to_value(),
+            create_team: g.subschema_for::<CreateTeam>().to_value(),
+            set_member: g.subschema_for::<SetMember>().to_value(),
+            users: g.subschema_for::<Vec<UserInfo>>().to_value(),
+            user: g.subschema_for::<UserInfo>().to_value(),
+            create_user: g.subschema_for::<CreateUser>().to_value(),
+            tokens: g.subschema_for::<Vec<TokenInfo>>().to_value(),
+            create_token: g.subschema_for::<CreateToken>().to_value(),
+            new_token: g.subschema_for::<NewToken>().to_value(),
+            share: g.subschema_for::<ShareLink>().to_value(),
+            shares: g.subschema_for::<Vec<ShareLink>>().to_value(),
+            shared: g.subschema_for::<SharedService>().to_value(),
+            dashboard: g.subschema_for::<TeamDashboard>().to_value(),
+            page: g.subschema_for::<LogPage>().to_value(),
+        }
+    }
+
+    fn paths(&self, e: &Value) -> Value {
+        let mgmt = "managementToken";
+        let p = |name: &str, what: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" }, "description": what });
+        let with = |mut o: Value, params: Vec<Value>| {
+            o["parameters"] = Value::Array(params);
+            o
+        };
+        let with_body = |mut o: Value, schema: &Value| {
+            o["requestBody"] = body(schema);
+            o
+        };
+        let auth = [("401", "missing or invalid token")];
+        let site = [("401", "missing or invalid token"), ("403", "needs a site admin"), ("409", "the name is taken"), ("422", "bad name")];
+        let team_errs = [("401", "missing or invalid token"), ("404", "no such team (or not a member)")];
+        let admin_errs = [("401", "missing or invalid token"), ("403", "needs the team's admin role"), ("404", "no such team or user"), ("409", "the team would have no admin left")];
+        let self_errs = [("401", "missing or invalid token"), ("404", "no such user (or not yours)")];
+        let share_errs = [("401", "missing or invalid token"), ("403", "needs the deployer role"), ("404", "no such service or link")];
+        let gone = [("404", "unknown or revoked link")];
+        let (team, user, name, token) = (p("team", "team name"), p("user", "user name"), p("name", "service name"), p("token", "share link token"));
+        json!({
+            "/api/v2/me": { "get": op("The caller: user name, site admin, teams and roles", "accounts", mgmt, responses(vec![ok("200", "the caller", &self.me)], e, &auth)) },
+            "/api/v2/teams": {
+                "get": op("Teams visible to the caller, with the caller's role", "accounts", mgmt, responses(vec![ok("200", "teams", &self.team_roles)], e, &auth)),
+                "post": with_body(op("Create a team (site admins); the creator is its first admin", "accounts", mgmt, responses(vec![ok("201", "the team", &self.team)], e, &site)), &self.create_team),
+            },
+            "/api/v2/teams/{team}": { "get": with(op("A team and its members", "accounts", mgmt, responses(vec![ok("200", "the team", &self.team)], e, &team_errs)), vec![team.clone()]) },
+            "/api/v2/teams/{team}/dashboard": { "get": with(op("A team's services with aggregates: count by status, instances, median speedup, requests and p50 latency in the last hour", "accounts", mgmt, responses(vec![ok("200", "the dashboard", &self.dashboard)], e, &team_errs)), vec![team.clone()]) },
+            "/api/v2/teams/{team}/members/{user}": {
+                "put": with(with_body(op("Add a member or change their role (team admins)", "accounts", mgmt, responses(vec![ok("200", "the team", &self.team)], e, &admin_errs)), &self.set_member), vec![team.clone(), user.clone()]),
+                "delete": with(op("Remove a member (team admins)", "accounts", mgmt, responses(vec![ok("200", "the team", &self.team)], e, &admin_errs)), vec![team.clone(), user.clone()]),
+            },
+            "/api/v2/users": {
+                "get": op("All users (site admins)", "accounts", mgmt, responses(vec![ok("200", "users", &self.users)], e, &site)),
+                "post": with_body(op("Create a user (site admins)", "accounts", mgmt, responses(vec![ok("201", "the user", &self.user)], e, &site)), &self.create_user),
+            },
+            "/api/v2/users/{user}": { "get": with(op("A user (themselves or a site admin)", "accounts", mgmt, responses(vec![ok("200", "the user", &self.user)], e, &self_errs)), vec![user.clone()]) },
+            "/api/v2/users/{user}/tokens": {
+                "get": with(op("A user's API tokens (never the secret)", "accounts", mgmt, responses(vec![ok("200", "tokens", &self.tokens)], e, &self_errs)), vec![user.clone()]),
+                "post": with(with_body(op("Create an API token; the answer is the only time it is shown", "accounts", mgmt, responses(vec![ok("201", "the new token", &self.new_token)], e, &self_errs)), &self.create_token), vec![user.clone()]),
+            },
+            "/api/v2/users/{user}/tokens/{id}": { "delete": with(op("Revoke an API token", "accounts", mgmt, responses(vec![plain("204", "revoked")], e, &self_errs)), vec![user.clone(), json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } })]) },
+            "/api/v2/services/{name}/shares": {
+                "get": with(op("The service's live share links", "sharing", mgmt, responses(vec![ok("200", "links", &self.shares)], e, &share_errs)), vec![name.clone()]),
+                "post": with(op("Create a read-only share link (/s/{token} in the console)", "sharing", mgmt, responses(vec![ok("201", "the link", &self.share)], e, &share_errs)), vec![name.clone()]),
+            },
+            "/api/v2/services/{name}/shares/{token}": { "delete": with(op("Revoke a share link; it answers 404 from then on", "sharing", mgmt, responses(vec![plain("204", "revoked")], e, &share_errs)), vec![name.clone(), token.clone()]) },
+            "/api/v2/shared/{token}": { "get": with(op("What a share link shows: status, stage, report (no sign-in)", "sharing", "", responses(vec![ok("200", "the shared deployment", &self.shared)], e, &gone)), vec![token.clone()]) },
+            "/api/v2/shared/{token}/logs": { "get": with(op("A page of the shared deployment's log (no sign-in)", "sharing", "", responses(vec![ok("200", "log lines", &self.page)], e, &gone)), vec![token.clone()]) },
+            "/api/v2/shared/{token}/logs/stream": { "get": with(op("WebSocket: the shared deployment's log, replayed then live (no sign-in)", "sharing", "", responses(vec![plain("101", "switching to WebSocket; frames carry LogEvent")], e, &gone)), vec![token]) },
+        })
+    }
 }

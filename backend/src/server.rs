@@ -34,8 +34,13 @@ pub async fn open(settings: Settings) -> Result<AppState, AppError> {
     if store.token_count().await? == 0 {
         let token = new_token("whet_");
         write_secret(&settings.data_dir.join(ADMIN_TOKEN_FILE), &token)?;
+        // The first admin: the site admin `admin` created by the migrations.
+        let admin = store
+            .user("admin")
+            .await?
+            .ok_or_else(|| AppError::Internal("the store has no user 'admin'".into()))?;
         store
-            .insert_token("admin", &hash_token(&token), "admin")
+            .insert_token(admin.id, "admin", &hash_token(&token))
             .await?;
         tracing::info!(
             "created the admin API token in {}",
@@ -77,6 +82,8 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>) -> Router {
     let app = Router::new()
         .merge(crate::api::routes())
+        .merge(crate::accounts::routes())
+        .merge(crate::shares::routes())
         .merge(crate::predict::routes())
         .route("/healthz", axum::routing::get(|| async { "ok" }));
     let app = match console {

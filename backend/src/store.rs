@@ -13,6 +13,9 @@ use sqlx::{Row, SqlitePool};
 
 use crate::error::AppError;
 
+mod accounts;
+pub use accounts::UserRow;
+
 pub fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
@@ -40,6 +43,8 @@ pub struct ServiceRow {
     pub artifact: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The team the service belongs to.
+    pub team: String,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +83,7 @@ fn service_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ServiceRow, AppError>
         artifact: r.try_get("artifact")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        team: r.try_get("team")?,
     })
 }
 
@@ -119,35 +125,6 @@ impl Store {
         Ok(Store { pool })
     }
 
-    // ---- tokens -----------------------------------------------------------
-
-    pub async fn token_count(&self) -> Result<i64, AppError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM api_tokens")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
-    }
-
-    pub async fn insert_token(&self, name: &str, hash: &str, role: &str) -> Result<(), AppError> {
-        sqlx::query("INSERT INTO api_tokens (name, hash, role, created_at) VALUES (?, ?, ?, ?)")
-            .bind(name)
-            .bind(hash)
-            .bind(role)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The role of an unrevoked token with this hash.
-    pub async fn token_role(&self, hash: &str) -> Result<Option<String>, AppError> {
-        let row = sqlx::query("SELECT role FROM api_tokens WHERE hash = ? AND revoked_at IS NULL")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("role")).transpose()?)
-    }
-
     // ---- services and jobs --------------------------------------------------
 
     pub async fn get_service(&self, name: &str) -> Result<Option<ServiceRow>, AppError> {
@@ -174,6 +151,7 @@ impl Store {
         token: &str,
         instances: u32,
         model: &ResolvedModel,
+        team: &str,
     ) -> Result<i64, AppError> {
         let mut tx = self.pool.begin().await?;
         let exists = sqlx::query("SELECT 1 FROM services WHERE name = ?")
@@ -187,8 +165,8 @@ impl Store {
         }
         let ts = now();
         sqlx::query(
-            "INSERT INTO services (name, config, status, stage, token, instances, model_dir, model_file, model_sha256, signature, created_at, updated_at)
-             VALUES (?, ?, 'Creating', 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO services (name, config, status, stage, token, instances, model_dir, model_file, model_sha256, signature, created_at, updated_at, team)
+             VALUES (?, ?, 'Creating', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(name)
         .bind(config)
@@ -200,6 +178,7 @@ impl Store {
         .bind(&model.signature)
         .bind(&ts)
         .bind(&ts)
+        .bind(team)
         .execute(&mut *tx)
         .await?;
         let id = insert_job(&mut tx, name, config).await?;
@@ -279,6 +258,8 @@ impl Store {
             "DELETE FROM services WHERE name = ?",
             "DELETE FROM jobs WHERE service = ?",
             "DELETE FROM logs WHERE service = ?",
+            // A later service of the same name must not be shown to old links.
+            "DELETE FROM share_links WHERE service = ?",
         ] {
             sqlx::query(q).bind(name).execute(&mut *tx).await?;
         }

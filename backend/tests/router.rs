@@ -222,6 +222,17 @@ async fn the_openapi_document_lists_every_route_and_its_refs_resolve() {
         ("/v2/models/{name}/infer", "post"),
         ("/v2/models/{name}/versions/{version}/infer", "post"),
         ("/metrics", "get"),
+        ("/api/v2/me", "get"),
+        ("/api/v2/teams", "post"),
+        ("/api/v2/teams/{team}/dashboard", "get"),
+        ("/api/v2/teams/{team}/members/{user}", "put"),
+        ("/api/v2/users", "post"),
+        ("/api/v2/users/{user}/tokens", "post"),
+        ("/api/v2/users/{user}/tokens/{id}", "delete"),
+        ("/api/v2/services/{name}/shares", "post"),
+        ("/api/v2/services/{name}/shares/{token}", "delete"),
+        ("/api/v2/shared/{token}", "get"),
+        ("/api/v2/shared/{token}/logs/stream", "get"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),

@@ -78,6 +78,9 @@ pub struct ServiceSummary {
     pub speedup: Option<f64>,
     pub created_at: String,
     pub updated_at: String,
+    /// The team the service belongs to.
+    #[serde(default)]
+    pub team: String,
 }
 
 /// `GET /api/v2/services/{name}` and the answer to create/modify.
@@ -148,6 +151,202 @@ pub struct UploadResponse {
     pub model_path: String,
     pub sha256: String,
     pub bytes: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Users, teams, roles, share links.
+
+/// A user's role in one team. Every service belongs to one team, and every
+/// management call checks the caller's role there.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sees the team's services, logs and reports.
+    Viewer,
+    /// Also deploys, modifies, scales, stops, starts, deletes and shares.
+    Deployer,
+    /// Also manages the team's members.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Deployer => "deployer",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "viewer" => Role::Viewer,
+            "deployer" => Role::Deployer,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+
+    pub fn can_deploy(self) -> bool {
+        self >= Role::Deployer
+    }
+
+    pub fn can_manage(self) -> bool {
+        self == Role::Admin
+    }
+}
+
+/// The rule for user and team names (they appear in URLs): 1 to 63
+/// characters of lowercase letters, digits, '_' and '-', starting with a
+/// letter. Returns what was expected when `name` breaks it.
+pub fn check_account_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name: expected 1 to 63 characters of lowercase letters, digits, '_' and '-', starting with a letter, got {name:?}"
+        ))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TeamRole {
+    pub team: String,
+    pub role: Role,
+}
+
+/// `GET /api/v2/me`: who the caller's token belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Me {
+    pub user: String,
+    /// Site admins act as admin of every team and manage users and teams.
+    pub site_admin: bool,
+    pub teams: Vec<TeamRole>,
+}
+
+impl Me {
+    /// The caller's role in `team` (site admins are admin everywhere).
+    pub fn role_in(&self, team: &str) -> Option<Role> {
+        if self.site_admin {
+            return Some(Role::Admin);
+        }
+        self.teams.iter().find(|t| t.team == team).map(|t| t.role)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Member {
+    pub user: String,
+    pub role: Role,
+}
+
+/// `GET /api/v2/teams/{team}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TeamDetail {
+    pub name: String,
+    pub created_at: String,
+    pub members: Vec<Member>,
+    /// The caller's role in this team.
+    pub your_role: Role,
+}
+
+/// `POST /api/v2/teams`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CreateTeam {
+    pub name: String,
+}
+
+/// `PUT /api/v2/teams/{team}/members/{user}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SetMember {
+    pub role: Role,
+}
+
+/// `GET /api/v2/users` rows and `GET /api/v2/users/{user}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UserInfo {
+    pub name: String,
+    pub site_admin: bool,
+    pub created_at: String,
+    pub teams: Vec<TeamRole>,
+}
+
+/// `POST /api/v2/users` (site admins only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default)]
+    pub site_admin: bool,
+}
+
+/// `POST /api/v2/users/{user}/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CreateToken {
+    /// A label, e.g. "laptop" or "ci".
+    pub name: String,
+}
+
+/// An API token as listed: never the token itself (only its hash is kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// The answer to creating a token: the only time the token is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NewToken {
+    pub id: i64,
+    pub name: String,
+    pub token: String,
+}
+
+/// A read-only link to one deployment: `/s/{token}` in the console,
+/// `/api/v2/shared/{token}` in the API. Revoked links answer 404.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ShareLink {
+    pub token: String,
+    /// Console path of the link, `/s/{token}`.
+    pub url: String,
+    pub service: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// `GET /api/v2/shared/{token}`: what a share link shows (no prediction
+/// token, no config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SharedService {
+    pub summary: ServiceSummary,
+    pub stage: Option<String>,
+    pub message: Option<String>,
+    pub report: Option<OptimizationReport>,
+}
+
+/// `GET /api/v2/teams/{team}/dashboard`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TeamDashboard {
+    pub team: String,
+    pub services: Vec<ServiceSummary>,
+    /// Service count per status name ("Running", "Failed", …).
+    pub by_status: std::collections::BTreeMap<String, u32>,
+    pub total_instances: u32,
+    pub running_instances: u32,
+    /// Median of the services' report speedups (None when no report yet).
+    pub median_speedup: Option<f64>,
+    /// Predictions answered in the last hour, all services of the team.
+    pub requests_last_hour: u64,
+    /// p50 latency of those predictions, milliseconds (None without traffic).
+    pub p50_ms_last_hour: Option<f64>,
 }
 
 // ---------------------------------------------------------------------------
@@ -255,4 +454,45 @@ pub struct ShapeLatency {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub runs: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_by_what_they_may_do() {
+        assert!(Role::Admin.can_deploy() && Role::Admin.can_manage());
+        assert!(Role::Deployer.can_deploy() && !Role::Deployer.can_manage());
+        assert!(!Role::Viewer.can_deploy() && !Role::Viewer.can_manage());
+        for r in [Role::Viewer, Role::Deployer, Role::Admin] {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+        assert_eq!(Role::parse("owner"), None);
+    }
+
+    #[test]
+    fn site_admins_are_admin_of_every_team() {
+        let me = Me {
+            user: "ann".into(),
+            site_admin: false,
+            teams: vec![TeamRole { team: "ml".into(), role: Role::Viewer }],
+        };
+        assert_eq!(me.role_in("ml"), Some(Role::Viewer));
+        assert_eq!(me.role_in("web"), None);
+        let admin = Me { site_admin: true, ..me };
+        assert_eq!(admin.role_in("web"), Some(Role::Admin));
+    }
+
+    #[test]
+    fn account_names_are_url_safe() {
+        assert!(check_account_name("user", "ann").is_ok());
+        assert!(check_account_name("team", "ml-research_2").is_ok());
+        for bad in ["", "Ann", "9lives", "a/b", "a b", &"x".repeat(64)] {
+            let e = check_account_name("team", bad).unwrap_err();
+            assert!(e.starts_with("team name: expected"), "{e}");
+        }
+    }
 }

@@ -1,0 +1,233 @@
+//! The last hour of predictions per service, for the team dashboard.
+//!
+//! Prometheus counters say "since start"; the dashboard needs "in the last
+//! hour", so answered requests are also kept here in one-minute buckets.
+//! A bucket keeps at most `SAMPLES_PER_MINUTE` latencies (reservoir
+//! sampling beyond that), so memory per service stays bounded under any
+//! load while the median stays representative.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shared::api::{ServiceSummary, TeamDashboard};
+
+const WINDOW_MINUTES: u64 = 60;
+const SAMPLES_PER_MINUTE: usize = 2048;
+
+#[derive(Default)]
+struct Bucket {
+    minute: u64,
+    count: u64,
+    latencies_ms: Vec<f32>,
+}
+
+#[derive(Default)]
+struct Recent {
+    services: HashMap<String, VecDeque<Bucket>>,
+    /// State of the reservoir sampler (xorshift), no RNG dependency needed.
+    seed: u64,
+}
+
+static RECENT: LazyLock<Mutex<Recent>> = LazyLock::new(|| {
+    Mutex::new(Recent {
+        seed: 0x9E37_79B9_7F4A_7C15,
+        ..Recent::default()
+    })
+});
+
+fn minute_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60)
+        .unwrap_or(0)
+}
+
+impl Recent {
+    fn record_at(&mut self, service: &str, minute: u64, latency: Duration) {
+        let mut x = self.seed;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed = x;
+        let buckets = self.services.entry(service.to_string()).or_default();
+        if buckets.back().is_none_or(|b| b.minute != minute) {
+            buckets.push_back(Bucket {
+                minute,
+                ..Bucket::default()
+            });
+        }
+        while buckets
+            .front()
+            .is_some_and(|b| b.minute + WINDOW_MINUTES <= minute)
+        {
+            buckets.pop_front();
+        }
+        let Some(b) = buckets.back_mut() else { return };
+        b.count += 1;
+        let ms = latency.as_secs_f32() * 1000.0;
+        if b.latencies_ms.len() < SAMPLES_PER_MINUTE {
+            b.latencies_ms.push(ms);
+        } else {
+            // Reservoir sampling: each of the `count` requests is kept with
+            // equal probability.
+            let k = (x % b.count) as usize;
+            if k < SAMPLES_PER_MINUTE {
+                b.latencies_ms[k] = ms;
+            }
+        }
+    }
+
+    fn summary_at(&self, services: &[&str], minute: u64) -> Traffic {
+        let mut count = 0;
+        let mut all: Vec<f32> = Vec::new();
+        for name in services {
+            for b in self.services.get(*name).into_iter().flatten() {
+                if b.minute + WINDOW_MINUTES > minute {
+                    count += b.count;
+                    all.extend(&b.latencies_ms);
+                }
+            }
+        }
+        Traffic {
+            requests: count,
+            p50_ms: median(all.into_iter().map(f64::from).collect()),
+        }
+    }
+}
+
+/// Requests and p50 latency of a set of services over the last hour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Traffic {
+    pub requests: u64,
+    pub p50_ms: Option<f64>,
+}
+
+/// Records one answered prediction of `service`.
+pub fn record(service: &str, latency: Duration) {
+    let mut r = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    r.record_at(service, minute_now(), latency);
+}
+
+/// Forgets a deleted service, so a new one of the same name starts empty.
+pub fn forget(service: &str) {
+    let mut r = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    r.services.remove(service);
+}
+
+pub fn last_hour(services: &[&str]) -> Traffic {
+    let r = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    r.summary_at(services, minute_now())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The team dashboard's aggregate numbers.
+pub fn dashboard(team: String, services: Vec<ServiceSummary>, traffic: Traffic) -> TeamDashboard {
+    let mut by_status = BTreeMap::new();
+    for s in &services {
+        *by_status.entry(s.status.as_str().to_string()).or_insert(0) += 1;
+    }
+    TeamDashboard {
+        team,
+        by_status,
+        total_instances: services.iter().map(|s| s.instances).sum(),
+        running_instances: services.iter().map(|s| s.running_instances).sum(),
+        median_speedup: median(services.iter().filter_map(|s| s.speedup).collect()),
+        requests_last_hour: traffic.requests,
+        p50_ms_last_hour: traffic.p50_ms,
+        services,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::api::ServiceStatus;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn only_the_last_hour_counts() {
+        let mut r = Recent {
+            seed: 1,
+            ..Recent::default()
+        };
+        r.record_at("a", 100, ms(50));
+        r.record_at("a", 130, ms(10));
+        r.record_at("a", 130, ms(30));
+        r.record_at("b", 130, ms(20));
+        let t = r.summary_at(&["a"], 130);
+        assert_eq!(t.requests, 3);
+        assert_eq!(t.p50_ms.map(|v| v.round()), Some(30.0));
+        // An hour after minute 100 its bucket no longer counts.
+        let t = r.summary_at(&["a"], 160);
+        assert_eq!(t.requests, 2);
+        assert_eq!(t.p50_ms.map(|v| v.round()), Some(20.0));
+        let t = r.summary_at(&["a", "b"], 130);
+        assert_eq!(t.requests, 4);
+        assert_eq!(r.summary_at(&["c"], 130), Traffic { requests: 0, p50_ms: None });
+    }
+
+    #[test]
+    fn a_busy_minute_keeps_bounded_samples_and_exact_counts() {
+        let mut r = Recent {
+            seed: 7,
+            ..Recent::default()
+        };
+        for i in 0..10_000u64 {
+            r.record_at("a", 5, ms(if i % 2 == 0 { 1 } else { 9 }));
+        }
+        let b = &r.services["a"][0];
+        assert_eq!(b.count, 10_000);
+        assert_eq!(b.latencies_ms.len(), SAMPLES_PER_MINUTE);
+        let slow = b.latencies_ms.iter().filter(|&&v| v > 5.0).count();
+        // Half the requests were slow; the sample keeps roughly half.
+        assert!((700..1350).contains(&slow), "{slow}");
+    }
+
+    #[test]
+    fn dashboard_aggregates() {
+        let s = |name: &str, status, inst, run, speedup| ServiceSummary {
+            name: name.into(),
+            status,
+            processor: "onnx_cpu".into(),
+            instances: inst,
+            running_instances: run,
+            optimization_level: None,
+            speedup,
+            created_at: String::new(),
+            updated_at: String::new(),
+            team: "ml".into(),
+        };
+        let d = dashboard(
+            "ml".into(),
+            vec![
+                s("a", ServiceStatus::Running, 2, 2, Some(1.5)),
+                s("b", ServiceStatus::Running, 1, 1, Some(3.0)),
+                s("c", ServiceStatus::Failed, 1, 0, None),
+                s("d", ServiceStatus::Stopped, 3, 0, Some(2.0)),
+            ],
+            Traffic { requests: 12, p50_ms: Some(4.0) },
+        );
+        assert_eq!(d.by_status["Running"], 2);
+        assert_eq!(d.by_status["Failed"], 1);
+        assert_eq!(d.total_instances, 7);
+        assert_eq!(d.running_instances, 3);
+        assert_eq!(d.median_speedup, Some(2.0));
+        assert_eq!(d.requests_last_hour, 12);
+    }
+}
