@@ -214,6 +214,9 @@ async fn observed(
         Err(e) => (e.status().as_u16(), None, name),
     };
     crate::metrics::observe_request(label, protocol, code, t0.elapsed(), engine);
+    if label != "-" {
+        crate::recent::record(label, t0.elapsed());
+    }
     r.map(|(resp, _)| resp)
 }
 
