@@ -1,6 +1,7 @@
 //! The `whet` command line: the server (`whet serve`), the optimizer
 //! (`whet optimize`) and the client commands of the EAS CLI.
 
+mod accounts;
 mod optimize;
 
 use std::net::SocketAddr;
@@ -59,9 +60,17 @@ pub enum Command {
         console: Option<PathBuf>,
     },
     /// Deploy a service from a service config (EAS format).
-    Create { config: PathBuf },
-    /// List services.
-    List,
+    Create {
+        config: PathBuf,
+        /// The team the service belongs to (default: your first team where you may deploy).
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// List services (of one team with --team).
+    List {
+        #[arg(long)]
+        team: Option<String>,
+    },
     /// Describe a service: status, endpoint, token, optimization report.
     Desc {
         name: String,
@@ -95,6 +104,17 @@ pub enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Who the API token belongs to: user, site admin, teams and roles.
+    Whoami,
+    /// Teams and their members' roles (admin, deployer, viewer).
+    #[command(subcommand)]
+    Team(accounts::TeamCmd),
+    /// Users and their API tokens.
+    #[command(subcommand)]
+    User(accounts::UserCmd),
+    /// Read-only share links to a deployment.
+    #[command(subcommand)]
+    Share(accounts::ShareCmd),
     /// Print the JSON Schema of the service config.
     Schema,
     /// Optimize a model outside a deploy and print the report.
@@ -196,10 +216,14 @@ async fn client_command(
 ) -> Result<i32, ClientError> {
     let client = Client::new(server, resolve_token(token)?);
     match cmd {
-        Command::Create { config } => {
+        Command::Create { config, team } => {
             let body = prepare_config(&client, &config).await?;
+            let path = match team {
+                Some(t) => format!("/api/v2/services?team={t}"),
+                None => "/api/v2/services".to_string(),
+            };
             let detail: ServiceDetail = client
-                .send(Method::POST, "/api/v2/services", Some(body.into()))
+                .send(Method::POST, &path, Some(body.into()))
                 .await?;
             print_endpoint_table(&client, &detail);
             follow(&client, &detail.summary.name).await
@@ -252,16 +276,25 @@ async fn client_command(
             println!("deleted {name}");
             Ok(0)
         }
-        Command::List => {
-            let list: Vec<ServiceSummary> = client.get("/api/v2/services").await?;
+        Command::Whoami => accounts::whoami(&client).await,
+        Command::Team(cmd) => accounts::team(&client, cmd).await,
+        Command::User(cmd) => accounts::user(&client, cmd).await,
+        Command::Share(cmd) => accounts::share(&client, cmd).await,
+        Command::List { team } => {
+            let path = match team {
+                Some(t) => format!("/api/v2/services?team={t}"),
+                None => "/api/v2/services".to_string(),
+            };
+            let list: Vec<ServiceSummary> = client.get(&path).await?;
             println!(
-                "{:<28} {:<9} {:<20} {:>9} {:>5} {:>8}",
-                "NAME", "STATUS", "PROCESSOR", "INSTANCES", "LEVEL", "SPEEDUP"
+                "{:<28} {:<12} {:<9} {:<20} {:>9} {:>5} {:>8}",
+                "NAME", "TEAM", "STATUS", "PROCESSOR", "INSTANCES", "LEVEL", "SPEEDUP"
             );
             for s in list {
                 println!(
-                    "{:<28} {:<9} {:<20} {:>9} {:>5} {:>8}",
+                    "{:<28} {:<12} {:<9} {:<20} {:>9} {:>5} {:>8}",
                     s.name,
+                    s.team,
                     s.status.as_str(),
                     s.processor,
                     format!("{}/{}", s.running_instances, s.instances),
