@@ -78,13 +78,13 @@ pub fn document() -> Value {
     let mgmt = "managementToken";
     let svc = "serviceToken";
     let e = &error;
-    let auth_err = [("401", "missing or invalid token")];
     let svc_errs = [
         ("401", "missing or invalid token"),
         ("404", "no such service"),
     ];
     let deploy_errs = [
         ("401", "missing or invalid token"),
+        ("403", "needs the deployer role in the service's team"),
         ("404", "no such service"),
         ("409", "a deploy is in progress"),
         ("422", "the config has problems (each with its JSON path)"),
@@ -110,12 +110,18 @@ pub fn document() -> Value {
 
     let paths = json!({
         "/api/v2/services": {
-            "get": op("List services", "services", mgmt, responses(vec![ok("200", "services", &summaries)], e, &auth_err)),
+            "get": {
+                "summary": "List the services of the caller's teams",
+                "tags": ["services"], "security": [{ mgmt: [] }],
+                "parameters": [{ "name": "team", "in": "query", "schema": { "type": "string" }, "description": "only this team's services" }],
+                "responses": responses(vec![ok("200", "services", &summaries)], e, &[("401", "missing or invalid token"), ("404", "no such team (or not a member)")]),
+            },
             "post": {
                 "requestBody": body(&config),
                 "summary": "Create (deploy) a service from an EAS service config",
                 "tags": ["services"], "security": [{ mgmt: [] }],
-                "responses": responses(vec![ok("201", "the service; the deploy runs in the background", &detail)], e, &[("401", "missing or invalid token"), ("409", "the name is taken"), ("422", "the config has problems (each with its JSON path)"), ("503", "the engine library is missing")]),
+                "parameters": [{ "name": "team", "in": "query", "schema": { "type": "string" }, "description": "the team the service belongs to (default: the caller's first team where they may deploy)" }],
+                "responses": responses(vec![ok("201", "the service; the deploy runs in the background", &detail)], e, &[("401", "missing or invalid token"), ("403", "needs the deployer role in the team"), ("404", "no such team (or not a member)"), ("409", "the name is taken"), ("422", "the config has problems (each with its JSON path)"), ("503", "the engine library is missing")]),
             },
         },
         "/api/v2/services/{name}": {
