@@ -15,6 +15,10 @@ pub enum OptimizerError {
     BadInput { name: String, reason: String },
     #[error("{0}")]
     Config(String),
+    /// A TensorFlow graph that cannot be imported; the message names the
+    /// node (and op) concerned.
+    #[error("TensorFlow import: {0}")]
+    TfImport(String),
     #[error("engine error: {0}")]
     Engine(String),
     #[error("{path}: {source}")]

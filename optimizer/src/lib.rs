@@ -15,6 +15,7 @@ pub mod passes;
 pub mod quantize;
 pub mod runtime;
 pub mod tensor;
+pub mod tf;
 pub mod verify;
 
 pub use error::{OptimizerError, Result};
