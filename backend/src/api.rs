@@ -184,10 +184,12 @@ async fn check_deployable(
             format!("unknown processor '{}'", cfg.processor),
         ));
     };
-    if proc.runtime != Runtime::Onnx {
+    // ONNX runs as is; TensorFlow frozen graphs are imported to ONNX when
+    // the model is resolved. TorchScript needs libtorch, not built in yet.
+    if proc.runtime == Runtime::PyTorch {
         return Err(AppError::invalid(
             "processor",
-            format!("processor '{}' needs the {:?} importer, which this server does not have yet; deploy an ONNX export with onnx_cpu", proc.name, proc.runtime),
+            format!("processor '{}' serves TorchScript, which this server is not built with yet; deploy an ONNX export (torch.onnx.export) with onnx_cpu", proc.name),
         ));
     }
     if proc.device == shared::processor::Device::Gpu

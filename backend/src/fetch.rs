@@ -231,7 +231,7 @@ fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, AppEr
     Err(invalid("model_path", format!("'{model_path}' is a local path of the client: let `whet create` upload it, or use upload:// or file://")))
 }
 
-fn find_models(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+fn find_models(dir: &Path, depth: usize, ext: &str, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -239,14 +239,53 @@ fn find_models(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     entries.sort();
     for p in entries {
         if p.is_dir() && depth > 0 {
-            find_models(&p, depth - 1, out);
-        } else if p
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-        {
+            find_models(&p, depth - 1, ext, out);
+        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) {
             out.push(p);
         }
     }
+}
+
+/// Imports a TensorFlow frozen graph into ONNX once: the result is kept under
+/// `models/tf/<key>.onnx`, keyed by the graph's bytes and the declared
+/// inputs/outputs, so a redeploy finds it and the artifact key (the ONNX
+/// file's hash) stays stable. Everything downstream — inspection, the
+/// optimizer, serving — then sees an ordinary ONNX model whose tensor names
+/// are the graph's (`input:0`).
+fn import_tensorflow(
+    settings: &Settings,
+    pb: &Path,
+    info: Option<(&str, &shared::config::ModelInfo)>,
+) -> Result<PathBuf, AppError> {
+    let field = |info: Option<(&str, _)>| match info {
+        Some((name, _)) => format!("plugins[0].config.model_info[\"{name}\"]"),
+        None => "model_path".to_string(),
+    };
+    let opts = optimizer::tf::ImportOptions {
+        inputs: info.and_then(|(_, i)| i.inputs.clone()),
+        outputs: info.and_then(|(_, i)| i.outputs.clone()),
+        input_shapes: vec![],
+    };
+    let sha = optimizer::artifact::sha256_file(pb).map_err(|e| AppError::Internal(e.to_string()))?;
+    let key = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(sha.as_bytes());
+        h.update(format!("{:?}|{:?}|tf-import-v1", opts.inputs, opts.outputs).as_bytes());
+        hex::encode(h.finalize())
+    };
+    let dir = settings.models_dir().join("tf");
+    let out = dir.join(format!("{key}.onnx"));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let model = optimizer::tf::import_path(pb, &opts).map_err(|e| invalid(&field(info), e.to_string()))?;
+    std::fs::create_dir_all(&dir)?;
+    // Written whole, then renamed: a crash never leaves half a model.
+    let tmp = dir.join(format!(".tmp-{key}"));
+    std::fs::write(&tmp, optimizer::onnx::to_bytes(&model))?;
+    std::fs::rename(&tmp, &out)?;
+    Ok(out)
 }
 
 /// Resolves the model of `cfg`: fetches/unpacks it, finds the model file,
@@ -275,6 +314,13 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
     };
 
     let model_info = cfg.model_info();
+    let runtime = cfg.processor_info().map(|p| p.runtime);
+    let tensorflow = runtime == Some(shared::processor::Runtime::TensorFlow);
+    let model_ext = if tensorflow { "pb" } else { "onnx" };
+    // A SavedModel folder is refused by the importer with how to freeze it.
+    if tensorflow && direct_file.is_none() && dir.join("saved_model.pb").is_file() {
+        import_tensorflow(settings, &dir, model_info)?;
+    }
     let file = match (model_info, direct_file) {
         (Some((name, _)), direct) => {
             let p = dir.join(name);
@@ -293,13 +339,13 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
         (None, Some(f)) => f,
         (None, None) => {
             let mut found = Vec::new();
-            find_models(&dir, 3, &mut found);
+            find_models(&dir, 3, model_ext, &mut found);
             match found.len() {
                 1 => found.remove(0),
                 0 => {
                     return Err(invalid(
                         "model_path",
-                        "no .onnx model file found in the model folder",
+                        format!("no .{model_ext} model file found in the model folder"),
                     ))
                 }
                 _ => {
@@ -336,6 +382,11 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
         }
     }
 
+    let file = if tensorflow {
+        import_tensorflow(settings, &file, model_info)?
+    } else {
+        file
+    };
     let sig = optimizer::engine::inspect(&file).map_err(|e| match e {
         optimizer::OptimizerError::RuntimeMissing(m) => AppError::Unavailable(m),
         other => invalid(
