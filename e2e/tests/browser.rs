@@ -6,8 +6,9 @@
 //! scripts/test.sh builds it), the `whet` binary, and Debian's `chromium` and
 //! `chromium-driver`. Every step saves a screenshot to `target/e2e/`.
 //!
-//! Not covered, because the console does not have them yet: share links, the
-//! try-it panel, teams and the viewer role.
+//! The tests past the MiniLM deploy use the small example model
+//! (`whet example-model`), deployed with the CLI into a team the test
+//! creates through the API, so each one sets up in seconds.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -876,5 +877,764 @@ async fn deploy_log_streams_live_replays_on_reload_and_the_report_and_deep_link_
         .await;
     browser.screenshot("6-not-found").await;
 
+    browser.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// The example model, teams, users and roles.
+
+/// A management call with `token`, JSON in and out.
+fn api_as(server: &Server, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    let (status, text) = server.http(method, path, Some(&format!("Bearer {token}")), &body);
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A management call as the site admin; panics unless it answers 2xx.
+fn admin_ok(server: &Server, method: &str, path: &str, body: Value) -> Value {
+    let (status, answer) = api_as(server, &server.admin_token(), method, path, body);
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path} answered {status}: {answer}"
+    );
+    answer
+}
+
+/// Creates `team` and deploys the example model into it as `name`, with the
+/// CLI (which waits for the deploy to end). Returns the example's folder.
+fn deploy_example(server: &Server, work: &TempDir, name: &str, team: &str) -> PathBuf {
+    admin_ok(server, "POST", "/api/v2/teams", json!({ "name": team }));
+    let dir = work.path().join(name);
+    let out = server
+        .cli(&["example-model", dir.to_str().expect("UTF-8 path")])
+        .output()
+        .expect("whet example-model");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.join("service.json");
+    let mut cfg: Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("service.json")).expect("JSON");
+    cfg["name"] = json!(name);
+    std::fs::write(&config, cfg.to_string()).expect("write service.json");
+    let out = server
+        .cli(&[
+            "create",
+            config.to_str().expect("UTF-8 path"),
+            "--team",
+            team,
+        ])
+        .output()
+        .expect("whet create");
+    assert!(
+        out.status.success(),
+        "whet create failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let detail = admin_ok(
+        server,
+        "GET",
+        &format!("/api/v2/services/{name}"),
+        Value::Null,
+    );
+    assert_eq!(detail["status"], json!("Running"), "{detail}");
+    dir
+}
+
+/// A user with `role` in `team` and an API token of theirs, made by the site
+/// admin through the API, as an operator would.
+fn user_with_role(server: &Server, user: &str, team: &str, role: &str) -> String {
+    admin_ok(server, "POST", "/api/v2/users", json!({ "name": user }));
+    admin_ok(
+        server,
+        "PUT",
+        &format!("/api/v2/teams/{team}/members/{user}"),
+        json!({ "role": role }),
+    );
+    let token = admin_ok(
+        server,
+        "POST",
+        &format!("/api/v2/users/{user}/tokens"),
+        json!({ "name": "browser test" }),
+    );
+    token["token"].as_str().expect("the new token").to_string()
+}
+
+impl Browser {
+    /// Signs in with `token` and waits until the console knows who that is
+    /// (the top bar names the user): role-gated parts are decided by then.
+    async fn sign_in_as(&self, server: &Server, token: &str, user: &str) {
+        self.goto(&server.url()).await;
+        self.wait_for("the sign-in form", "form[data-test=signin]")
+            .await;
+        self.submit_token(token).await;
+        self.wait_for("the services page", "[data-test=services-page]")
+            .await;
+        self.wait_js(
+            "the signed-in user in the top bar",
+            PAGE,
+            &format!(
+                "return document.querySelector('header [data-test=user]')?.textContent === {}",
+                json!(user)
+            ),
+        )
+        .await;
+    }
+
+    /// Clears `css`'s field and types `text` into it.
+    async fn type_into(&self, what: &str, css: &str, text: &str) {
+        let field = self.wait_for(what, css).await;
+        field.clear().await.expect("clear the field");
+        field.send_keys(text).await.expect("type into the field");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_it_sends_a_prediction_and_the_report_charts_latency_and_accuracy() {
+    const NAME: &str = "try_mlp";
+    let _serial = one_at_a_time();
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    deploy_example(&server, &work, NAME, "ml");
+    let browser = Browser::start("tryit").await;
+    browser.sign_in(&server).await;
+    browser
+        .goto(&format!("{}/services/{NAME}", server.url()))
+        .await;
+
+    // The request is pre-filled from the model's signature, and valid.
+    let request = browser
+        .wait_js(
+            "the pre-filled request",
+            PAGE,
+            "const t = document.querySelector('[data-test=try-request]'); return t && t.value;",
+        )
+        .await;
+    let request: Value = serde_json::from_str(request.as_str().expect("text"))
+        .unwrap_or_else(|e| panic!("the example is not JSON ({e}): {request}"));
+    let (_, detail) = server.admin("GET", &format!("/api/v2/services/{NAME}"), b"");
+    let inputs = detail["signature"]["inputs"].as_array().expect("signature");
+    assert_eq!(
+        request["inputs"].as_array().map(Vec::len),
+        Some(inputs.len()),
+        "{request}"
+    );
+    assert_eq!(request["inputs"][0]["name"], inputs[0]["name"], "{request}");
+    assert!(
+        request["inputs"][0]["shape"]
+            .as_array()
+            .expect("shape")
+            .iter()
+            .all(|d| d.as_i64().unwrap_or(0) >= 1),
+        "dynamic dimensions become 1: {request}"
+    );
+
+    browser.click("Send", "[data-test=try-send]").await;
+    let result = browser
+        .wait_js(
+            "the prediction's output",
+            PAGE,
+            "const r = document.querySelector('[data-test=try-result]'); \
+             if (!r) return null; r.scrollIntoView(); \
+             return { latency: r.querySelector('[data-test=try-latency]').textContent, \
+                      outputs: [...r.querySelectorAll('[data-test=try-output]')].map(o => \
+                          [...o.querySelectorAll('td')].map(td => td.textContent)) };",
+        )
+        .await;
+    let outputs = result["outputs"].as_array().expect("output rows");
+    let expected = detail["signature"]["outputs"].as_array().expect("outputs");
+    assert_eq!(outputs.len(), expected.len(), "{result}");
+    assert_eq!(outputs[0][0], expected[0]["name"], "{result}");
+    assert!(
+        outputs[0][3].as_str().is_some_and(|v| !v.is_empty()),
+        "first values shown: {result}"
+    );
+    assert!(
+        result["latency"]
+            .as_str()
+            .is_some_and(|l| l.contains(" ms")),
+        "{result}"
+    );
+    browser.screenshot("1-output").await;
+
+    // A request the model refuses is a message from the server, not a blank.
+    browser
+        .type_into(
+            "the request",
+            "[data-test=try-request]",
+            r#"{"inputs":[{"name":"no_such_input","shape":[1,4],"datatype":"FP32","data":[0,0,0,0]}]}"#,
+        )
+        .await;
+    browser.click("Send", "[data-test=try-send]").await;
+    browser
+        .wait_js(
+            "the server's refusal",
+            PAGE,
+            "const e = document.querySelector('[data-test=try-it] .error-box'); \
+             return e && e.textContent.includes('no_such_input')",
+        )
+        .await;
+    browser.screenshot("2-refused").await;
+
+    // The report: latency against the original per shape group, and one
+    // accuracy row per verified candidate.
+    let candidates = detail["report"]["candidates"].as_array().expect("report");
+    let verified = candidates
+        .iter()
+        .filter(|c| !c["max_rel_error"].is_null() || !c["min_cosine"].is_null())
+        .count();
+    let charts = browser
+        .wait_js(
+            "the report's charts",
+            PAGE,
+            "const a = document.querySelector('[data-test=accuracy-chart]'); \
+             const l = document.querySelector('[data-test=latency-chart]'); \
+             if (!a || !l) return null; l.scrollIntoView(); \
+             return { rows: a.querySelectorAll('g.acc').length, \
+                      originalLines: l.querySelectorAll('line.chart-original').length, \
+                      groups: l.querySelectorAll('text.chart-group').length, \
+                      text: a.textContent };",
+        )
+        .await;
+    assert_eq!(charts["rows"], json!(verified), "{charts}");
+    let groups = detail["report"]["diagnosis"]["shape_groups"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert_eq!(charts["groups"], json!(groups), "{charts}");
+    assert_eq!(
+        charts["originalLines"],
+        json!(groups),
+        "the original's latency is marked in every shape group: {charts}"
+    );
+    assert!(
+        charts["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exact"),
+        "the original is exact against itself: {charts}"
+    );
+    browser.screenshot("3-report-charts").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_upload_shows_progress_and_fills_model_path() {
+    let _serial = one_at_a_time();
+    let zoo = zoo();
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    let browser = Browser::start("upload").await;
+    browser.sign_in(&server).await;
+    browser.goto(&format!("{}/new", server.url())).await;
+    browser
+        .wait_for("the upload field", "[data-test=upload-file]")
+        .await;
+
+    // Records every value the progress bar shows, as the page renders it.
+    browser
+        .js(
+            "window.__progress = []; \
+             const note = () => { const p = document.querySelector('[data-test=upload-progress]'); \
+                 if (p) { const v = Number(p.getAttribute('value')); \
+                          if (window.__progress[window.__progress.length - 1] !== v) window.__progress.push(v); } }; \
+             new MutationObserver(note).observe(document.body, \
+                 { childList: true, subtree: true, attributes: true, attributeFilter: ['value'] });",
+            vec![],
+        )
+        .await;
+    // MiniLM is 90 MB: large enough for the bar to move. chromedriver takes
+    // canonical paths only.
+    let model = zoo
+        .join("minilm.onnx")
+        .canonicalize()
+        .expect("the zoo's MiniLM");
+    let file = browser
+        .wait_for("the upload field", "[data-test=upload-file]")
+        .await;
+    file.send_keys(model.to_str().expect("UTF-8 path"))
+        .await
+        .expect("choose the file");
+    // Caught mid-way when the machine lets it; the recorded values below are
+    // what the assertion uses.
+    browser
+        .wait_js(
+            "the progress bar moving (or the upload done)",
+            Duration::from_secs(120),
+            "const p = document.querySelector('[data-test=upload-progress]'); \
+             const v = p ? Number(p.getAttribute('value')) : 0; \
+             return (v > 0 && v < 100) || document.querySelector('[data-test=uploaded-path]') !== null;",
+        )
+        .await;
+    browser.screenshot("1-progress").await;
+    let done = browser
+        .wait_js(
+            "the uploaded model_path",
+            Duration::from_secs(120),
+            "const p = document.querySelector('[data-test=uploaded-path]'); \
+             return p && { path: p.textContent, \
+                           config: document.querySelector('[data-test=config-editor]').value, \
+                           valid: document.querySelector('[data-test=validation]').textContent, \
+                           progress: window.__progress };",
+        )
+        .await;
+    eprintln!("progress values shown: {}", done["progress"]);
+    let path = done["path"].as_str().expect("path");
+    assert!(
+        path.starts_with("upload://") && path.ends_with("/minilm.onnx"),
+        "{done}"
+    );
+    let config: Value = serde_json::from_str(done["config"].as_str().expect("config"))
+        .expect("the editor still holds JSON");
+    assert_eq!(
+        config["model_path"],
+        json!(path),
+        "the path is in the config: {done}"
+    );
+    assert!(
+        done["valid"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Valid config"),
+        "{done}"
+    );
+    let seen: Vec<f64> = done["progress"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!(
+        seen.iter().any(|v| *v > 0.0 && *v < 100.0) && seen.last() == Some(&100.0),
+        "the bar moved through intermediate values to 100%: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "progress only grows: {seen:?}"
+    );
+    // The server kept what the page sent.
+    let sha = path
+        .trim_start_matches("upload://")
+        .split('/')
+        .next()
+        .expect("sha");
+    assert!(
+        server
+            .data
+            .join("uploads")
+            .join(sha)
+            .join("minilm.onnx")
+            .is_file(),
+        "upload stored under its hash"
+    );
+    browser.screenshot("2-filled").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_link_works_signed_out_until_revoked() {
+    const NAME: &str = "shared_mlp";
+    let _serial = one_at_a_time();
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    deploy_example(&server, &work, NAME, "ml");
+    let browser = Browser::start("share").await;
+    browser.sign_in(&server).await;
+    let service_page = format!("{}/services/{NAME}", server.url());
+    browser.goto(&service_page).await;
+    browser
+        .click("Create a read-only link", "[data-test=share-create]")
+        .await;
+    let href = browser
+        .wait_js(
+            "the new link in the list",
+            PAGE,
+            "const a = document.querySelector('[data-test=share-url]'); \
+             if (!a) return null; a.scrollIntoView(); return a.getAttribute('href');",
+        )
+        .await;
+    let href = href.as_str().expect("href").to_string();
+    assert!(href.starts_with("/s/"), "{href}");
+    browser.screenshot("1-created").await;
+
+    // Signed out, the link shows status, log and report.
+    browser.click("Sign out", "header.topbar button.link").await;
+    browser
+        .wait_for("the sign-in form", "form[data-test=signin]")
+        .await;
+    browser.goto(&format!("{}{href}", server.url())).await;
+    let shown = browser
+        .wait_js(
+            "the shared service",
+            PAGE,
+            "const o = document.querySelector('[data-test=service-overview] .status'); \
+             const rows = document.querySelectorAll('[data-test=deploy-log] [data-id]').length; \
+             const state = document.querySelector('[data-test=log-state]')?.textContent ?? ''; \
+             const report = document.querySelector('[data-test=report] figure.chart svg'); \
+             if (!o || rows === 0 || !report || !state.startsWith('Deploy finished')) return null; \
+             return { status: o.textContent, rows, \
+                      name: document.querySelector('[data-test=service-name]').textContent, \
+                      signin: document.querySelector('form[data-test=signin]') !== null, \
+                      text: document.querySelector('main').innerText };",
+        )
+        .await;
+    assert_eq!(shown["status"], json!("Running"), "{shown}");
+    assert_eq!(shown["name"], json!(NAME), "{shown}");
+    assert_eq!(shown["signin"], json!(false), "no sign-in asked: {shown}");
+    assert!(
+        !shown["text"].as_str().unwrap_or_default().contains(
+            &admin_ok(
+                &server,
+                "GET",
+                &format!("/api/v2/services/{NAME}"),
+                Value::Null
+            )["token"]
+                .as_str()
+                .unwrap_or("no token")
+                .to_string()
+        ),
+        "the service token is not shown"
+    );
+    let stored = api_log(&server, NAME);
+    assert_eq!(shown["rows"], json!(stored.len()), "the whole log: {shown}");
+    browser.screenshot("2-signed-out").await;
+
+    // Revoked from the service page, the link says it is gone, and so does the API.
+    browser.sign_in(&server).await;
+    browser.goto(&service_page).await;
+    browser.click("Revoke", "[data-test=share-revoke]").await;
+    browser
+        .wait_js(
+            "the link to leave the list",
+            PAGE,
+            "return document.querySelector('[data-test=shares]')?.textContent.includes('No links yet')",
+        )
+        .await;
+    browser.click("Sign out", "header.topbar button.link").await;
+    browser
+        .wait_for("the sign-in form", "form[data-test=signin]")
+        .await;
+    browser.goto(&format!("{}{href}", server.url())).await;
+    browser
+        .wait_js(
+            "the not-found message",
+            PAGE,
+            "return document.querySelector('[data-test=share-gone]')?.textContent \
+                 .includes('This link does not exist or was revoked')",
+        )
+        .await;
+    let api_path = href.replacen("/s/", "/api/v2/shared/", 1);
+    let (status, body) = server.http("GET", &api_path, None, b"");
+    assert_eq!(status, 404, "{body}");
+    browser.screenshot("3-revoked").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_no_actions_and_the_api_refuses_their_delete() {
+    const NAME: &str = "viewed_mlp";
+    let _serial = one_at_a_time();
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    deploy_example(&server, &work, NAME, "ml");
+    let vera = user_with_role(&server, "vera", "ml", "viewer");
+
+    let browser = Browser::start("viewer").await;
+    browser.sign_in_as(&server, &vera, "vera").await;
+    browser
+        .goto(&format!("{}/services/{NAME}", server.url()))
+        .await;
+    let page = browser
+        .wait_js(
+            "the service page as a viewer",
+            PAGE,
+            "const o = document.querySelector('[data-test=service-overview] .status'); \
+             if (!o || !document.querySelector('header [data-test=user]')) return null; \
+             return { status: o.textContent, \
+                      delete: document.querySelector('[data-test=delete]') !== null, \
+                      actions: document.querySelector('[data-test=service-actions]') !== null, \
+                      share: document.querySelector('[data-test=shares]') !== null, \
+                      newService: document.querySelector('header a[href=\"/new\"]') !== null, \
+                      buttons: [...document.querySelectorAll('main button')].map(b => b.textContent) };",
+        )
+        .await;
+    assert_eq!(page["status"], json!("Running"), "{page}");
+    assert_eq!(
+        page["delete"],
+        json!(false),
+        "no Delete for a viewer: {page}"
+    );
+    assert_eq!(page["actions"], json!(false), "no Scale/Stop/Start: {page}");
+    assert_eq!(page["share"], json!(false), "no Share: {page}");
+    assert_eq!(page["newService"], json!(false), "no New service: {page}");
+    for b in page["buttons"].as_array().expect("buttons") {
+        let b = b.as_str().unwrap_or_default();
+        for forbidden in ["Delete", "Scale", "Stop", "Start"] {
+            assert!(!b.starts_with(forbidden), "a viewer sees {b:?}: {page}");
+        }
+    }
+    browser.screenshot("1-service").await;
+
+    // The server refuses regardless of what the page shows.
+    let (status, answer) = api_as(
+        &server,
+        &vera,
+        "DELETE",
+        &format!("/api/v2/services/{NAME}"),
+        Value::Null,
+    );
+    assert!(
+        !(200..300).contains(&status),
+        "a viewer's delete answered {status}: {answer}"
+    );
+    let (status, _) = server.admin("GET", &format!("/api/v2/services/{NAME}"), b"");
+    assert_eq!(status, 200, "the service is still there");
+
+    // Her account page: a second token, shown once, then revoked.
+    browser
+        .click("the account link", "header [data-test=user]")
+        .await;
+    browser
+        .type_into(
+            "the token's name",
+            "[data-test=token-create] input[name=name]",
+            "spare",
+        )
+        .await;
+    browser
+        .click(
+            "Create token",
+            "[data-test=token-create] button[type=submit]",
+        )
+        .await;
+    let spare = browser
+        .wait_js(
+            "the new token, shown once",
+            PAGE,
+            "const s = document.querySelector('[data-test=shown-once] [data-test=secret]'); \
+             return s && document.querySelector('[data-test=token-row][data-name=spare]') && s.textContent;",
+        )
+        .await;
+    let spare = spare.as_str().expect("token").to_string();
+    assert_eq!(
+        api_as(&server, &spare, "GET", "/api/v2/me", Value::Null).0,
+        200
+    );
+    browser.screenshot("2-account").await;
+    // A deep link: after a reload the account page lists both tokens again
+    // (the secret itself is gone for good).
+    browser.client.refresh().await.expect("reload");
+    browser
+        .wait_js(
+            "the account page after a reload",
+            PAGE,
+            "return document.querySelectorAll('[data-test=token-row]').length === 2 \
+                 && document.querySelector('[data-test=shown-once]') === null",
+        )
+        .await;
+    browser
+        .click(
+            "Revoke",
+            "[data-test=token-row][data-name=spare] [data-test=token-revoke]",
+        )
+        .await;
+    browser
+        .wait_js(
+            "the token marked revoked",
+            PAGE,
+            "const r = document.querySelector('[data-test=token-row][data-name=spare]'); \
+             return r && !r.querySelector('[data-test=token-revoke]');",
+        )
+        .await;
+    assert_eq!(
+        api_as(&server, &spare, "GET", "/api/v2/me", Value::Null).0,
+        401,
+        "a revoked token is refused"
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_dashboard_and_settings_render_and_admins_change_members() {
+    const NAME: &str = "team_mlp";
+    let _serial = one_at_a_time();
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    let example = deploy_example(&server, &work, NAME, "ml");
+    // One prediction, so the last hour has traffic.
+    let detail = admin_ok(
+        &server,
+        "GET",
+        &format!("/api/v2/services/{NAME}"),
+        Value::Null,
+    );
+    let request = std::fs::read(example.join("request.json")).expect("request.json");
+    let (status, body) = server.http(
+        "POST",
+        &format!("/api/predict/{NAME}"),
+        detail["token"].as_str(),
+        &request,
+    );
+    assert_eq!(status, 200, "{body}");
+    admin_ok(&server, "POST", "/api/v2/users", json!({ "name": "dana" }));
+
+    let browser = Browser::start("team").await;
+    browser
+        .sign_in_as(&server, &server.admin_token(), "admin")
+        .await;
+    // Through the top bar's team link.
+    browser
+        .click(
+            "the team link",
+            "header [data-test=team-link][href='/teams/ml']",
+        )
+        .await;
+    let stats = browser
+        .wait_js(
+            "the dashboard's figures",
+            PAGE,
+            "const s = [...document.querySelectorAll('[data-test=stat]')]; \
+             if (s.length === 0 || !document.querySelector('table.services')) return null; \
+             return Object.fromEntries(s.map(e => [e.querySelector('.stat-label').textContent, \
+                                                   e.querySelector('.stat-value').textContent]));",
+        )
+        .await;
+    assert_eq!(stats["Services"], json!("1"), "{stats}");
+    assert_eq!(stats["Instances"], json!("1 / 1"), "{stats}");
+    assert_eq!(stats["Requests, last hour"], json!("1"), "{stats}");
+    assert!(
+        stats["p50 latency, last hour"]
+            .as_str()
+            .is_some_and(|v| v.ends_with(" ms")),
+        "{stats}"
+    );
+    browser.screenshot("1-dashboard").await;
+
+    // Settings: add dana as a deployer, then make her a viewer.
+    browser
+        .click("Members & settings", "[data-test=team-settings-link]")
+        .await;
+    browser
+        .type_into(
+            "the new member's name",
+            "[data-test=add-member] input[name=name]",
+            "dana",
+        )
+        .await;
+    let role = browser
+        .wait_for("the new member's role", "[data-test=add-member] select")
+        .await;
+    role.select_by_value("deployer").await.expect("pick a role");
+    browser
+        .click("Add", "[data-test=add-member] button[type=submit]")
+        .await;
+    browser
+        .wait_js(
+            "dana in the member list",
+            PAGE,
+            "return document.querySelector('[data-test=member][data-user=dana] select')?.value === 'deployer'",
+        )
+        .await;
+    let select = browser
+        .wait_for("dana's role", "[data-test=member][data-user=dana] select")
+        .await;
+    select
+        .select_by_value("viewer")
+        .await
+        .expect("change the role");
+    let started = Instant::now();
+    loop {
+        let team = admin_ok(&server, "GET", "/api/v2/teams/ml", Value::Null);
+        let role = team["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["user"] == json!("dana")))
+            .map(|m| m["role"].clone());
+        if role == Some(json!("viewer")) {
+            break;
+        }
+        assert!(started.elapsed() < PAGE, "dana is not a viewer: {team}");
+        tokio::time::sleep(POLL).await;
+    }
+    browser.screenshot("2-settings").await;
+
+    // The settings page is a deep link: a reload shows it again, with the
+    // role the server kept. Then dana is removed.
+    browser.client.refresh().await.expect("reload");
+    browser
+        .wait_js(
+            "the members after a reload",
+            PAGE,
+            "return document.querySelector('[data-test=member][data-user=dana] select')?.value === 'viewer'",
+        )
+        .await;
+    browser
+        .click(
+            "Remove",
+            "[data-test=member][data-user=dana] [data-test=member-remove]",
+        )
+        .await;
+    browser
+        .wait_js(
+            "dana to leave the list",
+            PAGE,
+            "return document.querySelector('[data-test=members]') !== null \
+                 && document.querySelector('[data-test=member][data-user=dana]') === null \
+                 && document.querySelector('[data-test=member][data-user=admin] select')?.value === 'admin'",
+        )
+        .await;
+    let team = admin_ok(&server, "GET", "/api/v2/teams/ml", Value::Null);
+    assert!(
+        !team.to_string().contains("\"dana\""),
+        "dana is no longer a member: {team}"
+    );
+
+    // The admin page: create a user and a token for them, shown once.
+    browser.goto(&format!("{}/admin", server.url())).await;
+    browser
+        .type_into(
+            "the new user's name",
+            "[data-test=user-create] input[name=name]",
+            "eve",
+        )
+        .await;
+    browser
+        .click("Create user", "[data-test=user-create] button[type=submit]")
+        .await;
+    browser
+        .type_into(
+            "the token's name",
+            "[data-test=token-create] input[name=name]",
+            "laptop",
+        )
+        .await;
+    browser
+        .click(
+            "Create token",
+            "[data-test=token-create] button[type=submit]",
+        )
+        .await;
+    let secret = browser
+        .wait_js(
+            "the new token, shown once",
+            PAGE,
+            "const s = document.querySelector('[data-test=shown-once] [data-test=secret]'); \
+             if (!s) return null; s.scrollIntoView(); return s.textContent;",
+        )
+        .await;
+    let secret = secret.as_str().expect("token").to_string();
+    let (status, me) = api_as(&server, &secret, "GET", "/api/v2/me", Value::Null);
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["user"], json!("eve"), "{me}");
+    browser.screenshot("3-admin").await;
     browser.close().await;
 }

@@ -2,9 +2,10 @@
 //! [`Failure`] with a message fit to show: the server's own error text (and
 //! its path-tagged config problems) when it sent one, otherwise what went wrong.
 
-use gloo_net::http::{Request, RequestBuilder, Response};
+use gloo_net::http::Request;
 use serde::de::DeserializeOwned;
-use shared::api::ApiError;
+use serde::Deserialize;
+use shared::api::{ApiError, InferResponse, ModelSignature, OptimizationReport, ServiceStatus};
 use shared::ValidationError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,17 +26,46 @@ impl Failure {
         }
     }
 
+    /// A problem found in the page itself (bad input), before any request.
+    pub fn local(message: impl Into<String>) -> Failure {
+        Failure::new(None, message)
+    }
+
     pub fn is_unauthorized(&self) -> bool {
         self.status == Some(401)
     }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status == Some(404)
+    }
+}
+
+/// `GET /api/v2/services/{name}` as the console reads it: the wire's
+/// `ServiceDetail` without `config`, which no page shows, and with the
+/// summary's fields inline (they are on the wire). Both keep deserializers
+/// out of the bundle: the config's (the editor validates with `shared`'s own
+/// reader, not serde) and serde's `flatten` machinery.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub team: String,
+    pub status: ServiceStatus,
+    pub processor: String,
+    pub instances: u32,
+    pub running_instances: u32,
+    pub optimization_level: Option<String>,
+    pub speedup: Option<f64>,
+    pub created_at: String,
+    pub endpoint: String,
+    pub token: String,
+    pub stage: Option<String>,
+    pub message: Option<String>,
+    pub signature: Option<ModelSignature>,
+    pub report: Option<OptimizationReport>,
 }
 
 fn network(e: gloo_net::Error) -> Failure {
     Failure::new(None, format!("cannot reach the server: {e}"))
-}
-
-fn with_token(req: RequestBuilder, token: &str) -> RequestBuilder {
-    req.header("Authorization", &format!("Bearer {token}"))
 }
 
 /// A path segment (a service name) made safe for a URL.
@@ -43,44 +73,57 @@ pub fn segment(s: &str) -> String {
     String::from(js_sys::encode_uri_component(s))
 }
 
-pub async fn get<T: DeserializeOwned>(path: &str, token: &str) -> Result<T, Failure> {
-    let resp = with_token(Request::get(path), token)
-        .send()
-        .await
-        .map_err(network)?;
-    decode(resp).await
+#[derive(Clone, Copy)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
 }
 
-/// POSTs a JSON body (already text: the config editor sends what was typed).
-pub async fn post<T: DeserializeOwned>(path: &str, token: &str, body: &str) -> Result<T, Failure> {
-    let req = with_token(Request::post(path), token)
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
-        .map_err(network)?;
-    decode(req.send().await.map_err(network)?).await
-}
-
-/// DELETE; the answer has no body.
-pub async fn delete(path: &str, token: &str) -> Result<(), Failure> {
-    let resp = with_token(Request::delete(path), token)
-        .send()
-        .await
-        .map_err(network)?;
+/// One request; the answer's status and text, or a [`Failure`] for a non-2xx
+/// answer. Not generic, so every typed call below shares this code (the
+/// console's size budget is mostly monomorphized code).
+async fn call(
+    method: Method,
+    path: &str,
+    authorization: Option<&str>,
+    json: Option<&str>,
+) -> Result<(u16, String), Failure> {
+    let mut req = match method {
+        Method::Get => Request::get(path),
+        Method::Post => Request::post(path),
+        Method::Put => Request::put(path),
+        Method::Delete => Request::delete(path),
+    };
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
+    }
+    let resp = match json {
+        Some(body) => {
+            req.header("Content-Type", "application/json")
+                .body(body.to_string())
+                .map_err(network)?
+                .send()
+                .await
+        }
+        None => req.send().await,
+    }
+    .map_err(network)?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(network)?;
     if resp.ok() {
-        Ok(())
+        Ok((status, text))
     } else {
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
         Err(failure(status, &text))
     }
 }
 
-async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, Failure> {
-    let status = resp.status();
-    let text = resp.text().await.map_err(network)?;
-    if !resp.ok() {
-        return Err(failure(status, &text));
-    }
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn parse<T: DeserializeOwned>((status, text): (u16, String)) -> Result<T, Failure> {
     serde_json::from_str(&text).map_err(|e| {
         Failure::new(
             Some(status),
@@ -89,7 +132,68 @@ async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, Failure> {
     })
 }
 
-fn failure(status: u16, text: &str) -> Failure {
+pub async fn get<T: DeserializeOwned>(path: &str, token: &str) -> Result<T, Failure> {
+    parse(call(Method::Get, path, Some(&bearer(token)), None).await?)
+}
+
+/// GET without a token: the public share-link API.
+pub async fn get_public<T: DeserializeOwned>(path: &str) -> Result<T, Failure> {
+    parse(call(Method::Get, path, None, None).await?)
+}
+
+/// POSTs a JSON body (already text: the config editor sends what was typed).
+pub async fn post<T: DeserializeOwned>(path: &str, token: &str, body: &str) -> Result<T, Failure> {
+    parse(call(Method::Post, path, Some(&bearer(token)), Some(body)).await?)
+}
+
+/// PUTs a JSON body.
+pub async fn put<T: DeserializeOwned>(path: &str, token: &str, body: &str) -> Result<T, Failure> {
+    parse(call(Method::Put, path, Some(&bearer(token)), Some(body)).await?)
+}
+
+/// DELETE whose answer is a JSON body (member removal answers the team).
+pub async fn delete_json<T: DeserializeOwned>(path: &str, token: &str) -> Result<T, Failure> {
+    parse(call(Method::Delete, path, Some(&bearer(token)), None).await?)
+}
+
+/// DELETE; the answer has no body.
+pub async fn delete(path: &str, token: &str) -> Result<(), Failure> {
+    call(Method::Delete, path, Some(&bearer(token)), None)
+        .await
+        .map(|_| ())
+}
+
+/// A request body for [`post`]/[`put`]. The wire types always serialize; were
+/// one not to, the empty body makes the server say what is missing.
+pub fn json_body<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// `POST /api/predict/{name}` with the service token in `Authorization`, as
+/// the EAS SDK sends it. Returns the answer and the round trip in
+/// milliseconds as the browser measured it (request sent to answer read).
+pub async fn predict(
+    name: &str,
+    service_token: &str,
+    body: &str,
+) -> Result<(InferResponse, f64), Failure> {
+    let path = format!("/api/predict/{}", segment(name));
+    let started = now_ms();
+    let answer = call(Method::Post, &path, Some(service_token), Some(body)).await;
+    let elapsed = now_ms() - started;
+    Ok((parse(answer?)?, elapsed))
+}
+
+/// A monotonic clock in milliseconds (sub-millisecond where the browser
+/// allows), for latencies measured in the page.
+fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or_else(js_sys::Date::now)
+}
+
+pub(crate) fn failure(status: u16, text: &str) -> Failure {
     match serde_json::from_str::<ApiError>(text) {
         Ok(e) => Failure {
             status: Some(status),
@@ -104,18 +208,22 @@ fn failure(status: u16, text: &str) -> Failure {
 /// `ws://host/api/v2/services/NAME/logs/stream?token=T` for the page's own
 /// server. Browsers cannot set headers on a WebSocket, hence the query form.
 pub fn log_stream_url(name: &str, token: &str) -> Option<String> {
+    ws_url(&format!(
+        "/api/v2/services/{}/logs/stream?token={}",
+        segment(name),
+        segment(token)
+    ))
+}
+
+/// `ws(s)://host` + `path` of the page's own server.
+pub fn ws_url(path: &str) -> Option<String> {
     let loc = web_sys::window()?.location();
     let scheme = if loc.protocol().ok()? == "https:" {
         "wss:"
     } else {
         "ws:"
     };
-    Some(format!(
-        "{scheme}//{}/api/v2/services/{}/logs/stream?token={}",
-        loc.host().ok()?,
-        segment(name),
-        segment(token)
-    ))
+    Some(format!("{scheme}//{}{path}", loc.host().ok()?))
 }
 
 /// `http://host` of the page, to show full endpoint URLs.

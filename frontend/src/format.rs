@@ -45,12 +45,13 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// The services-list filter: case-insensitive substring of name, status,
-/// processor or level. `needle` is already lowercase and trimmed.
+/// The services-list filter: case-insensitive substring of name, team,
+/// status, processor or level. `needle` is already lowercase and trimmed.
 pub fn matches_filter(s: &ServiceSummary, needle: &str) -> bool {
     needle.is_empty()
         || [
             s.name.as_str(),
+            s.team.as_str(),
             s.status.as_str(),
             s.processor.as_str(),
             s.optimization_level.as_deref().unwrap_or(""),

@@ -1,6 +1,7 @@
 //! The deploy log, streamed over the WebSocket. The server replays the
 //! stored lines first, so a reload shows the whole log, then streams new
-//! lines until the deploy ends.
+//! lines until the deploy ends. The same view serves a signed-in user (the
+//! service's log) and a share link's holder (the shared log, no token).
 
 use std::sync::{Arc, Mutex};
 
@@ -29,10 +30,50 @@ enum StreamState {
     Failed(String),
 }
 
+/// Whose log, and so which URLs and credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogSource {
+    /// A service, with the signed-in user's token.
+    Service(String),
+    /// A share link's token: public, no sign-in.
+    Shared(String),
+}
+
+impl LogSource {
+    fn stream_url(&self, token: Option<&str>) -> Option<String> {
+        match (self, token) {
+            (LogSource::Service(name), Some(token)) => api::log_stream_url(name, token),
+            (LogSource::Service(_), None) => None,
+            (LogSource::Shared(link), _) => api::ws_url(&format!(
+                "/api/v2/shared/{}/logs/stream",
+                api::segment(link)
+            )),
+        }
+    }
+
+    async fn page(&self, token: Option<&str>, after: i64) -> Result<LogPage, api::Failure> {
+        let query = format!("logs?after={after}&limit=5000");
+        match (self, token) {
+            (LogSource::Service(name), Some(token)) => {
+                let path = format!("/api/v2/services/{}/{query}", api::segment(name));
+                api::get(&path, token).await
+            }
+            (LogSource::Service(_), None) => Err(api::Failure::local("signed out")),
+            (LogSource::Shared(link), _) => {
+                api::get_public(&format!("/api/v2/shared/{}/{query}", api::segment(link))).await
+            }
+        }
+    }
+}
+
 /// `generation`: each change reconnects (an action queued a new deploy job).
 /// `on_end`: called when the server says the deploy ended.
 #[component]
-pub fn DeployLog(name: String, generation: RwSignal<u32>, on_end: Callback<()>) -> impl IntoView {
+pub fn DeployLog(
+    source: LogSource,
+    generation: RwSignal<u32>,
+    on_end: Callback<()>,
+) -> impl IntoView {
     let auth = use_auth();
     let lines = RwSignal::new(Vec::<LogLine>::new());
     let state = RwSignal::new(StreamState::Connecting);
@@ -41,7 +82,10 @@ pub fn DeployLog(name: String, generation: RwSignal<u32>, on_end: Callback<()>) 
         let running = running.clone();
         Effect::new(move |_| {
             generation.track();
-            let Some(token) = auth.current() else { return };
+            let token = auth.current();
+            if matches!(source, LogSource::Service(_)) && token.is_none() {
+                return;
+            }
             let (handle, registration) = AbortHandle::new_pair();
             if let Ok(mut r) = running.lock() {
                 if let Some(old) = r.replace(handle) {
@@ -50,7 +94,7 @@ pub fn DeployLog(name: String, generation: RwSignal<u32>, on_end: Callback<()>) 
             }
             lines.set(vec![]);
             state.set(StreamState::Connecting);
-            let follow = follow(name.clone(), token, lines, state, on_end);
+            let follow = follow(source.clone(), token, lines, state, on_end);
             spawn_local(async move {
                 // Aborting drops the socket, which closes it.
                 let _ = Abortable::new(follow, registration).await;
@@ -96,9 +140,7 @@ pub fn DeployLog(name: String, generation: RwSignal<u32>, on_end: Callback<()>) 
                     <span class="ts">{format::short_time(&l.ts)}</span>" "{l.line.clone()}
                 </div>
             </For>
-            <Show when=move || lines.with(Vec::is_empty)>
-                <div class="muted">"(no log lines yet)"</div>
-            </Show>
+            {move || lines.with(Vec::is_empty).then(|| view! { <div class="muted">"(no log lines yet)"</div> })}
         </div>
     }
 }
@@ -117,18 +159,19 @@ fn state_text(s: &StreamState) -> String {
 }
 
 async fn follow(
-    name: String,
-    token: String,
+    source: LogSource,
+    token: Option<String>,
     lines: RwSignal<Vec<LogLine>>,
     state: RwSignal<StreamState>,
     on_end: Callback<()>,
 ) {
-    let opened = api::log_stream_url(&name, &token)
+    let opened = source
+        .stream_url(token.as_deref())
         .ok_or_else(|| "no page location".to_string())
         .and_then(|url| WebSocket::open(&url).map_err(|e| e.to_string()));
     let mut ws = match opened {
         Ok(ws) => ws,
-        Err(e) => return stored_log(&name, &token, lines, state, e).await,
+        Err(e) => return stored_log(&source, token.as_deref(), lines, state, e).await,
     };
     state.try_set(StreamState::Live);
     let mut got_any = false;
@@ -140,7 +183,8 @@ async fn follow(
                 // Refused before any frame (bad token, service gone): the
                 // paged API says why in JSON.
                 if !got_any {
-                    return stored_log(&name, &token, lines, state, e.to_string()).await;
+                    return stored_log(&source, token.as_deref(), lines, state, e.to_string())
+                        .await;
                 }
                 state.try_set(StreamState::Failed(e.to_string()));
                 return;
@@ -173,8 +217,8 @@ async fn follow(
 
 /// Fallback when the WebSocket cannot be used: the paged log API.
 async fn stored_log(
-    name: &str,
-    token: &str,
+    source: &LogSource,
+    token: Option<&str>,
     lines: RwSignal<Vec<LogLine>>,
     state: RwSignal<StreamState>,
     why: String,
@@ -182,11 +226,7 @@ async fn stored_log(
     let mut after = 0i64;
     let mut all = Vec::new();
     loop {
-        let path = format!(
-            "/api/v2/services/{}/logs?after={after}&limit=5000",
-            api::segment(name)
-        );
-        match api::get::<LogPage>(&path, token).await {
+        match source.page(token, after).await {
             Ok(page) => {
                 all.extend(page.lines);
                 match page.next {

@@ -1,16 +1,21 @@
 //! Pieces shared by the pages.
 
 mod deploy_log;
+mod model_upload;
 mod report;
+mod share_links;
+mod try_it;
 
-pub use deploy_log::DeployLog;
+pub use deploy_log::{DeployLog, LogSource};
+pub use model_upload::ModelUpload;
 pub use report::ReportView;
+pub use share_links::ShareLinks;
+pub use try_it::TryIt;
 
 use std::time::Duration;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use leptos_router::components::A;
 use shared::api::ServiceStatus;
 use wasm_bindgen::JsCast;
 
@@ -38,6 +43,13 @@ pub fn ErrorBox(failure: Failure) -> impl IntoView {
     }
 }
 
+/// The failure of the last action on a page, if it failed; one component
+/// rather than a closure per page keeps the bundle small.
+#[component]
+pub fn ActionError(failure: RwSignal<Option<Failure>>) -> impl IntoView {
+    move || failure.get().map(|f| view! { <ErrorBox failure=f/> })
+}
+
 /// Config problems, each with its JSON path.
 #[component]
 pub fn PathErrors(errors: Vec<shared::ValidationError>) -> impl IntoView {
@@ -46,7 +58,7 @@ pub fn PathErrors(errors: Vec<shared::ValidationError>) -> impl IntoView {
             {errors
                 .into_iter()
                 .map(|e| view! { <li><code class="path">{e.path}</code>" "{e.message}</li> })
-                .collect_view()}
+                .collect_any()}
         </ul>
     }
 }
@@ -59,7 +71,57 @@ pub fn StatusBadge(status: ServiceStatus) -> impl IntoView {
 
 #[component]
 pub fn BackToServices() -> impl IntoView {
-    view! { <p><A href="/">"← All services"</A></p> }
+    view! { <p><a href="/">"← All services"</a></p> }
+}
+
+/// A form of one name field and its button: create a team, a user or a
+/// token, add a member. `on_submit` gets the trimmed name; the button stays
+/// disabled until there is one. `children` (a role) go between the two.
+#[component]
+pub fn NameForm(
+    test: &'static str,
+    placeholder: &'static str,
+    button: &'static str,
+    name: RwSignal<String>,
+    on_submit: Callback<String>,
+    #[prop(optional)] children: Option<Children>,
+) -> impl IntoView {
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let typed = name.get_untracked().trim().to_string();
+        if !typed.is_empty() {
+            on_submit.run(typed);
+        }
+    };
+    view! {
+        <form class="actions" data-test=test on:submit=submit>
+            <input
+                type="text"
+                name="name"
+                placeholder=placeholder
+                prop:value=move || name.get()
+                on:input=move |ev| name.set(event_target_value(&ev))
+            />
+            {children.map(|c| c())}
+            <button type="submit" class="primary" disabled=move || name.with(|n| n.trim().is_empty())>
+                {button}
+            </button>
+        </form>
+    }
+}
+
+/// A secret shown once (a new API token): the server keeps only its hash,
+/// so this is the only chance to copy it.
+#[component]
+pub fn ShownOnce(label: String, secret: String) -> impl IntoView {
+    view! {
+        <div class="shown-once" data-test="shown-once">
+            <p>
+                <strong>{label}</strong>" — copy it now: it is shown only this once."
+            </p>
+            <p><code class="token" data-test="secret">{secret.clone()}</code>" "<CopyButton text=secret/></p>
+        </div>
+    }
 }
 
 /// Calls `f` every `period` while the calling component is mounted.
@@ -109,6 +171,25 @@ async fn write_clipboard(text: &str) -> Result<(), ()> {
         .await
         .map(|_| ())
         .map_err(|_| ())
+}
+
+/// Collects views as `AnyView`s. Every list in the console is then one type,
+/// `Vec<AnyView>`, whose rendering code exists once; a `collect_view()` per
+/// row type repeats it for each (the bundle has a size budget).
+pub trait CollectAny: Iterator + Sized
+where
+    Self::Item: IntoAny,
+{
+    fn collect_any(self) -> Vec<AnyView> {
+        self.map(IntoAny::into_any).collect()
+    }
+}
+
+impl<I> CollectAny for I
+where
+    I: Iterator,
+    I::Item: IntoAny,
+{
 }
 
 /// How often lists and transient services are refreshed.

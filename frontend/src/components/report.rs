@@ -1,9 +1,11 @@
-//! The optimization report: a summary, the candidate table, and a bar chart
-//! of p50 latency per candidate and input-shape group (inline SVG).
+//! The optimization report: a summary, the candidate table, and two inline
+//! SVG charts: p50 latency per candidate and input-shape group against the
+//! original model, and each candidate's accuracy against the original.
 
 use leptos::prelude::*;
 use shared::api::{CandidateReport, CandidateStatus, OptimizationReport};
 
+use crate::components::CollectAny;
 use crate::format;
 
 #[component]
@@ -34,9 +36,10 @@ pub fn ReportView(report: OptimizationReport) -> impl IntoView {
         <p class="report-summary">{summary}</p>
         <p class="muted">{context}</p>
         {(!notes.is_empty()).then(|| view! {
-            <ul class="notes">{notes.into_iter().map(|n| view! { <li>{n}</li> }).collect_view()}</ul>
+            <ul class="notes">{notes.into_iter().map(|n| view! { <li>{n}</li> }).collect_any()}</ul>
         })}
         <LatencyChart candidates=report.candidates.clone() groups=groups.clone()/>
+        <AccuracyChart candidates=report.candidates.clone()/>
         <CandidateTable candidates=report.candidates.clone() groups=groups/>
     }
 }
@@ -88,7 +91,7 @@ fn CandidateTable(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl
                             let label = format!("p50 {g}");
                             view! { <th class="num" title=g>{label}</th> }
                         })
-                        .collect_view()}
+                        .collect_any()}
                     <th class="num">"Max rel. error"</th>
                     <th class="num">"Min cosine"</th>
                     <th class="num">"Speedup"</th>
@@ -105,7 +108,7 @@ fn CandidateTable(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl
                         let cells = groups
                             .iter()
                             .map(|g| view! { <td class="num">{opt(p50_of(&c, g), format::ms)}</td> })
-                            .collect_view();
+                            .collect_any();
                         view! {
                             <tr class=format!("cand-{status}")>
                                 <td title=c.description.clone()>{c.name.clone()}</td>
@@ -120,7 +123,7 @@ fn CandidateTable(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl
                             </tr>
                         }
                     })
-                    .collect_view()}
+                    .collect_any()}
             </tbody>
         </table>
     }
@@ -129,10 +132,14 @@ fn CandidateTable(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl
 // Chart geometry, in SVG user units (the SVG scales to the page width).
 const WIDTH: f64 = 760.0;
 const LABEL_W: f64 = 210.0;
-const VALUE_W: f64 = 90.0;
+/// Room right of the longest bar for its value and speedup ("15.54 ms · 0.66×").
+const VALUE_W: f64 = 130.0;
 const BAR_H: f64 = 18.0;
 const ROW_H: f64 = 24.0;
 const GROUP_H: f64 = 26.0;
+
+/// The candidate that is the model as given: every other one is compared to it.
+const ORIGINAL: &str = "original";
 
 /// One bar: a candidate's p50 on one shape group.
 struct Bar {
@@ -140,14 +147,27 @@ struct Bar {
     label: String,
     status: &'static str,
     p50: f64,
+    /// The original's p50 / this p50 on the same shape group.
+    vs_original: Option<f64>,
+}
+
+/// A group's heading and, when the original was timed there, where its
+/// p50 falls (a dashed line across the group's bars).
+struct GroupHead {
+    y: f64,
+    text: String,
+    original: Option<f64>,
+    bars_height: f64,
 }
 
 /// Horizontal bars, one block per shape group, one bar per timed candidate,
-/// all on one scale so groups compare too. Colour = status.
+/// all on one scale so groups compare too. Colour = status; the dashed line
+/// in each block is the original model on those shapes, and each bar says
+/// how much faster than it that candidate is there.
 #[component]
 fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl IntoView {
     let mut y = 0.0;
-    let mut headers = Vec::new();
+    let mut heads = Vec::new();
     let mut bars = Vec::new();
     for g in &groups {
         let timed: Vec<_> = candidates
@@ -157,17 +177,30 @@ fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl I
         if timed.is_empty() {
             continue;
         }
-        headers.push((y + 17.0, format!("input shapes {g}")));
+        let original = candidates
+            .iter()
+            .find(|c| c.name == ORIGINAL)
+            .and_then(|c| p50_of(c, g));
+        let head_y = y;
         y += GROUP_H;
-        for (c, p50) in timed {
+        for (c, p50) in &timed {
             bars.push(Bar {
                 y,
                 label: c.name.clone(),
                 status: status_text(&c.status),
-                p50,
+                p50: *p50,
+                vs_original: original
+                    .filter(|_| c.name != ORIGINAL && *p50 > 0.0)
+                    .map(|o| o / p50),
             });
             y += ROW_H;
         }
+        heads.push(GroupHead {
+            y: head_y,
+            text: format!("input shapes {g}"),
+            original,
+            bars_height: timed.len() as f64 * ROW_H,
+        });
     }
     if bars.is_empty() {
         return view! { <p class="muted">"No candidate was timed."</p> }.into_any();
@@ -177,21 +210,41 @@ fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl I
     let span = WIDTH - LABEL_W - VALUE_W;
     let scale = if max > 0.0 { span / max } else { 0.0 };
     view! {
-        <figure class="chart">
+        <figure class="chart" data-test="latency-chart">
             <svg
                 viewBox=format!("0 0 {WIDTH} {height}")
                 width="100%"
                 role="img"
-                aria-label="p50 latency per candidate and input shape group"
+                aria-label="p50 latency per candidate and input shape group, against the original model"
             >
-                {headers
+                {heads
                     .into_iter()
-                    .map(|(ty, text)| view! { <text x="0" y=ty.to_string() class="chart-group">{text}</text> })
-                    .collect_view()}
+                    .map(|h| {
+                        let marker = h.original.map(|o| {
+                            let x = LABEL_W + o * scale;
+                            let (top, bottom) = (h.y + GROUP_H - 4.0, h.y + GROUP_H + h.bars_height);
+                            view! {
+                                <line
+                                    class="chart-original"
+                                    x1=x.to_string() x2=x.to_string()
+                                    y1=top.to_string() y2=bottom.to_string()
+                                ></line>
+                            }
+                        });
+                        view! {
+                            <text x="0" y=(h.y + 17.0).to_string() class="chart-group">{h.text}</text>
+                            {marker}
+                        }
+                    })
+                    .collect_any()}
                 {bars
                     .into_iter()
                     .map(|b| {
                         let w = (b.p50 * scale).max(1.0);
+                        let value = match b.vs_original {
+                            Some(r) => format!("{} · {}", format::ms(b.p50), format::speedup(Some(r))),
+                            None => format::ms(b.p50),
+                        };
                         view! {
                             <g class=format!("bar bar-{}", b.status)>
                                 <text x=(LABEL_W - 8.0).to_string() y=(b.y + 13.0).to_string() text-anchor="end">
@@ -199,15 +252,16 @@ fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl I
                                 </text>
                                 <rect x=LABEL_W.to_string() y=b.y.to_string() width=w.to_string() height=BAR_H.to_string() rx="2"></rect>
                                 <text x=(LABEL_W + w + 6.0).to_string() y=(b.y + 13.0).to_string() class="chart-value">
-                                    {format::ms(b.p50)}
+                                    {value}
                                 </text>
                             </g>
                         }
                     })
-                    .collect_view()}
+                    .collect_any()}
             </svg>
             <figcaption>
-                "p50 latency per candidate; "
+                "p50 latency per candidate and input shapes; the dashed line is the original model, "
+                "× is the speedup over it on those shapes. "
                 <span class="key key-selected">"selected"</span>" "
                 <span class="key key-passed">"passed"</span>" "
                 <span class="key key-rejected">"rejected"</span>
@@ -215,4 +269,152 @@ fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl I
         </figure>
     }
     .into_any()
+}
+
+/// One accuracy figure drawn on a log scale: the smaller, the closer to the
+/// original's outputs.
+struct LogScale {
+    /// Decades shown, as powers of ten: `lo` at the bar's start, `hi` at its end.
+    lo: f64,
+    hi: f64,
+}
+
+/// Differences below this are floating-point rounding in the comparison
+/// itself (a cosine of identical f32 outputs computes as 1 − 2e-16), not a
+/// change the candidate made: they get no bar.
+const ROUNDING: f64 = 1e-12;
+
+impl LogScale {
+    /// A scale from 1e-8 (or the smallest value above rounding, if smaller)
+    /// to 1: a relative error or cosine distance of 1 is total disagreement,
+    /// so a bar's length says how far from it a candidate is, not only how
+    /// it compares to the others. Anything above 1 is drawn full length.
+    fn covering(values: impl Iterator<Item = f64>) -> LogScale {
+        let smallest = values
+            .filter(|v| *v > ROUNDING)
+            .map(f64::log10)
+            .fold(-8.0, f64::min)
+            .floor();
+        LogScale {
+            lo: smallest,
+            hi: 0.0,
+        }
+    }
+
+    fn cell(&self, value: Option<f64>, label: String) -> AccuracyCell {
+        match value {
+            None => AccuracyCell::Missing,
+            Some(v) if v <= 0.0 => AccuracyCell::Exact("exact"),
+            Some(v) if v <= ROUNDING => AccuracyCell::Exact("< 1e-12 (rounding)"),
+            Some(v) => AccuracyCell::Bar {
+                fraction: ((v.log10() - self.lo) / (self.hi - self.lo)).clamp(0.01, 1.0),
+                label,
+            },
+        }
+    }
+}
+
+/// What one accuracy panel shows for one candidate.
+enum AccuracyCell {
+    /// Not measured (the candidate could not run).
+    Missing,
+    /// Identical to the original (the original itself), or different by
+    /// rounding only; the text says which.
+    Exact(&'static str),
+    /// `fraction` of the panel's length, with the value's text.
+    Bar { fraction: f64, label: String },
+}
+
+// Accuracy chart geometry: the candidate labels, then two panels.
+const ACC_PANEL_W: f64 = (WIDTH - LABEL_W) / 2.0;
+const ACC_VALUE_W: f64 = 70.0;
+const ACC_HEAD_H: f64 = 22.0;
+
+/// Each candidate's accuracy against the original on the test data: the
+/// largest relative error and the distance from a perfect cosine (1 − the
+/// smallest cosine), both on log scales. The original itself is exact.
+#[component]
+fn AccuracyChart(candidates: Vec<CandidateReport>) -> impl IntoView {
+    let measured: Vec<_> = candidates
+        .iter()
+        .filter(|c| c.max_rel_error.is_some() || c.min_cosine.is_some())
+        .collect();
+    if measured.is_empty() {
+        return view! { <p class="muted">"No candidate was verified."</p> }.into_any();
+    }
+    let distance = |c: &CandidateReport| c.min_cosine.map(|x| (1.0 - x).max(0.0));
+    let rel_scale = LogScale::covering(measured.iter().filter_map(|c| c.max_rel_error));
+    let cos_scale = LogScale::covering(measured.iter().filter_map(|c| distance(c)));
+    let height = ACC_HEAD_H + measured.len() as f64 * ROW_H + 4.0;
+    let span = ACC_PANEL_W - ACC_VALUE_W - 8.0;
+    let rows = measured
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let y = ACC_HEAD_H + i as f64 * ROW_H;
+            let status = status_text(&c.status);
+            let rel = rel_scale.cell(
+                c.max_rel_error,
+                format!("{:.1e}", c.max_rel_error.unwrap_or_default()),
+            );
+            let cos = cos_scale.cell(
+                distance(c),
+                format!("cos {:.6}", c.min_cosine.unwrap_or_default()),
+            );
+            view! {
+                <g class=format!("acc acc-{status}") data-candidate=c.name.clone()>
+                    <text x=(LABEL_W - 8.0).to_string() y=(y + 13.0).to_string() text-anchor="end">
+                        {c.name.clone()}
+                    </text>
+                    {accuracy_bar(LABEL_W, y, span, rel)}
+                    {accuracy_bar(LABEL_W + ACC_PANEL_W, y, span, cos)}
+                </g>
+            }
+        })
+        .collect_any();
+    view! {
+        <figure class="chart" data-test="accuracy-chart">
+            <svg
+                viewBox=format!("0 0 {WIDTH} {height}")
+                width="100%"
+                role="img"
+                aria-label="accuracy per candidate against the original model: max relative error and 1 - min cosine"
+            >
+                <text x=LABEL_W.to_string() y="14" class="chart-group">
+                    {format!("max relative error (1e{} … 1e{})", rel_scale.lo, rel_scale.hi)}
+                </text>
+                <text x=(LABEL_W + ACC_PANEL_W).to_string() y="14" class="chart-group">
+                    {format!("1 − min cosine (1e{} … 1e{})", cos_scale.lo, cos_scale.hi)}
+                </text>
+                {rows}
+            </svg>
+            <figcaption>
+                "Accuracy against the original model on the test data, log scales: "
+                "a shorter bar is closer to the original; rejected candidates failed the gate."
+            </figcaption>
+        </figure>
+    }
+    .into_any()
+}
+
+/// One panel's bar, or the word for why there is none.
+fn accuracy_bar(x: f64, y: f64, span: f64, cell: AccuracyCell) -> AnyView {
+    let text_y = (y + 13.0).to_string();
+    match cell {
+        AccuracyCell::Missing => {
+            view! { <text x=x.to_string() y=text_y class="chart-value">"not measured"</text> }
+                .into_any()
+        }
+        AccuracyCell::Exact(text) => {
+            view! { <text x=x.to_string() y=text_y class="chart-value">{text}</text> }.into_any()
+        }
+        AccuracyCell::Bar { fraction, label } => {
+            let w = fraction * span;
+            view! {
+                <rect x=x.to_string() y=y.to_string() width=w.to_string() height=BAR_H.to_string() rx="2"></rect>
+                <text x=(x + w + 6.0).to_string() y=text_y class="chart-value">{label}</text>
+            }
+            .into_any()
+        }
+    }
 }

@@ -1,15 +1,17 @@
 //! `/new`: the config editor. Validated on every keystroke with the same
 //! `shared::parse_and_validate` the server runs; Deploy is enabled only for a
-//! valid config and goes to the service page.
+//! valid config and goes to the service page. A model uploaded here lands in
+//! the config's `model_path`; the service is created in the chosen team.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
-use shared::api::ServiceDetail;
+use serde_json::Value;
+use shared::api::ServiceSummary;
 
 use crate::api::{self, Failure};
 use crate::auth::use_auth;
-use crate::components::{ErrorBox, PathErrors};
+use crate::components::{ActionError, CollectAny, ModelUpload, PathErrors};
 
 /// The seed's example configs, as shipped in `shared`'s tests.
 const EXAMPLES: [(&str, &str); 3] = [
@@ -36,6 +38,32 @@ pub fn NewServicePage() -> impl IntoView {
         Memo::new(move |_| text.with(|t| shared::parse_and_validate(t).err().unwrap_or_default()));
     let busy = RwSignal::new(false);
     let failure = RwSignal::new(None::<Failure>);
+    // The team to create the service in; empty lets the server pick the
+    // caller's first team where they may deploy.
+    let team = RwSignal::new(String::new());
+    Effect::new(move |_| {
+        let teams = auth.deploy_teams();
+        if !teams.contains(&team.get_untracked()) {
+            team.set(teams.into_iter().next().unwrap_or_default());
+        }
+    });
+    // Re-read only when the user's roles are (sign-in, reload).
+    let may_deploy = move || auth.may_deploy_somewhere();
+    let upload_note = RwSignal::new(None::<String>);
+    let on_uploaded = Callback::new(move |model_path: String| {
+        let mut updated = None;
+        text.with_untracked(|t| updated = with_model_path(t, &model_path));
+        match updated {
+            Some(t) => {
+                text.set(t);
+                upload_note.set(None);
+            }
+            None => upload_note.set(Some(
+                "The config is not a JSON object, so model_path was not set: copy the path into it."
+                    .into(),
+            )),
+        }
+    });
 
     let pick_example = move |ev: leptos::ev::Event| {
         let choice = event_target_value(&ev);
@@ -48,12 +76,17 @@ pub fn NewServicePage() -> impl IntoView {
         let Some(token) = auth.current() else { return };
         let body = text.get_untracked();
         let navigate = navigate.clone();
+        let path = match team.get_untracked() {
+            t if t.is_empty() => "/api/v2/services".to_string(),
+            t => format!("/api/v2/services?team={}", api::segment(&t)),
+        };
         busy.set(true);
         failure.set(None);
         spawn_local(async move {
-            match api::post::<ServiceDetail>("/api/v2/services", &token, &body).await {
+            // The answer is the new service; its name is all this page needs.
+            match api::post::<ServiceSummary>(&path, &token, &body).await {
                 Ok(d) => {
-                    let to = format!("/services/{}", api::segment(&d.summary.name));
+                    let to = format!("/services/{}", api::segment(&d.name));
                     navigate(&to, Default::default());
                 }
                 Err(f) => {
@@ -74,14 +107,20 @@ pub fn NewServicePage() -> impl IntoView {
                         .iter()
                         .enumerate()
                         .map(|(i, (label, _))| view! { <option value=i.to_string()>{*label}</option> })
-                        .collect_view()}
+                        .collect_any()}
                 </select>
             </label>
             <span class="muted">
-                " model_path: a "<code>"upload://"</code>" path from "<code>"whet create"</code>
-                ", or "<code>"file://"</code>" under a "<code>"--model-root"</code>" folder."
+                " model_path: a "<code>"upload://"</code>" path (upload below, or "<code>"whet create"</code>
+                "), or "<code>"file://"</code>" under a "<code>"--model-root"</code>" folder."
             </span>
         </div>
+        {move || {
+            (may_deploy() == Some(true)).then(|| view! {
+                <ModelUpload on_uploaded=on_uploaded/>
+                {move || upload_note.get().map(|n| view! { <p class="invalid">{n}</p> })}
+            })
+        }}
         <div class="editor">
             <textarea
                 class="config"
@@ -107,16 +146,132 @@ pub fn NewServicePage() -> impl IntoView {
                 }}
             </aside>
         </div>
-        <p>
-            <button
-                class="primary"
-                data-test="deploy"
-                on:click=deploy
-                disabled=move || busy.get() || !errors.with(Vec::is_empty)
-            >
-                {move || if busy.get() { "Deploying…" } else { "Deploy" }}
-            </button>
-        </p>
-        {move || failure.get().map(|f| view! { <ErrorBox failure=f/> })}
+        {move || {
+            match may_deploy() {
+                None => return ().into_any(),
+                Some(false) => return view! {
+                    <p class="muted" data-test="no-deploy">
+                        "Your role does not allow deploying: viewers can check a config here but not deploy it."
+                    </p>
+                }
+                .into_any(),
+                Some(true) => {}
+            }
+            view! {
+                <p class="actions">
+                    <TeamChoice team=team/>
+                    <button
+                        class="primary"
+                        data-test="deploy"
+                        on:click=deploy.clone()
+                        disabled=move || busy.get() || !errors.with(Vec::is_empty)
+                    >
+                        {move || if busy.get() { "Deploying…" } else { "Deploy" }}
+                    </button>
+                </p>
+            }
+            .into_any()
+        }}
+        <ActionError failure=failure/>
+    }
+}
+
+/// The team the service is created in: those where the user may deploy.
+#[component]
+fn TeamChoice(team: RwSignal<String>) -> impl IntoView {
+    let auth = use_auth();
+    move || {
+        let teams = auth.deploy_teams();
+        (!teams.is_empty()).then(|| {
+            view! {
+                <label>
+                    "Team "
+                    <select
+                        data-test="deploy-team"
+                        prop:value=move || team.get()
+                        on:change=move |ev| team.set(event_target_value(&ev))
+                    >
+                        {teams
+                            .into_iter()
+                            .map(|t| {
+                                let selected = t == team.get_untracked();
+                                view! { <option value=t.clone() selected=selected>{t.clone()}</option> }
+                            })
+                            .collect_any()}
+                    </select>
+                </label>
+            }
+        })
+    }
+}
+
+/// `config` with its top-level `model_path` set to `model_path`, the rest of
+/// the text (its layout) as typed; None when the text is not a JSON object.
+fn with_model_path(config: &str, model_path: &str) -> Option<String> {
+    let mut expected: Value = serde_json::from_str(config).ok()?;
+    expected
+        .as_object_mut()?
+        .insert("model_path".into(), model_path.into());
+    let quoted = Value::from(model_path).to_string();
+    let edited = match value_span(config, "\"model_path\"") {
+        Some((start, end)) => format!("{}{quoted}{}", &config[..start], &config[end..]),
+        None => {
+            // No model_path yet: first key of the object.
+            let open = config.find('{')? + 1;
+            let rest = &config[open..];
+            let sep = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            format!("{}\n  \"model_path\": {quoted}{sep}{rest}", &config[..open])
+        }
+    };
+    // The text edit found the right spot only if the result says exactly
+    // what was meant; otherwise rewrite the whole config.
+    match serde_json::from_str::<Value>(&edited) {
+        Ok(v) if v == expected => Some(edited),
+        _ => Some(expected.to_string()),
+    }
+}
+
+/// Byte span of the string value after the first `key:` in `text`.
+fn value_span(text: &str, key: &str) -> Option<(usize, usize)> {
+    let after_key = text.find(key)? + key.len();
+    let colon = after_key + text[after_key..].find(':')? + 1;
+    let start = colon + text[colon..].find('"')?;
+    let mut escaped = false;
+    for (i, c) in text[start + 1..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some((start, start + 1 + i + 1)),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_path_is_replaced_in_place() {
+        let config = "{\n  \"name\": \"x\",\n  \"model_path\": \"file:///a\\\"b\",\n  \"n\": 1\n}";
+        let out = with_model_path(config, "upload://abc/m.onnx").unwrap();
+        assert_eq!(
+            out,
+            "{\n  \"name\": \"x\",\n  \"model_path\": \"upload://abc/m.onnx\",\n  \"n\": 1\n}"
+        );
+    }
+
+    #[test]
+    fn model_path_is_added_when_missing() {
+        let out = with_model_path("{\"name\": \"x\"}", "upload://abc/m.onnx").unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["model_path"], "upload://abc/m.onnx");
+        assert_eq!(v["name"], "x");
+        assert_eq!(with_model_path("[1]", "p"), None);
     }
 }

@@ -1,31 +1,46 @@
-//! `/services/:name`: status, endpoint, the deploy log (live), the
-//! optimization report, and the actions.
+//! `/services/:name`: status, endpoint, a "try it" panel, the deploy log
+//! (live), the optimization report, share links, and the actions. Actions
+//! and sharing show only to roles that may use them.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use leptos_router::hooks::{use_navigate, use_params_map};
-use shared::api::{ServiceDetail, ServiceStatus};
+use leptos_router::hooks::use_navigate;
+use serde::de::IgnoredAny;
+use shared::api::{ModelSignature, ServiceStatus};
 
-use crate::api::{self, Failure};
+use crate::api::{self, Failure, ServiceView};
 use crate::auth::use_auth;
 use crate::components::{
-    poll_every, BackToServices, CopyButton, DeployLog, ErrorBox, ReportView, StatusBadge, REFRESH,
+    poll_every, ActionError, BackToServices, CopyButton, DeployLog, ErrorBox, LogSource,
+    ReportView, ShareLinks, StatusBadge, TryIt, REFRESH,
 };
 use crate::format;
+use crate::pages::route_param;
 
 #[component]
 pub fn ServicePage() -> impl IntoView {
-    let params = use_params_map();
-    let name = Memo::new(move |_| params.read().get("name").unwrap_or_default());
+    let name = route_param("name");
     // Keyed on the name: following a link to another service starts afresh
     // (new log stream, no stale report).
     move || view! { <ServiceView name=name.get()/> }
 }
 
+/// What the service's controls (actions, endpoint, try-it, share) show.
+#[derive(Clone, PartialEq)]
+struct Controls {
+    /// The user's role in the service's team allows deploying.
+    may_deploy: bool,
+    status: ServiceStatus,
+    instances: u32,
+    endpoint: String,
+    token: String,
+    signature: Option<ModelSignature>,
+}
+
 #[component]
 fn ServiceView(name: String) -> impl IntoView {
     let auth = use_auth();
-    let detail = RwSignal::new(None::<Result<ServiceDetail, Failure>>);
+    let detail = RwSignal::new(None::<Result<ServiceView, Failure>>);
     // Bumped after an action that queues a deploy job, so the log reconnects.
     let log_generation = RwSignal::new(0u32);
     let path = format!("/api/v2/services/{}", api::segment(&name));
@@ -35,7 +50,7 @@ fn ServiceView(name: String) -> impl IntoView {
             let Some(token) = auth.current() else { return };
             let path = path.clone();
             spawn_local(async move {
-                let result = api::get::<ServiceDetail>(&path, &token).await;
+                let result = api::get::<ServiceView>(&path, &token).await;
                 detail.try_set(Some(result));
             });
         }
@@ -45,8 +60,8 @@ fn ServiceView(name: String) -> impl IntoView {
         // Running services change rarely; a deploy in progress changes often.
         let load = load.clone();
         poll_every(REFRESH, move || {
-            let transient = detail
-                .with_untracked(|d| matches!(d, Some(Ok(d)) if d.summary.status.is_transient()));
+            let transient =
+                detail.with_untracked(|d| matches!(d, Some(Ok(d)) if d.status.is_transient()));
             if transient {
                 load()
             }
@@ -65,18 +80,68 @@ fn ServiceView(name: String) -> impl IntoView {
             }
         }
     });
+    // The controls re-render only when what they show changes, not on every
+    // refresh of the overview: a re-render would drop what is being typed
+    // (instances to scale to, a request being edited).
+    let controls = Memo::new(move |_| {
+        detail.with(|d| match d {
+            Some(Ok(d)) => Some(Controls {
+                may_deploy: auth.can_deploy_in(&d.team),
+                status: d.status,
+                instances: d.instances,
+                endpoint: d.endpoint.clone(),
+                token: d.token.clone(),
+                signature: d.signature.clone(),
+            }),
+            _ => None,
+        })
+    });
     let title = name.clone();
+    let controls_name = name.clone();
     view! {
         <BackToServices/>
         <h1 data-test="service-name">{title}</h1>
         {move || match detail.get() {
             None => view! { <p class="muted">"Loading…"</p> }.into_any(),
             Some(Err(f)) => view! { <ErrorBox failure=f/> }.into_any(),
-            Some(Ok(d)) => view! { <ServiceOverview d=d on_action=on_action/> }.into_any(),
+            Some(Ok(d)) => service_overview(d).into_any(),
+        }}
+        {move || {
+            let name = controls_name.clone();
+            controls.get().map(|c| {
+                view! {
+                    {c.may_deploy.then(|| view! {
+                        <ServiceActions
+                            name=name.clone()
+                            status=c.status
+                            instances=c.instances
+                            on_action=on_action
+                        />
+                    })}
+                    <section>
+                        <h2>"Endpoint"</h2>
+                        <EndpointTable url=format!("{}{}", api::origin(), c.endpoint) token=c.token.clone()/>
+                    </section>
+                    <section>
+                        <h2>"Try it"</h2>
+                        <TryIt name=name.clone() token=c.token signature=c.signature/>
+                    </section>
+                    {c.may_deploy.then(|| view! {
+                        <section>
+                            <h2>"Share"</h2>
+                            <ShareLinks name=name/>
+                        </section>
+                    })}
+                }
+            })
         }}
         <section>
             <h2>"Deploy log"</h2>
-            <DeployLog name=name.clone() generation=log_generation on_end=on_log_end/>
+            <DeployLog
+                source=LogSource::Service(name.clone())
+                generation=log_generation
+                on_end=on_log_end
+            />
         </section>
         {move || {
             detail
@@ -95,10 +160,10 @@ fn ServiceView(name: String) -> impl IntoView {
     }
 }
 
-#[component]
-fn ServiceOverview(d: ServiceDetail, on_action: Callback<bool>) -> impl IntoView {
-    let s = &d.summary;
-    let url = format!("{}{}", api::origin(), d.endpoint);
+fn service_overview(d: ServiceView) -> impl IntoView {
+    let s = &d;
+    let team_href = format!("/teams/{}", api::segment(&s.team));
+    let team_name = s.team.clone();
     view! {
         <section class="overview" data-test="service-overview">
             <table class="kv">
@@ -106,17 +171,13 @@ fn ServiceOverview(d: ServiceDetail, on_action: Callback<bool>) -> impl IntoView
                     {d.stage.clone().map(|st| view! { <span class="muted">" stage: "{st}</span> })}
                 </td></tr>
                 {d.message.clone().map(|m| view! { <tr><th>"Message"</th><td>{m}</td></tr> })}
+                <tr><th>"Team"</th><td><a href=team_href>{team_name}</a></td></tr>
                 <tr><th>"Processor"</th><td>{s.processor.clone()}</td></tr>
                 <tr><th>"Instances"</th><td>{format!("{} running of {}", s.running_instances, s.instances)}</td></tr>
                 <tr><th>"Level"</th><td>{s.optimization_level.clone().unwrap_or_else(|| "—".into())}</td></tr>
                 <tr><th>"Speedup"</th><td>{format::speedup(s.speedup)}</td></tr>
                 <tr><th>"Created"</th><td>{format::short_time(&s.created_at)}" UTC"</td></tr>
             </table>
-            <ServiceActions name=s.name.clone() status=s.status instances=s.instances on_action=on_action/>
-        </section>
-        <section>
-            <h2>"Endpoint"</h2>
-            <EndpointTable url=url token=d.token.clone()/>
         </section>
     }
 }
@@ -186,7 +247,8 @@ fn ServiceActions(
             busy.set(true);
             failure.set(None);
             spawn_local(async move {
-                match api::post::<ServiceDetail>(&path, &token, &body).await {
+                // The answer (the service) is re-read by `on_action`.
+                match api::post::<IgnoredAny>(&path, &token, &body).await {
                     Ok(_) => on_action.run(true),
                     Err(f) => {
                         failure.try_set(Some(f));
@@ -200,11 +262,7 @@ fn ServiceActions(
         let post_action = post_action.clone();
         move |_| match scale_to.get_untracked().trim().parse::<u32>() {
             Ok(n) => post_action("scale", format!("{{\"instances\":{n}}}")),
-            Err(_) => failure.set(Some(Failure {
-                status: None,
-                message: "Instances must be a whole number.".into(),
-                errors: vec![],
-            })),
+            Err(_) => failure.set(Some(Failure::local("Instances must be a whole number."))),
         }
     };
     let stop = {
@@ -233,7 +291,7 @@ fn ServiceActions(
     let confirm_text = format!("Delete {name} and stop serving it? ");
     let can_stop = matches!(status, ServiceStatus::Running | ServiceStatus::Updating);
     view! {
-        <div class="actions">
+        <div class="actions" data-test="service-actions">
             <label>
                 "Instances "
                 <input
@@ -244,25 +302,31 @@ fn ServiceActions(
                     on:input=move |ev| scale_to.set(event_target_value(&ev))
                 />
             </label>
-            <button on:click=scale disabled=move || busy.get()>"Scale"</button>
+            <button data-test="scale" on:click=scale disabled=move || busy.get()>"Scale"</button>
             {if can_stop {
                 view! { <button on:click=stop disabled=move || busy.get()>"Stop"</button> }.into_any()
             } else {
                 view! { <button on:click=start disabled=move || busy.get()>"Start"</button> }.into_any()
             }}
-            <Show
-                when=move || confirming_delete.get()
-                fallback=move || view! {
-                    <button class="danger" on:click=move |_| confirming_delete.set(true)>"Delete…"</button>
+            {move || {
+                if !confirming_delete.get() {
+                    return view! {
+                        <button class="danger" data-test="delete" on:click=move |_| confirming_delete.set(true)>
+                            "Delete…"
+                        </button>
+                    }
+                    .into_any();
                 }
-            >
-                <span class="confirm">
-                    {confirm_text.clone()}
-                    <button class="danger" on:click=delete.clone() disabled=move || busy.get()>"Delete"</button>
-                    <button on:click=move |_| confirming_delete.set(false)>"Cancel"</button>
-                </span>
-            </Show>
+                view! {
+                    <span class="confirm" data-test="confirm-delete">
+                        {confirm_text.clone()}
+                        <button class="danger" on:click=delete.clone() disabled=move || busy.get()>"Delete"</button>
+                        <button on:click=move |_| confirming_delete.set(false)>"Cancel"</button>
+                    </span>
+                }
+                .into_any()
+            }}
         </div>
-        {move || failure.get().map(|f| view! { <ErrorBox failure=f/> })}
+        <ActionError failure=failure/>
     }
 }

@@ -3,24 +3,28 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use leptos_router::components::A;
-use shared::api::ServiceSummary;
+use shared::api::Me;
 
 use crate::api::{self, Failure};
 use crate::auth::use_auth;
-use crate::components::ErrorBox;
+use crate::components::ActionError;
 
 #[component]
 pub fn SignInPage() -> impl IntoView {
     let auth = use_auth();
-    view! {
-        <Show when=move || auth.token.with(Option::is_some) fallback=SignInForm>
+    // Re-runs only when the token changes: signing in or out.
+    move || {
+        if auth.token.with(Option::is_none) {
+            return view! { <SignInForm/> }.into_any();
+        }
+        view! {
             <h1>"Signed in"</h1>
             <p>
-                <A href="/">"Go to services"</A>" · "
+                <a href="/">"Go to services"</a>" · "
                 <button class="link" on:click=move |_| auth.sign_out()>"Sign out"</button>
             </p>
-        </Show>
+        }
+        .into_any()
     }
 }
 
@@ -44,9 +48,9 @@ fn SignInForm() -> impl IntoView {
         busy.set(true);
         failure.set(None);
         spawn_local(async move {
-            // Any authenticated call tells a good token from a bad one.
-            match api::get::<Vec<ServiceSummary>>("/api/v2/services", &t).await {
-                Ok(_) => auth.sign_in(t),
+            // Who the token belongs to also tells a good token from a bad one.
+            match api::get::<Me>("/api/v2/me", &t).await {
+                Ok(me) => auth.sign_in(t, me),
                 Err(f) if f.is_unauthorized() => {
                     failure.try_set(Some(Failure {
                         message: "The server refused this token (invalid or revoked).".into(),
@@ -80,7 +84,7 @@ fn SignInForm() -> impl IntoView {
             <button type="submit" disabled=move || busy.get()>
                 {move || if busy.get() { "Checking…" } else { "Sign in" }}
             </button>
-            {move || failure.get().map(|f| view! { <ErrorBox failure=f/> })}
+            <ActionError failure=failure/>
         </form>
     }
 }
