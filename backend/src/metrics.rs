@@ -1,17 +1,28 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format.
+//!
+//! Ours carry the `whet_` prefix; the process metrics of the standard
+//! collector (`process_resident_memory_bytes`, CPU seconds, open files) keep
+//! their usual names so load tests and dashboards find them as usual.
+//! Failed requests are `whet_requests_total` with a non-2xx `code`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
     registry: Registry,
+    /// The process collector, outside the prefixed registry.
+    process: Registry,
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
+    pub queue_seconds: HistogramVec,
     pub engine_seconds: HistogramVec,
+    pub batch_size: HistogramVec,
+    pub queue_depth: IntGaugeVec,
     pub instances: IntGaugeVec,
     pub deploy_seconds: HistogramVec,
     pub optimization_seconds: HistogramVec,
@@ -20,6 +31,7 @@ pub struct Metrics {
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 const DEPLOY_BUCKETS: &[f64] = &[1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -39,12 +51,32 @@ fn build() -> Result<Metrics, prometheus::Error> {
         .buckets(LATENCY_BUCKETS.to_vec()),
         &["service", "protocol"],
     )?;
+    let queue_seconds = HistogramVec::new(
+        HistogramOpts::new(
+            "queue_duration_seconds",
+            "Time a prediction waited in the service's queue (and for its batch to fill)",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["service", "protocol"],
+    )?;
     let engine_seconds = HistogramVec::new(
         HistogramOpts::new(
             "engine_duration_seconds",
-            "Engine call time of a prediction",
+            "Engine call time of a prediction (the whole batch's call when batched)",
         )
         .buckets(LATENCY_BUCKETS.to_vec()),
+        &["service", "protocol"],
+    )?;
+    let batch_size = HistogramVec::new(
+        HistogramOpts::new(
+            "batch_size",
+            "Rows per engine call (requests merged by dynamic batching)",
+        )
+        .buckets(BATCH_BUCKETS.to_vec()),
+        &["service"],
+    )?;
+    let queue_depth = IntGaugeVec::new(
+        Opts::new("queue_depth", "Predictions waiting in the service's queue"),
         &["service"],
     )?;
     let instances = IntGaugeVec::new(
@@ -66,15 +98,28 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_seconds.clone()))?;
+    registry.register(Box::new(queue_seconds.clone()))?;
     registry.register(Box::new(engine_seconds.clone()))?;
+    registry.register(Box::new(batch_size.clone()))?;
+    registry.register(Box::new(queue_depth.clone()))?;
     registry.register(Box::new(instances.clone()))?;
     registry.register(Box::new(deploy_seconds.clone()))?;
     registry.register(Box::new(optimization_seconds.clone()))?;
+    let process = Registry::new();
+    // The collector reads /proc; elsewhere there are no process metrics.
+    #[cfg(target_os = "linux")]
+    process.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     Ok(Metrics {
         registry,
+        process,
         requests,
         request_seconds,
+        queue_seconds,
         engine_seconds,
+        batch_size,
+        queue_depth,
         instances,
         deploy_seconds,
         optimization_seconds,
@@ -95,12 +140,15 @@ pub fn get() -> Option<&'static Metrics> {
         .as_ref()
 }
 
+/// Where one prediction's time went: total, and for an answered one the
+/// time queued and in the engine.
 pub fn observe_request(
     service: &str,
     protocol: &str,
     code: u16,
     total: Duration,
     engine: Option<Duration>,
+    queued: Option<Duration>,
 ) {
     let Some(m) = get() else { return };
     m.requests
@@ -111,14 +159,37 @@ pub fn observe_request(
         .observe(total.as_secs_f64());
     if let Some(e) = engine {
         m.engine_seconds
-            .with_label_values(&[service])
+            .with_label_values(&[service, protocol])
             .observe(e.as_secs_f64());
     }
+    if let Some(q) = queued {
+        m.queue_seconds
+            .with_label_values(&[service, protocol])
+            .observe(q.as_secs_f64());
+    }
+}
+
+/// A service queue's own series, resolved once so the batcher's hot path
+/// does no label lookups.
+pub struct QueueMetrics {
+    pub batch_size: Histogram,
+    pub queue_depth: IntGauge,
+}
+
+pub fn queue_metrics(service: &str) -> Option<QueueMetrics> {
+    let m = get()?;
+    Some(QueueMetrics {
+        batch_size: m.batch_size.with_label_values(&[service]),
+        queue_depth: m.queue_depth.with_label_values(&[service]),
+    })
 }
 
 pub fn set_instances(service: &str, n: usize) {
     if let Some(m) = get() {
         m.instances.with_label_values(&[service]).set(n as i64);
+        if n == 0 {
+            m.queue_depth.with_label_values(&[service]).set(0);
+        }
     }
 }
 
@@ -142,7 +213,9 @@ pub fn observe_optimization(ok: bool, took: Duration) {
 pub fn render() -> String {
     let Some(m) = get() else { return String::new() };
     let mut buf = Vec::new();
-    if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut buf) {
+    let mut families = m.registry.gather();
+    families.extend(m.process.gather());
+    if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
         tracing::error!("encoding metrics: {e}");
     }
     String::from_utf8_lossy(&buf).into_owned()

@@ -5,8 +5,8 @@ use optimizer::artifact::{ArtifactMeta, META_FILE, MODEL_FILE, OPTIMIZER_VERSION
 use optimizer::engine::{GraphLevel, SessionSettings};
 use optimizer::tensor::{Tensor, TensorData};
 
-#[test]
-fn a_pool_refuses_other_values_of_a_fixed_input() {
+#[tokio::test]
+async fn a_pool_refuses_other_values_of_a_fixed_input() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join(MODEL_FILE),
@@ -22,13 +22,15 @@ fn a_pool_refuses_other_values_of_a_fixed_input() {
         optimizer_version: OPTIMIZER_VERSION.into(),
         target: "test".into(),
         fixed_inputs: [("x".to_string(), 1.0)].into(),
+        engine: Default::default(),
+        torch: None,
     };
     std::fs::write(
         dir.path().join(META_FILE),
         serde_json::to_vec(&meta).unwrap(),
     )
     .unwrap();
-    let pool = ServicePool::load(dir.path(), 2, "token".into()).unwrap();
+    let pool = ServicePool::load(dir.path(), "svc", 2, "token".into(), None).unwrap();
     assert_eq!(pool.len(), 2);
     let input = |v: f32| {
         vec![(
@@ -36,8 +38,8 @@ fn a_pool_refuses_other_values_of_a_fixed_input() {
             Tensor::new(vec![1, 4], TensorData::F32(vec![v; 4])).unwrap(),
         )]
     };
-    assert!(pool.run(&input(1.0)).is_ok());
-    let err = pool.run(&input(2.0)).unwrap_err().to_string();
+    assert!(pool.run(input(1.0)).await.is_ok());
+    let err = pool.run(input(2.0)).await.unwrap_err().to_string();
     assert!(
         err.contains("input 'x'") && err.contains("optimized for x = 1") && err.contains("got 2"),
         "{err}"

@@ -1,7 +1,10 @@
 //! Serving benchmark: the time of a clean deploy of the zoo's MiniLM with the
-//! seed's CPU plugin config (o1), then p50 latency at batch 1 of
-//! `POST /api/predict` (keep-alive HTTP, JSON) against the bare engine session
-//! on the same artifact with the same settings, interleaved in one run.
+//! seed's CPU plugin config (o1); p50 latency at batch 1, one connection, of
+//! `POST /api/predict` and `POST /v2/models/{name}/infer` (keep-alive HTTP,
+//! JSON) against the bare engine session on the same artifact with the same
+//! settings, interleaved in one run; the bare engine at batch 1, 8 and 16;
+//! and throughput at 16 connections of the same service with dynamic
+//! batching off and on.
 //!
 //! Run: `cargo build --release -p whetstone-backend --bin whet && cargo bench
 //! -p whetstone-e2e --bench serving`. Needs the zoo.
@@ -62,38 +65,105 @@ impl KeepAlive {
     }
 }
 
-fn p50(v: &mut [f64]) -> f64 {
+fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+fn p50(v: &mut [f64]) -> f64 {
+    pct(v, 0.5)
+}
+
+/// `conns` keep-alive connections sending `body` back to back for `secs`:
+/// (requests per second, p50 ms, p99 ms, non-200 answers).
+fn load(
+    addr: &str,
+    path: &str,
+    auth: &str,
+    body: &[u8],
+    conns: usize,
+    secs: f64,
+) -> (f64, f64, f64, usize) {
+    let start = Instant::now();
+    let deadline = start + std::time::Duration::from_secs_f64(secs);
+    let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..conns)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = KeepAlive::new(addr);
+                    let (mut lat, mut errors) = (Vec::new(), 0);
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let (status, _) = c.post(path, auth, body);
+                        if status == 200 {
+                            lat.push(t.elapsed().as_secs_f64() * 1e3);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = results
+        .iter()
+        .flat_map(|(l, _)| l.iter().copied())
+        .collect();
+    let errors = results.iter().map(|(_, e)| e).sum();
+    let rps = all.len() as f64 / elapsed;
+    (rps, pct(&mut all, 0.5), pct(&mut all, 0.99), errors)
+}
+
+/// Mean milliseconds a request of `service` spent in the server outside the
+/// engine call (parsing, queueing, serializing), per protocol, from the
+/// sums and counts of `/metrics`.
+fn server_side_ms(server: &Server, service: &str) -> Vec<(String, f64)> {
+    let (_, text) = server.http("GET", "/metrics", None, b"");
+    let read = |metric: &str, protocol: &str| -> f64 {
+        let prefix = format!("{metric}{{protocol=\"{protocol}\",service=\"{service}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    ["eas", "kserve"]
+        .iter()
+        .map(|p| {
+            let n = read("whet_request_duration_seconds_count", p).max(1.0);
+            let total = read("whet_request_duration_seconds_sum", p);
+            let engine = read("whet_engine_duration_seconds_sum", p);
+            (p.to_string(), (total - engine) / n * 1e3)
+        })
+        .collect()
+}
+
+fn deploy(server: &Server, cfg_path: &std::path::Path, cfg: &serde_json::Value) -> f64 {
+    std::fs::write(cfg_path, cfg.to_string()).unwrap();
+    let t0 = Instant::now();
+    let out = server
+        .cli(&["create", cfg_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t0.elapsed().as_secs_f64()
 }
 
 fn main() {
     let zoo = zoo();
     let work = tempfile::tempdir().unwrap();
     whetstone_e2e::minilm_folder(&zoo, &work.path().join("minilm"));
-    let cfg = serde_json::json!({
-        "name": "minilm_bench", "model_path": "minilm", "processor": "onnx_cpu",
-        "metadata": { "instance": 1 },
-        "plugins": [{ "command": "blade --mode eas_plugin --optimize_for cpu",
-            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
-            "config": { "model_info": { "minilm.onnx": { "optimization_level": "o1", "test_data": "test_minilm.npz",
-                "input_shapes": [["1*128", "1*128", "1*128"]] } } } }]
-    });
-    let cfg_path = work.path().join("service.json");
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-
+    let cfg: serde_json::Value =
+        serde_json::from_str(&whetstone_e2e::minilm_config("minilm_bench", "minilm")).unwrap();
     let server = Server::start(&work.path().join("data"), &[]);
-    let t0 = Instant::now();
-    let out = server
-        .cli(&["create", cfg_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let deploy_s = t0.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let deploy_s = deploy(&server, &work.path().join("service.json"), &cfg);
 
     let (_, detail) = server.admin("GET", "/api/v2/services/minilm_bench", b"");
     let token = detail["token"].as_str().unwrap().to_string();
@@ -123,40 +193,186 @@ fn main() {
         ));
     }
     let body = serde_json::to_vec(&serde_json::json!({ "inputs": json_inputs })).unwrap();
+    let eas = "/api/predict/minilm_bench";
+    let kserve = "/v2/models/minilm_bench/infer";
+    let bearer = format!("Bearer {token}");
     let mut http = KeepAlive::new(&server.addr);
 
     for _ in 0..5 {
         bare.run(&inputs).unwrap();
-        assert_eq!(http.post("/api/predict/minilm_bench", &token, &body).0, 200);
+        assert_eq!(http.post(eas, &token, &body).0, 200);
+        assert_eq!(http.post(kserve, &bearer, &body).0, 200);
     }
-    let (mut t_bare, mut t_http) = (Vec::new(), Vec::new());
-    for _ in 0..15 {
+    // Interleaved in blocks so drift (other load, clocks) hits all three alike.
+    let (mut t_bare, mut t_eas, mut t_kserve) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..20 {
         for _ in 0..10 {
             let t = Instant::now();
             bare.run(&inputs).unwrap();
             t_bare.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        for _ in 0..10 {
-            let t = Instant::now();
-            let (s, _) = http.post("/api/predict/minilm_bench", &token, &body);
-            t_http.push(t.elapsed().as_secs_f64() * 1e3);
-            assert_eq!(s, 200);
+        for (path, auth, out) in [(eas, &token, &mut t_eas), (kserve, &bearer, &mut t_kserve)] {
+            for _ in 0..10 {
+                let t = Instant::now();
+                let (s, _) = http.post(path, auth, &body);
+                out.push(t.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(s, 200);
+            }
         }
     }
-    let (b, h) = (p50(&mut t_bare), p50(&mut t_http));
+    let (b, e, k) = (p50(&mut t_bare), p50(&mut t_eas), p50(&mut t_kserve));
+    let outside = server_side_ms(&server, "minilm_bench");
+
+    drop(bare);
+
+    // Dynamic batching needs dimension 0 left dynamic: a config declaring
+    // both batch sizes it serves (one group would specialize the graph to
+    // batch 1). Two services on that one artifact, batching off and on.
+    let mut dyn_cfg = cfg.clone();
+    dyn_cfg["name"] = "minilm_dyn".into();
+    dyn_cfg["plugins"][0]["config"]["model_info"]["minilm.onnx"]["input_shapes"] =
+        serde_json::json!([["1*128", "1*128", "1*128"], ["16*128", "16*128", "16*128"]]);
+    deploy(&server, &work.path().join("dyn.json"), &dyn_cfg);
+    let mut batched_cfg = dyn_cfg.clone();
+    batched_cfg["name"] = "minilm_batched".into();
+    batched_cfg["metadata"]["rpc"] =
+        serde_json::json!({ "batching": true, "max_batch_size": 16, "max_batch_timeout": 10 });
+    deploy(&server, &work.path().join("batched.json"), &batched_cfg);
+    let token_of = |name: &str| {
+        let (_, d) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+        (
+            d["token"].as_str().unwrap().to_string(),
+            d["artifact"].as_str().unwrap().to_string(),
+        )
+    };
+    let (dyn_token, dyn_key) = token_of("minilm_dyn");
+    let (batched_token, batched_key) = token_of("minilm_batched");
+    assert_eq!(dyn_key, batched_key, "one artifact for both");
+    let dyn_art = work.path().join("data/artifacts").join(&dyn_key);
+    let dyn_meta = ArtifactMeta::read(&dyn_art).unwrap();
+
+    // The bare engine at larger batches: what dynamic batching can gain.
+    let mut bare = Engine::load(
+        &dyn_art.join(&dyn_meta.model_file),
+        &SessionSettings {
+            intra_threads: cores.min(dyn_meta.session.intra_threads.max(1)),
+            ..dyn_meta.session.clone()
+        },
+    )
+    .unwrap();
+    // The first `seq` tokens of sample 0 (a short sentence: 4 tokens, then
+    // padding), `n` times over.
+    let rows = |n: usize, seq: usize| -> Vec<(String, Tensor)> {
+        inputs
+            .iter()
+            .map(|(name, t)| {
+                let TensorData::I64(v) = &t.data else {
+                    unreachable!()
+                };
+                let data: Vec<i64> = (0..n).flat_map(|_| v[..seq].iter().copied()).collect();
+                (
+                    name.clone(),
+                    Tensor::new(vec![n, seq], TensorData::I64(data)).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let mut per_batch = Vec::new();
+    for seq in [128usize, 16] {
+        for n in [1usize, 4, 8, 16] {
+            let batch = rows(n, seq);
+            bare.run(&batch).unwrap();
+            let mut t = Vec::new();
+            for _ in 0..(640 / (n * seq / 16)).clamp(8, 200) {
+                let t0 = Instant::now();
+                bare.run(&batch).unwrap();
+                t.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            let ms = p50(&mut t);
+            per_batch.push((seq, n, ms, n as f64 * 1e3 / ms));
+        }
+    }
+    drop(bare);
+
+    let conns = 16;
+    let secs = 10.0;
+    let mut loads = Vec::new();
+    for seq in [128usize, 16] {
+        let json_inputs: Vec<serde_json::Value> = rows(1, seq)
+            .iter()
+            .map(|(name, t)| {
+                let TensorData::I64(v) = &t.data else {
+                    unreachable!()
+                };
+                serde_json::json!({"name": name, "shape": [1, seq], "datatype": "INT64", "data": v})
+            })
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "inputs": json_inputs })).unwrap();
+        let off = load(
+            &server.addr,
+            "/api/predict/minilm_dyn",
+            &dyn_token,
+            &body,
+            conns,
+            secs,
+        );
+        let on = load(
+            &server.addr,
+            "/api/predict/minilm_batched",
+            &batched_token,
+            &body,
+            conns,
+            secs,
+        );
+        loads.push((seq, off, on));
+    }
+
     println!();
     println!(
         "minilm.onnx, batch 1, seq 128, {} thread(s), artifact candidate '{}'",
         settings.intra_threads, meta.candidate
     );
-    println!("| what                          | value     |");
-    println!("|-------------------------------|-----------|");
-    println!("| clean deploy (whet create)    | {deploy_s:>7.2} s |");
-    println!("| bare engine session, p50      | {b:>7.3} ms |");
-    println!("| POST /api/predict (JSON), p50 | {h:>7.3} ms |");
+    println!("| what                                   | value      |");
+    println!("|----------------------------------------|------------|");
+    println!("| clean deploy (whet create)             | {deploy_s:>8.2} s |");
+    println!("| bare engine session, p50               | {b:>7.3} ms |");
+    println!("| POST /api/predict (JSON), p50          | {e:>7.3} ms |");
+    println!("| POST /v2/models/…/infer (JSON), p50    | {k:>7.3} ms |");
     println!(
-        "| overhead                      | {:>+7.1} % |",
-        (h / b - 1.0) * 100.0
+        "| overhead /api/predict                  | {:>+8.1} % |",
+        (e / b - 1.0) * 100.0
     );
+    println!(
+        "| overhead /v2/models/…/infer            | {:>+8.1} % |",
+        (k / b - 1.0) * 100.0
+    );
+    for (protocol, ms) in &outside {
+        println!("| server time outside the engine, {protocol:<6} | {ms:>7.3} ms |");
+    }
     println!("({} runs each, interleaved in blocks of 10)", t_bare.len());
+    println!();
+    println!(
+        "artifact of the two-group config: candidate '{}'",
+        dyn_meta.candidate
+    );
+    println!("| bare engine | batch | p50        | rows/s  |");
+    println!("|-------------|-------|------------|---------|");
+    for (seq, n, ms, rps) in &per_batch {
+        println!("| seq {seq:>7} | {n:>5} | {ms:>7.2} ms | {rps:>7.1} |");
+    }
+    println!();
+    println!("{conns} connections, {secs} s each, POST /api/predict, one row per request:");
+    println!("| seq | batching (16 rows, 10 ms) | req/s  | p50        | p99        | errors |");
+    println!("|-----|---------------------------|--------|------------|------------|--------|");
+    for (seq, off, on) in &loads {
+        for (what, (rps, p50, p99, errors)) in [("off", off), ("on", on)] {
+            println!(
+                "| {seq:>3} | {what:<25} | {rps:>6.1} | {p50:>7.2} ms | {p99:>7.2} ms | {errors:>6} |"
+            );
+        }
+        println!(
+            "| {seq:>3} | speed-up                  | {:>5.2}x |            |            |        |",
+            on.0 / off.0
+        );
+    }
 }
