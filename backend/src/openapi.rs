@@ -23,6 +23,38 @@ fn body(schema: &Value) -> Value {
     json!({ "required": true, "content": { "application/json": { "schema": schema } } })
 }
 
+/// `/api/predict` bodies: KServe v2 JSON, or the EAS SDK's protobuf.
+fn eas_body(schema: &Value) -> Value {
+    json!({ "required": true, "content": {
+        "application/json": { "schema": schema },
+        "application/octet-stream": {
+            "schema": { "type": "string", "contentMediaType": "application/x-protobuf" },
+            "description": "EAS SDK TFRequest or TorchRequest PredictRequest protobuf (a TorchRequest optionally snappy-compressed); the SDK sends it, and KServe v2 JSON, as application/octet-stream",
+        },
+    } })
+}
+
+/// KServe v2 bodies: JSON, or the binary tensor extension.
+fn kserve_body(schema: &Value) -> Value {
+    json!({ "required": true, "content": {
+        "application/json": { "schema": schema },
+        "application/octet-stream": {
+            "schema": { "type": "string", "contentMediaType": "application/octet-stream" },
+            "description": "binary tensor extension: the JSON request (Inference-Header-Content-Length bytes), then the raw little-endian data of each input with parameters.binary_data_size, in order",
+        },
+    } })
+}
+
+fn ok_or_raw(description: &str, schema: &Value, raw: &str) -> (String, Value) {
+    (
+        "200".to_string(),
+        json!({ "description": description, "content": {
+            "application/json": { "schema": schema },
+            "application/octet-stream": { "schema": { "type": "string" }, "description": raw },
+        } }),
+    )
+}
+
 fn ok(code: &str, description: &str, schema: &Value) -> (String, Value) {
     (
         code.to_string(),
@@ -72,6 +104,7 @@ pub fn document() -> Value {
     let upload = schema(generator.subschema_for::<UploadResponse>());
     let infer_req = schema(generator.subschema_for::<InferRequest>());
     let infer_resp = schema(generator.subschema_for::<InferResponse>());
+    let resource_groups = schema(generator.subschema_for::<crate::resources::ResourceGroupsInfo>());
     let accounts = AccountSchemas::new(&mut generator);
     let schemas = generator.take_definitions(true);
 
@@ -174,11 +207,12 @@ pub fn document() -> Value {
                 "responses": responses(vec![ok("200", "stored", &upload)], e, &[("400", "bad file name or unsafe archive"), ("401", "missing or invalid token"), ("413", "too large")]),
             },
         },
+        "/api/v2/resource-groups": { "get": op("The server's resource groups (what `resource` may name) and the GPUs discovered at start", "services", mgmt, responses(vec![ok("200", "groups and GPUs", &resource_groups)], e, &[("401", "missing or invalid token")])) },
         "/api/v2/schema": { "get": op("JSON Schema of the service config", "services", "", json!({ "200": { "description": "JSON Schema" } })) },
         "/api/predict/{name}": {
             "post": with_name({
-                let mut o = op("Predict (EAS endpoint): the raw service token in Authorization, a KServe v2 JSON inference request", "predict", svc, responses(vec![ok("200", "outputs", &infer_resp)], e, &predict_errs));
-                o["requestBody"] = body(&infer_req);
+                let mut o = op("Predict (EAS endpoint): the service token in Authorization (raw, or the EAS SDK's signed `EAS <signature>` with Content-MD5 and Date), a KServe v2 JSON inference request or an EAS SDK protobuf request", "predict", svc, responses(vec![ok_or_raw("outputs", &infer_resp, "the matching EAS PredictResponse protobuf, for a protobuf request")], e, &predict_errs));
+                o["requestBody"] = eas_body(&infer_req);
                 o
             }),
         },
@@ -189,17 +223,19 @@ pub fn document() -> Value {
         "/v2/models/{name}/ready": { "get": with_name(op("Model readiness: 200 serving, 400 not serving", "kserve", svc, responses(vec![plain("200", "ready"), plain("400", "not serving")], e, &svc_errs))) },
         "/v2/models/{name}/infer": {
             "post": with_name({
-                let mut o = op("Inference (KServe v2 JSON)", "kserve", svc, responses(vec![ok("200", "outputs", &infer_resp)], e, &predict_errs));
-                o["requestBody"] = body(&infer_req);
+                let mut o = op("Inference (KServe v2 JSON, or the binary tensor extension)", "kserve", svc, responses(vec![ok_or_raw("outputs", &infer_resp, "binary tensor extension: the JSON answer (Inference-Header-Content-Length bytes), then the raw outputs that asked for binary_data")], e, &predict_errs));
+                o["requestBody"] = kserve_body(&infer_req);
                 o
             }),
         },
+        "/v2/models/{name}/config": { "get": with_name(op("Model configuration (Triton's model_configuration extension; max_batch_size 0, full shapes)", "kserve", svc, responses(vec![plain("200", "configuration")], e, &svc_errs))) },
+        "/v2/models/{name}/versions/{version}/config": { "get": with_version(op("Model configuration, versioned", "kserve", svc, responses(vec![plain("200", "configuration")], e, &svc_errs))) },
         "/v2/models/{name}/versions/{version}": { "get": with_version(op("Model metadata, versioned", "kserve", svc, responses(vec![plain("200", "metadata")], e, &svc_errs))) },
         "/v2/models/{name}/versions/{version}/ready": { "get": with_version(op("Model readiness, versioned", "kserve", svc, responses(vec![plain("200", "ready"), plain("400", "not serving")], e, &svc_errs))) },
         "/v2/models/{name}/versions/{version}/infer": {
             "post": with_version({
-                let mut o = op("Inference, versioned", "kserve", svc, responses(vec![ok("200", "outputs", &infer_resp)], e, &predict_errs));
-                o["requestBody"] = body(&infer_req);
+                let mut o = op("Inference, versioned", "kserve", svc, responses(vec![ok_or_raw("outputs", &infer_resp, "as the unversioned route")], e, &predict_errs));
+                o["requestBody"] = kserve_body(&infer_req);
                 o
             }),
         },

@@ -1,7 +1,10 @@
 //! `POST /api/predict/{name}`: the service token in `Authorization` (raw, as
 //! the EAS SDK sends it, or `Bearer`), a KServe v2 inference request as the
-//! body, a KServe v2 response back.
+//! body, a KServe v2 response back. The EAS SDK's signed auth and protobuf
+//! bodies live in `eas`, the KServe binary tensor extension in
+//! `kserve_binary`; all of them decode to tensors and call `execute`.
 
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderMap, Uri};
@@ -9,12 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use optimizer::tensor::{DType, Tensor, TensorData};
-use shared::api::{InferRequest, InferTensor};
+use shared::api::{InferTensor, RequestedOutput};
 
 use crate::auth::{request_token, tokens_equal};
+use crate::batcher::BatchError;
 use crate::error::AppError;
 use crate::instances::ServicePool;
 use crate::state::AppState;
@@ -40,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/health/ready", get(|| async { StatusCode::OK }))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/config", get(model_config))
         .route("/v2/models/{name}/infer", post(infer))
         .route(
             "/v2/models/{name}/versions/{version}",
@@ -48,6 +53,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v2/models/{name}/versions/{version}/ready",
             get(model_ready_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/config",
+            get(model_config_version),
         )
         .route(
             "/v2/models/{name}/versions/{version}/infer",
@@ -66,6 +75,18 @@ async fn authorized_pool(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<Arc<ServicePool>, AppError> {
+    authorized_pool_signed(state, name, headers, uri, None).await
+}
+
+/// As `authorized_pool`; with the body (`/api/predict` only), the EAS SDK's
+/// signed `Authorization: EAS …` is accepted too (`eas::signing`).
+async fn authorized_pool_signed(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Option<&[u8]>,
+) -> Result<Arc<ServicePool>, AppError> {
     let Some(pool) = state.instances.get(name) else {
         return match state.store.get_service(name).await? {
             Some(s) => Err(AppError::Unavailable(format!(
@@ -75,7 +96,13 @@ async fn authorized_pool(
             None => Err(AppError::NotFound(format!("no service named '{name}'"))),
         };
     };
-    let ok = request_token(headers, uri).is_some_and(|t| tokens_equal(&t, &pool.token));
+    let ok = match body {
+        Some(body) if crate::eas::signing::is_signed(headers) => {
+            crate::eas::signing::verify(headers, name, body, &pool.token, SystemTime::now())?;
+            true
+        }
+        _ => request_token(headers, uri).is_some_and(|t| tokens_equal(&t, &pool.token)),
+    };
     if !ok {
         return Err(AppError::Unauthorized(format!(
             "missing or wrong token for service '{name}': send the service token in the Authorization header"
@@ -96,7 +123,7 @@ fn check_version(name: &str, version: &str) -> Result<(), AppError> {
 
 async fn server_metadata() -> Json<serde_json::Value> {
     Json(
-        serde_json::json!({ "name": "whetstone", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }),
+        serde_json::json!({ "name": "whetstone", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "model_configuration"] }),
     )
 }
 
@@ -155,16 +182,37 @@ async fn model_ready_version(
     model_ready(state, Path(name), headers, uri).await
 }
 
+/// Triton's model configuration extension; perf_analyzer reads it first.
+async fn model_config(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+    Ok(Json(crate::kserve_binary::model_config(&name, &pool.signature)))
+}
+
+async fn model_config_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, AppError> {
+    check_version(&name, &version)?;
+    model_config(state, Path(name), headers, uri).await
+}
+
 async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     uri: Uri,
-    body: String,
+    body: Bytes,
 ) -> Result<Response, AppError> {
     observed(&name, "kserve", async {
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        run(pool, &name, Some(MODEL_VERSION), &body).await
+        kserve(pool, &name, &headers, &body).await
     })
     .await
 }
@@ -174,26 +222,51 @@ async fn infer_version(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
-    body: String,
+    body: Bytes,
 ) -> Result<Response, AppError> {
     observed(&name, "kserve", async {
         check_version(&name, &version)?;
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        run(pool, &name, Some(MODEL_VERSION), &body).await
+        kserve(pool, &name, &headers, &body).await
     })
     .await
 }
 
+/// A KServe v2 inference: requests using the binary tensor extension (or a
+/// compressed body) go to `kserve_binary`, plain JSON to `run`.
+async fn kserve(
+    pool: Arc<ServicePool>,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Response, Duration), AppError> {
+    if crate::kserve_binary::applies(headers, body) {
+        return crate::kserve_binary::infer(pool, name, MODEL_VERSION, headers, body).await;
+    }
+    run(pool, name, Some(MODEL_VERSION), utf8(body)?).await
+}
+
+fn utf8(body: &[u8]) -> Result<&str, AppError> {
+    std::str::from_utf8(body)
+        .map_err(|e| AppError::BadRequest(format!("body: a JSON request must be UTF-8: {e}")))
+}
+
+/// EAS: KServe v2 JSON (what a `StringRequest` carries here) goes to `run`;
+/// the SDK's TFRequest/TorchRequest protobuf bodies to `eas`.
 async fn predict(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     uri: Uri,
-    body: String,
+    body: Bytes,
 ) -> Result<Response, AppError> {
     observed(&name, "eas", async {
-        let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        run(pool, &name, None, &body).await
+        let pool = authorized_pool_signed(&state, &name, &headers, &uri, Some(&body)).await?;
+        if crate::eas::is_json_body(&headers, &body) {
+            run(pool, &name, None, utf8(&body)?).await
+        } else {
+            crate::eas::predict_protobuf(pool, &body).await
+        }
     })
     .await
 }
@@ -207,13 +280,18 @@ async fn observed(
     f: impl std::future::Future<Output = Result<(Response, Duration), AppError>>,
 ) -> Result<Response, AppError> {
     let t0 = Instant::now();
-    let r = f.await;
+    let (r, queued) = QUEUED
+        .scope(std::cell::Cell::new(None), async {
+            let r = f.await;
+            (r, QUEUED.with(|q| q.get()))
+        })
+        .await;
     let (code, engine, label) = match &r {
         Ok((resp, engine)) => (resp.status().as_u16(), Some(*engine), name),
         Err(e @ AppError::NotFound(_)) => (e.status().as_u16(), None, "-"),
         Err(e) => (e.status().as_u16(), None, name),
     };
-    crate::metrics::observe_request(label, protocol, code, t0.elapsed(), engine);
+    crate::metrics::observe_request(label, protocol, code, t0.elapsed(), engine, queued);
     if label != "-" {
         crate::recent::record(label, t0.elapsed());
     }
@@ -227,17 +305,15 @@ async fn run(
     version: Option<&str>,
     body: &str,
 ) -> Result<(Response, Duration), AppError> {
-    let req: InferRequest = serde_json::from_str(&body).map_err(|e| {
+    let req: Request = serde_json::from_str(body).map_err(|e| {
         AppError::BadRequest(format!("body: expected a KServe v2 inference request {{\"inputs\":[{{\"name\",\"shape\",\"datatype\",\"data\"}}]}}: {e}"))
     })?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
-    for t in &req.inputs {
-        inputs.push((t.name.clone(), to_tensor(t)?));
+    for t in req.inputs {
+        let tensor = decode(&t.name, &t.datatype, &t.shape, &t.data.0)?;
+        inputs.push((t.name, tensor));
     }
-    let wanted: Option<Vec<String>> = req
-        .outputs
-        .as_ref()
-        .map(|o| o.iter().map(|x| x.name.clone()).collect());
+    let wanted: Option<Vec<String>> = req.outputs.map(|o| o.into_iter().map(|x| x.name).collect());
     let (outputs, engine) = execute(pool, inputs).await?;
     let outputs: Vec<OutTensor> = outputs
         .iter()
@@ -249,32 +325,51 @@ async fn run(
             data: DataRef::of(&t.data),
         })
         .collect();
-    let response = Json(OutResponse {
+    let body = OutResponse {
         model_name: name,
         model_version: version,
         id: req.id.as_deref(),
         outputs,
-    })
-    .into_response();
+    }
+    .to_json();
+    let response = (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     Ok((response, engine))
+}
+
+tokio::task_local! {
+    /// The queue time of the prediction being served: set by `execute`,
+    /// read by `observed`, so protocols need not pass it along.
+    static QUEUED: std::cell::Cell<Option<Duration>>;
 }
 
 /// Runs decoded inputs on the service's engines. Every protocol goes
 /// through here, so queueing, batching and instance choice live in one
-/// place. Returns the outputs and the time spent in the engine.
+/// place (the pool's queue, `batcher.rs`). Returns the outputs and the time
+/// spent in the engine call.
 pub async fn execute(
     pool: Arc<ServicePool>,
     inputs: Vec<(String, Tensor)>,
 ) -> Result<(Vec<(String, Tensor)>, Duration), AppError> {
-    let engine_start = Instant::now();
-    let outputs = tokio::task::spawn_blocking(move || pool.run(&inputs))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(|e| match e {
-            optimizer::OptimizerError::BadInput { .. } => AppError::BadRequest(e.to_string()),
-            other => AppError::Internal(other.to_string()),
-        })?;
-    Ok((outputs, engine_start.elapsed()))
+    let done = pool.run(inputs).await.map_err(|e| match e {
+        BatchError::QueueFull { .. } => {
+            AppError::TooManyRequests(format!("service '{}': {e}", pool.name))
+        }
+        BatchError::Engine(e @ optimizer::OptimizerError::BadInput { .. }) => {
+            AppError::BadRequest(e.to_string())
+        }
+        BatchError::Engine(other) => AppError::Internal(other.to_string()),
+        BatchError::Stopped => AppError::Unavailable(format!("service '{}': {e}", pool.name)),
+    })?;
+    // Outside `observed` (no scope) there is no one to tell.
+    let _ = QUEUED.try_with(|q| q.set(Some(done.queued)));
+    Ok((done.outputs, done.engine))
 }
 
 /// The KServe v2 response, serialized straight from the engine's buffers:
@@ -322,102 +417,295 @@ impl<'a> DataRef<'a> {
             TensorData::Bool(v) => DataRef::Bool(v),
         }
     }
+
+    fn len(&self) -> usize {
+        match self {
+            DataRef::F32(v) => v.len(),
+            DataRef::F64(v) => v.len(),
+            DataRef::I64(v) => v.len(),
+            DataRef::I32(v) => v.len(),
+            DataRef::I8(v) => v.len(),
+            DataRef::U8(v) => v.len(),
+            DataRef::Bool(v) => v.len(),
+        }
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            DataRef::F32(v) => write_array(out, v),
+            DataRef::F64(v) => write_array(out, v),
+            DataRef::I64(v) => write_array(out, v),
+            DataRef::I32(v) => put(out, v),
+            DataRef::I8(v) => put(out, v),
+            DataRef::U8(v) => put(out, v),
+            DataRef::Bool(v) => put(out, v),
+        }
+    }
 }
 
-fn flatten(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
-    match v {
-        serde_json::Value::Array(items) => items.iter().for_each(|x| flatten(x, out)),
-        other => out.push(other.clone()),
+impl OutResponse<'_> {
+    /// Exactly the JSON the `Serialize` derive writes, into one buffer sized
+    /// up front, with large arrays formatted on all cores: printing floats
+    /// in shortest round-trip form is most of a large answer's serving time
+    /// (about 1 ms for MiniLM's 49k values), and between engine calls the
+    /// cores are otherwise idle.
+    fn to_json(&self) -> Vec<u8> {
+        let values: usize = self.outputs.iter().map(|o| o.data.len()).sum();
+        let mut out = Vec::with_capacity(256 + values * 12);
+        out.extend_from_slice(b"{\"model_name\":");
+        put(&mut out, self.model_name);
+        if let Some(v) = self.model_version {
+            out.extend_from_slice(b",\"model_version\":");
+            put(&mut out, v);
+        }
+        if let Some(id) = self.id {
+            out.extend_from_slice(b",\"id\":");
+            put(&mut out, id);
+        }
+        out.extend_from_slice(b",\"outputs\":[");
+        for (i, t) in self.outputs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"name\":");
+            put(&mut out, t.name);
+            out.extend_from_slice(b",\"shape\":");
+            put(&mut out, &t.shape);
+            out.extend_from_slice(b",\"datatype\":");
+            put(&mut out, t.datatype);
+            out.extend_from_slice(b",\"data\":");
+            t.data.write_json(&mut out);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+/// Appends `v` as JSON. Writing to a `Vec` cannot fail, and the values
+/// written here (strings, numbers, arrays of them) always serialize.
+fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let _ = serde_json::to_writer(out, v);
+}
+
+/// Values per thread below which formatting in parallel costs more (thread
+/// start) than it saves.
+const PARALLEL_MIN_PER_THREAD: usize = 8192;
+
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+fn write_items<T: serde::Serialize>(out: &mut Vec<u8>, items: &[T]) {
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        put(out, x);
+    }
+}
+
+/// A JSON array of `v`; long ones are cut into one piece per core, each
+/// formatted on its own thread and appended in order.
+fn write_array<T: serde::Serialize + Sync>(out: &mut Vec<u8>, v: &[T]) {
+    let parts = cores().min(v.len() / PARALLEL_MIN_PER_THREAD);
+    if parts < 2 {
+        put(out, v);
+        return;
+    }
+    let chunk = v.len().div_ceil(parts);
+    out.push(b'[');
+    std::thread::scope(|s| {
+        let rest: Vec<_> = v
+            .chunks(chunk)
+            .skip(1)
+            .map(|c| {
+                let job = std::thread::Builder::new().spawn_scoped(s, move || {
+                    let mut buf = Vec::with_capacity(c.len() * 12);
+                    write_items(&mut buf, c);
+                    buf
+                });
+                (c, job)
+            })
+            .collect();
+        write_items(out, &v[..chunk]);
+        for (c, job) in rest {
+            out.push(b',');
+            match job.map(|h| h.join()) {
+                Ok(Ok(buf)) => out.extend_from_slice(&buf),
+                // No thread to be had: format this piece here instead.
+                _ => write_items(out, c),
+            }
+        }
+    });
+    out.push(b']');
+}
+
+/// The KServe v2 JSON request as `run` reads it: tensor data goes straight
+/// into typed scalars, with no `serde_json::Value` tree in between.
+#[derive(serde::Deserialize)]
+struct Request {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<RequestTensor>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RequestTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    data: Flat,
+}
+
+/// One JSON value of a tensor's `data`, as written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scalar {
+    Int(i64),
+    /// Above `i64::MAX`.
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    /// A string, null or object: no tensor element.
+    Other,
+}
+
+/// `data` flattened in row-major order: nested arrays and a flat array read
+/// the same.
+struct Flat(Vec<Scalar>);
+
+impl<'de> serde::Deserialize<'de> for Flat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Flat, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(FlatInto(&mut out))?;
+        Ok(Flat(out))
+    }
+}
+
+/// Appends one value (recursing into arrays) to the vector it holds.
+struct FlatInto<'a>(&'a mut Vec<Scalar>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FlatInto<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FlatInto<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers or booleans, in a flat or nested array")
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push(Scalar::Int(v));
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0
+            .push(i64::try_from(v).map_or(Scalar::UInt(v), Scalar::Int));
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.push(Scalar::Float(v));
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.push(Scalar::Bool(v));
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.0.push(Scalar::Other);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.push(Scalar::Other);
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        self.0.push(Scalar::Other);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.0.reserve(n);
+        }
+        while seq.next_element_seed(FlatInto(&mut *self.0))?.is_some() {}
+        Ok(())
     }
 }
 
 /// A KServe v2 JSON tensor as an engine tensor; errors name the input.
 pub fn to_tensor(t: &InferTensor) -> Result<Tensor, AppError> {
-    let bad = |reason: String| AppError::BadRequest(format!("input '{}': {reason}", t.name));
-    let dtype = DType::from_kserve_name(&t.datatype)
-        .ok_or_else(|| bad(format!("unsupported datatype '{}'; expected one of FP32, FP64, INT64, INT32, INT8, UINT8, BOOL", t.datatype)))?;
-    if t.shape.iter().any(|&d| d < 0) {
-        return Err(bad(format!("shape {:?} has a negative dimension", t.shape)));
+    let flat: Flat = serde::Deserialize::deserialize(&t.data)
+        .map_err(|e| AppError::BadRequest(format!("input '{}': data: {e}", t.name)))?;
+    decode(&t.name, &t.datatype, &t.shape, &flat.0)
+}
+
+/// Checks a tensor's datatype, shape and values; errors name the input and
+/// the index of a bad value.
+fn decode(name: &str, datatype: &str, shape: &[i64], flat: &[Scalar]) -> Result<Tensor, AppError> {
+    let bad = |reason: String| AppError::BadRequest(format!("input '{name}': {reason}"));
+    let dtype = DType::from_kserve_name(datatype)
+        .ok_or_else(|| bad(format!("unsupported datatype '{datatype}'; expected one of FP32, FP64, INT64, INT32, INT8, UINT8, BOOL")))?;
+    if shape.iter().any(|&d| d < 0) {
+        return Err(bad(format!("shape {shape:?} has a negative dimension")));
     }
-    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-    let mut flat = Vec::new();
-    flatten(&t.data, &mut flat);
-    let n: usize = shape.iter().product();
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
     if flat.len() != n {
         return Err(bad(format!(
-            "shape {:?} needs {n} values, data has {}",
-            t.shape,
+            "shape {shape:?} needs {n} values, data has {}",
             flat.len()
         )));
     }
-    let num = |i: usize, v: &serde_json::Value| {
-        v.as_f64()
-            .ok_or_else(|| bad(format!("data[{i}] is not a number")))
+    let num = |i: usize, v: &Scalar| match *v {
+        Scalar::Int(x) => Ok(x as f64),
+        Scalar::UInt(x) => Ok(x as f64),
+        Scalar::Float(x) => Ok(x),
+        _ => Err(bad(format!("data[{i}] is not a number"))),
     };
-    let int = |i: usize, v: &serde_json::Value| {
-        v.as_i64()
-            .ok_or_else(|| bad(format!("data[{i}] is not an integer")))
+    let int = |i: usize, v: &Scalar| match *v {
+        Scalar::Int(x) => Ok(x),
+        _ => Err(bad(format!("data[{i}] is not an integer"))),
     };
+    fn all<T, E>(flat: &[Scalar], f: impl Fn(usize, &Scalar) -> Result<T, E>) -> Result<Vec<T>, E> {
+        flat.iter().enumerate().map(|(i, v)| f(i, v)).collect()
+    }
+    let out_of = |i: usize, range: &str| bad(format!("data[{i}] out of {range} range"));
     let data = match dtype {
-        DType::F32 => TensorData::F32(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| num(i, v).map(|x| x as f32))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::F64 => TensorData::F64(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| num(i, v))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::I64 => TensorData::I64(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| int(i, v))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::I32 => TensorData::I32(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    int(i, v).and_then(|x| {
-                        i32::try_from(x).map_err(|_| bad(format!("data[{i}] out of INT32 range")))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::I8 => TensorData::I8(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    int(i, v).and_then(|x| {
-                        i8::try_from(x).map_err(|_| bad(format!("data[{i}] out of INT8 range")))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::U8 => TensorData::U8(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    int(i, v).and_then(|x| {
-                        u8::try_from(x).map_err(|_| bad(format!("data[{i}] out of UINT8 range")))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::Bool => TensorData::Bool(
-            flat.iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_bool()
-                        .ok_or_else(|| bad(format!("data[{i}] is not a boolean")))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
+        DType::F32 => TensorData::F32(all(flat, |i, v| num(i, v).map(|x| x as f32))?),
+        DType::F64 => TensorData::F64(all(flat, num)?),
+        DType::I64 => TensorData::I64(all(flat, int)?),
+        DType::I32 => TensorData::I32(all(flat, |i, v| {
+            int(i, v).and_then(|x| i32::try_from(x).map_err(|_| out_of(i, "INT32")))
+        })?),
+        DType::I8 => TensorData::I8(all(flat, |i, v| {
+            int(i, v).and_then(|x| i8::try_from(x).map_err(|_| out_of(i, "INT8")))
+        })?),
+        DType::U8 => TensorData::U8(all(flat, |i, v| {
+            int(i, v).and_then(|x| u8::try_from(x).map_err(|_| out_of(i, "UINT8")))
+        })?),
+        DType::Bool => TensorData::Bool(all(flat, |i, v| match *v {
+            Scalar::Bool(b) => Ok(b),
+            _ => Err(bad(format!("data[{i}] is not a boolean"))),
+        })?),
     };
-    Tensor::new(shape, data).map_err(bad)
+    Tensor::new(dims, data).map_err(bad)
 }
 
 pub fn from_tensor(name: String, t: &Tensor) -> InferTensor {
@@ -462,6 +750,98 @@ mod tests {
         let b = to_tensor(&req("FP32", vec![2, 2], serde_json::json!([1, 2, 3, 4.5]))).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.5]));
+    }
+
+    #[test]
+    fn the_typed_request_reads_as_the_value_tree_did() {
+        let body = r#"{"id":"r1","inputs":[
+            {"name":"a","shape":[2,2],"datatype":"INT64","data":[[1,-2],[9223372036854775807,4]]},
+            {"name":"b","shape":[3],"datatype":"FP32","data":[0.5,1,-2e-3],"parameters":{"x":1}},
+            {"name":"c","shape":[2],"datatype":"BOOL","data":[true,false]}],
+            "outputs":[{"name":"y"}]}"#;
+        let fast: Request = serde_json::from_str(body).unwrap();
+        let tree: shared::api::InferRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(fast.id.as_deref(), Some("r1"));
+        assert_eq!(fast.outputs.unwrap()[0].name, "y");
+        for (t, v) in fast.inputs.iter().zip(&tree.inputs) {
+            let fast = decode(&t.name, &t.datatype, &t.shape, &t.data.0).unwrap();
+            assert_eq!(fast, to_tensor(v).unwrap(), "input {}", t.name);
+        }
+        // A value beyond i64 is no INT64, but is a number.
+        let big = |dt: &str| {
+            let body = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"{dt}","data":[18446744073709551615]}}]}}"#
+            );
+            let parsed: Request = serde_json::from_str(&body).unwrap();
+            let t = &parsed.inputs[0];
+            decode(&t.name, &t.datatype, &t.shape, &t.data.0)
+        };
+        assert!(big("INT64")
+            .unwrap_err()
+            .to_string()
+            .contains("data[0] is not an integer"));
+        assert!(big("FP64").is_ok());
+        let e = to_tensor(&req("FP32", vec![2], serde_json::json!([1, "2"])))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data[1] is not a number"), "{e}");
+    }
+
+    #[test]
+    fn the_fast_writer_writes_what_the_derive_writes() {
+        let big: Vec<f32> = (0..40_000)
+            .map(|i| match i {
+                7 => f32::NAN,
+                8 => f32::INFINITY,
+                _ => (i as f32 * 0.37).sin() * 1e3_f32.powi(i % 5 - 2),
+            })
+            .collect();
+        let wide: Vec<f64> = (0..20_000).map(|i| i as f64 / 3.0).collect();
+        let ints: Vec<i64> = vec![1, -2, i64::MAX];
+        let flags = [true, false];
+        for (version, id) in [(Some("1"), Some("a \"quoted\" id")), (None, None)] {
+            let resp = OutResponse {
+                model_name: "m\u{e9}",
+                model_version: version,
+                id,
+                outputs: vec![
+                    OutTensor {
+                        name: "big",
+                        shape: vec![40_000],
+                        datatype: "FP32",
+                        data: DataRef::F32(&big),
+                    },
+                    OutTensor {
+                        name: "wide",
+                        shape: vec![2, 10_000],
+                        datatype: "FP64",
+                        data: DataRef::F64(&wide),
+                    },
+                    OutTensor {
+                        name: "ints",
+                        shape: vec![3],
+                        datatype: "INT64",
+                        data: DataRef::I64(&ints),
+                    },
+                    OutTensor {
+                        name: "flags",
+                        shape: vec![2],
+                        datatype: "BOOL",
+                        data: DataRef::Bool(&flags),
+                    },
+                    OutTensor {
+                        name: "empty",
+                        shape: vec![0],
+                        datatype: "FP32",
+                        data: DataRef::F32(&[]),
+                    },
+                ],
+            };
+            assert_eq!(
+                String::from_utf8(resp.to_json()).unwrap(),
+                serde_json::to_string(&resp).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -131,10 +131,21 @@ async fn server_side_checks_name_the_field() {
         "{body}"
     );
 
-    let cfg = serde_json::json!({"name": "svc_three", "model_path": "upload://abc/m.onnx", "processor": "tensorflow_cpu_1.15"}).to_string();
+    let cfg = serde_json::json!({"name": "svc_three", "model_path": "upload://abc/m.pt", "processor": "pytorch_cpu_1.6"}).to_string();
     let (s, body) = call(&app, "POST", "/api/v2/services", Some(&token), &cfg).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(body["errors"][0]["path"], "processor");
+    // Without the `torch` feature TorchScript is refused before anything is
+    // fetched, saying how to enable it; with it, the missing upload is.
+    if cfg!(feature = "torch") {
+        assert_eq!(body["errors"][0]["path"], "model_path", "{body}");
+    } else {
+        assert_eq!(body["errors"][0]["path"], "processor", "{body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("--features torch") && message.contains("scripts/install-libtorch.sh"),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -221,6 +232,8 @@ async fn the_openapi_document_lists_every_route_and_its_refs_resolve() {
         ("/v2/models/{name}/ready", "get"),
         ("/v2/models/{name}/infer", "post"),
         ("/v2/models/{name}/versions/{version}/infer", "post"),
+        ("/v2/models/{name}/config", "get"),
+        ("/v2/models/{name}/versions/{version}/config", "get"),
         ("/metrics", "get"),
         ("/api/v2/me", "get"),
         ("/api/v2/teams", "post"),

@@ -248,3 +248,50 @@ pub fn assert_in_order(lines: &[String], patterns: &[&str]) {
         );
     }
 }
+
+/// Deploys the zoo's MiniLM (the seed's o1 CPU plugin config, one
+/// instance) as service `name` on `server`, waits until it is Running, and
+/// returns its service token.
+pub fn deploy_minilm(server: &Server, work: &Path, name: &str) -> String {
+    let zoo = zoo();
+    let model = format!("{name}-model");
+    minilm_folder(&zoo, &work.join(&model));
+    let cfg = work.join(format!("{name}.json"));
+    std::fs::write(&cfg, minilm_config(name, &model)).expect("write service config");
+    // `whet create` streams the deploy log and returns when it is done.
+    let out = server
+        .cli(&["create", cfg.to_str().expect("UTF-8 path")])
+        .output()
+        .expect("run whet create");
+    assert!(
+        out.status.success(),
+        "whet create {name} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, detail) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+    assert_eq!(s, 200, "{detail}");
+    assert_eq!(detail["status"], "Running", "{detail}");
+    detail["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {detail}"))
+        .to_string()
+}
+
+/// The Python of the third-party client venv that `scripts/install-clients.sh`
+/// creates at the repository root (`.clients-venv`). Panics with the fix when
+/// it is missing.
+pub fn clients_python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.clients-venv/bin/python");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/install-clients.sh (scripts/test.sh does) to install the EAS SDK, Triton's client and perf_analyzer that these tests drive",
+        p.display()
+    );
+    p
+}
+
+/// The client scripts the tests run with [`clients_python`].
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
