@@ -3,8 +3,32 @@
 # crate is built with `load-dynamic`, so nothing is linked at build time).
 # The library comes from the PyPI wheel; only the .so is kept.
 # Destination: ${WHET_ORT_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/whetstone/onnxruntime}
+#
+# --gpu: installs the GPU build instead (the `onnxruntime-gpu` wheel: the same
+# library plus the CUDA and TensorRT execution providers, with the CUDA 13 and
+# cuDNN 9 runtime wheels it needs) into
+# ${WHET_ORT_GPU_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/whetstone/onnxruntime-gpu},
+# and writes env.sh there: source it before `whet serve` so that GPU groups
+# serve on CUDA. Needs an NVIDIA driver at run time; several GB; not run by CI.
 set -euo pipefail
 VERSION="${ORT_VERSION:-1.31.1}"
+if [ "${1:-}" = "--gpu" ]; then
+  GPU_DEST="${WHET_ORT_GPU_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/whetstone/onnxruntime-gpu}"
+  if [ ! -f "$GPU_DEST/onnxruntime/capi/libonnxruntime.so.$VERSION" ]; then
+    echo "installing ONNX Runtime GPU $VERSION (CUDA 13, cuDNN 9) into $GPU_DEST" >&2
+    # The wheel layout is kept: the CUDA provider finds the nvidia-* libraries
+    # next to it in the same folder tree.
+    python3 -m pip install --quiet --only-binary=:all: --target "$GPU_DEST" \
+      "onnxruntime-gpu[cuda,cudnn]==$VERSION"
+  fi
+  libs="$(find "$GPU_DEST/nvidia" -mindepth 2 -maxdepth 2 -type d -name lib 2>/dev/null | sort | paste -sd: -)"
+  {
+    echo "export WHET_ORT_LIB=\"$GPU_DEST/onnxruntime/capi/libonnxruntime.so.$VERSION\""
+    echo "export LD_LIBRARY_PATH=\"$libs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\""
+  } > "$GPU_DEST/env.sh"
+  echo "GPU build installed; before 'whet serve': source $GPU_DEST/env.sh" >&2
+  exit 0
+fi
 DEST="${WHET_ORT_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/whetstone/onnxruntime}"
 if [ -f "$DEST/libonnxruntime.so.$VERSION" ]; then
   exit 0

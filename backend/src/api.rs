@@ -185,21 +185,22 @@ async fn check_deployable(
         ));
     };
     // ONNX runs as is; TensorFlow frozen graphs are imported to ONNX when
-    // the model is resolved. TorchScript needs libtorch, not built in yet.
-    if proc.runtime == Runtime::PyTorch {
+    // the model is resolved. TorchScript needs libtorch: only a server built
+    // with the `torch` feature serves it.
+    if proc.runtime == Runtime::PyTorch && !cfg!(feature = "torch") {
         return Err(AppError::invalid(
             "processor",
-            format!("processor '{}' serves TorchScript, which this server is not built with yet; deploy an ONNX export (torch.onnx.export) with onnx_cpu", proc.name),
+            format!(
+                "processor '{}' serves TorchScript, which this server is not built with: {} (or deploy an ONNX export, torch.onnx.export, with onnx_cpu)",
+                proc.name,
+                optimizer::engine::TORCH_FEATURE_HINT
+            ),
         ));
     }
-    if proc.device == shared::processor::Device::Gpu
-        || cfg.blade_plugin().and_then(|p| p.optimize_for()) == Some(shared::processor::Device::Gpu)
-    {
-        return Err(AppError::invalid(
-            "processor",
-            "this server has no GPU worker; use a CPU processor and `--optimize_for cpu`",
-        ));
-    }
+    // Resource groups against the server's configuration, and GPUs against
+    // what was discovered at start (a GPU deploy with no GPU is refused here,
+    // so GPU jobs are only ever queued for a GPU worker that exists).
+    state.resources.check(cfg)?;
     let settings = state.settings.clone();
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || fetch::resolve(&settings, &cfg))
@@ -317,6 +318,8 @@ async fn scale(
                 .collect(),
         ));
     }
+    // The groups and GPUs may have changed since the deploy (a restart).
+    state.resources.check(&cfg)?;
     let stored = serde_json::to_string(&cfg).map_err(|e| AppError::Internal(e.to_string()))?;
     let job = state
         .store
@@ -373,6 +376,11 @@ async fn start(
             "service '{name}' is already running"
         )));
     }
+    // A GPU service restarted on a server that has lost its GPUs (or its
+    // group) is refused here rather than queued for no worker.
+    let cfg: ServiceConfig =
+        serde_json::from_str(&row.config).map_err(|e| AppError::Internal(e.to_string()))?;
+    state.resources.check(&cfg)?;
     let job = state
         .store
         .queue_redeploy(&name, &row.config, row.instances, None)

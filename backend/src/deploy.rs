@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use optimizer::artifact::{self, ArtifactMeta};
 use optimizer::engine::{GraphLevel, SessionSettings};
+use optimizer::optimize::TargetDevice;
 use shared::api::{ModelSignature, ServiceStatus};
 use shared::ServiceConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -23,19 +24,49 @@ const STAGES: [&str; 4] = ["schedule", "fetch", "plugin", "start"];
 /// A job interrupted this many times (server restarts) is failed, not retried.
 pub const MAX_ATTEMPTS: i64 = 3;
 
-pub fn spawn_workers(state: &AppState) {
-    for i in 0..state.settings.cpu_workers.max(1) {
-        let state = state.clone();
-        tokio::spawn(async move { worker_loop(state, i).await });
+/// What a worker runs jobs on, and so which job kinds it claims.
+#[derive(Debug, Clone)]
+pub struct WorkerSlot {
+    /// Job kinds it claims (`resources::job_kind`).
+    pub kinds: Vec<String>,
+    /// The CUDA device of a GPU worker; `None` for the CPU pool.
+    pub gpu: Option<crate::gpu::GpuDevice>,
+}
+
+impl WorkerSlot {
+    pub fn cpu() -> WorkerSlot {
+        WorkerSlot {
+            kinds: vec![crate::resources::CPU_KIND.to_string()],
+            gpu: None,
+        }
     }
 }
 
-async fn worker_loop(state: AppState, idx: usize) {
+/// Starts the CPU pool (`--workers`) and one GPU worker per discovered device
+/// that a GPU resource group uses (none without GPUs).
+pub fn spawn_workers(state: &AppState) {
+    let mut slots: Vec<WorkerSlot> = (0..state.settings.cpu_workers.max(1))
+        .map(|_| WorkerSlot::cpu())
+        .collect();
+    for (gpu, kinds) in state.resources.gpu_workers() {
+        tracing::info!(device = gpu.ordinal, name = %gpu.name, ?kinds, "GPU deploy worker");
+        slots.push(WorkerSlot {
+            kinds,
+            gpu: Some(gpu),
+        });
+    }
+    for (i, slot) in slots.into_iter().enumerate() {
+        let state = state.clone();
+        tokio::spawn(async move { worker_loop(state, i, slot).await });
+    }
+}
+
+async fn worker_loop(state: AppState, idx: usize, slot: WorkerSlot) {
     loop {
-        match state.store.claim_job().await {
+        match state.store.claim_job(&slot.kinds).await {
             Ok(Some(job)) => {
                 tracing::info!(worker = idx, job = job.id, service = %job.service, "claimed deploy job");
-                run_job(&state, job).await;
+                run_job(&state, job, &slot).await;
                 // Another job of the same service may have been waiting for this one.
                 state.jobs_ready.notify_waiters();
             }
@@ -94,6 +125,45 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
             state.store.requeue_job(job.id).await?;
         }
     }
+    // A GPU deploy queued before a restart that lost its GPUs (or its group)
+    // would wait forever: fail it, saying why.
+    let mut served = vec![crate::resources::CPU_KIND.to_string()];
+    served.extend(
+        state
+            .resources
+            .gpu_workers()
+            .into_iter()
+            .flat_map(|(_, k)| k),
+    );
+    for job in state.store.unclaimable_jobs(&served).await? {
+        let gpus = state.resources.gpus();
+        let why = if gpus.is_empty() {
+            gpus.reason().to_string()
+        } else {
+            "its resource group is not configured, or none of its GPUs was found".to_string()
+        };
+        let msg =
+            format!("no worker of this server can run this GPU deploy after the restart: {why}");
+        state
+            .logs
+            .line(&job.service, Some(job.id), &format!("[ERROR] {msg}"))
+            .await?;
+        state.store.finish_job(job.id, false, Some(&msg)).await?;
+        let had_artifact = state
+            .store
+            .get_service(&job.service)
+            .await?
+            .is_some_and(|s| s.artifact.is_some());
+        let status = if had_artifact {
+            ServiceStatus::Running
+        } else {
+            ServiceStatus::Failed
+        };
+        state
+            .store
+            .set_status(&job.service, status, None, Some(&msg))
+            .await?;
+    }
     // Services that were serving keep serving: the ones mid-redeploy with their
     // previous artifact until the redeploy finishes.
     for svc in state.store.list_services().await? {
@@ -104,7 +174,19 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
         let Some(art) = state.store.get_artifact(key).await? else {
             continue;
         };
-        match load_pool(Path::new(&art.dir), svc.instances, svc.token.clone()).await {
+        // The stored config was validated when it was accepted.
+        let rpc = serde_json::from_str::<ServiceConfig>(&svc.config)
+            .ok()
+            .and_then(|c| c.metadata.rpc);
+        match load_pool(
+            Path::new(&art.dir),
+            &svc.name,
+            svc.instances,
+            svc.token.clone(),
+            rpc,
+        )
+        .await
+        {
             Ok(pool) => {
                 let n = pool.len() as u32;
                 state.instances.put(&svc.name, pool);
@@ -127,10 +209,10 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn run_job(state: &AppState, job: JobRow) {
+async fn run_job(state: &AppState, job: JobRow, slot: &WorkerSlot) {
     let name = job.service.clone();
     let started = std::time::Instant::now();
-    let result = deploy(state, &job).await;
+    let result = deploy(state, &job, slot).await;
     crate::metrics::observe_deploy(result.is_ok(), started.elapsed());
     let outcome = async {
         match result {
@@ -180,7 +262,7 @@ fn stage_index(stage: Option<&str>) -> usize {
         .unwrap_or(0)
 }
 
-async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
+async fn deploy(state: &AppState, job: &JobRow, slot: &WorkerSlot) -> Result<(), AppError> {
     let name = job.service.as_str();
     let log = |line: String| async move { state.logs.line(name, Some(job.id), &line).await };
     let cfg: ServiceConfig = serde_json::from_str(&job.config)
@@ -193,7 +275,16 @@ async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
         let node = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "localhost".into());
-        log(format!("[OK] Scheduling process to node {node}")).await?;
+        match &slot.gpu {
+            None => log(format!("[OK] Scheduling process to node {node}")).await?,
+            Some(g) => {
+                log(format!(
+                    "[OK] Scheduling process to node {node}, GPU {} ({})",
+                    g.ordinal, g.name
+                ))
+                .await?
+            }
+        };
     }
 
     // fetch: the create/modify call already resolved and checked the model;
@@ -223,10 +314,14 @@ async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
     if resume <= 1 {
         state.store.set_job_stage(job.id, name, "fetch").await?;
         log(format!("[OK] Downloading model file: {}", cfg.model_path)).await?;
+        // The engine that will serve this model, as the processor.
+        let engine = match optimizer::engine::EngineKind::of_model(Path::new(&model_file)) {
+            optimizer::engine::EngineKind::TorchScript => "libtorch 2.13 (TorchScript)".to_string(),
+            optimizer::engine::EngineKind::OnnxRuntime => optimizer::runtime::describe(),
+        };
         log(format!(
             "[OK] Fetching processor from [{} for {}]",
-            optimizer::runtime::describe(),
-            cfg.processor
+            engine, cfg.processor
         ))
         .await?;
         log("[OK] Successfully downloaded all artifacts".into()).await?;
@@ -240,7 +335,16 @@ async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
 
     // plugin (or the plain artifact when no plugin is configured)
     state.store.set_job_stage(job.id, name, "plugin").await?;
-    let target = artifact::cpu_target();
+    // A GPU worker builds and serves for its device; the target (and so the
+    // artifact key) names the GPU model, so CPU and GPU artifacts never mix.
+    let device = match &slot.gpu {
+        None => TargetDevice::Cpu,
+        Some(g) => TargetDevice::Cuda {
+            device_id: g.ordinal as i32,
+            name: g.name.clone(),
+        },
+    };
+    let target = device.target();
     let plugin = cfg.blade_plugin();
     let opt_config = match (plugin, cfg.model_info()) {
         (Some(p), info) => serde_json::json!({
@@ -275,6 +379,7 @@ async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
                 Path::new(&model_dir),
                 Path::new(&model_file),
                 &key,
+                &device,
             )
             .await?;
             let report = std::fs::read_to_string(dir.join(artifact::REPORT_FILE)).ok();
@@ -296,7 +401,7 @@ async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
                 &key,
                 Path::new(&model_file),
                 signature.clone(),
-                &target,
+                &device,
             )
             .await?;
             state
@@ -316,19 +421,30 @@ async fn deploy(state: &AppState, job: &JobRow) -> Result<(), AppError> {
         "[OK] Waiting [Total: {n}, Pending: {n}, Running: 0]"
     ))
     .await?;
-    let pool = load_pool(&artifact_dir, n, svc.token.clone()).await?;
+    let pool = load_pool(
+        &artifact_dir,
+        name,
+        n,
+        svc.token.clone(),
+        cfg.metadata.rpc.clone(),
+    )
+    .await?;
     // The service may have been deleted while we loaded.
     if state.store.get_service(name).await?.is_none() {
         return Err(AppError::NotFound(format!(
             "service '{name}' was deleted during the deploy"
         )));
     }
+    let batching = pool.batching_note();
     state.instances.put(name, pool);
     state.store.set_running(name, n, Some(&key)).await?;
     log(format!(
         "[OK] Running [Total: {n}, Pending: 0, Running: {n}]"
     ))
     .await?;
+    if let Some(line) = batching {
+        log(line).await?;
+    }
     state
         .store
         .set_status(name, ServiceStatus::Running, None, None)
@@ -351,15 +467,25 @@ async fn plain_artifact(
     key: &str,
     model: &Path,
     signature: ModelSignature,
-    target: &str,
+    device: &TargetDevice,
 ) -> Result<PathBuf, AppError> {
     let dir = state.settings.artifacts_dir().join(key);
     let tmp = state.settings.artifacts_dir().join(format!(".tmp-{key}"));
     let _ = tokio::fs::remove_dir_all(&tmp).await;
     tokio::fs::create_dir_all(&tmp).await?;
-    tokio::fs::copy(model, tmp.join(artifact::MODEL_FILE)).await?;
+    // TorchScript is served as saved, in inference mode (what a plugin's
+    // o1 would start from); everything else by ONNX Runtime.
+    let engine = optimizer::engine::EngineKind::of_model(model);
+    let (model_file, torch) = match engine {
+        optimizer::engine::EngineKind::TorchScript => (
+            artifact::TORCH_MODEL_FILE,
+            Some(optimizer::artifact::TorchSettings { inference: true }),
+        ),
+        optimizer::engine::EngineKind::OnnxRuntime => (artifact::MODEL_FILE, None),
+    };
+    tokio::fs::copy(model, tmp.join(model_file)).await?;
     let meta = ArtifactMeta {
-        model_file: artifact::MODEL_FILE.into(),
+        model_file: model_file.into(),
         candidate: "original".into(),
         // No measurement to go by: serving splits the cores across instances.
         session: SessionSettings::new(
@@ -367,11 +493,14 @@ async fn plain_artifact(
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-        ),
+        )
+        .on(device.provider()),
         signature,
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),
-        target: target.into(),
+        target: device.target(),
         fixed_inputs: Default::default(),
+        engine,
+        torch,
     };
     tokio::fs::write(
         tmp.join(artifact::META_FILE),
@@ -393,6 +522,7 @@ async fn run_plugin(
     model_dir: &Path,
     model_file: &Path,
     key: &str,
+    device: &TargetDevice,
 ) -> Result<PathBuf, AppError> {
     let dir = state.settings.artifacts_dir().join(key);
     let tmp = state.settings.artifacts_dir().join(format!(".tmp-{key}"));
@@ -406,7 +536,9 @@ async fn run_plugin(
         .arg("--data-dir")
         .arg(model_dir)
         .arg("--plain")
-        .arg("--exit-with-stdin");
+        .arg("--exit-with-stdin")
+        .arg("--device")
+        .arg(device.provider().to_string());
     if let Some((_, info)) = cfg.model_info() {
         let spec = tmp.join("model_info.json");
         tokio::fs::write(

@@ -20,6 +20,14 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// start an admin token is created; only its hash is stored, the token itself
 /// goes to `DATA/admin-token` with mode 0600.
 pub async fn open(settings: Settings) -> Result<AppState, AppError> {
+    open_with(settings, crate::resources::Resources::cpu_default()).await
+}
+
+/// [`open`] with the server's resource groups (and the GPUs found for them).
+pub async fn open_with(
+    settings: Settings,
+    resources: crate::resources::Resources,
+) -> Result<AppState, AppError> {
     for dir in [
         settings.data_dir.clone(),
         settings.uploads_dir(),
@@ -54,6 +62,7 @@ pub async fn open(settings: Settings) -> Result<AppState, AppError> {
         logs,
         instances: Instances::default(),
         jobs_ready: Arc::new(Notify::new()),
+        resources: Arc::new(resources),
     })
 }
 
@@ -84,6 +93,7 @@ pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>)
         .merge(crate::api::routes())
         .merge(crate::accounts::routes())
         .merge(crate::shares::routes())
+        .merge(crate::resources::routes())
         .merge(crate::predict::routes())
         .route("/healthz", axum::routing::get(|| async { "ok" }));
     let app = match console {
@@ -97,6 +107,7 @@ pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>)
 /// Runs the server until the process is stopped.
 pub async fn serve(
     settings: Settings,
+    groups: Vec<crate::resources::ResourceGroup>,
     addr: SocketAddr,
     console: std::path::PathBuf,
 ) -> Result<(), AppError> {
@@ -104,7 +115,9 @@ pub async fn serve(
     if let Err(e) = optimizer::runtime::environment() {
         return Err(AppError::Unavailable(e.to_string()));
     }
-    let state = open(settings).await?;
+    let resources = crate::resources::Resources::new(groups, crate::gpu::discover_and_log());
+    resources.log_groups();
+    let state = open_with(settings, resources).await?;
     crate::deploy::recover(&state).await?;
     crate::deploy::spawn_workers(&state);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -43,4 +43,6 @@ pub struct AppState {
     pub instances: Instances,
     /// Wakes idle workers when a job is queued.
     pub jobs_ready: Arc<Notify>,
+    /// The configured resource groups and the GPUs discovered at start.
+    pub resources: Arc<crate::resources::Resources>,
 }

@@ -303,16 +303,21 @@ impl Store {
         Ok(())
     }
 
-    /// Claims the oldest queued job whose service has no running job.
-    pub async fn claim_job(&self) -> Result<Option<JobRow>, AppError> {
+    /// Claims the oldest queued job of one of `kinds` (see
+    /// `resources::job_kind`) whose service has no running job.
+    pub async fn claim_job(&self, kinds: &[String]) -> Result<Option<JobRow>, AppError> {
+        // The kinds go in as one JSON array, so the statement stays fixed.
+        let kinds = serde_json::to_string(kinds).map_err(|e| AppError::Internal(e.to_string()))?;
         let row = sqlx::query(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?
              WHERE id = (SELECT id FROM jobs WHERE state = 'queued'
+                         AND kind IN (SELECT value FROM json_each(?))
                          AND service NOT IN (SELECT service FROM jobs WHERE state = 'running')
                          ORDER BY id LIMIT 1)
              RETURNING id, service, config, stage, attempts",
         )
         .bind(now())
+        .bind(kinds)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(job_from_row).transpose()
@@ -347,6 +352,20 @@ impl Store {
     /// Jobs a previous server process was running when it died.
     pub async fn interrupted_jobs(&self) -> Result<Vec<JobRow>, AppError> {
         let rows = sqlx::query("SELECT id, service, config, stage, attempts FROM jobs WHERE state = 'running' ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Queued jobs of a kind that none of `kinds` (what this server's workers
+    /// take) is: a GPU deploy queued before a restart that lost its GPUs.
+    pub async fn unclaimable_jobs(&self, kinds: &[String]) -> Result<Vec<JobRow>, AppError> {
+        let kinds = serde_json::to_string(kinds).map_err(|e| AppError::Internal(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT id, service, config, stage, attempts FROM jobs WHERE state = 'queued'
+             AND kind NOT IN (SELECT value FROM json_each(?)) ORDER BY id",
+        )
+        .bind(kinds)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -474,10 +493,17 @@ async fn insert_job(
     service: &str,
     config: &str,
 ) -> Result<i64, AppError> {
-    let row = sqlx::query("INSERT INTO jobs (service, config, state, created_at) VALUES (?, ?, 'queued', ?) RETURNING id")
+    // The kind comes from the config itself, so every way of queueing a job
+    // (create, modify, scale, start) routes it to the right pool.
+    let cfg: shared::ServiceConfig = serde_json::from_str(config).map_err(|e| {
+        AppError::Internal(format!("queueing a job with an unreadable config: {e}"))
+    })?;
+    let kind = crate::resources::job_kind(&cfg);
+    let row = sqlx::query("INSERT INTO jobs (service, config, state, created_at, kind) VALUES (?, ?, 'queued', ?, ?) RETURNING id")
         .bind(service)
         .bind(config)
         .bind(now())
+        .bind(kind)
         .fetch_one(&mut **tx)
         .await?;
     Ok(row.try_get("id")?)

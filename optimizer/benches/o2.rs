@@ -217,6 +217,7 @@ fn run_ours(
         },
 
         fallback_budget: std::time::Duration::from_secs(30),
+        device: Default::default(),
     };
     let t0 = Instant::now();
     let (report, meta) = optimize(&opts, &mut |l: &str| println!("  {l}")).expect("optimize");
@@ -424,6 +425,7 @@ fn main() {
             time: Duration::from_millis(500),
         },
         fallback_budget: Duration::from_secs(10),
+        device: Default::default(),
     };
     let t0 = Instant::now();
     let (report, meta) =

@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shared::api::ModelSignature;
 
-use crate::engine::SessionSettings;
+use crate::engine::{EngineKind, SessionSettings};
 use crate::error::{OptimizerError, Result};
 
 pub const MODEL_FILE: &str = "model.onnx";
+/// The model file of a TorchScript artifact.
+pub const TORCH_MODEL_FILE: &str = "model.pt";
 pub const META_FILE: &str = "artifact.json";
 pub const REPORT_FILE: &str = "report.json";
 
@@ -22,6 +24,10 @@ pub const OPTIMIZER_VERSION: &str = concat!("whetstone-optimizer ", env!("CARGO_
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArtifactMeta {
+    /// The runtime that serves `model_file`; absent (ONNX Runtime) in
+    /// artifacts written before TorchScript was supported.
+    #[serde(default, skip_serializing_if = "EngineKind::is_onnxruntime")]
+    pub engine: EngineKind,
     pub model_file: String,
     /// The candidate that won.
     pub candidate: String,
@@ -35,6 +41,17 @@ pub struct ArtifactMeta {
     /// must refuse any other value.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub fixed_inputs: std::collections::BTreeMap<String, f64>,
+    /// How a TorchScript artifact's module is run (absent for ONNX).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torch: Option<TorchSettings>,
+}
+
+/// How a TorchScript module is run: what the o1 candidates differ in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TorchSettings {
+    /// `eval()` (dropout off, batch norm on running statistics) and calls
+    /// without autograd; off = the module exactly as saved.
+    pub inference: bool,
 }
 
 impl ArtifactMeta {
@@ -67,6 +84,14 @@ pub fn cpu_target() -> String {
         }
     }
     t
+}
+
+/// The target of an artifact built for a CUDA device: the driver's name for
+/// the GPU (kernels, FP16 speed and memory differ by model), so an artifact
+/// tuned on one GPU model is never reused for another, nor for a CPU.
+pub fn gpu_target(gpu_name: &str) -> String {
+    let name: Vec<&str> = gpu_name.split_whitespace().collect();
+    format!("gpu-cuda-{}", name.join("_"))
 }
 
 /// Content address of an artifact: model bytes + optimization config +

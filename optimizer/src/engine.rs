@@ -35,6 +35,57 @@ impl GraphLevel {
     }
 }
 
+/// Which ONNX Runtime execution provider runs a session.
+///
+/// A session asked to run on CUDA either gets the CUDA provider or fails with
+/// [`OptimizerError::Provider`]: ONNX Runtime's default of falling back to the
+/// CPU when a provider cannot be registered would serve a GPU service on CPU
+/// without anyone noticing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    Cuda {
+        device_id: i32,
+    },
+}
+
+impl ExecutionProvider {
+    pub fn is_cpu(&self) -> bool {
+        *self == ExecutionProvider::Cpu
+    }
+}
+
+impl std::fmt::Display for ExecutionProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExecutionProvider::Cpu => f.write_str("cpu"),
+            ExecutionProvider::Cuda { device_id } => write!(f, "cuda:{device_id}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ExecutionProvider {
+    type Err = String;
+
+    /// `cpu` or `cuda:N` (N the CUDA device ordinal; `cuda` alone is device 0).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let usage = || format!("expected `cpu` or `cuda:N` (N = CUDA device number), got {s:?}");
+        match s {
+            "cpu" => Ok(ExecutionProvider::Cpu),
+            "cuda" => Ok(ExecutionProvider::Cuda { device_id: 0 }),
+            _ => {
+                let n = s.strip_prefix("cuda:").ok_or_else(usage)?;
+                let device_id = n.parse::<u16>().map_err(|_| usage())?;
+                Ok(ExecutionProvider::Cuda {
+                    device_id: i32::from(device_id),
+                })
+            }
+        }
+    }
+}
+
 /// How a session is built. Stored in the artifact so serving reproduces what
 /// was measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +95,10 @@ pub struct SessionSettings {
     /// Idle ORT threads spin by default and steal the other core from
     /// concurrent work; we turn spinning off unless a candidate proves it helps.
     pub spinning: bool,
+    /// Absent in CPU artifacts (and in those written before GPUs were
+    /// supported), which therefore keep loading on the CPU.
+    #[serde(default, skip_serializing_if = "ExecutionProvider::is_cpu")]
+    pub provider: ExecutionProvider,
 }
 
 impl SessionSettings {
@@ -52,9 +107,72 @@ impl SessionSettings {
             graph_level,
             intra_threads: intra_threads.max(1),
             spinning: false,
+            provider: ExecutionProvider::Cpu,
+        }
+    }
+
+    /// The same settings on another execution provider.
+    pub fn on(self, provider: ExecutionProvider) -> Self {
+        SessionSettings { provider, ..self }
+    }
+}
+
+/// What verification, timing and serving need from an engine, whichever
+/// runtime is behind it (ONNX Runtime here, TorchScript in `crate::torch`).
+/// An engine is used by one thread at a time, but moves between threads.
+pub trait InferenceEngine: Send {
+    /// Inputs and outputs, in the order the model takes and returns them.
+    fn signature(&self) -> &ModelSignature;
+
+    /// Runs one inference on named inputs (any order; checked against the
+    /// signature), returning the outputs in signature order.
+    fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>>;
+
+    /// Returns a stateful model to its initial state. Stateless engines
+    /// (every ONNX model: state is an explicit input there) do nothing.
+    fn reset(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Which runtime serves an artifact (recorded in its metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// ONNX Runtime; also what artifacts written before this field meant.
+    #[default]
+    OnnxRuntime,
+    /// TorchScript through libtorch (the `torch` cargo feature).
+    TorchScript,
+}
+
+impl EngineKind {
+    pub fn is_onnxruntime(&self) -> bool {
+        *self == EngineKind::OnnxRuntime
+    }
+
+    /// The engine a model file needs, from its extension: `.pt`/`.jit` are
+    /// TorchScript (`torch.jit.save`), everything else goes to ONNX Runtime.
+    pub fn of_model(path: &Path) -> EngineKind {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if TORCHSCRIPT_EXTENSIONS.contains(&ext.as_str()) {
+            EngineKind::TorchScript
+        } else {
+            EngineKind::OnnxRuntime
         }
     }
 }
+
+/// Extensions of TorchScript model files. (`.pth` is the seed's test data
+/// format, never a model.)
+pub const TORCHSCRIPT_EXTENSIONS: &[&str] = &["pt", "jit"];
+
+/// How to get TorchScript support, named wherever it is missing.
+pub const TORCH_FEATURE_HINT: &str = "TorchScript (pytorch_* processors) needs a build with the `torch` cargo feature: run scripts/install-libtorch.sh, then build with `--features torch` (scripts/serve.sh and scripts/test.sh do both)";
 
 pub struct Engine {
     session: Session,
@@ -67,25 +185,88 @@ enum Source<'a> {
     Bytes(&'a [u8]),
 }
 
+/// Why a session could not be built: its execution provider (the model may
+/// be fine), or anything else ONNX Runtime said.
+enum BuildError {
+    Provider(String),
+    Ort(String),
+}
+
+impl<T> From<ort::Error<T>> for BuildError {
+    fn from(e: ort::Error<T>) -> Self {
+        BuildError::Ort(e.to_string())
+    }
+}
+
+impl BuildError {
+    /// A provider failure stays one (it must never read as a bad model);
+    /// anything else becomes what `other` makes of the message.
+    fn into_error(self, other: impl FnOnce(String) -> OptimizerError) -> OptimizerError {
+        match self {
+            BuildError::Provider(m) => OptimizerError::Provider(m),
+            BuildError::Ort(m) => other(m),
+        }
+    }
+}
+
+/// The GPU library's installer, named in every CUDA provider error.
+const GPU_INSTALL_HINT: &str =
+    "install ONNX Runtime's GPU build with `scripts/install-onnxruntime.sh --gpu` and run on a machine with an NVIDIA driver";
+
+/// Registers the CUDA provider on `builder`, failing (not falling back to the
+/// CPU) when this ONNX Runtime has no CUDA provider or it cannot start.
+fn register_cuda(
+    builder: ort::session::builder::SessionBuilder,
+    device_id: i32,
+) -> std::result::Result<ort::session::builder::SessionBuilder, BuildError> {
+    use ort::ep::{ExecutionProvider as _, CUDA};
+    let fail = |why: String| {
+        BuildError::Provider(format!(
+            "the CUDA execution provider (device {device_id}) is not usable: {why}; a GPU session is never run on the CPU instead ({GPU_INSTALL_HINT})"
+        ))
+    };
+    match CUDA::is_available() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(fail(format!(
+                "the ONNX Runtime library loaded ({}) was built without it",
+                runtime::describe()
+            )))
+        }
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    // error_on_failure: without it a failed registration is only a log line
+    // and the session silently runs on the CPU.
+    builder
+        .with_execution_providers([CUDA::default()
+            .with_device_id(device_id)
+            .build()
+            .error_on_failure()])
+        .map_err(|e| fail(e.to_string()))
+}
+
 fn build_session(
     source: Source<'_>,
     settings: &SessionSettings,
     save_to: Option<&Path>,
-) -> ort::Result<Session> {
-    let env = runtime::environment().map_err(|e| ort::Error::new(e.to_string()))?;
+) -> std::result::Result<Session, BuildError> {
+    let env = runtime::environment().map_err(|e| BuildError::Ort(e.to_string()))?;
     let mut builder = Session::builder(env)?
         .with_optimization_level(settings.graph_level.to_ort())?
         .with_intra_threads(settings.intra_threads)?
         .with_inter_threads(1)?
         .with_intra_op_spinning(settings.spinning)?
         .with_inter_op_spinning(false)?;
+    if let ExecutionProvider::Cuda { device_id } = settings.provider {
+        builder = register_cuda(builder, device_id)?;
+    }
     if let Some(out) = save_to {
         builder = builder.with_optimized_model_path(out)?;
     }
-    match source {
-        Source::File(path) => builder.commit_from_file(path),
-        Source::Bytes(bytes) => builder.commit_from_memory(bytes),
-    }
+    Ok(match source {
+        Source::File(path) => builder.commit_from_file(path)?,
+        Source::Bytes(bytes) => builder.commit_from_memory(bytes)?,
+    })
 }
 
 fn spec_of(name: &str, ty: &ValueType) -> TensorSpec {
@@ -111,10 +292,10 @@ impl Engine {
     pub fn load(path: &Path, settings: &SessionSettings) -> Result<Engine> {
         runtime::environment()?;
         let session = build_session(Source::File(path), settings, None).map_err(|e| {
-            OptimizerError::BadModel {
+            e.into_error(|reason| OptimizerError::BadModel {
                 path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
+                reason,
+            })
         })?;
         Ok(Self::wrap(session))
     }
@@ -124,7 +305,9 @@ impl Engine {
     pub fn from_bytes(bytes: &[u8], settings: &SessionSettings) -> Result<Engine> {
         runtime::environment()?;
         let session = build_session(Source::Bytes(bytes), settings, None).map_err(|e| {
-            OptimizerError::Engine(format!("building a session for a transformed model: {e}"))
+            e.into_error(|m| {
+                OptimizerError::Engine(format!("building a session for a transformed model: {m}"))
+            })
         })?;
         Ok(Self::wrap(session))
     }
@@ -169,18 +352,40 @@ impl Engine {
     }
 }
 
+impl InferenceEngine for Engine {
+    fn signature(&self) -> &ModelSignature {
+        Engine::signature(self)
+    }
+
+    fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
+        Engine::run(self, inputs)
+    }
+}
+
 /// Writes the graph ONNX Runtime produces at `level` to `dst`. Levels up to
 /// `Extended` give files any ORT of the same version can load on any CPU;
 /// `All` adds layout-specific kernels, so artifacts are saved at `Extended`
 /// and the serving session applies the rest.
 pub fn save_optimized(src: &Path, dst: &Path, level: GraphLevel) -> Result<()> {
+    save_optimized_on(src, dst, level, ExecutionProvider::Cpu)
+}
+
+/// [`save_optimized`] with the graph partitioned for `provider`: ONNX Runtime
+/// fuses only nodes assigned to a provider that has the fused kernel, so a
+/// GPU artifact must be optimized with the GPU provider registered.
+pub fn save_optimized_on(
+    src: &Path,
+    dst: &Path,
+    level: GraphLevel,
+    provider: ExecutionProvider,
+) -> Result<()> {
     runtime::environment()?;
-    let settings = SessionSettings::new(level, 1);
+    let settings = SessionSettings::new(level, 1).on(provider);
     build_session(Source::File(src), &settings, Some(dst)).map_err(|e| {
-        OptimizerError::BadModel {
+        e.into_error(|reason| OptimizerError::BadModel {
             path: src.to_path_buf(),
-            reason: e.to_string(),
-        }
+            reason,
+        })
     })?;
     Ok(())
 }

@@ -21,6 +21,10 @@ pub enum OptimizerError {
     TfImport(String),
     #[error("engine error: {0}")]
     Engine(String),
+    /// The execution provider a session asked for (CUDA) cannot be used.
+    /// Never answered by running on another provider instead.
+    #[error("{0}")]
+    Provider(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -12,7 +12,7 @@ use shared::config::{OptimizationLevel, ValueRange};
 use crate::artifact::{self, ArtifactMeta};
 use crate::bench::{self, Budget};
 use crate::data::{self, Sample};
-use crate::engine::{self, Engine, GraphLevel, SessionSettings};
+use crate::engine::{self, Engine, ExecutionProvider, GraphLevel, SessionSettings};
 use crate::error::{OptimizerError, Result};
 use crate::onnx;
 use crate::passes::{self, PassContext};
@@ -46,6 +46,38 @@ pub struct OptimizeOptions {
     pub budget: Budget,
     /// Time the accuracy fallback may spend looking for nodes to keep in float.
     pub fallback_budget: std::time::Duration,
+    /// The hardware the artifact is for: every candidate is built, verified
+    /// and timed there.
+    pub device: TargetDevice,
+}
+
+/// Where an optimized model will be served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TargetDevice {
+    #[default]
+    Cpu,
+    /// A CUDA device, with the driver's name for it (part of the artifact's
+    /// target, so a model tuned on one GPU model is not reused on another).
+    Cuda { device_id: i32, name: String },
+}
+
+impl TargetDevice {
+    pub fn provider(&self) -> ExecutionProvider {
+        match self {
+            TargetDevice::Cpu => ExecutionProvider::Cpu,
+            TargetDevice::Cuda { device_id, .. } => ExecutionProvider::Cuda {
+                device_id: *device_id,
+            },
+        }
+    }
+
+    /// The artifact target string (see [`artifact::cpu_target`], [`artifact::gpu_target`]).
+    pub fn target(&self) -> String {
+        match self {
+            TargetDevice::Cpu => artifact::cpu_target(),
+            TargetDevice::Cuda { name, .. } => artifact::gpu_target(name),
+        }
+    }
 }
 
 /// Progress sink: one human-readable line per step.
@@ -96,6 +128,13 @@ pub fn optimize(
     opts: &OptimizeOptions,
     progress: Progress<'_>,
 ) -> Result<(OptimizationReport, ArtifactMeta)> {
+    // TorchScript has its own, smaller search (no graph we can rewrite).
+    if engine::EngineKind::of_model(&opts.model) == engine::EngineKind::TorchScript {
+        #[cfg(feature = "torch")]
+        return crate::torch::o1::optimize(opts, progress);
+        #[cfg(not(feature = "torch"))]
+        return Err(OptimizerError::Config(engine::TORCH_FEATURE_HINT.into()));
+    }
     let started = Instant::now();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| OptimizerError::io(&opts.out_dir, e))?;
     let threads = opts.threads.max(1);
@@ -306,7 +345,7 @@ pub fn optimize(
     .map_err(|e| OptimizerError::io(&model_dst, e))?;
     let _ = std::fs::remove_dir_all(&work);
 
-    let target = artifact::cpu_target();
+    let target = opts.device.target();
     let meta = ArtifactMeta {
         model_file: artifact::MODEL_FILE.into(),
         candidate: winner.name.clone(),
@@ -322,6 +361,8 @@ pub fn optimize(
         } else {
             Default::default()
         },
+        engine: Default::default(),
+        torch: None,
     };
     let report = OptimizationReport {
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),
@@ -361,6 +402,41 @@ pub fn optimize(
     Ok((report, meta))
 }
 
+/// FP16 candidates for a GPU target: the whole graph in fp16, and fp16 with
+/// fp32 islands for the numerically sensitive ops. Both are judged by the o1
+/// gate (with the config's `accuracy` overrides), like every o1 candidate.
+fn fp16_candidates(
+    opts: &OptimizeOptions,
+    served: &SessionSettings,
+    gate: Gate,
+    out: &mut Vec<Candidate>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let model = onnx::load(&opts.model)?;
+    for (name, keep, what) in [
+        (
+            "o1-fp16-islands",
+            passes::DEFAULT_KEEP_FP32,
+            "fp16 weights and activations, numerically sensitive ops (softmax, normalizations, reductions, exp/log/sqrt) kept in fp32",
+        ),
+        ("o1-fp16", &[][..], "the whole graph in fp16"),
+    ] {
+        match passes::to_fp16(&model, keep) {
+            Ok(m) => out.push(Candidate {
+                name: name.into(),
+                description: format!("{what}; inputs and outputs stay fp32"),
+                model: ModelSource::Bytes(onnx::to_bytes(&m)),
+                settings: served.clone(),
+                gate,
+                fallback: None,
+                specialized: false,
+            }),
+            Err(e) => notes.push(format!("{name} skipped: {e}")),
+        }
+    }
+    Ok(())
+}
+
 /// The original, the o1 graph, and (o2) every INT8 variant that applies.
 #[allow(clippy::too_many_arguments)]
 fn build_candidates(
@@ -373,20 +449,23 @@ fn build_candidates(
     notes: &mut Vec<String>,
     progress: Progress<'_>,
 ) -> Result<Vec<Candidate>> {
-    let served = SessionSettings::new(GraphLevel::All, threads);
+    // Every candidate runs on the target's provider, the original included,
+    // so speedups compare like with like.
+    let provider = opts.device.provider();
+    let served = SessionSettings::new(GraphLevel::All, threads).on(provider);
     let gate_o1 = Gate::O1.with_overrides(opts.accuracy.as_ref());
     let gate_o2 = Gate::O2.with_overrides(opts.accuracy.as_ref());
     let mut out = vec![Candidate {
         name: "original".into(),
         description: "the model as given, ONNX Runtime graph optimizations off".into(),
         model: ModelSource::File(opts.model.clone()),
-        settings: SessionSettings::new(GraphLevel::Disable, threads),
+        settings: SessionSettings::new(GraphLevel::Disable, threads).on(provider),
         gate: gate_o1,
         fallback: None,
         specialized: false,
     }];
     let optimized_path = work.join("extended.onnx");
-    match engine::save_optimized(&opts.model, &optimized_path, GraphLevel::Extended) {
+    match engine::save_optimized_on(&opts.model, &optimized_path, GraphLevel::Extended, provider) {
         Ok(()) => out.push(Candidate {
             name: "o1-fp32-graph".into(),
             description: "fp32 graph optimization (constant folding, fusions) saved portable, layout optimizations at load, no thread spinning".into(),
@@ -398,7 +477,10 @@ fn build_candidates(
         }),
         Err(e) => notes.push(format!("graph optimization failed, candidate skipped: {e}")),
     }
-    notes.push("fp16 skipped: this CPU target has no fast fp16 arithmetic (it is measured slower than fp32)".into());
+    match &opts.device {
+        TargetDevice::Cpu => notes.push("fp16 skipped: this CPU target has no fast fp16 arithmetic (it is measured slower than fp32)".into()),
+        TargetDevice::Cuda { .. } => fp16_candidates(opts, &served, gate_o1, &mut out, notes)?,
+    }
     // Clean-up on our own graph: fold If nodes on fixed inputs, specialize a
     // single input_shapes group, fold constants, drop dead nodes.
     let mut cleaned = None;
@@ -442,6 +524,13 @@ fn build_candidates(
         }
     }
     if opts.level != OptimizationLevel::O2 {
+        return Ok(out);
+    }
+    if !provider.is_cpu() {
+        // The INT8 graphs below are QDQ / MatMulInteger forms tuned for x86
+        // kernels; the CUDA provider runs much of them on the CPU, which a
+        // GPU artifact must not do. INT8 on GPU needs TensorRT.
+        notes.push("INT8 skipped on the CUDA target: its quantized kernels are CPU ones here; the fp16 candidates are the GPU's reduced precision".into());
         return Ok(out);
     }
 
@@ -798,7 +887,7 @@ fn evaluate(
     })
 }
 
-fn timing_sets(
+pub(crate) fn timing_sets(
     sig: &ModelSignature,
     opts: &OptimizeOptions,
     samples: &[Sample],
@@ -880,7 +969,7 @@ pub fn describe_signature(sig: &ModelSignature) -> String {
     )
 }
 
-fn describe_row(row: &CandidateReport) -> String {
+pub(crate) fn describe_row(row: &CandidateReport) -> String {
     let lat = row
         .latency
         .iter()
@@ -905,14 +994,14 @@ fn describe_row(row: &CandidateReport) -> String {
     }
 }
 
-fn first_p50(row: &CandidateReport) -> f64 {
+pub(crate) fn first_p50(row: &CandidateReport) -> f64 {
     row.latency
         .first()
         .map(|l| l.p50_ms)
         .unwrap_or(f64::INFINITY)
 }
 
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes =
         serde_json::to_vec_pretty(value).map_err(|e| OptimizerError::Config(e.to_string()))?;
     std::fs::write(path, bytes).map_err(|e| OptimizerError::io(path, e))
@@ -924,7 +1013,7 @@ fn tempdir_in(dir: &Path) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn cpu_name() -> String {
+pub(crate) fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

@@ -160,6 +160,7 @@ fn optimize_verifies_times_and_writes_an_artifact() {
             time: std::time::Duration::from_millis(50),
         },
         fallback_budget: std::time::Duration::from_secs(30),
+        device: Default::default(),
     };
     let mut lines = Vec::new();
     let (report, meta) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
@@ -240,6 +241,7 @@ fn declared_names_that_the_graph_lacks_are_refused() {
         budget: Default::default(),
 
         fallback_budget: std::time::Duration::from_secs(30),
+        device: Default::default(),
     };
     let err = optimize(&opts, &mut |_: &str| {}).unwrap_err().to_string();
     assert!(
@@ -308,6 +310,7 @@ fn silero_with_sr_fixed_by_input_ranges_gets_a_folded_candidate_and_a_guarded_ar
             time: std::time::Duration::from_millis(50),
         },
         fallback_budget: std::time::Duration::from_secs(10),
+        device: Default::default(),
     };
     let mut lines = Vec::new();
     let (report, meta) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
@@ -335,5 +338,129 @@ fn silero_with_sr_fixed_by_input_ranges_gets_a_folded_candidate_and_a_guarded_ar
             meta.fixed_inputs.is_empty(),
             "only the folded graph is specialized"
         );
+    }
+}
+
+#[test]
+fn a_cuda_session_is_the_cuda_provider_or_a_clear_error_never_the_cpu() {
+    use optimizer::engine::ExecutionProvider;
+    let settings =
+        SessionSettings::new(GraphLevel::All, 1).on(ExecutionProvider::Cuda { device_id: 0 });
+    match Engine::from_bytes(&onnx_build::mlp(4, 16, 3), &settings) {
+        Err(OptimizerError::Provider(msg)) => {
+            assert!(
+                msg.contains("the CUDA execution provider (device 0) is not usable"),
+                "{msg}"
+            );
+            assert!(msg.contains("never run on the CPU"), "{msg}");
+            assert!(msg.contains("install-onnxruntime.sh --gpu"), "{msg}");
+        }
+        Err(other) => panic!("expected a provider error, got {other}"),
+        // Only where the GPU build of ONNX Runtime and a GPU are present.
+        Ok(_) => {
+            use ort::ep::ExecutionProvider as _;
+            assert_eq!(ort::ep::CUDA::is_available().ok(), Some(true));
+        }
+    }
+    // Loading from a file reports the provider too, not a bad model.
+    let dir = tempfile::tempdir().unwrap();
+    let model = mlp_file(dir.path());
+    if let Err(e) = Engine::load(&model, &settings) {
+        assert!(matches!(e, OptimizerError::Provider(_)), "{e}");
+    }
+}
+
+#[test]
+fn execution_providers_parse_and_old_artifacts_stay_on_the_cpu() {
+    use optimizer::engine::ExecutionProvider;
+    assert_eq!("cpu".parse(), Ok(ExecutionProvider::Cpu));
+    assert_eq!(
+        "cuda:1".parse(),
+        Ok(ExecutionProvider::Cuda { device_id: 1 })
+    );
+    assert_eq!("cuda".parse(), Ok(ExecutionProvider::Cuda { device_id: 0 }));
+    for bad in ["gpu", "cuda:", "cuda:-1", "cuda:x", "CPU"] {
+        let err = bad.parse::<ExecutionProvider>().expect_err(bad);
+        assert!(err.contains("expected `cpu` or `cuda:N`"), "{err}");
+    }
+    assert_eq!(
+        ExecutionProvider::Cuda { device_id: 2 }.to_string(),
+        "cuda:2"
+    );
+    // Settings stored before GPUs existed have no provider: CPU.
+    let old: SessionSettings =
+        serde_json::from_str(r#"{"graph_level":"all","intra_threads":2,"spinning":false}"#)
+            .unwrap();
+    assert_eq!(old.provider, ExecutionProvider::Cpu);
+    // CPU settings are written as before; CUDA ones name the device.
+    let cpu = serde_json::to_value(SessionSettings::new(GraphLevel::All, 1)).unwrap();
+    assert!(cpu.get("provider").is_none(), "{cpu}");
+    let gpu = SessionSettings::new(GraphLevel::All, 1).on(ExecutionProvider::Cuda { device_id: 1 });
+    let back: SessionSettings =
+        serde_json::from_value(serde_json::to_value(&gpu).unwrap()).unwrap();
+    assert_eq!(back, gpu);
+}
+
+#[test]
+fn gpu_and_cpu_artifacts_have_different_targets() {
+    use optimizer::artifact::{artifact_key, cpu_target, gpu_target};
+    use optimizer::optimize::TargetDevice;
+    let t4 = TargetDevice::Cuda {
+        device_id: 0,
+        name: "Tesla T4".into(),
+    };
+    assert_eq!(t4.target(), "gpu-cuda-Tesla_T4");
+    assert_eq!(TargetDevice::Cpu.target(), cpu_target());
+    let cfg = serde_json::json!({"plugin": null});
+    let keys = [
+        artifact_key("abc", &cfg, &cpu_target()),
+        artifact_key("abc", &cfg, &gpu_target("Tesla T4")),
+        artifact_key("abc", &cfg, &gpu_target("Tesla V100-SXM2-16GB")),
+    ];
+    assert_ne!(keys[0], keys[1]);
+    assert_ne!(keys[1], keys[2]);
+}
+
+#[test]
+fn optimizing_for_a_cuda_device_without_one_fails_clearly() {
+    use optimizer::optimize::TargetDevice;
+    let dir = tempfile::tempdir().unwrap();
+    let model = mlp_file(dir.path());
+    let opts = OptimizeOptions {
+        model,
+        out_dir: dir.path().join("out"),
+        level: OptimizationLevel::O1,
+        test_data: None,
+        calibration: None,
+        weight_adjustment: false,
+        accuracy: None,
+        inputs: None,
+        outputs: None,
+        input_shapes: vec![],
+        input_ranges: vec![],
+        threads: 1,
+        budget: Default::default(),
+        fallback_budget: std::time::Duration::from_secs(5),
+        device: TargetDevice::Cuda {
+            device_id: 0,
+            name: "Tesla T4".into(),
+        },
+    };
+    match optimize(&opts, &mut |_| {}) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("CUDA execution provider"), "{msg}");
+        }
+        // With a real GPU: fp16 candidates were tried, and the artifact is a GPU one.
+        Ok((report, meta)) => {
+            use ort::ep::ExecutionProvider as _;
+            assert_eq!(ort::ep::CUDA::is_available().ok(), Some(true));
+            assert!(report
+                .candidates
+                .iter()
+                .any(|c| c.name.starts_with("o1-fp16")));
+            assert_eq!(meta.target, "gpu-cuda-Tesla_T4");
+            assert!(!meta.session.provider.is_cpu());
+        }
     }
 }

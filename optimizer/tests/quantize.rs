@@ -256,6 +256,7 @@ fn the_fallback_keeps_the_sensitive_node_in_float_until_the_gate_passes() {
             time: std::time::Duration::from_millis(20),
         },
         fallback_budget: std::time::Duration::from_secs(60),
+        device: Default::default(),
     };
     let mut lines = Vec::new();
     let (report, _) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();

@@ -4,15 +4,17 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use optimizer::optimize::{optimize, OptimizeOptions};
+use optimizer::engine::ExecutionProvider;
+use optimizer::optimize::{optimize, OptimizeOptions, TargetDevice};
 use shared::api::{CandidateStatus, OptimizationReport};
 use shared::config::{ModelInfo, OptimizationLevel};
 
 #[derive(clap::Args, Debug)]
 pub struct OptimizeArgs {
-    /// The model file (ONNX).
+    /// The model file (ONNX, or TorchScript `.pt`/`.jit` with the `torch` feature).
     pub model: PathBuf,
-    /// Output folder for the artifact (model.onnx, artifact.json, report.json).
+    /// Output folder for the artifact (model.onnx, or model.pt for TorchScript;
+    /// artifact.json, report.json).
     #[arg(long)]
     pub out: PathBuf,
     /// o1 (no accuracy loss) or o2 (INT8).
@@ -36,6 +38,11 @@ pub struct OptimizeArgs {
     /// Intra-op threads to time with (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the model will be served: `cpu`, or `cuda:N` (CUDA device N;
+    /// needs an NVIDIA driver and ONNX Runtime's GPU build). Candidates are
+    /// built and timed there, and GPU targets add fp16 candidates.
+    #[arg(long, default_value = "cpu")]
+    pub device: optimizer::engine::ExecutionProvider,
     /// Print progress as plain lines only (no final table).
     #[arg(long)]
     pub plain: bool,
@@ -103,6 +110,41 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
         budget: Default::default(),
 
         fallback_budget: std::time::Duration::from_secs(30),
+        device: target_device(args.device)?,
+    })
+}
+
+/// The device `--device` names, with the driver's name for it (part of the
+/// artifact target). A CUDA device that discovery does not find is an error
+/// here, before any candidate is built.
+fn target_device(provider: ExecutionProvider) -> Result<TargetDevice, String> {
+    let ExecutionProvider::Cuda { device_id } = provider else {
+        return Ok(TargetDevice::Cpu);
+    };
+    let gpus = crate::gpu::discover();
+    if gpus.is_empty() {
+        return Err(format!(
+            "--device cuda:{device_id}: no GPU was discovered on this machine ({})",
+            gpus.reason()
+        ));
+    }
+    let dev = gpus
+        .devices
+        .iter()
+        .find(|d| i64::from(d.ordinal) == i64::from(device_id))
+        .ok_or_else(|| {
+            format!(
+                "--device cuda:{device_id}: no such CUDA device; found {}",
+                gpus.devices
+                    .iter()
+                    .map(|d| format!("cuda:{} ({})", d.ordinal, d.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    Ok(TargetDevice::Cuda {
+        device_id,
+        name: dev.name.clone(),
     })
 }
 
