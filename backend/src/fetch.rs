@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
+use shared::api::ModelSignature;
 use shared::ServiceConfig;
 
 use crate::error::AppError;
@@ -288,6 +289,64 @@ fn import_tensorflow(
     Ok(out)
 }
 
+/// Reads an ONNX model's signature; a file ONNX Runtime cannot load is a
+/// config error on `model_path`.
+fn inspect_onnx(file: &Path) -> Result<ModelSignature, AppError> {
+    optimizer::engine::inspect(file).map_err(|e| match e {
+        optimizer::OptimizerError::RuntimeMissing(m) => AppError::Unavailable(m),
+        other => invalid(
+            "model_path",
+            format!(
+                "{}: not a valid ONNX model: {}",
+                file.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                other
+            ),
+        ),
+    })
+}
+
+/// A TorchScript module declares no inputs: they are positional, and their
+/// types and shapes come from the test data (the module is run once on its
+/// first sample to learn the outputs).
+fn inspect_torchscript(
+    dir: &Path,
+    file: &Path,
+    model_info: Option<(&str, &shared::config::ModelInfo)>,
+) -> Result<ModelSignature, AppError> {
+    let Some((name, rel)) = model_info.and_then(|(n, i)| i.test_data.as_ref().map(|t| (n, t)))
+    else {
+        return Err(invalid(
+            "plugins[0].config.model_info",
+            "a TorchScript model declares no inputs: name its test_data (torch.save of a list of tuples of tensors, one tuple per call) in the plugin's model_info",
+        ));
+    };
+    #[cfg(feature = "torch")]
+    {
+        let label = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        optimizer::torch::engine::inspect(file, &dir.join(rel)).map_err(|e| match e {
+            // The file itself is not TorchScript: the model is at fault.
+            e @ optimizer::OptimizerError::BadModel { .. } => invalid("model_path", e.to_string()),
+            e => invalid(
+                &format!("plugins[0].config.model_info[\"{name}\"].test_data"),
+                format!("{label} does not run on its test data: {e}"),
+            ),
+        })
+    }
+    #[cfg(not(feature = "torch"))]
+    {
+        let _ = (dir, file, name, rel);
+        Err(AppError::invalid(
+            "processor",
+            optimizer::engine::TORCH_FEATURE_HINT,
+        ))
+    }
+}
+
 /// Resolves the model of `cfg`: fetches/unpacks it, finds the model file,
 /// checks the data files it names, hashes the model, and inspects it with the
 /// engine (inputs/outputs checked against `model_info`). Every failure is a
@@ -316,7 +375,14 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
     let model_info = cfg.model_info();
     let runtime = cfg.processor_info().map(|p| p.runtime);
     let tensorflow = runtime == Some(shared::processor::Runtime::TensorFlow);
-    let model_ext = if tensorflow { "pb" } else { "onnx" };
+    let pytorch = runtime == Some(shared::processor::Runtime::PyTorch);
+    let model_ext = if tensorflow {
+        "pb"
+    } else if pytorch {
+        "pt/.jit"
+    } else {
+        "onnx"
+    };
     // A SavedModel folder is refused by the importer with how to freeze it.
     if tensorflow && direct_file.is_none() && dir.join("saved_model.pb").is_file() {
         import_tensorflow(settings, &dir, model_info)?;
@@ -339,7 +405,22 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
         (None, Some(f)) => f,
         (None, None) => {
             let mut found = Vec::new();
-            find_models(&dir, 3, model_ext, &mut found);
+            if pytorch {
+                // TorchScript (`torch.jit.save`); a `.pt` named as test or
+                // calibration data is data, not the model.
+                let data: Vec<PathBuf> = model_info
+                    .iter()
+                    .flat_map(|(_, i)| [&i.test_data, &i.calibration_dataset])
+                    .flatten()
+                    .map(|rel| dir.join(rel))
+                    .collect();
+                for ext in optimizer::engine::TORCHSCRIPT_EXTENSIONS {
+                    find_models(&dir, 3, ext, &mut found);
+                }
+                found.retain(|p| !data.contains(p));
+            } else {
+                find_models(&dir, 3, model_ext, &mut found);
+            }
             match found.len() {
                 1 => found.remove(0),
                 0 => {
@@ -387,20 +468,12 @@ pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel
     } else {
         file
     };
-    let sig = optimizer::engine::inspect(&file).map_err(|e| match e {
-        optimizer::OptimizerError::RuntimeMissing(m) => AppError::Unavailable(m),
-        other => invalid(
-            "model_path",
-            format!(
-                "{}: not a valid ONNX model: {}",
-                file.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default(),
-                other
-            ),
-        ),
-    })?;
-    if let Some((name, info)) = model_info {
+    let sig = if pytorch {
+        inspect_torchscript(&dir, &file, model_info)?
+    } else {
+        inspect_onnx(&file)?
+    };
+    if let (Some((name, info)), false) = (model_info, pytorch) {
         for (kind, declared, actual) in [
             ("inputs", &info.inputs, &sig.inputs),
             ("outputs", &info.outputs, &sig.outputs),

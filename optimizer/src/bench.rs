@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use shared::api::ShapeLatency;
 
 use crate::data::Sample;
-use crate::engine::Engine;
+use crate::engine::InferenceEngine;
 use crate::error::Result;
 
 /// How long to time each (candidate, shape) pair.
@@ -30,7 +30,7 @@ impl Default for Budget {
 
 /// Runs `sample` until the budget is spent; p50/p90 of the timed runs.
 pub fn time(
-    engine: &mut Engine,
+    engine: &mut (impl InferenceEngine + ?Sized),
     sample: &Sample,
     label: &str,
     budget: &Budget,

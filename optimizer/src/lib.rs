@@ -16,6 +16,8 @@ pub mod quantize;
 pub mod runtime;
 pub mod tensor;
 pub mod tf;
+#[cfg(feature = "torch")]
+pub mod torch;
 pub mod verify;
 
 pub use error::{OptimizerError, Result};

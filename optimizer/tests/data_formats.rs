@@ -166,6 +166,51 @@ fn torch_pth_tuples_match_their_npz_twins() {
     );
 }
 
+/// TorchScript declares no inputs: the data gives them by position.
+#[test]
+fn positional_inputs_come_from_pth_tuples_and_npz_arrays() {
+    let (ds, specs) = data::load_positional(&zoo().join("test_minilm.pth")).unwrap();
+    assert_eq!(ds.samples.len(), 10);
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["input0", "input1", "input2"]);
+    for s in &specs {
+        assert_eq!(
+            (s.datatype.as_str(), s.shape.as_slice()),
+            ("INT64", &[1, 128][..])
+        );
+    }
+    // The same values as the named reader gives, in tuple order.
+    let named = load("test_minilm.pth", &minilm());
+    for (a, b) in ds.samples.iter().zip(&named.samples) {
+        for ((_, x), (_, y)) in a.iter().zip(b) {
+            assert_eq!(x, y);
+        }
+    }
+
+    // .npz: arrays input0, input1, …; samples on axis 0, a 0-d array shared.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("positional.npz");
+    let x = Tensor::new(
+        vec![3, 2],
+        TensorData::F32(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+    )
+    .unwrap();
+    let sr = Tensor::new(vec![], TensorData::I64(vec![16000])).unwrap();
+    data::write_npz(&path, &[("input0", &x), ("input1", &sr)]).unwrap();
+    let (ds, specs) = data::load_positional(&path).unwrap();
+    assert_eq!(ds.samples.len(), 3);
+    assert_eq!(specs[0].shape, vec![1, 2]);
+    assert_eq!(specs[1].shape, Vec::<i64>::new());
+    assert_eq!(ds.samples[2][0].1.data, TensorData::F32(vec![4.0, 5.0]));
+    assert_eq!(ds.samples[2][1].1, sr);
+
+    // Arrays under other names are refused with the naming rule.
+    let other = dir.path().join("named.npz");
+    data::write_npz(&other, &[("x", &x)]).unwrap();
+    let e = data::load_positional(&other).unwrap_err().to_string();
+    assert!(e.contains("input0"), "{e}");
+}
+
 #[test]
 fn calib_resnet_pth_holds_32_images() {
     let ds = load("calib_resnet.pth", &resnet());

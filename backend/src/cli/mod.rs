@@ -2,6 +2,7 @@
 //! (`whet optimize`) and the client commands of the EAS CLI.
 
 mod accounts;
+mod bench;
 mod optimize;
 
 use std::net::SocketAddr;
@@ -58,6 +59,15 @@ pub enum Command {
         /// `target/console` next to `target/release/whet`).
         #[arg(long)]
         console: Option<PathBuf>,
+        /// A resource group service configs may name in `resource`:
+        /// `NAME=cpu` or `NAME=gpu:MODEL[:COUNT]`, e.g. `T4_8CORE=gpu:T4:1`
+        /// (repeatable; default: one CPU group `default`).
+        #[arg(
+            long = "resource-group",
+            env = "WHET_RESOURCE_GROUPS",
+            value_delimiter = ','
+        )]
+        resource_groups: Vec<String>,
     },
     /// Deploy a service from a service config (EAS format).
     Create {
@@ -119,6 +129,8 @@ pub enum Command {
     Schema,
     /// Optimize a model outside a deploy and print the report.
     Optimize(optimize::OptimizeArgs),
+    /// Load a deployed service: N keep-alive connections for a duration; prints throughput, latency percentiles, errors by status and the server's memory.
+    Bench(bench::BenchArgs),
     /// Write a small example: an ONNX model, its test data, a service config and a request.
     ExampleModel {
         /// Folder to create.
@@ -135,7 +147,12 @@ pub async fn run(cli: Cli) -> i32 {
             model_roots,
             max_model_mib,
             console,
+            resource_groups,
         } => {
+            let groups = match crate::resources::parse_groups(&resource_groups) {
+                Ok(g) => g,
+                Err(e) => return fail(&ClientError::Usage(e)),
+            };
             let whet_exe = match std::env::current_exe() {
                 Ok(p) => p,
                 Err(e) => {
@@ -154,7 +171,7 @@ pub async fn run(cli: Cli) -> i32 {
             let console = console
                 .or_else(crate::console::default_dir)
                 .unwrap_or_else(|| PathBuf::from("console"));
-            return match crate::server::serve(settings, addr, console).await {
+            return match crate::server::serve(settings, groups, addr, console).await {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -170,6 +187,7 @@ pub async fn run(cli: Cli) -> i32 {
             return 0;
         }
         Command::Optimize(args) => return optimize::run(args),
+        Command::Bench(args) => return bench::run(&cli.server, cli.token, args).await,
         Command::ExampleModel { dir } => {
             return match example_model(&dir) {
                 Ok(()) => 0,
@@ -340,6 +358,7 @@ async fn client_command(
         Command::Serve { .. }
         | Command::Schema
         | Command::Optimize(_)
+        | Command::Bench(_)
         | Command::ExampleModel { .. } => {
             unreachable!("handled by run()")
         }

@@ -25,7 +25,7 @@ mod synth;
 
 use std::path::Path;
 
-use shared::api::ModelSignature;
+use shared::api::{ModelSignature, TensorSpec};
 
 use crate::error::{OptimizerError, Result};
 use crate::tensor::Tensor;
@@ -86,6 +86,97 @@ pub fn load(path: &Path, sig: &ModelSignature) -> Result<Dataset> {
         source: format!("{name} ({} samples)", samples.len()),
         samples,
     })
+}
+
+/// Reads test data for a model that declares no inputs (TorchScript), whose
+/// inputs are positional: `.pth`/`.pt` tuples (the seed's PyTorch format) or an
+/// `.npz` with arrays `input0`, `input1`, …. Returns the samples and the input
+/// specs they imply: each input's datatype and rank from the first sample, a
+/// dimension that differs between samples as -1.
+pub fn load_positional(path: &Path) -> Result<(Dataset, Vec<TensorSpec>)> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let samples = match ext.as_str() {
+        "pth" | "pt" => pth::load_positional(path),
+        "npz" => npz::load_positional(path),
+        _ => {
+            return Err(bad(
+                path,
+                "unsupported data file for a model with positional inputs (TorchScript): \
+                 expected .pth/.pt (torch.save of a list of tuples of tensors) or .npz \
+                 (arrays input0, input1, …, samples on axis 0)",
+            ))
+        }
+    }
+    .map_err(|reason| bad(path, reason))?;
+    let Some(first) = samples.first() else {
+        return Err(bad(path, "the file holds zero samples"));
+    };
+    let mut specs: Vec<TensorSpec> = first
+        .iter()
+        .map(|(name, t)| TensorSpec {
+            name: name.clone(),
+            datatype: t.dtype().kserve_name().to_string(),
+            shape: t.shape.iter().map(|&d| d as i64).collect(),
+        })
+        .collect();
+    for (i, sample) in samples.iter().enumerate() {
+        for (spec, (_, t)) in specs.iter_mut().zip(sample) {
+            if t.dtype().kserve_name() != spec.datatype || t.shape.len() != spec.shape.len() {
+                return Err(bad(
+                    path,
+                    format!(
+                        "sample {i}, input '{}': {} of rank {}, but sample 0 has {} of rank {}",
+                        spec.name,
+                        t.dtype(),
+                        t.shape.len(),
+                        spec.datatype,
+                        spec.shape.len()
+                    ),
+                ));
+            }
+            for (want, &got) in spec.shape.iter_mut().zip(&t.shape) {
+                if *want != got as i64 {
+                    *want = -1;
+                }
+            }
+        }
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((
+        Dataset {
+            source: format!("{name} ({} samples)", samples.len()),
+            samples,
+        },
+        specs,
+    ))
+}
+
+/// The name of the `i`-th positional input (TorchScript declares no names).
+pub fn positional_name(i: usize) -> String {
+    format!("input{i}")
+}
+
+/// A signature of `n` positional inputs of one placeholder datatype (readers
+/// keep each value's own type; `datatype` only decides plain Python numbers).
+fn positional_signature(n: usize, datatype: &str) -> ModelSignature {
+    ModelSignature {
+        format: "torchscript".into(),
+        inputs: (0..n)
+            .map(|i| TensorSpec {
+                name: positional_name(i),
+                datatype: datatype.into(),
+                shape: vec![],
+            })
+            .collect(),
+        outputs: vec![],
+    }
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> OptimizerError {

@@ -51,6 +51,56 @@ pub(super) fn load(path: &Path, sig: &ModelSignature) -> Result<Vec<Sample>, Str
     samples::split_samples(arrays)
 }
 
+/// Reads an `.npz` whose arrays are named `input0`, `input1`, … (positional
+/// inputs, for TorchScript): samples on axis 0, each keeping the array's rank
+/// with batch 1; a 0-d array is shared by every sample.
+pub(super) fn load_positional(path: &Path) -> Result<Vec<Sample>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let zip =
+        zip::ZipArchive::new(file).map_err(|e| format!("not a readable .npz archive: {e}"))?;
+    let count = (0..)
+        .take_while(|i| {
+            zip.file_names()
+                .any(|n| n == format!("{}.npy", super::positional_name(*i)))
+        })
+        .count();
+    if count == 0 {
+        return Err(format!(
+            "a model without declared inputs (TorchScript) takes them by position: name the arrays {}, {}, … (found: {})",
+            super::positional_name(0),
+            super::positional_name(1),
+            zip.file_names().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    // Ranks first (split_samples needs them), from the arrays themselves.
+    let mut sig = super::positional_signature(count, "FP32");
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|e| format!("not a readable .npz archive: {e}"))?;
+    let budget = &mut Budget::for_file(usize::try_from(file_len).unwrap_or(usize::MAX));
+    let mut tensors = Vec::with_capacity(count);
+    for spec in &mut sig.inputs {
+        let key = spec.name.clone();
+        let err = |e: String| format!("array '{key}': {e}");
+        let member = zip
+            .by_name(&format!("{key}.npy"))
+            .map_err(|e| err(e.to_string()))?;
+        let limit = budget.left().saturating_add(1 << 20);
+        let mut bytes = Vec::new();
+        member
+            .take(limit as u64)
+            .read_to_end(&mut bytes)
+            .map_err(|e| err(e.to_string()))?;
+        let t = npy::parse(&bytes)
+            .and_then(|h| npy::numeric(&h, budget))
+            .map_err(err)?;
+        spec.shape = t.shape.iter().map(|&d| d as i64).collect();
+        tensors.push(t);
+    }
+    samples::split_samples(sig.inputs.iter().zip(tensors).collect())
+}
+
 /// Writes arrays as an `.npz` archive (uncompressed `.npy` members), the
 /// format `load` reads: one array per input, samples on axis 0.
 pub fn write_npz(path: &Path, arrays: &[(&str, &Tensor)]) -> Result<()> {

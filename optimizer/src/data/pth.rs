@@ -27,6 +27,27 @@ const MAX_PICKLE: u64 = 256 << 20;
 const MAX_DEFLATE_RATIO: u64 = 1032;
 
 pub(super) fn load(path: &Path, sig: &ModelSignature) -> Result<Vec<Sample>, String> {
+    load_with(path, |_, _| sig.clone())
+}
+
+/// Reads a file whose samples give a model's inputs by position (TorchScript
+/// declares none): the first sample's arity decides how many inputs there are,
+/// named by [`super::positional_name`]. Python ints decode as INT64 scalars
+/// (an `int` argument such as a sample rate).
+pub(super) fn load_positional(path: &Path) -> Result<Vec<Sample>, String> {
+    load_with(path, |p, items| {
+        let arity = match items.first().and_then(|v| p.obj(v)) {
+            Some(Obj::Tuple(v)) | Some(Obj::List(v)) => v.len(),
+            _ => 1,
+        };
+        super::positional_signature(arity, "INT64")
+    })
+}
+
+fn load_with(
+    path: &Path,
+    sig_of: impl FnOnce(&Pickle, &[Value]) -> ModelSignature,
+) -> Result<Vec<Sample>, String> {
     let file = File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let zip = zip::ZipArchive::new(file).map_err(|e| {
@@ -61,6 +82,7 @@ pub(super) fn load(path: &Path, sig: &ModelSignature) -> Result<Vec<Sample>, Str
         order,
         loaded: HashMap::new(),
     };
+    let sig = &sig_of(&p, items);
     samples::from_pickle(&p, items, sig, |v, spec| {
         tensor(&p, v, spec, &mut storages, &mut budget)
     })

@@ -1,0 +1,385 @@
+//! A TorchScript module behind [`InferenceEngine`].
+//!
+//! TorchScript declares no input or output names: inputs are positional and
+//! named `input0`, `input1`, … (the signature comes from the test data, see
+//! [`crate::data::load_positional`]); outputs are `output0`, `output1`, ….
+
+use std::path::Path;
+use std::sync::Once;
+
+use shared::api::{ModelSignature, TensorSpec};
+use tch::jit::{CModule, IValue};
+use tch::Kind;
+
+use crate::artifact::TorchSettings;
+use crate::engine::{check_inputs, InferenceEngine};
+use crate::error::{OptimizerError, Result};
+use crate::tensor::{Tensor, TensorData};
+
+/// What reports name as the engine.
+pub const DESCRIPTION: &str = "libtorch 2.13 (tch 0.26), TorchScript";
+
+/// The method a stateful module (silero VAD) offers to forget its state.
+const RESET_METHOD: &str = "reset_states";
+
+pub struct TorchEngine {
+    module: CModule,
+    signature: ModelSignature,
+    settings: TorchSettings,
+    /// Per input, whether it goes in as a plain `int` (a TorchScript `int`
+    /// argument, such as a sample rate) instead of a tensor. TorchScript
+    /// exposes no argument types through tch, so this is decided by the
+    /// first call that succeeds and kept.
+    as_int: Option<Vec<bool>>,
+    /// The module has `reset_states()`.
+    stateful: bool,
+}
+
+fn tch_err(e: tch::TchError) -> OptimizerError {
+    OptimizerError::Engine(e.to_string())
+}
+
+/// One intra-op thread per engine, for the whole process: libtorch's
+/// OpenMP threads spin while idle, and two of them on two busy cores were
+/// measured 4–42× slower than one. (Instances give the parallelism.)
+fn one_thread() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        tch::set_num_threads(1);
+    });
+}
+
+impl TorchEngine {
+    /// Loads the module at `path` to run with `settings`. `signature` gives
+    /// the inputs (positional, in order) and, when known, the outputs; with
+    /// no outputs given they are named on each call.
+    pub fn load(
+        path: &Path,
+        signature: ModelSignature,
+        settings: TorchSettings,
+    ) -> Result<TorchEngine> {
+        one_thread();
+        let mut module = CModule::load(path).map_err(|e| OptimizerError::BadModel {
+            path: path.to_path_buf(),
+            reason: format!("not a TorchScript module libtorch can load: {e}"),
+        })?;
+        if settings.inference {
+            module.f_set_eval().map_err(tch_err)?;
+        }
+        // Calling it on a fresh module changes nothing and tells whether it
+        // exists (tch has no method lookup).
+        let stateful = module.method_is::<IValue>(RESET_METHOD, &[]).is_ok();
+        Ok(TorchEngine {
+            module,
+            signature,
+            settings,
+            as_int: None,
+            stateful,
+        })
+    }
+
+    /// Sets the output specs once they are known (from a reference run).
+    pub fn set_outputs(&mut self, outputs: Vec<TensorSpec>) {
+        self.signature.outputs = outputs;
+    }
+
+    fn call(&self, ordered: &[&Tensor], as_int: &[bool]) -> Result<IValue> {
+        let mut args = Vec::with_capacity(ordered.len());
+        for (t, &int) in ordered.iter().zip(as_int) {
+            args.push(if int {
+                IValue::Int(scalar_int(t).unwrap_or_default())
+            } else {
+                IValue::Tensor(to_tch(t)?)
+            });
+        }
+        let run = || self.module.forward_is(&args).map_err(tch_err);
+        if self.settings.inference {
+            tch::no_grad(run)
+        } else {
+            run()
+        }
+    }
+}
+
+/// The value of a 0-d integer tensor (a candidate for an `int` argument).
+fn scalar_int(t: &Tensor) -> Option<i64> {
+    if !t.shape.is_empty() {
+        return None;
+    }
+    match &t.data {
+        TensorData::I64(v) => v.first().copied(),
+        TensorData::I32(v) => v.first().map(|&x| i64::from(x)),
+        _ => None,
+    }
+}
+
+fn to_tch(t: &Tensor) -> Result<tch::Tensor> {
+    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    let flat = match &t.data {
+        TensorData::F32(v) => tch::Tensor::f_from_slice(v),
+        TensorData::F64(v) => tch::Tensor::f_from_slice(v),
+        TensorData::I64(v) => tch::Tensor::f_from_slice(v),
+        TensorData::I32(v) => tch::Tensor::f_from_slice(v),
+        TensorData::I8(v) => tch::Tensor::f_from_slice(v),
+        TensorData::U8(v) => tch::Tensor::f_from_slice(v),
+        TensorData::Bool(v) => tch::Tensor::f_from_slice(v),
+    }
+    .map_err(tch_err)?;
+    flat.f_reshape(shape.as_slice()).map_err(tch_err)
+}
+
+fn from_tch(t: &tch::Tensor) -> Result<Tensor> {
+    let shape: Vec<usize> = t.size().iter().map(|&d| d.max(0) as usize).collect();
+    let t = t
+        .f_to_device(tch::Device::Cpu)
+        .and_then(|t| t.f_contiguous())
+        .and_then(|t| t.f_reshape([-1]))
+        .map_err(tch_err)?;
+    let data = match t.kind() {
+        Kind::Float => TensorData::F32(Vec::<f32>::try_from(&t).map_err(tch_err)?),
+        Kind::Double => TensorData::F64(Vec::<f64>::try_from(&t).map_err(tch_err)?),
+        Kind::Int64 => TensorData::I64(Vec::<i64>::try_from(&t).map_err(tch_err)?),
+        Kind::Int => TensorData::I32(Vec::<i32>::try_from(&t).map_err(tch_err)?),
+        Kind::Int8 => TensorData::I8(Vec::<i8>::try_from(&t).map_err(tch_err)?),
+        Kind::Uint8 => TensorData::U8(Vec::<u8>::try_from(&t).map_err(tch_err)?),
+        Kind::Bool => TensorData::Bool(Vec::<bool>::try_from(&t).map_err(tch_err)?),
+        // Half and bfloat16 outputs are answered as fp32 (KServe clients
+        // and the accuracy gate work in fp32).
+        Kind::Half | Kind::BFloat16 => {
+            let f = t.f_to_kind(Kind::Float).map_err(tch_err)?;
+            TensorData::F32(Vec::<f32>::try_from(&f).map_err(tch_err)?)
+        }
+        other => {
+            return Err(OptimizerError::Engine(format!(
+                "output of element type {other:?}, which has no KServe datatype"
+            )))
+        }
+    };
+    Tensor::new(shape, data).map_err(OptimizerError::Engine)
+}
+
+/// The tensors a `forward` returned: one tensor, or a tuple/list of them.
+fn output_tensors(v: IValue) -> Result<Vec<tch::Tensor>> {
+    match v {
+        IValue::Tensor(t) => Ok(vec![t]),
+        IValue::TensorList(ts) => Ok(ts),
+        IValue::Tuple(vs) | IValue::GenericList(vs) => vs
+            .into_iter()
+            .map(|v| match v {
+                IValue::Tensor(t) => Ok(t),
+                other => Err(OptimizerError::Engine(format!(
+                    "forward returned a tuple holding a non-tensor value ({other:?}); only tensors can be answered"
+                ))),
+            })
+            .collect(),
+        other => Err(OptimizerError::Engine(format!(
+            "forward returned {other:?}; expected a tensor or a tuple of tensors"
+        ))),
+    }
+}
+
+/// The name of the `i`-th output.
+pub fn output_name(i: usize) -> String {
+    format!("output{i}")
+}
+
+/// The specs of outputs seen in runs: datatype and rank from the first,
+/// a dimension that differs between runs as -1.
+pub fn output_specs(runs: &[Vec<(String, Tensor)>]) -> Vec<TensorSpec> {
+    let Some(first) = runs.first() else {
+        return vec![];
+    };
+    let mut specs: Vec<TensorSpec> = first
+        .iter()
+        .map(|(name, t)| TensorSpec {
+            name: name.clone(),
+            datatype: t.dtype().kserve_name().to_string(),
+            shape: t.shape.iter().map(|&d| d as i64).collect(),
+        })
+        .collect();
+    for run in runs {
+        for (spec, (_, t)) in specs.iter_mut().zip(run) {
+            if spec.shape.len() != t.shape.len() {
+                continue;
+            }
+            for (want, &got) in spec.shape.iter_mut().zip(&t.shape) {
+                if *want != got as i64 {
+                    *want = -1;
+                }
+            }
+        }
+    }
+    specs
+}
+
+impl InferenceEngine for TorchEngine {
+    fn signature(&self) -> &ModelSignature {
+        &self.signature
+    }
+
+    fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
+        let ordered = check_inputs(&self.signature, inputs)?;
+        let value = match &self.as_int {
+            Some(as_int) => self.call(&ordered, as_int)?,
+            None => {
+                // First call: tensors everywhere; if the module refuses and
+                // some inputs are integer scalars, those as `int` arguments.
+                let tensors = vec![false; ordered.len()];
+                match self.call(&ordered, &tensors) {
+                    Ok(v) => {
+                        self.as_int = Some(tensors);
+                        v
+                    }
+                    Err(first) => {
+                        let ints: Vec<bool> =
+                            ordered.iter().map(|t| scalar_int(t).is_some()).collect();
+                        if !ints.contains(&true) {
+                            return Err(first);
+                        }
+                        let v = self.call(&ordered, &ints).map_err(|_| first)?;
+                        self.as_int = Some(ints);
+                        v
+                    }
+                }
+            }
+        };
+        let outputs = output_tensors(value)?;
+        let mut out = Vec::with_capacity(outputs.len());
+        for (i, t) in outputs.iter().enumerate() {
+            let name = self
+                .signature
+                .outputs
+                .get(i)
+                .map(|s| s.name.clone())
+                .unwrap_or_else(|| output_name(i));
+            let t =
+                from_tch(t).map_err(|e| OptimizerError::Engine(format!("output '{name}': {e}")))?;
+            out.push((name, t));
+        }
+        Ok(out)
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        if self.stateful {
+            self.module
+                .method_is::<IValue>(RESET_METHOD, &[])
+                .map_err(tch_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a TorchScript module's signature from test data: inputs from the
+/// data (see [`crate::data::load_positional`]), outputs from running the
+/// first sample (on a fresh module, reset after).
+pub fn inspect(model: &Path, test_data: &Path) -> Result<ModelSignature> {
+    let (ds, inputs) = crate::data::load_positional(test_data)?;
+    let sig = ModelSignature {
+        format: "torchscript".into(),
+        inputs,
+        outputs: vec![],
+    };
+    let mut engine = TorchEngine::load(model, sig, TorchSettings { inference: true })?;
+    let first = ds
+        .samples
+        .first()
+        .ok_or_else(|| OptimizerError::Config("the test data holds no sample".into()))?;
+    let out = engine.run(first)?;
+    let mut sig = engine.signature.clone();
+    sig.outputs = output_specs(&[out]);
+    Ok(sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DType;
+
+    /// y = relu(x·W + b) with W = [[1, -1], [2, 0.5]], b = [0.5, -1], traced
+    /// into a TorchScript module and saved, as torch.jit.save would.
+    fn linear_relu(dir: &Path) -> std::path::PathBuf {
+        let w = tch::Tensor::from_slice(&[1.0f32, -1.0, 2.0, 0.5]).reshape([2, 2]);
+        let b = tch::Tensor::from_slice(&[0.5f32, -1.0]);
+        let x = tch::Tensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu));
+        let module = CModule::create_by_tracing("LinearRelu", "forward", &[x], &mut |xs| {
+            vec![(xs[0].matmul(&w) + &b).relu()]
+        })
+        .expect("tracing works");
+        let path = dir.join("linear_relu.pt");
+        module.save(&path).expect("module saves");
+        path
+    }
+
+    fn sig() -> ModelSignature {
+        ModelSignature {
+            format: "torchscript".into(),
+            inputs: vec![TensorSpec {
+                name: "input0".into(),
+                datatype: "FP32".into(),
+                shape: vec![-1, 2],
+            }],
+            outputs: vec![],
+        }
+    }
+
+    fn x(rows: &[[f32; 2]]) -> Vec<(String, Tensor)> {
+        let data = rows.iter().flatten().copied().collect();
+        vec![(
+            "input0".into(),
+            Tensor::new(vec![rows.len(), 2], TensorData::F32(data)).expect("tensor"),
+        )]
+    }
+
+    #[test]
+    fn traced_module_runs_and_matches_hand_computed_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = linear_relu(dir.path());
+        for inference in [false, true] {
+            let mut e =
+                TorchEngine::load(&path, sig(), TorchSettings { inference }).expect("module loads");
+            e.reset().expect("no reset_states: nothing to do");
+            // [1, 2]·W + b = [1+4+0.5, -1+1-1] = [5.5, -1] → relu [5.5, 0];
+            // [-1, 0]·W + b = [-0.5, 1-1] → [0, 0].
+            let out = e.run(&x(&[[1.0, 2.0], [-1.0, 0.0]])).expect("runs");
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].0, "output0");
+            assert_eq!(out[0].1.shape, vec![2, 2]);
+            assert_eq!(out[0].1.data, TensorData::F32(vec![5.5, 0.0, 0.0, 0.0]));
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_crashes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = linear_relu(dir.path());
+        let mut e =
+            TorchEngine::load(&path, sig(), TorchSettings { inference: true }).expect("loads");
+        let wrong_width = vec![(
+            "input0".to_string(),
+            Tensor::new(vec![1, 3], TensorData::F32(vec![0.0; 3])).expect("tensor"),
+        )];
+        assert!(matches!(
+            e.run(&wrong_width),
+            Err(OptimizerError::BadInput { .. })
+        ));
+        let not_a_module = dir.path().join("x.pt");
+        std::fs::write(&not_a_module, b"not torchscript").expect("write");
+        assert!(matches!(
+            TorchEngine::load(&not_a_module, sig(), TorchSettings { inference: true }),
+            Err(OptimizerError::BadModel { .. })
+        ));
+    }
+
+    #[test]
+    fn output_specs_mark_varying_dimensions() {
+        let run = |n: usize| {
+            vec![(
+                "output0".to_string(),
+                Tensor::new(vec![n, 2], TensorData::F32(vec![0.0; n * 2])).expect("tensor"),
+            )]
+        };
+        let specs = output_specs(&[run(1), run(3)]);
+        assert_eq!(specs[0].shape, vec![-1, 2]);
+        assert_eq!(specs[0].datatype, DType::F32.kserve_name());
+    }
+}

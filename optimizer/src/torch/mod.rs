@@ -1,0 +1,8 @@
+//! TorchScript (`torch.jit.save` files, the `pytorch_*` processors) through
+//! libtorch, with the `tch` crate: the engine ([`engine`]) and the o1 search
+//! for TorchScript modules ([`o1`]). Built only with the `torch` feature.
+
+pub mod engine;
+pub mod o1;
+
+pub use engine::TorchEngine;
