@@ -146,6 +146,12 @@ async fn server_side_checks_name_the_field() {
             "{body}"
         );
     }
+
+    // TorchScript on a GPU is refused before anything is fetched.
+    let cfg = serde_json::json!({"name": "svc_four", "model_path": "upload://abc/m.pt", "processor": "pytorch_gpu_1.6", "metadata": {"instance": 1, "gpu": 1, "cuda": "10.0"}}).to_string();
+    let (s, body) = call(&app, "POST", "/api/v2/services", Some(&token), &cfg).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["path"], "processor", "{body}");
 }
 
 #[tokio::test]
