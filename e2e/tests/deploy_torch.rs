@@ -95,3 +95,73 @@ fn silero_torchscript_deploys_and_predicts_in_order() {
         );
     }
 }
+
+/// A TorchScript module of our own (traced in code, saved as torch.jit.save
+/// does) deploys with positional `.npz` test data and answers what its
+/// weights compute.
+#[test]
+fn an_own_torchscript_module_deploys_and_matches_hand_computed_outputs() {
+    use optimizer::torch::build::{linear_relu, linear_relu_reference};
+    let work = tempfile::tempdir().expect("tempdir");
+    let model_dir = work.path().join("own");
+    std::fs::create_dir_all(&model_dir).expect("model folder");
+    linear_relu(&model_dir.join("linear_relu.pt")).expect("build the module");
+    let rows: Vec<[f32; 2]> = (0..8).map(|i| [i as f32 * 0.5 - 2.0, 1.0 - i as f32 * 0.25]).collect();
+    let x = Tensor::new(vec![rows.len(), 2], TensorData::F32(rows.iter().flatten().copied().collect()))
+        .expect("test inputs");
+    optimizer::data::write_npz(&model_dir.join("test.npz"), &[("input0", &x)]).expect("write test data");
+    let cfg = serde_json::json!({
+        "name": "own_torch",
+        "model_path": "own",
+        "processor": "pytorch_cpu_1.6",
+        "metadata": { "instance": 1, "memory": 1000 },
+        "plugins": [{
+            "command": "blade --mode eas_plugin --optimize_for cpu",
+            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
+            "config": { "model_info": { "linear_relu.pt": {
+                "optimization_level": "o1",
+                "test_data": "test.npz"
+            } } }
+        }]
+    });
+    let cfg_path = work.path().join("own.json");
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
+
+    let server = Server::start(&work.path().join("data"), &[]);
+    let out = server
+        .cli(&["create", cfg_path.to_str().expect("UTF-8 path")])
+        .output()
+        .expect("run whet create");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "whet create failed:\n{log}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(log.contains("[OK] Selected "), "{log}");
+    let (s, detail) = server.admin("GET", "/api/v2/services/own_torch", b"");
+    assert_eq!(s, 200, "{detail}");
+    let token = detail["token"].as_str().expect("token").to_string();
+
+    // The signature comes from the test data, whose samples are [1, 2]: one
+    // row per request.
+    for (i, row) in rows.iter().enumerate() {
+        let body = serde_json::json!({"inputs": [
+            {"name": "input0", "shape": [1, 2], "datatype": "FP32", "data": row},
+        ]});
+        let (s, answer) =
+            server.http("POST", "/api/predict/own_torch", Some(&token), body.to_string().as_bytes());
+        assert_eq!(s, 200, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON answer");
+        assert_eq!(answer["outputs"][0]["shape"], serde_json::json!([1, 2]), "{answer}");
+        let got: Vec<f64> = answer["outputs"][0]["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|v| v.as_f64().expect("number"))
+            .collect();
+        let want = linear_relu_reference(*row);
+        for j in 0..2 {
+            assert!(
+                (got[j] - f64::from(want[j])).abs() <= 1e-5,
+                "row {i}: {got:?} vs {want:?}"
+            );
+        }
+    }
+}

@@ -298,15 +298,8 @@ mod tests {
     /// y = relu(x·W + b) with W = [[1, -1], [2, 0.5]], b = [0.5, -1], traced
     /// into a TorchScript module and saved, as torch.jit.save would.
     fn linear_relu(dir: &Path) -> std::path::PathBuf {
-        let w = tch::Tensor::from_slice(&[1.0f32, -1.0, 2.0, 0.5]).reshape([2, 2]);
-        let b = tch::Tensor::from_slice(&[0.5f32, -1.0]);
-        let x = tch::Tensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu));
-        let module = CModule::create_by_tracing("LinearRelu", "forward", &[x], &mut |xs| {
-            vec![(xs[0].matmul(&w) + &b).relu()]
-        })
-        .expect("tracing works");
         let path = dir.join("linear_relu.pt");
-        module.save(&path).expect("module saves");
+        crate::torch::build::linear_relu(&path).expect("tracing works");
         path
     }
 

@@ -2,6 +2,7 @@
 //! libtorch, with the `tch` crate: the engine ([`engine`]) and the o1 search
 //! for TorchScript modules ([`o1`]). Built only with the `torch` feature.
 
+pub mod build;
 pub mod engine;
 pub mod o1;
 
