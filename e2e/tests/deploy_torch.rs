@@ -5,10 +5,52 @@
 //! feature here and in the `whet` binary (scripts/test.sh builds both).
 #![cfg(feature = "torch")]
 
+use std::path::Path;
+
 use optimizer::tensor::{Tensor, TensorData};
 use whetstone_e2e::{npz_f32, zoo, Server};
 
 const CHUNKS: usize = 24;
+
+/// Deploys the TorchScript `model` in `work/<folder>` as service `name`
+/// with `pytorch_cpu_1.6`, the seed's CPU plugin config and o1 on
+/// `test_data`; returns the server and the service's prediction token.
+fn deploy(work: &Path, folder: &str, model: &str, test_data: &str, name: &str) -> (Server, String) {
+    let cfg = serde_json::json!({
+        "name": name,
+        "model_path": folder,
+        "processor": "pytorch_cpu_1.6",
+        "metadata": { "instance": 1, "memory": 2000 },
+        "plugins": [{
+            "command": "blade --mode eas_plugin --optimize_for cpu",
+            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
+            "config": { "model_info": { model: {
+                "optimization_level": "o1",
+                "test_data": test_data
+            } } }
+        }]
+    });
+    let cfg_path = work.join(format!("{name}.json"));
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
+
+    let server = Server::start(&work.join("data"), &[]);
+    let out = server
+        .cli(&["create", cfg_path.to_str().expect("UTF-8 path")])
+        .output()
+        .expect("run whet create");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "whet create failed:\n{log}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("[OK] Selected "), "{log}");
+    let (s, detail) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+    assert_eq!(s, 200, "{detail}");
+    assert_eq!(detail["status"], "Running", "{detail}");
+    let token = detail["token"].as_str().expect("token").to_string();
+    (server, token)
+}
 
 #[test]
 fn silero_torchscript_deploys_and_predicts_in_order() {
@@ -34,39 +76,7 @@ fn silero_torchscript_deploys_and_predicts_in_order() {
         &[("input0", &stacked), ("input1", &sr)],
     )
     .expect("write test data");
-    let cfg = serde_json::json!({
-        "name": "silero_torch",
-        "model_path": "silero",
-        "processor": "pytorch_cpu_1.6",
-        "metadata": { "instance": 1, "memory": 2000 },
-        "plugins": [{
-            "command": "blade --mode eas_plugin --optimize_for cpu",
-            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
-            "config": { "model_info": { "silero_vad.jit": {
-                "optimization_level": "o1",
-                "test_data": "test_silero.npz"
-            } } }
-        }]
-    });
-    let cfg_path = work.path().join("silero.json");
-    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
-
-    let server = Server::start(&work.path().join("data"), &[]);
-    let out = server
-        .cli(&["create", cfg_path.to_str().expect("UTF-8 path")])
-        .output()
-        .expect("run whet create");
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "whet create failed:\n{log}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(log.contains("[OK] Selected "), "{log}");
-    let (s, detail) = server.admin("GET", "/api/v2/services/silero_torch", b"");
-    assert_eq!(s, 200, "{detail}");
-    assert_eq!(detail["status"], "Running", "{detail}");
-    let token = detail["token"].as_str().expect("token").to_string();
+    let (server, token) = deploy(work.path(), "silero", "silero_vad.jit", "test_silero.npz", "silero_torch");
 
     // The fresh instance starts from the module's initial state, so chunks
     // sent in order give PyTorch's probabilities for that order.
@@ -110,34 +120,7 @@ fn an_own_torchscript_module_deploys_and_matches_hand_computed_outputs() {
     let x = Tensor::new(vec![rows.len(), 2], TensorData::F32(rows.iter().flatten().copied().collect()))
         .expect("test inputs");
     optimizer::data::write_npz(&model_dir.join("test.npz"), &[("input0", &x)]).expect("write test data");
-    let cfg = serde_json::json!({
-        "name": "own_torch",
-        "model_path": "own",
-        "processor": "pytorch_cpu_1.6",
-        "metadata": { "instance": 1, "memory": 1000 },
-        "plugins": [{
-            "command": "blade --mode eas_plugin --optimize_for cpu",
-            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
-            "config": { "model_info": { "linear_relu.pt": {
-                "optimization_level": "o1",
-                "test_data": "test.npz"
-            } } }
-        }]
-    });
-    let cfg_path = work.path().join("own.json");
-    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
-
-    let server = Server::start(&work.path().join("data"), &[]);
-    let out = server
-        .cli(&["create", cfg_path.to_str().expect("UTF-8 path")])
-        .output()
-        .expect("run whet create");
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "whet create failed:\n{log}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(log.contains("[OK] Selected "), "{log}");
-    let (s, detail) = server.admin("GET", "/api/v2/services/own_torch", b"");
-    assert_eq!(s, 200, "{detail}");
-    let token = detail["token"].as_str().expect("token").to_string();
+    let (server, token) = deploy(work.path(), "own", "linear_relu.pt", "test.npz", "own_torch");
 
     // The signature comes from the test data, whose samples are [1, 2]: one
     // row per request.
