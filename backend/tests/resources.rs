@@ -3,49 +3,25 @@
 //! has the service group's GPU type, GPU deploys need GPUs discovered at
 //! start, and GPU jobs go to the GPU pool only.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+mod common;
+
+use axum::http::StatusCode;
 use backend::gpu::{GpuDevice, GpuInventory, NO_DRIVER};
 use backend::resources::{parse_groups, Resources};
-use backend::server::{open_with, router};
-use backend::state::{AppState, Settings};
+use backend::server::open_with;
 use backend::store::{ResolvedModel, Store};
-use http_body_util::BodyExt;
+use common::TestApp;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 const CPU_PLUGIN: &str = "blade --mode eas_plugin --optimize_for cpu";
 const GPU_PLUGIN: &str = "blade --mode eas_plugin --optimize_for gpu";
 const CPU_IMAGE: &str = "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest";
 const GPU_IMAGE: &str = "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cu110_latest";
 
-struct App {
-    router: axum::Router,
-    state: AppState,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
 /// A server with `groups` (as `--resource-group` values) and `gpus` found at start.
-async fn app(groups: &[&str], gpus: GpuInventory) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        data_dir: dir.path().join("data"),
-        cpu_workers: 1,
-        model_roots: vec![],
-        max_model_bytes: 1 << 20,
-        whet_exe: "whet".into(),
-    };
+async fn app(groups: &[&str], gpus: GpuInventory) -> TestApp {
     let specs: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
-    let resources = Resources::new(parse_groups(&specs).unwrap(), gpus);
-    let state = open_with(settings, resources).await.unwrap();
-    let admin = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
-    App {
-        router: router(state.clone()),
-        state,
-        admin,
-        _dir: dir,
-    }
+    TestApp::open_with(Resources::new(parse_groups(&specs).unwrap(), gpus)).await
 }
 
 fn no_gpu() -> GpuInventory {
@@ -61,46 +37,10 @@ fn one_t4() -> GpuInventory {
     }])
 }
 
-impl App {
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        token: Option<&str>,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
+impl TestApp {
     /// Uploads a small ONNX model; returns its `model_path`.
     async fn upload(&self) -> Value {
-        let model = optimizer::onnx_build::mlp(4, 8, 2);
-        let (s, up) = self
-            .call(
-                "POST",
-                "/api/v2/uploads?filename=m.onnx",
-                Some(&self.admin),
-                model,
-            )
-            .await;
+        let (s, up) = self.upload_mlp(&self.admin).await;
         assert_eq!(s, StatusCode::OK, "{up}");
         up["model_path"].clone()
     }
@@ -432,12 +372,7 @@ async fn a_gpu_service_is_not_restarted_on_a_server_without_its_gpus() {
     );
     let state = open_with(settings, again).await.unwrap();
     backend::deploy::recover(&state).await.unwrap();
-    let restarted = App {
-        router: router(state.clone()),
-        state,
-        admin: app.admin.clone(),
-        _dir: tempfile::tempdir().unwrap(),
-    };
+    let restarted = app.restarted(state);
     for (uri, body) in [
         ("/api/v2/services/svc_j/start", String::new()),
         (

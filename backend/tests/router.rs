@@ -1,57 +1,31 @@
 //! The API router called in-process (no socket): auth, validation errors,
 //! JSON 404s, and that rejected requests store nothing.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use backend::server::{open, router};
-use backend::state::Settings;
-use http_body_util::BodyExt;
-use tower::ServiceExt;
+mod common;
 
-async fn app() -> (axum::Router, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        data_dir: dir.path().join("data"),
-        cpu_workers: 1,
-        model_roots: vec![],
-        max_model_bytes: 1 << 20,
-        whet_exe: "whet".into(),
-    };
-    let state = open(settings).await.unwrap();
-    let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
-    (router(state), token, dir)
+use axum::http::StatusCode;
+use common::TestApp;
+
+async fn app() -> (TestApp, String) {
+    let app = TestApp::open().await;
+    let token = app.admin.clone();
+    (app, token)
 }
 
 async fn call(
-    app: &axum::Router,
+    app: &TestApp,
     method: &str,
     uri: &str,
     token: Option<&str>,
     body: &str,
 ) -> (StatusCode, serde_json::Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    app.call(method, uri, token, body).await
 }
 
 #[tokio::test]
 async fn admin_token_file_is_private_and_only_its_hash_is_stored() {
-    let (_app, token, dir) = app().await;
+    let (app, token) = app().await;
+    let dir = &app.dir;
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.path().join("data/admin-token"))
         .unwrap()
@@ -70,7 +44,7 @@ async fn admin_token_file_is_private_and_only_its_hash_is_stored() {
 
 #[tokio::test]
 async fn management_calls_need_a_valid_token() {
-    let (app, token, _d) = app().await;
+    let (app, token) = app().await;
     assert_eq!(
         call(&app, "GET", "/api/v2/services", None, "").await.0,
         StatusCode::UNAUTHORIZED
@@ -85,7 +59,7 @@ async fn management_calls_need_a_valid_token() {
 
 #[tokio::test]
 async fn invalid_configs_get_422_with_every_path_and_store_nothing() {
-    let (app, token, _d) = app().await;
+    let (app, token) = app().await;
     let cfg = r#"{"name": "x", "processor": "onnx_tpu", "surprise": 1}"#;
     let (s, body) = call(&app, "POST", "/api/v2/services", Some(&token), cfg).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -110,7 +84,7 @@ async fn invalid_configs_get_422_with_every_path_and_store_nothing() {
 
 #[tokio::test]
 async fn server_side_checks_name_the_field() {
-    let (app, token, _d) = app().await;
+    let (app, token) = app().await;
     let cfg = serde_json::json!({"name": "svc_one", "model_path": "oss://bucket/model/", "processor": "onnx_cpu"}).to_string();
     let (s, body) = call(&app, "POST", "/api/v2/services", Some(&token), &cfg).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -156,7 +130,7 @@ async fn server_side_checks_name_the_field() {
 
 #[tokio::test]
 async fn unknown_things_are_json_404s() {
-    let (app, token, _d) = app().await;
+    let (app, token) = app().await;
     let (s, body) = call(&app, "GET", "/api/v2/services/nope", Some(&token), "").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(body["error"].as_str().unwrap().contains("nope"));
@@ -169,7 +143,7 @@ async fn unknown_things_are_json_404s() {
 
 #[tokio::test]
 async fn unsafe_upload_names_are_refused() {
-    let (app, token, _d) = app().await;
+    let (app, token) = app().await;
     let (s, body) = call(
         &app,
         "POST",
@@ -213,7 +187,7 @@ fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_route_and_its_refs_resolve() {
-    let (app, _token, _d) = app().await;
+    let (app, _token) = app().await;
     let (s, doc) = call(&app, "GET", "/api/openapi.json", None, "").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");

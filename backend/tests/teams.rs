@@ -3,58 +3,17 @@
 //! teams' services do not exist for a caller, tokens are shown once and
 //! revocable, share links are public until revoked.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use backend::server::{open, router};
-use backend::state::Settings;
-use http_body_util::BodyExt;
+mod common;
+
+use axum::http::StatusCode;
+use common::TestApp;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-struct App {
-    router: axum::Router,
-    admin: String,
-    _dir: tempfile::TempDir,
+async fn app() -> TestApp {
+    TestApp::open().await
 }
 
-async fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        data_dir: dir.path().join("data"),
-        cpu_workers: 1,
-        model_roots: vec![],
-        max_model_bytes: 1 << 20,
-        whet_exe: "whet".into(),
-    };
-    let state = open(settings).await.unwrap();
-    let admin = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
-    App {
-        router: router(state),
-        admin,
-        _dir: dir,
-    }
-}
-
-impl App {
-    async fn call(&self, method: &str, uri: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
+impl TestApp {
     async fn json(&self, method: &str, uri: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(method, uri, Some(token), body.to_string().into_bytes()).await
     }
@@ -80,10 +39,7 @@ impl App {
 
     /// Uploads a small ONNX model and creates service `name` in `team`.
     async fn service(&self, token: &str, name: &str, team: &str) -> (StatusCode, Value) {
-        let model = optimizer::onnx_build::mlp(4, 8, 2);
-        let (s, up) = self
-            .call("POST", "/api/v2/uploads?filename=m.onnx", Some(token), model)
-            .await;
+        let (s, up) = self.upload_mlp(token).await;
         if s != StatusCode::OK {
             return (s, up);
         }
