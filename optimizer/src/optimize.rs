@@ -12,7 +12,9 @@ use shared::config::{OptimizationLevel, ValueRange};
 use crate::artifact::{self, ArtifactMeta};
 use crate::bench::{self, Budget};
 use crate::data::{self, Sample};
-use crate::engine::{self, Engine, ExecutionProvider, GraphLevel, SessionSettings};
+use crate::engine::{
+    self, Engine, ExecutionProvider, GraphLevel, InferenceEngine, SessionSettings,
+};
 use crate::error::{OptimizerError, Result};
 use crate::onnx;
 use crate::passes::{self, PassContext};
@@ -827,9 +829,14 @@ fn fallback(
 }
 
 fn rejected(cand: &Candidate, message: String) -> CandidateReport {
+    rejected_report(&cand.name, &cand.description, message)
+}
+
+/// The report row of a candidate that could not be built, loaded or run.
+pub(crate) fn rejected_report(name: &str, description: &str, message: String) -> CandidateReport {
     CandidateReport {
-        name: cand.name.clone(),
-        description: cand.description.clone(),
+        name: name.to_string(),
+        description: description.to_string(),
         status: CandidateStatus::Rejected,
         message: Some(message),
         max_rel_error: None,
@@ -851,6 +858,30 @@ fn evaluate(
     budget: &Budget,
 ) -> Result<CandidateReport> {
     let mut engine = cand.load()?;
+    verify_and_time(
+        &mut engine,
+        (&cand.name, &cand.description),
+        &cand.gate,
+        samples,
+        reference,
+        timing,
+        budget,
+    )
+}
+
+/// Runs `samples` on a loaded candidate engine and judges its outputs by
+/// `gate` against `reference` (the first candidate, the original, fills it),
+/// then times it on every timing set. Engine-agnostic: the ONNX and the
+/// TorchScript searches both report through here.
+pub(crate) fn verify_and_time(
+    engine: &mut dyn InferenceEngine,
+    (name, description): (&str, &str),
+    gate: &Gate,
+    samples: &[Sample],
+    reference: &mut Vec<Vec<(String, Tensor)>>,
+    timing: &[(String, Sample)],
+    budget: &Budget,
+) -> Result<CandidateReport> {
     let is_reference = reference.is_empty();
     let mut agreement = Agreement::default();
     let mut failure = None;
@@ -863,15 +894,15 @@ fn evaluate(
             break;
         }
     }
-    let passed = failure.is_none() && agreement.passes(&cand.gate);
-    let message = failure.or_else(|| (!passed).then(|| agreement.failure(&cand.gate)));
+    let passed = failure.is_none() && agreement.passes(gate);
+    let message = failure.or_else(|| (!passed).then(|| agreement.failure(gate)));
     let mut latency = Vec::new();
     for (label, sample) in timing {
-        latency.push(bench::time(&mut engine, sample, label, budget)?);
+        latency.push(bench::time(engine, sample, label, budget)?);
     }
     Ok(CandidateReport {
-        name: cand.name.clone(),
-        description: cand.description.clone(),
+        name: name.to_string(),
+        description: description.to_string(),
         status: if passed {
             CandidateStatus::Passed
         } else {

@@ -19,10 +19,11 @@ use crate::data::{self, Sample};
 use crate::engine::{EngineKind, GraphLevel, InferenceEngine, SessionSettings};
 use crate::error::{OptimizerError, Result};
 use crate::optimize::{
-    cpu_name, describe_row, first_p50, timing_sets, write_json, OptimizeOptions, Progress,
+    cpu_name, describe_row, first_p50, rejected_report, timing_sets, verify_and_time, write_json,
+    OptimizeOptions, Progress,
 };
 use crate::tensor::Tensor;
-use crate::verify::{Agreement, Gate};
+use crate::verify::Gate;
 
 struct Candidate {
     name: &'static str,
@@ -97,18 +98,7 @@ fn signature(inputs: Vec<TensorSpec>, outputs: Vec<TensorSpec>) -> ModelSignatur
 }
 
 fn rejected(c: &Candidate, message: String) -> CandidateReport {
-    CandidateReport {
-        name: c.name.into(),
-        description: c.description.into(),
-        status: CandidateStatus::Rejected,
-        message: Some(message),
-        max_rel_error: None,
-        min_cosine: None,
-        latency: vec![],
-        speedup: None,
-        size_bytes: 0,
-        seconds: 0.0,
-    }
+    rejected_report(c.name, c.description, message)
 }
 
 /// Verifies one candidate against `reference` (filled by the first) and
@@ -126,40 +116,17 @@ fn evaluate(
 ) -> Result<CandidateReport> {
     let mut engine = TorchEngine::load(model, sig.clone(), c.settings)?;
     engine.reset()?;
-    let is_reference = reference.is_empty();
-    let mut agreement = Agreement::default();
-    let mut failure = None;
-    for (i, sample) in samples.iter().enumerate() {
-        let out = engine.run(sample)?;
-        if is_reference {
-            reference.push(out);
-        } else if let Err(e) = agreement.update(&reference[i], &out) {
-            failure = Some(format!("sample {i}: {e}"));
-            break;
-        }
-    }
-    let passed = failure.is_none() && agreement.passes(gate);
-    let message = failure.or_else(|| (!passed).then(|| agreement.failure(gate)));
-    let mut latency = Vec::new();
-    for (label, sample) in timing {
-        latency.push(bench::time(&mut engine, sample, label, budget)?);
-    }
-    Ok(CandidateReport {
-        name: c.name.into(),
-        description: c.description.into(),
-        status: if passed {
-            CandidateStatus::Passed
-        } else {
-            CandidateStatus::Rejected
-        },
-        message,
-        max_rel_error: Some(agreement.max_rel_error),
-        min_cosine: Some(agreement.min_cosine),
-        latency,
-        speedup: None,
-        size_bytes: std::fs::metadata(model).map(|m| m.len()).unwrap_or(0),
-        seconds: 0.0,
-    })
+    let mut row = verify_and_time(
+        &mut engine,
+        (c.name, c.description),
+        gate,
+        samples,
+        reference,
+        timing,
+        budget,
+    )?;
+    row.size_bytes = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
+    Ok(row)
 }
 
 /// Runs the TorchScript search and writes `model.pt`, `artifact.json` and
