@@ -997,6 +997,36 @@ impl Browser {
         field.clear().await.expect("clear the field");
         field.send_keys(text).await.expect("type into the field");
     }
+
+    /// Creates an API token labelled `name` with the token form of the page
+    /// shown (account or admin) and returns the secret, shown once, once its
+    /// row is listed too.
+    async fn create_token(&self, name: &str) -> String {
+        self.type_into(
+            "the token's name",
+            "[data-test=token-create] input[name=name]",
+            name,
+        )
+        .await;
+        self.click(
+            "Create token",
+            "[data-test=token-create] button[type=submit]",
+        )
+        .await;
+        let secret = self
+            .wait_js(
+                "the new token, shown once",
+                PAGE,
+                &format!(
+                    "const s = document.querySelector('[data-test=shown-once] [data-test=secret]'); \
+                     if (!s || !document.querySelector('[data-test=token-row][data-name=' + {} + ']')) return null; \
+                     s.scrollIntoView(); return s.textContent;",
+                    json!(name)
+                ),
+            )
+            .await;
+        secret.as_str().expect("token").to_string()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1404,28 +1434,7 @@ async fn a_viewer_sees_no_actions_and_the_api_refuses_their_delete() {
     browser
         .click("the account link", "header [data-test=user]")
         .await;
-    browser
-        .type_into(
-            "the token's name",
-            "[data-test=token-create] input[name=name]",
-            "spare",
-        )
-        .await;
-    browser
-        .click(
-            "Create token",
-            "[data-test=token-create] button[type=submit]",
-        )
-        .await;
-    let spare = browser
-        .wait_js(
-            "the new token, shown once",
-            PAGE,
-            "const s = document.querySelector('[data-test=shown-once] [data-test=secret]'); \
-             return s && document.querySelector('[data-test=token-row][data-name=spare]') && s.textContent;",
-        )
-        .await;
-    let spare = spare.as_str().expect("token").to_string();
+    let spare = browser.create_token("spare").await;
     assert_eq!(
         api_as(&server, &spare, "GET", "/api/v2/me", Value::Null).0,
         200
@@ -1610,28 +1619,7 @@ async fn team_dashboard_and_settings_render_and_admins_change_members() {
     browser
         .click("Create user", "[data-test=user-create] button[type=submit]")
         .await;
-    browser
-        .type_into(
-            "the token's name",
-            "[data-test=token-create] input[name=name]",
-            "laptop",
-        )
-        .await;
-    browser
-        .click(
-            "Create token",
-            "[data-test=token-create] button[type=submit]",
-        )
-        .await;
-    let secret = browser
-        .wait_js(
-            "the new token, shown once",
-            PAGE,
-            "const s = document.querySelector('[data-test=shown-once] [data-test=secret]'); \
-             if (!s) return null; s.scrollIntoView(); return s.textContent;",
-        )
-        .await;
-    let secret = secret.as_str().expect("token").to_string();
+    let secret = browser.create_token("laptop").await;
     let (status, me) = api_as(&server, &secret, "GET", "/api/v2/me", Value::Null);
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["user"], json!("eve"), "{me}");
