@@ -65,7 +65,11 @@ async fn list_teams(
     ))
 }
 
-async fn team_detail_of(state: &AppState, team: &str, your_role: Role) -> Result<TeamDetail, AppError> {
+async fn team_detail_of(
+    state: &AppState,
+    team: &str,
+    your_role: Role,
+) -> Result<TeamDetail, AppError> {
     let created_at = state
         .store
         .team(team)
@@ -98,7 +102,12 @@ async fn team_detail(
     State(state): State<AppState>,
     Path(team): Path<String>,
 ) -> Result<Json<TeamDetail>, AppError> {
-    let role = caller.require(&team, Role::Viewer, "viewing a team", &team_not_found(&team))?;
+    let role = caller.require(
+        &team,
+        Role::Viewer,
+        "viewing a team",
+        &team_not_found(&team),
+    )?;
     Ok(Json(team_detail_of(&state, &team, role).await?))
 }
 
@@ -116,13 +125,21 @@ async fn set_member(
     Path((team, user)): Path<(String, String)>,
     Json(req): Json<SetMember>,
 ) -> Result<Json<TeamDetail>, AppError> {
-    let role = caller.require(&team, Role::Admin, "managing members", &team_not_found(&team))?;
+    let role = caller.require(
+        &team,
+        Role::Admin,
+        "managing members",
+        &team_not_found(&team),
+    )?;
     // Checked after the role: only team admins learn which users exist.
     let u = user_or_404(&state, &user).await?;
     if state.store.team(&team).await?.is_none() {
         return Err(AppError::NotFound(team_not_found(&team)));
     }
-    state.store.set_membership(&team, u.id, Some(req.role)).await?;
+    state
+        .store
+        .set_membership(&team, u.id, Some(req.role))
+        .await?;
     Ok(Json(team_detail_of(&state, &team, role).await?))
 }
 
@@ -131,7 +148,12 @@ async fn remove_member(
     State(state): State<AppState>,
     Path((team, user)): Path<(String, String)>,
 ) -> Result<Json<TeamDetail>, AppError> {
-    let role = caller.require(&team, Role::Admin, "managing members", &team_not_found(&team))?;
+    let role = caller.require(
+        &team,
+        Role::Admin,
+        "managing members",
+        &team_not_found(&team),
+    )?;
     let u = user_or_404(&state, &user).await?;
     state.store.set_membership(&team, u.id, None).await?;
     Ok(Json(team_detail_of(&state, &team, role).await?))
@@ -143,7 +165,12 @@ async fn dashboard(
     State(state): State<AppState>,
     Path(team): Path<String>,
 ) -> Result<Json<TeamDashboard>, AppError> {
-    caller.require(&team, Role::Viewer, "viewing a team", &team_not_found(&team))?;
+    caller.require(
+        &team,
+        Role::Viewer,
+        "viewing a team",
+        &team_not_found(&team),
+    )?;
     if state.store.team(&team).await?.is_none() {
         return Err(AppError::NotFound(team_not_found(&team)));
     }
@@ -183,7 +210,11 @@ async fn create_user(
 
 /// The user `name` when the caller is that user or a site admin. Others get
 /// 404, so user names do not leak.
-async fn self_or_site_admin(state: &AppState, caller: &Caller, name: &str) -> Result<UserRow, AppError> {
+async fn self_or_site_admin(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<UserRow, AppError> {
     if caller.user.name == name {
         return Ok(caller.user.clone());
     }
@@ -227,7 +258,10 @@ async fn create_token(
         ));
     }
     let token = new_token("whet_");
-    let id = state.store.insert_token(u.id, label, &hash_token(&token)).await?;
+    let id = state
+        .store
+        .insert_token(u.id, label, &hash_token(&token))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(NewToken {
@@ -247,6 +281,8 @@ async fn revoke_token(
     if state.store.revoke_token(u.id, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(AppError::NotFound(format!("user '{user}' has no token {id}")))
+        Err(AppError::NotFound(format!(
+            "user '{user}' has no token {id}"
+        )))
     }
 }

@@ -21,11 +21,11 @@ use shared::{parse_and_validate, ServiceConfig};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{new_token, Caller};
-use shared::api::Role;
 use crate::error::AppError;
 use crate::fetch;
 use crate::state::AppState;
 use crate::store::{ResolvedModel, ServiceRow};
+use shared::api::Role;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -103,11 +103,17 @@ async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppE
 }
 
 /// The list row of a service, with the speedup from its report.
-pub(crate) async fn summary_of(state: &AppState, row: ServiceRow) -> Result<ServiceSummary, AppError> {
+pub(crate) async fn summary_of(
+    state: &AppState,
+    row: ServiceRow,
+) -> Result<ServiceSummary, AppError> {
     Ok(detail(state, row).await?.summary)
 }
 
-pub(crate) async fn detail_of(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppError> {
+pub(crate) async fn detail_of(
+    state: &AppState,
+    row: ServiceRow,
+) -> Result<ServiceDetail, AppError> {
     detail(state, row).await
 }
 
@@ -150,12 +156,17 @@ async fn list(
     Query(q): Query<TeamQuery>,
 ) -> Result<Json<Vec<ServiceSummary>>, AppError> {
     if let Some(team) = &q.team {
-        caller.require(team, Role::Viewer, "listing services", &format!("no team named '{team}'"))?;
+        caller.require(
+            team,
+            Role::Viewer,
+            "listing services",
+            &format!("no team named '{team}'"),
+        )?;
     }
     let mut out = Vec::new();
     for row in state.store.list_services().await? {
-        let visible = caller.role_in(&row.team).is_some()
-            && q.team.as_ref().is_none_or(|t| *t == row.team);
+        let visible =
+            caller.role_in(&row.team).is_some() && q.team.as_ref().is_none_or(|t| *t == row.team);
         if visible {
             out.push(detail(&state, row).await?.summary);
         }
@@ -240,7 +251,12 @@ fn target_team(caller: &Caller, asked: Option<String>) -> Result<String, AppErro
                 )
             })?,
     };
-    caller.require(&team, Role::Deployer, "deploying", &format!("no team named '{team}'"))?;
+    caller.require(
+        &team,
+        Role::Deployer,
+        "deploying",
+        &format!("no team named '{team}'"),
+    )?;
     Ok(team)
 }
 
@@ -266,7 +282,14 @@ async fn create(
     let stored = serde_json::to_string(&cfg).map_err(|e| AppError::Internal(e.to_string()))?;
     let job = state
         .store
-        .create_service(&cfg.name, &stored, &token, cfg.metadata.instance, &model, &team)
+        .create_service(
+            &cfg.name,
+            &stored,
+            &token,
+            cfg.metadata.instance,
+            &model,
+            &team,
+        )
         .await?;
     state
         .logs
@@ -283,7 +306,14 @@ async fn modify(
     Path(name): Path<String>,
     body: String,
 ) -> Result<Json<ServiceDetail>, AppError> {
-    service_for(&state, &caller, &name, Role::Deployer, "modifying a service").await?;
+    service_for(
+        &state,
+        &caller,
+        &name,
+        Role::Deployer,
+        "modifying a service",
+    )
+    .await?;
     let cfg = parse_config(&body)?;
     if cfg.name != name {
         return Err(AppError::invalid("name", format!("the config names '{}' but the request is for '{name}'; a service cannot be renamed", cfg.name)));
@@ -443,7 +473,11 @@ async fn logs(
     Ok(Json(log_page(&state, &name, q).await?))
 }
 
-pub(crate) async fn log_page(state: &AppState, name: &str, q: LogQuery) -> Result<LogPage, AppError> {
+pub(crate) async fn log_page(
+    state: &AppState,
+    name: &str,
+    q: LogQuery,
+) -> Result<LogPage, AppError> {
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
     let lines = state.store.logs_after(name, q.after, limit).await?;
     let next = (lines.len() as i64 == limit)

@@ -80,7 +80,13 @@ impl Caller {
     /// Checks the caller's role in `team`. A caller outside the team gets
     /// 404 (`not_found`), so names of other teams' things do not leak; a
     /// member whose role is too low gets 403 naming the role needed.
-    pub fn require(&self, team: &str, need: Role, action: &str, not_found: &str) -> Result<Role, AppError> {
+    pub fn require(
+        &self,
+        team: &str,
+        need: Role,
+        action: &str,
+        not_found: &str,
+    ) -> Result<Role, AppError> {
         match self.role_in(team) {
             None => Err(AppError::NotFound(not_found.to_string())),
             Some(r) if r >= need => Ok(r),

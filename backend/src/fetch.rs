@@ -267,7 +267,8 @@ fn import_tensorflow(
         outputs: info.and_then(|(_, i)| i.outputs.clone()),
         input_shapes: vec![],
     };
-    let sha = optimizer::artifact::sha256_file(pb).map_err(|e| AppError::Internal(e.to_string()))?;
+    let sha =
+        optimizer::artifact::sha256_file(pb).map_err(|e| AppError::Internal(e.to_string()))?;
     let key = {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
@@ -280,7 +281,8 @@ fn import_tensorflow(
     if out.is_file() {
         return Ok(out);
     }
-    let model = optimizer::tf::import_path(pb, &opts).map_err(|e| invalid(&field(info), e.to_string()))?;
+    let model =
+        optimizer::tf::import_path(pb, &opts).map_err(|e| invalid(&field(info), e.to_string()))?;
     std::fs::create_dir_all(&dir)?;
     // Written whole, then renamed: a crash never leaves half a model.
     let tmp = dir.join(format!(".tmp-{key}"));

@@ -321,13 +321,38 @@ impl AccountSchemas {
             o
         };
         let auth = [("401", "missing or invalid token")];
-        let site = [("401", "missing or invalid token"), ("403", "needs a site admin"), ("409", "the name is taken"), ("422", "bad name")];
-        let team_errs = [("401", "missing or invalid token"), ("404", "no such team (or not a member)")];
-        let admin_errs = [("401", "missing or invalid token"), ("403", "needs the team's admin role"), ("404", "no such team or user"), ("409", "the team would have no admin left")];
-        let self_errs = [("401", "missing or invalid token"), ("404", "no such user (or not yours)")];
-        let share_errs = [("401", "missing or invalid token"), ("403", "needs the deployer role"), ("404", "no such service or link")];
+        let site = [
+            ("401", "missing or invalid token"),
+            ("403", "needs a site admin"),
+            ("409", "the name is taken"),
+            ("422", "bad name"),
+        ];
+        let team_errs = [
+            ("401", "missing or invalid token"),
+            ("404", "no such team (or not a member)"),
+        ];
+        let admin_errs = [
+            ("401", "missing or invalid token"),
+            ("403", "needs the team's admin role"),
+            ("404", "no such team or user"),
+            ("409", "the team would have no admin left"),
+        ];
+        let self_errs = [
+            ("401", "missing or invalid token"),
+            ("404", "no such user (or not yours)"),
+        ];
+        let share_errs = [
+            ("401", "missing or invalid token"),
+            ("403", "needs the deployer role"),
+            ("404", "no such service or link"),
+        ];
         let gone = [("404", "unknown or revoked link")];
-        let (team, user, name, token) = (p("team", "team name"), p("user", "user name"), p("name", "service name"), p("token", "share link token"));
+        let (team, user, name, token) = (
+            p("team", "team name"),
+            p("user", "user name"),
+            p("name", "service name"),
+            p("token", "share link token"),
+        );
         json!({
             "/api/v2/me": { "get": op("The caller: user name, site admin, teams and roles", "accounts", mgmt, responses(vec![ok("200", "the caller", &self.me)], e, &auth)) },
             "/api/v2/teams": {

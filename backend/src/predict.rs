@@ -190,7 +190,10 @@ async fn model_config(
     uri: Uri,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-    Ok(Json(crate::kserve_binary::model_config(&name, &pool.signature)))
+    Ok(Json(crate::kserve_binary::model_config(
+        &name,
+        &pool.signature,
+    )))
 }
 
 async fn model_config_version(

@@ -179,7 +179,13 @@ mod tests {
         assert_eq!(t.p50_ms.map(|v| v.round()), Some(20.0));
         let t = r.summary_at(&["a", "b"], 130);
         assert_eq!(t.requests, 4);
-        assert_eq!(r.summary_at(&["c"], 130), Traffic { requests: 0, p50_ms: None });
+        assert_eq!(
+            r.summary_at(&["c"], 130),
+            Traffic {
+                requests: 0,
+                p50_ms: None
+            }
+        );
     }
 
     #[test]
@@ -221,7 +227,10 @@ mod tests {
                 s("c", ServiceStatus::Failed, 1, 0, None),
                 s("d", ServiceStatus::Stopped, 3, 0, Some(2.0)),
             ],
-            Traffic { requests: 12, p50_ms: Some(4.0) },
+            Traffic {
+                requests: 12,
+                p50_ms: Some(4.0),
+            },
         );
         assert_eq!(d.by_status["Running"], 2);
         assert_eq!(d.by_status["Failed"], 1);

@@ -19,10 +19,7 @@ use crate::store::ServiceRow;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/v2/services/{name}/shares",
-            get(list).post(create),
-        )
+        .route("/api/v2/services/{name}/shares", get(list).post(create))
         .route("/api/v2/services/{name}/shares/{token}", delete(revoke))
         .route("/api/v2/shared/{token}", get(shared))
         .route("/api/v2/shared/{token}/logs", get(shared_logs))
@@ -56,7 +53,14 @@ async fn revoke(
     State(state): State<AppState>,
     Path((name, token)): Path<(String, String)>,
 ) -> Result<StatusCode, AppError> {
-    service_for(&state, &caller, &name, Role::Deployer, "revoking a share link").await?;
+    service_for(
+        &state,
+        &caller,
+        &name,
+        Role::Deployer,
+        "revoking a share link",
+    )
+    .await?;
     if state.store.revoke_share(&name, &token).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

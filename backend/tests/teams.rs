@@ -15,7 +15,8 @@ async fn app() -> TestApp {
 
 impl TestApp {
     async fn json(&self, method: &str, uri: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        self.call(method, uri, Some(token), body.to_string().into_bytes()).await
+        self.call(method, uri, Some(token), body.to_string().into_bytes())
+            .await
     }
 
     async fn get(&self, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -24,14 +25,26 @@ impl TestApp {
 
     /// Creates a user with a token and a role in `team`; returns the token.
     async fn user(&self, name: &str, team: &str, role: &str) -> String {
-        let (s, b) = self.json("POST", "/api/v2/users", &self.admin, json!({"name": name})).await;
+        let (s, b) = self
+            .json("POST", "/api/v2/users", &self.admin, json!({"name": name}))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let (s, b) = self
-            .json("PUT", &format!("/api/v2/teams/{team}/members/{name}"), &self.admin, json!({"role": role}))
+            .json(
+                "PUT",
+                &format!("/api/v2/teams/{team}/members/{name}"),
+                &self.admin,
+                json!({"role": role}),
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
         let (s, b) = self
-            .json("POST", &format!("/api/v2/users/{name}/tokens"), &self.admin, json!({"name": "test"}))
+            .json(
+                "POST",
+                &format!("/api/v2/users/{name}/tokens"),
+                &self.admin,
+                json!({"name": "test"}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         b["token"].as_str().unwrap().to_string()
@@ -44,7 +57,8 @@ impl TestApp {
             return (s, up);
         }
         let cfg = json!({"name": name, "model_path": up["model_path"], "processor": "onnx_cpu"});
-        self.json("POST", &format!("/api/v2/services?team={team}"), token, cfg).await
+        self.json("POST", &format!("/api/v2/services?team={team}"), token, cfg)
+            .await
     }
 }
 
@@ -61,7 +75,10 @@ async fn the_admin_token_is_the_first_site_admin() {
     let app = app().await;
     let (s, me) = app.get("/api/v2/me", Some(&app.admin)).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(me, json!({"user": "admin", "site_admin": true, "teams": [{"team": "default", "role": "admin"}]}));
+    assert_eq!(
+        me,
+        json!({"user": "admin", "site_admin": true, "teams": [{"team": "default", "role": "admin"}]})
+    );
     let (s, created) = app.service(&app.admin, "first_svc", "default").await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     assert_eq!(created["team"], "default");
@@ -70,7 +87,9 @@ async fn the_admin_token_is_the_first_site_admin() {
 #[tokio::test]
 async fn roles_decide_what_a_member_may_do() {
     let app = app().await;
-    let (s, b) = app.json("POST", "/api/v2/teams", &app.admin, json!({"name": "ml"})).await;
+    let (s, b) = app
+        .json("POST", "/api/v2/teams", &app.admin, json!({"name": "ml"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let deployer = app.user("dana", "ml", "deployer").await;
     let viewer = app.user("vic", "ml", "viewer").await;
@@ -80,30 +99,80 @@ async fn roles_decide_what_a_member_may_do() {
     assert_eq!(b["team"], "ml");
 
     // A viewer sees the service, its log and its shares...
-    assert_eq!(app.get("/api/v2/services/ml_svc", Some(&viewer)).await.0, StatusCode::OK);
-    assert_eq!(app.get("/api/v2/services/ml_svc/logs", Some(&viewer)).await.0, StatusCode::OK);
-    assert_eq!(names(&app.get("/api/v2/services", Some(&viewer)).await.1), vec!["ml_svc"]);
+    assert_eq!(
+        app.get("/api/v2/services/ml_svc", Some(&viewer)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/api/v2/services/ml_svc/logs", Some(&viewer))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        names(&app.get("/api/v2/services", Some(&viewer)).await.1),
+        vec!["ml_svc"]
+    );
     // ...but may not deploy, scale, stop, delete, share or upload.
-    let (s, b) = app.call("DELETE", "/api/v2/services/ml_svc", Some(&viewer), vec![]).await;
+    let (s, b) = app
+        .call("DELETE", "/api/v2/services/ml_svc", Some(&viewer), vec![])
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
-    assert!(b["error"].as_str().unwrap().contains("deployer role in team 'ml'"), "{b}");
-    let (s, _) = app.json("POST", "/api/v2/services/ml_svc/scale", &viewer, json!({"instances": 2})).await;
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("deployer role in team 'ml'"),
+        "{b}"
+    );
+    let (s, _) = app
+        .json(
+            "POST",
+            "/api/v2/services/ml_svc/scale",
+            &viewer,
+            json!({"instances": 2}),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = app.call("POST", "/api/v2/services/ml_svc/stop", Some(&viewer), vec![]).await;
+    let (s, _) = app
+        .call(
+            "POST",
+            "/api/v2/services/ml_svc/stop",
+            Some(&viewer),
+            vec![],
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = app.call("POST", "/api/v2/services/ml_svc/shares", Some(&viewer), vec![]).await;
+    let (s, _) = app
+        .call(
+            "POST",
+            "/api/v2/services/ml_svc/shares",
+            Some(&viewer),
+            vec![],
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = app.service(&viewer, "viewer_svc", "ml").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // Nothing changed.
-    assert_eq!(app.get("/api/v2/services/ml_svc", Some(&deployer)).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v2/services/ml_svc", Some(&deployer)).await.0,
+        StatusCode::OK
+    );
     // A deployer may not manage members; the team admin may.
     let (s, _) = app
-        .json("PUT", "/api/v2/teams/ml/members/vic", &deployer, json!({"role": "admin"}))
+        .json(
+            "PUT",
+            "/api/v2/teams/ml/members/vic",
+            &deployer,
+            json!({"role": "admin"}),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // The deployer deletes.
-    let (s, b) = app.call("DELETE", "/api/v2/services/ml_svc", Some(&deployer), vec![]).await;
+    let (s, b) = app
+        .call("DELETE", "/api/v2/services/ml_svc", Some(&deployer), vec![])
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
 }
 
@@ -111,12 +180,17 @@ async fn roles_decide_what_a_member_may_do() {
 async fn other_teams_services_do_not_exist_for_a_caller() {
     let app = app().await;
     for t in ["ml", "web"] {
-        let (s, b) = app.json("POST", "/api/v2/teams", &app.admin, json!({"name": t})).await;
+        let (s, b) = app
+            .json("POST", "/api/v2/teams", &app.admin, json!({"name": t}))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
     }
     let ml = app.user("mia", "ml", "admin").await;
     let web = app.user("wes", "web", "deployer").await;
-    assert_eq!(app.service(&ml, "ml_model", "ml").await.0, StatusCode::CREATED);
+    assert_eq!(
+        app.service(&ml, "ml_model", "ml").await.0,
+        StatusCode::CREATED
+    );
 
     assert!(names(&app.get("/api/v2/services", Some(&web)).await.1).is_empty());
     for (m, uri) in [
@@ -133,9 +207,15 @@ async fn other_teams_services_do_not_exist_for_a_caller() {
         assert_eq!(s, StatusCode::NOT_FOUND, "{m} {uri}: {b}");
     }
     // Deploying into a team one is not in is a 404 too.
-    assert_eq!(app.service(&web, "sneaky", "ml").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.service(&web, "sneaky", "ml").await.0,
+        StatusCode::NOT_FOUND
+    );
     // The admin sees both teams' services; the ml admin sees the team.
-    assert_eq!(names(&app.get("/api/v2/services", Some(&app.admin)).await.1), vec!["ml_model"]);
+    assert_eq!(
+        names(&app.get("/api/v2/services", Some(&app.admin)).await.1),
+        vec!["ml_model"]
+    );
     let (s, team) = app.get("/api/v2/teams/ml", Some(&ml)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(team["your_role"], "admin");
@@ -154,32 +234,83 @@ async fn tokens_are_shown_once_listed_without_secret_and_revocable() {
     let (s, list) = app.get("/api/v2/users/tia/tokens", Some(&t)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 1);
-    assert!(!list.to_string().contains(&t), "a listed token shows its secret");
+    assert!(
+        !list.to_string().contains(&t),
+        "a listed token shows its secret"
+    );
     // Users manage only their own tokens; others' do not exist for them.
-    assert_eq!(app.get("/api/v2/users/admin/tokens", Some(&t)).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(app.get("/api/v2/users", Some(&t)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/api/v2/users/admin/tokens", Some(&t)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/api/v2/users", Some(&t)).await.0,
+        StatusCode::FORBIDDEN
+    );
     let id = list[0]["id"].as_i64().unwrap();
-    let (s, _) = app.call("DELETE", &format!("/api/v2/users/tia/tokens/{id}"), Some(&t), vec![]).await;
+    let (s, _) = app
+        .call(
+            "DELETE",
+            &format!("/api/v2/users/tia/tokens/{id}"),
+            Some(&t),
+            vec![],
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    assert_eq!(app.get("/api/v2/me", Some(&t)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/v2/me", Some(&t)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
 async fn bad_names_and_last_admin_removal_are_refused() {
     let app = app().await;
-    let (s, b) = app.json("POST", "/api/v2/users", &app.admin, json!({"name": "Bad Name"})).await;
+    let (s, b) = app
+        .json(
+            "POST",
+            "/api/v2/users",
+            &app.admin,
+            json!({"name": "Bad Name"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     assert_eq!(b["errors"][0]["path"], "name");
-    let (s, _) = app.json("POST", "/api/v2/teams", &app.admin, json!({"name": "default"})).await;
+    let (s, _) = app
+        .json(
+            "POST",
+            "/api/v2/teams",
+            &app.admin,
+            json!({"name": "default"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (s, b) = app.call("DELETE", "/api/v2/teams/default/members/admin", Some(&app.admin), vec![]).await;
-    assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(b["error"].as_str().unwrap().contains("no admin left"), "{b}");
     let (s, b) = app
-        .json("PUT", "/api/v2/teams/default/members/admin", &app.admin, json!({"role": "owner"}))
+        .call(
+            "DELETE",
+            "/api/v2/teams/default/members/admin",
+            Some(&app.admin),
+            vec![],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("no admin left"),
+        "{b}"
+    );
+    let (s, b) = app
+        .json(
+            "PUT",
+            "/api/v2/teams/default/members/admin",
+            &app.admin,
+            json!({"role": "owner"}),
+        )
         .await;
     assert!(s.is_client_error(), "{s} {b}");
-    assert_eq!(app.get("/api/v2/teams/default", Some(&app.admin)).await.1["members"][0]["role"], "admin");
+    assert_eq!(
+        app.get("/api/v2/teams/default", Some(&app.admin)).await.1["members"][0]["role"],
+        "admin"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +318,14 @@ async fn share_links_work_without_signing_in_until_revoked() {
     let app = app().await;
     let (s, b) = app.service(&app.admin, "shared_svc", "default").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, link) = app.call("POST", "/api/v2/services/shared_svc/shares", Some(&app.admin), vec![]).await;
+    let (s, link) = app
+        .call(
+            "POST",
+            "/api/v2/services/shared_svc/shares",
+            Some(&app.admin),
+            vec![],
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{link}");
     let token = link["token"].as_str().unwrap().to_string();
     assert_eq!(link["url"], format!("/s/{token}"));
@@ -198,21 +336,43 @@ async fn share_links_work_without_signing_in_until_revoked() {
     assert!(view.get("token").is_none() && !view.to_string().contains("model_path"));
     let (s, logs) = app.get(&format!("/api/v2/shared/{token}/logs"), None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(logs["lines"][0]["line"].as_str().unwrap().contains("[OK] Service is being created"));
+    assert!(logs["lines"][0]["line"]
+        .as_str()
+        .unwrap()
+        .contains("[OK] Service is being created"));
     // The link does not open the management API.
-    assert_eq!(app.get("/api/v2/services/shared_svc", Some(&token)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/v2/services/shared_svc", Some(&token)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
-    let (s, list) = app.get("/api/v2/services/shared_svc/shares", Some(&app.admin)).await;
+    let (s, list) = app
+        .get("/api/v2/services/shared_svc/shares", Some(&app.admin))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 1);
     let (s, _) = app
-        .call("DELETE", &format!("/api/v2/services/shared_svc/shares/{token}"), Some(&app.admin), vec![])
+        .call(
+            "DELETE",
+            &format!("/api/v2/services/shared_svc/shares/{token}"),
+            Some(&app.admin),
+            vec![],
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    for uri in [format!("/api/v2/shared/{token}"), format!("/api/v2/shared/{token}/logs")] {
+    for uri in [
+        format!("/api/v2/shared/{token}"),
+        format!("/api/v2/shared/{token}/logs"),
+    ] {
         let (s, b) = app.get(&uri, None).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{uri}");
         assert!(b["error"].as_str().unwrap().contains("revoked"));
     }
-    assert!(app.get("/api/v2/services/shared_svc/shares", Some(&app.admin)).await.1.as_array().unwrap().is_empty());
+    assert!(app
+        .get("/api/v2/services/shared_svc/shares", Some(&app.admin))
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .is_empty());
 }

@@ -69,7 +69,11 @@ fn deploy_and_compare(
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{log}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{log}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(log.contains("[OK] Service is running"), "{log}");
 
     let (s, detail) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
@@ -104,9 +108,18 @@ fn deploy_and_compare(
             .collect();
         let want = &want[i * width..(i + 1) * width];
         assert_eq!(got.len(), want.len());
-        let diff: f32 = got.iter().zip(want).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt();
+        let diff: f32 = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt();
         let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
-        assert!(diff <= tolerance * norm, "sample {i}: relative error {}", diff / norm);
+        assert!(
+            diff <= tolerance * norm,
+            "sample {i}: relative error {}",
+            diff / norm
+        );
     }
 }
 
@@ -137,4 +150,3 @@ fn mobilenet_frozen_graph_deploys_with_default_inputs_and_outputs() {
         1e-4,
     );
 }
-

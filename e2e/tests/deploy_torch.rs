@@ -76,7 +76,13 @@ fn silero_torchscript_deploys_and_predicts_in_order() {
         &[("input0", &stacked), ("input1", &sr)],
     )
     .expect("write test data");
-    let (server, token) = deploy(work.path(), "silero", "silero_vad.jit", "test_silero.npz", "silero_torch");
+    let (server, token) = deploy(
+        work.path(),
+        "silero",
+        "silero_vad.jit",
+        "test_silero.npz",
+        "silero_torch",
+    );
 
     // The fresh instance starts from the module's initial state, so chunks
     // sent in order give PyTorch's probabilities for that order.
@@ -116,11 +122,23 @@ fn an_own_torchscript_module_deploys_and_matches_hand_computed_outputs() {
     let model_dir = work.path().join("own");
     std::fs::create_dir_all(&model_dir).expect("model folder");
     linear_relu(&model_dir.join("linear_relu.pt")).expect("build the module");
-    let rows: Vec<[f32; 2]> = (0..8).map(|i| [i as f32 * 0.5 - 2.0, 1.0 - i as f32 * 0.25]).collect();
-    let x = Tensor::new(vec![rows.len(), 2], TensorData::F32(rows.iter().flatten().copied().collect()))
-        .expect("test inputs");
-    optimizer::data::write_npz(&model_dir.join("test.npz"), &[("input0", &x)]).expect("write test data");
-    let (server, token) = deploy(work.path(), "own", "linear_relu.pt", "test.npz", "own_torch");
+    let rows: Vec<[f32; 2]> = (0..8)
+        .map(|i| [i as f32 * 0.5 - 2.0, 1.0 - i as f32 * 0.25])
+        .collect();
+    let x = Tensor::new(
+        vec![rows.len(), 2],
+        TensorData::F32(rows.iter().flatten().copied().collect()),
+    )
+    .expect("test inputs");
+    optimizer::data::write_npz(&model_dir.join("test.npz"), &[("input0", &x)])
+        .expect("write test data");
+    let (server, token) = deploy(
+        work.path(),
+        "own",
+        "linear_relu.pt",
+        "test.npz",
+        "own_torch",
+    );
 
     // The signature comes from the test data, whose samples are [1, 2]: one
     // row per request.
@@ -128,11 +146,19 @@ fn an_own_torchscript_module_deploys_and_matches_hand_computed_outputs() {
         let body = serde_json::json!({"inputs": [
             {"name": "input0", "shape": [1, 2], "datatype": "FP32", "data": row},
         ]});
-        let (s, answer) =
-            server.http("POST", "/api/predict/own_torch", Some(&token), body.to_string().as_bytes());
+        let (s, answer) = server.http(
+            "POST",
+            "/api/predict/own_torch",
+            Some(&token),
+            body.to_string().as_bytes(),
+        );
         assert_eq!(s, 200, "{answer}");
         let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON answer");
-        assert_eq!(answer["outputs"][0]["shape"], serde_json::json!([1, 2]), "{answer}");
+        assert_eq!(
+            answer["outputs"][0]["shape"],
+            serde_json::json!([1, 2]),
+            "{answer}"
+        );
         let got: Vec<f64> = answer["outputs"][0]["data"]
             .as_array()
             .expect("data")

@@ -19,7 +19,11 @@ fn ok(out: Output) -> String {
 }
 
 fn refused(out: Output) -> String {
-    assert!(!out.status.success(), "expected a refusal: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected a refusal: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
@@ -37,20 +41,34 @@ fn roles_and_share_links_from_the_cli() {
     assert!(ok(run(&["whoami"])).contains("admin (site admin)"));
     ok(run(&["team", "create", "ml"]));
     ok(run(&["team", "create", "web"]));
-    for (user, team, role) in [("dana", "ml", "deployer"), ("vic", "ml", "viewer"), ("wes", "web", "admin")] {
+    for (user, team, role) in [
+        ("dana", "ml", "deployer"),
+        ("vic", "ml", "viewer"),
+        ("wes", "web", "admin"),
+    ] {
         ok(run(&["user", "create", user]));
         ok(run(&["team", "add", team, user, "--role", role]));
     }
-    let token = |user: &str| ok(run(&["user", "token", user, "--name", "e2e"])).trim().to_string();
+    let token = |user: &str| {
+        ok(run(&["user", "token", user, "--name", "e2e"]))
+            .trim()
+            .to_string()
+    };
     let (dana, vic, wes) = (token("dana"), token("vic"), token("wes"));
     let shown = ok(run(&["team", "show", "ml"]));
-    assert!(shown.contains("dana") && shown.contains("deployer") && shown.contains("viewer"), "{shown}");
+    assert!(
+        shown.contains("dana") && shown.contains("deployer") && shown.contains("viewer"),
+        "{shown}"
+    );
 
     // The deployer deploys the example model into team ml.
     let ex = tmp.path().join("example");
     ok(run(&["example-model", ex.to_str().unwrap()]));
     let cfg = ex.join("service.json");
-    let out = ok(as_user(&dana, &["create", cfg.to_str().unwrap(), "--team", "ml"]));
+    let out = ok(as_user(
+        &dana,
+        &["create", cfg.to_str().unwrap(), "--team", "ml"],
+    ));
     assert!(out.contains("Service is running"), "{out}");
 
     // The viewer lists and describes it, but may not delete or scale it.
@@ -72,16 +90,29 @@ fn roles_and_share_links_from_the_cli() {
     let (s, _) = server.http(
         "POST",
         "/api/predict/example_mlp",
-        Some(&serde_json::from_value::<String>(server.admin("GET", "/api/v2/services/example_mlp", b"").1["token"].clone()).unwrap()),
+        Some(
+            &serde_json::from_value::<String>(
+                server.admin("GET", "/api/v2/services/example_mlp", b"").1["token"].clone(),
+            )
+            .unwrap(),
+        ),
         &std::fs::read(ex.join("request.json")).unwrap(),
     );
     assert_eq!(s, 200);
     let dash = ok(as_user(&vic, &["team", "dashboard", "ml"]));
-    assert!(dash.contains("1 Running") && dash.contains("1 requests"), "{dash}");
+    assert!(
+        dash.contains("1 Running") && dash.contains("1 requests"),
+        "{dash}"
+    );
 
     // A share link works without a token until it is revoked.
-    let url = ok(as_user(&dana, &["share", "create", "example_mlp"])).trim().to_string();
-    let path = url.strip_prefix(&server.url()).unwrap().replace("/s/", "/api/v2/shared/");
+    let url = ok(as_user(&dana, &["share", "create", "example_mlp"]))
+        .trim()
+        .to_string();
+    let path = url
+        .strip_prefix(&server.url())
+        .unwrap()
+        .replace("/s/", "/api/v2/shared/");
     let (s, body) = server.http("GET", &path, None, b"");
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("\"Running\""), "{body}");
@@ -92,7 +123,12 @@ fn roles_and_share_links_from_the_cli() {
 
     // A revoked user token stops working.
     let list = ok(as_user(&vic, &["user", "tokens", "vic"]));
-    let id = list.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
+    let id = list
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
     ok(as_user(&vic, &["user", "revoke", "vic", &id]));
     let e = refused(as_user(&vic, &["list"]));
     assert!(e.contains("invalid or revoked"), "{e}");

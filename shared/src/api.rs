@@ -478,11 +478,17 @@ mod tests {
         let me = Me {
             user: "ann".into(),
             site_admin: false,
-            teams: vec![TeamRole { team: "ml".into(), role: Role::Viewer }],
+            teams: vec![TeamRole {
+                team: "ml".into(),
+                role: Role::Viewer,
+            }],
         };
         assert_eq!(me.role_in("ml"), Some(Role::Viewer));
         assert_eq!(me.role_in("web"), None);
-        let admin = Me { site_admin: true, ..me };
+        let admin = Me {
+            site_admin: true,
+            ..me
+        };
         assert_eq!(admin.role_in("web"), Some(Role::Admin));
     }
 

@@ -81,7 +81,12 @@ fn json_body<T: serde::Serialize>(v: &T) -> Result<Option<reqwest::Body>, Client
 }
 
 fn print_team(t: &TeamDetail) {
-    println!("Team {} (created {}; you are {})", t.name, t.created_at, t.your_role.as_str());
+    println!(
+        "Team {} (created {}; you are {})",
+        t.name,
+        t.created_at,
+        t.your_role.as_str()
+    );
     println!("{:<28} ROLE", "USER");
     for m in &t.members {
         println!("{:<28} {}", m.user, m.role.as_str());
@@ -97,7 +102,11 @@ fn print_roles(teams: &[TeamRole]) {
 
 pub async fn whoami(client: &Client) -> Result<i32, ClientError> {
     let me: Me = client.get("/api/v2/me").await?;
-    println!("{}{}", me.user, if me.site_admin { " (site admin)" } else { "" });
+    println!(
+        "{}{}",
+        me.user,
+        if me.site_admin { " (site admin)" } else { "" }
+    );
     print_roles(&me.teams);
     Ok(0)
 }
@@ -110,7 +119,11 @@ pub async fn team(client: &Client, cmd: TeamCmd) -> Result<i32, ClientError> {
         }
         TeamCmd::Create { team } => {
             let t: TeamDetail = client
-                .send(Method::POST, "/api/v2/teams", json_body(&CreateTeam { name: team })?)
+                .send(
+                    Method::POST,
+                    "/api/v2/teams",
+                    json_body(&CreateTeam { name: team })?,
+                )
                 .await?;
             print_team(&t);
         }
@@ -127,27 +140,54 @@ pub async fn team(client: &Client, cmd: TeamCmd) -> Result<i32, ClientError> {
         }
         TeamCmd::Remove { team, user } => {
             let t: TeamDetail = client
-                .send(Method::DELETE, &format!("/api/v2/teams/{team}/members/{user}"), None)
+                .send(
+                    Method::DELETE,
+                    &format!("/api/v2/teams/{team}/members/{user}"),
+                    None,
+                )
                 .await?;
             print_team(&t);
         }
         TeamCmd::Dashboard { team } => {
-            let d: TeamDashboard = client.get(&format!("/api/v2/teams/{team}/dashboard")).await?;
-            let by_status: Vec<String> = d.by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            let d: TeamDashboard = client
+                .get(&format!("/api/v2/teams/{team}/dashboard"))
+                .await?;
+            let by_status: Vec<String> = d
+                .by_status
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect();
             println!("Team:             {}", d.team);
-            println!("Services:         {} ({})", d.services.len(), by_status.join(", "));
-            println!("Instances:        {}/{} running", d.running_instances, d.total_instances);
+            println!(
+                "Services:         {} ({})",
+                d.services.len(),
+                by_status.join(", ")
+            );
+            println!(
+                "Instances:        {}/{} running",
+                d.running_instances, d.total_instances
+            );
             println!(
                 "Median speedup:   {}",
-                d.median_speedup.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into())
+                d.median_speedup
+                    .map(|x| format!("{x:.2}x"))
+                    .unwrap_or_else(|| "-".into())
             );
             println!(
                 "Last hour:        {} requests, p50 {}",
                 d.requests_last_hour,
-                d.p50_ms_last_hour.map(|x| format!("{x:.2} ms")).unwrap_or_else(|| "-".into())
+                d.p50_ms_last_hour
+                    .map(|x| format!("{x:.2} ms"))
+                    .unwrap_or_else(|| "-".into())
             );
             for s in &d.services {
-                println!("  {:<28} {:<9} {}/{}", s.name, s.status.as_str(), s.running_instances, s.instances);
+                println!(
+                    "  {:<28} {:<9} {}/{}",
+                    s.name,
+                    s.status.as_str(),
+                    s.running_instances,
+                    s.instances
+                );
             }
         }
     }
@@ -160,39 +200,85 @@ pub async fn user(client: &Client, cmd: UserCmd) -> Result<i32, ClientError> {
             let users: Vec<UserInfo> = client.get("/api/v2/users").await?;
             println!("{:<28} {:<10} TEAMS", "USER", "SITE ADMIN");
             for u in users {
-                let teams: Vec<String> = u.teams.iter().map(|t| format!("{}:{}", t.team, t.role.as_str())).collect();
-                println!("{:<28} {:<10} {}", u.name, if u.site_admin { "yes" } else { "no" }, teams.join(" "));
+                let teams: Vec<String> = u
+                    .teams
+                    .iter()
+                    .map(|t| format!("{}:{}", t.team, t.role.as_str()))
+                    .collect();
+                println!(
+                    "{:<28} {:<10} {}",
+                    u.name,
+                    if u.site_admin { "yes" } else { "no" },
+                    teams.join(" ")
+                );
             }
         }
         UserCmd::Create { user, site_admin } => {
             let u: UserInfo = client
-                .send(Method::POST, "/api/v2/users", json_body(&CreateUser { name: user, site_admin })?)
+                .send(
+                    Method::POST,
+                    "/api/v2/users",
+                    json_body(&CreateUser {
+                        name: user,
+                        site_admin,
+                    })?,
+                )
                 .await?;
-            println!("created user {}{}", u.name, if u.site_admin { " (site admin)" } else { "" });
-            println!("next: `whet team add TEAM {} --role viewer` and `whet user token {}`", u.name, u.name);
+            println!(
+                "created user {}{}",
+                u.name,
+                if u.site_admin { " (site admin)" } else { "" }
+            );
+            println!(
+                "next: `whet team add TEAM {} --role viewer` and `whet user token {}`",
+                u.name, u.name
+            );
         }
         UserCmd::Show { user } => {
             let u: UserInfo = client.get(&format!("/api/v2/users/{user}")).await?;
-            println!("{}{} (created {})", u.name, if u.site_admin { " (site admin)" } else { "" }, u.created_at);
+            println!(
+                "{}{} (created {})",
+                u.name,
+                if u.site_admin { " (site admin)" } else { "" },
+                u.created_at
+            );
             print_roles(&u.teams);
         }
         UserCmd::Token { user, name } => {
             let t: NewToken = client
-                .send(Method::POST, &format!("/api/v2/users/{user}/tokens"), json_body(&CreateToken { name })?)
+                .send(
+                    Method::POST,
+                    &format!("/api/v2/users/{user}/tokens"),
+                    json_body(&CreateToken { name })?,
+                )
                 .await?;
-            eprintln!("token {} ({}) for {user}; it is shown only now:", t.id, t.name);
+            eprintln!(
+                "token {} ({}) for {user}; it is shown only now:",
+                t.id, t.name
+            );
             println!("{}", t.token);
         }
         UserCmd::Tokens { user } => {
-            let tokens: Vec<TokenInfo> = client.get(&format!("/api/v2/users/{user}/tokens")).await?;
+            let tokens: Vec<TokenInfo> =
+                client.get(&format!("/api/v2/users/{user}/tokens")).await?;
             println!("{:>5} {:<20} {:<26} REVOKED", "ID", "NAME", "CREATED");
             for t in tokens {
-                println!("{:>5} {:<20} {:<26} {}", t.id, t.name, t.created_at, t.revoked_at.unwrap_or_else(|| "-".into()));
+                println!(
+                    "{:>5} {:<20} {:<26} {}",
+                    t.id,
+                    t.name,
+                    t.created_at,
+                    t.revoked_at.unwrap_or_else(|| "-".into())
+                );
             }
         }
         UserCmd::Revoke { user, id } => {
             let _: serde_json::Value = client
-                .send(Method::DELETE, &format!("/api/v2/users/{user}/tokens/{id}"), None)
+                .send(
+                    Method::DELETE,
+                    &format!("/api/v2/users/{user}/tokens/{id}"),
+                    None,
+                )
                 .await?;
             println!("revoked token {id} of {user}");
         }
@@ -204,21 +290,34 @@ pub async fn share(client: &Client, cmd: ShareCmd) -> Result<i32, ClientError> {
     match cmd {
         ShareCmd::Create { name } => {
             let l: ShareLink = client
-                .send(Method::POST, &format!("/api/v2/services/{name}/shares"), None)
+                .send(
+                    Method::POST,
+                    &format!("/api/v2/services/{name}/shares"),
+                    None,
+                )
                 .await?;
             println!("{}{}", client.server, l.url);
         }
         ShareCmd::List { name } => {
-            let links: Vec<ShareLink> = client.get(&format!("/api/v2/services/{name}/shares")).await?;
+            let links: Vec<ShareLink> = client
+                .get(&format!("/api/v2/services/{name}/shares"))
+                .await?;
             for l in links {
-                println!("{}{}  (by {}, {})", client.server, l.url, l.created_by, l.created_at);
+                println!(
+                    "{}{}  (by {}, {})",
+                    client.server, l.url, l.created_by, l.created_at
+                );
             }
         }
         ShareCmd::Revoke { name, link } => {
             // Accept the whole URL as printed by `share create`, too.
             let token = link.rsplit('/').next().unwrap_or(&link).to_string();
             let _: serde_json::Value = client
-                .send(Method::DELETE, &format!("/api/v2/services/{name}/shares/{token}"), None)
+                .send(
+                    Method::DELETE,
+                    &format!("/api/v2/services/{name}/shares/{token}"),
+                    None,
+                )
                 .await?;
             println!("revoked the share link of {name}");
         }

@@ -240,9 +240,7 @@ async fn client_command(
                 Some(t) => format!("/api/v2/services?team={t}"),
                 None => "/api/v2/services".to_string(),
             };
-            let detail: ServiceDetail = client
-                .send(Method::POST, &path, Some(body.into()))
-                .await?;
+            let detail: ServiceDetail = client.send(Method::POST, &path, Some(body.into())).await?;
             print_endpoint_table(&client, &detail);
             follow(&client, &detail.summary.name).await
         }

@@ -54,7 +54,12 @@ impl Store {
     }
 
     /// Stores a new token of `user_id`; returns its id.
-    pub async fn insert_token(&self, user_id: i64, name: &str, hash: &str) -> Result<i64, AppError> {
+    pub async fn insert_token(
+        &self,
+        user_id: i64,
+        name: &str,
+        hash: &str,
+    ) -> Result<i64, AppError> {
         let r = sqlx::query(
             "INSERT INTO api_tokens (name, hash, role, created_at, user_id) VALUES (?, ?, 'user', ?, ?)",
         )
@@ -121,7 +126,9 @@ impl Store {
 
     pub async fn create_user(&self, name: &str, site_admin: bool) -> Result<UserRow, AppError> {
         if self.user(name).await?.is_some() {
-            return Err(AppError::Conflict(format!("a user named '{name}' already exists")));
+            return Err(AppError::Conflict(format!(
+                "a user named '{name}' already exists"
+            )));
         }
         sqlx::query("INSERT INTO users (name, site_admin, created_at) VALUES (?, ?, ?)")
             .bind(name)
@@ -143,10 +150,11 @@ impl Store {
 
     /// The teams `user_id` belongs to, by name.
     pub async fn teams_of(&self, user_id: i64) -> Result<Vec<TeamRole>, AppError> {
-        let rows = sqlx::query("SELECT team, role FROM memberships WHERE user_id = ? ORDER BY team")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT team, role FROM memberships WHERE user_id = ? ORDER BY team")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(TeamRole {
@@ -181,9 +189,7 @@ impl Store {
         let rows = sqlx::query("SELECT name FROM teams ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get("name")?))
-            .collect()
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
     }
 
     /// Creates a team with `admin_id` as its first admin.
@@ -194,7 +200,9 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_some() {
-            return Err(AppError::Conflict(format!("a team named '{name}' already exists")));
+            return Err(AppError::Conflict(format!(
+                "a team named '{name}' already exists"
+            )));
         }
         sqlx::query("INSERT INTO teams (name, created_at) VALUES (?, ?)")
             .bind(name)

@@ -76,13 +76,21 @@ impl TestApp {
             .unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// Uploads a small ONNX model as `token`; the upload's answer.
     pub async fn upload_mlp(&self, token: &str) -> (StatusCode, Value) {
         let model = optimizer::onnx_build::mlp(4, 8, 2);
-        self.call("POST", "/api/v2/uploads?filename=m.onnx", Some(token), model)
-            .await
+        self.call(
+            "POST",
+            "/api/v2/uploads?filename=m.onnx",
+            Some(token),
+            model,
+        )
+        .await
     }
 }

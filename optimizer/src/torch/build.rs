@@ -11,7 +11,12 @@ use crate::error::{OptimizerError, Result};
 /// `relu(x @ W + b)` for `x: f32 [N, 2]`, with `W = [[1, -1], [2, 0.5]]` and
 /// `b = [0.5, -1]`, saved to `path`.
 pub fn linear_relu(path: &Path) -> Result<()> {
-    let bad = |e: tch::TchError| OptimizerError::Engine(format!("tracing a TorchScript module for {}: {e}", path.display()));
+    let bad = |e: tch::TchError| {
+        OptimizerError::Engine(format!(
+            "tracing a TorchScript module for {}: {e}",
+            path.display()
+        ))
+    };
     let w = TchTensor::from_slice(&LINEAR_RELU_W).reshape([2, 2]);
     let b = TchTensor::from_slice(&LINEAR_RELU_B);
     let x = TchTensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu));
