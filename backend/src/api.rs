@@ -208,21 +208,26 @@ async fn check_deployable(
             ),
         ));
     }
-    // TorchScript runs on libtorch's CPU build only: refuse a GPU PyTorch
-    // service here rather than fail it in the plugin stage.
-    if proc.runtime == Runtime::PyTorch && proc.device == shared::processor::Device::Gpu {
-        return Err(AppError::invalid(
-            "processor",
-            format!(
-                "processor '{}' serves TorchScript on a GPU, which this server does not do yet (its libtorch is the CPU build); use pytorch_cpu_1.6, or deploy an ONNX export with a GPU resource group",
-                proc.name
-            ),
-        ));
-    }
     // Resource groups against the server's configuration, and GPUs against
     // what was discovered at start (a GPU deploy with no GPU is refused here,
     // so GPU jobs are only ever queued for a GPU worker that exists).
     state.resources.check(cfg)?;
+    // A GPU PyTorch service needs libtorch's CUDA backend too (its CUDA
+    // libraries are a separate install): refuse it here, with how to get
+    // it, rather than fail in the plugin stage.
+    #[cfg(feature = "torch")]
+    if proc.runtime == Runtime::PyTorch && proc.device == shared::processor::Device::Gpu {
+        if let optimizer::torch::cuda::TorchCuda::Unavailable(why) = optimizer::torch::cuda::probe()
+        {
+            return Err(AppError::invalid(
+                "processor",
+                format!(
+                    "processor '{}' serves TorchScript on a GPU: {why}",
+                    proc.name
+                ),
+            ));
+        }
+    }
     let settings = state.settings.clone();
     let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || fetch::resolve(&settings, &cfg))

@@ -175,15 +175,16 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
             continue;
         };
         // The stored config was validated when it was accepted.
-        let rpc = serde_json::from_str::<ServiceConfig>(&svc.config)
-            .ok()
-            .and_then(|c| c.metadata.rpc);
+        let cfg = serde_json::from_str::<ServiceConfig>(&svc.config).ok();
+        let rpc = cfg.as_ref().and_then(|c| c.metadata.rpc.clone());
+        let serve_on = cfg.as_ref().and_then(|c| state.resources.serving_device(c));
         match load_pool(
             Path::new(&art.dir),
             &svc.name,
             svc.instances,
             svc.token.clone(),
             rpc,
+            serve_on,
         )
         .await
         {
@@ -427,6 +428,7 @@ async fn deploy(state: &AppState, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         n,
         svc.token.clone(),
         cfg.metadata.rpc.clone(),
+        Some(device.provider()),
     )
     .await?;
     // The service may have been deleted while we loaded.
@@ -479,7 +481,7 @@ async fn plain_artifact(
     let (model_file, torch) = match engine {
         optimizer::engine::EngineKind::TorchScript => (
             artifact::TORCH_MODEL_FILE,
-            Some(optimizer::artifact::TorchSettings { inference: true }),
+            Some(optimizer::artifact::TorchSettings::INFERENCE),
         ),
         optimizer::engine::EngineKind::OnnxRuntime => (artifact::MODEL_FILE, None),
     };

@@ -310,38 +310,52 @@ fn inspect_onnx(file: &Path) -> Result<ModelSignature, AppError> {
 }
 
 /// A TorchScript module declares no inputs: they are positional, and their
-/// types and shapes come from the test data (the module is run once on its
-/// first sample to learn the outputs).
+/// types and shapes come from the test data, or without it from
+/// `input_shapes` (fp32); dimensions that `input_shapes` groups vary are
+/// dynamic. The module is run once to learn the outputs.
 fn inspect_torchscript(
     dir: &Path,
     file: &Path,
     model_info: Option<(&str, &shared::config::ModelInfo)>,
 ) -> Result<ModelSignature, AppError> {
-    let Some((name, rel)) = model_info.and_then(|(n, i)| i.test_data.as_ref().map(|t| (n, t)))
-    else {
+    let info = model_info.filter(|(_, i)| i.test_data.is_some() || i.input_shapes.is_some());
+    let Some((name, info)) = info else {
         return Err(invalid(
             "plugins[0].config.model_info",
-            "a TorchScript model declares no inputs: name its test_data (torch.save of a list of tuples of tensors, one tuple per call) in the plugin's model_info",
+            "a TorchScript model declares no inputs: name its test_data (torch.save of a list of tuples of tensors, one tuple per call) or its input_shapes (fp32 inputs) in the plugin's model_info",
         ));
     };
+    let at = |field: &str| format!("plugins[0].config.model_info[\"{name}\"].{field}");
+    let shapes = info.shapes().map_err(|e| invalid(&at("input_shapes"), e))?;
+    let ranges = info.ranges().map_err(|e| invalid(&at("input_ranges"), e))?;
     #[cfg(feature = "torch")]
     {
         let label = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        optimizer::torch::engine::inspect(file, &dir.join(rel)).map_err(|e| match e {
-            // The file itself is not TorchScript: the model is at fault.
-            e @ optimizer::OptimizerError::BadModel { .. } => invalid("model_path", e.to_string()),
-            e => invalid(
-                &format!("plugins[0].config.model_info[\"{name}\"].test_data"),
-                format!("{label} does not run on its test data: {e}"),
-            ),
+        let data = info.test_data.as_ref().map(|rel| dir.join(rel));
+        let field = if data.is_some() {
+            "test_data"
+        } else {
+            "input_shapes"
+        };
+        optimizer::torch::engine::inspect(file, data.as_deref(), &shapes, &ranges).map_err(|e| {
+            match e {
+                // The file itself is not TorchScript: the model is at fault.
+                e @ optimizer::OptimizerError::BadModel { .. } => {
+                    invalid("model_path", e.to_string())
+                }
+                e => invalid(
+                    &at(field),
+                    format!("{label} does not run on its {field}: {e}"),
+                ),
+            }
         })
     }
     #[cfg(not(feature = "torch"))]
     {
-        let _ = (dir, file, name, rel);
+        let _ = (dir, file, shapes, ranges);
         Err(AppError::invalid(
             "processor",
             optimizer::engine::TORCH_FEATURE_HINT,

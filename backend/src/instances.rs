@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use optimizer::artifact::ArtifactMeta;
-use optimizer::engine::{check_inputs, Engine, EngineKind, SessionSettings};
+use optimizer::engine::{check_inputs, Engine, EngineKind, ExecutionProvider, SessionSettings};
 
 use crate::batcher::DynEngine;
 use optimizer::tensor::Tensor;
@@ -44,11 +44,12 @@ fn load_engine(
         )),
         #[cfg(feature = "torch")]
         EngineKind::TorchScript => Ok(Box::new(
-            optimizer::torch::TorchEngine::load(
+            optimizer::torch::TorchEngine::load_on(
                 model,
                 meta.signature.clone(),
                 meta.torch
-                    .unwrap_or(optimizer::artifact::TorchSettings { inference: true }),
+                    .unwrap_or(optimizer::artifact::TorchSettings::INFERENCE),
+                settings.provider,
             )
             .map_err(|e| e.to_string())?,
         )),
@@ -60,13 +61,16 @@ fn load_engine(
 impl ServicePool {
     /// Builds `count` sessions of the artifact in `dir` for service `name`,
     /// queued and batched as `rpc` says. Threads are split so instances do
-    /// not fight for cores.
+    /// not fight for cores. `serve_on` is the CUDA device of the worker
+    /// that serves a GPU artifact: the artifact is keyed by GPU model, not
+    /// by device, so one built on `cuda:0` may be served on `cuda:1`.
     pub fn load(
         dir: &Path,
         name: &str,
         count: u32,
         token: String,
         rpc: Option<&Rpc>,
+        serve_on: Option<ExecutionProvider>,
     ) -> Result<ServicePool, String> {
         let meta = ArtifactMeta::read(dir).map_err(|e| e.to_string())?;
         let cores = std::thread::available_parallelism()
@@ -77,6 +81,7 @@ impl ServicePool {
         // instance's share of the cores.
         let settings = SessionSettings {
             intra_threads: threads.min(meta.session.intra_threads.max(1)),
+            provider: serving_provider(meta.session.provider, serve_on)?,
             ..meta.session.clone()
         };
         let model = dir.join(&meta.model_file);
@@ -229,6 +234,22 @@ impl Instances {
     }
 }
 
+/// Where an artifact built for `stored` is served: a GPU artifact on the
+/// serving worker's device (`serve_on`), a CPU artifact on the CPU. A GPU
+/// artifact with no device to serve it on is an error, never a CPU session.
+fn serving_provider(
+    stored: ExecutionProvider,
+    serve_on: Option<ExecutionProvider>,
+) -> Result<ExecutionProvider, String> {
+    match (stored, serve_on) {
+        (ExecutionProvider::Cpu, _) => Ok(ExecutionProvider::Cpu),
+        (ExecutionProvider::Cuda { .. }, Some(d @ ExecutionProvider::Cuda { .. })) => Ok(d),
+        (ExecutionProvider::Cuda { device_id }, _) => Err(format!(
+            "the artifact was built for a GPU (cuda:{device_id}) and no GPU of its resource group is available to serve it"
+        )),
+    }
+}
+
 /// Loads a pool off the async runtime (session creation is CPU work).
 pub async fn load_pool(
     dir: &Path,
@@ -236,12 +257,15 @@ pub async fn load_pool(
     count: u32,
     token: String,
     rpc: Option<Rpc>,
+    serve_on: Option<ExecutionProvider>,
 ) -> Result<ServicePool, AppError> {
     let (dir, name) = (dir.to_path_buf(), name.to_string());
-    tokio::task::spawn_blocking(move || ServicePool::load(&dir, &name, count, token, rpc.as_ref()))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(AppError::Internal)
+    tokio::task::spawn_blocking(move || {
+        ServicePool::load(&dir, &name, count, token, rpc.as_ref(), serve_on)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?
+    .map_err(AppError::Internal)
 }
 
 #[cfg(test)]
@@ -283,6 +307,27 @@ mod tests {
             "x".to_string(),
             Tensor::new(vec![1, 4], TensorData::F32(vec![v; 4])).expect("tensor"),
         )]
+    }
+
+    #[test]
+    fn a_gpu_artifact_serves_on_the_workers_device_and_never_on_the_cpu() {
+        let cuda = |device_id| ExecutionProvider::Cuda { device_id };
+        // Built on cuda:0, served by the worker of cuda:1.
+        assert_eq!(serving_provider(cuda(0), Some(cuda(1))), Ok(cuda(1)));
+        assert_eq!(serving_provider(cuda(1), Some(cuda(1))), Ok(cuda(1)));
+        // A CPU artifact stays on the CPU whoever serves it.
+        assert_eq!(
+            serving_provider(ExecutionProvider::Cpu, Some(cuda(0))),
+            Ok(ExecutionProvider::Cpu)
+        );
+        assert_eq!(
+            serving_provider(ExecutionProvider::Cpu, None),
+            Ok(ExecutionProvider::Cpu)
+        );
+        for none in [None, Some(ExecutionProvider::Cpu)] {
+            let e = serving_provider(cuda(0), none).expect_err("no GPU: refused");
+            assert!(e.contains("cuda:0") && e.contains("GPU"), "{e}");
+        }
     }
 
     #[tokio::test]

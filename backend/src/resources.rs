@@ -249,6 +249,22 @@ impl Resources {
         self.groups.iter().find(|g| g.name == name)
     }
 
+    /// The device a GPU service of `cfg` is served on when no deploy
+    /// worker picked one (instances restored at start): the first device
+    /// of its resource group. `None` for a CPU service.
+    pub fn serving_device(
+        &self,
+        cfg: &ServiceConfig,
+    ) -> Option<optimizer::engine::ExecutionProvider> {
+        let kind = job_kind(cfg);
+        let group = kind.strip_prefix("gpu:")?;
+        self.devices_of(group)
+            .first()
+            .map(|&d| optimizer::engine::ExecutionProvider::Cuda {
+                device_id: d as i32,
+            })
+    }
+
     /// The discovered devices a GPU group uses (empty for CPU groups).
     pub fn devices_of(&self, group: &str) -> &[u32] {
         self.devices.get(group).map(Vec::as_slice).unwrap_or(&[])

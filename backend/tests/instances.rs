@@ -30,7 +30,7 @@ async fn a_pool_refuses_other_values_of_a_fixed_input() {
         serde_json::to_vec(&meta).unwrap(),
     )
     .unwrap();
-    let pool = ServicePool::load(dir.path(), "svc", 2, "token".into(), None).unwrap();
+    let pool = ServicePool::load(dir.path(), "svc", 2, "token".into(), None, None).unwrap();
     assert_eq!(pool.len(), 2);
     let input = |v: f32| {
         vec![(

@@ -404,3 +404,62 @@ async fn a_gpu_service_is_not_restarted_on_a_server_without_its_gpus() {
         0
     );
 }
+
+#[cfg(feature = "torch")]
+#[tokio::test]
+async fn a_gpu_pytorch_deploy_without_libtorchs_cuda_backend_says_how_to_install_it() {
+    use optimizer::torch::cuda::{probe, TorchCuda};
+    if let TorchCuda::Available { .. } = probe() {
+        // libtorch's CUDA backend is installed and sees a GPU: nothing to refuse.
+        return;
+    }
+    let app = app(&["default=cpu", "T4_8CORE=gpu:T4:1"], one_t4()).await;
+    let (s, b) = app
+        .create(json!({
+            "name": "svc_torch_gpu", "processor": "pytorch_gpu_1.7", "resource": "T4_8CORE",
+            "metadata": {"instance": 1, "gpu": 1, "cuda": "11.0"},
+            "plugins": [{"command": GPU_PLUGIN, "image": GPU_IMAGE, "resource": "T4_8CORE", "gpu": 1}]
+        }))
+        .await;
+    let (path, message) = problem(s, &b);
+    assert_eq!(path, "processor");
+    assert!(
+        message.contains("pytorch_gpu_1.7") && message.contains("install-libtorch.sh --gpu"),
+        "{message}"
+    );
+    assert!(app.services().await.is_empty(), "nothing is stored");
+}
+
+#[tokio::test]
+async fn a_restored_gpu_service_is_served_on_its_groups_device() {
+    let two_t4 = GpuInventory::of(
+        (0..2)
+            .map(|ordinal| GpuDevice {
+                ordinal,
+                name: "Tesla T4".into(),
+                memory_bytes: 15 << 30,
+            })
+            .collect(),
+    );
+    let groups = parse_groups(&[
+        "default=cpu".into(),
+        "B=gpu:T4:1".into(),
+        "A=gpu:T4:2".into(),
+    ])
+    .unwrap();
+    let res = Resources::new(groups, two_t4);
+    let cfg = |resource: &str, processor: &str| {
+        shared::parse_and_validate(
+            &json!({"name": "svc_restored", "model_path": "m.onnx", "processor": processor,
+                    "resource": resource, "metadata": {"instance": 1}})
+            .to_string(),
+        )
+        .unwrap()
+    };
+    use optimizer::engine::ExecutionProvider::Cuda;
+    assert_eq!(
+        res.serving_device(&cfg("A", "onnx_gpu")),
+        Some(Cuda { device_id: 0 })
+    );
+    assert_eq!(res.serving_device(&cfg("default", "onnx_cpu")), None);
+}

@@ -16,6 +16,18 @@ const CHUNKS: usize = 24;
 /// with `pytorch_cpu_1.6`, the seed's CPU plugin config and o1 on
 /// `test_data`; returns the server and the service's prediction token.
 fn deploy(work: &Path, folder: &str, model: &str, test_data: &str, name: &str) -> (Server, String) {
+    let info = serde_json::json!({ "optimization_level": "o1", "test_data": test_data });
+    deploy_with(work, folder, model, info, name)
+}
+
+/// [`deploy`] with the given `model_info` item for `model`.
+fn deploy_with(
+    work: &Path,
+    folder: &str,
+    model: &str,
+    info: serde_json::Value,
+    name: &str,
+) -> (Server, String) {
     let cfg = serde_json::json!({
         "name": name,
         "model_path": folder,
@@ -24,10 +36,7 @@ fn deploy(work: &Path, folder: &str, model: &str, test_data: &str, name: &str) -
         "plugins": [{
             "command": "blade --mode eas_plugin --optimize_for cpu",
             "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
-            "config": { "model_info": { model: {
-                "optimization_level": "o1",
-                "test_data": test_data
-            } } }
+            "config": { "model_info": { model: info } }
         }]
     });
     let cfg_path = work.join(format!("{name}.json"));
@@ -112,7 +121,73 @@ fn silero_torchscript_deploys_and_predicts_in_order() {
     }
 }
 
-/// A TorchScript module of our own (traced in code, saved as torch.jit.save
+/// Without test data, `input_shapes` declares the inputs (fp32); two batch
+/// sizes make the batch dimension dynamic, so one request may hold any
+/// number of rows. The search freezes the module, and the frozen candidates
+/// are verified and reported like the others.
+#[test]
+fn a_torchscript_module_deploys_from_input_shapes_with_a_dynamic_batch() {
+    use optimizer::torch::build::{linear_relu, linear_relu_reference};
+    let work = tempfile::tempdir().expect("tempdir");
+    let model_dir = work.path().join("shapes");
+    std::fs::create_dir_all(&model_dir).expect("model folder");
+    linear_relu(&model_dir.join("linear_relu.pt")).expect("build the module");
+    let info = serde_json::json!({
+        "optimization_level": "o1",
+        "input_shapes": [["1*2"], ["8*2"]],
+        "input_ranges": [["[-2,2]"], ["[-2,2]"]]
+    });
+    let (server, token) = deploy_with(
+        work.path(),
+        "shapes",
+        "linear_relu.pt",
+        info,
+        "shapes_torch",
+    );
+    let (s, detail) = server.admin("GET", "/api/v2/services/shapes_torch", b"");
+    assert_eq!(s, 200, "{detail}");
+    let candidates = detail["report"]["candidates"].as_array().expect("report");
+    for name in ["o1-torchscript-frozen", "o1-torchscript-frozen-optimized"] {
+        let c = candidates
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {detail}"));
+        assert_ne!(c["status"], "Rejected", "{c}");
+    }
+    // Three rows in one request: a batch size no sample had.
+    let rows = [[1.0f32, 2.0], [-1.5, 0.25], [0.75, -0.5]];
+    let body = serde_json::json!({"inputs": [
+        {"name": "input0", "shape": [3, 2], "datatype": "FP32", "data": rows.concat()},
+    ]});
+    let (s, answer) = server.http(
+        "POST",
+        "/api/predict/shapes_torch",
+        Some(&token),
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(s, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON answer");
+    assert_eq!(
+        answer["outputs"][0]["shape"],
+        serde_json::json!([3, 2]),
+        "{answer}"
+    );
+    let got: Vec<f64> = answer["outputs"][0]["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    let want: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| linear_relu_reference(*r))
+        .collect();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - f64::from(*w)).abs() <= 1e-5, "{got:?} vs {want:?}");
+    }
+}
+
+/// A TorchScript module of our own (scripted in code, saved as torch.jit.save
 /// does) deploys with positional `.npz` test data and answers what its
 /// weights compute.
 #[test]

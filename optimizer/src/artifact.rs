@@ -19,8 +19,15 @@ pub const META_FILE: &str = "artifact.json";
 pub const REPORT_FILE: &str = "report.json";
 
 /// The optimizer's version: part of every artifact key, so a new optimizer
-/// never reuses an old optimizer's result.
-pub const OPTIMIZER_VERSION: &str = concat!("whetstone-optimizer ", env!("CARGO_PKG_VERSION"));
+/// never reuses an old optimizer's result. The `+search.N` suffix is bumped
+/// whenever the search changes what it would produce for the same model
+/// (revision 2: TorchScript freezing), since the crate version alone does not
+/// move between such changes.
+pub const OPTIMIZER_VERSION: &str = concat!(
+    "whetstone-optimizer ",
+    env!("CARGO_PKG_VERSION"),
+    "+search.2"
+);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArtifactMeta {
@@ -52,6 +59,24 @@ pub struct TorchSettings {
     /// `eval()` (dropout off, batch norm on running statistics) and calls
     /// without autograd; off = the module exactly as saved.
     pub inference: bool,
+    /// Parameters and float inputs in fp16 (GPU candidates only); outputs
+    /// are answered in fp32.
+    #[serde(default)]
+    pub half: bool,
+}
+
+impl TorchSettings {
+    /// The module as saved.
+    pub const AS_SAVED: TorchSettings = TorchSettings {
+        inference: false,
+        half: false,
+    };
+    /// `eval()`, no autograd, fp32: how a module is inspected and served by
+    /// default.
+    pub const INFERENCE: TorchSettings = TorchSettings {
+        inference: true,
+        half: false,
+    };
 }
 
 impl ArtifactMeta {

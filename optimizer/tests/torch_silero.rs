@@ -75,12 +75,12 @@ fn silero_jit_matches_pytorch_over_425_chunks_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = test_data(dir.path(), &chunks);
     let model = zoo().join("silero_vad.jit");
-    let sig = engine::inspect(&model, &data).expect("signature from the test data");
+    let sig = engine::inspect(&model, Some(&data), &[], &[]).expect("signature from the test data");
     assert_eq!(sig.inputs.len(), 2);
     assert_eq!(sig.inputs[0].shape, vec![1, 512]);
     assert_eq!(sig.inputs[1].shape, Vec::<i64>::new());
     assert_eq!(sig.outputs.len(), 1);
-    let mut e = TorchEngine::load(&model, sig, TorchSettings { inference: true }).expect("loads");
+    let mut e = TorchEngine::load(&model, sig, TorchSettings::INFERENCE).expect("loads");
     e.reset().expect("reset_states");
     let sr = Tensor::new(vec![], TensorData::I64(vec![16000])).expect("sr");
     let mut worst = 0f32;
@@ -129,7 +129,8 @@ fn o1_search_writes_a_torchscript_artifact() {
     assert_eq!(meta.engine, EngineKind::TorchScript);
     assert!(out.join(&meta.model_file).is_file());
     assert_eq!(ArtifactMeta::read(&out).expect("meta reads"), meta);
-    assert_eq!(report.candidates.len(), 2);
+    // As saved, inference, frozen, frozen + optimize_for_inference (no fp16 on a CPU).
+    assert_eq!(report.candidates.len(), 4);
     assert!(report
         .candidates
         .iter()

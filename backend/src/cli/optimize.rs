@@ -222,8 +222,16 @@ pub fn report_table(r: &OptimizationReport) -> String {
     for n in &r.diagnosis.notes {
         s.push_str(&format!("Note: {n}\n"));
     }
+    // The name column fits the longest candidate name.
+    let w = r
+        .candidates
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     s.push_str(&format!(
-        "{:<16} {:<9} {:>10} {:>10} {:>12} {:>9} {:>10} {:>7}\n",
+        "{:<w$} {:<9} {:>10} {:>10} {:>12} {:>9} {:>10} {:>7}\n",
         "CANDIDATE", "STATUS", "REL.ERR", "COSINE", "P50 MS", "SPEEDUP", "SIZE MB", "SECS"
     ));
     for c in &r.candidates {
@@ -239,7 +247,7 @@ pub fn report_table(r: &OptimizationReport) -> String {
             .collect::<Vec<_>>()
             .join("/");
         s.push_str(&format!(
-            "{:<16} {:<9} {:>10} {:>10} {:>12} {:>9} {:>10.1} {:>7.1}\n",
+            "{:<w$} {:<9} {:>10} {:>10} {:>12} {:>9} {:>10.1} {:>7.1}\n",
             c.name,
             status,
             c.max_rel_error

@@ -1,31 +1,201 @@
 //! Small TorchScript modules built in code (as `onnx_build` does for ONNX),
-//! so tests and examples need no Python: the model is traced with libtorch
-//! and saved as `torch.jit.save` would.
+//! so tests and examples need no Python: scripted from TorchScript source
+//! with real parameters and state, and saved as `torch.jit.save` would
+//! (through the C++ shim, `cpp/torch_freeze.cpp`).
 
+use std::ffi::{c_char, c_int, CString};
 use std::path::Path;
 
-use tch::{CModule, Kind, Tensor as TchTensor};
-
+use super::freeze::{c_path, take_message};
 use crate::error::{OptimizerError, Result};
 
-/// `relu(x @ W + b)` for `x: f32 [N, 2]`, with `W = [[1, -1], [2, 0.5]]` and
-/// `b = [0.5, -1]`, saved to `path`.
-pub fn linear_relu(path: &Path) -> Result<()> {
-    let bad = |e: tch::TchError| {
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn whet_torch_script_module(
+        out_path: *const c_char,
+        source: *const c_char,
+        names: *const *const c_char,
+        kinds: *const c_int,
+        values: *const *const f32,
+        shapes: *const *const i64,
+        ranks: *const usize,
+        n: usize,
+    ) -> *mut c_char;
+}
+
+/// How a tensor is held by a scripted module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A parameter (what freezing inlines as a constant).
+    Parameter,
+    /// A tensor attribute a method may reassign (state, as silero's).
+    State,
+}
+
+/// One fp32 tensor of a scripted module.
+pub struct Named<'a> {
+    pub name: &'a str,
+    pub slot: Slot,
+    pub shape: &'a [i64],
+    pub values: &'a [f32],
+}
+
+/// Scripts a module with `tensors` and the methods of TorchScript `source`
+/// (`def forward(self, …)` and others), and saves it to `path`.
+pub fn script_module(path: &Path, source: &str, tensors: &[Named<'_>]) -> Result<()> {
+    let bad = |m: String| {
         OptimizerError::Engine(format!(
-            "tracing a TorchScript module for {}: {e}",
+            "scripting a TorchScript module for {}: {m}",
             path.display()
         ))
     };
-    let w = TchTensor::from_slice(&LINEAR_RELU_W).reshape([2, 2]);
-    let b = TchTensor::from_slice(&LINEAR_RELU_B);
-    let x = TchTensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu));
-    let module = CModule::create_by_tracing("LinearRelu", "forward", &[x], &mut |xs| {
-        vec![(xs[0].matmul(&w) + &b).relu()]
-    })
-    .map_err(bad)?;
-    module.save(path).map_err(bad)
+    for t in tensors {
+        let numel: i64 = t.shape.iter().product();
+        if numel != t.values.len() as i64 || t.shape.iter().any(|&d| d < 0) {
+            return Err(bad(format!(
+                "{} has {} values for shape {:?}",
+                t.name,
+                t.values.len(),
+                t.shape
+            )));
+        }
+    }
+    let out = c_path(path)?;
+    let src = CString::new(source).map_err(|_| bad("source holds a NUL byte".into()))?;
+    let names = tensors
+        .iter()
+        .map(|t| CString::new(t.name).map_err(|_| bad(format!("name {:?}", t.name))))
+        .collect::<Result<Vec<_>>>()?;
+    let name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+    let kinds: Vec<c_int> = tensors
+        .iter()
+        .map(|t| c_int::from(t.slot == Slot::State))
+        .collect();
+    let values: Vec<*const f32> = tensors.iter().map(|t| t.values.as_ptr()).collect();
+    let shapes: Vec<*const i64> = tensors.iter().map(|t| t.shape.as_ptr()).collect();
+    let ranks: Vec<usize> = tensors.iter().map(|t| t.shape.len()).collect();
+    // SAFETY: every array has `tensors.len()` entries whose pointers outlive
+    // the call (values hold the product of their shape's dims, checked
+    // above); the shim copies what it keeps and catches every C++ exception.
+    let message = unsafe {
+        whet_torch_script_module(
+            out.as_ptr(),
+            src.as_ptr(),
+            name_ptrs.as_ptr(),
+            kinds.as_ptr(),
+            values.as_ptr(),
+            shapes.as_ptr(),
+            ranks.as_ptr(),
+            tensors.len(),
+        )
+    };
+    // SAFETY: the shim's return value, taken once.
+    match unsafe { take_message(message) } {
+        None => Ok(()),
+        Some(m) => Err(bad(m)),
+    }
 }
+
+/// `relu(x @ W + b)` for `x: f32 [N, 2]`, with `W = [[1, -1], [2, 0.5]]` and
+/// `b = [0.5, -1]` as parameters, saved to `path`.
+pub fn linear_relu(path: &Path) -> Result<()> {
+    script_module(
+        path,
+        "def forward(self, x):\n    return torch.relu(torch.matmul(x, self.w) + self.b)\n",
+        &[
+            Named {
+                name: "w",
+                slot: Slot::Parameter,
+                shape: &[2, 2],
+                values: &LINEAR_RELU_W,
+            },
+            Named {
+                name: "b",
+                slot: Slot::Parameter,
+                shape: &[2],
+                values: &LINEAR_RELU_B,
+            },
+        ],
+    )
+}
+
+/// A stateful module, as silero VAD is: `forward(x)` adds the column sums of
+/// `x: f32 [N, 2]` to a running total `[1, 2]` (state) and returns
+/// `total * scale` (`scale = [2, -1]`, a parameter); `reset_states()` zeroes
+/// the total.
+pub fn running_sum(path: &Path) -> Result<()> {
+    script_module(
+        path,
+        "def forward(self, x):\n    self.total = self.total + torch.sum(x, 0, keepdim=True)\n    return self.total * self.scale\n\n\
+         def reset_states(self):\n    self.total = torch.zeros_like(self.total)\n",
+        &[
+            Named {
+                name: "total",
+                slot: Slot::State,
+                shape: &[1, 2],
+                values: &[0.0, 0.0],
+            },
+            Named {
+                name: "scale",
+                slot: Slot::Parameter,
+                shape: &[2],
+                values: &RUNNING_SUM_SCALE,
+            },
+        ],
+    )
+}
+
+/// A small CNN of the usual inference shape, for measuring what freezing
+/// buys: `blocks` × (3×3 convolution, `channels` wide → batch norm on
+/// running statistics → relu), global average pooling and a 10-way linear
+/// layer; input `f32 [N, 3, H, W]`. Weights are seeded random (He-scaled),
+/// batch-norm statistics non-trivial, so folding them changes the arithmetic.
+pub fn conv_bn_net(path: &Path, channels: usize, blocks: usize) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut uniform = |n: usize, lo: f32, hi: f32| -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(lo..hi)).collect()
+    };
+    let c = channels as i64;
+    let mut source = String::from("def forward(self, x):\n    y = x\n");
+    // (name, shape, values) of every parameter, in order.
+    let mut tensors: Vec<(String, Vec<i64>, Vec<f32>)> = Vec::new();
+    for b in 0..blocks {
+        let c_in = if b == 0 { 3 } else { c };
+        let fan_in = (c_in * 9) as f32;
+        let bound = (6.0 / fan_in).sqrt();
+        let n = (c * c_in * 9) as usize;
+        tensors.push((
+            format!("w{b}"),
+            vec![c, c_in, 3, 3],
+            uniform(n, -bound, bound),
+        ));
+        tensors.push((format!("g{b}"), vec![c], uniform(channels, 0.5, 1.5)));
+        tensors.push((format!("beta{b}"), vec![c], uniform(channels, -0.2, 0.2)));
+        tensors.push((format!("mean{b}"), vec![c], uniform(channels, -0.1, 0.1)));
+        tensors.push((format!("var{b}"), vec![c], uniform(channels, 0.5, 2.0)));
+        source.push_str(&format!(
+            "    y = torch.conv2d(y, self.w{b}, None, [1, 1], [1, 1])\n    \
+             y = torch.batch_norm(y, self.g{b}, self.beta{b}, self.mean{b}, self.var{b}, False, 0.1, 1e-5, False)\n    \
+             y = torch.relu(y)\n"
+        ));
+    }
+    tensors.push(("fc".into(), vec![c, 10], uniform(channels * 10, -0.1, 0.1)));
+    source.push_str("    y = torch.mean(y, [2, 3])\n    return torch.matmul(y, self.fc)\n");
+    let named: Vec<Named<'_>> = tensors
+        .iter()
+        .map(|(name, shape, values)| Named {
+            name,
+            slot: Slot::Parameter,
+            shape,
+            values,
+        })
+        .collect();
+    script_module(path, &source, &named)
+}
+
+/// The parameter of [`running_sum`].
+pub const RUNNING_SUM_SCALE: [f32; 2] = [2.0, -1.0];
 
 /// The weights of [`linear_relu`], row-major.
 pub const LINEAR_RELU_W: [f32; 4] = [1.0, -1.0, 2.0, 0.5];

@@ -12,7 +12,7 @@ use tch::jit::{CModule, IValue};
 use tch::Kind;
 
 use crate::artifact::TorchSettings;
-use crate::engine::{check_inputs, InferenceEngine};
+use crate::engine::{check_inputs, ExecutionProvider, InferenceEngine};
 use crate::error::{OptimizerError, Result};
 use crate::tensor::{Tensor, TensorData};
 
@@ -20,12 +20,14 @@ use crate::tensor::{Tensor, TensorData};
 pub const DESCRIPTION: &str = "libtorch 2.13 (tch 0.26), TorchScript";
 
 /// The method a stateful module (silero VAD) offers to forget its state.
-const RESET_METHOD: &str = "reset_states";
+pub(crate) const RESET_METHOD: &str = "reset_states";
 
 pub struct TorchEngine {
     module: CModule,
     signature: ModelSignature,
     settings: TorchSettings,
+    /// Where the module and its inputs live.
+    device: tch::Device,
     /// Per input, whether it goes in as a plain `int` (a TorchScript `int`
     /// argument, such as a sample rate) instead of a tensor. TorchScript
     /// exposes no argument types through tch, so this is decided by the
@@ -50,21 +52,55 @@ fn one_thread() {
 }
 
 impl TorchEngine {
-    /// Loads the module at `path` to run with `settings`. `signature` gives
-    /// the inputs (positional, in order) and, when known, the outputs; with
-    /// no outputs given they are named on each call.
+    /// Loads the module at `path` to run with `settings` on the CPU.
+    /// `signature` gives the inputs (positional, in order) and, when known,
+    /// the outputs; with no outputs given they are named on each call.
     pub fn load(
         path: &Path,
         signature: ModelSignature,
         settings: TorchSettings,
     ) -> Result<TorchEngine> {
+        TorchEngine::load_on(path, signature, settings, ExecutionProvider::Cpu)
+    }
+
+    /// [`TorchEngine::load`] on `provider`: a CUDA device needs libtorch's
+    /// CUDA backend ([`super::cuda`]); without it this is an
+    /// [`OptimizerError::Provider`], never a CPU engine.
+    pub fn load_on(
+        path: &Path,
+        signature: ModelSignature,
+        settings: TorchSettings,
+        provider: ExecutionProvider,
+    ) -> Result<TorchEngine> {
         one_thread();
-        let mut module = CModule::load(path).map_err(|e| OptimizerError::BadModel {
-            path: path.to_path_buf(),
-            reason: format!("not a TorchScript module libtorch can load: {e}"),
-        })?;
+        let device = match provider {
+            ExecutionProvider::Cpu => tch::Device::Cpu,
+            ExecutionProvider::Cuda { device_id } => super::cuda::device(device_id)?,
+        };
+        if settings.half && device == tch::Device::Cpu {
+            return Err(OptimizerError::Config(
+                "fp16 TorchScript runs on a CUDA device only (libtorch's CPU fp16 kernels are slower than fp32)".into(),
+            ));
+        }
+        let mut module =
+            CModule::load_on_device(path, device).map_err(|e| OptimizerError::BadModel {
+                path: path.to_path_buf(),
+                reason: format!("not a TorchScript module libtorch can load: {e}"),
+            })?;
         if settings.inference {
             module.f_set_eval().map_err(tch_err)?;
+        }
+        if settings.half {
+            // tch's `to` panics on a libtorch error; keep it an error.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                module.to(device, Kind::Half, false)
+            }))
+            .map_err(|_| {
+                OptimizerError::Engine(format!(
+                    "{}: converting the module to fp16 failed",
+                    path.display()
+                ))
+            })?;
         }
         // Calling it on a fresh module changes nothing and tells whether it
         // exists (tch has no method lookup).
@@ -73,6 +109,7 @@ impl TorchEngine {
             module,
             signature,
             settings,
+            device,
             as_int: None,
             stateful,
         })
@@ -89,7 +126,7 @@ impl TorchEngine {
             args.push(if int {
                 IValue::Int(scalar_int(t).unwrap_or_default())
             } else {
-                IValue::Tensor(to_tch(t)?)
+                IValue::Tensor(self.place(to_tch(t)?)?)
             });
         }
         let run = || self.module.forward_is(&args).map_err(tch_err);
@@ -97,6 +134,23 @@ impl TorchEngine {
             tch::no_grad(run)
         } else {
             run()
+        }
+    }
+}
+
+impl TorchEngine {
+    /// An input on the engine's device, float inputs in fp16 for a half
+    /// module.
+    fn place(&self, t: tch::Tensor) -> Result<tch::Tensor> {
+        let t = if self.device == tch::Device::Cpu {
+            t
+        } else {
+            t.f_to_device(self.device).map_err(tch_err)?
+        };
+        if self.settings.half && t.kind() == Kind::Float {
+            t.f_to_kind(Kind::Half).map_err(tch_err)
+        } else {
+            Ok(t)
         }
     }
 }
@@ -269,24 +323,125 @@ impl InferenceEngine for TorchEngine {
     }
 }
 
-/// Reads a TorchScript module's signature from test data: inputs from the
-/// data (see [`crate::data::load_positional`]), outputs from running the
-/// first sample (on a fresh module, reset after).
-pub fn inspect(model: &Path, test_data: &Path) -> Result<ModelSignature> {
-    let (ds, inputs) = crate::data::load_positional(test_data)?;
+/// Marks as dynamic (-1) every input dimension that some `input_shapes`
+/// group gives differently, so a service accepts every declared shape (a
+/// batch dimension declared as `1*…` and `8*…` serves any batch). A scalar
+/// input may be declared as `1`. A group whose rank differs from the
+/// input's is an error naming the input.
+pub fn widen(specs: &mut [TensorSpec], groups: &[Vec<Vec<usize>>]) -> Result<()> {
+    for (g, group) in groups.iter().enumerate() {
+        if group.len() != specs.len() {
+            return Err(OptimizerError::Config(format!(
+                "input_shapes group {g} has {} shapes but the module takes {} inputs",
+                group.len(),
+                specs.len()
+            )));
+        }
+        for (spec, dims) in specs.iter_mut().zip(group) {
+            if spec.shape.is_empty() && dims.as_slice() == [1] {
+                continue;
+            }
+            if spec.shape.len() != dims.len() {
+                return Err(OptimizerError::Config(format!(
+                    "input_shapes group {g} gives {} a rank-{} shape, but its data is rank {} ({:?})",
+                    spec.name,
+                    dims.len(),
+                    spec.shape.len(),
+                    spec.shape
+                )));
+            }
+            for (d, &want) in spec.shape.iter_mut().zip(dims) {
+                if *d != want as i64 {
+                    *d = -1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The inputs of a TorchScript module and samples to run it on: from the
+/// test data (datatypes and shapes, see [`crate::data::load_positional`]),
+/// or without it fp32 inputs shaped by the first `input_shapes` group and
+/// valued within `input_ranges` (`count` samples); widened by every
+/// `input_shapes` group ([`widen`]). The `String` says where they came from.
+pub fn positional_inputs(
+    test_data: Option<&Path>,
+    input_shapes: &[Vec<Vec<usize>>],
+    input_ranges: &[Vec<shared::config::ValueRange>],
+    count: usize,
+) -> Result<(Vec<crate::data::Sample>, Vec<TensorSpec>, String)> {
+    use crate::data;
+    let (samples, mut specs, source) = match test_data {
+        Some(p) => {
+            let (ds, specs) = data::load_positional(p)?;
+            (ds.samples, specs, format!("test_data: {}", ds.source))
+        }
+        None => {
+            let Some(group) = input_shapes.first() else {
+                return Err(OptimizerError::Config(
+                    "a TorchScript module declares no inputs: give test_data (a .pth of tuples of \
+                     tensors, one tuple per call) or input_shapes (fp32 inputs, one shape per input)"
+                        .into(),
+                ));
+            };
+            let specs: Vec<TensorSpec> = group
+                .iter()
+                .enumerate()
+                .map(|(i, dims)| TensorSpec {
+                    name: data::positional_name(i),
+                    datatype: "FP32".into(),
+                    shape: dims.iter().map(|&d| d as i64).collect(),
+                })
+                .collect();
+            let sig = ModelSignature {
+                format: "torchscript".into(),
+                inputs: specs.clone(),
+                outputs: vec![],
+            };
+            let shapes = data::concrete_shapes(&sig, Some(group), 16)?;
+            let ranges = input_ranges.first().map(Vec::as_slice);
+            let samples = (0..count.max(1))
+                .map(|i| data::synthesize(&sig, &shapes, ranges, 7 + i as u64))
+                .collect::<Result<Vec<_>>>()?;
+            (samples, specs, "synthesized from input_shapes".into())
+        }
+    };
+    if samples.is_empty() {
+        return Err(OptimizerError::Config(
+            "the test data holds no sample".into(),
+        ));
+    }
+    widen(&mut specs, input_shapes)?;
+    Ok((samples, specs, source))
+}
+
+/// Reads a TorchScript module's signature: inputs as [`positional_inputs`]
+/// gives them, outputs from running the first sample (on a fresh module).
+pub fn inspect(
+    model: &Path,
+    test_data: Option<&Path>,
+    input_shapes: &[Vec<Vec<usize>>],
+    input_ranges: &[Vec<shared::config::ValueRange>],
+) -> Result<ModelSignature> {
+    let (samples, inputs, _) = positional_inputs(test_data, input_shapes, input_ranges, 1)?;
     let sig = ModelSignature {
         format: "torchscript".into(),
         inputs,
         outputs: vec![],
     };
-    let mut engine = TorchEngine::load(model, sig, TorchSettings { inference: true })?;
-    let first = ds
-        .samples
-        .first()
-        .ok_or_else(|| OptimizerError::Config("the test data holds no sample".into()))?;
-    let out = engine.run(first)?;
+    let mut engine = TorchEngine::load(model, sig, TorchSettings::INFERENCE)?;
+    let out = engine.run(&samples[0])?;
     let mut sig = engine.signature.clone();
     sig.outputs = output_specs(&[out]);
+    // An input dimension left dynamic leaves the outputs' unknown too.
+    if sig.inputs.iter().any(|s| s.shape.contains(&-1)) {
+        for o in &mut sig.outputs {
+            if let Some(first) = o.shape.first_mut() {
+                *first = -1;
+            }
+        }
+    }
     Ok(sig)
 }
 
@@ -295,7 +450,7 @@ mod tests {
     use super::*;
     use crate::tensor::DType;
 
-    /// y = relu(x·W + b) with W = [[1, -1], [2, 0.5]], b = [0.5, -1], traced
+    /// y = relu(x·W + b) with W = [[1, -1], [2, 0.5]], b = [0.5, -1], scripted
     /// into a TorchScript module and saved, as torch.jit.save would.
     fn linear_relu(dir: &Path) -> std::path::PathBuf {
         let path = dir.join("linear_relu.pt");
@@ -324,12 +479,19 @@ mod tests {
     }
 
     #[test]
-    fn traced_module_runs_and_matches_hand_computed_values() {
+    fn scripted_module_runs_and_matches_hand_computed_values() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = linear_relu(dir.path());
         for inference in [false, true] {
-            let mut e =
-                TorchEngine::load(&path, sig(), TorchSettings { inference }).expect("module loads");
+            let mut e = TorchEngine::load(
+                &path,
+                sig(),
+                TorchSettings {
+                    inference,
+                    half: false,
+                },
+            )
+            .expect("module loads");
             e.reset().expect("no reset_states: nothing to do");
             // [1, 2]·W + b = [1+4+0.5, -1+1-1] = [5.5, -1] → relu [5.5, 0];
             // [-1, 0]·W + b = [-0.5, 1-1] → [0, 0].
@@ -345,8 +507,7 @@ mod tests {
     fn bad_inputs_are_errors_not_crashes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = linear_relu(dir.path());
-        let mut e =
-            TorchEngine::load(&path, sig(), TorchSettings { inference: true }).expect("loads");
+        let mut e = TorchEngine::load(&path, sig(), TorchSettings::INFERENCE).expect("loads");
         let wrong_width = vec![(
             "input0".to_string(),
             Tensor::new(vec![1, 3], TensorData::F32(vec![0.0; 3])).expect("tensor"),
@@ -358,9 +519,33 @@ mod tests {
         let not_a_module = dir.path().join("x.pt");
         std::fs::write(&not_a_module, b"not torchscript").expect("write");
         assert!(matches!(
-            TorchEngine::load(&not_a_module, sig(), TorchSettings { inference: true }),
+            TorchEngine::load(&not_a_module, sig(), TorchSettings::INFERENCE),
             Err(OptimizerError::BadModel { .. })
         ));
+    }
+
+    #[test]
+    fn input_shapes_groups_widen_the_signature_and_stand_in_for_test_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = linear_relu(dir.path());
+        // No test data: fp32 inputs from input_shapes; two batch sizes
+        // declared, so the batch dimension is dynamic.
+        let sig = inspect(&path, None, &[vec![vec![1, 2]], vec![vec![8, 2]]], &[])
+            .expect("inspects from input_shapes");
+        assert_eq!(sig.inputs[0].shape, vec![-1, 2]);
+        assert_eq!(sig.inputs[0].datatype, "FP32");
+        assert_eq!(sig.outputs[0].shape, vec![-1, 2]);
+        // One group: the shape is fixed as declared.
+        let sig = inspect(&path, None, &[vec![vec![3, 2]]], &[]).expect("inspects");
+        assert_eq!(sig.inputs[0].shape, vec![3, 2]);
+        assert_eq!(sig.outputs[0].shape, vec![3, 2]);
+        // Neither: an error that says what to give.
+        let e = inspect(&path, None, &[], &[]).expect_err("nothing to go on");
+        assert!(e.to_string().contains("input_shapes"), "{e}");
+        // A rank that contradicts the data names the input.
+        let mut specs = sig.inputs.clone();
+        let e = widen(&mut specs, &[vec![vec![3, 2, 1]]]).expect_err("rank 3 vs 2");
+        assert!(e.to_string().contains("input0"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The search for a TorchScript module: the module as saved and an inference
-//! variant, each verified against the original on the test data (samples in
-//! order, after a reset, so stateful modules see the same sequence) and timed
-//! like ONNX candidates; the fastest that passes is the artifact.
+//! The search for a TorchScript module: the module as saved, in inference
+//! mode, frozen (`torch.jit.freeze`), frozen and optimized for inference
+//! (`torch.jit.optimize_for_inference`, CPU), and in fp16 on a GPU; each is
+//! verified against the original on the test data (samples in order, after a
+//! reset, so stateful modules see the same sequence) and timed like ONNX
+//! candidates; the fastest that passes is the artifact.
 
 use std::path::Path;
 use std::time::Instant;
@@ -12,11 +14,12 @@ use shared::api::{
 };
 use shared::config::OptimizationLevel;
 
-use super::engine::{output_specs, TorchEngine, DESCRIPTION};
+use super::engine::{output_specs, TorchEngine, DESCRIPTION, RESET_METHOD};
+use super::freeze::{freeze, Freeze};
 use crate::artifact::{self, ArtifactMeta, TorchSettings};
 use crate::bench;
-use crate::data::{self, Sample};
-use crate::engine::{EngineKind, GraphLevel, InferenceEngine, SessionSettings};
+use crate::data::Sample;
+use crate::engine::{EngineKind, ExecutionProvider, GraphLevel, InferenceEngine, SessionSettings};
 use crate::error::{OptimizerError, Result};
 use crate::optimize::{
     cpu_name, describe_row, first_p50, rejected_report, timing_sets, verify_and_time, write_json,
@@ -25,68 +28,90 @@ use crate::optimize::{
 use crate::tensor::Tensor;
 use crate::verify::Gate;
 
+/// Where a candidate runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Any,
+    CpuOnly,
+    GpuOnly,
+}
+
 struct Candidate {
     name: &'static str,
     description: &'static str,
+    /// Frozen from the original into a file of its own; `None` runs the
+    /// original file.
+    freeze: Option<Freeze>,
     settings: TorchSettings,
+    target: Target,
 }
 
-const CANDIDATES: [Candidate; 2] = [
+const CANDIDATES: [Candidate; 5] = [
     Candidate {
         name: "original",
         description: "the TorchScript module as saved (its training flag as saved, autograd on), 1 intra-op thread",
-        settings: TorchSettings { inference: false },
+        freeze: None,
+        settings: TorchSettings::AS_SAVED,
+        target: Target::Any,
     },
     Candidate {
         name: "o1-torchscript-inference",
         description: "eval() and no autograd (no graph recorded for backward), 1 intra-op thread",
-        settings: TorchSettings { inference: true },
+        freeze: None,
+        settings: TorchSettings::INFERENCE,
+        target: Target::Any,
+    },
+    Candidate {
+        name: "o1-torchscript-frozen",
+        description: "torch.jit.freeze: eval(), parameters and unmutated attributes inlined as constants and folded (conv+batch norm, linear+add), no autograd",
+        freeze: Some(Freeze::Frozen),
+        settings: TorchSettings::INFERENCE,
+        target: Target::Any,
+    },
+    Candidate {
+        name: "o1-torchscript-frozen-optimized",
+        description: "frozen, then torch.jit.optimize_for_inference (MKL-DNN layouts and fusions for CPU inference), no autograd",
+        freeze: Some(Freeze::ForInference),
+        settings: TorchSettings::INFERENCE,
+        target: Target::CpuOnly,
+    },
+    Candidate {
+        name: "o1-torchscript-fp16",
+        description: "eval(), no autograd, parameters and float inputs in fp16 on the GPU (outputs answered in fp32)",
+        freeze: None,
+        settings: TorchSettings {
+            inference: true,
+            half: true,
+        },
+        target: Target::GpuOnly,
     },
 ];
 
 /// Why o2 is not applied to TorchScript, for the report.
-const NO_O2: &str =
-    "o2 not applied: libtorch's INT8 paths for TorchScript (torch.ao quantization, \
-                     freezing) are Python-side transforms that tch does not expose; the best o1 \
-                     candidate is served";
+const NO_O2: &str = "o2 not applied: INT8 for TorchScript (torch.ao quantization: observers \
+                     inserted, calibrated and converted) is a Python-side transform with no \
+                     libtorch C++ API; the best o1 candidate is served";
 
-/// Test data (positional inputs) or, without it, inputs synthesized from a
-/// single fp32 `input_shapes` group.
+/// Test data (positional inputs) or, without it, inputs synthesized from the
+/// first `input_shapes` group; dimensions that `input_shapes` groups vary
+/// are dynamic.
 fn inputs(
     opts: &OptimizeOptions,
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Sample>, Vec<TensorSpec>, String)> {
-    if let Some(p) = &opts.test_data {
-        let (ds, specs) = data::load_positional(p)?;
-        return Ok((ds.samples, specs, format!("test_data: {}", ds.source)));
-    }
-    let Some(group) = opts.input_shapes.first() else {
-        return Err(OptimizerError::Config(
-            "a TorchScript module declares no inputs: give test_data (a .pth of tuples of tensors, \
-             one tuple per call) or input_shapes"
-                .into(),
+    let (samples, specs, source) = super::engine::positional_inputs(
+        opts.test_data.as_deref(),
+        &opts.input_shapes,
+        &opts.input_ranges,
+        4,
+    )?;
+    if opts.test_data.is_none() {
+        notes.push(format!(
+            "no test_data: verified on {} fp32 inputs synthesized from input_shapes",
+            samples.len()
         ));
-    };
-    let specs: Vec<TensorSpec> = group
-        .iter()
-        .enumerate()
-        .map(|(i, dims)| TensorSpec {
-            name: data::positional_name(i),
-            datatype: "FP32".into(),
-            shape: dims.iter().map(|&d| d as i64).collect(),
-        })
-        .collect();
-    let sig = signature(specs.clone(), vec![]);
-    let shapes = data::concrete_shapes(&sig, Some(group), 16)?;
-    let ranges = opts.input_ranges.first().map(Vec::as_slice);
-    let samples = (0..4)
-        .map(|i| data::synthesize(&sig, &shapes, ranges, 7 + i))
-        .collect::<Result<Vec<_>>>()?;
-    notes.push(format!(
-        "no test_data: verified on {} fp32 inputs synthesized from input_shapes",
-        samples.len()
-    ));
-    Ok((samples, specs, "synthesized from input_shapes".into()))
+    }
+    Ok((samples, specs, source))
 }
 
 fn signature(inputs: Vec<TensorSpec>, outputs: Vec<TensorSpec>) -> ModelSignature {
@@ -107,6 +132,7 @@ fn rejected(c: &Candidate, message: String) -> CandidateReport {
 fn evaluate(
     c: &Candidate,
     model: &Path,
+    provider: ExecutionProvider,
     sig: &ModelSignature,
     samples: &[Sample],
     reference: &mut Vec<Vec<(String, Tensor)>>,
@@ -114,7 +140,7 @@ fn evaluate(
     gate: &Gate,
     budget: &bench::Budget,
 ) -> Result<CandidateReport> {
-    let mut engine = TorchEngine::load(model, sig.clone(), c.settings)?;
+    let mut engine = TorchEngine::load_on(model, sig.clone(), c.settings, provider)?;
     engine.reset()?;
     let mut row = verify_and_time(
         &mut engine,
@@ -137,11 +163,11 @@ pub fn optimize(
 ) -> Result<(OptimizationReport, ArtifactMeta)> {
     let started = Instant::now();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| OptimizerError::io(&opts.out_dir, e))?;
-    if !opts.device.provider().is_cpu() {
-        return Err(OptimizerError::Config(
-            "TorchScript is served on the CPU only in this build (a pytorch_gpu_* processor needs libtorch's CUDA libraries)".into(),
-        ));
-    }
+    let provider = opts.device.provider();
+    // Frozen candidates are files of their own, removed once the winner is
+    // copied into the artifact.
+    let work = opts.out_dir.join("candidates");
+    std::fs::create_dir_all(&work).map_err(|e| OptimizerError::io(&work, e))?;
     let mut notes = vec![
         "TorchScript: one intra-op thread per instance (libtorch's idle OpenMP threads spin and \
          steal the cores other instances use)"
@@ -156,18 +182,40 @@ pub fn optimize(
 
     let mut reference = Vec::new();
     let mut rows: Vec<CandidateReport> = Vec::new();
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut tried: Vec<&Candidate> = Vec::new();
     for c in &CANDIDATES {
+        let skip = match c.target {
+            Target::Any => false,
+            Target::CpuOnly => !provider.is_cpu(),
+            Target::GpuOnly => provider.is_cpu(),
+        };
+        if skip {
+            continue;
+        }
         let t0 = Instant::now();
-        let mut row = match evaluate(
-            c,
-            &opts.model,
-            &sig,
-            &samples,
-            &mut reference,
-            &timing,
-            &gate,
-            &opts.budget,
-        ) {
+        let file = match c.freeze {
+            None => opts.model.clone(),
+            Some(_) => work.join(format!("{}.pt", c.name)),
+        };
+        let built = match c.freeze {
+            None => Ok(()),
+            Some(mode) => freeze(&opts.model, &file, mode, &[RESET_METHOD]),
+        };
+        let result = built.and_then(|()| {
+            evaluate(
+                c,
+                &file,
+                provider,
+                &sig,
+                &samples,
+                &mut reference,
+                &timing,
+                &gate,
+                &opts.budget,
+            )
+        });
+        let mut row = match result {
             Ok(r) => r,
             // The baseline must run: without it nothing can be verified.
             Err(e) if rows.is_empty() => return Err(e),
@@ -190,6 +238,8 @@ pub fn optimize(
             describe_row(&row)
         ));
         rows.push(row);
+        files.push(file);
+        tried.push(c);
     }
     if opts.level == OptimizationLevel::O2 {
         notes.push(NO_O2.into());
@@ -205,18 +255,20 @@ pub fn optimize(
         .map(|(i, _)| i)
         .unwrap_or(0);
     rows[best].status = CandidateStatus::Selected;
-    let winner = &CANDIDATES[best];
+    let winner = tried[best];
     let optimized_ms = first_p50(&rows[best]);
 
     let model_dst = opts.out_dir.join(artifact::TORCH_MODEL_FILE);
-    std::fs::copy(&opts.model, &model_dst).map_err(|e| OptimizerError::io(&model_dst, e))?;
+    std::fs::copy(&files[best], &model_dst).map_err(|e| OptimizerError::io(&model_dst, e))?;
+    std::fs::remove_dir_all(&work).map_err(|e| OptimizerError::io(&work, e))?;
     let target = opts.device.target();
     let meta = ArtifactMeta {
         engine: EngineKind::TorchScript,
         model_file: artifact::TORCH_MODEL_FILE.into(),
         candidate: winner.name.into(),
-        // Not used by TorchScript; kept so the metadata has one shape.
-        session: SessionSettings::new(GraphLevel::Disable, 1),
+        // The graph level is not used by TorchScript; the provider says
+        // where the module runs (a GPU artifact on a CUDA device).
+        session: SessionSettings::new(GraphLevel::Disable, 1).on(provider),
         signature: sig,
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),
         target: target.clone(),
@@ -259,4 +311,83 @@ pub fn optimize(
         report.selected, optimized_ms, baseline_ms, report.speedup, report.total_seconds
     ));
     Ok((report, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::TensorData;
+    use crate::torch::build::{linear_relu, linear_relu_reference};
+
+    #[test]
+    fn the_cpu_search_freezes_verifies_and_keeps_only_the_winner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = dir.path().join("m.pt");
+        linear_relu(&model).expect("scripted");
+        let out = dir.path().join("artifact");
+        let opts = OptimizeOptions {
+            model,
+            out_dir: out.clone(),
+            level: OptimizationLevel::O1,
+            test_data: None,
+            calibration: None,
+            weight_adjustment: false,
+            accuracy: None,
+            inputs: None,
+            outputs: None,
+            // Two batch sizes: the served batch dimension is dynamic.
+            input_shapes: vec![vec![vec![1, 2]], vec![vec![4, 2]]],
+            input_ranges: vec![],
+            threads: 1,
+            budget: bench::Budget {
+                warmup: 1,
+                min_runs: 3,
+                max_runs: 10,
+                time: std::time::Duration::from_millis(50),
+            },
+            fallback_budget: std::time::Duration::from_secs(1),
+            device: Default::default(),
+        };
+        let mut lines = Vec::new();
+        let (report, meta) =
+            optimize(&opts, &mut |l| lines.push(l.to_string())).expect("the search runs");
+        let names: Vec<&str> = report.candidates.iter().map(|c| c.name.as_str()).collect();
+        // The CPU search: no fp16 candidate.
+        assert_eq!(
+            names,
+            [
+                "original",
+                "o1-torchscript-inference",
+                "o1-torchscript-frozen",
+                "o1-torchscript-frozen-optimized"
+            ]
+        );
+        for c in &report.candidates {
+            assert_ne!(
+                c.status,
+                CandidateStatus::Rejected,
+                "{}: {:?}",
+                c.name,
+                c.message
+            );
+            assert_eq!(c.latency.len(), 2, "timed on both shape groups: {}", c.name);
+        }
+        assert!(lines.iter().any(|l| l.contains("o1-torchscript-frozen")));
+        assert_eq!(meta.signature.inputs[0].shape, vec![-1, 2]);
+        // Only the artifact is left: the winner's module, no candidate files.
+        assert!(!out.join("candidates").exists());
+        let mut e = TorchEngine::load(
+            &out.join(&meta.model_file),
+            meta.signature.clone(),
+            meta.torch.expect("torch settings"),
+        )
+        .expect("the artifact loads");
+        let x = [2.0f32, 1.0];
+        let t = Tensor::new(vec![1, 2], TensorData::F32(x.to_vec())).expect("tensor");
+        let y = e.run(&[("input0".into(), t)]).expect("runs");
+        assert_eq!(
+            y[0].1.data,
+            TensorData::F32(linear_relu_reference(x).to_vec())
+        );
+    }
 }

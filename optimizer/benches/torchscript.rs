@@ -1,0 +1,147 @@
+//! What the TorchScript o1 search buys, measured in one run on this machine:
+//! each candidate (as saved, inference mode, frozen, frozen +
+//! optimize_for_inference) timed on the same inputs by the search itself,
+//! with its speedup over the module as saved. Models: a conv + batch-norm
+//! CNN scripted in code (what freezing's conv/bn folding is for) and, when
+//! the zoo is there, silero VAD (`silero_vad.jit`, stateful, LSTM).
+//!
+//! Run: `cargo bench -p whetstone-optimizer --features torch --bench torchscript`
+//! (with LIBTORCH and its lib/ on LD_LIBRARY_PATH, as scripts/test.sh sets).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use optimizer::bench::Budget;
+use optimizer::optimize::{optimize, OptimizeOptions};
+use optimizer::tensor::{Tensor, TensorData};
+use shared::api::OptimizationReport;
+use shared::config::OptimizationLevel;
+
+fn options(
+    model: PathBuf,
+    out: &Path,
+    test_data: Option<PathBuf>,
+    shapes: Vec<Vec<Vec<usize>>>,
+) -> OptimizeOptions {
+    OptimizeOptions {
+        model,
+        out_dir: out.to_path_buf(),
+        level: OptimizationLevel::O1,
+        test_data,
+        calibration: None,
+        weight_adjustment: false,
+        accuracy: None,
+        inputs: None,
+        outputs: None,
+        input_shapes: shapes,
+        input_ranges: vec![],
+        threads: 1,
+        budget: Budget {
+            warmup: 5,
+            min_runs: 30,
+            max_runs: 400,
+            time: Duration::from_secs(3),
+        },
+        fallback_budget: Duration::from_secs(1),
+        device: Default::default(),
+    }
+}
+
+fn print(model: &str, r: &OptimizationReport) {
+    println!(
+        "\n{model} (p50 per shape group: {})",
+        r.diagnosis.shape_groups.join(" | ")
+    );
+    println!(
+        "| candidate | status | p50 ms | speedup vs as saved | max rel. error | why rejected |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for c in &r.candidates {
+        let p50 = c
+            .latency
+            .iter()
+            .map(|l| format!("{:.3}", l.p50_ms))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let why: String = match c.status {
+            shared::api::CandidateStatus::Rejected => c
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .take(90)
+                .collect(),
+            _ => String::new(),
+        };
+        println!(
+            "| {} | {:?} | {} | {} | {} | {} |",
+            c.name,
+            c.status,
+            if p50.is_empty() { "-".into() } else { p50 },
+            c.speedup
+                .map(|s| format!("{s:.2}x"))
+                .unwrap_or_else(|| "-".into()),
+            c.max_rel_error
+                .map(|e| format!("{e:.1e}"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    for (channels, blocks, side) in [(32, 4, 56), (64, 6, 56)] {
+        let model = dir.path().join(format!("cnn_{channels}x{blocks}.pt"));
+        optimizer::torch::build::conv_bn_net(&model, channels, blocks).expect("scripted CNN");
+        let out = dir.path().join(format!("cnn_{channels}x{blocks}"));
+        let opts = options(model, &out, None, vec![vec![vec![1, 3, side, side]]]);
+        let (report, _) = optimize(&opts, &mut |_| {}).expect("search");
+        print(
+            &format!(
+                "conv+bn CNN, {blocks} blocks of {channels} channels, input 1*3*{side}*{side}"
+            ),
+            &report,
+        );
+    }
+
+    let zoo = std::env::var_os("WHETSTONE_ZOO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/zoo"));
+    let npz = zoo.join("test_silero_vad.npz");
+    if !npz.is_file() {
+        println!(
+            "\nsilero VAD skipped: no {} (set WHETSTONE_ZOO)",
+            npz.display()
+        );
+        return;
+    }
+    let sig = shared::api::ModelSignature {
+        format: "npz".into(),
+        inputs: vec![shared::api::TensorSpec {
+            name: "chunks".into(),
+            datatype: "FP32".into(),
+            shape: vec![-1, 512],
+        }],
+        outputs: vec![],
+    };
+    let chunks = optimizer::data::load(&npz, &sig).expect("silero chunks");
+    let rows: Vec<f32> = chunks
+        .samples
+        .iter()
+        .take(64)
+        .flat_map(|s| match &s[0].1.data {
+            TensorData::F32(v) => v.clone(),
+            _ => vec![],
+        })
+        .collect();
+    let n = rows.len() / 512;
+    let stacked = Tensor::new(vec![n, 512], TensorData::F32(rows)).expect("stack");
+    let sr = Tensor::new(vec![], TensorData::I64(vec![16000])).expect("sr");
+    let data = dir.path().join("silero.npz");
+    optimizer::data::write_npz(&data, &[("input0", &stacked), ("input1", &sr)]).expect("npz");
+    let out = dir.path().join("silero");
+    let opts = options(zoo.join("silero_vad.jit"), &out, Some(data), vec![]);
+    let (report, _) = optimize(&opts, &mut |_| {}).expect("search");
+    print("silero_vad.jit, 64 chunks of 512 samples in order", &report);
+}

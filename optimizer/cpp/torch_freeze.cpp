@@ -1,0 +1,140 @@
+// Freezing a TorchScript module: what `torch.jit.freeze` and
+// `torch.jit.optimize_for_inference` do in Python, through libtorch's C++ API,
+// which the `tch` crate does not expose. File in, file out, so that no libtorch
+// object crosses into Rust: the Rust side loads the result with tch. Also
+// scripted modules built in code (parameters, state, TorchScript source), for
+// tests and examples, which tch's tracing cannot make (it inlines every
+// tensor as a constant).
+//
+// Built by optimizer/build.rs with the `torch` feature, against the same
+// libtorch headers and ABI as tch's own shim.
+
+#include <torch/script.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+char* copy_message(const std::string& s) {
+  char* out = static_cast<char*>(std::malloc(s.size() + 1));
+  if (out != nullptr) {
+    std::memcpy(out, s.c_str(), s.size() + 1);
+  }
+  return out;
+}
+
+// libtorch's messages end with a C++ backtrace; the first lines say why.
+char* error_message(const std::exception& e) {
+  std::string what(e.what());
+  const auto cut = what.find("\nException raised from");
+  return copy_message(cut == std::string::npos ? what : what.substr(0, cut));
+}
+
+}  // namespace
+
+extern "C" {
+
+// Loads the module at `in_path`, switches it to eval mode, freezes it
+// (parameters and attributes inlined as constants, `forward` and every
+// method named in `preserved` kept callable), optionally runs
+// optimize_for_inference on it, and saves it to `out_path`.
+// Methods in `preserved` that the module does not have are skipped.
+// Returns NULL on success, or a malloc'd message (free it with
+// whet_torch_free_message).
+char* whet_torch_freeze(const char* in_path, const char* out_path,
+                        const char* const* preserved, size_t n_preserved,
+                        int optimize) {
+  try {
+    torch::jit::Module module = torch::jit::load(std::string(in_path));
+    module.eval();
+    std::vector<std::string> keep;
+    for (size_t i = 0; i < n_preserved; ++i) {
+      std::string name(preserved[i]);
+      if (module.find_method(name).has_value()) {
+        keep.push_back(name);
+      }
+    }
+    torch::jit::Module frozen =
+        torch::jit::freeze(module, keep, /*optimize_numerics=*/true);
+    if (optimize != 0) {
+      // MKL-DNN conversion is switched off for this pass: it bakes
+      // prepacked MKL-DNN tensors into graph constants, which save but do not
+      // load back ("required keyword attribute 'value' is undefined"). The
+      // rest of the pass (conv+add+relu fusion, linear transposes, ...) is
+      // kept.
+      const bool mkldnn = at::globalContext().userEnabledMkldnn();
+      at::globalContext().setUserEnabledMkldnn(false);
+      try {
+        frozen = torch::jit::optimize_for_inference(frozen, keep);
+      } catch (...) {
+        at::globalContext().setUserEnabledMkldnn(mkldnn);
+        throw;
+      }
+      at::globalContext().setUserEnabledMkldnn(mkldnn);
+    }
+    frozen.save(std::string(out_path));
+    // What cannot be loaded back is no artifact: check here, where the
+    // message can say which step made it.
+    try {
+      torch::jit::load(std::string(out_path));
+    } catch (const std::exception& e) {
+      std::remove(out_path);
+      throw std::runtime_error(
+          std::string(optimize != 0 ? "optimize_for_inference" : "freezing") +
+          " produced a module that libtorch cannot load back: " + e.what());
+    }
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_message(e);
+  } catch (...) {
+    return copy_message("unknown C++ exception");
+  }
+}
+
+void whet_torch_free_message(char* message) { std::free(message); }
+
+// Builds a scripted TorchScript module in code, as `torch.jit.script` of a
+// small nn.Module would: `n` float tensors registered under `names` (as
+// parameters when `kinds[i]` is 0, as plain tensor attributes — state a
+// method may reassign — when 1), the methods of `source` (TorchScript
+// source, `def forward(self, …)` and any others) defined on it, saved to
+// `out_path`. Returns NULL on success, or a malloc'd message.
+char* whet_torch_script_module(const char* out_path, const char* source,
+                               const char* const* names, const int* kinds,
+                               const float* const* values,
+                               const int64_t* const* shapes,
+                               const size_t* ranks, size_t n) {
+  try {
+    torch::jit::Module module("WhetModule");
+    for (size_t i = 0; i < n; ++i) {
+      std::vector<int64_t> shape(shapes[i], shapes[i] + ranks[i]);
+      int64_t numel = 1;
+      for (int64_t d : shape) numel *= d;
+      at::Tensor t =
+          torch::from_blob(const_cast<float*>(values[i]), {numel},
+                           torch::TensorOptions().dtype(torch::kFloat32))
+              .clone()
+              .reshape(shape);
+      if (kinds[i] == 0) {
+        module.register_parameter(names[i], t, /*is_buffer=*/false);
+      } else {
+        module.register_attribute(names[i], c10::TensorType::get(), t);
+      }
+    }
+    module.define(std::string(source));
+    module.save(std::string(out_path));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_message(e);
+  } catch (...) {
+    return copy_message("unknown C++ exception");
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,243 @@
+//! TorchScript freezing, as `torch.jit.freeze` (and optionally
+//! `torch.jit.optimize_for_inference`) do it: parameters and attributes
+//! that `forward` never changes become constants, so libtorch can fold and
+//! fuse around them (conv + batch norm, linear + add, …). tch does not expose
+//! these, so they go through a small C++ shim (`cpp/torch_freeze.cpp`)
+//! compiled against the same libtorch: a file in, a frozen file out.
+
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::path::Path;
+
+use crate::error::{OptimizerError, Result};
+
+extern "C" {
+    fn whet_torch_freeze(
+        in_path: *const c_char,
+        out_path: *const c_char,
+        preserved: *const *const c_char,
+        n_preserved: usize,
+        optimize: c_int,
+    ) -> *mut c_char;
+    fn whet_torch_free_message(message: *mut c_char);
+}
+
+/// What a shim call returned: `None` for success, else its message, which
+/// is freed here.
+///
+/// # Safety
+/// `message` is NULL or a message the shim allocated, not yet freed.
+pub(super) unsafe fn take_message(message: *mut c_char) -> Option<String> {
+    if message.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL means a NUL-terminated message from the shim.
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: allocated by the shim, freed once.
+    unsafe { whet_torch_free_message(message) };
+    Some(text.trim().to_string())
+}
+
+pub(super) fn c_path(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| OptimizerError::Config(format!("path {} holds a NUL byte", p.display())))
+}
+
+/// How far to go beyond freezing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freeze {
+    /// `torch.jit.freeze`: constants inlined and folded.
+    Frozen,
+    /// Then `torch.jit.optimize_for_inference`: CPU layout conversions
+    /// (MKL-DNN) and fusions that only pay off for inference.
+    ForInference,
+}
+
+/// Freezes the TorchScript module at `input` into `output`. `forward` and
+/// every method of `preserved` that the module has (such as
+/// `reset_states`) stay callable; mutable state that `forward` updates stays
+/// an attribute (libtorch's freezing keeps what a method mutates).
+pub fn freeze(input: &Path, output: &Path, mode: Freeze, preserved: &[&str]) -> Result<()> {
+    let (i, o) = (c_path(input)?, c_path(output)?);
+    let names: Vec<CString> = preserved
+        .iter()
+        .map(|s| CString::new(*s).map_err(|_| OptimizerError::Config(format!("method name {s:?}"))))
+        .collect::<Result<_>>()?;
+    let ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
+    // SAFETY: every pointer is a NUL-terminated string that outlives the
+    // call; the shim catches every C++ exception and returns either NULL or
+    // a malloc'd message that we free with its own function.
+    let message = unsafe {
+        whet_torch_freeze(
+            i.as_ptr(),
+            o.as_ptr(),
+            ptrs.as_ptr(),
+            ptrs.len(),
+            c_int::from(mode == Freeze::ForInference),
+        )
+    };
+    // SAFETY: the shim's return value, taken once.
+    match unsafe { take_message(message) } {
+        None => Ok(()),
+        Some(text) => Err(OptimizerError::Engine(format!(
+            "freezing {} failed: {text}",
+            input.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::TorchSettings;
+    use crate::engine::InferenceEngine;
+    use crate::tensor::{Tensor, TensorData};
+    use crate::torch::build::{linear_relu, linear_relu_reference};
+    use crate::torch::TorchEngine;
+    use shared::api::{ModelSignature, TensorSpec};
+
+    fn sig() -> ModelSignature {
+        ModelSignature {
+            format: "torchscript".into(),
+            inputs: vec![TensorSpec {
+                name: "input0".into(),
+                datatype: "FP32".into(),
+                shape: vec![-1, 2],
+            }],
+            outputs: vec![],
+        }
+    }
+
+    #[test]
+    fn a_frozen_module_has_no_parameters_and_computes_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let original = dir.path().join("m.pt");
+        linear_relu(&original).expect("scripted");
+        let params = |p: &Path| {
+            tch::CModule::load(p)
+                .expect("loads")
+                .named_parameters()
+                .expect("parameters")
+                .len()
+        };
+        assert_eq!(params(&original), 2, "W and b are parameters before");
+        let x = [[1.0f32, 2.0], [-3.0, 0.25], [0.5, -0.5]];
+        for mode in [Freeze::Frozen, Freeze::ForInference] {
+            let frozen = dir.path().join(format!("{mode:?}.pt"));
+            freeze(&original, &frozen, mode, &["reset_states"]).expect("freezes");
+            // Freezing inlined W and b as constants: nothing is left to train.
+            assert_eq!(params(&frozen), 0, "{mode:?}");
+            let mut e = TorchEngine::load(&frozen, sig(), TorchSettings::INFERENCE).expect("loads");
+            let input = Tensor::new(vec![3, 2], TensorData::F32(x.concat())).expect("tensor");
+            let out = e.run(&[("input0".into(), input)]).expect("runs");
+            let want: Vec<f32> = x.iter().flat_map(|r| linear_relu_reference(*r)).collect();
+            match &out[0].1.data {
+                TensorData::F32(got) => {
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() <= 1e-6, "{mode:?}: {got:?} vs {want:?}");
+                    }
+                }
+                other => panic!("expected f32, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_frozen_stateful_module_keeps_its_state_and_reset_states() {
+        use crate::torch::build::{running_sum, RUNNING_SUM_SCALE};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let original = dir.path().join("s.pt");
+        running_sum(&original).expect("scripted");
+        let frozen = dir.path().join("s_frozen.pt");
+        freeze(&original, &frozen, Freeze::Frozen, &["reset_states"]).expect("freezes");
+        let mut e = TorchEngine::load(&frozen, sig(), TorchSettings::INFERENCE).expect("loads");
+        let row = |a: f32, b: f32| {
+            vec![(
+                "input0".to_string(),
+                Tensor::new(vec![1, 2], TensorData::F32(vec![a, b])).expect("tensor"),
+            )]
+        };
+        let run =
+            |e: &mut TorchEngine, a, b| match e.run(&row(a, b)).expect("runs").remove(0).1.data {
+                TensorData::F32(v) => v,
+                other => panic!("expected f32, got {other:?}"),
+            };
+        let [s0, s1] = RUNNING_SUM_SCALE;
+        // The total carries across calls: the state was not frozen away.
+        assert_eq!(run(&mut e, 1.0, 2.0), vec![s0, 2.0 * s1]);
+        assert_eq!(run(&mut e, 3.0, 1.0), vec![4.0 * s0, 3.0 * s1]);
+        // reset_states survived freezing and still zeroes the total.
+        e.reset().expect("reset_states is callable");
+        assert_eq!(run(&mut e, 1.0, 1.0), vec![s0, s1]);
+    }
+
+    #[test]
+    fn a_frozen_conv_bn_net_agrees_with_the_original() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let original = dir.path().join("cnn.pt");
+        crate::torch::build::conv_bn_net(&original, 8, 2).expect("scripted");
+        let sig = ModelSignature {
+            format: "torchscript".into(),
+            inputs: vec![TensorSpec {
+                name: "input0".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 3, 12, 12],
+            }],
+            outputs: vec![],
+        };
+        let x: Vec<f32> = (0..3 * 12 * 12)
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        let input = || {
+            vec![(
+                "input0".to_string(),
+                Tensor::new(vec![1, 3, 12, 12], TensorData::F32(x.clone())).expect("tensor"),
+            )]
+        };
+        let run = |path: &Path| {
+            let mut e =
+                TorchEngine::load(path, sig.clone(), TorchSettings::INFERENCE).expect("loads");
+            match e.run(&input()).expect("runs").remove(0).1.data {
+                TensorData::F32(v) => v,
+                other => panic!("expected f32, got {other:?}"),
+            }
+        };
+        let want = run(&original);
+        assert_eq!(want.len(), 10);
+        let agrees = |got: &[f32]| {
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            got.iter()
+                .zip(&want)
+                .all(|(g, w)| (g - w).abs() <= 1e-4 * scale)
+        };
+        // Frozen: batch norm folded into the convolutions, same answers.
+        let frozen = dir.path().join("cnn_frozen.pt");
+        freeze(&original, &frozen, Freeze::Frozen, &[]).expect("freezes");
+        assert!(agrees(&run(&frozen)), "{:?} vs {want:?}", run(&frozen));
+        // optimize_for_inference turns convolutions into prepacked custom
+        // objects that libtorch saves but cannot load back: that is an error
+        // the search reports, and no file is left behind. Where it can be
+        // loaded, it must agree.
+        let optimized = dir.path().join("cnn_optimized.pt");
+        match freeze(&original, &optimized, Freeze::ForInference, &[]) {
+            Ok(()) => assert!(agrees(&run(&optimized))),
+            Err(e) => {
+                assert!(e.to_string().contains("cannot load back"), "{e}");
+                assert!(!optimized.exists(), "an unloadable module was left behind");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_torchscript_is_an_error_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = dir.path().join("bad.pt");
+        std::fs::write(&bad, b"not a zip archive").expect("write");
+        let e = freeze(&bad, &dir.path().join("out.pt"), Freeze::Frozen, &[])
+            .expect_err("nothing to freeze");
+        let msg = e.to_string();
+        assert!(msg.contains("bad.pt") && msg.contains("freezing"), "{msg}");
+        assert!(!dir.path().join("out.pt").exists());
+    }
+}
