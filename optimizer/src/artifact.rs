@@ -101,6 +101,8 @@ pub fn cpu_target() -> String {
                 "avx512vnni",
                 std::arch::is_x86_feature_detected!("avx512vnni"),
             ),
+            // INT8 weights are 7-bit without VNNI (quantize::weight_limit).
+            ("avxvnni", std::arch::is_x86_feature_detected!("avxvnni")),
         ] {
             if on {
                 t.push('-');

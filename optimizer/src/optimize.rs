@@ -536,6 +536,9 @@ fn build_candidates(
         return Ok(out);
     }
 
+    if quantize::saturating_u8s8() {
+        notes.push("INT8 weights use 7 bits (±63): this CPU has no VNNI, and ONNX Runtime's uint8×int8 kernels here add product pairs in saturating int16".into());
+    }
     // INT8 builds on the cleaned graph only when it folded If nodes (the
     // quantizers cannot see inside them). Measured on MiniLM: the cleaned
     // graph without Ifs is slower once quantized (ORT fuses less of it).
