@@ -217,8 +217,11 @@ async fn check_deployable(
     // it, rather than fail in the plugin stage.
     #[cfg(feature = "torch")]
     if proc.runtime == Runtime::PyTorch && proc.device == shared::processor::Device::Gpu {
-        if let optimizer::torch::cuda::TorchCuda::Unavailable(why) = optimizer::torch::cuda::probe()
-        {
+        // The first probe loads libtorch's CUDA libraries: off the runtime.
+        let status = tokio::task::spawn_blocking(optimizer::torch::cuda::probe)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        if let optimizer::torch::cuda::TorchCuda::Unavailable(why) = status {
             return Err(AppError::invalid(
                 "processor",
                 format!(

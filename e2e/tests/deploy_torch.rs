@@ -127,7 +127,7 @@ fn silero_torchscript_deploys_and_predicts_in_order() {
 /// are verified and reported like the others.
 #[test]
 fn a_torchscript_module_deploys_from_input_shapes_with_a_dynamic_batch() {
-    use optimizer::torch::build::{linear_relu, linear_relu_reference};
+    use optimizer::torch::build::linear_relu;
     let work = tempfile::tempdir().expect("tempdir");
     let model_dir = work.path().join("shapes");
     std::fs::create_dir_all(&model_dir).expect("model folder");
@@ -155,21 +155,32 @@ fn a_torchscript_module_deploys_from_input_shapes_with_a_dynamic_batch() {
         assert_ne!(c["status"], "Rejected", "{c}");
     }
     // Three rows in one request: a batch size no sample had.
-    let rows = [[1.0f32, 2.0], [-1.5, 0.25], [0.75, -0.5]];
+    predict_rows(
+        &server,
+        &token,
+        "shapes_torch",
+        &[[1.0, 2.0], [-1.5, 0.25], [0.75, -0.5]],
+    );
+}
+
+/// Sends `rows` to the `linear_relu` service `name` as one [N, 2] request
+/// and checks the answer against what the module's weights compute.
+fn predict_rows(server: &Server, token: &str, name: &str, rows: &[[f32; 2]]) {
+    use optimizer::torch::build::linear_relu_reference;
     let body = serde_json::json!({"inputs": [
-        {"name": "input0", "shape": [3, 2], "datatype": "FP32", "data": rows.concat()},
+        {"name": "input0", "shape": [rows.len(), 2], "datatype": "FP32", "data": rows.concat()},
     ]});
     let (s, answer) = server.http(
         "POST",
-        "/api/predict/shapes_torch",
-        Some(&token),
+        &format!("/api/predict/{name}"),
+        Some(token),
         body.to_string().as_bytes(),
     );
     assert_eq!(s, 200, "{answer}");
     let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON answer");
     assert_eq!(
         answer["outputs"][0]["shape"],
-        serde_json::json!([3, 2]),
+        serde_json::json!([rows.len(), 2]),
         "{answer}"
     );
     let got: Vec<f64> = answer["outputs"][0]["data"]
@@ -182,6 +193,7 @@ fn a_torchscript_module_deploys_from_input_shapes_with_a_dynamic_batch() {
         .iter()
         .flat_map(|r| linear_relu_reference(*r))
         .collect();
+    assert_eq!(got.len(), want.len(), "{answer}");
     for (g, w) in got.iter().zip(&want) {
         assert!((g - f64::from(*w)).abs() <= 1e-5, "{got:?} vs {want:?}");
     }
@@ -192,7 +204,7 @@ fn a_torchscript_module_deploys_from_input_shapes_with_a_dynamic_batch() {
 /// weights compute.
 #[test]
 fn an_own_torchscript_module_deploys_and_matches_hand_computed_outputs() {
-    use optimizer::torch::build::{linear_relu, linear_relu_reference};
+    use optimizer::torch::build::linear_relu;
     let work = tempfile::tempdir().expect("tempdir");
     let model_dir = work.path().join("own");
     std::fs::create_dir_all(&model_dir).expect("model folder");
@@ -217,35 +229,7 @@ fn an_own_torchscript_module_deploys_and_matches_hand_computed_outputs() {
 
     // The signature comes from the test data, whose samples are [1, 2]: one
     // row per request.
-    for (i, row) in rows.iter().enumerate() {
-        let body = serde_json::json!({"inputs": [
-            {"name": "input0", "shape": [1, 2], "datatype": "FP32", "data": row},
-        ]});
-        let (s, answer) = server.http(
-            "POST",
-            "/api/predict/own_torch",
-            Some(&token),
-            body.to_string().as_bytes(),
-        );
-        assert_eq!(s, 200, "{answer}");
-        let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON answer");
-        assert_eq!(
-            answer["outputs"][0]["shape"],
-            serde_json::json!([1, 2]),
-            "{answer}"
-        );
-        let got: Vec<f64> = answer["outputs"][0]["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .map(|v| v.as_f64().expect("number"))
-            .collect();
-        let want = linear_relu_reference(*row);
-        for j in 0..2 {
-            assert!(
-                (got[j] - f64::from(want[j])).abs() <= 1e-5,
-                "row {i}: {got:?} vs {want:?}"
-            );
-        }
+    for row in &rows {
+        predict_rows(&server, &token, "own_torch", &[*row]);
     }
 }

@@ -197,27 +197,19 @@ fn run_ours(
     f64,
 ) {
     let opts = OptimizeOptions {
-        model: model.to_path_buf(),
-        out_dir: out.to_path_buf(),
         level: OptimizationLevel::O2,
         test_data: Some(test.to_path_buf()),
         calibration: Some(calib.to_path_buf()),
         weight_adjustment: true,
-        accuracy: None,
-        inputs: None,
-        outputs: None,
         input_shapes: shapes,
-        input_ranges: vec![],
-        threads: 1,
         budget: optimizer::bench::Budget {
             warmup: 2,
             min_runs: 5,
             max_runs: 50,
             time: Duration::from_millis(700),
         },
-
         fallback_budget: std::time::Duration::from_secs(30),
-        device: Default::default(),
+        ..OptimizeOptions::new(model.to_path_buf(), out.to_path_buf())
     };
     let t0 = Instant::now();
     let (report, meta) = optimize(&opts, &mut |l: &str| println!("  {l}")).expect("optimize");
@@ -402,22 +394,12 @@ fn main() {
     println!("\nsilero_vad.onnx: o1 search (sr fixed to 16000 by input_ranges, shapes 1*576, 2*1*128, scalar; 1 thread)");
     let range = |s: &str| shared::config::parse_range(s).expect("range");
     let opts = OptimizeOptions {
-        model: zoo.join("silero_vad.onnx"),
-        out_dir: work.path().join("silero"),
-        level: OptimizationLevel::O1,
-        test_data: None,
-        calibration: None,
-        weight_adjustment: false,
-        accuracy: None,
-        inputs: None,
-        outputs: None,
         input_shapes: vec![vec![vec![1, 576], vec![2, 1, 128], vec![1]]],
         input_ranges: vec![vec![
             range("[-1,1]"),
             range("[0,0]"),
             range("[16000,16000]"),
         ]],
-        threads: 1,
         budget: optimizer::bench::Budget {
             warmup: 2,
             min_runs: 5,
@@ -425,7 +407,7 @@ fn main() {
             time: Duration::from_millis(500),
         },
         fallback_budget: Duration::from_secs(10),
-        device: Default::default(),
+        ..OptimizeOptions::new(zoo.join("silero_vad.onnx"), work.path().join("silero"))
     };
     let t0 = Instant::now();
     let (report, meta) =

@@ -15,7 +15,6 @@ use optimizer::bench::Budget;
 use optimizer::optimize::{optimize, OptimizeOptions};
 use optimizer::tensor::{Tensor, TensorData};
 use shared::api::OptimizationReport;
-use shared::config::OptimizationLevel;
 
 fn options(
     model: PathBuf,
@@ -24,26 +23,15 @@ fn options(
     shapes: Vec<Vec<Vec<usize>>>,
 ) -> OptimizeOptions {
     OptimizeOptions {
-        model,
-        out_dir: out.to_path_buf(),
-        level: OptimizationLevel::O1,
         test_data,
-        calibration: None,
-        weight_adjustment: false,
-        accuracy: None,
-        inputs: None,
-        outputs: None,
         input_shapes: shapes,
-        input_ranges: vec![],
-        threads: 1,
         budget: Budget {
             warmup: 5,
             min_runs: 30,
             max_runs: 400,
             time: Duration::from_secs(3),
         },
-        fallback_budget: Duration::from_secs(1),
-        device: Default::default(),
+        ..OptimizeOptions::new(model, out.to_path_buf())
     }
 }
 

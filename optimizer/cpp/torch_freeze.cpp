@@ -21,11 +21,15 @@
 
 namespace {
 
+// Returned when even the message cannot be allocated; never freed.
+char kOutOfMemory[] = "out of memory";
+
 char* copy_message(const std::string& s) {
   char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out != nullptr) {
-    std::memcpy(out, s.c_str(), s.size() + 1);
+  if (out == nullptr) {
+    return kOutOfMemory;
   }
+  std::memcpy(out, s.c_str(), s.size() + 1);
   return out;
 }
 
@@ -51,7 +55,9 @@ char* whet_torch_freeze(const char* in_path, const char* out_path,
                         const char* const* preserved, size_t n_preserved,
                         int optimize) {
   try {
-    torch::jit::Module module = torch::jit::load(std::string(in_path));
+    // On the CPU whatever device it was saved from: the search loads the
+    // result on its own device.
+    torch::jit::Module module = torch::jit::load(std::string(in_path), torch::kCPU);
     module.eval();
     std::vector<std::string> keep;
     for (size_t i = 0; i < n_preserved; ++i) {
@@ -63,31 +69,21 @@ char* whet_torch_freeze(const char* in_path, const char* out_path,
     torch::jit::Module frozen =
         torch::jit::freeze(module, keep, /*optimize_numerics=*/true);
     if (optimize != 0) {
-      // MKL-DNN conversion is switched off for this pass: it bakes
-      // prepacked MKL-DNN tensors into graph constants, which save but do not
-      // load back ("required keyword attribute 'value' is undefined"). The
-      // rest of the pass (conv+add+relu fusion, linear transposes, ...) is
-      // kept.
-      const bool mkldnn = at::globalContext().userEnabledMkldnn();
-      at::globalContext().setUserEnabledMkldnn(false);
-      try {
-        frozen = torch::jit::optimize_for_inference(frozen, keep);
-      } catch (...) {
-        at::globalContext().setUserEnabledMkldnn(mkldnn);
-        throw;
-      }
-      at::globalContext().setUserEnabledMkldnn(mkldnn);
+      frozen = torch::jit::optimize_for_inference(frozen, keep);
     }
-    frozen.save(std::string(out_path));
-    // What cannot be loaded back is no artifact: check here, where the
-    // message can say which step made it.
+    // What cannot be loaded back is no artifact (optimize_for_inference
+    // bakes convolutions into prepacked MKL-DNN objects, which save but do
+    // not load: "required keyword attribute 'value' is undefined"): check
+    // here, where the message can say which step made it, and leave no
+    // file behind.
     try {
-      torch::jit::load(std::string(out_path));
+      frozen.save(std::string(out_path));
+      torch::jit::load(std::string(out_path), torch::kCPU);
     } catch (const std::exception& e) {
       std::remove(out_path);
       throw std::runtime_error(
           std::string(optimize != 0 ? "optimize_for_inference" : "freezing") +
-          " produced a module that libtorch cannot load back: " + e.what());
+          " produced a module that libtorch cannot save and load back: " + e.what());
     }
     return nullptr;
   } catch (const std::exception& e) {
@@ -97,7 +93,11 @@ char* whet_torch_freeze(const char* in_path, const char* out_path,
   }
 }
 
-void whet_torch_free_message(char* message) { std::free(message); }
+void whet_torch_free_message(char* message) {
+  if (message != kOutOfMemory) {
+    std::free(message);
+  }
+}
 
 // Builds a scripted TorchScript module in code, as `torch.jit.script` of a
 // small nn.Module would: `n` float tensors registered under `names` (as

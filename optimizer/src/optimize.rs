@@ -53,6 +53,31 @@ pub struct OptimizeOptions {
     pub device: TargetDevice,
 }
 
+impl OptimizeOptions {
+    /// An o1 search of `model` into `out_dir` on the CPU with one thread,
+    /// no data files and the default budgets: the base that callers (tests,
+    /// benchmarks) change a few fields of.
+    pub fn new(model: PathBuf, out_dir: PathBuf) -> OptimizeOptions {
+        OptimizeOptions {
+            model,
+            out_dir,
+            level: OptimizationLevel::O1,
+            test_data: None,
+            calibration: None,
+            weight_adjustment: false,
+            accuracy: None,
+            inputs: None,
+            outputs: None,
+            input_shapes: vec![],
+            input_ranges: vec![],
+            threads: 1,
+            budget: Budget::default(),
+            fallback_budget: std::time::Duration::from_secs(5),
+            device: TargetDevice::Cpu,
+        }
+    }
+}
+
 /// Where an optimized model will be served.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum TargetDevice {

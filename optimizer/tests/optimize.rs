@@ -8,7 +8,6 @@ use optimizer::optimize::{optimize, OptimizeOptions};
 use optimizer::tensor::{Tensor, TensorData};
 use optimizer::OptimizerError;
 use shared::api::CandidateStatus;
-use shared::config::OptimizationLevel;
 
 fn mlp_file(dir: &std::path::Path) -> std::path::PathBuf {
     let p = dir.join("mlp.onnx");
@@ -141,18 +140,10 @@ fn optimize_verifies_times_and_writes_an_artifact() {
     data::write_npz(&test, &[("x", &x(6, 0.5))]).unwrap();
     let out = dir.path().join("artifact");
     let opts = OptimizeOptions {
-        model: model.clone(),
-        out_dir: out.clone(),
-        level: OptimizationLevel::O1,
         test_data: Some(test),
-        calibration: None,
-        weight_adjustment: false,
-        accuracy: None,
         inputs: Some(vec!["x".into()]),
         outputs: Some(vec!["y".into()]),
         input_shapes: vec![vec![vec![1, 4]], vec![vec![8, 4]]],
-        input_ranges: vec![],
-        threads: 1,
         budget: optimizer::bench::Budget {
             warmup: 1,
             min_runs: 3,
@@ -160,7 +151,7 @@ fn optimize_verifies_times_and_writes_an_artifact() {
             time: std::time::Duration::from_millis(50),
         },
         fallback_budget: std::time::Duration::from_secs(30),
-        device: Default::default(),
+        ..OptimizeOptions::new(model.clone(), out.clone())
     };
     let mut lines = Vec::new();
     let (report, meta) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
@@ -226,22 +217,9 @@ fn optimize_verifies_times_and_writes_an_artifact() {
 fn declared_names_that_the_graph_lacks_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let opts = OptimizeOptions {
-        model: mlp_file(dir.path()),
-        out_dir: dir.path().join("out"),
-        level: OptimizationLevel::O1,
-        test_data: None,
-        calibration: None,
-        weight_adjustment: false,
-        accuracy: None,
         inputs: Some(vec!["input_ids".into()]),
-        outputs: None,
-        input_shapes: vec![],
-        input_ranges: vec![],
-        threads: 1,
-        budget: Default::default(),
-
         fallback_budget: std::time::Duration::from_secs(30),
-        device: Default::default(),
+        ..OptimizeOptions::new(mlp_file(dir.path()), dir.path().join("out"))
     };
     let err = optimize(&opts, &mut |_: &str| {}).unwrap_err().to_string();
     assert!(
@@ -287,22 +265,12 @@ fn silero_with_sr_fixed_by_input_ranges_gets_a_folded_candidate_and_a_guarded_ar
     let dir = tempfile::tempdir().unwrap();
     let range = |s: &str| shared::config::parse_range(s).unwrap();
     let opts = OptimizeOptions {
-        model: zoo().join("silero_vad.onnx"),
-        out_dir: dir.path().join("out"),
-        level: OptimizationLevel::O1,
-        test_data: None,
-        calibration: None,
-        weight_adjustment: false,
-        accuracy: None,
-        inputs: None,
-        outputs: None,
         input_shapes: vec![vec![vec![1, 576], vec![2, 1, 128], vec![1]]],
         input_ranges: vec![vec![
             range("[-1,1]"),
             range("[0,0]"),
             range("[16000,16000]"),
         ]],
-        threads: 1,
         budget: optimizer::bench::Budget {
             warmup: 1,
             min_runs: 3,
@@ -310,7 +278,7 @@ fn silero_with_sr_fixed_by_input_ranges_gets_a_folded_candidate_and_a_guarded_ar
             time: std::time::Duration::from_millis(50),
         },
         fallback_budget: std::time::Duration::from_secs(10),
-        device: Default::default(),
+        ..OptimizeOptions::new(zoo().join("silero_vad.onnx"), dir.path().join("out"))
     };
     let mut lines = Vec::new();
     let (report, meta) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
@@ -427,24 +395,11 @@ fn optimizing_for_a_cuda_device_without_one_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let model = mlp_file(dir.path());
     let opts = OptimizeOptions {
-        model,
-        out_dir: dir.path().join("out"),
-        level: OptimizationLevel::O1,
-        test_data: None,
-        calibration: None,
-        weight_adjustment: false,
-        accuracy: None,
-        inputs: None,
-        outputs: None,
-        input_shapes: vec![],
-        input_ranges: vec![],
-        threads: 1,
-        budget: Default::default(),
-        fallback_budget: std::time::Duration::from_secs(5),
         device: TargetDevice::Cuda {
             device_id: 0,
             name: "Tesla T4".into(),
         },
+        ..OptimizeOptions::new(model, dir.path().join("out"))
     };
     match optimize(&opts, &mut |_| {}) {
         Err(e) => {

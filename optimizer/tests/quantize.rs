@@ -237,18 +237,8 @@ fn the_fallback_keeps_the_sensitive_node_in_float_until_the_gate_passes() {
     let test = dir.path().join("test.npz");
     data::write_npz(&test, &[("x", &x)]).unwrap();
     let opts = OptimizeOptions {
-        model: model_path,
-        out_dir: dir.path().join("out"),
         level: OptimizationLevel::O2,
         test_data: Some(test),
-        calibration: None,
-        weight_adjustment: false,
-        accuracy: None,
-        inputs: None,
-        outputs: None,
-        input_shapes: vec![],
-        input_ranges: vec![],
-        threads: 1,
         budget: optimizer::bench::Budget {
             warmup: 1,
             min_runs: 3,
@@ -256,7 +246,7 @@ fn the_fallback_keeps_the_sensitive_node_in_float_until_the_gate_passes() {
             time: std::time::Duration::from_millis(20),
         },
         fallback_budget: std::time::Duration::from_secs(60),
-        device: Default::default(),
+        ..OptimizeOptions::new(model_path, dir.path().join("out"))
     };
     let mut lines = Vec::new();
     let (report, _) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();

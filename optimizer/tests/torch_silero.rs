@@ -104,18 +104,8 @@ fn o1_search_writes_a_torchscript_artifact() {
     let data = test_data(dir.path(), &chunks[..40]);
     let out = dir.path().join("artifact");
     let opts = OptimizeOptions {
-        model: zoo().join("silero_vad.jit"),
-        out_dir: out.clone(),
         level: shared::config::OptimizationLevel::O2,
         test_data: Some(data),
-        calibration: None,
-        weight_adjustment: false,
-        accuracy: None,
-        inputs: None,
-        outputs: None,
-        input_shapes: vec![],
-        input_ranges: vec![],
-        threads: 1,
         budget: optimizer::bench::Budget {
             warmup: 1,
             min_runs: 3,
@@ -123,7 +113,7 @@ fn o1_search_writes_a_torchscript_artifact() {
             time: std::time::Duration::from_millis(200),
         },
         fallback_budget: std::time::Duration::from_secs(1),
-        device: Default::default(),
+        ..OptimizeOptions::new(zoo().join("silero_vad.jit"), out.clone())
     };
     let (report, meta) = optimize(&opts, &mut |_| {}).expect("the search runs");
     assert_eq!(meta.engine, EngineKind::TorchScript);

@@ -39,8 +39,9 @@ pub struct OptimizeArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Where the model will be served: `cpu`, or `cuda:N` (CUDA device N;
-    /// needs an NVIDIA driver and ONNX Runtime's GPU build). Candidates are
-    /// built and timed there, and GPU targets add fp16 candidates.
+    /// needs an NVIDIA driver and ONNX Runtime's GPU build, or for
+    /// TorchScript libtorch's CUDA libraries). Candidates are built and
+    /// timed there, and GPU targets add fp16 candidates.
     #[arg(long, default_value = "cpu")]
     pub device: optimizer::engine::ExecutionProvider,
     /// Print progress as plain lines only (no final table).

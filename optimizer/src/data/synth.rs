@@ -80,6 +80,11 @@ pub fn concrete_shapes(
         .collect())
 }
 
+/// The most elements one synthesized input may hold (256 MiB of fp32): a
+/// declared shape such as `100000*100000` is refused instead of exhausting
+/// memory (the server synthesizes inputs while validating a deploy).
+pub const MAX_SYNTH_ELEMENTS: usize = 1 << 26;
+
 /// Random inputs of the given shapes. Values follow `ranges` when given;
 /// otherwise floats in [0,1) and integers in {0,1} (safe for ids, masks and
 /// segment ids alike).
@@ -92,7 +97,16 @@ pub fn synthesize(
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut sample = Vec::with_capacity(sig.inputs.len());
     for (i, (spec, shape)) in sig.inputs.iter().zip(shapes).enumerate() {
-        let n: usize = shape.iter().product();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= MAX_SYNTH_ELEMENTS)
+            .ok_or_else(|| OptimizerError::BadInput {
+                name: spec.name.clone(),
+                reason: format!(
+                    "shape {shape:?} is too large to synthesize test inputs for (at most {MAX_SYNTH_ELEMENTS} elements)"
+                ),
+            })?;
         let range = ranges.and_then(|r| r.get(i)).copied();
         let (lo, hi) = match range {
             Some(ValueRange::Numeric { lo, hi }) => (lo, hi),

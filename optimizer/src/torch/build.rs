@@ -194,6 +194,20 @@ pub fn conv_bn_net(path: &Path, channels: usize, blocks: usize) -> Result<()> {
     script_module(path, &source, &named)
 }
 
+/// The signature [`linear_relu`] and [`running_sum`] are served with: one
+/// positional fp32 input of rows of 2, any number of rows.
+pub fn rows_of_two() -> shared::api::ModelSignature {
+    shared::api::ModelSignature {
+        format: "torchscript".into(),
+        inputs: vec![shared::api::TensorSpec {
+            name: "input0".into(),
+            datatype: "FP32".into(),
+            shape: vec![-1, 2],
+        }],
+        outputs: vec![],
+    }
+}
+
 /// The parameter of [`running_sum`].
 pub const RUNNING_SUM_SCALE: [f32; 2] = [2.0, -1.0];
 

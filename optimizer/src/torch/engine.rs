@@ -343,7 +343,7 @@ pub fn widen(specs: &mut [TensorSpec], groups: &[Vec<Vec<usize>>]) -> Result<()>
             }
             if spec.shape.len() != dims.len() {
                 return Err(OptimizerError::Config(format!(
-                    "input_shapes group {g} gives {} a rank-{} shape, but its data is rank {} ({:?})",
+                    "input_shapes group {g} gives {} a rank-{} shape, but it is rank {} ({:?}, from the test data or the first group)",
                     spec.name,
                     dims.len(),
                     spec.shape.len(),
@@ -430,19 +430,45 @@ pub fn inspect(
         inputs,
         outputs: vec![],
     };
-    let mut engine = TorchEngine::load(model, sig, TorchSettings::INFERENCE)?;
-    let out = engine.run(&samples[0])?;
-    let mut sig = engine.signature.clone();
-    sig.outputs = output_specs(&[out]);
-    // An input dimension left dynamic leaves the outputs' unknown too.
-    if sig.inputs.iter().any(|s| s.shape.contains(&-1)) {
-        for o in &mut sig.outputs {
-            if let Some(first) = o.shape.first_mut() {
-                *first = -1;
-            }
-        }
+    let mut runs = vec![samples[0].clone()];
+    runs.extend(group_samples(&sig, input_shapes, input_ranges)?);
+    let outputs = observed_outputs(model, &sig, &runs)?;
+    Ok(ModelSignature { outputs, ..sig })
+}
+
+/// One synthesized sample per `input_shapes` group, of the signature's
+/// datatypes, valued within that group's `input_ranges`.
+pub fn group_samples(
+    sig: &ModelSignature,
+    input_shapes: &[Vec<Vec<usize>>],
+    input_ranges: &[Vec<shared::config::ValueRange>],
+) -> Result<Vec<crate::data::Sample>> {
+    input_shapes
+        .iter()
+        .enumerate()
+        .map(|(g, group)| {
+            let shapes = crate::data::concrete_shapes(sig, Some(group), 16)?;
+            let ranges = input_ranges.get(g).map(Vec::as_slice);
+            crate::data::synthesize(sig, &shapes, ranges, 100 + g as u64)
+        })
+        .collect()
+}
+
+/// The output specs a module shows over `samples` (run on a fresh engine,
+/// on the CPU): a dimension that differs between them is -1, so outputs
+/// of a dynamic batch are dynamic too.
+pub fn observed_outputs(
+    model: &Path,
+    sig: &ModelSignature,
+    samples: &[crate::data::Sample],
+) -> Result<Vec<TensorSpec>> {
+    let mut engine = TorchEngine::load(model, sig.clone(), TorchSettings::INFERENCE)?;
+    let mut runs = Vec::with_capacity(samples.len());
+    for s in samples {
+        engine.reset()?;
+        runs.push(engine.run(s)?);
     }
-    Ok(sig)
+    Ok(output_specs(&runs))
 }
 
 #[cfg(test)]
@@ -458,17 +484,7 @@ mod tests {
         path
     }
 
-    fn sig() -> ModelSignature {
-        ModelSignature {
-            format: "torchscript".into(),
-            inputs: vec![TensorSpec {
-                name: "input0".into(),
-                datatype: "FP32".into(),
-                shape: vec![-1, 2],
-            }],
-            outputs: vec![],
-        }
-    }
+    use crate::torch::build::rows_of_two as sig;
 
     fn x(rows: &[[f32; 2]]) -> Vec<(String, Tensor)> {
         let data = rows.iter().flatten().copied().collect();

@@ -14,7 +14,7 @@ use shared::api::{
 };
 use shared::config::OptimizationLevel;
 
-use super::engine::{output_specs, TorchEngine, DESCRIPTION, RESET_METHOD};
+use super::engine::{TorchEngine, DESCRIPTION, RESET_METHOD};
 use super::freeze::{freeze, Freeze};
 use crate::artifact::{self, ArtifactMeta, TorchSettings};
 use crate::bench;
@@ -70,7 +70,7 @@ const CANDIDATES: [Candidate; 5] = [
     },
     Candidate {
         name: "o1-torchscript-frozen-optimized",
-        description: "frozen, then torch.jit.optimize_for_inference (MKL-DNN layouts and fusions for CPU inference), no autograd",
+        description: "frozen, then torch.jit.optimize_for_inference (fusions and MKL-DNN conversions for CPU inference; refused when libtorch cannot load its result back, as for convolutions), no autograd",
         freeze: Some(Freeze::ForInference),
         settings: TorchSettings::INFERENCE,
         target: Target::CpuOnly,
@@ -86,6 +86,16 @@ const CANDIDATES: [Candidate; 5] = [
         target: Target::GpuOnly,
     },
 ];
+
+/// A folder removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Best effort: a leftover scratch folder is untidy, not wrong.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Why o2 is not applied to TorchScript, for the report.
 const NO_O2: &str = "o2 not applied: INT8 for TorchScript (torch.ao quantization: observers \
@@ -164,10 +174,6 @@ pub fn optimize(
     let started = Instant::now();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| OptimizerError::io(&opts.out_dir, e))?;
     let provider = opts.device.provider();
-    // Frozen candidates are files of their own, removed once the winner is
-    // copied into the artifact.
-    let work = opts.out_dir.join("candidates");
-    std::fs::create_dir_all(&work).map_err(|e| OptimizerError::io(&work, e))?;
     let mut notes = vec![
         "TorchScript: one intra-op thread per instance (libtorch's idle OpenMP threads spin and \
          steal the cores other instances use)"
@@ -179,6 +185,10 @@ pub fn optimize(
     let timing = timing_sets(&sig, opts, &samples)?;
     let shape_groups: Vec<String> = timing.iter().map(|(l, _)| l.clone()).collect();
     let gate = Gate::O1.with_overrides(opts.accuracy.as_ref());
+    // Frozen candidates are files of their own, in a folder that goes away
+    // however the search ends (only the winner is copied into the artifact).
+    let work = Scratch(opts.out_dir.join("candidates"));
+    std::fs::create_dir_all(&work.0).map_err(|e| OptimizerError::io(&work.0, e))?;
 
     let mut reference = Vec::new();
     let mut rows: Vec<CandidateReport> = Vec::new();
@@ -196,7 +206,7 @@ pub fn optimize(
         let t0 = Instant::now();
         let file = match c.freeze {
             None => opts.model.clone(),
-            Some(_) => work.join(format!("{}.pt", c.name)),
+            Some(_) => work.0.join(format!("{}.pt", c.name)),
         };
         let built = match c.freeze {
             None => Ok(()),
@@ -222,7 +232,11 @@ pub fn optimize(
             Err(e) => rejected(c, e.to_string()),
         };
         if rows.is_empty() {
-            sig.outputs = output_specs(&reference);
+            // Outputs as the test data and every shape group show them (a
+            // batch dimension the groups vary is dynamic in the outputs too).
+            let mut shown: Vec<Sample> = samples.iter().take(1).cloned().collect();
+            shown.extend(timing.iter().map(|(_, s)| s.clone()));
+            sig.outputs = super::engine::observed_outputs(&opts.model, &sig, &shown)?;
         }
         row.seconds = t0.elapsed().as_secs_f64();
         let baseline = rows
@@ -260,7 +274,7 @@ pub fn optimize(
 
     let model_dst = opts.out_dir.join(artifact::TORCH_MODEL_FILE);
     std::fs::copy(&files[best], &model_dst).map_err(|e| OptimizerError::io(&model_dst, e))?;
-    std::fs::remove_dir_all(&work).map_err(|e| OptimizerError::io(&work, e))?;
+    drop(work);
     let target = opts.device.target();
     let meta = ArtifactMeta {
         engine: EngineKind::TorchScript,
@@ -326,27 +340,15 @@ mod tests {
         linear_relu(&model).expect("scripted");
         let out = dir.path().join("artifact");
         let opts = OptimizeOptions {
-            model,
-            out_dir: out.clone(),
-            level: OptimizationLevel::O1,
-            test_data: None,
-            calibration: None,
-            weight_adjustment: false,
-            accuracy: None,
-            inputs: None,
-            outputs: None,
             // Two batch sizes: the served batch dimension is dynamic.
             input_shapes: vec![vec![vec![1, 2]], vec![vec![4, 2]]],
-            input_ranges: vec![],
-            threads: 1,
             budget: bench::Budget {
                 warmup: 1,
                 min_runs: 3,
                 max_runs: 10,
                 time: std::time::Duration::from_millis(50),
             },
-            fallback_budget: std::time::Duration::from_secs(1),
-            device: Default::default(),
+            ..OptimizeOptions::new(model, out.clone())
         };
         let mut lines = Vec::new();
         let (report, meta) =
@@ -374,6 +376,8 @@ mod tests {
         }
         assert!(lines.iter().any(|l| l.contains("o1-torchscript-frozen")));
         assert_eq!(meta.signature.inputs[0].shape, vec![-1, 2]);
+        // The outputs follow the dynamic batch (what dynamic batching needs).
+        assert_eq!(meta.signature.outputs[0].shape, vec![-1, 2]);
         // Only the artifact is left: the winner's module, no candidate files.
         assert!(!out.join("candidates").exists());
         let mut e = TorchEngine::load(
