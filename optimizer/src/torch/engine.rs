@@ -558,6 +558,10 @@ mod tests {
         // Neither: an error that says what to give.
         let e = inspect(&path, None, &[], &[]).expect_err("nothing to go on");
         assert!(e.to_string().contains("input_shapes"), "{e}");
+        // A declared shape too large to synthesize is an error, not an abort.
+        let e =
+            inspect(&path, None, &[vec![vec![100_000, 100_000]]], &[]).expect_err("10^10 elements");
+        assert!(e.to_string().contains("too large"), "{e}");
         // A rank that contradicts the data names the input.
         let mut specs = sig.inputs.clone();
         let e = widen(&mut specs, &[vec![vec![3, 2, 1]]]).expect_err("rank 3 vs 2");
