@@ -57,7 +57,7 @@ fn print(model: &str, r: &OptimizationReport) {
                 .as_deref()
                 .unwrap_or("")
                 .chars()
-                .take(90)
+                .take(200)
                 .collect(),
             _ => String::new(),
         };
@@ -72,6 +72,7 @@ fn print(model: &str, r: &OptimizationReport) {
             c.max_rel_error
                 .map(|e| format!("{e:.1e}"))
                 .unwrap_or_else(|| "-".into()),
+            why,
         );
     }
 }
