@@ -29,6 +29,9 @@ cargo build --locked -p whetstone-backend --features torch --bin whet
 # The third-party clients (EAS SDK, Triton client, perf_analyzer) that
 # e2e/tests/clients.rs drives against the server, in .clients-venv.
 scripts/install-clients.sh
+# The benchmarks are not tests, but they must keep compiling: built (not
+# run) with the test profile, which reuses everything built above.
+cargo test --locked --features torch --benches --no-run
 # Default members only (shared, optimizer, backend, e2e): the console is
 # checked by its bundle build above and in a real browser by e2e.
 cargo test --locked --features torch "$@"
