@@ -256,13 +256,11 @@ impl Resources {
         &self,
         cfg: &ServiceConfig,
     ) -> Option<optimizer::engine::ExecutionProvider> {
-        let kind = job_kind(cfg);
-        let group = kind.strip_prefix("gpu:")?;
-        self.devices_of(group)
-            .first()
-            .map(|&d| optimizer::engine::ExecutionProvider::Cuda {
+        self.devices_of(gpu_group(cfg)?).first().map(|&d| {
+            optimizer::engine::ExecutionProvider::Cuda {
                 device_id: d as i32,
-            })
+            }
+        })
     }
 
     /// The discovered devices a GPU group uses (empty for CPU groups).
@@ -586,15 +584,17 @@ fn gpu_kind(group: &str) -> String {
 /// GPU processor (the plugin then optimizes for GPU too, which validation
 /// ensures), else `cpu`. Only a worker of that kind may claim the job.
 pub fn job_kind(cfg: &ServiceConfig) -> String {
+    gpu_group(cfg).map_or_else(|| CPU_KIND.to_string(), gpu_kind)
+}
+
+/// The service resource group of a GPU service (a GPU processor, or a GPU
+/// plugin, which implies one); `None` for a CPU service.
+fn gpu_group(cfg: &ServiceConfig) -> Option<&str> {
     let gpu = cfg
         .processor_info()
         .is_some_and(|p| p.device == Device::Gpu)
         || cfg.blade_plugin().and_then(|p| p.optimize_for()) == Some(Device::Gpu);
-    if gpu {
-        gpu_kind(cfg.resource.as_deref().unwrap_or_default())
-    } else {
-        CPU_KIND.to_string()
-    }
+    gpu.then(|| cfg.resource.as_deref().unwrap_or_default())
 }
 
 pub fn routes() -> Router<AppState> {
