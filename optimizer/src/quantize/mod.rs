@@ -32,8 +32,12 @@ pub fn u8_params(min: f32, max: f32) -> (f32, u8) {
 /// full-range dynamic INT8 MLP fell to cosine 0.977. Part of the artifact's
 /// target string through the VNNI flags, so artifacts never cross over.
 pub fn weight_limit() -> f32 {
-    static LIMIT: std::sync::OnceLock<f32> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| if saturating_u8s8() { 63.0 } else { 127.0 })
+    // The feature test is cached by std: nothing to keep here.
+    if saturating_u8s8() {
+        63.0
+    } else {
+        127.0
+    }
 }
 
 /// Whether this CPU's uint8×int8 integer kernels saturate (x86 without
