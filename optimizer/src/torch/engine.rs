@@ -136,9 +136,7 @@ impl TorchEngine {
             run()
         }
     }
-}
 
-impl TorchEngine {
     /// An input on the engine's device, float inputs in fp16 for a half
     /// module.
     fn place(&self, t: tch::Tensor) -> Result<tch::Tensor> {
@@ -394,15 +392,9 @@ pub fn positional_inputs(
                     shape: dims.iter().map(|&d| d as i64).collect(),
                 })
                 .collect();
-            let sig = ModelSignature {
-                format: "torchscript".into(),
-                inputs: specs.clone(),
-                outputs: vec![],
-            };
-            let shapes = data::concrete_shapes(&sig, Some(group), 16)?;
-            let ranges = input_ranges.first().map(Vec::as_slice);
+            let sig = signature(specs.clone());
             let samples = (0..count.max(1))
-                .map(|i| data::synthesize(&sig, &shapes, ranges, 7 + i as u64))
+                .map(|i| synthesize_group(&sig, input_shapes, input_ranges, 0, 7 + i as u64))
                 .collect::<Result<Vec<_>>>()?;
             (samples, specs, "synthesized from input_shapes".into())
         }
@@ -425,11 +417,7 @@ pub fn inspect(
     input_ranges: &[Vec<shared::config::ValueRange>],
 ) -> Result<ModelSignature> {
     let (samples, inputs, _) = positional_inputs(test_data, input_shapes, input_ranges, 1)?;
-    let sig = ModelSignature {
-        format: "torchscript".into(),
-        inputs,
-        outputs: vec![],
-    };
+    let sig = signature(inputs);
     let mut runs = vec![samples[0].clone()];
     runs.extend(group_samples(&sig, input_shapes, input_ranges)?);
     let outputs = observed_outputs(model, &sig, &runs)?;
@@ -443,15 +431,33 @@ pub fn group_samples(
     input_shapes: &[Vec<Vec<usize>>],
     input_ranges: &[Vec<shared::config::ValueRange>],
 ) -> Result<Vec<crate::data::Sample>> {
-    input_shapes
-        .iter()
-        .enumerate()
-        .map(|(g, group)| {
-            let shapes = crate::data::concrete_shapes(sig, Some(group), 16)?;
-            let ranges = input_ranges.get(g).map(Vec::as_slice);
-            crate::data::synthesize(sig, &shapes, ranges, 100 + g as u64)
-        })
+    (0..input_shapes.len())
+        .map(|g| synthesize_group(sig, input_shapes, input_ranges, g, 100 + g as u64))
         .collect()
+}
+
+/// A sample of `sig`'s datatypes shaped by `input_shapes` group `g` and
+/// valued within that group's `input_ranges`.
+fn synthesize_group(
+    sig: &ModelSignature,
+    input_shapes: &[Vec<Vec<usize>>],
+    input_ranges: &[Vec<shared::config::ValueRange>],
+    g: usize,
+    seed: u64,
+) -> Result<crate::data::Sample> {
+    let shapes = crate::data::concrete_shapes(sig, input_shapes.get(g).map(Vec::as_slice), 16)?;
+    let ranges = input_ranges.get(g).map(Vec::as_slice);
+    crate::data::synthesize(sig, &shapes, ranges, seed)
+}
+
+/// A TorchScript signature with these inputs; outputs are learnt by
+/// running the module ([`observed_outputs`]).
+pub(crate) fn signature(inputs: Vec<TensorSpec>) -> ModelSignature {
+    ModelSignature {
+        format: "torchscript".into(),
+        inputs,
+        outputs: vec![],
+    }
 }
 
 /// The output specs a module shows over `samples` (run on a fresh engine,

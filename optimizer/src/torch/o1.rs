@@ -124,14 +124,6 @@ fn inputs(
     Ok((samples, specs, source))
 }
 
-fn signature(inputs: Vec<TensorSpec>, outputs: Vec<TensorSpec>) -> ModelSignature {
-    ModelSignature {
-        format: "torchscript".into(),
-        inputs,
-        outputs,
-    }
-}
-
 fn rejected(c: &Candidate, message: String) -> CandidateReport {
     rejected_report(c.name, c.description, message)
 }
@@ -181,7 +173,7 @@ pub fn optimize(
     ];
     let (samples, input_specs, source) = inputs(opts, &mut notes)?;
     progress(&format!("[OK] Verification data: {source}"));
-    let mut sig = signature(input_specs, vec![]);
+    let mut sig = super::engine::signature(input_specs);
     let timing = timing_sets(&sig, opts, &samples)?;
     let shape_groups: Vec<String> = timing.iter().map(|(l, _)| l.clone()).collect();
     let gate = Gate::O1.with_overrides(opts.accuracy.as_ref());
@@ -192,8 +184,8 @@ pub fn optimize(
 
     let mut reference = Vec::new();
     let mut rows: Vec<CandidateReport> = Vec::new();
-    let mut files: Vec<std::path::PathBuf> = Vec::new();
-    let mut tried: Vec<&Candidate> = Vec::new();
+    // The candidates run, each with its module file (parallel to `rows`).
+    let mut tried: Vec<(&Candidate, std::path::PathBuf)> = Vec::new();
     for c in &CANDIDATES {
         let skip = match c.target {
             Target::Any => false,
@@ -204,13 +196,13 @@ pub fn optimize(
             continue;
         }
         let t0 = Instant::now();
-        let file = match c.freeze {
-            None => opts.model.clone(),
-            Some(_) => work.0.join(format!("{}.pt", c.name)),
-        };
-        let built = match c.freeze {
-            None => Ok(()),
-            Some(mode) => freeze(&opts.model, &file, mode, &[RESET_METHOD]),
+        let (file, built) = match c.freeze {
+            None => (opts.model.clone(), Ok(())),
+            Some(mode) => {
+                let file = work.0.join(format!("{}.pt", c.name));
+                let built = freeze(&opts.model, &file, mode, &[RESET_METHOD]);
+                (file, built)
+            }
         };
         let result = built.and_then(|()| {
             evaluate(
@@ -252,8 +244,7 @@ pub fn optimize(
             describe_row(&row)
         ));
         rows.push(row);
-        files.push(file);
-        tried.push(c);
+        tried.push((c, file));
     }
     if opts.level == OptimizationLevel::O2 {
         notes.push(NO_O2.into());
@@ -269,11 +260,11 @@ pub fn optimize(
         .map(|(i, _)| i)
         .unwrap_or(0);
     rows[best].status = CandidateStatus::Selected;
-    let winner = tried[best];
+    let (winner, winner_file) = &tried[best];
     let optimized_ms = first_p50(&rows[best]);
 
     let model_dst = opts.out_dir.join(artifact::TORCH_MODEL_FILE);
-    std::fs::copy(&files[best], &model_dst).map_err(|e| OptimizerError::io(&model_dst, e))?;
+    std::fs::copy(winner_file, &model_dst).map_err(|e| OptimizerError::io(&model_dst, e))?;
     drop(work);
     let target = opts.device.target();
     let meta = ArtifactMeta {
