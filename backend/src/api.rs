@@ -99,6 +99,11 @@ async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppE
         artifact: row.artifact.clone(),
         report,
         config,
+        runners: state
+            .instances
+            .get(&row.name)
+            .map(|p| p.runner_states())
+            .unwrap_or_default(),
     })
 }
 
@@ -327,6 +332,12 @@ async fn modify(
         return Err(AppError::invalid("name", format!("the config names '{}' but the request is for '{name}'; a service cannot be renamed", cfg.name)));
     }
     let model = check_deployable(&state, &cfg).await?;
+    crate::deploy::cancel_and_wait(
+        &state,
+        &name,
+        "the service was modified; the new config is deployed next",
+    )
+    .await?;
     let stored = serde_json::to_string(&cfg).map_err(|e| AppError::Internal(e.to_string()))?;
     let job = state
         .store
@@ -394,6 +405,7 @@ async fn stop(
     Path(name): Path<String>,
 ) -> Result<Json<ServiceDetail>, AppError> {
     service_for(&state, &caller, &name, Role::Deployer, "stopping a service").await?;
+    crate::deploy::cancel_and_wait(&state, &name, "the service was stopped").await?;
     if state.store.has_pending_job(&name).await? {
         return Err(AppError::Conflict(format!(
             "a deploy of '{name}' is in progress; stop it after it finishes"
@@ -450,6 +462,7 @@ async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
     service_for(&state, &caller, &name, Role::Deployer, "deleting a service").await?;
+    crate::deploy::cancel_and_wait(&state, &name, "the service was deleted").await?;
     if state.store.count_jobs(&name, "running").await? > 0 {
         return Err(AppError::Conflict(format!(
             "a deploy of '{name}' is running; delete it after it finishes"

@@ -24,6 +24,8 @@ pub enum AppError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     Unavailable(String),
     /// A service's request queue is full (`metadata.rpc.max_queue_size`).
     #[error("{0}")]
@@ -49,6 +51,7 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

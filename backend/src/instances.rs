@@ -4,11 +4,16 @@
 //! (`batcher.rs`).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use optimizer::artifact::ArtifactMeta;
-use optimizer::engine::{check_inputs, Engine, EngineKind, ExecutionProvider, SessionSettings};
+use optimizer::engine::{check_inputs, ExecutionProvider, SessionSettings};
+
+use crate::sandbox::Limits;
+use runner::serve::RunnerSpec;
+use crate::serving::supervisor::{Launch, Runner, RunnerHandle};
+use crate::state::Settings;
 
 use crate::batcher::DynEngine;
 use optimizer::tensor::Tensor;
@@ -29,49 +34,34 @@ pub struct ServicePool {
     batcher: Batcher,
     /// Inputs the artifact was specialized for, with their only allowed value.
     fixed: std::collections::BTreeMap<String, f64>,
-}
-
-/// One engine of the artifact's kind. TorchScript needs the `torch` feature;
-/// without it the artifact is refused with how to get it.
-fn load_engine(
-    meta: &ArtifactMeta,
-    model: &Path,
-    settings: &SessionSettings,
-) -> Result<DynEngine, String> {
-    match meta.engine {
-        EngineKind::OnnxRuntime => Ok(Box::new(
-            Engine::load(model, settings).map_err(|e| e.to_string())?,
-        )),
-        #[cfg(feature = "torch")]
-        EngineKind::TorchScript => Ok(Box::new(
-            optimizer::torch::TorchEngine::load_on(
-                model,
-                meta.signature.clone(),
-                meta.torch
-                    .unwrap_or(optimizer::artifact::TorchSettings::INFERENCE),
-                settings.provider,
-            )
-            .map_err(|e| e.to_string())?,
-        )),
-        #[cfg(not(feature = "torch"))]
-        EngineKind::TorchScript => Err(optimizer::engine::TORCH_FEATURE_HINT.to_string()),
-    }
+    /// The supervised runner of each instance (empty for a pool over
+    /// in-process engines, which only tests build).
+    runners: Vec<RunnerHandle>,
 }
 
 impl ServicePool {
-    /// Builds `count` sessions of the artifact in `dir` for service `name`,
-    /// queued and batched as `rpc` says. Threads are split so instances do
-    /// not fight for cores. `serve_on` is the CUDA device of the worker
-    /// that serves a GPU artifact: the artifact is keyed by GPU model, not
-    /// by device, so one built on `cuda:0` may be served on `cuda:1`.
+    /// Starts `count` runner processes on the artifact in `dir` for
+    /// service `name`, queued and batched as `rpc` says. Threads are split
+    /// so instances do not fight for cores. `serve_on` is the CUDA device
+    /// of the worker that serves a GPU artifact: the artifact is keyed by
+    /// GPU model, not by device, so one built on `cuda:0` may be served on
+    /// `cuda:1`. Blocks until every runner has loaded its engine.
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
+        settings: &Settings,
         dir: &Path,
         name: &str,
         count: u32,
         token: String,
         rpc: Option<&Rpc>,
         serve_on: Option<ExecutionProvider>,
+        memory_mb: Option<u64>,
     ) -> Result<ServicePool, String> {
+        if !dir.join(optimizer::artifact::SEAL_FILE).is_file() {
+            // Recorded before artifacts were sealed (it was complete then):
+            // seal it now, so that runners can verify it.
+            optimizer::artifact::seal(dir).map_err(|e| format!("sealing {}: {e}", dir.display()))?;
+        }
         let meta = ArtifactMeta::read(dir).map_err(|e| e.to_string())?;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -79,24 +69,101 @@ impl ServicePool {
         let threads = (cores / count.max(1) as usize).max(1);
         // The thread count the optimizer measured best, capped by this
         // instance's share of the cores.
-        let settings = SessionSettings {
+        let session = SessionSettings {
             intra_threads: threads.min(meta.session.intra_threads.max(1)),
             provider: serving_provider(meta.session.provider, serve_on)?,
             ..meta.session.clone()
         };
-        let model = dir.join(&meta.model_file);
-        let mut engines: Vec<DynEngine> = Vec::with_capacity(count as usize);
-        for _ in 0..count.max(1) {
-            engines.push(load_engine(&meta, &model, &settings)?);
+        if settings.runner_account.is_some() {
+            // Runners switch to their own account: the artifact must be
+            // readable by it (the folders above it stay closed).
+            crate::sandbox::make_readable(dir)
+                .map_err(|e| format!("making {} readable: {e}", dir.display()))?;
         }
-        ServicePool::from_engines(
+        let mut read: Vec<PathBuf> = vec![PathBuf::from(".")];
+        read.extend(crate::sandbox::system_read_paths());
+        let mut read_write = Vec::new();
+        if matches!(session.provider, ExecutionProvider::Cuda { .. }) {
+            // CUDA reads its libraries lazily and talks to the driver
+            // through /dev/nvidia*.
+            read.extend(["/usr", "/lib", "/lib64", "/etc", "/proc", "/sys"].map(PathBuf::from));
+            read.extend(optimizer::runtime::library_candidates().into_iter().filter_map(|p| p.parent().map(Path::to_path_buf)));
+            if let Some(lib) = std::env::var_os("LD_LIBRARY_PATH") {
+                read.extend(std::env::split_paths(&lib));
+            }
+            read_write.push(PathBuf::from("/dev"));
+        }
+        let (exe, args) =
+            crate::serving::supervisor::runner_program(&settings.whet_exe, meta.engine);
+        let launch = |i: usize| Launch {
+            exe: exe.clone(),
+            args: args.clone(),
+            artifact: dir.to_path_buf(),
+            spec: RunnerSpec {
+                settings: session.clone(),
+                confinement: crate::sandbox::Confinement {
+                    account: settings.runner_account,
+                    read: read.clone(),
+                    read_write: read_write.clone(),
+                },
+            },
+            limits: Limits {
+                memory_bytes: memory_mb.map(|m| m << 20),
+                oom_score_adj: 500,
+            },
+            label: format!("{name}/{i}"),
+        };
+        // Start every instance at once: loading is the slow part.
+        let started: Vec<Result<Runner, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..count.max(1) as usize)
+                .map(|i| {
+                    let l = launch(i);
+                    scope.spawn(move || Runner::start(l))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("the runner start panicked".into())))
+                .collect()
+        });
+        let mut engines: Vec<DynEngine> = Vec::with_capacity(started.len());
+        let mut runners = Vec::with_capacity(started.len());
+        for r in started {
+            // One failure fails the pool; the runners already started are
+            // dropped (killed) with `engines`.
+            let r = r?;
+            runners.push(r.handle());
+            engines.push(Box::new(r));
+        }
+        let mut pool = ServicePool::from_engines(
             name,
             engines,
             meta.signature,
             meta.fixed_inputs,
             token,
             BatchOptions::from_rpc(rpc),
-        )
+        )?;
+        pool.runners = runners;
+        Ok(pool)
+    }
+
+    /// The largest request body this service accepts (413 above it).
+    pub fn max_body_bytes(&self) -> usize {
+        body_limit(&self.engine_signature, self.batcher.options())
+    }
+
+    /// Each instance's runner process, for the service's status.
+    pub fn runner_states(&self) -> Vec<shared::api::RunnerState> {
+        self.runners
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.state(i))
+            .collect()
+    }
+
+    /// The runner processes (tests kill them for real).
+    pub fn runners(&self) -> &[RunnerHandle] {
+        &self.runners
     }
 
     /// A pool over engines already built (at least one).
@@ -122,6 +189,7 @@ impl ServicePool {
             instances,
             batcher,
             fixed,
+            runners: Vec::new(),
         })
     }
 
@@ -250,18 +318,46 @@ fn serving_provider(
     }
 }
 
-/// Loads a pool off the async runtime (session creation is CPU work).
+/// The body limit of a service: its inputs at up to 1024 rows (or
+/// `max_batch_size`, if larger), at the size of their JSON form (up to 24
+/// bytes a number), doubled for field names and spacing; at least 1 MiB,
+/// and the server's ceiling of 256 MiB for inputs with a dynamic dimension
+/// other than the batch (a sequence length, an image size).
+pub fn body_limit(sig: &ModelSignature, opts: &BatchOptions) -> usize {
+    const FLOOR: usize = 1 << 20;
+    const CEILING: usize = 256 << 20;
+    const PER_ELEMENT: usize = 24;
+    let rows = opts.max_batch_size.max(1024);
+    let mut total = 0usize;
+    for t in &sig.inputs {
+        let mut n = 1usize;
+        for (i, &d) in t.shape.iter().enumerate() {
+            n = match (usize::try_from(d), i) {
+                (Ok(d), _) => n.saturating_mul(d),
+                (Err(_), 0) => n.saturating_mul(rows),
+                (Err(_), _) => return CEILING,
+            };
+        }
+        total = total.saturating_add(n.saturating_mul(PER_ELEMENT));
+    }
+    total.saturating_mul(2).clamp(FLOOR, CEILING)
+}
+
+/// Starts a pool's runners off the async runtime (it waits for them).
+#[allow(clippy::too_many_arguments)]
 pub async fn load_pool(
+    settings: &Arc<Settings>,
     dir: &Path,
     name: &str,
     count: u32,
     token: String,
     rpc: Option<Rpc>,
     serve_on: Option<ExecutionProvider>,
+    memory_mb: Option<u64>,
 ) -> Result<ServicePool, AppError> {
-    let (dir, name) = (dir.to_path_buf(), name.to_string());
+    let (settings, dir, name) = (settings.clone(), dir.to_path_buf(), name.to_string());
     tokio::task::spawn_blocking(move || {
-        ServicePool::load(&dir, &name, count, token, rpc.as_ref(), serve_on)
+        ServicePool::load(&settings, &dir, &name, count, token, rpc.as_ref(), serve_on, memory_mb)
     })
     .await
     .map_err(|e| AppError::Internal(e.to_string()))?
@@ -271,7 +367,7 @@ pub async fn load_pool(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use optimizer::engine::GraphLevel;
+    use optimizer::engine::{Engine, GraphLevel, InferenceEngine};
     use optimizer::tensor::TensorData;
     use std::sync::atomic::Ordering;
     use std::time::Duration;

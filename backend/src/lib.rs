@@ -23,6 +23,9 @@ pub mod predict;
 pub mod recent;
 pub mod resources;
 pub mod server;
+pub mod serving;
 pub mod shares;
 pub mod state;
 pub mod store;
+
+pub use runner::sandbox;

@@ -2,13 +2,13 @@ use clap::Parser;
 
 fn main() {
     let cli = backend::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WHET_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // A runner serves one instance with one thread per engine call: no
+    // async runtime (its threads would only cost memory in every runner).
+    if let backend::cli::Command::Runner(args) = &cli.command {
+        init_logging();
+        std::process::exit(runner::serve::main(args));
+    }
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,4 +21,14 @@ fn main() {
     };
     let code = runtime.block_on(backend::cli::run(cli));
     std::process::exit(code);
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WHET_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

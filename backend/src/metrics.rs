@@ -26,6 +26,7 @@ pub struct Metrics {
     pub instances: IntGaugeVec,
     pub deploy_seconds: HistogramVec,
     pub optimization_seconds: HistogramVec,
+    pub runner_restarts: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -96,6 +97,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         .buckets(DEPLOY_BUCKETS.to_vec()),
         &["outcome"],
     )?;
+    let runner_restarts = IntCounterVec::new(
+        Opts::new(
+            "runner_restarts_total",
+            "Runner processes started again after they ended, per service",
+        ),
+        &["service"],
+    )?;
+    registry.register(Box::new(runner_restarts.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_seconds.clone()))?;
     registry.register(Box::new(queue_seconds.clone()))?;
@@ -123,6 +132,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         instances,
         deploy_seconds,
         optimization_seconds,
+        runner_restarts,
     })
 }
 
@@ -206,6 +216,14 @@ pub fn observe_optimization(ok: bool, took: Duration) {
         m.optimization_seconds
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .observe(took.as_secs_f64());
+    }
+}
+
+/// `label` is `service/instance`.
+pub fn observe_runner_restart(label: &str) {
+    if let Some(m) = get() {
+        let service = label.rsplit_once('/').map_or(label, |(s, _)| s);
+        m.runner_restarts.with_label_values(&[service]).inc();
     }
 }
 

@@ -4,7 +4,7 @@
 //! bodies live in `eas`, the KServe binary tensor extension in
 //! `kserve_binary`; all of them decode to tensors and call `execute`.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderMap, Uri};
@@ -75,40 +75,106 @@ async fn authorized_pool(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<Arc<ServicePool>, AppError> {
-    authorized_pool_signed(state, name, headers, uri, None).await
+    authorized_pool_headers(state, name, headers, uri).await
 }
 
-/// As `authorized_pool`; with the body (`/api/predict` only), the EAS SDK's
-/// signed `Authorization: EAS …` is accepted too (`eas::signing`).
-async fn authorized_pool_signed(
-    state: &AppState,
-    name: &str,
-    headers: &HeaderMap,
-    uri: &Uri,
-    body: Option<&[u8]>,
-) -> Result<Arc<ServicePool>, AppError> {
-    let Some(pool) = state.instances.get(name) else {
-        return match state.store.get_service(name).await? {
+/// The pool of a service that is serving: 404 for no such service, 503
+/// for one that is not serving. Only headers have been read so far.
+async fn serving_pool(state: &AppState, name: &str) -> Result<Arc<ServicePool>, AppError> {
+    match state.instances.get(name) {
+        Some(pool) => Ok(pool),
+        None => match state.store.get_service(name).await? {
             Some(s) => Err(AppError::Unavailable(format!(
                 "service '{name}' is {} and not serving",
                 s.status.as_str()
             ))),
             None => Err(AppError::NotFound(format!("no service named '{name}'"))),
-        };
-    };
-    let ok = match body {
-        Some(body) if crate::eas::signing::is_signed(headers) => {
-            crate::eas::signing::verify(headers, name, body, &pool.token, SystemTime::now())?;
-            true
-        }
-        _ => request_token(headers, uri).is_some_and(|t| tokens_equal(&t, &pool.token)),
-    };
-    if !ok {
+        },
+    }
+}
+
+/// The pool of `name` for a caller whose token (header or query) is the
+/// service's: checked before any byte of the body is read.
+async fn authorized_pool_headers(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Arc<ServicePool>, AppError> {
+    let pool = serving_pool(state, name).await?;
+    if !request_token(headers, uri).is_some_and(|t| tokens_equal(&t, &pool.token)) {
         return Err(AppError::Unauthorized(format!(
             "missing or wrong token for service '{name}': send the service token in the Authorization header"
         )));
     }
     Ok(pool)
+}
+
+/// How long a client may take to send a prediction body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request body held in memory, with its share of the server's body
+/// budget (released when the request ends).
+struct HeldBody {
+    bytes: Bytes,
+    _budget: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Reads a prediction body once the service and (unless the request is
+/// signed, which needs the body) the token are known good: at most the
+/// service's body limit (413 past it, before reading when Content-Length
+/// says so), within the server's budget of bodies in flight (503 when it is
+/// spent), within [`BODY_TIMEOUT`] (408).
+async fn read_body(
+    state: &AppState,
+    pool: &ServicePool,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<HeldBody, AppError> {
+    let limit = pool.max_body_bytes();
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        AppError::PayloadTooLarge(format!(
+            "service '{}' accepts request bodies of at most {limit} bytes (from its inputs and batch size)",
+            pool.name
+        ))
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let want = declared.map_or(limit, |n| n as usize);
+    let budget = state
+        .body_budget
+        .clone()
+        .try_acquire_many_owned(crate::state::budget_units(want))
+        .map_err(|_| {
+            AppError::Unavailable(
+                "the server is receiving as many prediction bodies as it holds at once; retry shortly"
+                    .into(),
+            )
+        })?;
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            AppError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| {
+            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+                too_large()
+            } else {
+                AppError::BadRequest(format!("reading the request body: {e}"))
+            }
+        })?;
+    Ok(HeldBody {
+        bytes,
+        _budget: budget,
+    })
 }
 
 fn check_version(name: &str, version: &str) -> Result<(), AppError> {
@@ -211,11 +277,12 @@ async fn infer(
     Path(name): Path<String>,
     headers: HeaderMap,
     uri: Uri,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, AppError> {
     observed(&name, "kserve", async {
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        kserve(pool, &name, &headers, &body).await
+        let body = read_body(&state, &pool, &headers, body).await?;
+        kserve(pool, &name, &headers, &body.bytes).await
     })
     .await
 }
@@ -225,12 +292,13 @@ async fn infer_version(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, AppError> {
     observed(&name, "kserve", async {
         check_version(&name, &version)?;
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        kserve(pool, &name, &headers, &body).await
+        let body = read_body(&state, &pool, &headers, body).await?;
+        kserve(pool, &name, &headers, &body.bytes).await
     })
     .await
 }
@@ -261,14 +329,27 @@ async fn predict(
     Path(name): Path<String>,
     headers: HeaderMap,
     uri: Uri,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, AppError> {
     observed(&name, "eas", async {
-        let pool = authorized_pool_signed(&state, &name, &headers, &uri, Some(&body)).await?;
-        if crate::eas::is_json_body(&headers, &body) {
+        // A signed request (the EAS SDK) binds its body: the signature can
+        // only be checked once the body is read; every other request's
+        // token is checked first.
+        let signed = crate::eas::signing::is_signed(&headers);
+        let pool = if signed {
+            serving_pool(&state, &name).await?
+        } else {
+            authorized_pool_headers(&state, &name, &headers, &uri).await?
+        };
+        let held = read_body(&state, &pool, &headers, body).await?;
+        let body = &held.bytes;
+        if signed {
+            crate::eas::signing::verify(&headers, &name, body, &pool.token, SystemTime::now())?;
+        }
+        if crate::eas::is_json_body(&headers, body) {
             run(pool, &name, None, utf8(&body)?).await
         } else {
-            crate::eas::predict_protobuf(pool, &body).await
+            crate::eas::predict_protobuf(pool, body).await
         }
     })
     .await
@@ -366,6 +447,9 @@ pub async fn execute(
         }
         BatchError::Engine(e @ optimizer::OptimizerError::BadInput { .. }) => {
             AppError::BadRequest(e.to_string())
+        }
+        BatchError::Engine(e @ optimizer::OptimizerError::Unavailable(_)) => {
+            AppError::Unavailable(format!("service '{}': {e}", pool.name))
         }
         BatchError::Engine(other) => AppError::Internal(other.to_string()),
         BatchError::Stopped => AppError::Unavailable(format!("service '{}': {e}", pool.name)),

@@ -63,6 +63,11 @@ pub async fn open_with(
         instances: Instances::default(),
         jobs_ready: Arc::new(Notify::new()),
         resources: Arc::new(resources),
+        cancels: Default::default(),
+        builds: Default::default(),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(
+            crate::state::BODY_BUDGET_BYTES / crate::state::BUDGET_UNIT,
+        )),
     })
 }
 

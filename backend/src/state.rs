@@ -19,8 +19,37 @@ pub struct Settings {
     pub model_roots: Vec<PathBuf>,
     /// Largest upload or unpacked archive accepted, in bytes.
     pub max_model_bytes: u64,
-    /// The executable that runs `optimize` child processes.
+    /// The executable that runs the child processes: `inspect`,
+    /// `optimize` and one `runner` per service instance.
     pub whet_exe: PathBuf,
+    /// The account children that touch a user's model switch to (`None`
+    /// when the server is not root: they keep its user, under Landlock).
+    pub runner_account: Option<crate::sandbox::Account>,
+    /// Memory ceiling of an optimizer or inspection child when the config
+    /// gives no `metadata.memory`, in MiB (0: none).
+    pub child_memory_mib: u64,
+    /// Wall-clock limit of one optimizer run.
+    pub optimize_timeout: std::time::Duration,
+    /// Wall-clock limit of inspecting a model at create/modify.
+    pub inspect_timeout: std::time::Duration,
+}
+
+impl Settings {
+    /// Settings with the server's defaults for everything but the data
+    /// folder and the `whet` executable.
+    pub fn new(data_dir: PathBuf, whet_exe: PathBuf) -> Settings {
+        Settings {
+            data_dir,
+            cpu_workers: 1,
+            model_roots: vec![],
+            max_model_bytes: 8192 << 20,
+            whet_exe,
+            runner_account: None,
+            child_memory_mib: 16 << 10,
+            optimize_timeout: std::time::Duration::from_secs(3600),
+            inspect_timeout: std::time::Duration::from_secs(120),
+        }
+    }
 }
 
 impl Settings {
@@ -45,4 +74,22 @@ pub struct AppState {
     pub jobs_ready: Arc<Notify>,
     /// The configured resource groups and the GPUs discovered at start.
     pub resources: Arc<crate::resources::Resources>,
+    /// The running deploy of each service, to cancel it (stop, modify, delete).
+    pub cancels: crate::deploy::Cancels,
+    /// One lock per artifact key: two deploys of one key build it once.
+    pub builds: crate::deploy::BuildLocks,
+    /// Prediction bodies held in memory at once, in [`BUDGET_UNIT`]s: a
+    /// flood of large requests is refused (503) instead of growing the
+    /// server without bound.
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// The unit of [`AppState::body_budget`].
+pub const BUDGET_UNIT: usize = 1 << 20;
+/// Bytes of prediction bodies the server holds at once.
+pub const BODY_BUDGET_BYTES: usize = 1 << 30;
+
+/// Budget units for a body of `bytes`.
+pub fn budget_units(bytes: usize) -> u32 {
+    bytes.div_ceil(BUDGET_UNIT).max(1).min(u32::MAX as usize) as u32
 }

@@ -27,11 +27,8 @@ async fn app(built: bool) -> (axum::Router, tempfile::TempDir) {
         std::fs::write(console.join(format!("{JS_NAME}.gz")), gzip(JS.as_bytes())).unwrap();
     }
     let settings = Settings {
-        data_dir: dir.path().join("data"),
-        cpu_workers: 1,
-        model_roots: vec![],
         max_model_bytes: 1 << 20,
-        whet_exe: "whet".into(),
+        ..Settings::new(dir.path().join("data"), env!("CARGO_BIN_EXE_whet").into())
     };
     let state = open(settings).await.unwrap();
     (router_with_console(state, Some(console)), dir)

@@ -17,6 +17,10 @@ pub const MODEL_FILE: &str = "model.onnx";
 pub const TORCH_MODEL_FILE: &str = "model.pt";
 pub const META_FILE: &str = "artifact.json";
 pub const REPORT_FILE: &str = "report.json";
+/// Written last by [`seal`]: the SHA-256 of every other file of the
+/// artifact. Its presence means the artifact is complete; [`verify`]
+/// checks the files against it before an artifact is served.
+pub const SEAL_FILE: &str = "checksums.json";
 
 /// The optimizer's version: part of every artifact key, so a new optimizer
 /// never reuses an old optimizer's result. The `+search.N` suffix is bumped
@@ -86,6 +90,89 @@ impl ArtifactMeta {
         serde_json::from_slice(&bytes)
             .map_err(|e| OptimizerError::Config(format!("{}: {e}", p.display())))
     }
+}
+
+/// Checksums of an artifact's files (relative path → SHA-256).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seal {
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+fn walk(dir: &Path, rel: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    let full = dir.join(rel);
+    let mut entries: Vec<_> = std::fs::read_dir(&full)
+        .map_err(|e| OptimizerError::io(&full, e))?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let ty = e.file_type().map_err(|err| OptimizerError::io(e.path(), err))?;
+        let r = rel.join(e.file_name());
+        if ty.is_dir() {
+            walk(dir, &r, out)?;
+        } else if ty.is_file() && r != Path::new(SEAL_FILE) {
+            out.push(r);
+        }
+    }
+    Ok(())
+}
+
+fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| OptimizerError::io(path, e))
+}
+
+/// Makes a finished artifact folder durable and verifiable: every file is
+/// hashed and fsynced, the checksums are written to [`SEAL_FILE`] (fsynced),
+/// and the folder itself is fsynced. Call it before the folder is renamed
+/// into place and recorded.
+pub fn seal(dir: &Path) -> Result<Seal> {
+    let mut files = Vec::new();
+    walk(dir, Path::new(""), &mut files)?;
+    let mut seal = Seal {
+        files: Default::default(),
+    };
+    for rel in files {
+        let p = dir.join(&rel);
+        sync(&p)?;
+        seal.files
+            .insert(rel.to_string_lossy().into_owned(), sha256_file(&p)?);
+    }
+    let p = dir.join(SEAL_FILE);
+    let bytes = serde_json::to_vec_pretty(&seal)
+        .map_err(|e| OptimizerError::Config(e.to_string()))?;
+    std::fs::write(&p, bytes).map_err(|e| OptimizerError::io(&p, e))?;
+    sync(&p)?;
+    sync(dir)?;
+    Ok(seal)
+}
+
+/// Checks an artifact folder against its seal: every file listed is there
+/// with its checksum. Returns its metadata. An unsealed folder (written
+/// before seals existed, or cut short) is refused.
+pub fn verify(dir: &Path) -> Result<ArtifactMeta> {
+    let p = dir.join(SEAL_FILE);
+    let bytes = std::fs::read(&p).map_err(|e| OptimizerError::io(&p, e))?;
+    let seal: Seal = serde_json::from_slice(&bytes)
+        .map_err(|e| OptimizerError::Config(format!("{}: {e}", p.display())))?;
+    for (rel, want) in &seal.files {
+        let f = dir.join(rel);
+        let got = sha256_file(&f)?;
+        if &got != want {
+            return Err(OptimizerError::Config(format!(
+                "{}: checksum {got} does not match the artifact's seal ({want}); the artifact is damaged",
+                f.display()
+            )));
+        }
+    }
+    if !seal.files.contains_key(META_FILE) {
+        return Err(OptimizerError::Config(format!(
+            "{}: the seal does not cover {META_FILE}",
+            p.display()
+        )));
+    }
+    ArtifactMeta::read(dir)
 }
 
 /// The hardware an artifact is built for: device, architecture and the CPU

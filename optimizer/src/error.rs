@@ -21,6 +21,10 @@ pub enum OptimizerError {
     TfImport(String),
     #[error("engine error: {0}")]
     Engine(String),
+    /// The engine's process is gone for now (a runner being restarted):
+    /// the call may succeed if retried.
+    #[error("{0}")]
+    Unavailable(String),
     /// The execution provider a session asked for (CUDA) cannot be used.
     /// Never answered by running on another provider instead.
     #[error("{0}")]

@@ -58,6 +58,15 @@ impl DType {
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F64)
     }
+
+    /// Bytes per element in the raw little-endian form (BOOL: one byte).
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F64 | DType::I64 => 8,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
 }
 
 impl fmt::Display for DType {
@@ -127,6 +136,26 @@ impl TensorData {
         }
     }
 
+    /// Appends the elements as raw little-endian bytes (BOOL as one 0/1
+    /// byte): the form binary protocols and the runner socket carry.
+    pub fn write_le(&self, out: &mut Vec<u8>) {
+        fn le<T: Copy, const N: usize>(out: &mut Vec<u8>, v: &[T], f: fn(T) -> [u8; N]) {
+            out.reserve(v.len() * N);
+            for &x in v {
+                out.extend_from_slice(&f(x));
+            }
+        }
+        match self {
+            TensorData::F32(v) => le(out, v, f32::to_le_bytes),
+            TensorData::F64(v) => le(out, v, f64::to_le_bytes),
+            TensorData::I64(v) => le(out, v, i64::to_le_bytes),
+            TensorData::I32(v) => le(out, v, i32::to_le_bytes),
+            TensorData::I8(v) => le(out, v, i8::to_le_bytes),
+            TensorData::U8(v) => out.extend_from_slice(v),
+            TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+        }
+    }
+
     /// Elements `[start, end)` as a new buffer of the same type.
     pub fn slice(&self, start: usize, end: usize) -> TensorData {
         match self {
@@ -162,6 +191,45 @@ impl Tensor {
 
     pub fn dtype(&self) -> DType {
         self.data.dtype()
+    }
+
+    /// A tensor from raw little-endian elements; the byte count must be
+    /// exactly the shape's element count times the element size.
+    pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, raw: &[u8]) -> Result<Tensor, String> {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+        if n.checked_mul(dtype.size()) != Some(raw.len()) {
+            return Err(format!(
+                "shape {shape:?} of {dtype} needs {n} × {} bytes, got {}",
+                dtype.size(),
+                raw.len()
+            ));
+        }
+        macro_rules! le {
+            ($t:ty, $variant:ident) => {
+                TensorData::$variant(
+                    raw.chunks_exact(std::mem::size_of::<$t>())
+                        .map(|c| {
+                            let mut b = [0u8; std::mem::size_of::<$t>()];
+                            b.copy_from_slice(c);
+                            <$t>::from_le_bytes(b)
+                        })
+                        .collect(),
+                )
+            };
+        }
+        let data = match dtype {
+            DType::F32 => le!(f32, F32),
+            DType::F64 => le!(f64, F64),
+            DType::I64 => le!(i64, I64),
+            DType::I32 => le!(i32, I32),
+            DType::I8 => le!(i8, I8),
+            DType::U8 => TensorData::U8(raw.to_vec()),
+            DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
+        };
+        Tensor::new(shape, data)
     }
 
     pub fn numel(&self) -> usize {

@@ -98,6 +98,25 @@ pub struct ServiceDetail {
     pub signature: Option<ModelSignature>,
     pub artifact: Option<String>,
     pub report: Option<OptimizationReport>,
+    /// The runner process of each instance (empty when not serving).
+    #[serde(default)]
+    pub runners: Vec<RunnerState>,
+}
+
+/// One instance's runner process, as the server supervises it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RunnerState {
+    pub instance: u32,
+    /// The process id while one runs.
+    pub pid: Option<u32>,
+    /// Loaded and answering.
+    pub up: bool,
+    /// How many times it was started again after it ended.
+    pub restarts: u32,
+    /// Why it last ended ("killed by signal 9 …", "exited with code 1: …").
+    pub last_exit: Option<String>,
+    /// How it is confined (account, Landlock).
+    pub sandbox: String,
 }
 
 /// One line of a deploy log.

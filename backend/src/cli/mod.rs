@@ -68,7 +68,22 @@ pub enum Command {
             value_delimiter = ','
         )]
         resource_groups: Vec<String>,
+        /// Memory ceiling of an optimizer or inspection child process when
+        /// the service config sets no `metadata.memory` (MB), 0 for none.
+        #[arg(long, default_value_t = 16384)]
+        child_memory_mb: u64,
+        /// Wall-clock limit of one optimizer run, e.g. `1h`, `90m`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        optimize_timeout: std::time::Duration,
     },
+    /// Serve one instance of an artifact (started by the server; not for
+    /// direct use).
+    #[command(hide = true)]
+    Runner(runner::serve::RunnerArgs),
+    /// Inspect a model for the server (started by the server; not for
+    /// direct use): reads a request on stdin, prints the signature.
+    #[command(hide = true)]
+    Inspect,
     /// Deploy a service from a service config (EAS format).
     Create {
         config: PathBuf,
@@ -148,6 +163,8 @@ pub async fn run(cli: Cli) -> i32 {
             max_model_mib,
             console,
             resource_groups,
+            child_memory_mb,
+            optimize_timeout,
         } => {
             let groups = match crate::resources::parse_groups(&resource_groups) {
                 Ok(g) => g,
@@ -162,11 +179,13 @@ pub async fn run(cli: Cli) -> i32 {
                 }
             };
             let settings = Settings {
-                data_dir: data.unwrap_or_else(default_data_dir),
                 cpu_workers: workers,
                 model_roots,
                 max_model_bytes: max_model_mib << 20,
-                whet_exe,
+                runner_account: crate::sandbox::runner_account(),
+                child_memory_mib: child_memory_mb,
+                optimize_timeout,
+                ..Settings::new(data.unwrap_or_else(default_data_dir), whet_exe)
             };
             let console = console
                 .or_else(crate::console::default_dir)
@@ -187,6 +206,8 @@ pub async fn run(cli: Cli) -> i32 {
             return 0;
         }
         Command::Optimize(args) => return optimize::run(args),
+        Command::Runner(args) => return runner::serve::main(&args),
+        Command::Inspect => return crate::deploy::inspect::child_main(),
         Command::Bench(args) => return bench::run(&cli.server, cli.token, args).await,
         Command::ExampleModel { dir } => {
             return match example_model(&dir) {
@@ -356,6 +377,8 @@ async fn client_command(
         Command::Serve { .. }
         | Command::Schema
         | Command::Optimize(_)
+        | Command::Runner(_)
+        | Command::Inspect
         | Command::Bench(_)
         | Command::ExampleModel { .. } => {
             unreachable!("handled by run()")
@@ -449,6 +472,20 @@ fn print_detail(client: &Client, d: &ServiceDetail) {
         "Instances:   {}/{} running",
         s.running_instances, s.instances
     );
+    for r in &d.runners {
+        println!(
+            "Instance {}:  {}, pid {}, restarts: {}{}; {}",
+            r.instance,
+            if r.up { "up" } else { "restarting" },
+            r.pid.map_or("-".to_string(), |p| p.to_string()),
+            r.restarts,
+            r.last_exit
+                .as_ref()
+                .map(|e| format!(", last exit: {e}"))
+                .unwrap_or_default(),
+            r.sandbox
+        );
+    }
     println!("Endpoint:    {}", endpoint_url(client, d));
     println!("Token:       {}", d.token);
     if let Some(a) = &d.artifact {

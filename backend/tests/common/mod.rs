@@ -28,11 +28,8 @@ impl TestApp {
     pub async fn open_with(resources: Resources) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let settings = Settings {
-            data_dir: dir.path().join("data"),
-            cpu_workers: 1,
-            model_roots: vec![],
             max_model_bytes: 1 << 20,
-            whet_exe: "whet".into(),
+            ..Settings::new(dir.path().join("data"), env!("CARGO_BIN_EXE_whet").into())
         };
         let state = open_with(settings, resources).await.unwrap();
         let admin = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();

@@ -4,9 +4,16 @@
 //! in. The optimization runs in a child process (`whet optimize`), so a crash
 //! or out-of-memory in a native engine cannot take the server down.
 
+
+pub mod inspect;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use optimizer::artifact::{self, ArtifactMeta};
 use optimizer::engine::{GraphLevel, SessionSettings};
@@ -19,6 +26,76 @@ use crate::error::AppError;
 use crate::instances::load_pool;
 use crate::state::AppState;
 use crate::store::JobRow;
+
+/// The running deploy of each service and why it was cancelled, if it was.
+#[derive(Clone, Default)]
+pub struct Cancels(Arc<Mutex<HashMap<String, (CancellationToken, Option<String>)>>>);
+
+impl Cancels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (CancellationToken, Option<String>)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, name: &str) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock()
+            .insert(name.to_string(), (token.clone(), None));
+        token
+    }
+
+    fn unregister(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    fn reason(&self, name: &str) -> Option<String> {
+        self.lock().get(name).and_then(|(_, r)| r.clone())
+    }
+
+    /// Cancels the running deploy of `name`: its child processes are
+    /// killed and its job fails with `reason`. `false` if none runs here.
+    pub fn cancel(&self, name: &str, reason: &str) -> bool {
+        let mut map = self.lock();
+        match map.get_mut(name) {
+            Some((token, why)) => {
+                *why = Some(reason.to_string());
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Cancels the running deploy of `name`, if any, and waits until its job
+/// has ended (stop, modify and delete then proceed as on an idle service).
+pub async fn cancel_and_wait(state: &AppState, name: &str, reason: &str) -> Result<(), AppError> {
+    if !state.cancels.cancel(name, reason) {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while state.store.count_jobs(name, "running").await? > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AppError::Conflict(format!(
+                "the deploy of '{name}' was cancelled but has not ended yet; retry in a moment"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// One async lock per artifact key.
+#[derive(Clone, Default)]
+pub struct BuildLocks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl BuildLocks {
+    fn of(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget the locks nobody holds, so the map stays small.
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(key.to_string()).or_default().clone()
+    }
+}
 
 const STAGES: [&str; 4] = ["schedule", "fetch", "plugin", "start"];
 /// A job interrupted this many times (server restarts) is failed, not retried.
@@ -87,6 +164,14 @@ async fn worker_loop(state: AppState, idx: usize, slot: WorkerSlot) {
 /// At start-up: re-queue jobs a dead server was running (or fail them after
 /// too many tries), and bring back the instances of running services.
 pub async fn recover(state: &AppState) -> Result<(), AppError> {
+    // Builds cut short by the last shutdown: never recorded, never served.
+    if let Ok(mut rd) = tokio::fs::read_dir(state.settings.artifacts_dir()).await {
+        while let Ok(Some(e)) = rd.next_entry().await {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = tokio::fs::remove_dir_all(e.path()).await;
+            }
+        }
+    }
     for job in state.store.interrupted_jobs().await? {
         let stage = job.stage.clone().unwrap_or_else(|| "schedule".into());
         if job.attempts >= MAX_ATTEMPTS {
@@ -178,13 +263,16 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
         let cfg = serde_json::from_str::<ServiceConfig>(&svc.config).ok();
         let rpc = cfg.as_ref().and_then(|c| c.metadata.rpc.clone());
         let serve_on = cfg.as_ref().and_then(|c| state.resources.serving_device(c));
+        let memory = cfg.as_ref().and_then(|c| c.metadata.memory);
         match load_pool(
+            &state.settings,
             Path::new(&art.dir),
             &svc.name,
             svc.instances,
             svc.token.clone(),
             rpc,
             serve_on,
+            memory,
         )
         .await
         {
@@ -213,7 +301,16 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
 async fn run_job(state: &AppState, job: JobRow, slot: &WorkerSlot) {
     let name = job.service.clone();
     let started = std::time::Instant::now();
-    let result = deploy(state, &job, slot).await;
+    let token = state.cancels.register(&name);
+    // Cancelling drops the deploy future: its child processes are killed
+    // with it (kill_on_drop), wherever it is.
+    let result = tokio::select! {
+        r = deploy(state, &job, slot) => r,
+        () = token.cancelled() => Err(AppError::Conflict(format!(
+            "deploy cancelled: {}",
+            state.cancels.reason(&name).unwrap_or_else(|| "by request".into())
+        ))),
+    };
     crate::metrics::observe_deploy(result.is_ok(), started.elapsed());
     let outcome = async {
         match result {
@@ -252,7 +349,9 @@ async fn run_job(state: &AppState, job: JobRow, slot: &WorkerSlot) {
         }
         Ok::<(), AppError>(())
     };
-    if let Err(e) = outcome.await {
+    let outcome = outcome.await;
+    state.cancels.unregister(&name);
+    if let Err(e) = outcome {
         tracing::error!(job = job.id, "recording the end of a deploy: {e}");
     }
 }
@@ -354,12 +453,26 @@ async fn deploy(state: &AppState, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         }),
         (None, _) => serde_json::json!({ "plugin": null }),
     };
+    // The key covers the bytes of every file the optimizer may read (the
+    // model folder: external data, test and calibration data), not only
+    // their names: another team's data never decides this model.
+    let inputs = {
+        let dir = PathBuf::from(&model_dir);
+        tokio::task::spawn_blocking(move || inputs_digest(&dir))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))??
+    };
+    let opt_config = serde_json::json!({ "optimization": opt_config, "inputs": inputs });
     let key = artifact::artifact_key(&model_sha, &opt_config, &target);
+    // Two deploys of one key build it once: the second waits here and
+    // then finds the first one's artifact.
+    let build_lock = state.builds.of(&key);
+    let _building = build_lock.lock().await;
     let existing = state
         .store
         .get_artifact(&key)
         .await?
-        .filter(|a| Path::new(&a.dir).join(artifact::META_FILE).is_file());
+        .filter(|a| Path::new(&a.dir).join(artifact::SEAL_FILE).is_file());
     let artifact_dir = match (existing, plugin) {
         (Some(a), Some(_)) => {
             log(format!("[OK] Reusing optimized artifact {}: this model and optimization config were optimized before", &key[..12])).await?;
@@ -423,12 +536,14 @@ async fn deploy(state: &AppState, job: &JobRow, slot: &WorkerSlot) -> Result<(),
     ))
     .await?;
     let pool = load_pool(
+        &state.settings,
         &artifact_dir,
         name,
         n,
         svc.token.clone(),
         cfg.metadata.rpc.clone(),
         Some(device.provider()),
+        cfg.metadata.memory,
     )
     .await?;
     // The service may have been deleted while we loaded.
@@ -472,8 +587,7 @@ async fn plain_artifact(
     device: &TargetDevice,
 ) -> Result<PathBuf, AppError> {
     let dir = state.settings.artifacts_dir().join(key);
-    let tmp = state.settings.artifacts_dir().join(format!(".tmp-{key}"));
-    let _ = tokio::fs::remove_dir_all(&tmp).await;
+    let tmp = build_dir(state, key);
     tokio::fs::create_dir_all(&tmp).await?;
     // TorchScript is served as saved, in inference mode (what a plugin's
     // o1 would start from); everything else by ONNX Runtime.
@@ -509,8 +623,7 @@ async fn plain_artifact(
         serde_json::to_vec_pretty(&meta).map_err(|e| AppError::Internal(e.to_string()))?,
     )
     .await?;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
-    tokio::fs::rename(&tmp, &dir).await?;
+    install(&tmp, &dir).await?;
     Ok(dir)
 }
 
@@ -527,14 +640,95 @@ async fn run_plugin(
     device: &TargetDevice,
 ) -> Result<PathBuf, AppError> {
     let dir = state.settings.artifacts_dir().join(key);
-    let tmp = state.settings.artifacts_dir().join(format!(".tmp-{key}"));
-    let _ = tokio::fs::remove_dir_all(&tmp).await;
+    let tmp = build_dir(state, key);
     tokio::fs::create_dir_all(&tmp).await?;
+    let result = optimize_into(state, job, cfg, model_dir, model_file, &tmp, device).await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
+        return Err(e);
+    }
+    let _ = tokio::fs::remove_file(tmp.join("model_info.json")).await;
+    install(&tmp, &dir).await?;
+    Ok(dir)
+}
+
+/// A build folder of its own for each build (a crashed build's leftovers
+/// never mix with the next one's files).
+fn build_dir(state: &AppState, key: &str) -> PathBuf {
+    state
+        .settings
+        .artifacts_dir()
+        .join(format!(".tmp-{key}-{:016x}", rand::random::<u64>()))
+}
+
+/// Seals a finished build (checksums, fsync of files and folder), then
+/// renames it to its key and fsyncs the artifacts folder: a folder the
+/// database names is complete and verifiable.
+async fn install(tmp: &Path, dir: &Path) -> Result<(), AppError> {
+    let t = tmp.to_path_buf();
+    tokio::task::spawn_blocking(move || artifact::seal(&t))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(|e| AppError::Internal(format!("sealing the artifact: {e}")))?;
+    let _ = tokio::fs::remove_dir_all(dir).await;
+    tokio::fs::rename(tmp, dir).await?;
+    if let Some(parent) = dir.parent() {
+        let p = parent.to_path_buf();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&p).and_then(|f| f.sync_all()))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))??;
+    }
+    Ok(())
+}
+
+/// SHA-256 over the relative path and bytes of every file in the model
+/// folder (four levels deep, as far as model files are searched).
+fn inputs_digest(dir: &Path) -> Result<String, AppError> {
+    use sha2::Digest;
+    fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let ty = e.file_type()?;
+            if ty.is_dir() && depth > 0 {
+                walk(root, &e.path(), depth - 1, out)?;
+            } else if ty.is_file() {
+                out.push(e.path().strip_prefix(root).unwrap_or(&e.path()).to_path_buf());
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, 4, &mut files)?;
+    let mut h = sha2::Sha256::new();
+    for rel in files {
+        let sha = artifact::sha256_file(&dir.join(&rel))
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update([0u8]);
+        h.update(sha.as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Runs the optimizer child into `tmp`: stdout lines go to the deploy log;
+/// bounded by the memory ceiling and the wall-clock limit; killed when the
+/// deploy is cancelled (this future dropped) or the server dies.
+#[allow(clippy::too_many_arguments)]
+async fn optimize_into(
+    state: &AppState,
+    job: &JobRow,
+    cfg: &ServiceConfig,
+    model_dir: &Path,
+    model_file: &Path,
+    tmp: &Path,
+    device: &TargetDevice,
+) -> Result<(), AppError> {
     let mut cmd = tokio::process::Command::new(&state.settings.whet_exe);
     cmd.arg("optimize")
         .arg(model_file)
         .arg("--out")
-        .arg(&tmp)
+        .arg(tmp)
         .arg("--data-dir")
         .arg(model_dir)
         .arg("--plain")
@@ -554,6 +748,18 @@ async fn run_plugin(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let memory_mb = cfg
+        .metadata
+        .memory
+        .or(Some(state.settings.child_memory_mib).filter(|&m| m > 0));
+    let mut hook = crate::sandbox::pre_exec_hook(crate::sandbox::Limits {
+        memory_bytes: memory_mb.map(|m| m << 20),
+        oom_score_adj: 1000,
+    });
+    // SAFETY: the hook only makes async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(move || hook());
+    }
     let started = std::time::Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
         AppError::Internal(format!(
@@ -582,27 +788,44 @@ async fn run_plugin(
         }
         tail
     });
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await? {
-        if !line.trim().is_empty() {
-            state.logs.line(&job.service, Some(job.id), &line).await?;
+    let limit = state.settings.optimize_timeout;
+    let streamed = tokio::time::timeout(limit, async {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(line) = lines.next_line().await? {
+            if !line.trim().is_empty() {
+                state.logs.line(&job.service, Some(job.id), &line).await?;
+            }
         }
-    }
-    let status = child.wait().await?;
+        Ok::<_, AppError>(child.wait().await?)
+    })
+    .await;
+    let status = match streamed {
+        Ok(status) => status?,
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(AppError::BadRequest(format!(
+                "plugin failed: the optimizer ran longer than {} (the server's --optimize-timeout) and was stopped",
+                humantime::format_duration(limit)
+            )));
+        }
+    };
     crate::metrics::observe_optimization(status.success(), started.elapsed());
     let tail = err_tail.await.unwrap_or_default();
     if !status.success() {
-        let _ = tokio::fs::remove_dir_all(&tmp).await;
-        let reason = tail
-            .iter()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .cloned()
-            .unwrap_or_else(|| format!("exit status {status}"));
+        use std::os::unix::process::ExitStatusExt;
+        let last = tail.iter().rev().find(|l| !l.trim().is_empty()).cloned();
+        let memory = memory_mb
+            .map(|m| format!(" ({m} MB: metadata.memory, else the server's --child-memory-mb)"))
+            .unwrap_or_default();
+        let reason = match (status.signal(), last) {
+            (Some(9), _) => format!("the optimizer was killed (out of memory{memory}?)"),
+            (Some(6), Some(l)) if l.contains("memory allocation") => {
+                format!("the optimizer ran out of memory{memory}: {l}")
+            }
+            (_, Some(l)) => l,
+            (_, None) => format!("exit status {status}"),
+        };
         return Err(AppError::BadRequest(format!("plugin failed: {reason}")));
     }
-    let _ = tokio::fs::remove_file(tmp.join("model_info.json")).await;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
-    tokio::fs::rename(&tmp, &dir).await?;
-    Ok(dir)
+    Ok(())
 }

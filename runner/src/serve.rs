@@ -1,0 +1,217 @@
+//! `whet-runner` (and `whet runner`): one service instance in a process of its own.
+//!
+//! The server starts it with its working directory set to the artifact
+//! folder and one end of a Unix socket pair as standard input. The runner
+//! loads the runtime library while it still may, confines itself
+//! ([`crate::sandbox::confine`]: the runner account, then Landlock: read
+//! the artifact and nothing of the server's), loads the engine, says
+//! `HELLO` with the signature, and then answers `RUN` frames one at a time
+//! until the socket closes — which is also how it learns that the server
+//! is gone. It never touches the database, the admin token, uploads or
+//! another service's artifact: it cannot open them.
+
+use std::io::{BufReader, BufWriter};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use optimizer::artifact::ArtifactMeta;
+use optimizer::engine::{Engine, EngineKind, InferenceEngine, SessionSettings};
+use optimizer::OptimizerError;
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{self, Confinement};
+use crate::wire::{self, ErrorKind, Hello};
+
+/// What the server tells a runner, as one JSON argument.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunnerSpec {
+    pub settings: SessionSettings,
+    pub confinement: Confinement,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunnerArgs {
+    /// The runner's settings (JSON), written by the server.
+    #[arg(long)]
+    pub spec: String,
+    /// Confine as a runner would, then try to read PATH and exit: 0 if it
+    /// could be read, 3 if not. Used by the tests of the sandbox.
+    #[arg(long, hide = true)]
+    pub check_read: Option<PathBuf>,
+}
+
+type DynEngine = Box<dyn InferenceEngine>;
+
+/// One engine of the artifact's kind. TorchScript needs the `torch` feature;
+/// without it the artifact is refused with how to get it.
+fn load_engine(
+    meta: &ArtifactMeta,
+    model: &Path,
+    settings: &SessionSettings,
+) -> Result<DynEngine, String> {
+    match meta.engine {
+        EngineKind::OnnxRuntime => Ok(Box::new(
+            Engine::load(model, settings).map_err(|e| e.to_string())?,
+        )),
+        #[cfg(feature = "torch")]
+        EngineKind::TorchScript => Ok(Box::new(
+            optimizer::torch::TorchEngine::load_on(
+                model,
+                meta.signature.clone(),
+                meta.torch
+                    .unwrap_or(optimizer::artifact::TorchSettings::INFERENCE),
+                settings.provider,
+            )
+            .map_err(|e| e.to_string())?,
+        )),
+        #[cfg(not(feature = "torch"))]
+        EngineKind::TorchScript => Err(optimizer::engine::TORCH_FEATURE_HINT.to_string()),
+    }
+}
+
+/// Loads what must come from outside the artifact folder (the runtime
+/// library, libtorch's CUDA backend) before confinement forbids it.
+fn preload(meta: &ArtifactMeta, settings: &SessionSettings) -> Result<(), String> {
+    match meta.engine {
+        EngineKind::OnnxRuntime => optimizer::runtime::environment()
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        #[cfg(feature = "torch")]
+        EngineKind::TorchScript => {
+            if matches!(
+                settings.provider,
+                optimizer::engine::ExecutionProvider::Cuda { .. }
+            ) {
+                if let optimizer::torch::cuda::TorchCuda::Unavailable(why) =
+                    optimizer::torch::cuda::probe()
+                {
+                    return Err(why.clone());
+                }
+            }
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        EngineKind::TorchScript => {
+            let _ = settings;
+            Err(optimizer::engine::TORCH_FEATURE_HINT.to_string())
+        }
+    }
+}
+
+/// The runner's main; returns the process exit code.
+pub fn main(args: &RunnerArgs) -> i32 {
+    // SAFETY: the server gives every runner its socket as fd 0, and nothing
+    // else in this process uses fd 0.
+    let sock = unsafe { UnixStream::from_raw_fd(0) };
+    let mut out = match sock.try_clone() {
+        Ok(s) => BufWriter::with_capacity(1 << 16, s),
+        Err(e) => {
+            eprintln!("runner: socket: {e}");
+            return 2;
+        }
+    };
+    let fail = |out: &mut BufWriter<UnixStream>, msg: String| -> i32 {
+        eprintln!("runner: {msg}");
+        let _ = wire::write_frame(out, wire::ERROR, &wire::encode_error(ErrorKind::Load, &msg));
+        1
+    };
+    let spec: RunnerSpec = match serde_json::from_str(&args.spec) {
+        Ok(s) => s,
+        Err(e) => return fail(&mut out, format!("bad --spec: {e}")),
+    };
+    // Checked against its seal: a damaged artifact is refused, never served.
+    let meta = match optimizer::artifact::verify(Path::new(".")) {
+        Ok(m) => m,
+        Err(e) => return fail(&mut out, format!("reading the artifact: {e}")),
+    };
+    if let Err(e) = preload(&meta, &spec.settings) {
+        return fail(&mut out, e);
+    }
+    let sandbox = match sandbox::confine(&spec.confinement) {
+        Ok(s) => s,
+        Err(e) => return fail(&mut out, format!("confining the runner: {e}")),
+    };
+    if let Some(path) = &args.check_read {
+        return match std::fs::read(path) {
+            Ok(bytes) => {
+                println!("read {} bytes of {} ({sandbox})", bytes.len(), path.display());
+                0
+            }
+            Err(e) => {
+                println!("cannot read {}: {e} ({sandbox})", path.display());
+                3
+            }
+        };
+    }
+    let model = Path::new(".").join(&meta.model_file);
+    let mut engine = match load_engine(&meta, &model, &spec.settings) {
+        Ok(e) => e,
+        Err(e) => return fail(&mut out, e),
+    };
+    let hello = Hello {
+        signature: engine.signature().clone(),
+        sandbox,
+    };
+    let body = match serde_json::to_vec(&hello) {
+        Ok(b) => b,
+        Err(e) => return fail(&mut out, e.to_string()),
+    };
+    if wire::write_frame(&mut out, wire::HELLO, &body).is_err() {
+        return 0;
+    }
+    let mut input = BufReader::with_capacity(1 << 16, sock);
+    serve(&mut input, &mut out, engine.as_mut())
+}
+
+fn serve(
+    input: &mut BufReader<UnixStream>,
+    out: &mut BufWriter<UnixStream>,
+    engine: &mut dyn InferenceEngine,
+) -> i32 {
+    loop {
+        let (kind, body) = match wire::read_frame(input) {
+            Ok(Some(f)) => f,
+            // The server closed the socket: this instance is no longer wanted.
+            Ok(None) => return 0,
+            Err(e) => {
+                eprintln!("runner: {e}");
+                return 2;
+            }
+        };
+        let answer = match kind {
+            wire::RUN => match wire::decode_tensors(&body) {
+                Ok(inputs) => run(engine, &inputs),
+                Err(e) => Err((ErrorKind::BadInput, e.to_string())),
+            },
+            wire::RESET => engine
+                .reset()
+                .map(|()| Vec::new())
+                .map_err(|e| (ErrorKind::Engine, e.to_string())),
+            other => Err((ErrorKind::Engine, format!("unknown frame kind {other}"))),
+        };
+        let sent = match answer {
+            Ok(outputs) if kind == wire::RESET => {
+                debug_assert!(outputs.is_empty());
+                wire::write_frame(out, wire::DONE, &[])
+            }
+            Ok(outputs) => wire::write_frame(out, wire::OUTPUTS, &wire::encode_tensors(&outputs)),
+            Err((k, msg)) => wire::write_frame(out, wire::ERROR, &wire::encode_error(k, &msg)),
+        };
+        if sent.is_err() {
+            return 0;
+        }
+    }
+}
+
+type Answer = Result<Vec<(String, optimizer::tensor::Tensor)>, (ErrorKind, String)>;
+
+fn run(engine: &mut dyn InferenceEngine, inputs: &[(String, optimizer::tensor::Tensor)]) -> Answer {
+    match catch_unwind(AssertUnwindSafe(|| engine.run(inputs))) {
+        Ok(Ok(outputs)) => Ok(outputs),
+        Ok(Err(e @ OptimizerError::BadInput { .. })) => Err((ErrorKind::BadInput, e.to_string())),
+        Ok(Err(e)) => Err((ErrorKind::Engine, e.to_string())),
+        Err(_) => Err((ErrorKind::Engine, "the engine call panicked".into())),
+    }
+}
