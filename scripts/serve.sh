@@ -17,4 +17,6 @@ export OMP_WAIT_POLICY=PASSIVE
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo run --locked --release -p xtask -- build-console --release --locked
 cargo build --locked --release -p whetstone-backend --features torch --bin whet
+# Without `torch`, in a run of its own: ONNX instances do not load libtorch.
+cargo build --locked --release -p whetstone-runner --bin whet-runner
 exec target/release/whet serve "$@"

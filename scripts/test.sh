@@ -26,6 +26,10 @@ cargo build --locked -p whetstone-shared --target wasm32-unknown-unknown
 # This also checks that the frontend compiles for wasm32.
 cargo run --locked -p xtask -- build-console --locked
 cargo build --locked -p whetstone-backend --features torch --bin whet
+# The ONNX runner, built without the `torch` feature in a cargo run of its
+# own (features unify within one run): an instance of an ONNX artifact then
+# does not load libtorch. `whet` starts it from beside itself.
+cargo build --locked -p whetstone-runner --bin whet-runner
 # The third-party clients (EAS SDK, Triton client, perf_analyzer) that
 # e2e/tests/clients.rs drives against the server, in .clients-venv.
 scripts/install-clients.sh

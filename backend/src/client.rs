@@ -101,15 +101,10 @@ impl Client {
                 .map_err(|e| ClientError::Usage(e.to_string()))?;
             let dir = local.to_path_buf();
             let out = tmp.path().to_path_buf();
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let mut b = tar::Builder::new(std::fs::File::create(&out)?);
-                b.follow_symlinks(true);
-                b.append_dir_all(".", &dir)?;
-                b.finish()
-            })
-            .await
-            .map_err(|e| ClientError::Usage(e.to_string()))?
-            .map_err(|e| ClientError::Usage(format!("packing {}: {e}", local.display())))?;
+            tokio::task::spawn_blocking(move || pack_dir(&dir, &out))
+                .await
+                .map_err(|e| ClientError::Usage(e.to_string()))?
+                .map_err(|e| ClientError::Usage(format!("packing {}: {e}", local.display())))?;
             let base = local
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -212,6 +207,18 @@ impl Client {
     }
 }
 
+/// Packs a model folder as a tar archive for upload, links followed. A
+/// sparse file (a `cp` keeps holes) goes in as a regular entry, its holes
+/// written out as zeros: older servers refuse GNU sparse entries, and a
+/// model file is rarely mostly holes, so the archive costs little more.
+fn pack_dir(dir: &Path, out: &Path) -> std::io::Result<()> {
+    let mut b = tar::Builder::new(std::fs::File::create(out)?);
+    b.follow_symlinks(true);
+    b.sparse(false);
+    b.append_dir_all(".", dir)?;
+    b.finish()
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -253,4 +260,41 @@ pub fn default_data_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."))
         .join("whetstone/data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+
+    #[test]
+    fn sparse_files_are_packed_as_regular_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        // A hole of 1 MiB, then data: sparse wherever the filesystem can be.
+        let mut f = std::fs::File::create(model.join("weights.bin")).unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        f.write_all(b"weights").unwrap();
+        drop(f);
+        std::fs::write(model.join("model.onnx"), b"onnx").unwrap();
+        let out = dir.path().join("m.tar");
+        pack_dir(&model, &out).unwrap();
+        let mut a = tar::Archive::new(std::fs::File::open(&out).unwrap());
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            assert_ne!(
+                e.header().entry_type(),
+                tar::EntryType::GNUSparse,
+                "{:?}",
+                e.path()
+            );
+        }
+        let dest = dir.path().join("unpacked");
+        crate::fetch::unpack(&out, &dest, 4 << 20).unwrap();
+        let got = std::fs::read(dest.join("weights.bin")).unwrap();
+        assert_eq!(got.len(), (1 << 20) + 7);
+        assert!(got.ends_with(b"weights"));
+        assert_eq!(std::fs::read(dest.join("model.onnx")).unwrap(), b"onnx");
+    }
 }

@@ -136,6 +136,34 @@ fn inflate(headers: &HeaderMap, body: &[u8]) -> Result<Option<Vec<u8>>, AppError
     Ok(Some(out))
 }
 
+/// Checks a request's `outputs` list before anything is done per output:
+/// each output at most once, and no more of them than the model has. Only
+/// the first `model_outputs + 1` names are looked at, so a list of
+/// thousands costs no more than a short one. The error is the message of a
+/// 400. Whether each name is one of the model's outputs is for the caller,
+/// which knows them. For both KServe paths: `parse` here, and the plain
+/// JSON one (`predict::run`).
+pub(crate) fn check_requested_outputs(names: &[&str], model_outputs: usize) -> Result<(), String> {
+    // Among the first `model_outputs + 1` names there is a repeat or an
+    // unknown one: name the repeat when there is one.
+    let mut seen =
+        std::collections::HashSet::with_capacity(names.len().min(model_outputs.saturating_add(1)));
+    for name in names.iter().take(model_outputs.saturating_add(1)) {
+        if !seen.insert(*name) {
+            return Err(format!(
+                "output '{name}': requested more than once; list each output at most once"
+            ));
+        }
+    }
+    if names.len() > model_outputs {
+        return Err(format!(
+            "outputs: {} requested but the model has {model_outputs}; list each output at most once",
+            names.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Splits and parses a request body against the model's signature.
 pub fn parse(headers: &HeaderMap, body: &[u8], sig: &ModelSignature) -> Result<Parsed, AppError> {
     let inflated = inflate(headers, body)?;
@@ -160,6 +188,13 @@ pub fn parse(headers: &HeaderMap, body: &[u8], sig: &ModelSignature) -> Result<P
             "body: expected a KServe v2 inference request {{\"inputs\":[{{\"name\",\"shape\",\"datatype\",\"data\" or \"parameters\":{{\"binary_data_size\"}}}}]}}: {e}"
         ))
     })?;
+    // Before any per-input or per-output work: each requested output costs
+    // a conversion and a copy in the answer, so a list naming one output
+    // thousands of times would cost seconds and gigabytes.
+    if let Some(wanted) = &req.outputs {
+        let names: Vec<&str> = wanted.iter().map(|o| o.name.as_str()).collect();
+        check_requested_outputs(&names, sig.outputs.len()).map_err(bad)?;
+    }
 
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for inp in req.inputs {

@@ -392,6 +392,12 @@ async fn run(
     let req: Request = serde_json::from_str(body).map_err(|e| {
         AppError::BadRequest(format!("body: expected a KServe v2 inference request {{\"inputs\":[{{\"name\",\"shape\",\"datatype\",\"data\"}}]}}: {e}"))
     })?;
+    // Before any per-output work: no output twice, no more than the model has.
+    if let Some(o) = &req.outputs {
+        let names: Vec<&str> = o.iter().map(|x| x.name.as_str()).collect();
+        crate::kserve_binary::check_requested_outputs(&names, pool.signature.outputs.len())
+            .map_err(AppError::BadRequest)?;
+    }
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for t in req.inputs {
         let tensor = decode(&t.name, &t.datatype, &t.shape, &t.data.0)?;

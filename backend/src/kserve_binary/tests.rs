@@ -298,3 +298,57 @@ fn model_config_lists_triton_types_and_full_shapes() {
     );
     assert_eq!(c["output"][1]["data_type"], "TYPE_INT64");
 }
+
+#[test]
+fn an_output_requested_twice_is_refused_by_name() {
+    let req = json!({
+        "inputs": [{"name": "ids", "shape": [1, 1], "datatype": "INT64", "data": [5]}],
+        "outputs": [{"name": "z"}, {"name": "y"}, {"name": "z", "parameters": {"binary_data": true}}]
+    });
+    let m = bad(&headers(None), &serde_json::to_vec(&req).unwrap());
+    assert!(
+        m.contains("output 'z'") && m.contains("more than once"),
+        "{m}"
+    );
+}
+
+#[test]
+fn more_outputs_than_the_model_has_are_refused_at_once() {
+    // Three distinct names for a two-output model: refused on the count,
+    // before inputs are decoded (this one's input is not even valid).
+    let req = json!({
+        "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}],
+        "outputs": [{"name": "y"}, {"name": "z"}, {"name": "w"}]
+    });
+    let m = bad(&headers(None), &serde_json::to_vec(&req).unwrap());
+    assert!(m.contains("3 requested but the model has 2"), "{m}");
+    // The request that cost 20 s and gigabytes: one output 20,000 times.
+    let outputs: Vec<Value> = (0..20_000)
+        .map(|_| json!({"name": "y", "parameters": {"binary_data": true}}))
+        .collect();
+    let req = json!({
+        "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}],
+        "outputs": outputs
+    });
+    let (h, b) = body(&req, &[&f32_le(&[1.0, 2.0])]);
+    let t0 = std::time::Instant::now();
+    let m = bad(&h, &b);
+    assert!(
+        m.contains("output 'y'") && m.contains("more than once"),
+        "{m}"
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn check_requested_outputs_names_the_repeat_or_counts() {
+    assert!(check_requested_outputs(&[], 2).is_ok());
+    assert!(check_requested_outputs(&["y", "z"], 2).is_ok());
+    let e = check_requested_outputs(&["y", "y"], 2).unwrap_err();
+    assert!(e.contains("output 'y'"), "{e}");
+    // A repeat past the model's count is not looked for: the count says it.
+    let e = check_requested_outputs(&["a", "b", "c", "a"], 2).unwrap_err();
+    assert!(e.contains("4 requested but the model has 2"), "{e}");
+    let e = check_requested_outputs(&["a", "a", "b"], 0).unwrap_err();
+    assert!(e.contains("3 requested but the model has 0"), "{e}");
+}
