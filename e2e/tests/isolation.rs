@@ -356,3 +356,72 @@ fn a_graph_whose_constant_claims_petabytes_is_refused_and_the_server_lives() {
     let (s, _) = server.admin("GET", "/api/v2/services/bomb", b"");
     assert_eq!(s, 404, "a refused create stored the service");
 }
+
+fn logs(server: &Server, name: &str) -> String {
+    let out = server.cli(&["logs", name]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `test_data.npz` of `dir` with one byte of its first array changed: a
+/// valid file of the same name whose values differ.
+fn perturb_npz(path: &Path) {
+    use std::io::Read;
+    let mut arch = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut entries = Vec::new();
+    for i in 0..arch.len() {
+        let mut e = arch.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).unwrap();
+        entries.push((e.name().to_string(), bytes));
+    }
+    let last = entries[0].1.len() - 2;
+    entries[0].1[last] ^= 0x10;
+    let mut w = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, bytes) in entries {
+        w.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(&bytes).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn artifacts_are_keyed_by_data_bytes_and_built_once_per_key() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    // Two deploys of one model and data at once: one build, one reuse.
+    let a = example(&server, &work.path().join("a"), "twin_a");
+    let b = example(&server, &work.path().join("b"), "twin_b");
+    let run = |cfg: PathBuf| {
+        let c = server.cli(&["create", cfg.to_str().unwrap()]);
+        std::thread::spawn(move || {
+            let mut c = c;
+            c.output().unwrap()
+        })
+    };
+    let (ra, rb) = (run(a.clone()), run(b));
+    for r in [ra, rb] {
+        let out = r.join().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (la, lb) = (logs(&server, "twin_a"), logs(&server, "twin_b"));
+    let built = [&la, &lb]
+        .iter()
+        .filter(|l| l.contains("Running plugin eas-plugin-"))
+        .count();
+    let reused = [&la, &lb]
+        .iter()
+        .filter(|l| l.contains("Reusing optimized artifact"))
+        .count();
+    assert_eq!((built, reused), (1, 1), "A:\n{la}\nB:\n{lb}");
+    let art = |n: &str| detail(&server, n)["artifact"].as_str().unwrap().to_string();
+    assert_eq!(art("twin_a"), art("twin_b"));
+
+    // The same model with other data under the same file name: a new build.
+    let c = example(&server, &work.path().join("c"), "other_data");
+    perturb_npz(&c.parent().unwrap().join("model/test_data.npz"));
+    create(&server, &c);
+    let lc = logs(&server, "other_data");
+    assert!(lc.contains("Running plugin eas-plugin-"), "{lc}");
+    assert_ne!(art("other_data"), art("twin_a"));
+}
