@@ -12,7 +12,15 @@
 //!   against the fixed shapes they expect;
 //! - checks every length against the bytes actually left before allocating,
 //!   and grows memory at most linearly in the input (each opcode adds a bounded
-//!   amount);
+//!   amount: a call refers to its argument tuple rather than copying it, so
+//!   calling with one memoized tuple over and over costs nothing per call);
+//! - checks the size each tensor constructor declares when it is recorded
+//!   (`_rebuild_tensor_v2`, `_frombuffer`, and `_reconstruct`'s `BUILD` state),
+//!   with checked arithmetic: the shape must not overflow, must fit the bytes
+//!   or storage it views, and all of them together must fit
+//!   [`MAX_DECLARED_BYTES`]. Decoding charges its own budget again
+//!   (`elem::Budget`, sized from the file, per decoded copy); this one refuses
+//!   an absurd shape at the opcode that states it, naming it;
 //! - keeps compound values in one arena (`Value::Obj` is an index), so `BUILD`,
 //!   `APPEND` and `SETITEM` on a memoized object are seen by every reference,
 //!   as in Python, and self-referencing or deeply nested input cannot cause
@@ -104,6 +112,15 @@ fn resolve(module: &str, name: &str) -> Result<Global, String> {
         })
 }
 
+/// The most tensor bytes one pickle may declare, all its tensor constructors
+/// together: 64 GiB, more than any data file the verifier can hold in
+/// memory. Inline numpy arrays must match their bytes exactly, so only torch
+/// views (which may repeat a storage with stride 0) and memo re-use can
+/// declare more than the file holds; this keeps a few hundred bytes from
+/// declaring petabytes. The decoders' own budget (`elem::Budget`) is the
+/// tighter one, charged again for every copy they make.
+pub(super) const MAX_DECLARED_BYTES: usize = 64 << 30;
+
 /// A pickled value. Cheap to clone: compound values live in the arena.
 #[derive(Debug, Clone)]
 pub(super) enum Value {
@@ -143,10 +160,11 @@ pub(super) enum Obj {
     Tuple(Vec<Value>),
     Dict(Vec<(Value, Value)>),
     /// `func(*args)` as the file states it, plus the state `BUILD` gave it.
-    /// Recorded, never run.
+    /// Recorded, never run. `args` is the arena index of the argument tuple
+    /// (tuples never change once built), shared rather than copied.
     Call {
         func: Global,
-        args: Vec<Value>,
+        args: usize,
         state: Option<Value>,
     },
     /// A `BINPERSID` reference (torch storages), holding the id as given.
@@ -166,34 +184,22 @@ impl Pickle {
     }
 
     pub fn obj(&self, v: &Value) -> Option<&Obj> {
-        match v {
-            Value::Obj(id) => self.heap.get(*id),
-            _ => None,
-        }
+        obj_in(&self.heap, v)
     }
 
     /// Items of a tuple or list.
     pub fn seq(&self, v: &Value) -> Option<&[Value]> {
-        match self.obj(v)? {
-            Obj::Tuple(items) | Obj::List(items) => Some(items),
-            _ => None,
-        }
+        seq_in(&self.heap, v)
     }
 
     /// `(func, args, state)` of a recorded call.
     pub fn call(&self, v: &Value) -> Option<(Global, &[Value], Option<&Value>)> {
-        match self.obj(v)? {
-            Obj::Call { func, args, state } => Some((*func, args, state.as_ref())),
-            _ => None,
-        }
+        call_in(&self.heap, v)
     }
 
     /// A tuple/list of non-negative ints (shapes, strides).
     pub fn dims(&self, v: &Value) -> Option<Vec<usize>> {
-        self.seq(v)?
-            .iter()
-            .map(|d| d.as_int().and_then(|i| usize::try_from(i).ok()))
-            .collect()
+        dims_in(&self.heap, v)
     }
 
     /// What a value is, for "expected X, found Y" messages.
@@ -220,8 +226,44 @@ impl Pickle {
     }
 }
 
+fn obj_in<'h>(heap: &'h [Obj], v: &Value) -> Option<&'h Obj> {
+    match v {
+        Value::Obj(id) => heap.get(*id),
+        _ => None,
+    }
+}
+
+fn seq_in<'h>(heap: &'h [Obj], v: &Value) -> Option<&'h [Value]> {
+    match obj_in(heap, v)? {
+        Obj::Tuple(items) | Obj::List(items) => Some(items),
+        _ => None,
+    }
+}
+
+fn call_in<'h>(heap: &'h [Obj], v: &Value) -> Option<(Global, &'h [Value], Option<&'h Value>)> {
+    match obj_in(heap, v)? {
+        Obj::Call { func, args, state } => match heap.get(*args)? {
+            Obj::Tuple(items) => Some((*func, items, state.as_ref())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn dims_in(heap: &[Obj], v: &Value) -> Option<Vec<usize>> {
+    seq_in(heap, v)?
+        .iter()
+        .map(|d| d.as_int().and_then(|i| usize::try_from(i).ok()))
+        .collect()
+}
+
 /// Parses a pickle stream up to its `STOP`. Errors say where and what.
 pub(super) fn parse(data: &[u8]) -> Result<Pickle, String> {
+    parse_with_limit(data, MAX_DECLARED_BYTES)
+}
+
+/// [`parse`] with the budget for declared tensor bytes given.
+pub(super) fn parse_with_limit(data: &[u8], declared_limit: usize) -> Result<Pickle, String> {
     let mut m = Machine {
         input: data,
         pos: 0,
@@ -229,6 +271,8 @@ pub(super) fn parse(data: &[u8]) -> Result<Pickle, String> {
         marks: Vec::new(),
         memo: HashMap::new(),
         heap: Vec::new(),
+        declared: 0,
+        declared_limit,
     };
     loop {
         let at = m.pos;
@@ -248,6 +292,10 @@ struct Machine<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
     heap: Vec<Obj>,
+    /// Tensor bytes the constructors recorded so far declare.
+    declared: usize,
+    /// What `declared` may reach ([`MAX_DECLARED_BYTES`]).
+    declared_limit: usize,
 }
 
 const TRUNCATED: &str = "the pickle ends early (is the file truncated?)";
@@ -398,17 +446,25 @@ impl Machine<'_> {
                 let Value::Global(func) = func else {
                     return Err("only allowed globals may be called".into());
                 };
-                let args = match self.heap_mut(&args) {
-                    Some(Obj::Tuple(items)) => items.clone(),
+                // The tuple is referred to, not copied: a memoized tuple
+                // passed to call after call must not multiply memory.
+                let args = match (&args, obj_in(&self.heap, &args)) {
+                    (Value::Obj(id), Some(Obj::Tuple(items))) => (*id, items.is_empty()),
                     _ => return Err("call arguments must be a tuple".into()),
                 };
                 // An OrderedDict is filled by SETITEMS after its (empty) call.
-                let obj = if func == Global::OrderedDict && args.is_empty() {
+                let obj = if func == Global::OrderedDict && args.1 {
                     Obj::Dict(Vec::new())
                 } else {
+                    // A tensor constructor's size is checked and charged now,
+                    // before anything could be built from it.
+                    if let Some(Obj::Tuple(items)) = self.heap.get(args.0) {
+                        let declared = declared_by_call(&self.heap, func, items)?;
+                        self.charge(declared)?;
+                    }
                     Obj::Call {
                         func,
-                        args,
+                        args: args.0,
                         state: None,
                     }
                 };
@@ -418,9 +474,20 @@ impl Machine<'_> {
                 // BUILD: set the state of the object below it.
                 let state = self.pop()?;
                 let top = self.top()?;
-                match self.heap_mut(&top) {
-                    Some(Obj::Call { state: slot, .. }) if slot.is_none() => *slot = Some(state),
+                let func = match obj_in(&self.heap, &top) {
+                    Some(Obj::Call {
+                        func, state: None, ..
+                    }) => *func,
                     _ => return Err("BUILD applies only once, to an object made by a call".into()),
+                };
+                // An ndarray's shape and data arrive with BUILD: checked and
+                // charged before they are attached.
+                if func == Global::NdarrayReconstruct {
+                    let declared = declared_by_array_state(&self.heap, &state)?;
+                    self.charge(declared)?;
+                }
+                if let Some(Obj::Call { state: slot, .. }) = self.heap_mut(&top) {
+                    *slot = Some(state);
                 }
             }
             b'Q' => {
@@ -515,6 +582,25 @@ impl Machine<'_> {
         Ok(())
     }
 
+    /// Adds a tensor constructor's declared bytes to the running total;
+    /// past the budget it is an error naming the constructor and shape.
+    fn charge(&mut self, declared: Option<Declared>) -> Result<(), String> {
+        let Some(Declared { what, shape, bytes }) = declared else {
+            return Ok(());
+        };
+        match self.declared.checked_add(bytes) {
+            Some(total) if total <= self.declared_limit => {
+                self.declared = total;
+                Ok(())
+            }
+            _ => Err(format!(
+                "{what}: a tensor of shape {shape:?} needs {bytes} bytes, which takes the tensors \
+                 this file declares past the budget of {} bytes",
+                self.declared_limit
+            )),
+        }
+    }
+
     fn push_obj(&mut self, obj: Obj) {
         self.heap.push(obj);
         self.stack.push(Value::Obj(self.heap.len() - 1));
@@ -586,6 +672,179 @@ impl Machine<'_> {
         self.stack.push(v);
         Ok(())
     }
+}
+
+/// What one tensor constructor asks for: its python name, shape and bytes.
+struct Declared {
+    what: String,
+    shape: Vec<usize>,
+    bytes: usize,
+}
+
+/// Element count and bytes of `shape`, refusing an overflow by name.
+fn checked_size(what: &str, shape: &[usize], elem_size: usize) -> Result<(usize, usize), String> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| Some((n, n.checked_mul(elem_size)?)))
+        .ok_or_else(|| {
+            format!("{what}: shape {shape:?} needs more bytes than can be addressed (the size overflows)")
+        })
+}
+
+/// The element size of a recorded `numpy.dtype(code, ...)`: `Some(None)` for
+/// an object dtype, `None` when it is not a dtype we read (the interpreter
+/// reports that).
+fn numpy_elem_size(heap: &[Obj], dt: &Value) -> Option<(String, Option<usize>)> {
+    let (Global::NumpyDtype, args, _) = call_in(heap, dt)? else {
+        return None;
+    };
+    let code = args.first()?.as_str()?;
+    match super::numpy::type_code(code).ok()? {
+        super::numpy::NpType::Elem(e) => Some((code.to_string(), Some(e.size()))),
+        super::numpy::NpType::Object => Some((code.to_string(), None)),
+    }
+}
+
+/// Bytes per element of a `torch.<Name>Storage` (unknown kinds: one, the
+/// interpreter refuses them).
+fn torch_storage_size(kind: &str) -> usize {
+    match kind {
+        "DoubleStorage" | "LongStorage" => 8,
+        "FloatStorage" | "IntStorage" => 4,
+        "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+        _ => 1,
+    }
+}
+
+/// The size a tensor-constructing call declares, checked: `None` for other
+/// calls and for arguments too malformed to size (the interpreters refuse
+/// those with their own messages).
+fn declared_by_call(
+    heap: &[Obj],
+    func: Global,
+    args: &[Value],
+) -> Result<Option<Declared>, String> {
+    match func {
+        Global::RebuildTensorV2 => torch_view(heap, args),
+        Global::NumpyFromBuffer => {
+            let what = func.python_name();
+            let [buf, dt, shape, ..] = args else {
+                return Ok(None);
+            };
+            let Some(shape) = dims_in(heap, shape) else {
+                return Ok(None);
+            };
+            let Some((code, Some(size))) = numpy_elem_size(heap, dt) else {
+                checked_size(&what, &shape, 1)?;
+                return Ok(None);
+            };
+            let (_, bytes) = checked_size(&what, &shape, size)?;
+            if let Value::Bytes(b) = buf {
+                if b.len() != bytes {
+                    return Err(format!(
+                        "{what}: an array of shape {shape:?} of '{code}' needs {bytes} bytes, the \
+                         buffer has {} bytes",
+                        b.len()
+                    ));
+                }
+            }
+            Ok(Some(Declared { what, shape, bytes }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`: the
+/// size must not overflow, and when the storage reference states its element
+/// count, the view must stay inside it.
+fn torch_view(heap: &[Obj], args: &[Value]) -> Result<Option<Declared>, String> {
+    let what = Global::RebuildTensorV2.python_name();
+    let [storage, offset, size, stride, ..] = args else {
+        return Ok(None);
+    };
+    let Some(shape) = dims_in(heap, size) else {
+        return Ok(None);
+    };
+    // ('storage', torch.<Name>Storage, key, location, numel)
+    let store = match obj_in(heap, storage) {
+        Some(Obj::Persistent(pid)) => match seq_in(heap, pid) {
+            Some([_, Value::Global(Global::TorchStorage(kind)), key, _, numel]) => Some((
+                torch_storage_size(kind),
+                key.as_str().unwrap_or("?").to_string(),
+                numel.as_int().and_then(|n| usize::try_from(n).ok()),
+            )),
+            _ => None,
+        },
+        _ => None,
+    };
+    let elem_size = store.as_ref().map_or(1, |s| s.0);
+    let (numel, bytes) = checked_size(&what, &shape, elem_size)?;
+    let offset = offset.as_int().and_then(|o| usize::try_from(o).ok());
+    if let (Some((_, key, Some(available))), Some(strides), Some(offset)) =
+        (&store, dims_in(heap, stride), offset)
+    {
+        if strides.len() == shape.len() && numel > 0 {
+            // The furthest element the view reads; size-1 dims never step.
+            let last = shape
+                .iter()
+                .zip(&strides)
+                .try_fold(offset, |acc, (&d, &s)| {
+                    if d > 1 {
+                        (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
+                    } else {
+                        Some(acc)
+                    }
+                });
+            if last.is_none_or(|l| l >= *available) {
+                return Err(format!(
+                    "{what}: a view of shape {shape:?} (strides {strides:?}, offset {offset}) \
+                     reaches past the {available} elements of storage '{key}'"
+                ));
+            }
+        }
+    }
+    Ok(Some(Declared { what, shape, bytes }))
+}
+
+/// `_reconstruct`'s `BUILD` state `(version, shape, dtype, is_fortran, data)`
+/// (or without the version): a numeric array's data must be exactly shape ×
+/// element size bytes; an object array's items are already parsed values.
+fn declared_by_array_state(heap: &[Obj], state: &Value) -> Result<Option<Declared>, String> {
+    let what = Global::NdarrayReconstruct.python_name();
+    let (shape, dt, data) = match seq_in(heap, state) {
+        Some([_, shape, dt, _, data]) | Some([shape, dt, _, data]) => (shape, dt, data),
+        _ => return Ok(None),
+    };
+    let Some(shape) = dims_in(heap, shape) else {
+        return Ok(None);
+    };
+    let Some((code, Some(size))) = numpy_elem_size(heap, dt) else {
+        checked_size(&what, &shape, 1)?;
+        return Ok(None);
+    };
+    let (_, bytes) = checked_size(&what, &shape, size)?;
+    let mismatch = |have: String| {
+        format!("{what}: an array of shape {shape:?} of '{code}' needs {bytes} bytes, the data has {have}")
+    };
+    match data {
+        Value::Bytes(b) if b.len() != bytes => return Err(mismatch(format!("{} bytes", b.len()))),
+        // Latin-1 text (protocol 2): one character a byte, one or two UTF-8
+        // bytes a character, so more bytes than its UTF-8 length can never
+        // match (the exact count is checked when decoding; counting
+        // characters here would cost a pass over the text per BUILD).
+        Value::Str(t) if bytes > t.len() => {
+            return Err(mismatch(format!("at most {} bytes", t.len())))
+        }
+        _ => {
+            if let Some((Global::CodecsEncode, [Value::Str(t), ..], _)) = call_in(heap, data) {
+                if bytes > t.len() {
+                    return Err(mismatch(format!("at most {} bytes", t.len())));
+                }
+            }
+        }
+    }
+    Ok(Some(Declared { what, shape, bytes }))
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
@@ -710,6 +969,127 @@ mod tests {
         let mut p = vec![0x80, 2, 0x8b];
         p.extend(0x7fff_ffffu32.to_le_bytes());
         assert!(parse(&p).is_err());
+    }
+
+    /// `torch._utils._rebuild_tensor_v2(storage, 0, size, stride, False,
+    /// OrderedDict())` over a FloatStorage of `numel` elements, key '0'.
+    fn torch_tensor(numel: i32, size: &[i32], stride: &[i32]) -> Vec<u8> {
+        let mut p = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
+        p.extend(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\n");
+        p.extend(b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ");
+        p.extend(numel.to_le_bytes());
+        p.extend(b"tQK\x00");
+        for dims in [size, stride] {
+            p.push(b'(');
+            for d in dims {
+                p.push(b'J');
+                p.extend(d.to_le_bytes());
+            }
+            p.push(b't');
+        }
+        p.extend(b"\x89ccollections\nOrderedDict\n)RtR.");
+        p
+    }
+
+    #[test]
+    fn torch_views_are_sized_when_recorded() {
+        // A plain [2, 3] view of 6 elements is recorded as before.
+        let p = parse(&torch_tensor(6, &[2, 3], &[3, 1])).unwrap();
+        let (func, args, _) = p.call(p.root()).unwrap();
+        assert_eq!(func, Global::RebuildTensorV2);
+        assert_eq!(p.dims(&args[2]), Some(vec![2, 3]));
+        // 2^50 floats repeated from one element with stride 0: within its
+        // storage, but 4 PiB, so over the budget, refused at the REDUCE.
+        let e = parse(&torch_tensor(1, &[1 << 20, 1 << 20, 1 << 10], &[0, 0, 0])).unwrap_err();
+        assert!(
+            e.contains("_rebuild_tensor_v2")
+                && e.contains("[1048576, 1048576, 1024]")
+                && e.contains("4503599627370496 bytes")
+                && e.contains("budget"),
+            "{e}"
+        );
+        // The same budget, smaller: the second 24-byte tensor does not fit.
+        let two = {
+            let one = torch_tensor(6, &[2, 3], &[3, 1]);
+            // [t, t] with both REDUCEd: PROTO, MARK, two bodies, LIST.
+            let body = &one[2..one.len() - 1];
+            let mut p = vec![0x80, 2, b'('];
+            p.extend(body);
+            p.extend(body);
+            p.extend(b"l.");
+            p
+        };
+        assert!(parse(&two).is_ok());
+        let e = parse_with_limit(&two, 40).unwrap_err();
+        assert!(
+            e.contains("needs 24 bytes") && e.contains("budget of 40 bytes"),
+            "{e}"
+        );
+        // A size whose element count overflows.
+        let e = parse(&torch_tensor(1, &[i32::MAX; 3], &[0, 0, 0])).unwrap_err();
+        assert!(
+            e.contains("_rebuild_tensor_v2") && e.contains("overflows"),
+            "{e}"
+        );
+        // A view larger than the storage it views.
+        let e = parse(&torch_tensor(4, &[10], &[1])).unwrap_err();
+        assert!(
+            e.contains("shape [10]") && e.contains("past the 4 elements of storage '0'"),
+            "{e}"
+        );
+    }
+
+    /// `_reconstruct(ndarray, (0,), b'b')` + `BUILD` with a float32 `shape`
+    /// and `data` as bytes (protocol 2 opcodes, numpy 1 names).
+    fn ndarray(shape: &[i32], data: &[u8]) -> Vec<u8> {
+        let mut p = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\nq\x00cnumpy\nndarray\nq\x01K\x00\x85U\x01b\x87R(K\x01(".to_vec();
+        for d in shape {
+            p.push(b'J');
+            p.extend(d.to_le_bytes());
+        }
+        p.extend(b"tcnumpy\ndtype\nU\x02f4\x89\x88\x87R(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89B");
+        p.extend((data.len() as u32).to_le_bytes());
+        p.extend(data);
+        p.extend(b"tb.");
+        p
+    }
+
+    #[test]
+    fn ndarray_states_are_sized_when_built() {
+        assert!(parse(&ndarray(&[2, 2], &[0; 16])).is_ok());
+        let e = parse(&ndarray(&[1 << 30, 1 << 30], &[0; 4])).unwrap_err();
+        assert!(
+            e.contains("_reconstruct")
+                && e.contains("[1073741824, 1073741824]")
+                && e.contains("needs 4611686018427387904 bytes, the data has 4 bytes"),
+            "{e}"
+        );
+        let e = parse(&ndarray(&[i32::MAX, i32::MAX, i32::MAX], &[0; 4])).unwrap_err();
+        assert!(e.contains("overflows"), "{e}");
+    }
+
+    #[test]
+    fn calls_share_their_memoized_arguments() {
+        // One 1000-item tuple passed to 1000 calls: each call refers to it,
+        // so memory stays linear in the input (a copy per call would be
+        // quadratic).
+        let mut p = b"\x80\x02](c_codecs\nencode\nq\x00(".to_vec();
+        for _ in 0..1000 {
+            p.extend([b'K', 1]);
+        }
+        p.extend(b"tq\x01R");
+        for _ in 0..1000 {
+            p.extend(b"h\x00h\x01R");
+        }
+        p.extend(b"e.");
+        let p = parse(&p).unwrap();
+        let calls = p.seq(p.root()).unwrap();
+        assert_eq!(calls.len(), 1001);
+        let first = p.call(&calls[0]).unwrap().1;
+        assert_eq!(first.len(), 1000);
+        for c in calls {
+            assert!(std::ptr::eq(p.call(c).unwrap().1, first));
+        }
     }
 
     #[test]

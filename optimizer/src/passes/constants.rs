@@ -12,17 +12,19 @@ use super::PassContext;
 
 /// Bytes per element of an ONNX data type; `None` for strings and unknown types.
 pub(crate) fn elem_size(dt: i32) -> Option<usize> {
-    Some(match dt {
-        data_type::FLOAT | data_type::INT32 | data_type::UINT32 => 4,
-        data_type::DOUBLE | data_type::INT64 | data_type::UINT64 => 8,
-        data_type::FLOAT16 | data_type::BFLOAT16 | data_type::INT16 | data_type::UINT16 => 2,
-        data_type::INT8 | data_type::UINT8 | data_type::BOOL => 1,
-        _ => return None,
-    })
+    onnx::elem_bytes(dt)
 }
 
+/// Element count from the dims; `usize::MAX` when the product overflows
+/// (dims come from the model file, and this only sizes or filters tensors:
+/// an impossible count must read as huge, not wrap to a small one).
 pub(crate) fn numel(t: &TensorProto) -> usize {
-    t.dims.iter().map(|&d| d.max(0) as usize).product()
+    let mut dims = t.dims.iter().map(|&d| d.max(0) as usize);
+    if dims.clone().any(|d| d == 0) {
+        return 0;
+    }
+    dims.try_fold(1usize, |a, d| a.checked_mul(d))
+        .unwrap_or(usize::MAX)
 }
 
 /// The size a tensor takes in the model file (strings counted by content).
@@ -198,6 +200,49 @@ mod tests {
             fixed_inputs: HashMap::from([(name.to_string(), t)]),
             input_shapes: None,
         }
+    }
+
+    #[test]
+    fn hostile_constant_dims_are_refused_not_allocated() {
+        // A Constant node whose value claims 2^60 floats over 4 bytes: the
+        // conversion names the node's output and refuses it.
+        let n = onnx::node(
+            "Constant",
+            "c",
+            &[],
+            &["c_out"],
+            vec![onnx::AttributeProto {
+                name: "value".into(),
+                r#type: onnx::attr_type::TENSOR,
+                t: Some(TensorProto {
+                    dims: vec![1 << 30, 1 << 30],
+                    data_type: data_type::FLOAT,
+                    raw_data: vec![0; 4],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        );
+        let t = constant_value(&n).unwrap();
+        let e = onnx::tensor_from_proto(&t).unwrap_err();
+        assert!(
+            e.contains("tensor 'c_out'") && e.contains("raw_data holds 4"),
+            "{e}"
+        );
+        // Element counts that overflow read as huge, never wrap or panic.
+        let t = TensorProto {
+            dims: vec![1 << 40, 1 << 40, 1 << 40],
+            data_type: data_type::FLOAT,
+            ..Default::default()
+        };
+        assert_eq!(numel(&t), usize::MAX);
+        assert_eq!(tensor_bytes(&t), usize::MAX);
+        assert_eq!(truth_value(&t), None);
+        let t = TensorProto {
+            dims: vec![1 << 40, 1 << 40, 0],
+            ..t
+        };
+        assert_eq!(numel(&t), 0);
     }
 
     #[test]

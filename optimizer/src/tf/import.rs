@@ -34,6 +34,15 @@ pub(crate) struct Val {
 /// Handle to a [`Val`].
 pub(crate) type V = usize;
 
+/// The most bytes the constants one import materializes may take together:
+/// 8 GiB. The graph's own constants are at most 2 GiB (a GraphDef is one
+/// protobuf), and converting keeps re-laid-out copies next to them (each
+/// convolution or matmul weight permuted to ONNX layout, casts, reshapes)
+/// plus any splatted constants, so a real graph stays well inside. Without
+/// a total, a small hostile graph could multiply one large constant through
+/// many consuming nodes, each copy within [`konst::MAX_CONSTANT_BYTES`].
+pub const MAX_GRAPH_CONSTANT_BYTES: usize = 4 * konst::MAX_CONSTANT_BYTES;
+
 /// Conversion state: values, the ONNX nodes and initializers built so far,
 /// and every name in use.
 pub(crate) struct Ctx {
@@ -41,16 +50,43 @@ pub(crate) struct Ctx {
     pub nodes: Vec<NodeProto>,
     pub inits: Vec<TensorProto>,
     used: HashSet<String>,
+    /// Bytes of every constant materialized so far (see `afford`).
+    const_bytes: usize,
+    /// What `const_bytes` may reach: [`MAX_GRAPH_CONSTANT_BYTES`], smaller
+    /// in tests.
+    const_limit: usize,
+    /// Set when `add_const` took the total past the limit (a site that
+    /// does not call `afford` first); the import fails after that node.
+    over_limit: Option<String>,
 }
 
 impl Ctx {
-    fn new() -> Ctx {
+    fn new(const_limit: usize) -> Ctx {
         Ctx {
             vals: Vec::new(),
             nodes: Vec::new(),
             inits: Vec::new(),
             used: HashSet::new(),
+            const_bytes: 0,
+            const_limit,
+            over_limit: None,
         }
+    }
+
+    /// Whether `bytes` more of constants fit the import's total; called
+    /// before a constant is materialized (a Const's values, a permuted or
+    /// cast copy of another constant), so that an oversized one is refused
+    /// instead of allocated. `add_const` does the charging.
+    pub fn afford(&self, bytes: usize) -> Result<(), String> {
+        let total = self.const_bytes.saturating_add(bytes);
+        if total > self.const_limit {
+            return Err(format!(
+                "materializing {bytes} more bytes of constants would bring the graph's \
+                 constants to {total} bytes, over the limit of {} bytes for one import",
+                self.const_limit
+            ));
+        }
+        Ok(())
     }
 
     pub fn val(&self, v: V) -> &Val {
@@ -87,6 +123,13 @@ impl Ctx {
 
     /// A constant value, kept in Rust until something consumes it.
     pub fn add_const(&mut self, t: Tensor, hint: &str) -> V {
+        let bytes = konst::nbytes(&t);
+        if self.over_limit.is_none() {
+            if let Err(e) = self.afford(bytes) {
+                self.over_limit = Some(e);
+            }
+        }
+        self.const_bytes = self.const_bytes.saturating_add(bytes);
         let shape = Some(t.shape.iter().map(|&d| Some(d as i64)).collect());
         self.vals.push(Val {
             onnx: None,
@@ -375,6 +418,15 @@ pub(crate) fn decode(pb: &[u8]) -> Result<GraphDef> {
 }
 
 pub(crate) fn import(pb: &[u8], opts: &ImportOptions) -> Result<ModelProto> {
+    import_limited(pb, opts, MAX_GRAPH_CONSTANT_BYTES)
+}
+
+/// [`import`] with the total for constants given (tests use a small one).
+pub(crate) fn import_limited(
+    pb: &[u8],
+    opts: &ImportOptions,
+    const_limit: usize,
+) -> Result<ModelProto> {
     let graph = decode(pb)?;
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     for (i, n) in graph.node.iter().enumerate() {
@@ -506,7 +558,7 @@ pub(crate) fn import(pb: &[u8], opts: &ImportOptions) -> Result<ModelProto> {
 
     let order = topo_order(&graph, &by_name, &needed, &is_input)?;
 
-    let mut cx = Ctx::new();
+    let mut cx = Ctx::new(const_limit);
     // The TensorFlow tensor names are the ONNX names of inputs and outputs;
     // reserve the outputs' so nothing else takes them.
     let out_names: Vec<String> = outputs.iter().map(|(n, i)| format!("{n}:{i}")).collect();
@@ -539,6 +591,9 @@ pub(crate) fn import(pb: &[u8], opts: &ImportOptions) -> Result<ModelProto> {
         let node = Node { def, inputs };
         let outs = ops::convert(&mut cx, &node)
             .map_err(|e| err(format!("node '{}' ({}): {e}", def.name, def.op)))?;
+        if let Some(e) = cx.over_limit.take() {
+            return Err(err(format!("node '{}' ({}): {e}", def.name, def.op)));
+        }
         for (k, v) in outs.into_iter().enumerate() {
             tensors.insert(format!("{}:{k}", def.name), v);
         }

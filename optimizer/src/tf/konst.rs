@@ -2,15 +2,39 @@
 //! tensor arithmetic the importer does itself (weight layouts, axes).
 
 use super::import::dtype_of;
-use super::proto::TensorProto;
+use super::proto::{dt, TensorProto};
 use crate::tensor::{DType, Tensor, TensorData};
 
-/// A TensorProto's values. TensorFlow stores them either as raw
-/// little-endian bytes in `tensor_content` (whatever the shape, scalars
-/// included) or in the typed `*_val` field; a typed field shorter than the
-/// shape is filled with its last value (one value splats to the whole
-/// shape) and an empty one means zeros.
-pub(crate) fn from_proto(t: &TensorProto) -> Result<Tensor, String> {
+/// The most bytes one constant may take once materialized: 2 GiB.
+///
+/// A frozen GraphDef is one protobuf, which cannot exceed 2 GiB, so no
+/// constant whose values the file stores is larger; and the ONNX model the
+/// import writes is one protobuf too. A constant splatted from a short value
+/// list (`float_val: 0` over a big shape: a zeros tensor) may legitimately be
+/// larger than its file, so for those this ceiling is the only bound, and
+/// it is what keeps a 100-byte upload from asking for petabytes.
+pub const MAX_CONSTANT_BYTES: usize = 2 << 30;
+
+/// Most values an integer argument (axes, a shape, paddings, a permutation)
+/// is read into a `Vec<i64>` for: such arguments have about a rank's worth
+/// of values, and reading a large constant this way would widen every
+/// element to 8 bytes.
+pub(crate) const MAX_INT_ARG: usize = 1 << 16;
+
+/// What a TensorProto declares, checked before anything is allocated: the
+/// shape, its element count and the bytes the materialized tensor takes.
+pub(crate) struct Layout {
+    pub shape: Vec<usize>,
+    pub numel: usize,
+    pub bytes: usize,
+}
+
+/// Checks a TensorProto's declared shape against the values it holds, with
+/// checked arithmetic, before anything is allocated from the shape: the
+/// element count and byte size must not overflow, `tensor_content` must
+/// hold exactly count × element size bytes, a typed value list must not be
+/// longer than the shape, and the whole must fit [`MAX_CONSTANT_BYTES`].
+pub(crate) fn layout(t: &TensorProto) -> Result<Layout, String> {
     let dtype = dtype_of(t.dtype)?;
     let mut shape = Vec::new();
     if let Some(s) = &t.tensor_shape {
@@ -20,19 +44,68 @@ pub(crate) fn from_proto(t: &TensorProto) -> Result<Tensor, String> {
             shape.push(d);
         }
     }
-    let numel = shape
+    let type_name = dt::name(t.dtype);
+    let size = dtype.size();
+    let (numel, bytes) = match shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("constant shape overflows")?;
-    if !t.tensor_content.is_empty() {
-        let raw = &t.tensor_content;
-        let size = elem_size(dtype);
-        if numel.checked_mul(size) != Some(raw.len()) {
+        .and_then(|n| Some((n, n.checked_mul(size)?)))
+    {
+        Some(nb) => nb,
+        None => {
             return Err(format!(
-                "constant of shape {shape:?} needs {numel} × {size} bytes, tensor_content has {}",
-                raw.len()
+                "declared shape {shape:?} of {type_name} needs more bytes than can be \
+                 addressed (the size overflows); the limit for one constant is \
+                 {MAX_CONSTANT_BYTES} bytes"
+            ))
+        }
+    };
+    if !t.tensor_content.is_empty() {
+        let have = t.tensor_content.len();
+        if have != bytes {
+            return Err(format!(
+                "declared shape {shape:?} of {type_name} needs {numel} × {size} = {bytes} \
+                 bytes, tensor_content has {have}"
             ));
         }
+    } else {
+        let given = match dtype {
+            DType::F32 => t.float_val.len(),
+            DType::F64 => t.double_val.len(),
+            DType::I32 | DType::I8 | DType::U8 => t.int_val.len(),
+            DType::I64 => t.int64_val.len(),
+            DType::Bool => t.bool_val.len(),
+        };
+        if given > numel {
+            return Err(format!(
+                "constant holds {given} values for {numel} elements (declared shape {shape:?})"
+            ));
+        }
+    }
+    if bytes > MAX_CONSTANT_BYTES {
+        return Err(format!(
+            "declared shape {shape:?} of {type_name} would need {bytes} bytes, over the limit \
+             of {MAX_CONSTANT_BYTES} bytes for one constant"
+        ));
+    }
+    Ok(Layout {
+        shape,
+        numel,
+        bytes,
+    })
+}
+
+/// A TensorProto's values. TensorFlow stores them either as raw
+/// little-endian bytes in `tensor_content` (whatever the shape, scalars
+/// included) or in the typed `*_val` field; a typed field shorter than the
+/// shape is filled with its last value (one value splats to the whole
+/// shape) and an empty one means zeros. The declared size is checked by
+/// [`layout`] first, so a hostile shape is refused, not allocated.
+pub(crate) fn from_proto(t: &TensorProto) -> Result<Tensor, String> {
+    let dtype = dtype_of(t.dtype)?;
+    let Layout { shape, numel, .. } = layout(t)?;
+    if !t.tensor_content.is_empty() {
+        let raw = &t.tensor_content;
         let data = match dtype {
             DType::F32 => TensorData::F32(le(raw).map(f32::from_le_bytes).collect()),
             DType::F64 => TensorData::F64(le(raw).map(f64::from_le_bytes).collect()),
@@ -45,38 +118,33 @@ pub(crate) fn from_proto(t: &TensorProto) -> Result<Tensor, String> {
         return Tensor::new(shape, data);
     }
     let data = match dtype {
-        DType::F32 => TensorData::F32(fill(&t.float_val, numel)?),
-        DType::F64 => TensorData::F64(fill(&t.double_val, numel)?),
-        DType::I32 => TensorData::I32(fill(&t.int_val, numel)?),
-        DType::I64 => TensorData::I64(fill(&t.int64_val, numel)?),
-        DType::I8 => TensorData::I8(
-            fill(&t.int_val, numel)?
-                .into_iter()
-                .map(|v| v as i8)
-                .collect(),
-        ),
-        DType::U8 => TensorData::U8(
-            fill(&t.int_val, numel)?
-                .into_iter()
-                .map(|v| v as u8)
-                .collect(),
-        ),
-        DType::Bool => TensorData::Bool(fill(&t.bool_val, numel)?),
+        DType::F32 => TensorData::F32(fill(&t.float_val, numel, |v| v)),
+        DType::F64 => TensorData::F64(fill(&t.double_val, numel, |v| v)),
+        DType::I32 => TensorData::I32(fill(&t.int_val, numel, |v| v)),
+        DType::I64 => TensorData::I64(fill(&t.int64_val, numel, |v| v)),
+        DType::I8 => TensorData::I8(fill(&t.int_val, numel, |v| v as i8)),
+        DType::U8 => TensorData::U8(fill(&t.int_val, numel, |v| v as u8)),
+        DType::Bool => TensorData::Bool(fill(&t.bool_val, numel, |v| v)),
     };
     Tensor::new(shape, data)
 }
 
-fn fill<T: Copy + Default>(vals: &[T], numel: usize) -> Result<Vec<T>, String> {
-    if vals.len() > numel {
-        return Err(format!(
-            "constant holds {} values for {numel} elements",
-            vals.len()
-        ));
-    }
+/// `vals` completed to `numel` with its last value (zero when empty),
+/// converted on the way so no second full-size copy is made. `layout` has
+/// checked that `vals` is not longer than `numel`.
+fn fill<T: Copy + Default, U>(vals: &[T], numel: usize, conv: impl Fn(T) -> U) -> Vec<U> {
     let last = vals.last().copied().unwrap_or_default();
-    let mut out = vals.to_vec();
-    out.resize(numel, last);
-    Ok(out)
+    vals.iter()
+        .copied()
+        .chain(std::iter::repeat(last))
+        .take(numel)
+        .map(conv)
+        .collect()
+}
+
+/// Bytes a tensor's values take (the budget unit of the import).
+pub(crate) fn nbytes(t: &Tensor) -> usize {
+    t.numel().saturating_mul(t.dtype().size())
 }
 
 fn le<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
@@ -85,14 +153,6 @@ fn le<const N: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
         a.copy_from_slice(c);
         a
     })
-}
-
-fn elem_size(d: DType) -> usize {
-    match d {
-        DType::F32 | DType::I32 => 4,
-        DType::F64 | DType::I64 => 8,
-        DType::I8 | DType::U8 | DType::Bool => 1,
-    }
 }
 
 pub(crate) fn i64_tensor(shape: Vec<usize>, vals: Vec<i64>) -> Tensor {
@@ -119,8 +179,14 @@ pub(crate) fn scalar(dtype: DType, x: f64) -> Tensor {
     }
 }
 
-/// Integer values of an integer tensor (axes, shapes, permutations).
+/// Integer values of an integer tensor used as an argument (axes, shapes,
+/// permutations); `None` for other types, and for a tensor of more than
+/// [`MAX_INT_ARG`] values, which no such argument has (callers then treat
+/// it as not constant, or refuse it by name).
 pub(crate) fn ints(t: &Tensor) -> Option<Vec<i64>> {
+    if t.numel() > MAX_INT_ARG {
+        return None;
+    }
     Some(match &t.data {
         TensorData::I32(v) => v.iter().map(|&x| x as i64).collect(),
         TensorData::I64(v) => v.clone(),
@@ -130,25 +196,62 @@ pub(crate) fn ints(t: &Tensor) -> Option<Vec<i64>> {
     })
 }
 
-/// The tensor converted to `to` element by element, as a Cast would.
+/// One element on its way through [`cast`]: integers stay exact, the rest
+/// go through f64.
+#[derive(Clone, Copy)]
+enum Num {
+    I(i64),
+    F(f64),
+}
+
+impl Num {
+    fn f(self) -> f64 {
+        match self {
+            Num::I(i) => i as f64,
+            Num::F(x) => x,
+        }
+    }
+}
+
+/// `f` applied to every element, read as a [`Num`].
+fn map_nums<U>(d: &TensorData, f: impl Fn(Num) -> U) -> Vec<U> {
+    match d {
+        TensorData::F32(v) => v.iter().map(|&x| f(Num::F(x as f64))).collect(),
+        TensorData::F64(v) => v.iter().map(|&x| f(Num::F(x))).collect(),
+        TensorData::I64(v) => v.iter().map(|&x| f(Num::I(x))).collect(),
+        TensorData::I32(v) => v.iter().map(|&x| f(Num::I(x as i64))).collect(),
+        TensorData::I8(v) => v.iter().map(|&x| f(Num::I(x as i64))).collect(),
+        TensorData::U8(v) => v.iter().map(|&x| f(Num::I(x as i64))).collect(),
+        TensorData::Bool(v) => v
+            .iter()
+            .map(|&x| f(Num::F(if x { 1.0 } else { 0.0 })))
+            .collect(),
+    }
+}
+
+/// The tensor converted to `to` element by element, as a Cast would:
+/// integer to int32/int64 exactly (wrapping like `as`), anything else through
+/// f64. Element by element so that no widened copy of the whole constant is
+/// made on the way (8 bytes an element).
 pub(crate) fn cast(t: &Tensor, to: DType) -> Tensor {
     if t.dtype() == to {
         return t.clone();
     }
-    let f = t.data.to_f64();
+    let d = &t.data;
     let data = match to {
-        DType::F32 => TensorData::F32(f.iter().map(|&x| x as f32).collect()),
-        DType::F64 => TensorData::F64(f),
-        DType::I32 => TensorData::I32(ints(t).map_or_else(
-            || f.iter().map(|&x| x as i32).collect(),
-            |v| v.iter().map(|&x| x as i32).collect(),
-        )),
-        DType::I64 => {
-            TensorData::I64(ints(t).unwrap_or_else(|| f.iter().map(|&x| x as i64).collect()))
-        }
-        DType::I8 => TensorData::I8(f.iter().map(|&x| x as i8).collect()),
-        DType::U8 => TensorData::U8(f.iter().map(|&x| x as u8).collect()),
-        DType::Bool => TensorData::Bool(f.iter().map(|&x| x != 0.0).collect()),
+        DType::F32 => TensorData::F32(map_nums(d, |n| n.f() as f32)),
+        DType::F64 => TensorData::F64(map_nums(d, Num::f)),
+        DType::I32 => TensorData::I32(map_nums(d, |n| match n {
+            Num::I(i) => i as i32,
+            Num::F(x) => x as i32,
+        })),
+        DType::I64 => TensorData::I64(map_nums(d, |n| match n {
+            Num::I(i) => i,
+            Num::F(x) => x as i64,
+        })),
+        DType::I8 => TensorData::I8(map_nums(d, |n| n.f() as i8)),
+        DType::U8 => TensorData::U8(map_nums(d, |n| n.f() as u8)),
+        DType::Bool => TensorData::Bool(map_nums(d, |n| n.f() != 0.0)),
     };
     Tensor {
         shape: t.shape.clone(),
@@ -167,31 +270,35 @@ pub(crate) fn permute(t: &Tensor, perm: &[usize]) -> Tensor {
     }
     let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
     let n = t.numel();
-    let mut src = Vec::with_capacity(n);
-    let mut idx = vec![0usize; rank];
-    for _ in 0..n {
-        src.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>());
-        for ax in (0..rank).rev() {
-            idx[ax] += 1;
-            if idx[ax] < out_shape[ax] {
-                break;
+    // Walks the output in order, stepping the source position like an
+    // odometer, so no index table as large as the tensor is built.
+    fn gather<T: Copy>(v: &[T], n: usize, shape: &[usize], strides: &[usize]) -> Vec<T> {
+        let mut out = Vec::with_capacity(n);
+        let mut idx = vec![0usize; shape.len()];
+        let mut pos = 0usize;
+        for _ in 0..n {
+            out.push(v[pos]);
+            for ax in (0..shape.len()).rev() {
+                idx[ax] += 1;
+                pos += strides[ax];
+                if idx[ax] < shape[ax] {
+                    break;
+                }
+                pos -= strides[ax] * shape[ax];
+                idx[ax] = 0;
             }
-            idx[ax] = 0;
         }
+        out
     }
-    macro_rules! gather {
-        ($v:expr, $variant:ident) => {
-            TensorData::$variant(src.iter().map(|&i| $v[i]).collect())
-        };
-    }
+    let (s, st) = (&out_shape[..], &strides[..]);
     let data = match &t.data {
-        TensorData::F32(v) => gather!(v, F32),
-        TensorData::F64(v) => gather!(v, F64),
-        TensorData::I64(v) => gather!(v, I64),
-        TensorData::I32(v) => gather!(v, I32),
-        TensorData::I8(v) => gather!(v, I8),
-        TensorData::U8(v) => gather!(v, U8),
-        TensorData::Bool(v) => gather!(v, Bool),
+        TensorData::F32(v) => TensorData::F32(gather(v, n, s, st)),
+        TensorData::F64(v) => TensorData::F64(gather(v, n, s, st)),
+        TensorData::I64(v) => TensorData::I64(gather(v, n, s, st)),
+        TensorData::I32(v) => TensorData::I32(gather(v, n, s, st)),
+        TensorData::I8(v) => TensorData::I8(gather(v, n, s, st)),
+        TensorData::U8(v) => TensorData::U8(gather(v, n, s, st)),
+        TensorData::Bool(v) => TensorData::Bool(gather(v, n, s, st)),
     };
     Tensor {
         shape: out_shape,

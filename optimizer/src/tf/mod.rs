@@ -24,6 +24,9 @@ use std::path::Path;
 use crate::error::{OptimizerError, Result};
 use crate::onnx::ModelProto;
 
+pub use import::MAX_GRAPH_CONSTANT_BYTES;
+pub use konst::MAX_CONSTANT_BYTES;
+
 /// What to import.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -50,7 +53,10 @@ pub(crate) const SAVED_MODEL_HINT: &str =
 /// Converts a frozen GraphDef to an ONNX model (opset 17).
 ///
 /// Errors name the node (and op) they concern; unsupported ops are all
-/// listed at once.
+/// listed at once. The graph is untrusted: a constant whose declared size
+/// overflows, disagrees with its stored bytes or exceeds
+/// [`MAX_CONSTANT_BYTES`], or constants totalling more than
+/// [`MAX_GRAPH_CONSTANT_BYTES`], are refused before they are allocated.
 pub fn import(pb: &[u8], opts: &ImportOptions) -> Result<ModelProto> {
     import::import(pb, opts)
 }
@@ -108,7 +114,9 @@ pub fn op_census(pb: &[u8]) -> Result<Vec<OpCount>> {
 }
 
 /// A Const's TensorProto as a tensor (raw `tensor_content` or the typed
-/// `*_val` fields, single values splatted to the shape).
+/// `*_val` fields, single values splatted to the shape). A declared size
+/// that overflows, disagrees with `tensor_content`, or exceeds
+/// [`MAX_CONSTANT_BYTES`] is refused before anything is allocated.
 pub fn const_tensor(t: &proto::TensorProto) -> Result<crate::tensor::Tensor> {
     konst::from_proto(t).map_err(OptimizerError::TfImport)
 }

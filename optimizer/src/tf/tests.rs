@@ -1541,3 +1541,132 @@ fn tf_op_census_counts_and_flags() {
     assert!(!row("FooOp").supported);
     assert!(row("Placeholder").supported);
 }
+
+// ------------------------------------------------- hostile constant sizes
+
+/// A float Const of `shape` whose values are one `float_val` (TensorFlow
+/// splats the last value over the shape).
+fn splat_f32(name: &str, shape: &[i64], v: f32) -> NodeDef {
+    const_node(
+        name,
+        TensorProto {
+            dtype: dt::FLOAT,
+            tensor_shape: Some(tshape(shape)),
+            float_val: vec![v],
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn tf_huge_splatted_const_is_refused_before_allocating() {
+    // 2^40 × 1024 floats = 4 PiB from one value: refused with the node, the
+    // shape, the bytes and the limit, not allocated (this test finishing,
+    // rather than the process aborting, is the proof).
+    let nodes = vec![
+        placeholder("x", dt::FLOAT, &[1]),
+        splat_f32("huge", &[1 << 40, 1024], 1.0),
+        node("m", "Mul", &["x", "huge"], vec![]),
+    ];
+    let pb = encode(nodes);
+    assert!(pb.len() < 200, "the hostile graph is {} bytes", pb.len());
+    let check = |e: &str| {
+        assert!(e.contains("node 'huge' (Const)"), "{e}");
+        assert!(e.contains("[1099511627776, 1024]"), "{e}");
+        assert!(e.contains("4503599627370496 bytes"), "{e}");
+        assert!(e.contains(&super::MAX_CONSTANT_BYTES.to_string()), "{e}");
+    };
+    let e = import(&pb, &ImportOptions::default()).unwrap_err();
+    assert!(matches!(e, OptimizerError::TfImport(_)), "{e:?}");
+    check(&e.to_string());
+    // From a file, the way uploads are imported: the path is named too.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.pb");
+    std::fs::write(&path, &pb).unwrap();
+    let e = import_path(&path, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    check(&e);
+    assert!(e.contains("hostile.pb"), "{e}");
+    // A shape whose element count overflows usize.
+    let nodes = vec![
+        placeholder("x", dt::FLOAT, &[1]),
+        splat_f32("wide", &[1 << 62, 1 << 62], 0.0),
+        node("m", "Mul", &["x", "wide"], vec![]),
+    ];
+    let e = import(&encode(nodes), &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("node 'wide' (Const)") && e.contains("overflows"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tf_const_content_length_must_match_its_shape() {
+    for (content, shape) in [(12usize, vec![2i64, 2]), (16, vec![1 << 40, 4])] {
+        let bad = const_node(
+            "k",
+            TensorProto {
+                dtype: dt::FLOAT,
+                tensor_shape: Some(tshape(&shape)),
+                tensor_content: vec![0; content],
+                ..Default::default()
+            },
+        );
+        let nodes = vec![
+            placeholder("x", dt::FLOAT, &[4]),
+            bad,
+            node("m", "Mul", &["x", "k"], vec![]),
+        ];
+        let e = import(&encode(nodes), &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node 'k' (Const)"), "{e}");
+        assert!(
+            e.contains(&format!("{shape:?}"))
+                && e.contains(&format!("tensor_content has {content}")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn tf_constants_of_one_import_are_limited_together() {
+    // Three 4 KiB splats under a 10 KiB total: the third is refused, by name.
+    let nodes = vec![
+        placeholder("x", dt::FLOAT, &[1024]),
+        splat_f32("c1", &[1024], 1.0),
+        splat_f32("c2", &[1024], 2.0),
+        splat_f32("c3", &[1024], 3.0),
+        node("a1", "Add", &["x", "c1"], vec![]),
+        node("a2", "Add", &["a1", "c2"], vec![]),
+        node("a3", "Add", &["a2", "c3"], vec![]),
+    ];
+    let pb = encode(nodes);
+    let e = super::import::import_limited(&pb, &ImportOptions::default(), 10 << 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("node 'c3' (Const)") && e.contains("over the limit of 10240 bytes"),
+        "{e}"
+    );
+    assert!(super::import::import_limited(&pb, &ImportOptions::default(), 16 << 10).is_ok());
+    // One constant copied by many consuming nodes (each Transpose of a
+    // constant is folded into a new constant) is held to the same total.
+    let mut nodes = vec![
+        splat_f32("w", &[32, 32], 1.0),
+        const_i32("perm", &[2], &[1, 0]),
+    ];
+    for i in 0..5 {
+        nodes.push(node(&format!("t{i}"), "Transpose", &["w", "perm"], vec![]));
+    }
+    let e = super::import::import_limited(&encode(nodes), &ImportOptions::default(), 16 << 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("(Transpose)") && e.contains("over the limit of 16384 bytes"),
+        "{e}"
+    );
+}

@@ -247,6 +247,7 @@ fn cast(cx: &mut Ctx, n: &Node) -> Result<Vec<V>, String> {
         .attr_dtype("DstT")?
         .ok_or("no 'DstT' attribute says the target type")?;
     if let Some(t) = cx.konst(x) {
+        cx.afford(t.numel().saturating_mul(to.size()))?;
         let c = konst::cast(t, to);
         return Ok(vec![cx.add_const(c, &n.out(0))]);
     }

@@ -135,6 +135,9 @@ pub(crate) fn convert(cx: &mut Ctx, n: &Node) -> Result<Vec<V>, String> {
             let Some(super::proto::attr_value::Value::Tensor(t)) = n.attr("value") else {
                 return Err("no 'value' tensor attribute".into());
             };
+            // Size checked against the per-constant ceiling and the graph's
+            // total before a byte of it is allocated.
+            cx.afford(konst::layout(t)?.bytes)?;
             let t = konst::from_proto(t)?;
             Ok(vec![cx.add_const(t, &n.out(0))])
         }
@@ -189,6 +192,13 @@ pub(crate) fn product(v: &[i64]) -> Option<i64> {
 /// A constant integer argument (axes, shapes, permutations), or an error
 /// saying which argument must be constant.
 pub(crate) fn const_ints(cx: &Ctx, v: V, what: &str) -> Result<Vec<i64>, String> {
+    if let Some(t) = cx.konst(v).filter(|t| t.numel() > konst::MAX_INT_ARG) {
+        return Err(format!(
+            "{what} holds {} values; an argument of more than {} is not plausible",
+            t.numel(),
+            konst::MAX_INT_ARG
+        ));
+    }
     cx.konst(v)
         .and_then(konst::ints)
         .ok_or_else(|| format!("{what} must be a constant integer tensor in a frozen graph"))

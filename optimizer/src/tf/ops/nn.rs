@@ -229,6 +229,7 @@ fn conv(cx: &mut Ctx, n: &Node, depthwise: bool) -> Result<Vec<V>, String> {
         // input channel c, as in TensorFlow.
         let w_name = match cx.konst(w) {
             Some(t) => {
+                cx.afford(konst::nbytes(t))?;
                 let mut p = konst::permute(t, &[2, 3, 0, 1]);
                 p.shape = vec![(wi * wo) as usize, 1, kh as usize, kw as usize];
                 let c = cx.add_const(p, &n.tmp("weight"));
@@ -262,6 +263,7 @@ fn conv(cx: &mut Ctx, n: &Node, depthwise: bool) -> Result<Vec<V>, String> {
         // [KH, KW, Cin/group, Cout] → [Cout, Cin/group, KH, KW].
         let w_name = match cx.konst(w) {
             Some(t) => {
+                cx.afford(konst::nbytes(t))?;
                 let p = konst::permute(t, &[3, 2, 0, 1]);
                 let c = cx.add_const(p, &n.tmp("weight"));
                 cx.name(c)
@@ -379,6 +381,7 @@ fn per_channel(
     }
     let trailing = r - 2;
     if let Some(t) = cx.konst(v) {
+        cx.afford(konst::nbytes(t))?;
         let mut t = t.clone();
         t.shape.extend(std::iter::repeat_n(1, trailing));
         let c = cx.add_const(t, &n.tmp(what));
@@ -433,6 +436,13 @@ fn batch_norm(cx: &mut Ctx, n: &Node) -> Result<Vec<V>, String> {
     let dt = cx.dtype(x);
     let shape = cx.shape(x).clone();
     let rank = cx.rank(x);
+    // The four statistics are read as f64 (8 bytes an element) to fold them;
+    // held to the import's total for constants like any materialized copy.
+    let stat_bytes = [scale, offset, mean, var]
+        .iter()
+        .filter_map(|&v| cx.konst(v))
+        .fold(0usize, |a, t| a.saturating_add(t.numel().saturating_mul(8)));
+    cx.afford(stat_bytes)?;
     let consts: Option<Vec<Vec<f64>>> = [scale, offset, mean, var]
         .iter()
         .map(|&v| cx.konst(v).map(|t| t.data.to_f64()))
@@ -515,6 +525,7 @@ fn swap_last(cx: &mut Ctx, n: &Node, v: V, what: &str) -> Result<V, String> {
     let mut perm: Vec<usize> = (0..r).collect();
     perm.swap(r - 2, r - 1);
     if let Some(t) = cx.konst(v) {
+        cx.afford(konst::nbytes(t))?;
         let p = konst::permute(t, &perm);
         return Ok(cx.add_const(p, &n.tmp(what)));
     }

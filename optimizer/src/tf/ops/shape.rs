@@ -58,6 +58,7 @@ fn reshape(cx: &mut Ctx, n: &Node) -> Result<Vec<V>, String> {
     // A constant reshaped is still a constant.
     if let (Some(t), Some(dims)) = (cx.konst(x), static_dims(&shape)) {
         if product(&dims) == Some(t.numel() as i64) && dims.iter().all(|&d| d >= 0) {
+            cx.afford(konst::nbytes(t))?;
             let mut t = t.clone();
             t.shape = dims.iter().map(|&d| d as usize).collect();
             return Ok(vec![cx.add_const(t, &n.out(0))]);
@@ -101,6 +102,7 @@ fn unsqueeze_to(
     out: &str,
 ) -> Result<Vec<V>, String> {
     if let (Some(t), Some(dims)) = (cx.konst(x), static_dims(&shape)) {
+        cx.afford(konst::nbytes(t))?;
         let mut t = t.clone();
         t.shape = dims.iter().map(|&d| d as usize).collect();
         return Ok(vec![cx.add_const(t, out)]);
@@ -151,6 +153,7 @@ fn squeeze(cx: &mut Ctx, n: &Node) -> Result<Vec<V>, String> {
         _ => (axes, None),
     };
     if let (Some(t), Some(dims)) = (cx.konst(x), static_dims(&out_shape)) {
+        cx.afford(konst::nbytes(t))?;
         let mut t = t.clone();
         t.shape = dims.iter().map(|&d| d as usize).collect();
         return Ok(vec![cx.add_const(t, &n.out(0))]);
@@ -187,6 +190,7 @@ fn transpose(cx: &mut Ctx, n: &Node) -> Result<Vec<V>, String> {
     }
     if let Some(t) = cx.konst(x) {
         let up: Vec<usize> = perm.iter().map(|&q| q as usize).collect();
+        cx.afford(konst::nbytes(t))?;
         let t = konst::permute(t, &up);
         return Ok(vec![cx.add_const(t, &n.out(0))]);
     }
@@ -739,9 +743,17 @@ fn fill(cx: &mut Ctx, n: &Node) -> Result<Vec<V>, String> {
     let dims = cx.konst(d).and_then(konst::ints);
     if let (Some(dims), Some(val)) = (&dims, cx.konst(v)) {
         let numel = product(dims).unwrap_or(i64::MAX);
-        // Small fills become constants; large ones stay an Expand.
-        if numel <= 1 << 20 && dims.iter().all(|&x| x >= 0) {
-            let x = val.data.to_f64().first().copied().unwrap_or(0.0);
+        // Small fills become constants; large ones, and any the import's
+        // total for constants cannot take, stay an Expand.
+        let fits = || {
+            cx.afford((numel as usize).saturating_mul(dt.size()))
+                .is_ok()
+        };
+        if numel <= 1 << 20 && dims.iter().all(|&x| x >= 0) && fits() {
+            // Only the first value is read: widening the whole value tensor
+            // to f64 would copy it at 8 bytes an element.
+            let first = val.data.slice(0, val.numel().min(1));
+            let x = first.to_f64().first().copied().unwrap_or(0.0);
             let mut t = konst::scalar(dt, x);
             let data = broadcast_scalar(&t, numel as usize);
             t = Tensor {
