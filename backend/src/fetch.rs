@@ -803,9 +803,17 @@ fn import_tensorflow(
     };
     let tf_dir = settings.models_dir().join("tf");
     let out = tf_dir.join(format!("{key}.onnx"));
+    // The signature the import found is kept beside it: a redeploy reads
+    // it instead of inspecting the import again (from a folder that holds
+    // every other team's imports).
+    let sig_file = tf_dir.join(format!("{key}.signature.json"));
     if out.is_file() {
-        let sig = inspect_in_child(settings, cfg, out.parent().unwrap_or(&tf_dir), &out, InspectKind::Onnx, None)?;
-        return Ok((out, sig));
+        if let Some(sig) = std::fs::read(&sig_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ModelSignature>(&b).ok())
+        {
+            return Ok((out, sig));
+        }
     }
     std::fs::create_dir_all(&tf_dir)?;
     // Written whole by the child's stream, then renamed: a crash never
@@ -814,6 +822,8 @@ fn import_tensorflow(
     let result = inspect_in_child(settings, cfg, dir, pb, InspectKind::TensorFlow, Some(&tmp));
     match result {
         Ok(sig) => {
+            let json = serde_json::to_vec(&sig).map_err(|e| AppError::Internal(e.to_string()))?;
+            std::fs::write(&sig_file, json)?;
             std::fs::rename(&tmp, &out)?;
             Ok((out, sig))
         }

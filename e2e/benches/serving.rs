@@ -6,8 +6,12 @@
 //! and throughput at 16 connections of the same service with dynamic
 //! batching off and on.
 //!
-//! Run: `cargo build --release -p whetstone-backend --bin whet && cargo bench
-//! -p whetstone-e2e --bench serving`. Needs the zoo.
+//! The service's instance is a runner process (`whet-runner` beside `whet`),
+//! so the HTTP figures include the Unix-socket hop to it.
+//!
+//! Run: `cargo build --release -p whetstone-backend --bin whet && cargo build
+//! --release -p whetstone-runner --bin whet-runner && cargo bench -p
+//! whetstone-e2e --bench serving`. Needs the zoo.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

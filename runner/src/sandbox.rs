@@ -76,6 +76,30 @@ pub fn pre_exec_hook(limits: Limits) -> impl FnMut() -> io::Result<()> + Send + 
     }
 }
 
+/// The only environment variables a confined child inherits: what the
+/// runtimes and logging read. The server's environment may hold secrets
+/// (object-store keys); a child that runs a user's model never sees them.
+pub const CHILD_ENV: [&str; 8] = [
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "WHET_ORT_LIB",
+    "OMP_WAIT_POLICY",
+    "WHET_LOG",
+    "HOME",
+    "XDG_DATA_HOME",
+    "TMPDIR",
+];
+
+/// `cmd` with an empty environment but for [`CHILD_ENV`].
+pub fn clean_env(cmd: &mut std::process::Command) {
+    cmd.env_clear();
+    for key in CHILD_ENV {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+}
+
 /// The account runners use when this process is root: `whet-runner`,
 /// created as a system account when missing, else `nobody`. `None` when
 /// the server is not root (its children then run as its own user, confined

@@ -260,6 +260,7 @@ pub fn inspect(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    sandbox::clean_env(&mut cmd);
     let mut hook = sandbox::pre_exec_hook(Limits {
         memory_bytes: memory_mb.map(|m| m << 20),
         oom_score_adj: 1000,

@@ -136,16 +136,8 @@ fn spawn(launch: &Launch) -> Result<Started, String> {
         .current_dir(&launch.artifact)
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        // The runner never needs the server's environment (it may hold
-        // secrets such as object-store keys); it gets only what the
-        // runtimes read.
-        .env_clear();
-    for key in ["PATH", "LD_LIBRARY_PATH", "WHET_ORT_LIB", "OMP_WAIT_POLICY", "WHET_LOG", "HOME", "XDG_DATA_HOME"] {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
+        .stderr(Stdio::piped());
+    sandbox::clean_env(&mut cmd);
     let mut hook = sandbox::pre_exec_hook(launch.limits);
     // SAFETY: the hook only makes async-signal-safe system calls; prctl
     // ties the runner to the supervisor thread that started it, which lives
