@@ -11,9 +11,9 @@ use optimizer::artifact::ArtifactMeta;
 use optimizer::engine::{check_inputs, ExecutionProvider, SessionSettings};
 
 use crate::sandbox::Limits;
-use runner::serve::RunnerSpec;
 use crate::serving::supervisor::{Launch, Runner, RunnerHandle};
 use crate::state::Settings;
+use runner::serve::RunnerSpec;
 
 use crate::batcher::DynEngine;
 use optimizer::tensor::Tensor;
@@ -60,7 +60,8 @@ impl ServicePool {
         if !dir.join(optimizer::artifact::SEAL_FILE).is_file() {
             // Recorded before artifacts were sealed (it was complete then):
             // seal it now, so that runners can verify it.
-            optimizer::artifact::seal(dir).map_err(|e| format!("sealing {}: {e}", dir.display()))?;
+            optimizer::artifact::seal(dir)
+                .map_err(|e| format!("sealing {}: {e}", dir.display()))?;
         }
         let meta = ArtifactMeta::read(dir).map_err(|e| e.to_string())?;
         let cores = std::thread::available_parallelism()
@@ -80,14 +81,18 @@ impl ServicePool {
             crate::sandbox::make_readable(dir)
                 .map_err(|e| format!("making {} readable: {e}", dir.display()))?;
         }
+        // The runner adds the system's libraries and CPU files itself.
         let mut read: Vec<PathBuf> = vec![PathBuf::from(".")];
-        read.extend(crate::sandbox::system_read_paths());
         let mut read_write = Vec::new();
         if matches!(session.provider, ExecutionProvider::Cuda { .. }) {
             // CUDA reads its libraries lazily and talks to the driver
             // through /dev/nvidia*.
             read.extend(["/usr", "/lib", "/lib64", "/etc", "/proc", "/sys"].map(PathBuf::from));
-            read.extend(optimizer::runtime::library_candidates().into_iter().filter_map(|p| p.parent().map(Path::to_path_buf)));
+            read.extend(
+                optimizer::runtime::library_candidates()
+                    .into_iter()
+                    .filter_map(|p| p.parent().map(Path::to_path_buf)),
+            );
             if let Some(lib) = std::env::var_os("LD_LIBRARY_PATH") {
                 read.extend(std::env::split_paths(&lib));
             }
@@ -123,7 +128,10 @@ impl ServicePool {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("the runner start panicked".into())))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("the runner start panicked".into()))
+                })
                 .collect()
         });
         let mut engines: Vec<DynEngine> = Vec::with_capacity(started.len());
@@ -264,6 +272,17 @@ impl ServicePool {
     }
 }
 
+impl Drop for ServicePool {
+    /// The last reference is gone (stop, delete, or a replaced pool whose
+    /// last request has finished): the runners are killed now, even one
+    /// stuck in a call, so a hung model never outlives its service.
+    fn drop(&mut self) {
+        for r in &self.runners {
+            r.stop();
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Instances {
     pools: Arc<RwLock<HashMap<String, Arc<ServicePool>>>>,
@@ -357,7 +376,16 @@ pub async fn load_pool(
 ) -> Result<ServicePool, AppError> {
     let (settings, dir, name) = (settings.clone(), dir.to_path_buf(), name.to_string());
     tokio::task::spawn_blocking(move || {
-        ServicePool::load(&settings, &dir, &name, count, token, rpc.as_ref(), serve_on, memory_mb)
+        ServicePool::load(
+            &settings,
+            &dir,
+            &name,
+            count,
+            token,
+            rpc.as_ref(),
+            serve_on,
+            memory_mb,
+        )
     })
     .await
     .map_err(|e| AppError::Internal(e.to_string()))?

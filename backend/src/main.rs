@@ -8,6 +8,13 @@ fn main() {
         init_logging();
         std::process::exit(runner::serve::main(args));
     }
+    // Inspection confines itself with Landlock, which covers the calling
+    // thread and those it starts later: it must run before any runtime
+    // starts threads.
+    if let backend::cli::Command::Inspect = &cli.command {
+        init_logging();
+        std::process::exit(backend::deploy::inspect::child_main());
+    }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

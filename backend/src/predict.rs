@@ -165,7 +165,9 @@ async fn read_body(
             ))
         })?
         .map_err(|e| {
-            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
                 too_large()
             } else {
                 AppError::BadRequest(format!("reading the request body: {e}"))
@@ -341,6 +343,14 @@ async fn predict(
         } else {
             authorized_pool_headers(&state, &name, &headers, &uri).await?
         };
+        if signed && !headers.contains_key(axum::http::header::CONTENT_LENGTH) {
+            // Its body is read before its signature can be checked: it must
+            // say how long it is, so a trickled body cannot hold a budget
+            // it never fills.
+            return Err(AppError::BadRequest(
+                "a request signed with 'Authorization: EAS …' must carry Content-Length".into(),
+            ));
+        }
         let held = read_body(&state, &pool, &headers, body).await?;
         let body = &held.bytes;
         if signed {

@@ -147,7 +147,39 @@ pub async fn serve(
             console.display()
         );
     }
-    axum::serve(listener, router_with_console(state, Some(console)))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))
+    serve_http1(listener, router_with_console(state, Some(console))).await
+}
+
+/// How long a client may take to send a request's headers. A connection
+/// that trickles them (or idles between keep-alive requests) is closed;
+/// bodies have their own limit where they are read (`predict.rs`).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// HTTP/1.1 with upgrades (WebSockets), as `axum::serve` does, plus the
+/// header read timeout that `axum::serve` does not set.
+async fn serve_http1(listener: tokio::net::TcpListener, app: Router) -> Result<(), AppError> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
 }

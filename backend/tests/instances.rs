@@ -89,7 +89,18 @@ fn a_damaged_artifact_is_refused_by_its_runner() {
     optimizer::artifact::seal(dir.path()).unwrap();
     let data = tempfile::tempdir().unwrap();
     let settings = Settings::new(data.path().into(), env!("CARGO_BIN_EXE_whet").into());
-    let load = || ServicePool::load(&settings, dir.path(), "svc", 1, "t".into(), None, None, None);
+    let load = || {
+        ServicePool::load(
+            &settings,
+            dir.path(),
+            "svc",
+            1,
+            "t".into(),
+            None,
+            None,
+            None,
+        )
+    };
     assert!(load().is_ok());
     // One byte of the model changed after it was sealed.
     let mut bytes = std::fs::read(dir.path().join(MODEL_FILE)).unwrap();
@@ -97,5 +108,8 @@ fn a_damaged_artifact_is_refused_by_its_runner() {
     bytes[last] ^= 1;
     std::fs::write(dir.path().join(MODEL_FILE), bytes).unwrap();
     let err = load().err().expect("a damaged artifact was served");
-    assert!(err.contains("model.onnx") && err.contains("damaged"), "{err}");
+    assert!(
+        err.contains("model.onnx") && err.contains("damaged"),
+        "{err}"
+    );
 }

@@ -44,9 +44,8 @@ fn runner_pids(server: &Server) -> Vec<u32> {
 fn all_running(server: &Server, n: usize) -> bool {
     let (s, v) = server.admin("GET", "/api/v2/services", b"");
     s == 200
-        && v.as_array().is_some_and(|a| {
-            a.len() == n && a.iter().all(|x| x["status"] == "Running")
-        })
+        && v.as_array()
+            .is_some_and(|a| a.len() == n && a.iter().all(|x| x["status"] == "Running"))
 }
 
 fn cpu_flags() -> String {
@@ -85,15 +84,25 @@ fn main() {
         cfg["name"] = serde_json::json!(format!("svc_{i:03}"));
         let p = demo.join(format!("svc_{i:03}.json"));
         std::fs::write(&p, cfg.to_string()).unwrap();
-        let out = server.cli(&["create", p.to_str().unwrap()]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = server
+            .cli(&["create", p.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let deployed = deploy_started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let pids = runner_pids(&server);
     assert_eq!(pids.len(), n, "one runner per service");
     let rss: Vec<u64> = pids.iter().map(|&p| kb(p, "status", "VmRSS:")).collect();
-    let pss: Vec<u64> = pids.iter().map(|&p| kb(p, "smaps_rollup", "Pss:")).collect();
+    let pss: Vec<u64> = pids
+        .iter()
+        .map(|&p| kb(p, "smaps_rollup", "Pss:"))
+        .collect();
     let anon: Vec<u64> = pids.iter().map(|&p| kb(p, "status", "RssAnon:")).collect();
     let server_rss = kb(server.child.id(), "status", "VmRSS:");
     let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1024.0;
@@ -122,12 +131,34 @@ fn main() {
     println!("cpu flags: {}", cpu_flags());
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| deploy of all {n} (first is optimized, the rest reuse) | {:.1} s |", deployed.as_secs_f64());
-    println!("| idle runner RSS, mean / max | {:.1} / {:.1} MB |", mean(&rss), max(&rss));
-    println!("| idle runner RSS, anonymous (private) part, mean | {:.1} MB |", mean(&anon));
-    println!("| idle runner PSS (shared pages split), mean | {:.1} MB |", mean(&pss));
-    println!("| all runners, sum of PSS | {:.0} MB |", pss.iter().sum::<u64>() as f64 / 1024.0);
+    println!(
+        "| deploy of all {n} (first is optimized, the rest reuse) | {:.1} s |",
+        deployed.as_secs_f64()
+    );
+    println!(
+        "| idle runner RSS, mean / max | {:.1} / {:.1} MB |",
+        mean(&rss),
+        max(&rss)
+    );
+    println!(
+        "| idle runner RSS, anonymous (private) part, mean | {:.1} MB |",
+        mean(&anon)
+    );
+    println!(
+        "| idle runner PSS (shared pages split), mean | {:.1} MB |",
+        mean(&pss)
+    );
+    println!(
+        "| all runners, sum of PSS | {:.0} MB |",
+        pss.iter().sum::<u64>() as f64 / 1024.0
+    );
     println!("| server RSS | {:.1} MB |", server_rss as f64 / 1024.0);
-    println!("| restart → all {n} Running | {:.2} s |", running_after.as_secs_f64());
-    println!("| restart → first prediction answered | {:.2} s |", answering_after.as_secs_f64());
+    println!(
+        "| restart → all {n} Running | {:.2} s |",
+        running_after.as_secs_f64()
+    );
+    println!(
+        "| restart → first prediction answered | {:.2} s |",
+        answering_after.as_secs_f64()
+    );
 }

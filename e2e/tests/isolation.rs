@@ -16,7 +16,11 @@ fn example(server: &Server, dir: &Path, name: &str) -> PathBuf {
         .cli(&["example-model", dir.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cfg_path = dir.join("service.json");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
@@ -86,8 +90,14 @@ fn a_killed_runner_is_restarted_and_no_other_service_notices() {
     let b = example(&server, &work.path().join("b"), "bystander");
     create(&server, &a);
     create(&server, &b);
-    let ta = detail(&server, "victim")["token"].as_str().unwrap().to_string();
-    let tb = detail(&server, "bystander")["token"].as_str().unwrap().to_string();
+    let ta = detail(&server, "victim")["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tb = detail(&server, "bystander")["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (s, before) = predict(&server, "victim", &ta);
     assert_eq!(s, 200, "{before}");
 
@@ -142,7 +152,10 @@ fn a_killed_runner_is_restarted_and_no_other_service_notices() {
     // `whet desc` shows it too.
     let out = server.cli(&["desc", "victim"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("restarts: 1") && text.contains("signal 9"), "{text}");
+    assert!(
+        text.contains("restarts: 1") && text.contains("signal 9"),
+        "{text}"
+    );
 }
 
 /// Starts the runner program exactly as the server started `pid` (its
@@ -161,7 +174,9 @@ fn check_read_as(pid: u32, path: &Path) -> (i32, String) {
         .arg("--check-read")
         .arg(path)
         .current_dir(cwd)
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
         .output()
         .unwrap();
     (
@@ -207,7 +222,10 @@ fn a_flood_of_bodies_is_refused_before_it_is_read() {
     let server = Server::start(&work.path().join("data"), &[]);
     let a = example(&server, &work.path().join("a"), "steady");
     create(&server, &a);
-    let token = detail(&server, "steady")["token"].as_str().unwrap().to_string();
+    let token = detail(&server, "steady")["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let hwm = |pid: u32| -> u64 {
         status_field(pid, "VmHWM:")
             .split_whitespace()
@@ -268,18 +286,28 @@ fn a_flood_of_bodies_is_refused_before_it_is_read() {
     .unwrap();
     let mut answer = [0u8; 12];
     std::io::Read::read_exact(&mut s, &mut answer).unwrap();
-    assert_eq!(&answer, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 413",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }
 
 #[test]
 fn a_graph_whose_constant_claims_petabytes_is_refused_and_the_server_lives() {
-    use optimizer::tf::proto::{attr_value, tensor_shape_proto, AttrValue, GraphDef, NodeDef, TensorProto, TensorShapeProto};
+    use optimizer::tf::proto::{
+        attr_value, tensor_shape_proto, AttrValue, GraphDef, NodeDef, TensorProto, TensorShapeProto,
+    };
     use prost::Message;
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(&work.path().join("data"), &[]);
     let a = example(&server, &work.path().join("a"), "neighbour");
     create(&server, &a);
-    let token = detail(&server, "neighbour")["token"].as_str().unwrap().to_string();
+    let token = detail(&server, "neighbour")["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Const of shape [2^40, 1024] given by one float_val.
     let dim = |size| tensor_shape_proto::Dim {
@@ -402,7 +430,11 @@ fn artifacts_are_keyed_by_data_bytes_and_built_once_per_key() {
     let (ra, rb) = (run(a.clone()), run(b));
     for r in [ra, rb] {
         let out = r.join().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let (la, lb) = (logs(&server, "twin_a"), logs(&server, "twin_b"));
     let built = [&la, &lb]

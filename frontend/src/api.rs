@@ -62,6 +62,9 @@ pub struct ServiceView {
     pub message: Option<String>,
     pub signature: Option<ModelSignature>,
     pub report: Option<OptimizationReport>,
+    /// Each instance's runner process.
+    #[serde(default)]
+    pub runners: Vec<shared::api::RunnerState>,
 }
 
 fn network(e: gloo_net::Error) -> Failure {

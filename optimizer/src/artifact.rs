@@ -106,7 +106,9 @@ fn walk(dir: &Path, rel: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()>
         .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
-        let ty = e.file_type().map_err(|err| OptimizerError::io(e.path(), err))?;
+        let ty = e
+            .file_type()
+            .map_err(|err| OptimizerError::io(e.path(), err))?;
         let r = rel.join(e.file_name());
         if ty.is_dir() {
             walk(dir, &r, out)?;
@@ -140,8 +142,8 @@ pub fn seal(dir: &Path) -> Result<Seal> {
             .insert(rel.to_string_lossy().into_owned(), sha256_file(&p)?);
     }
     let p = dir.join(SEAL_FILE);
-    let bytes = serde_json::to_vec_pretty(&seal)
-        .map_err(|e| OptimizerError::Config(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(&seal).map_err(|e| OptimizerError::Config(e.to_string()))?;
     std::fs::write(&p, bytes).map_err(|e| OptimizerError::io(&p, e))?;
     sync(&p)?;
     sync(dir)?;

@@ -165,11 +165,17 @@ pub struct Confinement {
     pub read_write: Vec<PathBuf>,
 }
 
-/// What every confined child reads besides its own files: CPU topology
-/// (ONNX Runtime and libtorch size their thread pools from it) and the
-/// harmless devices.
+/// What every confined child reads besides its own files: the system's
+/// shared libraries (the runtime is loaded once the domain is in force, and
+/// pulls its dependencies from there), CPU topology (ONNX Runtime and
+/// libtorch size their thread pools from it) and the harmless devices.
 pub fn system_read_paths() -> Vec<PathBuf> {
     [
+        "/lib",
+        "/lib64",
+        "/usr/lib",
+        "/usr/lib64",
+        "/etc/ld.so.cache",
         "/sys/devices/system/cpu",
         "/sys/fs/cgroup",
         "/proc/cpuinfo",
@@ -185,19 +191,33 @@ pub fn system_read_paths() -> Vec<PathBuf> {
     .collect()
 }
 
-/// Confines the calling process: must be called before it starts threads
-/// (a Landlock domain covers the calling thread and the threads it starts
-/// afterwards). Returns a description for the runner's status.
-pub fn confine(c: &Confinement) -> Result<String, String> {
+/// Confines the calling process in two steps around loading its
+/// libraries: [`restrict`] (Landlock, while the process still has one
+/// thread: a domain covers the calling thread and the threads it starts
+/// later, never those already running), then the caller loads the runtime
+/// (which starts threads), then [`switch_account`] (setuid applies to every
+/// thread). The rules name the runtime's library folder so that it can be
+/// loaded after the domain is in force.
+pub fn restrict(c: &Confinement) -> Result<String, String> {
     use landlock::{
-        path_beneath_rules, Access, AccessFs, AccessNet, Ruleset, RulesetAttr,
-        RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+        path_beneath_rules, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr,
+        RulesetStatus, Scope, ABI,
     };
-    // The rules open their paths now, while this process may still reach
-    // them (the account it switches to may not traverse the server's home).
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        });
+    if let Some(n) = threads.filter(|&n| n != 1) {
+        return Err(format!(
+            "the process already runs {n} threads; it must be confined before it starts any"
+        ));
+    }
     let abi = ABI::V6;
     let err = |e: landlock::RulesetError| format!("setting up Landlock: {e}");
-    let ruleset = Ruleset::default()
+    let status = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .map_err(err)?
         .handle_access(AccessNet::from_all(abi))
@@ -209,10 +229,26 @@ pub fn confine(c: &Confinement) -> Result<String, String> {
         .add_rules(path_beneath_rules(&c.read, AccessFs::from_read(abi)))
         .map_err(err)?
         .add_rules(path_beneath_rules(&c.read_write, AccessFs::from_all(abi)))
+        .map_err(err)?
+        .restrict_self()
         .map_err(err)?;
-    let mut said = Vec::new();
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => "landlock (fully enforced)".to_string(),
+        RulesetStatus::PartiallyEnforced => "landlock (partly enforced: older kernel)".to_string(),
+        RulesetStatus::NotEnforced => {
+            "no landlock (the kernel does not support it): only the account switch applies"
+                .to_string()
+        }
+    })
+}
+
+/// The second step of confinement: the runner account, when running as
+/// root. Returns what it did, for the status.
+pub fn switch_account(c: &Confinement) -> Result<Option<String>, String> {
+    let mut said = None;
     if let Some(a) = c.account {
-        // SAFETY: plain system calls; their results are checked.
+        // SAFETY: plain system calls; their results are checked. glibc
+        // applies set*id to every thread of the process.
         unsafe {
             if libc::geteuid() == 0 {
                 if libc::setgroups(0, std::ptr::null()) != 0
@@ -229,7 +265,7 @@ pub fn confine(c: &Confinement) -> Result<String, String> {
                 if a.uid != 0 && libc::setuid(0) == 0 {
                     return Err("root could be regained after switching users".into());
                 }
-                said.push(format!("uid {}", a.uid));
+                said = Some(format!("uid {}", a.uid));
             }
         }
     }
@@ -239,16 +275,18 @@ pub fn confine(c: &Confinement) -> Result<String, String> {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     }
-    let status = ruleset.restrict_self().map_err(err)?;
-    said.push(match status.ruleset {
-        RulesetStatus::FullyEnforced => "landlock (fully enforced)".to_string(),
-        RulesetStatus::PartiallyEnforced => "landlock (partly enforced: older kernel)".to_string(),
-        RulesetStatus::NotEnforced => {
-            "no landlock (the kernel does not support it): only the account switch applies"
-                .to_string()
-        }
-    });
-    Ok(said.join(", "))
+    Ok(said)
+}
+
+/// The folders holding the ONNX Runtime library this process would load
+/// (readable under Landlock, so it can be loaded once confined).
+pub fn runtime_library_dirs() -> Vec<PathBuf> {
+    optimizer::runtime::library_candidates()
+        .into_iter()
+        .filter(|p| p.is_file())
+        .filter_map(|p| p.canonicalize().ok())
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect()
 }
 
 /// Makes `dir` and what it holds readable by other users (runners switch

@@ -126,17 +126,32 @@ pub fn main(args: &RunnerArgs) -> i32 {
         Ok(m) => m,
         Err(e) => return fail(&mut out, format!("reading the artifact: {e}")),
     };
+    // Landlock first, while this is the only thread; the runtime (whose
+    // library folder the rules name) is loaded inside the domain, and the
+    // account switch comes last, once the libraries are mapped.
+    let mut confinement = spec.confinement.clone();
+    confinement.read.extend(sandbox::system_read_paths());
+    confinement.read.extend(sandbox::runtime_library_dirs());
+    let landlock = match sandbox::restrict(&confinement) {
+        Ok(s) => s,
+        Err(e) => return fail(&mut out, format!("confining the runner: {e}")),
+    };
     if let Err(e) = preload(&meta, &spec.settings) {
         return fail(&mut out, e);
     }
-    let sandbox = match sandbox::confine(&spec.confinement) {
-        Ok(s) => s,
+    let sandbox = match sandbox::switch_account(&confinement) {
+        Ok(Some(account)) => format!("{account}, {landlock}"),
+        Ok(None) => landlock,
         Err(e) => return fail(&mut out, format!("confining the runner: {e}")),
     };
     if let Some(path) = &args.check_read {
         return match std::fs::read(path) {
             Ok(bytes) => {
-                println!("read {} bytes of {} ({sandbox})", bytes.len(), path.display());
+                println!(
+                    "read {} bytes of {} ({sandbox})",
+                    bytes.len(),
+                    path.display()
+                );
                 0
             }
             Err(e) => {
@@ -150,6 +165,13 @@ pub fn main(args: &RunnerArgs) -> i32 {
         Ok(e) => e,
         Err(e) => return fail(&mut out, e),
     };
+    // Loading parsed the model and freed what it parsed through: hand the
+    // freed heap back, since an idle runner's resident memory is the
+    // price of every instance on the machine.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let hello = Hello {
         signature: engine.signature().clone(),
         sandbox,

@@ -249,8 +249,11 @@ mod tests {
         let ts = vec![
             (
                 "x".to_string(),
-                Tensor::new(vec![2, 3], TensorData::F32(vec![1.5, -2.0, 3.0, 4.0, 5.0, 6.0]))
-                    .expect("tensor"),
+                Tensor::new(
+                    vec![2, 3],
+                    TensorData::F32(vec![1.5, -2.0, 3.0, 4.0, 5.0, 6.0]),
+                )
+                .expect("tensor"),
             ),
             (
                 "ids".to_string(),

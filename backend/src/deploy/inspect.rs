@@ -114,10 +114,8 @@ fn answer(req: &InspectRequest) -> (InspectAnswer, Vec<u8>) {
                 Err(e) => return (invalid(at(&req.model_info, ""), e.to_string()), vec![]),
             };
             let bytes = optimizer::onnx::to_bytes(&model);
-            let settings = optimizer::engine::SessionSettings::new(
-                optimizer::engine::GraphLevel::Disable,
-                1,
-            );
+            let settings =
+                optimizer::engine::SessionSettings::new(optimizer::engine::GraphLevel::Disable, 1);
             let sig = optimizer::engine::Engine::from_bytes(&bytes, &settings)
                 .map(|e| optimizer::engine::InferenceEngine::signature(&e).clone());
             match onnx_answer(sig, file) {
@@ -205,20 +203,26 @@ pub fn child_main() -> i32 {
             return 2;
         }
     };
-    // Libraries first (they live outside the model folder), then confine.
+    // Landlock while this is the only thread (the runtime's library folder
+    // is readable in it), then the runtime, then the account switch.
+    let confinement = Confinement {
+        account: req.account,
+        read: std::iter::once(PathBuf::from("."))
+            .chain(sandbox::system_read_paths())
+            .chain(sandbox::runtime_library_dirs())
+            .collect(),
+        read_write: vec![],
+    };
+    if let Err(e) = sandbox::restrict(&confinement) {
+        eprintln!("inspect: confining: {e}");
+        return 2;
+    }
     if req.kind != InspectKind::TorchScript {
         if let Err(e) = optimizer::runtime::environment() {
             return send(&InspectAnswer::Unavailable(e.to_string()), &[]);
         }
     }
-    let confinement = Confinement {
-        account: req.account,
-        read: std::iter::once(PathBuf::from("."))
-            .chain(sandbox::system_read_paths())
-            .collect(),
-        read_write: vec![],
-    };
-    if let Err(e) = sandbox::confine(&confinement) {
+    if let Err(e) = sandbox::switch_account(&confinement) {
         eprintln!("inspect: confining: {e}");
         return 2;
     }
@@ -335,7 +339,11 @@ pub fn inspect(
                 break None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(AppError::Internal(format!("waiting for the inspector: {e}"))),
+            Err(e) => {
+                return Err(AppError::Internal(format!(
+                    "waiting for the inspector: {e}"
+                )))
+            }
         }
     };
     let answer = reader.join().unwrap_or(Ok(None));
@@ -354,16 +362,27 @@ pub fn inspect(
         Ok(Some(InspectAnswer::Ok { signature, .. })) if status.success() => {
             Ok(Inspected { signature })
         }
-        Ok(Some(InspectAnswer::Invalid { path, message })) => Err(AppError::invalid(&path, message)),
+        Ok(Some(InspectAnswer::Invalid { path, message })) => {
+            Err(AppError::invalid(&path, message))
+        }
         Ok(Some(InspectAnswer::Unavailable(m))) => Err(AppError::Unavailable(m)),
-        Err(e) => Err(AppError::invalid("model_path", format!("inspecting {model}: {e}"))),
+        Err(e) => Err(AppError::invalid(
+            "model_path",
+            format!("inspecting {model}: {e}"),
+        )),
         Ok(_) => {
             use std::os::unix::process::ExitStatusExt;
-            let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             let how = match status.signal() {
                 Some(6) | Some(9) => format!(
                     "the inspector ran out of memory{} or was killed",
-                    memory_mb.map(|m| format!(" (limit {m} MB: metadata.memory)")).unwrap_or_default()
+                    memory_mb
+                        .map(|m| format!(" (limit {m} MB: metadata.memory)"))
+                        .unwrap_or_default()
                 ),
                 Some(n) => format!("the inspector crashed (signal {n})"),
                 None => format!("the inspector failed ({status})"),
@@ -371,7 +390,14 @@ pub fn inspect(
             let last: String = last.chars().take(500).collect();
             Err(AppError::invalid(
                 "model_path",
-                format!("{model} could not be inspected: {how}{}", if last.is_empty() { String::new() } else { format!(": {last}") }),
+                format!(
+                    "{model} could not be inspected: {how}{}",
+                    if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {last}")
+                    }
+                ),
             ))
         }
     }

@@ -4,7 +4,6 @@
 //! in. The optimization runs in a child process (`whet optimize`), so a crash
 //! or out-of-memory in a native engine cannot take the server down.
 
-
 pub mod inspect;
 
 use std::collections::HashMap;
@@ -29,26 +28,42 @@ use crate::store::JobRow;
 
 /// The running deploy of each service and why it was cancelled, if it was.
 #[derive(Clone, Default)]
-pub struct Cancels(Arc<Mutex<HashMap<String, (CancellationToken, Option<String>)>>>);
+pub struct Cancels(Arc<Mutex<HashMap<String, Cancel>>>);
+
+struct Cancel {
+    job: i64,
+    token: CancellationToken,
+    reason: Option<String>,
+}
 
 impl Cancels {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (CancellationToken, Option<String>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cancel>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn register(&self, name: &str) -> CancellationToken {
+    fn register(&self, name: &str, job: i64) -> CancellationToken {
         let token = CancellationToken::new();
-        self.lock()
-            .insert(name.to_string(), (token.clone(), None));
+        self.lock().insert(
+            name.to_string(),
+            Cancel {
+                job,
+                token: token.clone(),
+                reason: None,
+            },
+        );
         token
     }
 
-    fn unregister(&self, name: &str) {
-        self.lock().remove(name);
+    /// Forgets `job`'s entry, never a later job's of the same service.
+    fn unregister(&self, name: &str, job: i64) {
+        let mut map = self.lock();
+        if map.get(name).is_some_and(|c| c.job == job) {
+            map.remove(name);
+        }
     }
 
     fn reason(&self, name: &str) -> Option<String> {
-        self.lock().get(name).and_then(|(_, r)| r.clone())
+        self.lock().get(name).and_then(|c| c.reason.clone())
     }
 
     /// Cancels the running deploy of `name`: its child processes are
@@ -56,9 +71,9 @@ impl Cancels {
     pub fn cancel(&self, name: &str, reason: &str) -> bool {
         let mut map = self.lock();
         match map.get_mut(name) {
-            Some((token, why)) => {
-                *why = Some(reason.to_string());
-                token.cancel();
+            Some(c) => {
+                c.reason = Some(reason.to_string());
+                c.token.cancel();
                 true
             }
             None => false,
@@ -301,9 +316,11 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
 async fn run_job(state: &AppState, job: JobRow, slot: &WorkerSlot) {
     let name = job.service.clone();
     let started = std::time::Instant::now();
-    let token = state.cancels.register(&name);
+    let token = state.cancels.register(&name, job.id);
     // Cancelling drops the deploy future: its child processes are killed
-    // with it (kill_on_drop), wherever it is.
+    // with it (kill_on_drop). Work already handed to a blocking thread
+    // (runners loading at `start`) finishes there, and its pool is then
+    // dropped, which kills its runners.
     let result = tokio::select! {
         r = deploy(state, &job, slot) => r,
         () = token.cancelled() => Err(AppError::Conflict(format!(
@@ -350,7 +367,7 @@ async fn run_job(state: &AppState, job: JobRow, slot: &WorkerSlot) {
         Ok::<(), AppError>(())
     };
     let outcome = outcome.await;
-    state.cancels.unregister(&name);
+    state.cancels.unregister(&name, job.id);
     if let Err(e) = outcome {
         tracing::error!(job = job.id, "recording the end of a deploy: {e}");
     }
@@ -693,7 +710,12 @@ fn inputs_digest(dir: &Path) -> Result<String, AppError> {
             if ty.is_dir() && depth > 0 {
                 walk(root, &e.path(), depth - 1, out)?;
             } else if ty.is_file() {
-                out.push(e.path().strip_prefix(root).unwrap_or(&e.path()).to_path_buf());
+                out.push(
+                    e.path()
+                        .strip_prefix(root)
+                        .unwrap_or(&e.path())
+                        .to_path_buf(),
+                );
             }
         }
         Ok(())

@@ -10,7 +10,7 @@
 //! Calls that arrive meanwhile wait for it, up to [`WAIT_FOR_RESTART`].
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, BufWriter};
+use std::io::{BufRead, BufReader, BufWriter, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -24,9 +24,9 @@ use optimizer::tensor::Tensor;
 use optimizer::OptimizerError;
 use shared::api::{ModelSignature, RunnerState};
 
-use runner::serve::RunnerSpec;
 use super::wire::{self, ErrorKind, Hello};
 use crate::sandbox::{self, Limits};
+use runner::serve::RunnerSpec;
 
 /// How long a call waits for a restarting runner before it is answered 503.
 pub const WAIT_FOR_RESTART: Duration = Duration::from_secs(10);
@@ -42,7 +42,10 @@ const TAIL_LINES: usize = 4;
 /// The program that serves an artifact of this engine: `whet-runner`
 /// beside `whet` for ONNX Runtime (no libtorch in it: a fraction of the
 /// memory per instance), else `whet runner`.
-pub fn runner_program(whet_exe: &std::path::Path, engine: optimizer::engine::EngineKind) -> (PathBuf, Vec<String>) {
+pub fn runner_program(
+    whet_exe: &std::path::Path,
+    engine: optimizer::engine::EngineKind,
+) -> (PathBuf, Vec<String>) {
     let lean = whet_exe.with_file_name("whet-runner");
     if engine.is_onnxruntime() && lean.is_file() {
         (lean, vec![])
@@ -104,10 +107,37 @@ impl RunnerHandle {
         }
     }
 
-    /// Kills the runner's current process (tests and `whet` operators use
-    /// the pid from the status instead; this is for in-process tests).
     pub fn pid(&self) -> Option<u32> {
         self.0.lock().pid
+    }
+
+    /// The instance is no longer wanted: kill its runner now and do not
+    /// restart it. A worker blocked on a call to it sees the socket close.
+    pub fn stop(&self) {
+        let mut slot = self.0.lock();
+        slot.stopping = true;
+        if let Some(pid) = slot.pid {
+            // SAFETY: kill of a child the supervisor has not reaped (it
+            // clears `pid` under this lock before reaping).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        self.0.changed.notify_all();
+    }
+
+    /// Kills the runner of `generation` if it is still the current one
+    /// (the supervisor then starts another).
+    fn kill_generation(&self, generation: u64) {
+        let slot = self.0.lock();
+        if slot.generation == generation {
+            if let Some(pid) = slot.pid {
+                // SAFETY: as in `stop`.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
     }
 }
 
@@ -126,7 +156,7 @@ struct Started {
     tail: Arc<Mutex<VecDeque<String>>>,
 }
 
-fn spawn(launch: &Launch) -> Result<Started, String> {
+fn spawn(launch: &Launch, shared: &Shared) -> Result<Started, String> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
     let spec = serde_json::to_string(&launch.spec).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(&launch.exe);
@@ -151,13 +181,49 @@ fn spawn(launch: &Launch) -> Result<Started, String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting the runner ({}): {e}", launch.exe.display()))?;
+    // `Command` holds the runner's end of the socket until it is dropped:
+    // without this, a runner dying while it loads would not close the
+    // socket, and its death would go unseen until the load timeout.
+    drop(cmd);
+    // Published at once, so that dropping the instance kills a runner that
+    // is still loading.
+    {
+        let mut slot = shared.lock();
+        if slot.stopping {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the instance was stopped".into());
+        }
+        slot.pid = Some(child.id());
+    }
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     if let Some(err) = child.stderr.take() {
         let (tail, label) = (tail.clone(), launch.label.clone());
         let _ = std::thread::Builder::new()
             .name(format!("runner-log {label}"))
             .spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut err = BufReader::new(err);
+                let mut buf = Vec::new();
+                loop {
+                    // A line is read up to 4 KiB; the rest of a longer one is
+                    // skipped, so a runner cannot grow the server with output.
+                    buf.clear();
+                    match (&mut err).take(4096).read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if buf.last() != Some(&b'\n') && buf.len() == 4096 {
+                        let mut skip = Vec::new();
+                        loop {
+                            skip.clear();
+                            match (&mut err).take(4096).read_until(b'\n', &mut skip) {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) if skip.last() == Some(&b'\n') => break,
+                                Ok(_) => {}
+                            }
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
                     tracing::info!(target: "runner", "{label}: {line}");
                     let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
                     if t.len() == TAIL_LINES {
@@ -200,7 +266,9 @@ fn read_hello(
         Ok(Some((wire::ERROR, body))) => Err(wire::decode_error(&body).1),
         Ok(Some((k, _))) => Err(format!("the runner sent frame {k} before its hello")),
         Ok(None) | Err(_) => {
-            // Died while loading: say how, with its last words.
+            // Died while loading (or hung past the timeout, or sent junk):
+            // say how, with its last words.
+            let _ = child.kill();
             let status = child.wait().ok();
             Err(exit_reason(status, tail))
         }
@@ -262,7 +330,7 @@ impl Runner {
         std::thread::Builder::new()
             .name(format!("runner {}", launch.label))
             .spawn(move || {
-                let first = match spawn(&launch) {
+                let first = match spawn(&launch, &s) {
                     Ok(first) => first,
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -312,8 +380,12 @@ impl Runner {
             let mut slot = self.shared.lock();
             loop {
                 if let Some(c) = slot.conn.as_ref() {
-                    let r = c.try_clone().map_err(|e| unavailable(&self.shared, &slot, &e.to_string()))?;
-                    let w = c.try_clone().map_err(|e| unavailable(&self.shared, &slot, &e.to_string()))?;
+                    let r = c
+                        .try_clone()
+                        .map_err(|e| unavailable(&self.shared, &slot, &e.to_string()))?;
+                    let w = c
+                        .try_clone()
+                        .map_err(|e| unavailable(&self.shared, &slot, &e.to_string()))?;
                     self.conn = Some((
                         slot.generation,
                         BufReader::with_capacity(1 << 16, r),
@@ -343,8 +415,8 @@ impl Runner {
     fn call(&mut self, kind: u8, body: &[u8]) -> Result<Vec<u8>, OptimizerError> {
         let conn = self.connection()?;
         let generation = conn.0;
-        let exchange = wire::write_frame(&mut conn.2, kind, body)
-            .and_then(|()| wire::read_frame(&mut conn.1));
+        let exchange =
+            wire::write_frame(&mut conn.2, kind, body).and_then(|()| wire::read_frame(&mut conn.1));
         match exchange {
             Ok(Some((wire::OUTPUTS | wire::DONE, body))) => Ok(body),
             Ok(Some((wire::ERROR, body))) => {
@@ -358,9 +430,12 @@ impl Runner {
                 })
             }
             Ok(Some((k, _))) => {
+                // Out of step with the protocol: this runner is not trusted
+                // again; killing it makes the supervisor start a fresh one.
                 self.conn = None;
+                self.handle().kill_generation(generation);
                 Err(OptimizerError::Engine(format!(
-                    "the runner answered with frame kind {k}"
+                    "the runner answered with frame kind {k}; it is restarted"
                 )))
             }
             Ok(None) | Err(_) => {
@@ -414,17 +489,7 @@ impl Drop for Runner {
     /// The instance is no longer wanted (scale down, stop, redeploy,
     /// delete): the runner is killed and not restarted.
     fn drop(&mut self) {
-        let mut slot = self.shared.lock();
-        slot.stopping = true;
-        slot.conn = None;
-        if let Some(pid) = slot.pid {
-            // SAFETY: kill with a pid this supervisor started and has not
-            // yet reaped (the supervisor clears `pid` before waiting ends).
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
-        self.shared.changed.notify_all();
+        self.handle().stop();
     }
 }
 
@@ -434,10 +499,26 @@ fn supervise(shared: Arc<Shared>, launch: Launch, first: Started) {
     let mut current = Some(first);
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let Some(Started { mut child, tail, .. }) = current.take() else {
+        let Some(Started {
+            mut child, tail, ..
+        }) = current.take()
+        else {
             break;
         };
         let started = Instant::now();
+        // Wait for the exit without reaping, clear the pid, then reap: the
+        // pid stays ours (no reuse) for as long as `Drop` may signal it.
+        // SAFETY: waitid on our own child with a zeroed siginfo.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            );
+        }
+        shared.lock().pid = None;
         let status = child.wait().ok();
         let reason = exit_reason(status, &tail);
         {
@@ -463,7 +544,7 @@ fn supervise(shared: Arc<Shared>, launch: Launch, first: Started) {
                 return;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            match spawn(&launch) {
+            match spawn(&launch, &shared) {
                 Ok(s) => {
                     let mut slot = shared.lock();
                     if slot.stopping {
