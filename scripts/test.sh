@@ -19,8 +19,13 @@ export LIBTORCH
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMP_WAIT_POLICY=PASSIVE
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+rustup component add clippy >/dev/null 2>&1 || true
 # Invariant: `shared` builds for wasm32 (the console validates with it).
 cargo build --locked -p whetstone-shared --target wasm32-unknown-unknown
+# The default feature set (without `torch`) type-checked, with clippy's
+# lints as errors: its `cfg(not(feature = "torch"))` branches are compiled
+# here and nowhere else.
+cargo clippy --locked --all-targets -- -D warnings
 # The console bundle in target/console, which the browser tests
 # (e2e/tests/browser.rs) serve; debug is enough for them and builds fastest.
 # This also checks that the frontend compiles for wasm32.

@@ -1,31 +1,20 @@
-//! The Whetstone server and CLI (`whet`): REST API, deploy log streams,
-//! the durable job queue and its workers, serving instances and the
-//! prediction endpoint.
+//! The Whetstone server and CLI (`whet`), in layers that import downward
+//! only:
+//!
+//! - `cli`: the client commands (and local tools: `optimize`, `bench`,
+//!   `example-model`); it talks to a server over HTTP only.
+//! - `http`: the edge — routes, extractors, OpenAPI, console, errors as
+//!   statuses.
+//! - `deploy`: the durable deploy worker, resolving a model, the inspection
+//!   and optimizer children, artifacts.
+//! - `serving`: the runner processes and their supervisor, the queue and
+//!   batcher, the EAS and KServe codecs.
+//! - `control`: settings, the store, logs, resources, metrics.
 
-pub mod accounts;
-pub mod api;
-pub mod auth;
-pub mod batcher;
 pub mod cli;
-pub mod client;
-pub mod console;
+pub mod control;
 pub mod deploy;
-pub mod eas;
-pub mod error;
-pub mod fetch;
-pub mod gpu;
-pub mod instances;
-pub mod kserve_binary;
-pub mod logbus;
-pub mod metrics;
-pub mod openapi;
-pub mod predict;
-pub mod recent;
-pub mod resources;
-pub mod server;
+pub mod http;
 pub mod serving;
-pub mod shares;
-pub mod state;
-pub mod store;
 
 pub use runner::sandbox;

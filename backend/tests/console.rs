@@ -6,9 +6,9 @@
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::response::Response;
-use backend::console::{IMMUTABLE, NO_CACHE};
-use backend::server::{open, router_with_console};
-use backend::state::Settings;
+use backend::control::Settings;
+use backend::http::console::{IMMUTABLE, NO_CACHE};
+use backend::http::server::{open, router_with_console};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 

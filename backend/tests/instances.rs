@@ -1,7 +1,7 @@
 //! Serving instances refuse values an artifact was not built for.
 
-use backend::instances::ServicePool;
-use backend::state::Settings;
+use backend::control::Settings;
+use backend::serving::instances::ServicePool;
 use optimizer::artifact::{ArtifactMeta, META_FILE, MODEL_FILE, OPTIMIZER_VERSION};
 use optimizer::engine::{GraphLevel, SessionSettings};
 use optimizer::tensor::{Tensor, TensorData};

@@ -6,10 +6,10 @@
 mod common;
 
 use axum::http::StatusCode;
-use backend::gpu::{GpuDevice, GpuInventory, NO_DRIVER};
-use backend::resources::{parse_groups, Resources};
-use backend::server::open_with;
-use backend::store::{ResolvedModel, Store};
+use backend::control::gpu::{GpuDevice, GpuInventory, NO_DRIVER};
+use backend::control::resources::{job_kind, parse_groups, Resources};
+use backend::control::store::{ResolvedModel, Store};
+use backend::http::server::open_with;
 use common::TestApp;
 use serde_json::{json, Value};
 
@@ -271,18 +271,23 @@ async fn job_kinds_route_jobs_in_the_store() {
         dir: "d".into(),
         file: "d/m.onnx".into(),
         sha256: "00".into(),
-        signature: "{}".into(),
+        signature: Default::default(),
     };
-    let gpu_cfg = json!({"name": "gpu_svc", "model_path": "upload://x/m.onnx", "processor": "onnx_gpu", "resource": "T4_8CORE"});
-    let cpu_cfg =
-        json!({"name": "cpu_svc", "model_path": "upload://x/m.onnx", "processor": "onnx_cpu"});
+    let config =
+        |v: serde_json::Value| -> shared::ServiceConfig { serde_json::from_value(v).unwrap() };
+    let gpu_cfg = config(
+        json!({"name": "gpu_svc", "model_path": "upload://x/m.onnx", "processor": "onnx_gpu", "resource": "T4_8CORE"}),
+    );
+    let cpu_cfg = config(
+        json!({"name": "cpu_svc", "model_path": "upload://x/m.onnx", "processor": "onnx_cpu"}),
+    );
     // The GPU job is older: a CPU worker must skip it, not block on it.
     store
-        .create_service("gpu_svc", &gpu_cfg.to_string(), "t1", 1, &model, "default")
+        .create_service(&gpu_cfg, &job_kind(&gpu_cfg), "t1", &model, "default")
         .await
         .unwrap();
     store
-        .create_service("cpu_svc", &cpu_cfg.to_string(), "t2", 1, &model, "default")
+        .create_service(&cpu_cfg, &job_kind(&cpu_cfg), "t2", &model, "default")
         .await
         .unwrap();
     let cpu = vec!["cpu".to_string()];
@@ -345,7 +350,7 @@ async fn a_gpu_job_left_queued_by_a_server_that_lost_its_gpus_fails_at_restart()
         no_gpu(),
     );
     let state = open_with(settings, again).await.unwrap();
-    backend::deploy::recover(&state).await.unwrap();
+    backend::deploy::recover(&state.deployer()).await.unwrap();
     let svc = state.store.get_service("svc_i").await.unwrap().unwrap();
     assert_eq!(svc.status, shared::api::ServiceStatus::Failed);
     let msg = svc.message.unwrap_or_default();
@@ -371,7 +376,7 @@ async fn a_gpu_service_is_not_restarted_on_a_server_without_its_gpus() {
         no_gpu(),
     );
     let state = open_with(settings, again).await.unwrap();
-    backend::deploy::recover(&state).await.unwrap();
+    backend::deploy::recover(&state.deployer()).await.unwrap();
     let restarted = app.restarted(state);
     for (uri, body) in [
         ("/api/v2/services/svc_j/start", String::new()),

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+
 use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
@@ -54,11 +54,12 @@ const DEPLOY: Duration = Duration::from_secs(900);
 
 /// One browser test at a time: on two cores a second Chromium and server
 /// slow every wait down and skew the log latency figure.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// An async lock: it is held across the test's awaits, and a failed test
+/// (a panic) leaves it usable for the others.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    // A failed test poisons the lock; the others must still run.
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 /// The cargo target folder this test was built into
@@ -366,7 +367,7 @@ impl Drop for Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_with_the_admin_token_shows_the_services_page() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let work = tempfile::tempdir().unwrap();
     let server = start_server(&work);
     let browser = Browser::start("signin").await;
@@ -422,7 +423,7 @@ async fn sign_in_with_the_admin_token_shows_the_services_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_service_editor_shows_the_invalid_field_path_until_fixed() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let work = tempfile::tempdir().unwrap();
     let server = start_server(&work);
     let browser = Browser::start("editor").await;
@@ -578,7 +579,7 @@ struct Sample {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_log_streams_live_replays_on_reload_and_the_report_and_deep_link_work() {
     const NAME: &str = "minilm_live";
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let zoo = zoo();
     let work = tempfile::tempdir().unwrap();
     minilm_folder(&zoo, &work.path().join("minilm"));
@@ -1032,7 +1033,7 @@ impl Browser {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_it_sends_a_prediction_and_the_report_charts_latency_and_accuracy() {
     const NAME: &str = "try_mlp";
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let work = tempfile::tempdir().unwrap();
     let server = start_server(&work);
     deploy_example(&server, &work, NAME, "ml");
@@ -1160,7 +1161,7 @@ async fn try_it_sends_a_prediction_and_the_report_charts_latency_and_accuracy() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_upload_shows_progress_and_fills_model_path() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let zoo = zoo();
     let work = tempfile::tempdir().unwrap();
     let server = start_server(&work);
@@ -1274,7 +1275,7 @@ async fn model_upload_shows_progress_and_fills_model_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_link_works_signed_out_until_revoked() {
     const NAME: &str = "shared_mlp";
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let work = tempfile::tempdir().unwrap();
     let server = start_server(&work);
     deploy_example(&server, &work, NAME, "ml");
@@ -1373,7 +1374,7 @@ async fn share_link_works_signed_out_until_revoked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_sees_no_actions_and_the_api_refuses_their_delete() {
     const NAME: &str = "viewed_mlp";
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let work = tempfile::tempdir().unwrap();
     let server = start_server(&work);
     deploy_example(&server, &work, NAME, "ml");
@@ -1476,7 +1477,7 @@ async fn a_viewer_sees_no_actions_and_the_api_refuses_their_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn team_dashboard_and_settings_render_and_admins_change_members() {
     const NAME: &str = "team_mlp";
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let work = tempfile::tempdir().unwrap();
     let server = start_server(&work);
     let example = deploy_example(&server, &work, NAME, "ml");

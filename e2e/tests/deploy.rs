@@ -194,7 +194,7 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
         detail["running_instances"], 1,
         "modify went back to the config's 1 instance"
     );
-    assert_eq!(detail["report"]["selected"].as_str().is_some(), true);
+    assert!(detail["report"]["selected"].as_str().is_some());
     let token = detail["token"].as_str().unwrap().to_string();
 
     // 5. Rejections leave stored state untouched.
@@ -318,7 +318,7 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
     // The declared shape (1*128): an artifact specialized for it must serve it.
     let ids: Vec<i64> = [101, 7592, 2088, 102]
         .into_iter()
-        .chain(std::iter::repeat(0).take(124))
+        .chain(std::iter::repeat_n(0, 124))
         .collect();
     let mask: Vec<i64> = (0..128).map(|i| (i < 4) as i64).collect();
     let ok_body = serde_json::json!({"inputs": [

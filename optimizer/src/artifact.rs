@@ -84,12 +84,60 @@ impl TorchSettings {
 }
 
 impl ArtifactMeta {
+    /// Writes `artifact.json` into the artifact folder `dir`. Every artifact
+    /// (optimized, TorchScript o1 or the model as given) is described
+    /// through here.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let p = dir.join(META_FILE);
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| OptimizerError::Config(e.to_string()))?;
+        std::fs::write(&p, bytes).map_err(|e| OptimizerError::io(&p, e))
+    }
+
     pub fn read(dir: &Path) -> Result<ArtifactMeta> {
         let p = dir.join(META_FILE);
         let bytes = std::fs::read(&p).map_err(|e| OptimizerError::io(&p, e))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| OptimizerError::Config(format!("{}: {e}", p.display())))
     }
+}
+
+/// Writes an artifact of `model` as given (a service without a plugin)
+/// into `dir`: TorchScript is served as saved, in inference mode (what a
+/// plugin's o1 starts from); anything else by ONNX Runtime with its default
+/// optimizations on `provider`, its threads split across instances.
+pub fn write_original(
+    dir: &Path,
+    model: &Path,
+    signature: ModelSignature,
+    provider: crate::engine::ExecutionProvider,
+    target: String,
+) -> Result<()> {
+    let engine = EngineKind::of_model(model);
+    let (model_file, torch) = match engine {
+        EngineKind::TorchScript => (TORCH_MODEL_FILE, Some(TorchSettings::INFERENCE)),
+        EngineKind::OnnxRuntime => (MODEL_FILE, None),
+    };
+    let dst = dir.join(model_file);
+    std::fs::copy(model, &dst).map_err(|e| OptimizerError::io(&dst, e))?;
+    ArtifactMeta {
+        model_file: model_file.into(),
+        candidate: "original".into(),
+        session: SessionSettings::new(
+            crate::engine::GraphLevel::All,
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        )
+        .on(provider),
+        signature,
+        optimizer_version: OPTIMIZER_VERSION.into(),
+        target,
+        fixed_inputs: Default::default(),
+        engine,
+        torch,
+    }
+    .write(dir)
 }
 
 /// Checksums of an artifact's files (relative path → SHA-256).

@@ -14,6 +14,27 @@ pub enum DType {
     Bool,
 }
 
+impl Tensor {
+    /// This tensor as a KServe v2 JSON tensor named `name`.
+    pub fn to_infer_tensor(&self, name: String) -> shared::api::InferTensor {
+        let data = match &self.data {
+            TensorData::F32(v) => serde_json::json!(v),
+            TensorData::F64(v) => serde_json::json!(v),
+            TensorData::I64(v) => serde_json::json!(v),
+            TensorData::I32(v) => serde_json::json!(v),
+            TensorData::I8(v) => serde_json::json!(v),
+            TensorData::U8(v) => serde_json::json!(v),
+            TensorData::Bool(v) => serde_json::json!(v),
+        };
+        shared::api::InferTensor {
+            name,
+            shape: self.shape.iter().map(|&d| d as i64).collect(),
+            datatype: self.dtype().kserve_name().to_string(),
+            data,
+        }
+    }
+}
+
 impl DType {
     /// KServe v2 datatype name.
     pub fn kserve_name(self) -> &'static str {

@@ -350,7 +350,7 @@ fn bias_correction_reduces_the_mean_output_shift() {
     let reference = run_all(&onnx::to_bytes(&model), &test);
     // Mean signed error per logit, averaged in absolute value over logits.
     let shift = |got: Vec<Vec<(String, Tensor)>>| -> f64 {
-        let mut acc = vec![0f64; 10];
+        let mut acc = [0f64; 10];
         for (r, g) in reference.iter().zip(&got) {
             let (TensorData::F32(a), TensorData::F32(b)) = (&r[0].1.data, &g[0].1.data) else {
                 panic!()

@@ -59,7 +59,7 @@ pub struct TensorSpec {
 }
 
 /// What `inspect` found in a model file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModelSignature {
     pub format: String,
     pub inputs: Vec<TensorSpec>,
@@ -473,6 +473,23 @@ pub struct ShapeLatency {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub runs: usize,
+}
+
+/// The file in a server's data folder that holds its admin token (mode
+/// 0600); a CLI on the same machine reads it when given no token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The default data folder of `whet serve` (and where the CLI looks for
+/// the admin token): `$XDG_DATA_HOME/whetstone/data`, else
+/// `$HOME/.local/share/whetstone/data`. The caller reads the variables.
+pub fn default_data_dir(
+    xdg_data_home: Option<std::path::PathBuf>,
+    home: Option<std::path::PathBuf>,
+) -> std::path::PathBuf {
+    xdg_data_home
+        .or_else(|| home.map(|h| h.join(".local/share")))
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join("whetstone/data")
 }
 
 #[cfg(test)]

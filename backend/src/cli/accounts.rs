@@ -8,7 +8,7 @@ use shared::api::{
     TeamDetail, TeamRole, TokenInfo, UserInfo,
 };
 
-use crate::client::{Client, ClientError};
+use crate::cli::client::{Client, ClientError};
 
 #[derive(Subcommand, Debug)]
 pub enum TeamCmd {

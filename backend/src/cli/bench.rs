@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use shared::api::{ModelSignature, ServiceDetail};
 
-use crate::client::{Client, ClientError};
+use crate::cli::client::{Client, ClientError};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -109,7 +109,7 @@ async fn bench(server: &str, token: Option<String>, args: BenchArgs) -> Result<i
     if !status.is_success() {
         return Err(ClientError::Api(format!(
             "the first request failed: {}",
-            crate::client::describe_error(status, &bytes)
+            crate::cli::client::describe_error(status, &bytes)
         )));
     }
 
@@ -236,7 +236,7 @@ fn request_body(args: &BenchArgs, sig: Option<&ModelSignature>) -> Result<Vec<u8
         };
         let inputs: Vec<_> = sample
             .iter()
-            .map(|(n, t)| crate::predict::from_tensor(n.clone(), t))
+            .map(|(n, t)| t.to_infer_tensor(n.clone()))
             .collect();
         return serde_json::to_vec(&serde_json::json!({ "inputs": inputs }))
             .map_err(|e| ClientError::Usage(e.to_string()));

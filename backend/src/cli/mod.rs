@@ -1,89 +1,23 @@
-//! The `whet` command line: the server (`whet serve`), the optimizer
-//! (`whet optimize`) and the client commands of the EAS CLI.
+//! The `whet` client: the commands of the EAS CLI, which talk to a server
+//! over HTTP only (`client.rs`), and local tools (`optimize`, `bench`,
+//! `example-model`, `schema`). `whet serve` and the child processes are
+//! dispatched in `main.rs`.
 
 mod accounts;
 mod bench;
+pub mod client;
 mod optimize;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use reqwest::Method;
 use shared::api::{ScaleRequest, ServiceDetail, ServiceStatus, ServiceSummary};
 
-use crate::client::{default_data_dir, Client, ClientError};
-use crate::state::Settings;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "whet",
-    version,
-    about = "Whetstone: optimize a model once, then serve it"
-)]
-pub struct Cli {
-    /// Server URL for client commands.
-    #[arg(
-        long,
-        global = true,
-        env = "WHET_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
-    /// Management API token (default: the admin token of the local server's data folder).
-    #[arg(long, global = true, env = "WHET_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    #[command(subcommand)]
-    pub command: Command,
-}
+use crate::cli::client::{default_data_dir, Client, ClientError};
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the server (API, deploy workers, prediction endpoints).
-    Serve {
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        addr: SocketAddr,
-        /// Data folder: database, uploads, artifacts, admin token.
-        #[arg(long, env = "WHET_DATA")]
-        data: Option<PathBuf>,
-        /// Deploy jobs run at once.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// A folder that `file://` model paths may point into (repeatable).
-        #[arg(long = "model-root")]
-        model_roots: Vec<PathBuf>,
-        /// Largest model upload or unpacked archive, in MiB.
-        #[arg(long, default_value_t = 8192)]
-        max_model_mib: u64,
-        /// The web console bundle folder (default: `<exe_dir>/../console`, i.e.
-        /// `target/console` next to `target/release/whet`).
-        #[arg(long)]
-        console: Option<PathBuf>,
-        /// A resource group service configs may name in `resource`:
-        /// `NAME=cpu` or `NAME=gpu:MODEL[:COUNT]`, e.g. `T4_8CORE=gpu:T4:1`
-        /// (repeatable; default: one CPU group `default`).
-        #[arg(
-            long = "resource-group",
-            env = "WHET_RESOURCE_GROUPS",
-            value_delimiter = ','
-        )]
-        resource_groups: Vec<String>,
-        /// Memory ceiling of an optimizer or inspection child process when
-        /// the service config sets no `metadata.memory` (MB), 0 for none.
-        #[arg(long, default_value_t = 16384)]
-        child_memory_mb: u64,
-        /// Wall-clock limit of one optimizer run, e.g. `1h`, `90m`.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        optimize_timeout: std::time::Duration,
-    },
-    /// Serve one instance of an artifact (started by the server; not for
-    /// direct use).
-    #[command(hide = true)]
-    Runner(runner::serve::RunnerArgs),
-    /// Inspect a model for the server (started by the server; not for
-    /// direct use): reads a request on stdin, prints the signature.
-    #[command(hide = true)]
-    Inspect,
     /// Deploy a service from a service config (EAS format).
     Create {
         config: PathBuf,
@@ -153,51 +87,9 @@ pub enum Command {
     },
 }
 
-pub async fn run(cli: Cli) -> i32 {
-    let result = match cli.command {
-        Command::Serve {
-            addr,
-            data,
-            workers,
-            model_roots,
-            max_model_mib,
-            console,
-            resource_groups,
-            child_memory_mb,
-            optimize_timeout,
-        } => {
-            let groups = match crate::resources::parse_groups(&resource_groups) {
-                Ok(g) => g,
-                Err(e) => return fail(&ClientError::Usage(e)),
-            };
-            let whet_exe = match std::env::current_exe() {
-                Ok(p) => p,
-                Err(e) => {
-                    return fail(&ClientError::Usage(format!(
-                        "cannot find the whet executable: {e}"
-                    )))
-                }
-            };
-            let settings = Settings {
-                cpu_workers: workers,
-                model_roots,
-                max_model_bytes: max_model_mib << 20,
-                runner_account: crate::sandbox::runner_account(),
-                child_memory_mib: child_memory_mb,
-                optimize_timeout,
-                ..Settings::new(data.unwrap_or_else(default_data_dir), whet_exe)
-            };
-            let console = console
-                .or_else(crate::console::default_dir)
-                .unwrap_or_else(|| PathBuf::from("console"));
-            return match crate::server::serve(settings, groups, addr, console).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    1
-                }
-            };
-        }
+/// Runs a client command against `server`; returns the exit code.
+pub async fn run(server: &str, token: Option<String>, command: Command) -> i32 {
+    let result = match command {
         Command::Schema => {
             println!(
                 "{}",
@@ -206,9 +98,7 @@ pub async fn run(cli: Cli) -> i32 {
             return 0;
         }
         Command::Optimize(args) => return optimize::run(args),
-        Command::Runner(args) => return runner::serve::main(&args),
-        Command::Inspect => return crate::deploy::inspect::child_main(),
-        Command::Bench(args) => return bench::run(&cli.server, cli.token, args).await,
+        Command::Bench(args) => return bench::run(server, token, args).await,
         Command::ExampleModel { dir } => {
             return match example_model(&dir) {
                 Ok(()) => 0,
@@ -218,7 +108,7 @@ pub async fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        other => client_command(&cli.server, cli.token, other).await,
+        other => client_command(server, token, other).await,
     };
     match result {
         Ok(code) => code,
@@ -241,7 +131,7 @@ fn resolve_token(token: Option<String>) -> Result<String, ClientError> {
         .collect();
     dirs.push(default_data_dir());
     for d in &dirs {
-        if let Ok(t) = std::fs::read_to_string(d.join(crate::server::ADMIN_TOKEN_FILE)) {
+        if let Ok(t) = std::fs::read_to_string(d.join(shared::api::ADMIN_TOKEN_FILE)) {
             return Ok(t.trim().to_string());
         }
     }
@@ -374,11 +264,8 @@ async fn client_command(
             Ok(0)
         }
         Command::Predict { name, data } => predict(&client, &name, &data).await,
-        Command::Serve { .. }
-        | Command::Schema
+        Command::Schema
         | Command::Optimize(_)
-        | Command::Runner(_)
-        | Command::Inspect
         | Command::Bench(_)
         | Command::ExampleModel { .. } => {
             unreachable!("handled by run()")
@@ -524,7 +411,7 @@ async fn predict(client: &Client, name: &str, data: &Path) -> Result<i32, Client
             .map(|s| {
                 let inputs: Vec<_> = s
                     .iter()
-                    .map(|(n, t)| crate::predict::from_tensor(n.clone(), t))
+                    .map(|(n, t)| t.to_infer_tensor(n.clone()))
                     .collect();
                 serde_json::to_vec(&serde_json::json!({ "inputs": inputs })).unwrap_or_default()
             })
@@ -550,7 +437,7 @@ async fn predict(client: &Client, name: &str, data: &Path) -> Result<i32, Client
             .await
             .map_err(|e| ClientError::Api(e.to_string()))?;
         if !status.is_success() {
-            return Err(ClientError::Api(crate::client::describe_error(
+            return Err(ClientError::Api(crate::cli::client::describe_error(
                 status, &bytes,
             )));
         }

@@ -122,7 +122,7 @@ fn target_device(provider: ExecutionProvider) -> Result<TargetDevice, String> {
     let ExecutionProvider::Cuda { device_id } = provider else {
         return Ok(TargetDevice::Cpu);
     };
-    let gpus = crate::gpu::discover();
+    let gpus = crate::control::gpu::discover();
     if gpus.is_empty() {
         return Err(format!(
             "--device cuda:{device_id}: no GPU was discovered on this machine ({})",

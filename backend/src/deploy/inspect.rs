@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use shared::api::ModelSignature;
 use shared::config::ModelInfo;
 
-use crate::error::AppError;
+use crate::control::Settings;
+use crate::deploy::DeployError;
 use crate::sandbox::{self, Account, Confinement, Limits};
-use crate::state::Settings;
 
 /// The largest answer (JSON) an inspector may send.
 const MAX_ANSWER: usize = 1 << 20;
@@ -256,7 +256,7 @@ pub fn inspect(
     req: &InspectRequest,
     memory_mb: Option<u64>,
     onnx_out: Option<&Path>,
-) -> Result<Inspected, AppError> {
+) -> Result<Inspected, DeployError> {
     let memory_mb = memory_mb.or(Some(settings.child_memory_mib).filter(|&m| m > 0));
     let mut cmd = Command::new(&settings.whet_exe);
     cmd.arg("inspect")
@@ -279,12 +279,12 @@ pub fn inspect(
         });
     }
     let mut child = cmd.spawn().map_err(|e| {
-        AppError::Internal(format!(
+        DeployError::Internal(format!(
             "starting the model inspector ({}): {e}",
             settings.whet_exe.display()
         ))
     })?;
-    let body = serde_json::to_vec(req).map_err(|e| AppError::Internal(e.to_string()))?;
+    let body = serde_json::to_vec(req).map_err(|e| DeployError::Internal(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(&body);
     }
@@ -340,7 +340,7 @@ pub fn inspect(
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => {
-                return Err(AppError::Internal(format!(
+                return Err(DeployError::Internal(format!(
                     "waiting for the inspector: {e}"
                 )))
             }
@@ -350,7 +350,7 @@ pub fn inspect(
     let tail = err_tail.join().unwrap_or_default();
     let model = label(&req.file);
     let Some(status) = status else {
-        return Err(AppError::invalid(
+        return Err(DeployError::invalid(
             "model_path",
             format!(
                 "inspecting {model} took longer than {} s; the model was not accepted",
@@ -363,10 +363,10 @@ pub fn inspect(
             Ok(Inspected { signature })
         }
         Ok(Some(InspectAnswer::Invalid { path, message })) => {
-            Err(AppError::invalid(&path, message))
+            Err(DeployError::invalid(&path, message))
         }
-        Ok(Some(InspectAnswer::Unavailable(m))) => Err(AppError::Unavailable(m)),
-        Err(e) => Err(AppError::invalid(
+        Ok(Some(InspectAnswer::Unavailable(m))) => Err(DeployError::Unavailable(m)),
+        Err(e) => Err(DeployError::invalid(
             "model_path",
             format!("inspecting {model}: {e}"),
         )),
@@ -388,7 +388,7 @@ pub fn inspect(
                 None => format!("the inspector failed ({status})"),
             };
             let last: String = last.chars().take(500).collect();
-            Err(AppError::invalid(
+            Err(DeployError::invalid(
                 "model_path",
                 format!(
                     "{model} could not be inspected: {how}{}",

@@ -5,6 +5,7 @@
 //! or out-of-memory in a native engine cannot take the server down.
 
 pub mod inspect;
+pub mod resolve;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,17 +15,69 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use optimizer::artifact::{self, ArtifactMeta};
-use optimizer::engine::{GraphLevel, SessionSettings};
+use optimizer::artifact;
 use optimizer::optimize::TargetDevice;
 use shared::api::{ModelSignature, ServiceStatus};
 use shared::ServiceConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::error::AppError;
-use crate::instances::load_pool;
-use crate::state::AppState;
-use crate::store::JobRow;
+use crate::control::logbus::LogBus;
+use crate::control::resources::Resources;
+use crate::control::store::{JobRow, StoreError};
+use crate::control::{Settings, Store};
+use crate::serving::instances::{load_pool, Instances};
+
+/// What a deploy can fail with. The HTTP edge maps each kind to a status
+/// (a create or modify that resolves a model fails before it is stored);
+/// a deploy job's failure becomes its log line and the service's message.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// The config or model does not hold; each problem names its field.
+    #[error("the service config has {} problem(s)", .0.len())]
+    Invalid(Vec<shared::ValidationError>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Starting the service's instances failed.
+    #[error("{0}")]
+    Serving(#[from] crate::serving::ServingError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl DeployError {
+    /// One problem with the field at `path`.
+    pub fn invalid(path: &str, message: impl Into<String>) -> DeployError {
+        DeployError::Invalid(vec![shared::ValidationError {
+            path: path.to_string(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// What the deploy worker needs of the server: handles to the store, the
+/// logs, the running services and the locks of builds in flight.
+#[derive(Clone)]
+pub struct Deployer {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub logs: LogBus,
+    pub instances: Instances,
+    /// Wakes idle workers when a job is queued.
+    pub jobs_ready: Arc<tokio::sync::Notify>,
+    pub resources: Arc<Resources>,
+    pub cancels: Cancels,
+    pub builds: BuildLocks,
+}
 
 /// The running deploy of each service and why it was cancelled, if it was.
 #[derive(Clone, Default)]
@@ -83,14 +136,18 @@ impl Cancels {
 
 /// Cancels the running deploy of `name`, if any, and waits until its job
 /// has ended (stop, modify and delete then proceed as on an idle service).
-pub async fn cancel_and_wait(state: &AppState, name: &str, reason: &str) -> Result<(), AppError> {
+pub async fn cancel_and_wait(
+    state: &Deployer,
+    name: &str,
+    reason: &str,
+) -> Result<(), DeployError> {
     if !state.cancels.cancel(name, reason) {
         return Ok(());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while state.store.count_jobs(name, "running").await? > 0 {
         if tokio::time::Instant::now() >= deadline {
-            return Err(AppError::Conflict(format!(
+            return Err(DeployError::Conflict(format!(
                 "the deploy of '{name}' was cancelled but has not ended yet; retry in a moment"
             )));
         }
@@ -122,13 +179,13 @@ pub struct WorkerSlot {
     /// Job kinds it claims (`resources::job_kind`).
     pub kinds: Vec<String>,
     /// The CUDA device of a GPU worker; `None` for the CPU pool.
-    pub gpu: Option<crate::gpu::GpuDevice>,
+    pub gpu: Option<crate::control::gpu::GpuDevice>,
 }
 
 impl WorkerSlot {
     pub fn cpu() -> WorkerSlot {
         WorkerSlot {
-            kinds: vec![crate::resources::CPU_KIND.to_string()],
+            kinds: vec![crate::control::resources::CPU_KIND.to_string()],
             gpu: None,
         }
     }
@@ -136,7 +193,7 @@ impl WorkerSlot {
 
 /// Starts the CPU pool (`--workers`) and one GPU worker per discovered device
 /// that a GPU resource group uses (none without GPUs).
-pub fn spawn_workers(state: &AppState) {
+pub fn spawn_workers(state: &Deployer) {
     let mut slots: Vec<WorkerSlot> = (0..state.settings.cpu_workers.max(1))
         .map(|_| WorkerSlot::cpu())
         .collect();
@@ -153,7 +210,7 @@ pub fn spawn_workers(state: &AppState) {
     }
 }
 
-async fn worker_loop(state: AppState, idx: usize, slot: WorkerSlot) {
+async fn worker_loop(state: Deployer, idx: usize, slot: WorkerSlot) {
     loop {
         match state.store.claim_job(&slot.kinds).await {
             Ok(Some(job)) => {
@@ -178,7 +235,7 @@ async fn worker_loop(state: AppState, idx: usize, slot: WorkerSlot) {
 
 /// At start-up: re-queue jobs a dead server was running (or fail them after
 /// too many tries), and bring back the instances of running services.
-pub async fn recover(state: &AppState) -> Result<(), AppError> {
+pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
     // Builds cut short by the last shutdown: never recorded, never served.
     if let Ok(mut rd) = tokio::fs::read_dir(state.settings.artifacts_dir()).await {
         while let Ok(Some(e)) = rd.next_entry().await {
@@ -227,7 +284,7 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
     }
     // A GPU deploy queued before a restart that lost its GPUs (or its group)
     // would wait forever: fail it, saying why.
-    let mut served = vec![crate::resources::CPU_KIND.to_string()];
+    let mut served = vec![crate::control::resources::CPU_KIND.to_string()];
     served.extend(
         state
             .resources
@@ -275,10 +332,10 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
             continue;
         };
         // The stored config was validated when it was accepted.
-        let cfg = serde_json::from_str::<ServiceConfig>(&svc.config).ok();
-        let rpc = cfg.as_ref().and_then(|c| c.metadata.rpc.clone());
-        let serve_on = cfg.as_ref().and_then(|c| state.resources.serving_device(c));
-        let memory = cfg.as_ref().and_then(|c| c.metadata.memory);
+        let cfg = &svc.config;
+        let rpc = cfg.metadata.rpc.clone();
+        let serve_on = state.resources.serving_device(cfg);
+        let memory = cfg.metadata.memory;
         match load_pool(
             &state.settings,
             Path::new(&art.dir),
@@ -313,7 +370,7 @@ pub async fn recover(state: &AppState) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn run_job(state: &AppState, job: JobRow, slot: &WorkerSlot) {
+async fn run_job(state: &Deployer, job: JobRow, slot: &WorkerSlot) {
     let name = job.service.clone();
     let started = std::time::Instant::now();
     let token = state.cancels.register(&name, job.id);
@@ -323,12 +380,12 @@ async fn run_job(state: &AppState, job: JobRow, slot: &WorkerSlot) {
     // dropped, which kills its runners.
     let result = tokio::select! {
         r = deploy(state, &job, slot) => r,
-        () = token.cancelled() => Err(AppError::Conflict(format!(
+        () = token.cancelled() => Err(DeployError::Conflict(format!(
             "deploy cancelled: {}",
             state.cancels.reason(&name).unwrap_or_else(|| "by request".into())
         ))),
     };
-    crate::metrics::observe_deploy(result.is_ok(), started.elapsed());
+    crate::control::metrics::observe_deploy(result.is_ok(), started.elapsed());
     let outcome = async {
         match result {
             Ok(()) => {
@@ -337,7 +394,7 @@ async fn run_job(state: &AppState, job: JobRow, slot: &WorkerSlot) {
             }
             Err(e) => {
                 let msg = match &e {
-                    AppError::Invalid(v) => v
+                    DeployError::Invalid(v) => v
                         .iter()
                         .map(|x| x.to_string())
                         .collect::<Vec<_>>()
@@ -364,7 +421,7 @@ async fn run_job(state: &AppState, job: JobRow, slot: &WorkerSlot) {
                 state.logs.end(&name, status, Some(msg));
             }
         }
-        Ok::<(), AppError>(())
+        Ok::<(), DeployError>(())
     };
     let outcome = outcome.await;
     state.cancels.unregister(&name, job.id);
@@ -379,15 +436,14 @@ fn stage_index(stage: Option<&str>) -> usize {
         .unwrap_or(0)
 }
 
-async fn deploy(state: &AppState, job: &JobRow, slot: &WorkerSlot) -> Result<(), AppError> {
+async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(), DeployError> {
     let name = job.service.as_str();
     let log = |line: String| async move { state.logs.line(name, Some(job.id), &line).await };
-    let cfg: ServiceConfig = serde_json::from_str(&job.config)
-        .map_err(|e| AppError::Internal(format!("stored config: {e}")))?;
+    let cfg = &job.config;
     let resume = stage_index(job.stage.as_deref());
 
     // schedule
-    if resume <= 0 {
+    if resume == 0 {
         state.store.set_job_stage(job.id, name, "schedule").await?;
         let node = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
@@ -410,24 +466,22 @@ async fn deploy(state: &AppState, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         .store
         .get_service(name)
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("service '{name}' was deleted")))?;
-    let (Some(model_dir), Some(model_file), Some(model_sha), Some(sig_json)) = (
+        .ok_or_else(|| DeployError::NotFound(format!("service '{name}' was deleted")))?;
+    let (Some(model_dir), Some(model_file), Some(model_sha), Some(signature)) = (
         svc.model_dir.clone(),
         svc.model_file.clone(),
         svc.model_sha256.clone(),
         svc.signature.clone(),
     ) else {
-        return Err(AppError::Internal(
+        return Err(DeployError::Internal(
             "the service has no resolved model".into(),
         ));
     };
     if !Path::new(&model_file).is_file() {
-        return Err(AppError::NotFound(format!(
+        return Err(DeployError::NotFound(format!(
             "model file {model_file} is gone from the server's data folder"
         )));
     }
-    let signature: ModelSignature =
-        serde_json::from_str(&sig_json).map_err(|e| AppError::Internal(e.to_string()))?;
     if resume <= 1 {
         state.store.set_job_stage(job.id, name, "fetch").await?;
         log(format!("[OK] Downloading model file: {}", cfg.model_path)).await?;
@@ -477,7 +531,7 @@ async fn deploy(state: &AppState, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         let dir = PathBuf::from(&model_dir);
         tokio::task::spawn_blocking(move || inputs_digest(&dir))
             .await
-            .map_err(|e| AppError::Internal(e.to_string()))??
+            .map_err(|e| DeployError::Internal(e.to_string()))??
     };
     let opt_config = serde_json::json!({ "optimization": opt_config, "inputs": inputs });
     let key = artifact::artifact_key(&model_sha, &opt_config, &target);
@@ -506,7 +560,7 @@ async fn deploy(state: &AppState, job: &JobRow, slot: &WorkerSlot) -> Result<(),
             let dir = run_plugin(
                 state,
                 job,
-                &cfg,
+                cfg,
                 Path::new(&model_dir),
                 Path::new(&model_file),
                 &key,
@@ -565,7 +619,7 @@ async fn deploy(state: &AppState, job: &JobRow, slot: &WorkerSlot) -> Result<(),
     .await?;
     // The service may have been deleted while we loaded.
     if state.store.get_service(name).await?.is_none() {
-        return Err(AppError::NotFound(format!(
+        return Err(DeployError::NotFound(format!(
             "service '{name}' was deleted during the deploy"
         )));
     }
@@ -597,49 +651,27 @@ fn file_label(p: &str) -> String {
 /// An artifact for a service without a plugin: the model as given, served
 /// with ONNX Runtime's default optimizations.
 async fn plain_artifact(
-    state: &AppState,
+    state: &Deployer,
     key: &str,
     model: &Path,
     signature: ModelSignature,
     device: &TargetDevice,
-) -> Result<PathBuf, AppError> {
+) -> Result<PathBuf, DeployError> {
     let dir = state.settings.artifacts_dir().join(key);
     let tmp = build_dir(state, key);
     tokio::fs::create_dir_all(&tmp).await?;
-    // TorchScript is served as saved, in inference mode (what a plugin's
-    // o1 would start from); everything else by ONNX Runtime.
-    let engine = optimizer::engine::EngineKind::of_model(model);
-    let (model_file, torch) = match engine {
-        optimizer::engine::EngineKind::TorchScript => (
-            artifact::TORCH_MODEL_FILE,
-            Some(optimizer::artifact::TorchSettings::INFERENCE),
-        ),
-        optimizer::engine::EngineKind::OnnxRuntime => (artifact::MODEL_FILE, None),
-    };
-    tokio::fs::copy(model, tmp.join(model_file)).await?;
-    let meta = ArtifactMeta {
-        model_file: model_file.into(),
-        candidate: "original".into(),
-        // No measurement to go by: serving splits the cores across instances.
-        session: SessionSettings::new(
-            GraphLevel::All,
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-        )
-        .on(device.provider()),
-        signature,
-        optimizer_version: artifact::OPTIMIZER_VERSION.into(),
-        target: device.target(),
-        fixed_inputs: Default::default(),
-        engine,
-        torch,
-    };
-    tokio::fs::write(
-        tmp.join(artifact::META_FILE),
-        serde_json::to_vec_pretty(&meta).map_err(|e| AppError::Internal(e.to_string()))?,
-    )
-    .await?;
+    let (t, m, provider, target) = (
+        tmp.clone(),
+        model.to_path_buf(),
+        device.provider(),
+        device.target(),
+    );
+    tokio::task::spawn_blocking(move || {
+        artifact::write_original(&t, &m, signature, provider, target)
+    })
+    .await
+    .map_err(|e| DeployError::Internal(e.to_string()))?
+    .map_err(|e| DeployError::Internal(e.to_string()))?;
     install(&tmp, &dir).await?;
     Ok(dir)
 }
@@ -648,14 +680,14 @@ async fn plain_artifact(
 /// into the deploy log. The child exits when its stdin closes, i.e. when this
 /// server dies, so no orphan keeps optimizing after a crash.
 async fn run_plugin(
-    state: &AppState,
+    state: &Deployer,
     job: &JobRow,
     cfg: &ServiceConfig,
     model_dir: &Path,
     model_file: &Path,
     key: &str,
     device: &TargetDevice,
-) -> Result<PathBuf, AppError> {
+) -> Result<PathBuf, DeployError> {
     let dir = state.settings.artifacts_dir().join(key);
     let tmp = build_dir(state, key);
     tokio::fs::create_dir_all(&tmp).await?;
@@ -671,7 +703,7 @@ async fn run_plugin(
 
 /// A build folder of its own for each build (a crashed build's leftovers
 /// never mix with the next one's files).
-fn build_dir(state: &AppState, key: &str) -> PathBuf {
+fn build_dir(state: &Deployer, key: &str) -> PathBuf {
     state
         .settings
         .artifacts_dir()
@@ -681,26 +713,26 @@ fn build_dir(state: &AppState, key: &str) -> PathBuf {
 /// Seals a finished build (checksums, fsync of files and folder), then
 /// renames it to its key and fsyncs the artifacts folder: a folder the
 /// database names is complete and verifiable.
-async fn install(tmp: &Path, dir: &Path) -> Result<(), AppError> {
+async fn install(tmp: &Path, dir: &Path) -> Result<(), DeployError> {
     let t = tmp.to_path_buf();
     tokio::task::spawn_blocking(move || artifact::seal(&t))
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(|e| AppError::Internal(format!("sealing the artifact: {e}")))?;
+        .map_err(|e| DeployError::Internal(e.to_string()))?
+        .map_err(|e| DeployError::Internal(format!("sealing the artifact: {e}")))?;
     let _ = tokio::fs::remove_dir_all(dir).await;
     tokio::fs::rename(tmp, dir).await?;
     if let Some(parent) = dir.parent() {
         let p = parent.to_path_buf();
         tokio::task::spawn_blocking(move || std::fs::File::open(&p).and_then(|f| f.sync_all()))
             .await
-            .map_err(|e| AppError::Internal(e.to_string()))??;
+            .map_err(|e| DeployError::Internal(e.to_string()))??;
     }
     Ok(())
 }
 
 /// SHA-256 over the relative path and bytes of every file in the model
 /// folder (four levels deep, as far as model files are searched).
-fn inputs_digest(dir: &Path) -> Result<String, AppError> {
+fn inputs_digest(dir: &Path) -> Result<String, DeployError> {
     use sha2::Digest;
     fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
@@ -725,7 +757,7 @@ fn inputs_digest(dir: &Path) -> Result<String, AppError> {
     let mut h = sha2::Sha256::new();
     for rel in files {
         let sha = artifact::sha256_file(&dir.join(&rel))
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
         h.update(rel.to_string_lossy().as_bytes());
         h.update([0u8]);
         h.update(sha.as_bytes());
@@ -738,14 +770,14 @@ fn inputs_digest(dir: &Path) -> Result<String, AppError> {
 /// deploy is cancelled (this future dropped) or the server dies.
 #[allow(clippy::too_many_arguments)]
 async fn optimize_into(
-    state: &AppState,
+    state: &Deployer,
     job: &JobRow,
     cfg: &ServiceConfig,
     model_dir: &Path,
     model_file: &Path,
     tmp: &Path,
     device: &TargetDevice,
-) -> Result<(), AppError> {
+) -> Result<(), DeployError> {
     let mut cmd = tokio::process::Command::new(&state.settings.whet_exe);
     cmd.arg("optimize")
         .arg(model_file)
@@ -761,7 +793,7 @@ async fn optimize_into(
         let spec = tmp.join("model_info.json");
         tokio::fs::write(
             &spec,
-            serde_json::to_vec(info).map_err(|e| AppError::Internal(e.to_string()))?,
+            serde_json::to_vec(info).map_err(|e| DeployError::Internal(e.to_string()))?,
         )
         .await?;
         cmd.arg("--model-info").arg(&spec);
@@ -774,17 +806,17 @@ async fn optimize_into(
         .metadata
         .memory
         .or(Some(state.settings.child_memory_mib).filter(|&m| m > 0));
-    let mut hook = crate::sandbox::pre_exec_hook(crate::sandbox::Limits {
+    let hook = crate::sandbox::pre_exec_hook(crate::sandbox::Limits {
         memory_bytes: memory_mb.map(|m| m << 20),
         oom_score_adj: 1000,
     });
     // SAFETY: the hook only makes async-signal-safe system calls.
     unsafe {
-        cmd.pre_exec(move || hook());
+        cmd.pre_exec(hook);
     }
     let started = std::time::Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
-        AppError::Internal(format!(
+        DeployError::Internal(format!(
             "starting the optimizer ({}): {e}",
             state.settings.whet_exe.display()
         ))
@@ -794,11 +826,11 @@ async fn optimize_into(
     let stdout = child
         .stdout
         .take()
-        .ok_or_else(|| AppError::Internal("optimizer stdout".into()))?;
+        .ok_or_else(|| DeployError::Internal("optimizer stdout".into()))?;
     let stderr = child
         .stderr
         .take()
-        .ok_or_else(|| AppError::Internal("optimizer stderr".into()))?;
+        .ok_or_else(|| DeployError::Internal("optimizer stderr".into()))?;
     let err_tail = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         let mut tail: Vec<String> = Vec::new();
@@ -818,20 +850,20 @@ async fn optimize_into(
                 state.logs.line(&job.service, Some(job.id), &line).await?;
             }
         }
-        Ok::<_, AppError>(child.wait().await?)
+        Ok::<_, DeployError>(child.wait().await?)
     })
     .await;
     let status = match streamed {
         Ok(status) => status?,
         Err(_) => {
             let _ = child.kill().await;
-            return Err(AppError::BadRequest(format!(
+            return Err(DeployError::BadRequest(format!(
                 "plugin failed: the optimizer ran longer than {} (the server's --optimize-timeout) and was stopped",
                 humantime::format_duration(limit)
             )));
         }
     };
-    crate::metrics::observe_optimization(status.success(), started.elapsed());
+    crate::control::metrics::observe_optimization(status.success(), started.elapsed());
     let tail = err_tail.await.unwrap_or_default();
     if !status.success() {
         use std::os::unix::process::ExitStatusExt;
@@ -847,7 +879,7 @@ async fn optimize_into(
             (_, Some(l)) => l,
             (_, None) => format!("exit status {status}"),
         };
-        return Err(AppError::BadRequest(format!("plugin failed: {reason}")));
+        return Err(DeployError::BadRequest(format!("plugin failed: {reason}")));
     }
     Ok(())
 }

@@ -535,7 +535,7 @@ fn supervise(shared: Arc<Shared>, launch: Launch, first: Started) {
             slot.last_exit = Some(reason);
             shared.changed.notify_all();
         }
-        crate::metrics::observe_runner_restart(&launch.label);
+        crate::control::metrics::observe_runner_restart(&launch.label);
         if started.elapsed() >= HEALTHY_AFTER {
             backoff = FIRST_BACKOFF;
         }

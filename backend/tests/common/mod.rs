@@ -4,9 +4,10 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use backend::resources::Resources;
-use backend::server::{open_with, router};
-use backend::state::{AppState, Settings};
+use backend::control::resources::Resources;
+use backend::control::Settings;
+use backend::http::server::{open_with, router};
+use backend::http::state::AppState;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;

@@ -848,7 +848,7 @@ fn declared_by_array_state(heap: &[Obj], state: &Value) -> Result<Option<Declare
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("dict items come in key/value pairs".into());
     }
     let mut out = Vec::with_capacity(items.len() / 2);

@@ -309,7 +309,7 @@ pub fn optimize(
         total_seconds: started.elapsed().as_secs_f64(),
         candidates: rows,
     };
-    write_json(&opts.out_dir.join(artifact::META_FILE), &meta)?;
+    meta.write(&opts.out_dir)?;
     write_json(&opts.out_dir.join(artifact::REPORT_FILE), &report)?;
     progress(&format!(
         "[OK] Selected {}: p50 {:.3} ms vs {:.3} ms original ({:.2}x), {:.1} s",

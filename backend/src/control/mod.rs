@@ -1,0 +1,16 @@
+//! The control plane's state: the settings of the process, the store (the
+//! database), deploy logs and their fan-out, resource groups and GPUs,
+//! metrics and request statistics. Nothing here touches a user's model,
+//! and nothing here knows HTTP.
+
+pub mod gpu;
+pub mod logbus;
+pub mod metrics;
+pub mod recent;
+pub mod resources;
+pub mod settings;
+pub mod store;
+pub mod tokens;
+
+pub use settings::Settings;
+pub use store::{Store, StoreError};

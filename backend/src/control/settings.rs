@@ -1,0 +1,59 @@
+//! The settings of one `whet serve` process: where its data lives, how
+//! many deploys run at once, and the limits of the children it starts.
+
+use std::path::PathBuf;
+
+/// Settings of one `whet serve` process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// Deploy jobs run at once (CPU worker pool size).
+    pub cpu_workers: usize,
+    /// Folders `file://` model paths may point into.
+    pub model_roots: Vec<PathBuf>,
+    /// Largest upload or unpacked archive accepted, in bytes.
+    pub max_model_bytes: u64,
+    /// The executable that runs the child processes: `inspect`,
+    /// `optimize` and one `runner` per service instance.
+    pub whet_exe: PathBuf,
+    /// The account children that touch a user's model switch to (`None`
+    /// when the server is not root: they keep its user, under Landlock).
+    pub runner_account: Option<runner::sandbox::Account>,
+    /// Memory ceiling of an optimizer or inspection child when the config
+    /// gives no `metadata.memory`, in MiB (0: none).
+    pub child_memory_mib: u64,
+    /// Wall-clock limit of one optimizer run.
+    pub optimize_timeout: std::time::Duration,
+    /// Wall-clock limit of inspecting a model at create/modify.
+    pub inspect_timeout: std::time::Duration,
+}
+
+impl Settings {
+    /// Settings with the server's defaults for everything but the data
+    /// folder and the `whet` executable.
+    pub fn new(data_dir: PathBuf, whet_exe: PathBuf) -> Settings {
+        Settings {
+            data_dir,
+            cpu_workers: 1,
+            model_roots: vec![],
+            max_model_bytes: 8192 << 20,
+            whet_exe,
+            runner_account: None,
+            child_memory_mib: 16 << 10,
+            optimize_timeout: std::time::Duration::from_secs(3600),
+            inspect_timeout: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+impl Settings {
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+    pub fn models_dir(&self) -> PathBuf {
+        self.data_dir.join("models")
+    }
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.data_dir.join("artifacts")
+    }
+}

@@ -1,0 +1,694 @@
+//! The management API under `/api/v2`: services, logs (paged and streamed),
+//! uploads.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use sha2::Digest;
+use shared::api::{
+    LogEvent, LogPage, ServiceDetail, ServiceStatus, ServiceSummary, UploadResponse,
+};
+use shared::processor::Runtime;
+use shared::{parse_and_validate, ServiceConfig};
+use tokio::io::AsyncWriteExt;
+
+use crate::control::resources::job_kind;
+use crate::control::store::{ResolvedModel, ServiceRow};
+use crate::control::tokens::new_token;
+use crate::deploy::resolve;
+use crate::http::auth::Caller;
+use crate::http::error::AppError;
+use crate::http::state::AppState;
+use shared::api::Role;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v2/services", get(list).post(create))
+        .route(
+            "/api/v2/services/{name}",
+            get(describe).put(modify).delete(delete),
+        )
+        .route("/api/v2/services/{name}/scale", post(scale))
+        .route("/api/v2/services/{name}/stop", post(stop))
+        .route("/api/v2/services/{name}/start", post(start))
+        .route("/api/v2/services/{name}/logs", get(logs))
+        .route("/api/v2/services/{name}/logs/stream", get(log_stream))
+        .route("/api/v2/uploads", post(upload))
+        .route("/api/v2/schema", get(schema))
+        .route(
+            "/api/openapi.json",
+            get(|| async { Json(crate::http::openapi::document()) }),
+        )
+}
+
+async fn schema() -> Json<serde_json::Value> {
+    Json(shared::config::json_schema())
+}
+
+fn summary(row: &ServiceRow, speedup: Option<f64>) -> ServiceSummary {
+    let cfg = Some(&row.config);
+    ServiceSummary {
+        name: row.name.clone(),
+        status: row.status,
+        processor: cfg.map(|c| c.processor.clone()).unwrap_or_default(),
+        instances: row.instances,
+        running_instances: row.running,
+        optimization_level: cfg
+            .and_then(|c| c.model_info())
+            .map(|(_, i)| match i.level() {
+                shared::config::OptimizationLevel::O1 => "o1".to_string(),
+                shared::config::OptimizationLevel::O2 => "o2".to_string(),
+            }),
+        speedup,
+        created_at: row.created_at.clone(),
+        updated_at: row.updated_at.clone(),
+        team: row.team.clone(),
+    }
+}
+
+async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppError> {
+    let config = row.config.clone();
+    let report = match &row.artifact {
+        Some(key) => state
+            .store
+            .get_artifact(key)
+            .await?
+            .and_then(|a| a.report)
+            .and_then(|r| serde_json::from_str(&r).ok()),
+        None => None,
+    };
+    let speedup = report
+        .as_ref()
+        .map(|r: &shared::api::OptimizationReport| r.speedup);
+    Ok(ServiceDetail {
+        summary: summary(&row, speedup),
+        endpoint: format!("/api/predict/{}", row.name),
+        token: row.token.clone(),
+        stage: row.stage.clone(),
+        message: row.message.clone(),
+        signature: row.signature.clone(),
+        artifact: row.artifact.clone(),
+        report,
+        config,
+        runners: state
+            .instances
+            .get(&row.name)
+            .map(|p| p.runner_states())
+            .unwrap_or_default(),
+    })
+}
+
+/// The list row of a service, with the speedup from its report.
+pub(crate) async fn summary_of(
+    state: &AppState,
+    row: ServiceRow,
+) -> Result<ServiceSummary, AppError> {
+    Ok(detail(state, row).await?.summary)
+}
+
+pub(crate) async fn detail_of(
+    state: &AppState,
+    row: ServiceRow,
+) -> Result<ServiceDetail, AppError> {
+    detail(state, row).await
+}
+
+async fn service_or_404(state: &AppState, name: &str) -> Result<ServiceRow, AppError> {
+    state
+        .store
+        .get_service(name)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no service named '{name}'")))
+}
+
+/// The service `name` if the caller's role in its team allows `action`.
+/// Outside the team it does not exist (404), so names do not leak.
+pub(crate) async fn service_for(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    need: Role,
+    action: &str,
+) -> Result<ServiceRow, AppError> {
+    let row = service_or_404(state, name).await?;
+    caller.require(
+        &row.team,
+        need,
+        action,
+        &format!("no service named '{name}'"),
+    )?;
+    Ok(row)
+}
+
+#[derive(Deserialize)]
+struct TeamQuery {
+    team: Option<String>,
+}
+
+/// The services of the caller's teams (of one team with `?team=`).
+async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<TeamQuery>,
+) -> Result<Json<Vec<ServiceSummary>>, AppError> {
+    if let Some(team) = &q.team {
+        caller.require(
+            team,
+            Role::Viewer,
+            "listing services",
+            &format!("no team named '{team}'"),
+        )?;
+    }
+    let mut out = Vec::new();
+    for row in state.store.list_services().await? {
+        let visible =
+            caller.role_in(&row.team).is_some() && q.team.as_ref().is_none_or(|t| *t == row.team);
+        if visible {
+            out.push(detail(&state, row).await?.summary);
+        }
+    }
+    Ok(Json(out))
+}
+
+async fn describe(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceDetail>, AppError> {
+    let row = service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
+    Ok(Json(detail(&state, row).await?))
+}
+
+/// Checks what only the server can check: the processor is one this server
+/// runs, and the model resolves, loads, and has the declared inputs/outputs.
+async fn check_deployable(
+    state: &AppState,
+    cfg: &ServiceConfig,
+) -> Result<ResolvedModel, AppError> {
+    let Some(proc) = cfg.processor_info() else {
+        return Err(AppError::invalid(
+            "processor",
+            format!("unknown processor '{}'", cfg.processor),
+        ));
+    };
+    // ONNX runs as is; TensorFlow frozen graphs are imported to ONNX when
+    // the model is resolved. TorchScript needs libtorch: only a server built
+    // with the `torch` feature serves it.
+    if proc.runtime == Runtime::PyTorch && !cfg!(feature = "torch") {
+        return Err(AppError::invalid(
+            "processor",
+            format!(
+                "processor '{}' serves TorchScript, which this server is not built with: {} (or deploy an ONNX export, torch.onnx.export, with onnx_cpu)",
+                proc.name,
+                optimizer::engine::TORCH_FEATURE_HINT
+            ),
+        ));
+    }
+    // Resource groups against the server's configuration, and GPUs against
+    // what was discovered at start (a GPU deploy with no GPU is refused here,
+    // so GPU jobs are only ever queued for a GPU worker that exists).
+    state.resources.check(cfg).map_err(AppError::Invalid)?;
+    // A GPU PyTorch service needs libtorch's CUDA backend too (its CUDA
+    // libraries are a separate install): refuse it here, with how to get
+    // it, rather than fail in the plugin stage.
+    #[cfg(feature = "torch")]
+    if proc.runtime == Runtime::PyTorch && proc.device == shared::processor::Device::Gpu {
+        // The first probe loads libtorch's CUDA libraries: off the runtime.
+        let status = tokio::task::spawn_blocking(optimizer::torch::cuda::probe)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        if let optimizer::torch::cuda::TorchCuda::Unavailable(why) = status {
+            return Err(AppError::invalid(
+                "processor",
+                format!(
+                    "processor '{}' serves TorchScript on a GPU: {why}",
+                    proc.name
+                ),
+            ));
+        }
+    }
+    let settings = state.settings.clone();
+    let cfg = cfg.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || resolve::resolve(&settings, &cfg))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))??,
+    )
+}
+
+fn parse_config(body: &str) -> Result<ServiceConfig, AppError> {
+    parse_and_validate(body).map_err(AppError::Invalid)
+}
+
+/// The team a new service goes to: `?team=`, else the caller's first team
+/// where they may deploy.
+fn target_team(caller: &Caller, asked: Option<String>) -> Result<String, AppError> {
+    let team = match asked {
+        Some(t) => t,
+        None => caller
+            .teams
+            .iter()
+            .find(|t| t.role.can_deploy())
+            .map(|t| t.team.clone())
+            .or_else(|| caller.user.site_admin.then(|| "default".to_string()))
+            .ok_or_else(|| {
+                AppError::Forbidden(
+                    "deploying needs the deployer role in a team; you have none".into(),
+                )
+            })?,
+    };
+    caller.require(
+        &team,
+        Role::Deployer,
+        "deploying",
+        &format!("no team named '{team}'"),
+    )?;
+    Ok(team)
+}
+
+async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<TeamQuery>,
+    body: String,
+) -> Result<(StatusCode, Json<ServiceDetail>), AppError> {
+    let team = target_team(&caller, q.team)?;
+    if state.store.team(&team).await?.is_none() {
+        return Err(AppError::NotFound(format!("no team named '{team}'")));
+    }
+    let cfg = parse_config(&body)?;
+    if state.store.get_service(&cfg.name).await?.is_some() {
+        return Err(AppError::Conflict(format!(
+            "a service named '{}' already exists; use `whet modify` to redeploy it",
+            cfg.name
+        )));
+    }
+    let model = check_deployable(&state, &cfg).await?;
+    let token = cfg.token.clone().unwrap_or_else(|| new_token(""));
+    let job = state
+        .store
+        .create_service(&cfg, &job_kind(&cfg), &token, &model, &team)
+        .await?;
+    state
+        .logs
+        .line(&cfg.name, Some(job), "[OK] Service is being created")
+        .await?;
+    state.jobs_ready.notify_waiters();
+    let row = service_or_404(&state, &cfg.name).await?;
+    Ok((StatusCode::CREATED, Json(detail(&state, row).await?)))
+}
+
+async fn modify(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: String,
+) -> Result<Json<ServiceDetail>, AppError> {
+    service_for(
+        &state,
+        &caller,
+        &name,
+        Role::Deployer,
+        "modifying a service",
+    )
+    .await?;
+    let cfg = parse_config(&body)?;
+    if cfg.name != name {
+        return Err(AppError::invalid("name", format!("the config names '{}' but the request is for '{name}'; a service cannot be renamed", cfg.name)));
+    }
+    let model = check_deployable(&state, &cfg).await?;
+    crate::deploy::cancel_and_wait(
+        &state.deployer(),
+        &name,
+        "the service was modified; the new config is deployed next",
+    )
+    .await?;
+    let job = state
+        .store
+        .queue_redeploy(
+            &name,
+            &cfg,
+            &job_kind(&cfg),
+            cfg.metadata.instance,
+            Some(&model),
+        )
+        .await?;
+    state
+        .logs
+        .line(&name, Some(job), "[OK] Service is being updated")
+        .await?;
+    state.jobs_ready.notify_waiters();
+    Ok(Json(
+        detail(&state, service_or_404(&state, &name).await?).await?,
+    ))
+}
+
+async fn scale(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<shared::api::ScaleRequest>,
+) -> Result<Json<ServiceDetail>, AppError> {
+    let row = service_for(&state, &caller, &name, Role::Deployer, "scaling a service").await?;
+    let mut cfg = row.config;
+    cfg.metadata.instance = req.instances;
+    let errors: Vec<_> = shared::validate(&cfg)
+        .into_iter()
+        .filter(|e| e.path.starts_with("metadata.instance"))
+        .collect();
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    e.path = "instances".into();
+                    e
+                })
+                .collect(),
+        ));
+    }
+    // The groups and GPUs may have changed since the deploy (a restart).
+    state.resources.check(&cfg).map_err(AppError::Invalid)?;
+    let job = state
+        .store
+        .queue_redeploy(&name, &cfg, &job_kind(&cfg), req.instances, None)
+        .await?;
+    state
+        .logs
+        .line(
+            &name,
+            Some(job),
+            &format!("[OK] Scaling service to {} instance(s)", req.instances),
+        )
+        .await?;
+    state.jobs_ready.notify_waiters();
+    Ok(Json(
+        detail(&state, service_or_404(&state, &name).await?).await?,
+    ))
+}
+
+async fn stop(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceDetail>, AppError> {
+    service_for(&state, &caller, &name, Role::Deployer, "stopping a service").await?;
+    crate::deploy::cancel_and_wait(&state.deployer(), &name, "the service was stopped").await?;
+    if state.store.has_pending_job(&name).await? {
+        return Err(AppError::Conflict(format!(
+            "a deploy of '{name}' is in progress; stop it after it finishes"
+        )));
+    }
+    state.instances.remove(&name);
+    state.store.set_running(&name, 0, None).await?;
+    state
+        .store
+        .set_status(&name, ServiceStatus::Stopped, None, None)
+        .await?;
+    state
+        .logs
+        .line(&name, None, "[OK] Service is stopped")
+        .await?;
+    Ok(Json(
+        detail(&state, service_or_404(&state, &name).await?).await?,
+    ))
+}
+
+async fn start(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceDetail>, AppError> {
+    let row = service_for(&state, &caller, &name, Role::Deployer, "starting a service").await?;
+    if row.status == ServiceStatus::Running {
+        return Err(AppError::Conflict(format!(
+            "service '{name}' is already running"
+        )));
+    }
+    // A GPU service restarted on a server that has lost its GPUs (or its
+    // group) is refused here rather than queued for no worker.
+    let cfg = &row.config;
+    state.resources.check(cfg).map_err(AppError::Invalid)?;
+    let job = state
+        .store
+        .queue_redeploy(&name, cfg, &job_kind(cfg), row.instances, None)
+        .await?;
+    state
+        .logs
+        .line(&name, Some(job), "[OK] Service is being started")
+        .await?;
+    state.jobs_ready.notify_waiters();
+    Ok(Json(
+        detail(&state, service_or_404(&state, &name).await?).await?,
+    ))
+}
+
+async fn delete(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AppError> {
+    service_for(&state, &caller, &name, Role::Deployer, "deleting a service").await?;
+    crate::deploy::cancel_and_wait(&state.deployer(), &name, "the service was deleted").await?;
+    if state.store.count_jobs(&name, "running").await? > 0 {
+        return Err(AppError::Conflict(format!(
+            "a deploy of '{name}' is running; delete it after it finishes"
+        )));
+    }
+    state.instances.remove(&name);
+    state.store.delete_service(&name).await?;
+    crate::control::recent::forget(&name);
+    state
+        .logs
+        .end(&name, ServiceStatus::Stopped, Some("deleted".into()));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LogQuery {
+    #[serde(default)]
+    after: i64,
+    limit: Option<i64>,
+}
+
+async fn logs(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<LogPage>, AppError> {
+    service_for(&state, &caller, &name, Role::Viewer, "reading a log").await?;
+    Ok(Json(log_page(&state, &name, q).await?))
+}
+
+pub(crate) async fn log_page(
+    state: &AppState,
+    name: &str,
+    q: LogQuery,
+) -> Result<LogPage, AppError> {
+    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let lines = state.store.logs_after(name, q.after, limit).await?;
+    let next = (lines.len() as i64 == limit)
+        .then(|| lines.last().map(|l| l.id))
+        .flatten();
+    Ok(LogPage { lines, next })
+}
+
+/// Replays the stored log, then streams new lines until the deploy ends.
+async fn log_stream(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    service_for(&state, &caller, &name, Role::Viewer, "reading a log").await?;
+    Ok(upgrade_log_stream(state, name, ws))
+}
+
+/// Answers a WebSocket upgrade with the log stream of `name`.
+pub(crate) fn upgrade_log_stream(state: AppState, name: String, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| async move {
+        if let Err(e) = stream_logs(state, name, socket).await {
+            tracing::debug!("log stream ended: {e}");
+        }
+    })
+}
+
+async fn send(socket: &mut WebSocket, ev: &LogEvent) -> Result<(), String> {
+    let text = serde_json::to_string(ev).map_err(|e| e.to_string())?;
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn stream_logs(state: AppState, name: String, mut socket: WebSocket) -> Result<(), String> {
+    let mut rx = state.logs.subscribe(&name);
+    let mut last = 0i64;
+    let replay = |after: i64| {
+        let state = state.clone();
+        let name = name.clone();
+        async move {
+            state
+                .store
+                .logs_after(&name, after, i64::MAX)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    for line in replay(0).await? {
+        last = line.id;
+        send(&mut socket, &LogEvent::Line(line)).await?;
+    }
+    loop {
+        // Checked after the replay: a deploy that ended before we subscribed
+        // has nothing more to say. Pending first, then the row: once no job
+        // is pending, the row already holds the final status (the worker
+        // writes the status before it finishes the job).
+        let pending = state
+            .store
+            .has_pending_job(&name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = state
+            .store
+            .get_service(&name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(row) = row else { break };
+        if !pending {
+            // Lines written between the replay and now.
+            for line in replay(last).await? {
+                send(&mut socket, &LogEvent::Line(line)).await?;
+            }
+            send(
+                &mut socket,
+                &LogEvent::End {
+                    status: row.status,
+                    message: row.message.clone(),
+                },
+            )
+            .await?;
+            break;
+        }
+        match rx.recv().await {
+            Ok(LogEvent::Line(line)) if line.id > last => {
+                last = line.id;
+                send(&mut socket, &LogEvent::Line(line)).await?;
+            }
+            Ok(LogEvent::Line(_)) => {}
+            Ok(LogEvent::End { .. }) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                for line in replay(last).await? {
+                    last = line.id;
+                    send(&mut socket, &LogEvent::Line(line)).await?;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    filename: String,
+}
+
+/// Streams a model file or archive into the upload store. Archives are
+/// unpacked and checked before anything is kept, so an unsafe archive leaves
+/// no trace.
+async fn upload(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<UploadQuery>,
+    body: Body,
+) -> Result<Json<UploadResponse>, AppError> {
+    let may_deploy = caller.user.site_admin || caller.teams.iter().any(|t| t.role.can_deploy());
+    if !may_deploy {
+        return Err(AppError::Forbidden(
+            "uploading a model needs the deployer role in a team".into(),
+        ));
+    }
+    let name = q.filename.trim().to_string();
+    let valid = !name.is_empty()
+        && !name.contains('/')
+        && !name.contains('\\')
+        && name != "."
+        && name != "..";
+    if !valid {
+        return Err(AppError::BadRequest(format!(
+            "filename '{name}': expected a plain file name like model.onnx or model.tar.gz"
+        )));
+    }
+    let uploads = state.settings.uploads_dir();
+    tokio::fs::create_dir_all(&uploads).await?;
+    let tmp: PathBuf = uploads.join(format!(".tmp-{}", new_token("")));
+    let result = receive(&state, body, &tmp).await;
+    let (sha, bytes) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    if resolve::is_archive(&name) {
+        let settings = state.settings.clone();
+        let (tmp2, sha2) = (tmp.clone(), sha.clone());
+        let unpacked =
+            tokio::task::spawn_blocking(move || resolve::unpacked_dir(&settings, &tmp2, &sha2))
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+        if let Err(e) = unpacked {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(AppError::BadRequest(format!("{name}: {e}")));
+        }
+    }
+    let dir = uploads.join(&sha);
+    tokio::fs::create_dir_all(&dir).await?;
+    tokio::fs::rename(&tmp, dir.join(&name)).await?;
+    Ok(Json(UploadResponse {
+        model_path: format!("upload://{sha}/{name}"),
+        sha256: sha,
+        bytes,
+    }))
+}
+
+async fn receive(
+    state: &AppState,
+    body: Body,
+    tmp: &std::path::Path,
+) -> Result<(String, u64), AppError> {
+    let mut file = tokio::fs::File::create(tmp).await?;
+    let mut hasher = sha2::Sha256::new();
+    let mut bytes = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| AppError::BadRequest(format!("upload interrupted: {e}")))?;
+        bytes += chunk.len() as u64;
+        if bytes > state.settings.max_model_bytes {
+            return Err(AppError::PayloadTooLarge(format!(
+                "upload exceeds the limit of {} bytes",
+                state.settings.max_model_bytes
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    file.sync_all().await?;
+    Ok((hex::encode(hasher.finalize()), bytes))
+}
+
+pub fn not_found() -> Response {
+    AppError::NotFound("no such route".into()).into_response()
+}

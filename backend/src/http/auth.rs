@@ -1,0 +1,105 @@
+//! Who is calling: the token a request carries and the [`Caller`]
+//! extractor that resolves a management token to its user and teams.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::control::store::UserRow;
+pub use crate::control::tokens::{hash_token, new_token, tokens_equal};
+use crate::http::error::AppError;
+use crate::http::state::AppState;
+use shared::api::{Me, Role, TeamRole};
+
+/// The token a request carries: `Authorization: Bearer T` (or a raw `T`, as
+/// the EAS SDK sends it), else `?token=T` (browsers cannot set headers on a
+/// WebSocket).
+pub fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    if let Some(v) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let v = v.trim();
+        let t = v.strip_prefix("Bearer ").unwrap_or(v).trim();
+        if !t.is_empty() {
+            return Some(t.to_string());
+        }
+    }
+    uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
+    })
+}
+
+/// A caller holding a valid management token: the token's user and the
+/// teams they belong to, read once per request.
+pub struct Caller {
+    pub user: UserRow,
+    pub teams: Vec<TeamRole>,
+}
+
+impl Caller {
+    /// The caller's role in `team`; site admins are admin of every team.
+    pub fn role_in(&self, team: &str) -> Option<Role> {
+        self.me().role_in(team)
+    }
+
+    pub fn me(&self) -> Me {
+        Me {
+            user: self.user.name.clone(),
+            site_admin: self.user.site_admin,
+            teams: self.teams.clone(),
+        }
+    }
+
+    /// Site admins only (users and teams are managed by them).
+    pub fn require_site_admin(&self, what: &str) -> Result<(), AppError> {
+        if self.user.site_admin {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!("{what} needs a site admin")))
+        }
+    }
+
+    /// Checks the caller's role in `team`. A caller outside the team gets
+    /// 404 (`not_found`), so names of other teams' things do not leak; a
+    /// member whose role is too low gets 403 naming the role needed.
+    pub fn require(
+        &self,
+        team: &str,
+        need: Role,
+        action: &str,
+        not_found: &str,
+    ) -> Result<Role, AppError> {
+        match self.role_in(team) {
+            None => Err(AppError::NotFound(not_found.to_string())),
+            Some(r) if r >= need => Ok(r),
+            Some(r) => Err(AppError::Forbidden(format!(
+                "{action} needs the {} role in team '{team}'; you are {}",
+                need.as_str(),
+                r.as_str()
+            ))),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(token) = request_token(&parts.headers, &parts.uri) else {
+            return Err(AppError::Unauthorized(
+                "missing API token: send `Authorization: Bearer <token>`".into(),
+            ));
+        };
+        let Some(user) = state.store.token_user(&hash_token(&token)).await? else {
+            return Err(AppError::Unauthorized(
+                "invalid or revoked API token".into(),
+            ));
+        };
+        let teams = state.store.teams_of(user.id).await?;
+        Ok(Caller { user, teams })
+    }
+}

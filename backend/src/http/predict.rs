@@ -1,0 +1,369 @@
+//! The prediction routes: `POST /api/predict/{name}` (EAS: the service token
+//! in `Authorization`, raw as the EAS SDK sends it or `Bearer`) and the
+//! KServe v2 routes under `/v2`. Here the token and the service are checked
+//! from the headers, then the body is read within its limits; the codecs in
+//! `serving::eas` and `serving::kserve` do the rest.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::http::auth::{request_token, tokens_equal};
+use crate::http::error::AppError;
+use crate::http::state::AppState;
+use crate::serving::instances::ServicePool;
+use crate::serving::kserve::{self, MODEL_VERSION};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/predict/{name}", post(predict))
+        // KServe v2 / Open Inference Protocol (JSON).
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    crate::control::metrics::render(),
+                )
+            }),
+        )
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(|| async { StatusCode::OK }))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/config", get(model_config))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/config",
+            get(model_config_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .layer(DefaultBodyLimit::max(256 << 20))
+}
+
+/// The serving pool of `name` for a caller holding its token.
+async fn authorized_pool(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Arc<ServicePool>, AppError> {
+    authorized_pool_headers(state, name, headers, uri).await
+}
+
+/// The pool of a service that is serving: 404 for no such service, 503
+/// for one that is not serving. Only headers have been read so far.
+async fn serving_pool(state: &AppState, name: &str) -> Result<Arc<ServicePool>, AppError> {
+    match state.instances.get(name) {
+        Some(pool) => Ok(pool),
+        None => match state.store.get_service(name).await? {
+            Some(s) => Err(AppError::Unavailable(format!(
+                "service '{name}' is {} and not serving",
+                s.status.as_str()
+            ))),
+            None => Err(AppError::NotFound(format!("no service named '{name}'"))),
+        },
+    }
+}
+
+/// The pool of `name` for a caller whose token (header or query) is the
+/// service's: checked before any byte of the body is read.
+async fn authorized_pool_headers(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Arc<ServicePool>, AppError> {
+    let pool = serving_pool(state, name).await?;
+    if !request_token(headers, uri).is_some_and(|t| tokens_equal(&t, &pool.token)) {
+        return Err(AppError::Unauthorized(format!(
+            "missing or wrong token for service '{name}': send the service token in the Authorization header"
+        )));
+    }
+    Ok(pool)
+}
+
+/// How long a client may take to send a prediction body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request body held in memory, with its share of the server's body
+/// budget (released when the request ends).
+struct HeldBody {
+    bytes: Bytes,
+    _budget: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Reads a prediction body once the service and (unless the request is
+/// signed, which needs the body) the token are known good: at most the
+/// service's body limit (413 past it, before reading when Content-Length
+/// says so), within the server's budget of bodies in flight (503 when it is
+/// spent), within [`BODY_TIMEOUT`] (408).
+async fn read_body(
+    state: &AppState,
+    pool: &ServicePool,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<HeldBody, AppError> {
+    let limit = pool.max_body_bytes();
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        AppError::PayloadTooLarge(format!(
+            "service '{}' accepts request bodies of at most {limit} bytes (from its inputs and batch size)",
+            pool.name
+        ))
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let want = declared.map_or(limit, |n| n as usize);
+    let budget = state
+        .body_budget
+        .clone()
+        .try_acquire_many_owned(crate::http::state::budget_units(want))
+        .map_err(|_| {
+            AppError::Unavailable(
+                "the server is receiving as many prediction bodies as it holds at once; retry shortly"
+                    .into(),
+            )
+        })?;
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            AppError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                too_large()
+            } else {
+                AppError::BadRequest(format!("reading the request body: {e}"))
+            }
+        })?;
+    Ok(HeldBody {
+        bytes,
+        _budget: budget,
+    })
+}
+
+fn check_version(name: &str, version: &str) -> Result<(), AppError> {
+    if version == MODEL_VERSION {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(format!(
+            "model '{name}' has no version '{version}'; it serves version {MODEL_VERSION}"
+        )))
+    }
+}
+
+async fn server_metadata() -> Json<serde_json::Value> {
+    Json(
+        serde_json::json!({ "name": "whetstone", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data", "model_configuration"] }),
+    )
+}
+
+async fn model_metadata(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+    let spec = |t: &shared::api::TensorSpec| serde_json::json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape });
+    Ok(Json(serde_json::json!({
+        "name": name,
+        "versions": [MODEL_VERSION],
+        "platform": "onnxruntime_onnx",
+        "inputs": pool.signature.inputs.iter().map(spec).collect::<Vec<_>>(),
+        "outputs": pool.signature.outputs.iter().map(spec).collect::<Vec<_>>(),
+    })))
+}
+
+async fn model_metadata_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, AppError> {
+    check_version(&name, &version)?;
+    model_metadata(state, Path(name), headers, uri).await
+}
+
+/// 200 when the model serves, 400 when it exists but does not (as Triton answers).
+async fn model_ready(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, AppError> {
+    match authorized_pool(&state, &name, &headers, &uri).await {
+        Ok(_) => Ok(Json(serde_json::json!({ "name": name, "ready": true })).into_response()),
+        Err(AppError::Unavailable(_)) => Ok((
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "name": name, "ready": false })),
+        )
+            .into_response()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn model_ready_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, AppError> {
+    check_version(&name, &version)?;
+    model_ready(state, Path(name), headers, uri).await
+}
+
+/// Triton's model configuration extension; perf_analyzer reads it first.
+async fn model_config(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+    Ok(Json(crate::serving::kserve::binary::model_config(
+        &name,
+        &pool.signature,
+    )))
+}
+
+async fn model_config_version(
+    state: State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, AppError> {
+    check_version(&name, &version)?;
+    model_config(state, Path(name), headers, uri).await
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, AppError> {
+    observed(&name, "kserve", async {
+        let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+        let body = read_body(&state, &pool, &headers, body).await?;
+        Ok(kserve::infer(pool, &name, &headers, &body.bytes).await?)
+    })
+    .await
+}
+
+async fn infer_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, AppError> {
+    observed(&name, "kserve", async {
+        check_version(&name, &version)?;
+        let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+        let body = read_body(&state, &pool, &headers, body).await?;
+        Ok(kserve::infer(pool, &name, &headers, &body.bytes).await?)
+    })
+    .await
+}
+
+/// EAS: KServe v2 JSON (what a `StringRequest` carries here) goes to `run`;
+/// the SDK's TFRequest/TorchRequest protobuf bodies to `eas`.
+async fn predict(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, AppError> {
+    observed(&name, "eas", async {
+        // A signed request (the EAS SDK) binds its body: the signature can
+        // only be checked once the body is read; every other request's
+        // token is checked first.
+        let signed = crate::serving::eas::signing::is_signed(&headers);
+        let pool = if signed {
+            serving_pool(&state, &name).await?
+        } else {
+            authorized_pool_headers(&state, &name, &headers, &uri).await?
+        };
+        if signed && !headers.contains_key(axum::http::header::CONTENT_LENGTH) {
+            // Its body is read before its signature can be checked: it must
+            // say how long it is, so a trickled body cannot hold a budget
+            // it never fills.
+            return Err(AppError::BadRequest(
+                "a request signed with 'Authorization: EAS …' must carry Content-Length".into(),
+            ));
+        }
+        let held = read_body(&state, &pool, &headers, body).await?;
+        let body = &held.bytes;
+        if signed {
+            crate::serving::eas::signing::verify(
+                &headers,
+                &name,
+                body,
+                &pool.token,
+                SystemTime::now(),
+            )?;
+        }
+        if crate::serving::eas::is_json_body(&headers, body) {
+            Ok(kserve::json::infer(pool, &name, None, kserve::utf8(body)?).await?)
+        } else {
+            Ok(crate::serving::eas::predict_protobuf(pool, body).await?)
+        }
+    })
+    .await
+}
+
+/// Times a prediction and records it, labelled by service and protocol.
+/// Requests for unknown services are labelled "-" so junk URLs cannot grow
+/// the label set.
+async fn observed(
+    name: &str,
+    protocol: &str,
+    f: impl std::future::Future<Output = Result<(Response, Duration), AppError>>,
+) -> Result<Response, AppError> {
+    let t0 = Instant::now();
+    let (r, queued) = crate::serving::execute::with_queue_time(f).await;
+    let (code, engine, label) = match &r {
+        Ok((resp, engine)) => (resp.status().as_u16(), Some(*engine), name),
+        Err(e @ AppError::NotFound(_)) => (e.status().as_u16(), None, "-"),
+        Err(e) => (e.status().as_u16(), None, name),
+    };
+    crate::control::metrics::observe_request(label, protocol, code, t0.elapsed(), engine, queued);
+    if label != "-" {
+        crate::control::recent::record(label, t0.elapsed());
+    }
+    r.map(|(resp, _)| resp)
+}

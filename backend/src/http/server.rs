@@ -1,0 +1,253 @@
+//! `whet serve`: opens the data folder, the store, recovers interrupted
+//! deploys, starts the workers, and serves the API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::sync::Notify;
+
+use crate::control::logbus::LogBus;
+use crate::control::resources::{parse_groups, ResourceGroup, Resources};
+use crate::control::tokens::{hash_token, new_token};
+use crate::control::{Settings, Store};
+use crate::http::error::AppError;
+use crate::http::state::AppState;
+use crate::serving::instances::Instances;
+use shared::api::ADMIN_TOKEN_FILE;
+
+/// `whet serve`: where it listens, where its data lives, and the limits of
+/// what it runs.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Data folder: database, uploads, artifacts, admin token.
+    #[arg(long, env = "WHET_DATA")]
+    pub data: Option<std::path::PathBuf>,
+    /// Deploy jobs run at once.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// A folder that `file://` model paths may point into (repeatable).
+    #[arg(long = "model-root")]
+    pub model_roots: Vec<std::path::PathBuf>,
+    /// Largest model upload or unpacked archive, in MiB.
+    #[arg(long, default_value_t = 8192)]
+    pub max_model_mib: u64,
+    /// The web console bundle folder (default: `<exe_dir>/../console`, i.e.
+    /// `target/console` next to `target/release/whet`).
+    #[arg(long)]
+    pub console: Option<std::path::PathBuf>,
+    /// A resource group service configs may name in `resource`:
+    /// `NAME=cpu` or `NAME=gpu:MODEL[:COUNT]`, e.g. `T4_8CORE=gpu:T4:1`
+    /// (repeatable; default: one CPU group `default`).
+    #[arg(
+        long = "resource-group",
+        env = "WHET_RESOURCE_GROUPS",
+        value_delimiter = ','
+    )]
+    pub resource_groups: Vec<String>,
+    /// Memory ceiling of an optimizer or inspection child process when
+    /// the service config sets no `metadata.memory` (MB), 0 for none.
+    #[arg(long, default_value_t = 16384)]
+    pub child_memory_mb: u64,
+    /// Wall-clock limit of one optimizer run, e.g. `1h`, `90m`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub optimize_timeout: std::time::Duration,
+}
+
+/// `whet serve` with its command-line arguments: runs until the process is
+/// stopped; an error is a message for the user.
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let groups = parse_groups(&args.resource_groups)?;
+    let whet_exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the whet executable: {e}"))?;
+    let data = args.data.unwrap_or_else(|| {
+        shared::api::default_data_dir(
+            std::env::var_os("XDG_DATA_HOME").map(Into::into),
+            std::env::var_os("HOME").map(Into::into),
+        )
+    });
+    let settings = Settings {
+        cpu_workers: args.workers,
+        model_roots: args.model_roots,
+        max_model_bytes: args.max_model_mib << 20,
+        runner_account: crate::sandbox::runner_account(),
+        child_memory_mib: args.child_memory_mb,
+        optimize_timeout: args.optimize_timeout,
+        ..Settings::new(data, whet_exe)
+    };
+    let console = args
+        .console
+        .or_else(crate::http::console::default_dir)
+        .unwrap_or_else(|| std::path::PathBuf::from("console"));
+    serve(settings, groups, args.addr, console)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Opens (or initializes) the data folder and builds the state. On first
+/// start an admin token is created; only its hash is stored, the token itself
+/// goes to `DATA/admin-token` with mode 0600.
+pub async fn open(settings: Settings) -> Result<AppState, AppError> {
+    open_with(settings, Resources::cpu_default()).await
+}
+
+/// [`open`] with the server's resource groups (and the GPUs found for them).
+pub async fn open_with(settings: Settings, resources: Resources) -> Result<AppState, AppError> {
+    for dir in [
+        settings.data_dir.clone(),
+        settings.uploads_dir(),
+        settings.models_dir(),
+        settings.artifacts_dir(),
+    ] {
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| AppError::Internal(format!("{}: {e}", dir.display())))?;
+    }
+    let store = Store::open(&settings.data_dir.join("whetstone.db")).await?;
+    if store.token_count().await? == 0 {
+        let token = new_token("whet_");
+        write_secret(&settings.data_dir.join(ADMIN_TOKEN_FILE), &token)?;
+        // The first admin: the site admin `admin` created by the migrations.
+        let admin = store
+            .user("admin")
+            .await?
+            .ok_or_else(|| AppError::Internal("the store has no user 'admin'".into()))?;
+        store
+            .insert_token(admin.id, "admin", &hash_token(&token))
+            .await?;
+        tracing::info!(
+            "created the admin API token in {}",
+            settings.data_dir.join(ADMIN_TOKEN_FILE).display()
+        );
+    }
+    let logs = LogBus::new(store.clone());
+    Ok(AppState {
+        settings: Arc::new(settings),
+        store,
+        logs,
+        instances: Instances::default(),
+        jobs_ready: Arc::new(Notify::new()),
+        resources: Arc::new(resources),
+        cancels: Default::default(),
+        builds: Default::default(),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(
+            crate::http::state::BODY_BUDGET_BYTES / crate::http::state::BUDGET_UNIT,
+        )),
+    })
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), AppError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| AppError::Internal(format!("{}: {e}", path.display())))?;
+    f.write_all(secret.as_bytes())?;
+    Ok(())
+}
+
+pub fn router(state: AppState) -> Router {
+    router_with_console(state, None)
+}
+
+/// The API, and the web console from `console` (a bundle folder) for every
+/// path the API does not match; without one, unmatched paths are JSON 404s.
+pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>) -> Router {
+    let app = Router::new()
+        .merge(crate::http::api::routes())
+        .merge(crate::http::accounts::routes())
+        .merge(crate::http::shares::routes())
+        .merge(crate::http::resources::routes())
+        .merge(crate::http::predict::routes())
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let app = match console {
+        Some(dir) => app.fallback_service(crate::http::console::router(dir)),
+        None => app.fallback(|| async { crate::http::api::not_found() }),
+    };
+    app.layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Runs the server until the process is stopped.
+pub async fn serve(
+    settings: Settings,
+    groups: Vec<ResourceGroup>,
+    addr: SocketAddr,
+    console: std::path::PathBuf,
+) -> Result<(), AppError> {
+    // Fail early and clearly when the engine library is missing.
+    if let Err(e) = optimizer::runtime::environment() {
+        return Err(AppError::Unavailable(e.to_string()));
+    }
+    let resources = Resources::new(groups, crate::control::gpu::discover_and_log());
+    resources.log_groups();
+    let state = open_with(settings, resources).await?;
+    let deployer = state.deployer();
+    crate::deploy::recover(&deployer).await?;
+    crate::deploy::spawn_workers(&deployer);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AppError::Internal(format!("binding {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    // Printed on stdout so scripts (and tests) can find a port-0 server; a
+    // closed stdout must not take the server down, so the result is ignored.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
+            "whet serving on http://{local} (data: {})",
+            state.settings.data_dir.display()
+        );
+        let _ = out.flush();
+    }
+    if !console.join("index.html").is_file() {
+        tracing::warn!(
+            "web console not built in {} (cargo run --release -p xtask -- build-console --release)",
+            console.display()
+        );
+    }
+    serve_http1(listener, router_with_console(state, Some(console))).await
+}
+
+/// How long a client may take to send a request's headers. A connection
+/// that trickles them (or idles between keep-alive requests) is closed;
+/// bodies have their own limit where they are read (`predict.rs`).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// HTTP/1.1 with upgrades (WebSockets), as `axum::serve` does, plus the
+/// header read timeout that `axum::serve` does not set.
+async fn serve_http1(listener: tokio::net::TcpListener, app: Router) -> Result<(), AppError> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,59 @@
+//! The state every HTTP handler shares: the control plane's parts, the
+//! running services and the deploy machinery.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::control::logbus::LogBus;
+use crate::control::resources::Resources;
+use crate::control::{Settings, Store};
+use crate::deploy::{BuildLocks, Cancels, Deployer};
+use crate::serving::instances::Instances;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub logs: LogBus,
+    pub instances: Instances,
+    /// Wakes idle workers when a job is queued.
+    pub jobs_ready: Arc<Notify>,
+    /// The configured resource groups and the GPUs discovered at start.
+    pub resources: Arc<Resources>,
+    /// The running deploy of each service, to cancel it (stop, modify, delete).
+    pub cancels: Cancels,
+    /// One lock per artifact key: two deploys of one key build it once.
+    pub builds: BuildLocks,
+    /// Prediction bodies held in memory at once, in [`BUDGET_UNIT`]s: a
+    /// flood of large requests is refused (503) instead of growing the
+    /// server without bound.
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// What the deploy worker needs of the server: handles to the same
+    /// parts (each a cheap clone).
+    pub fn deployer(&self) -> Deployer {
+        Deployer {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            logs: self.logs.clone(),
+            instances: self.instances.clone(),
+            jobs_ready: self.jobs_ready.clone(),
+            resources: self.resources.clone(),
+            cancels: self.cancels.clone(),
+            builds: self.builds.clone(),
+        }
+    }
+}
+
+/// The unit of [`AppState::body_budget`].
+pub const BUDGET_UNIT: usize = 1 << 20;
+/// Bytes of prediction bodies the server holds at once.
+pub const BODY_BUDGET_BYTES: usize = 1 << 30;
+
+/// Budget units for a body of `bytes`.
+pub fn budget_units(bytes: usize) -> u32 {
+    bytes.div_ceil(BUDGET_UNIT).max(1).min(u32::MAX as usize) as u32
+}

@@ -1,0 +1,491 @@
+//! Serving instances: each running service holds `metadata.instance` engine
+//! sessions built from its artifact, behind one request queue whose workers
+//! spread requests across them and batch them when the config asks
+//! (`batcher.rs`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use optimizer::artifact::ArtifactMeta;
+use optimizer::engine::{check_inputs, ExecutionProvider, SessionSettings};
+
+use crate::control::Settings;
+use crate::sandbox::Limits;
+use crate::serving::supervisor::{Launch, Runner, RunnerHandle};
+use runner::serve::RunnerSpec;
+
+use crate::serving::batcher::DynEngine;
+use optimizer::tensor::Tensor;
+use optimizer::OptimizerError;
+use shared::api::ModelSignature;
+use shared::config::Rpc;
+
+use crate::serving::batcher::{BatchError, BatchOptions, Batcher, Done};
+use crate::serving::ServingError;
+
+pub struct ServicePool {
+    pub name: String,
+    pub token: String,
+    pub signature: ModelSignature,
+    /// What requests are checked against: the signature the engines report.
+    engine_signature: ModelSignature,
+    instances: usize,
+    batcher: Batcher,
+    /// Inputs the artifact was specialized for, with their only allowed value.
+    fixed: std::collections::BTreeMap<String, f64>,
+    /// The supervised runner of each instance (empty for a pool over
+    /// in-process engines, which only tests build).
+    runners: Vec<RunnerHandle>,
+}
+
+impl ServicePool {
+    /// Starts `count` runner processes on the artifact in `dir` for
+    /// service `name`, queued and batched as `rpc` says. Threads are split
+    /// so instances do not fight for cores. `serve_on` is the CUDA device
+    /// of the worker that serves a GPU artifact: the artifact is keyed by
+    /// GPU model, not by device, so one built on `cuda:0` may be served on
+    /// `cuda:1`. Blocks until every runner has loaded its engine.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        settings: &Settings,
+        dir: &Path,
+        name: &str,
+        count: u32,
+        token: String,
+        rpc: Option<&Rpc>,
+        serve_on: Option<ExecutionProvider>,
+        memory_mb: Option<u64>,
+    ) -> Result<ServicePool, String> {
+        if !dir.join(optimizer::artifact::SEAL_FILE).is_file() {
+            // Recorded before artifacts were sealed (it was complete then):
+            // seal it now, so that runners can verify it.
+            optimizer::artifact::seal(dir)
+                .map_err(|e| format!("sealing {}: {e}", dir.display()))?;
+        }
+        let meta = ArtifactMeta::read(dir).map_err(|e| e.to_string())?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let threads = (cores / count.max(1) as usize).max(1);
+        // The thread count the optimizer measured best, capped by this
+        // instance's share of the cores.
+        let session = SessionSettings {
+            intra_threads: threads.min(meta.session.intra_threads.max(1)),
+            provider: serving_provider(meta.session.provider, serve_on)?,
+            ..meta.session.clone()
+        };
+        if settings.runner_account.is_some() {
+            // Runners switch to their own account: the artifact must be
+            // readable by it (the folders above it stay closed).
+            crate::sandbox::make_readable(dir)
+                .map_err(|e| format!("making {} readable: {e}", dir.display()))?;
+        }
+        // The runner adds the system's libraries and CPU files itself.
+        let mut read: Vec<PathBuf> = vec![PathBuf::from(".")];
+        let mut read_write = Vec::new();
+        if matches!(session.provider, ExecutionProvider::Cuda { .. }) {
+            // CUDA reads its libraries lazily and talks to the driver
+            // through /dev/nvidia*.
+            read.extend(["/usr", "/lib", "/lib64", "/etc", "/proc", "/sys"].map(PathBuf::from));
+            read.extend(
+                optimizer::runtime::library_candidates()
+                    .into_iter()
+                    .filter_map(|p| p.parent().map(Path::to_path_buf)),
+            );
+            if let Some(lib) = std::env::var_os("LD_LIBRARY_PATH") {
+                read.extend(std::env::split_paths(&lib));
+            }
+            read_write.push(PathBuf::from("/dev"));
+        }
+        let (exe, args) =
+            crate::serving::supervisor::runner_program(&settings.whet_exe, meta.engine);
+        let launch = |i: usize| Launch {
+            exe: exe.clone(),
+            args: args.clone(),
+            artifact: dir.to_path_buf(),
+            spec: RunnerSpec {
+                settings: session.clone(),
+                confinement: crate::sandbox::Confinement {
+                    account: settings.runner_account,
+                    read: read.clone(),
+                    read_write: read_write.clone(),
+                },
+            },
+            limits: Limits {
+                memory_bytes: memory_mb.map(|m| m << 20),
+                oom_score_adj: 500,
+            },
+            label: format!("{name}/{i}"),
+        };
+        // Start every instance at once: loading is the slow part.
+        let started: Vec<Result<Runner, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..count.max(1) as usize)
+                .map(|i| {
+                    let l = launch(i);
+                    scope.spawn(move || Runner::start(l))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("the runner start panicked".into()))
+                })
+                .collect()
+        });
+        let mut engines: Vec<DynEngine> = Vec::with_capacity(started.len());
+        let mut runners = Vec::with_capacity(started.len());
+        for r in started {
+            // One failure fails the pool; the runners already started are
+            // dropped (killed) with `engines`.
+            let r = r?;
+            runners.push(r.handle());
+            engines.push(Box::new(r));
+        }
+        let mut pool = ServicePool::from_engines(
+            name,
+            engines,
+            meta.signature,
+            meta.fixed_inputs,
+            token,
+            BatchOptions::from_rpc(rpc),
+        )?;
+        pool.runners = runners;
+        Ok(pool)
+    }
+
+    /// The largest request body this service accepts (413 above it).
+    pub fn max_body_bytes(&self) -> usize {
+        body_limit(&self.engine_signature, self.batcher.options())
+    }
+
+    /// Each instance's runner process, for the service's status.
+    pub fn runner_states(&self) -> Vec<shared::api::RunnerState> {
+        self.runners
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.state(i))
+            .collect()
+    }
+
+    /// The runner processes (tests kill them for real).
+    pub fn runners(&self) -> &[RunnerHandle] {
+        &self.runners
+    }
+
+    /// A pool over engines already built (at least one).
+    pub fn from_engines(
+        name: &str,
+        engines: Vec<DynEngine>,
+        signature: ModelSignature,
+        fixed: std::collections::BTreeMap<String, f64>,
+        token: String,
+        opts: BatchOptions,
+    ) -> Result<ServicePool, String> {
+        let Some(first) = engines.first() else {
+            return Err("a service needs at least one instance".into());
+        };
+        let engine_signature = first.signature().clone();
+        let instances = engines.len();
+        let batcher = Batcher::start(name, engines, &engine_signature, opts)?;
+        Ok(ServicePool {
+            name: name.to_string(),
+            token,
+            signature,
+            engine_signature,
+            instances,
+            batcher,
+            fixed,
+            runners: Vec::new(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.instances
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instances == 0
+    }
+
+    pub fn batcher(&self) -> &Batcher {
+        &self.batcher
+    }
+
+    /// A deploy-log line when the config asks for dynamic batching: its
+    /// settings, or why this model cannot be batched.
+    pub fn batching_note(&self) -> Option<String> {
+        let o = self.batcher.options();
+        if !o.batching {
+            return None;
+        }
+        if self.batcher.merges() {
+            return Some(format!(
+                "[OK] Dynamic batching: up to {} rows per engine call, {} ms to fill a batch, {} queued requests per instance",
+                o.max_batch_size,
+                o.max_batch_timeout.as_millis(),
+                o.max_queue_size
+            ));
+        }
+        let sig = &self.engine_signature;
+        let fixed = sig
+            .inputs
+            .iter()
+            .chain(&sig.outputs)
+            .find(|t| t.shape.first().is_none_or(|&d| d >= 0));
+        let what = fixed
+            .map(|t| {
+                format!(
+                    "'{}' has shape {}",
+                    t.name,
+                    optimizer::engine::fmt_dims(&t.shape)
+                )
+            })
+            .unwrap_or_else(|| "the model has no inputs".into());
+        Some(format!(
+            "[OK] Dynamic batching is off for this model: {what}, with no dynamic dimension 0 to stack requests on, so requests run one by one. A single input_shapes group specializes the graph to that batch size; declare each batch size served (e.g. 1 and 16) to keep it dynamic"
+        ))
+    }
+
+    /// Refuses, before queueing, what the engine would refuse (names,
+    /// datatypes, shapes) and any value other than the one a fixed input
+    /// was specialized for.
+    pub fn check(&self, inputs: &[(String, Tensor)]) -> Result<(), OptimizerError> {
+        for (name, t) in inputs {
+            if let Some(&want) = self.fixed.get(name) {
+                if let Some(got) = t.data.to_f64().into_iter().find(|v| *v != want) {
+                    return Err(OptimizerError::BadInput {
+                        name: name.clone(),
+                        reason: format!("this service was optimized for {name} = {want} (fixed by input_ranges); got {got}"),
+                    });
+                }
+            }
+        }
+        check_inputs(&self.engine_signature, inputs).map(|_| ())
+    }
+
+    /// Checks `inputs`, queues them and waits for their outputs.
+    pub async fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Done, BatchError> {
+        self.check(&inputs).map_err(BatchError::Engine)?;
+        self.batcher.submit(inputs).await
+    }
+}
+
+impl Drop for ServicePool {
+    /// The last reference is gone (stop, delete, or a replaced pool whose
+    /// last request has finished): the runners are killed now, even one
+    /// stuck in a call, so a hung model never outlives its service.
+    fn drop(&mut self) {
+        for r in &self.runners {
+            r.stop();
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Instances {
+    pools: Arc<RwLock<HashMap<String, Arc<ServicePool>>>>,
+}
+
+impl Instances {
+    pub fn get(&self, name: &str) -> Option<Arc<ServicePool>> {
+        self.pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Swaps in a new pool; requests in flight on the old one finish on it.
+    pub fn put(&self, name: &str, pool: ServicePool) {
+        let n = pool.len();
+        let old = self
+            .pools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::new(pool));
+        crate::control::metrics::set_instances(name, n);
+        // The old pool's workers stop once its last request has finished
+        // and this (or that request's) reference is gone.
+        drop(old);
+    }
+
+    pub fn remove(&self, name: &str) -> bool {
+        crate::control::metrics::set_instances(name, 0);
+        self.pools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .is_some()
+    }
+}
+
+/// Where an artifact built for `stored` is served: a GPU artifact on the
+/// serving worker's device (`serve_on`), a CPU artifact on the CPU. A GPU
+/// artifact with no device to serve it on is an error, never a CPU session.
+fn serving_provider(
+    stored: ExecutionProvider,
+    serve_on: Option<ExecutionProvider>,
+) -> Result<ExecutionProvider, String> {
+    match (stored, serve_on) {
+        (ExecutionProvider::Cpu, _) => Ok(ExecutionProvider::Cpu),
+        (ExecutionProvider::Cuda { .. }, Some(d @ ExecutionProvider::Cuda { .. })) => Ok(d),
+        (ExecutionProvider::Cuda { device_id }, _) => Err(format!(
+            "the artifact was built for a GPU (cuda:{device_id}) and no GPU of its resource group is available to serve it"
+        )),
+    }
+}
+
+/// The body limit of a service: its inputs at up to 1024 rows (or
+/// `max_batch_size`, if larger), at the size of their JSON form (up to 24
+/// bytes a number), doubled for field names and spacing; at least 1 MiB,
+/// and the server's ceiling of 256 MiB for inputs with a dynamic dimension
+/// other than the batch (a sequence length, an image size).
+pub fn body_limit(sig: &ModelSignature, opts: &BatchOptions) -> usize {
+    const FLOOR: usize = 1 << 20;
+    const CEILING: usize = 256 << 20;
+    const PER_ELEMENT: usize = 24;
+    let rows = opts.max_batch_size.max(1024);
+    let mut total = 0usize;
+    for t in &sig.inputs {
+        let mut n = 1usize;
+        for (i, &d) in t.shape.iter().enumerate() {
+            n = match (usize::try_from(d), i) {
+                (Ok(d), _) => n.saturating_mul(d),
+                (Err(_), 0) => n.saturating_mul(rows),
+                (Err(_), _) => return CEILING,
+            };
+        }
+        total = total.saturating_add(n.saturating_mul(PER_ELEMENT));
+    }
+    total.saturating_mul(2).clamp(FLOOR, CEILING)
+}
+
+/// Starts a pool's runners off the async runtime (it waits for them).
+#[allow(clippy::too_many_arguments)]
+pub async fn load_pool(
+    settings: &Arc<Settings>,
+    dir: &Path,
+    name: &str,
+    count: u32,
+    token: String,
+    rpc: Option<Rpc>,
+    serve_on: Option<ExecutionProvider>,
+    memory_mb: Option<u64>,
+) -> Result<ServicePool, ServingError> {
+    let (settings, dir, name) = (settings.clone(), dir.to_path_buf(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        ServicePool::load(
+            &settings,
+            &dir,
+            &name,
+            count,
+            token,
+            rpc.as_ref(),
+            serve_on,
+            memory_mb,
+        )
+    })
+    .await
+    .map_err(|e| ServingError::Internal(e.to_string()))?
+    .map_err(ServingError::Internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use optimizer::engine::{Engine, GraphLevel};
+    use optimizer::tensor::TensorData;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    fn pool(batching: bool) -> ServicePool {
+        let engine = Engine::from_bytes(
+            &optimizer::onnx_build::mlp(4, 8, 2),
+            &SessionSettings::new(GraphLevel::All, 1),
+        )
+        .expect("engine");
+        let sig = engine.signature().clone();
+        let opts = BatchOptions {
+            batching,
+            max_batch_size: 8,
+            // Long enough that the requests below are still waiting for
+            // their batch when the pool is replaced.
+            max_batch_timeout: Duration::from_millis(300),
+            max_queue_size: 8,
+        };
+        ServicePool::from_engines(
+            "svc",
+            vec![Box::new(engine)],
+            sig,
+            Default::default(),
+            "t".into(),
+            opts,
+        )
+        .expect("pool")
+    }
+
+    fn x(v: f32) -> Vec<(String, Tensor)> {
+        vec![(
+            "x".to_string(),
+            Tensor::new(vec![1, 4], TensorData::F32(vec![v; 4])).expect("tensor"),
+        )]
+    }
+
+    #[test]
+    fn a_gpu_artifact_serves_on_the_workers_device_and_never_on_the_cpu() {
+        let cuda = |device_id| ExecutionProvider::Cuda { device_id };
+        // Built on cuda:0, served by the worker of cuda:1.
+        assert_eq!(serving_provider(cuda(0), Some(cuda(1))), Ok(cuda(1)));
+        assert_eq!(serving_provider(cuda(1), Some(cuda(1))), Ok(cuda(1)));
+        // A CPU artifact stays on the CPU whoever serves it.
+        assert_eq!(
+            serving_provider(ExecutionProvider::Cpu, Some(cuda(0))),
+            Ok(ExecutionProvider::Cpu)
+        );
+        assert_eq!(
+            serving_provider(ExecutionProvider::Cpu, None),
+            Ok(ExecutionProvider::Cpu)
+        );
+        for none in [None, Some(ExecutionProvider::Cpu)] {
+            let e = serving_provider(cuda(0), none).expect_err("no GPU: refused");
+            assert!(e.contains("cuda:0") && e.contains("GPU"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_finish_on_a_replaced_pool_whose_workers_then_stop() {
+        let instances = Instances::default();
+        instances.put("svc", pool(true));
+        let old = instances.get("svc").expect("pool");
+        let live = old.batcher().live_workers();
+        let mut pending = Vec::new();
+        for i in 0..3 {
+            let p = old.clone();
+            pending.push(tokio::spawn(async move { p.run(x(i as f32)).await }));
+        }
+        drop(old);
+        // Scale or modify: a new pool takes the name while those wait.
+        instances.put("svc", pool(false));
+        for p in pending {
+            let done = p.await.expect("task").expect("answered by the old pool");
+            assert_eq!(done.outputs[0].1.shape, vec![1, 2]);
+        }
+        // The last reference went with the last request: the old workers exit.
+        for _ in 0..1000 {
+            if live.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            0,
+            "the old pool's workers still run"
+        );
+        let new = instances.get("svc").expect("new pool");
+        assert!(new.run(x(1.0)).await.is_ok());
+        assert_eq!(new.batcher().live_workers().load(Ordering::SeqCst), 1);
+    }
+}
