@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use optimizer::tensor::{DType, Tensor, TensorData};
+use optimizer::tensor::{DType, Tensor};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use shared::api::{InferTensor, ModelSignature};
@@ -295,64 +295,21 @@ pub fn from_raw(
             .ok_or_else(|| bad(format!("{what}: shape {shape:?} is too large")))?;
         dims.push(d);
     }
-    let width = element_size(dtype);
+    let width = dtype.size();
     if n.checked_mul(width) != Some(raw.len()) {
         return Err(bad(format!(
             "{what}: shape {shape:?} of {datatype} needs {n} × {width} bytes, binary_data_size is {}",
             raw.len()
         )));
     }
-    macro_rules! le {
-        ($t:ty, $variant:ident) => {
-            TensorData::$variant(
-                raw.chunks_exact(std::mem::size_of::<$t>())
-                    .map(|c| {
-                        let mut b = [0u8; std::mem::size_of::<$t>()];
-                        b.copy_from_slice(c);
-                        <$t>::from_le_bytes(b)
-                    })
-                    .collect(),
-            )
-        };
-    }
-    let data = match dtype {
-        DType::F32 => le!(f32, F32),
-        DType::F64 => le!(f64, F64),
-        DType::I64 => le!(i64, I64),
-        DType::I32 => le!(i32, I32),
-        DType::I8 => le!(i8, I8),
-        DType::U8 => TensorData::U8(raw.to_vec()),
-        DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-    };
-    Tensor::new(dims, data).map_err(|e| bad(format!("{what}: {e}")))
-}
-
-fn element_size(d: DType) -> usize {
-    match d {
-        DType::F32 | DType::I32 => 4,
-        DType::F64 | DType::I64 => 8,
-        DType::I8 | DType::U8 | DType::Bool => 1,
-    }
+    Tensor::from_le_bytes(dtype, dims, raw).map_err(|e| bad(format!("{what}: {e}")))
 }
 
 /// A tensor's elements as raw little-endian bytes (BOOL as one 0/1 byte).
 pub fn to_raw(t: &Tensor) -> Vec<u8> {
-    fn le<T: Copy, const N: usize>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(v.len() * N);
-        for &x in v {
-            out.extend_from_slice(&f(x));
-        }
-        out
-    }
-    match &t.data {
-        TensorData::F32(v) => le(v, f32::to_le_bytes),
-        TensorData::F64(v) => le(v, f64::to_le_bytes),
-        TensorData::I64(v) => le(v, i64::to_le_bytes),
-        TensorData::I32(v) => le(v, i32::to_le_bytes),
-        TensorData::I8(v) => le(v, i8::to_le_bytes),
-        TensorData::U8(v) => v.clone(),
-        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-    }
+    let mut out = Vec::new();
+    t.data.write_le(&mut out);
+    out
 }
 
 /// The answer: JSON alone when no output is raw, else the JSON header

@@ -1,5 +1,6 @@
 use super::*;
 use crate::serving::kserve::json::check_requested_outputs;
+use optimizer::tensor::TensorData;
 use shared::api::TensorSpec;
 use std::io::Write;
 
@@ -183,7 +184,7 @@ fn raw_bytes_round_trip_every_datatype() {
     for data in cases {
         let t = Tensor::new(vec![1, 3], data).unwrap();
         let raw = to_raw(&t);
-        assert_eq!(raw.len(), 3 * element_size(t.dtype()));
+        assert_eq!(raw.len(), 3 * t.dtype().size());
         let back = from_raw("t", t.dtype().kserve_name(), &[1, 3], &raw).unwrap();
         assert_eq!(back, t);
     }
