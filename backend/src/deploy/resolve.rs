@@ -108,18 +108,21 @@ pub fn unpack(archive: &Path, dest: &Path, max_bytes: u64) -> Result<(), String>
 }
 
 fn unpack_with(archive: &Path, dest: &Path, limits: &Limits) -> Result<(), String> {
-    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    // A folder of this unpack's own: two unpacks of one archive at once
+    // (two uploads of the same model) must not share one.
+    let tmp = dest.with_extension(format!(
+        "tmp-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-    let result = unpack_into(archive, &tmp, limits);
-    match result {
-        Ok(()) => std::fs::rename(&tmp, dest)
-            .map_err(|e| format!("moving unpacked model into place: {e}")),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
+    let result = unpack_into(archive, &tmp, limits).and_then(|()| {
+        std::fs::rename(&tmp, dest).map_err(|e| format!("moving unpacked model into place: {e}"))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
+    result
 }
 
 /// Counts what a tar stream yields and fails once it passes either bound,
@@ -652,8 +655,13 @@ pub fn unpacked_dir(settings: &Settings, archive: &Path, sha256: &str) -> Result
         return Ok(dest);
     }
     std::fs::create_dir_all(settings.models_dir()).map_err(|e| e.to_string())?;
-    unpack(archive, &dest, settings.max_model_bytes)?;
-    Ok(dest)
+    match unpack(archive, &dest, settings.max_model_bytes) {
+        Ok(()) => Ok(dest),
+        // Another upload of the same bytes finished first: its folder holds
+        // what this one would have (the name is the archive's SHA-256).
+        Err(_) if dest.is_dir() => Ok(dest),
+        Err(e) => Err(e),
+    }
 }
 
 fn invalid(path: &str, msg: impl Into<String>) -> DeployError {
@@ -1030,6 +1038,30 @@ mod tests {
             0,
             "temporary folder left behind"
         );
+    }
+
+    #[test]
+    fn one_archive_unpacked_twice_at_once_gives_one_folder() {
+        let z = zip_with(&["a/model.onnx", "b.npz"]);
+        let root = tempfile::tempdir().unwrap();
+        let settings = Settings::new(root.path().to_path_buf(), PathBuf::from("whet"));
+        let sha = "ab".repeat(32);
+        let dirs: Vec<Result<PathBuf, String>> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| unpacked_dir(&settings, z.path(), &sha)))
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for d in dirs {
+            let d = d.expect("every concurrent unpack succeeds");
+            assert_eq!(std::fs::read(d.join("a/model.onnx")).unwrap(), b"hello");
+        }
+        // Only the folder itself is left: no temporary one beside it.
+        let names: Vec<_> = std::fs::read_dir(settings.models_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(&sha)]);
     }
 
     #[test]
