@@ -48,20 +48,6 @@ fn all_running(server: &Server, n: usize) -> bool {
             .is_some_and(|a| a.len() == n && a.iter().all(|x| x["status"] == "Running"))
 }
 
-fn cpu_flags() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = info
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .unwrap_or_default();
-    ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile"]
-        .iter()
-        .filter(|f| flags.split_whitespace().any(|x| x == **f))
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn main() {
     let n: usize = std::env::var("DENSITY_SERVICES")
         .ok()
@@ -128,7 +114,7 @@ fn main() {
     let answering_after = restart.elapsed();
 
     println!("density: {n} services of `whet example-model`, one instance each");
-    println!("cpu flags: {}", cpu_flags());
+    println!("cpu flags: {}", whetstone_e2e::cpu_flags());
     println!("| measure | value |");
     println!("|---|---|");
     println!(

@@ -332,6 +332,7 @@ fn main() {
     }
 
     println!();
+    println!("cpu flags: {}", whetstone_e2e::cpu_flags());
     println!(
         "minilm.onnx, batch 1, seq 128, {} thread(s), artifact candidate '{}'",
         settings.intra_threads, meta.candidate

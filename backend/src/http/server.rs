@@ -20,6 +20,7 @@ use shared::api::ADMIN_TOKEN_FILE;
 /// what it runs.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
+    /// Address to listen on (API, console and predictions); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// Data folder: database, uploads, artifacts, admin token.
