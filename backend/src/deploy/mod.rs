@@ -18,12 +18,13 @@ use tokio_util::sync::CancellationToken;
 use optimizer::artifact;
 use optimizer::optimize::TargetDevice;
 use shared::api::{ModelSignature, ServiceStatus};
+use shared::processor::Runtime;
 use shared::ServiceConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::control::logbus::LogBus;
 use crate::control::resources::Resources;
-use crate::control::store::{JobRow, StoreError};
+use crate::control::store::{JobRow, ResolvedModel, StoreError};
 use crate::control::{Settings, Store};
 use crate::serving::instances::{load_pool, Instances};
 
@@ -132,6 +133,62 @@ impl Cancels {
             None => false,
         }
     }
+}
+
+/// Checks what only the server can check: the processor is one this server
+/// runs, and the model resolves, loads, and has the declared inputs/outputs.
+pub async fn check_deployable(
+    settings: &Arc<Settings>,
+    resources: &Resources,
+    cfg: &ServiceConfig,
+) -> Result<ResolvedModel, DeployError> {
+    let Some(proc) = cfg.processor_info() else {
+        return Err(DeployError::invalid(
+            "processor",
+            format!("unknown processor '{}'", cfg.processor),
+        ));
+    };
+    // ONNX runs as is; TensorFlow frozen graphs are imported to ONNX when
+    // the model is resolved. TorchScript needs libtorch: only a server built
+    // with the `torch` feature serves it.
+    if proc.runtime == Runtime::PyTorch && !cfg!(feature = "torch") {
+        return Err(DeployError::invalid(
+            "processor",
+            format!(
+                "processor '{}' serves TorchScript, which this server is not built with: {} (or deploy an ONNX export, torch.onnx.export, with onnx_cpu)",
+                proc.name,
+                optimizer::engine::TORCH_FEATURE_HINT
+            ),
+        ));
+    }
+    // Resource groups against the server's configuration, and GPUs against
+    // what was discovered at start (a GPU deploy with no GPU is refused here,
+    // so GPU jobs are only ever queued for a GPU worker that exists).
+    resources.check(cfg).map_err(DeployError::Invalid)?;
+    // A GPU PyTorch service needs libtorch's CUDA backend too (its CUDA
+    // libraries are a separate install): refuse it here, with how to get
+    // it, rather than fail in the plugin stage.
+    #[cfg(feature = "torch")]
+    if proc.runtime == Runtime::PyTorch && proc.device == shared::processor::Device::Gpu {
+        // The first probe loads libtorch's CUDA libraries: off the runtime.
+        let status = tokio::task::spawn_blocking(optimizer::torch::cuda::probe)
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
+        if let optimizer::torch::cuda::TorchCuda::Unavailable(why) = status {
+            return Err(DeployError::invalid(
+                "processor",
+                format!(
+                    "processor '{}' serves TorchScript on a GPU: {why}",
+                    proc.name
+                ),
+            ));
+        }
+    }
+    let settings = settings.clone();
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || resolve::resolve(&settings, &cfg))
+        .await
+        .map_err(|e| DeployError::Internal(e.to_string()))?
 }
 
 /// Cancels the running deploy of `name`, if any, and waits until its job

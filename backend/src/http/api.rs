@@ -16,12 +16,11 @@ use sha2::Digest;
 use shared::api::{
     LogEvent, LogPage, ServiceDetail, ServiceStatus, ServiceSummary, UploadResponse,
 };
-use shared::processor::Runtime;
 use shared::{parse_and_validate, ServiceConfig};
 use tokio::io::AsyncWriteExt;
 
 use crate::control::resources::job_kind;
-use crate::control::store::{ResolvedModel, ServiceRow};
+use crate::control::store::ServiceRow;
 use crate::control::tokens::new_token;
 use crate::deploy::resolve;
 use crate::http::auth::Caller;
@@ -187,63 +186,6 @@ async fn describe(
     Ok(Json(detail(&state, row).await?))
 }
 
-/// Checks what only the server can check: the processor is one this server
-/// runs, and the model resolves, loads, and has the declared inputs/outputs.
-async fn check_deployable(
-    state: &AppState,
-    cfg: &ServiceConfig,
-) -> Result<ResolvedModel, AppError> {
-    let Some(proc) = cfg.processor_info() else {
-        return Err(AppError::invalid(
-            "processor",
-            format!("unknown processor '{}'", cfg.processor),
-        ));
-    };
-    // ONNX runs as is; TensorFlow frozen graphs are imported to ONNX when
-    // the model is resolved. TorchScript needs libtorch: only a server built
-    // with the `torch` feature serves it.
-    if proc.runtime == Runtime::PyTorch && !cfg!(feature = "torch") {
-        return Err(AppError::invalid(
-            "processor",
-            format!(
-                "processor '{}' serves TorchScript, which this server is not built with: {} (or deploy an ONNX export, torch.onnx.export, with onnx_cpu)",
-                proc.name,
-                optimizer::engine::TORCH_FEATURE_HINT
-            ),
-        ));
-    }
-    // Resource groups against the server's configuration, and GPUs against
-    // what was discovered at start (a GPU deploy with no GPU is refused here,
-    // so GPU jobs are only ever queued for a GPU worker that exists).
-    state.resources.check(cfg).map_err(AppError::Invalid)?;
-    // A GPU PyTorch service needs libtorch's CUDA backend too (its CUDA
-    // libraries are a separate install): refuse it here, with how to get
-    // it, rather than fail in the plugin stage.
-    #[cfg(feature = "torch")]
-    if proc.runtime == Runtime::PyTorch && proc.device == shared::processor::Device::Gpu {
-        // The first probe loads libtorch's CUDA libraries: off the runtime.
-        let status = tokio::task::spawn_blocking(optimizer::torch::cuda::probe)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
-        if let optimizer::torch::cuda::TorchCuda::Unavailable(why) = status {
-            return Err(AppError::invalid(
-                "processor",
-                format!(
-                    "processor '{}' serves TorchScript on a GPU: {why}",
-                    proc.name
-                ),
-            ));
-        }
-    }
-    let settings = state.settings.clone();
-    let cfg = cfg.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || resolve::resolve(&settings, &cfg))
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))??,
-    )
-}
-
 fn parse_config(body: &str) -> Result<ServiceConfig, AppError> {
     parse_and_validate(body).map_err(AppError::Invalid)
 }
@@ -291,7 +233,7 @@ async fn create(
             cfg.name
         )));
     }
-    let model = check_deployable(&state, &cfg).await?;
+    let model = crate::deploy::check_deployable(&state.settings, &state.resources, &cfg).await?;
     let token = cfg.token.clone().unwrap_or_else(|| new_token(""));
     let job = state
         .store
@@ -324,7 +266,7 @@ async fn modify(
     if cfg.name != name {
         return Err(AppError::invalid("name", format!("the config names '{}' but the request is for '{name}'; a service cannot be renamed", cfg.name)));
     }
-    let model = check_deployable(&state, &cfg).await?;
+    let model = crate::deploy::check_deployable(&state.settings, &state.resources, &cfg).await?;
     crate::deploy::cancel_and_wait(
         &state.deployer(),
         &name,
