@@ -76,6 +76,38 @@ impl OptimizeOptions {
             device: TargetDevice::Cpu,
         }
     }
+
+    /// The options a service config's `model_info` asks for: the level, the
+    /// test and calibration data (paths relative to `data_dir`), the declared
+    /// inputs and outputs, `input_shapes` and `input_ranges`, the accuracy
+    /// gate and weight adjustment; timed with every core, on the CPU. An
+    /// error names the `model_info` field that does not parse.
+    pub fn from_model_info(
+        model: PathBuf,
+        out_dir: PathBuf,
+        info: &shared::config::ModelInfo,
+        data_dir: &Path,
+    ) -> std::result::Result<OptimizeOptions, String> {
+        Ok(OptimizeOptions {
+            level: info.level(),
+            test_data: info.test_data.as_ref().map(|t| data_dir.join(t)),
+            calibration: info.calibration_dataset.as_ref().map(|t| data_dir.join(t)),
+            weight_adjustment: info
+                .quantization
+                .as_ref()
+                .is_some_and(|q| q.weight_adjustment()),
+            accuracy: info.accuracy.clone(),
+            inputs: info.inputs.clone(),
+            outputs: info.outputs.clone(),
+            input_shapes: info.shapes().map_err(|e| format!("input_shapes: {e}"))?,
+            input_ranges: info.ranges().map_err(|e| format!("input_ranges: {e}"))?,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            fallback_budget: std::time::Duration::from_secs(30),
+            ..OptimizeOptions::new(model, out_dir)
+        })
+    }
 }
 
 /// Where an optimized model will be served.
@@ -1112,4 +1144,54 @@ fn fixed_inputs(sig: &ModelSignature, opts: &OptimizeOptions) -> Result<HashMap<
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(v: serde_json::Value) -> shared::config::ModelInfo {
+        serde_json::from_value(v).expect("a model_info object")
+    }
+
+    #[test]
+    fn model_info_becomes_options_with_paths_inside_the_data_folder() {
+        let i = info(serde_json::json!({
+            "optimization_level": "o2",
+            "test_data": "data/test.npz",
+            "calibration_dataset": "calib.npz",
+            "inputs": ["x"],
+            "input_shapes": [["1*4"], ["8*4"]],
+        }));
+        let o = OptimizeOptions::from_model_info(
+            PathBuf::from("m.onnx"),
+            PathBuf::from("out"),
+            &i,
+            Path::new("/models/abc"),
+        )
+        .unwrap();
+        assert_eq!(o.level, OptimizationLevel::O2);
+        assert_eq!(
+            o.test_data,
+            Some(PathBuf::from("/models/abc/data/test.npz"))
+        );
+        assert_eq!(o.calibration, Some(PathBuf::from("/models/abc/calib.npz")));
+        assert_eq!(o.inputs, Some(vec!["x".to_string()]));
+        assert_eq!(o.input_shapes, vec![vec![vec![1, 4]], vec![vec![8, 4]]]);
+        assert_eq!(o.device, TargetDevice::Cpu);
+        assert!(o.threads >= 1);
+    }
+
+    #[test]
+    fn a_shape_that_does_not_parse_is_named_by_its_field() {
+        let i = info(serde_json::json!({ "input_shapes": [["1*x"]] }));
+        let e = OptimizeOptions::from_model_info(
+            PathBuf::from("m.onnx"),
+            PathBuf::from("out"),
+            &i,
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("input_shapes:"), "{e}");
+    }
 }

@@ -62,14 +62,17 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
         }
         None => serde_json::from_str("{}").map_err(|e| e.to_string())?,
     };
-    let level = match args.level.as_deref() {
-        Some("o2") => OptimizationLevel::O2,
-        Some(_) => OptimizationLevel::O1,
-        None => info.level(),
-    };
-    let mut input_shapes = info.shapes().map_err(|e| format!("input_shapes: {e}"))?;
+    let base = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let mut opts =
+        OptimizeOptions::from_model_info(args.model.clone(), args.out.clone(), &info, &base)?;
+    // Flags override what the model_info says.
+    match args.level.as_deref() {
+        Some("o2") => opts.level = OptimizationLevel::O2,
+        Some(_) => opts.level = OptimizationLevel::O1,
+        None => {}
+    }
     if !args.input_shapes.is_empty() {
-        input_shapes = args
+        opts.input_shapes = args
             .input_shapes
             .iter()
             .map(|g| {
@@ -80,39 +83,17 @@ fn options(args: &OptimizeArgs) -> Result<OptimizeOptions, String> {
             .collect::<Result<_, _>>()
             .map_err(|e| format!("--input-shapes: {e}"))?;
     }
-    let base = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let test_data = args
-        .test_data
-        .clone()
-        .or_else(|| info.test_data.as_ref().map(|t| base.join(t)));
-    Ok(OptimizeOptions {
-        model: args.model.clone(),
-        out_dir: args.out.clone(),
-        level,
-        test_data,
-        calibration: args
-            .calibration
-            .clone()
-            .or_else(|| info.calibration_dataset.as_ref().map(|t| base.join(t))),
-        weight_adjustment: info
-            .quantization
-            .as_ref()
-            .is_some_and(|q| q.weight_adjustment()),
-        accuracy: info.accuracy.clone(),
-        inputs: info.inputs.clone(),
-        outputs: info.outputs.clone(),
-        input_shapes,
-        input_ranges: info.ranges().map_err(|e| format!("input_ranges: {e}"))?,
-        threads: args.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }),
-        budget: Default::default(),
-
-        fallback_budget: std::time::Duration::from_secs(30),
-        device: target_device(args.device)?,
-    })
+    if let Some(t) = &args.test_data {
+        opts.test_data = Some(t.clone());
+    }
+    if let Some(c) = &args.calibration {
+        opts.calibration = Some(c.clone());
+    }
+    if let Some(n) = args.threads {
+        opts.threads = n;
+    }
+    opts.device = target_device(args.device)?;
+    Ok(opts)
 }
 
 /// The device `--device` names, with the driver's name for it (part of the
