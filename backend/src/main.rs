@@ -51,18 +51,7 @@ fn main() {
         // thread and those it starts later: it must run before any runtime
         // starts threads.
         Command::Inspect => std::process::exit(backend::deploy::inspect::child_main()),
-        Command::Serve(args) => {
-            let code = block_on(async {
-                match backend::http::server::run(args).await {
-                    Ok(()) => 0,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        1
-                    }
-                }
-            });
-            std::process::exit(code)
-        }
+        Command::Serve(args) => std::process::exit(block_on(backend::http::server::run(args))),
         Command::Client(command) => {
             let code = block_on(backend::cli::run(&whet.server, whet.token, command));
             std::process::exit(code)

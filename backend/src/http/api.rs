@@ -53,19 +53,16 @@ async fn schema() -> Json<serde_json::Value> {
 }
 
 fn summary(row: &ServiceRow, speedup: Option<f64>) -> ServiceSummary {
-    let cfg = Some(&row.config);
     ServiceSummary {
         name: row.name.clone(),
         status: row.status,
-        processor: cfg.map(|c| c.processor.clone()).unwrap_or_default(),
+        processor: row.config.processor.clone(),
         instances: row.instances,
         running_instances: row.running,
-        optimization_level: cfg
-            .and_then(|c| c.model_info())
-            .map(|(_, i)| match i.level() {
-                shared::config::OptimizationLevel::O1 => "o1".to_string(),
-                shared::config::OptimizationLevel::O2 => "o2".to_string(),
-            }),
+        optimization_level: row.config.model_info().map(|(_, i)| match i.level() {
+            shared::config::OptimizationLevel::O1 => "o1".to_string(),
+            shared::config::OptimizationLevel::O2 => "o2".to_string(),
+        }),
         speedup,
         created_at: row.created_at.clone(),
         updated_at: row.updated_at.clone(),
@@ -275,13 +272,7 @@ async fn modify(
     .await?;
     let job = state
         .store
-        .queue_redeploy(
-            &name,
-            &cfg,
-            &job_kind(&cfg),
-            cfg.metadata.instance,
-            Some(&model),
-        )
+        .queue_redeploy(&name, &cfg, &job_kind(&cfg), Some(&model))
         .await?;
     state
         .logs
@@ -321,7 +312,7 @@ async fn scale(
     state.resources.check(&cfg).map_err(AppError::Invalid)?;
     let job = state
         .store
-        .queue_redeploy(&name, &cfg, &job_kind(&cfg), req.instances, None)
+        .queue_redeploy(&name, &cfg, &job_kind(&cfg), None)
         .await?;
     state
         .logs
@@ -381,7 +372,7 @@ async fn start(
     state.resources.check(cfg).map_err(AppError::Invalid)?;
     let job = state
         .store
-        .queue_redeploy(&name, cfg, &job_kind(cfg), row.instances, None)
+        .queue_redeploy(&name, cfg, &job_kind(cfg), None)
         .await?;
     state
         .logs

@@ -58,11 +58,21 @@ pub struct ServeArgs {
 }
 
 /// `whet serve` with its command-line arguments: runs until the process is
-/// stopped; an error is a message for the user.
-pub async fn run(args: ServeArgs) -> Result<(), String> {
-    let groups = parse_groups(&args.resource_groups)?;
-    let whet_exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the whet executable: {e}"))?;
+/// stopped. Returns the exit code: 2 for a usage error (as the client
+/// commands), 1 when the server fails.
+pub async fn run(args: ServeArgs) -> i32 {
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        2
+    };
+    let groups = match parse_groups(&args.resource_groups) {
+        Ok(g) => g,
+        Err(e) => return usage(e),
+    };
+    let whet_exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return usage(format!("cannot find the whet executable: {e}")),
+    };
     let data = args.data.unwrap_or_else(|| {
         shared::api::default_data_dir(
             std::env::var_os("XDG_DATA_HOME").map(Into::into),
@@ -82,9 +92,13 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .console
         .or_else(crate::http::console::default_dir)
         .unwrap_or_else(|| std::path::PathBuf::from("console"));
-    serve(settings, groups, args.addr, console)
-        .await
-        .map_err(|e| e.to_string())
+    match serve(settings, groups, args.addr, console).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
 }
 
 /// Opens (or initializes) the data folder and builds the state. On first

@@ -225,17 +225,18 @@ impl Store {
         Ok(id)
     }
 
-    /// Queues a redeploy with a new config (modify, scale, start). Fails with
-    /// `Conflict` while another job of the service is pending.
+    /// Queues a redeploy with a new config (modify, scale, start), sized by
+    /// its `metadata.instance`. Fails with `Conflict` while another job of
+    /// the service is pending.
     pub async fn queue_redeploy(
         &self,
         name: &str,
-        config: &ServiceConfig,
+        cfg: &ServiceConfig,
         job: &str,
-        instances: u32,
         model: Option<&ResolvedModel>,
     ) -> Result<i64, StoreError> {
-        let config = to_json("config", config)?;
+        let instances = cfg.metadata.instance;
+        let config = to_json("config", cfg)?;
         let signature = model
             .map(|m| to_json("signature", &m.signature))
             .transpose()?;
