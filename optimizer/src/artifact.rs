@@ -88,10 +88,7 @@ impl ArtifactMeta {
     /// (optimized, TorchScript o1 or the model as given) is described
     /// through here.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let p = dir.join(META_FILE);
-        let bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| OptimizerError::Config(e.to_string()))?;
-        std::fs::write(&p, bytes).map_err(|e| OptimizerError::io(&p, e))
+        write_json(&dir.join(META_FILE), self)
     }
 
     pub fn read(dir: &Path) -> Result<ArtifactMeta> {
@@ -100,6 +97,13 @@ impl ArtifactMeta {
         serde_json::from_slice(&bytes)
             .map_err(|e| OptimizerError::Config(format!("{}: {e}", p.display())))
     }
+}
+
+/// Writes one of an artifact's JSON files (`artifact.json`, `report.json`).
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| OptimizerError::Config(e.to_string()))?;
+    std::fs::write(path, bytes).map_err(|e| OptimizerError::io(path, e))
 }
 
 /// Writes an artifact of `model` as given (a service without a plugin)

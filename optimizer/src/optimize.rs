@@ -453,7 +453,7 @@ pub fn optimize(
         candidates: rows,
     };
     meta.write(&opts.out_dir)?;
-    write_json(&opts.out_dir.join(artifact::REPORT_FILE), &report)?;
+    artifact::write_json(&opts.out_dir.join(artifact::REPORT_FILE), &report)?;
     progress(&format!(
         "[OK] Selected {}: p50 {:.3} ms vs {:.3} ms original ({:.2}x), {:.1} s",
         report.selected, optimized_ms, baseline_ms, report.speedup, report.total_seconds
@@ -1090,12 +1090,6 @@ pub(crate) fn first_p50(row: &CandidateReport) -> f64 {
         .first()
         .map(|l| l.p50_ms)
         .unwrap_or(f64::INFINITY)
-}
-
-pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes =
-        serde_json::to_vec_pretty(value).map_err(|e| OptimizerError::Config(e.to_string()))?;
-    std::fs::write(path, bytes).map_err(|e| OptimizerError::io(path, e))
 }
 
 fn tempdir_in(dir: &Path) -> Result<PathBuf> {

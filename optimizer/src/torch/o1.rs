@@ -22,7 +22,7 @@ use crate::data::Sample;
 use crate::engine::{EngineKind, ExecutionProvider, GraphLevel, InferenceEngine, SessionSettings};
 use crate::error::{OptimizerError, Result};
 use crate::optimize::{
-    cpu_name, describe_row, first_p50, rejected_report, timing_sets, verify_and_time, write_json,
+    cpu_name, describe_row, first_p50, rejected_report, timing_sets, verify_and_time,
     OptimizeOptions, Progress,
 };
 use crate::tensor::Tensor;
@@ -310,7 +310,7 @@ pub fn optimize(
         candidates: rows,
     };
     meta.write(&opts.out_dir)?;
-    write_json(&opts.out_dir.join(artifact::REPORT_FILE), &report)?;
+    artifact::write_json(&opts.out_dir.join(artifact::REPORT_FILE), &report)?;
     progress(&format!(
         "[OK] Selected {}: p50 {:.3} ms vs {:.3} ms original ({:.2}x), {:.1} s",
         report.selected, optimized_ms, baseline_ms, report.speedup, report.total_seconds
