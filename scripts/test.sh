@@ -26,6 +26,10 @@ cargo build --locked -p whetstone-shared --target wasm32-unknown-unknown
 # lints as errors: its `cfg(not(feature = "torch"))` branches are compiled
 # here and nowhere else.
 cargo clippy --locked --all-targets -- -D warnings
+# The server's and the runner's own builds, without the tests that turn on the
+# optimizer's `internals` feature: they compile against its small public API,
+# and nothing in it is left unused.
+cargo clippy --locked -p whetstone-optimizer -p whetstone-runner -p whetstone-backend -- -D warnings
 # The console bundle in target/console, which the browser tests
 # (e2e/tests/browser.rs) serve; debug is enough for them and builds fastest.
 # This also checks that the frontend compiles for wasm32.

@@ -10,7 +10,8 @@ use shared::api::{
 use shared::config::{OptimizationLevel, ValueRange};
 
 use crate::artifact::{self, ArtifactMeta};
-use crate::bench::{self, Budget};
+use crate::bench;
+pub use crate::bench::Budget;
 use crate::data::{self, Sample};
 use crate::engine::{
     self, Engine, ExecutionProvider, GraphLevel, InferenceEngine, SessionSettings,

@@ -101,32 +101,23 @@ fn onnx_answer(r: optimizer::Result<ModelSignature>, file: &Path) -> InspectAnsw
 fn answer(req: &InspectRequest) -> (InspectAnswer, Vec<u8>) {
     let file = &req.file;
     match req.kind {
-        InspectKind::Onnx => (onnx_answer(optimizer::engine::inspect(file), file), vec![]),
+        InspectKind::Onnx => (onnx_answer(optimizer::inspect::onnx(file), file), vec![]),
         InspectKind::TensorFlow => {
             let info = req.model_info.as_ref().map(|(_, i)| i);
-            let opts = optimizer::tf::ImportOptions {
-                inputs: info.and_then(|i| i.inputs.clone()),
-                outputs: info.and_then(|i| i.outputs.clone()),
-                input_shapes: vec![],
-            };
-            let model = match optimizer::tf::import_path(file, &opts) {
-                Ok(m) => m,
-                Err(e) => return (invalid(at(&req.model_info, ""), e.to_string()), vec![]),
-            };
-            let bytes = optimizer::onnx::to_bytes(&model);
-            let settings =
-                optimizer::engine::SessionSettings::new(optimizer::engine::GraphLevel::Disable, 1);
-            let sig = optimizer::engine::Engine::from_bytes(&bytes, &settings)
-                .map(|e| optimizer::engine::InferenceEngine::signature(&e).clone());
-            match onnx_answer(sig, file) {
-                InspectAnswer::Ok { signature, .. } => (
+            let inputs = info.and_then(|i| i.inputs.clone());
+            let outputs = info.and_then(|i| i.outputs.clone());
+            match optimizer::inspect::tensorflow(file, inputs, outputs) {
+                Ok(g) => (
                     InspectAnswer::Ok {
-                        signature,
-                        onnx_bytes: bytes.len() as u64,
+                        signature: g.signature,
+                        onnx_bytes: g.onnx.len() as u64,
                     },
-                    bytes,
+                    g.onnx,
                 ),
-                other => (other, vec![]),
+                Err(optimizer::OptimizerError::RuntimeMissing(m)) => {
+                    (InspectAnswer::Unavailable(m), vec![])
+                }
+                Err(e) => (invalid(at(&req.model_info, ""), e.to_string()), vec![]),
             }
         }
         InspectKind::TorchScript => (torchscript(req), vec![]),
@@ -164,7 +155,7 @@ fn torchscript(req: &InspectRequest) -> InspectAnswer {
         } else {
             "input_shapes"
         };
-        match optimizer::torch::engine::inspect(&req.file, data.as_deref(), &shapes, &ranges) {
+        match optimizer::inspect::torchscript(&req.file, data.as_deref(), &shapes, &ranges) {
             Ok(signature) => InspectAnswer::Ok {
                 signature,
                 onnx_bytes: 0,

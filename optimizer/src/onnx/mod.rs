@@ -128,6 +128,9 @@ fn inline_external(base: &Path, t: &mut TensorProto) -> Result<(), String> {
     Ok(())
 }
 
+/// Tests and benches write models with it; the optimizer writes through
+/// `artifact` (sealed, fsynced).
+#[cfg(any(test, feature = "internals"))]
 pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
     std::fs::write(path, model.encode_to_vec()).map_err(|e| OptimizerError::io(path, e))
 }

@@ -92,6 +92,8 @@ pub struct NodeProto {
 }
 
 /// `AttributeProto.AttributeType`.
+// The format's whole list, though the passes read only some of them.
+#[allow(dead_code)]
 pub mod attr_type {
     pub const FLOAT: i32 = 1;
     pub const INT: i32 = 2;
@@ -258,6 +260,8 @@ pub struct TypeProto {
     pub denotation: String,
 }
 
+// Variant names follow onnx.proto's `TypeProto.value` fields.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum TypeValue {
     #[prost(message, tag = "1")]

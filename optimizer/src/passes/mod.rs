@@ -23,10 +23,12 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::onnx::{GraphProto, ModelProto};
+use crate::onnx::ModelProto;
 use crate::tensor::Tensor;
 
-pub use constant_fold::{ConstantFold, DEFAULT_MAX_FOLD_BYTES};
+pub use constant_fold::ConstantFold;
+#[cfg(any(test, feature = "internals"))]
+pub use constant_fold::DEFAULT_MAX_FOLD_BYTES;
 pub use dead_nodes::DeadNodes;
 pub use fp16::{to_fp16, DEFAULT_KEEP_FP32};
 pub use if_fold::IfFold;
@@ -144,8 +146,9 @@ impl Notes {
 }
 
 /// How many nodes of type `op` the model holds, subgraphs included.
+#[cfg(any(test, feature = "internals"))]
 pub fn count_op(model: &ModelProto, op: &str) -> usize {
-    fn count(g: &GraphProto, op: &str) -> usize {
+    fn count(g: &crate::onnx::GraphProto, op: &str) -> usize {
         g.node
             .iter()
             .map(|n| {
@@ -158,8 +161,9 @@ pub fn count_op(model: &ModelProto, op: &str) -> usize {
 }
 
 /// How many nodes the model holds, subgraphs included.
+#[cfg(any(test, feature = "internals"))]
 pub fn count_nodes(model: &ModelProto) -> usize {
-    fn count(g: &GraphProto) -> usize {
+    fn count(g: &crate::onnx::GraphProto) -> usize {
         g.node
             .iter()
             .map(|n| 1 + names::subgraphs(n).map(count).sum::<usize>())

@@ -90,6 +90,7 @@ pub fn smooth_factors(
 }
 
 /// Rewrites every candidate MatMul not in `keep_float`.
+#[cfg(any(test, feature = "internals"))]
 pub fn quantize(
     model: &ModelProto,
     keep_float: &HashSet<String>,

@@ -18,13 +18,14 @@ pub mod proto;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{OptimizerError, Result};
 use crate::onnx::ModelProto;
 
+#[cfg(any(test, feature = "internals"))]
 pub use import::MAX_GRAPH_CONSTANT_BYTES;
+#[cfg(any(test, feature = "internals"))]
 pub use konst::MAX_CONSTANT_BYTES;
 
 /// What to import.
@@ -88,6 +89,7 @@ pub fn import_path(path: &Path, opts: &ImportOptions) -> Result<ModelProto> {
 }
 
 /// One op type of a graph: how many nodes use it and whether we convert it.
+#[cfg(any(test, feature = "internals"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpCount {
     pub op: String,
@@ -97,9 +99,10 @@ pub struct OpCount {
 
 /// The graph's op types with their node counts, sorted by op name, to see at
 /// a glance what a model needs.
+#[cfg(any(test, feature = "internals"))]
 pub fn op_census(pb: &[u8]) -> Result<Vec<OpCount>> {
     let graph = import::decode(pb)?;
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
     for n in &graph.node {
         *counts.entry(n.op.as_str()).or_default() += 1;
     }
@@ -117,11 +120,13 @@ pub fn op_census(pb: &[u8]) -> Result<Vec<OpCount>> {
 /// `*_val` fields, single values splatted to the shape). A declared size
 /// that overflows, disagrees with `tensor_content`, or exceeds
 /// [`MAX_CONSTANT_BYTES`] is refused before anything is allocated.
+#[cfg(any(test, feature = "internals"))]
 pub fn const_tensor(t: &proto::TensorProto) -> Result<crate::tensor::Tensor> {
     konst::from_proto(t).map_err(OptimizerError::TfImport)
 }
 
 /// The TensorFlow op types the importer converts.
+#[cfg(any(test, feature = "internals"))]
 pub fn supported_ops() -> &'static [&'static str] {
     ops::SUPPORTED
 }
