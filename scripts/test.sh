@@ -5,7 +5,8 @@
 # builds for the browser, then runs the tests of the default workspace
 # members. The client tests use the venv that scripts/install-clients.sh
 # makes (as root it also installs Debian's libb64-0d). The browser tests
-# also need Debian's `chromium` and `chromium-driver` (.ci/run installs them).
+# also need Debian's `chromium` and `chromium-driver`, and the store's tests
+# start their own PostgreSQL with Debian's `postgresql` (.ci/run installs them).
 # Everything is built with the `torch` feature (TorchScript serving), against
 # the CPU libtorch that scripts/install-libtorch.sh installs (≈1.25 GB, once).
 set -euo pipefail

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: the real `whet` binary as a server
 //! process and as the CLI, a minimal HTTP client, and the reference zoo.
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

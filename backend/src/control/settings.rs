@@ -7,6 +7,9 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// `--database`: a `sqlite://` or `postgres://` URL; `None` is the
+    /// embedded SQLite file in the data folder.
+    pub database: Option<String>,
     /// Deploy jobs run at once (CPU worker pool size).
     pub cpu_workers: usize,
     /// Folders `file://` model paths may point into.
@@ -34,6 +37,7 @@ impl Settings {
     pub fn new(data_dir: PathBuf, whet_exe: PathBuf) -> Settings {
         Settings {
             data_dir,
+            database: None,
             cpu_workers: 1,
             model_roots: vec![],
             max_model_bytes: 8192 << 20,
@@ -55,5 +59,11 @@ impl Settings {
     }
     pub fn artifacts_dir(&self) -> PathBuf {
         self.data_dir.join("artifacts")
+    }
+    /// The database URL the store opens.
+    pub fn database_url(&self) -> String {
+        self.database.clone().unwrap_or_else(|| {
+            crate::control::store::sqlite_url(&self.data_dir.join("whetstone.db"))
+        })
     }
 }

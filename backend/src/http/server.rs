@@ -26,6 +26,11 @@ pub struct ServeArgs {
     /// Data folder: database, uploads, artifacts, admin token.
     #[arg(long, env = "WHET_DATA")]
     pub data: Option<std::path::PathBuf>,
+    /// The database: `sqlite://PATH` or `postgres://USER[:PASSWORD]@HOST:PORT/DB`
+    /// (default: SQLite in the data folder). Nodes that share one PostgreSQL
+    /// share services, jobs, accounts and logs.
+    #[arg(long, env = "WHET_DATABASE")]
+    pub database: Option<String>,
     /// Deploy jobs run at once.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -69,6 +74,11 @@ pub async fn run(args: ServeArgs) -> i32 {
         Ok(g) => g,
         Err(e) => return usage(e),
     };
+    if let Some(url) = &args.database {
+        if let Err(e) = crate::control::store::Dialect::of_url(url) {
+            return usage(e);
+        }
+    }
     let whet_exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => return usage(format!("cannot find the whet executable: {e}")),
@@ -86,6 +96,7 @@ pub async fn run(args: ServeArgs) -> i32 {
         runner_account: crate::sandbox::runner_account(),
         child_memory_mib: args.child_memory_mb,
         optimize_timeout: args.optimize_timeout,
+        database: args.database,
         ..Settings::new(data, whet_exe)
     };
     let console = args
@@ -120,7 +131,7 @@ pub async fn open_with(settings: Settings, resources: Resources) -> Result<AppSt
             .await
             .map_err(|e| AppError::Internal(format!("{}: {e}", dir.display())))?;
     }
-    let store = Store::open(&settings.data_dir.join("whetstone.db")).await?;
+    let store = Store::connect(&settings.database_url()).await?;
     if store.token_count().await? == 0 {
         let token = new_token("whet_");
         write_secret(&settings.data_dir.join(ADMIN_TOKEN_FILE), &token)?;

@@ -5,6 +5,7 @@
 //! list and copy it.
 
 use shared::api::{Member, Role, ShareLink, TeamRole, TokenInfo, UserInfo};
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::StoreError;
@@ -19,7 +20,7 @@ pub struct UserRow {
     pub created_at: String,
 }
 
-fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRow, StoreError> {
+fn user_from_row(r: &AnyRow) -> Result<UserRow, StoreError> {
     Ok(UserRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -32,7 +33,7 @@ fn role_of(s: &str) -> Result<Role, StoreError> {
     Role::parse(s).ok_or_else(|| StoreError::Corrupt(format!("bad role {s} in store")))
 }
 
-fn share_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ShareLink, StoreError> {
+fn share_from_row(r: &AnyRow) -> Result<ShareLink, StoreError> {
     let token: String = r.try_get("token")?;
     Ok(ShareLink {
         url: format!("/s/{token}"),
@@ -61,22 +62,22 @@ impl Store {
         hash: &str,
     ) -> Result<i64, StoreError> {
         let r = sqlx::query(
-            "INSERT INTO api_tokens (name, hash, role, created_at, user_id) VALUES (?, ?, 'user', ?, ?)",
+            "INSERT INTO api_tokens (name, hash, role, created_at, user_id) VALUES ($1, $2, 'user', $3, $4) RETURNING id",
         )
         .bind(name)
         .bind(hash)
         .bind(now())
         .bind(user_id)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(r.last_insert_rowid())
+        Ok(r.try_get("id")?)
     }
 
     /// The user owning an unrevoked token with this hash.
     pub async fn token_user(&self, hash: &str) -> Result<Option<UserRow>, StoreError> {
         let row = sqlx::query(
             "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id
-             WHERE t.hash = ? AND t.revoked_at IS NULL",
+             WHERE t.hash = $1 AND t.revoked_at IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -86,7 +87,7 @@ impl Store {
 
     pub async fn tokens_of(&self, user_id: i64) -> Result<Vec<TokenInfo>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, created_at, revoked_at FROM api_tokens WHERE user_id = ? ORDER BY id",
+            "SELECT id, name, created_at, revoked_at FROM api_tokens WHERE user_id = $1 ORDER BY id",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -106,7 +107,7 @@ impl Store {
     /// Revokes token `id` of `user_id`; false when it has no such token.
     pub async fn revoke_token(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND user_id = ?",
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND user_id = $3",
         )
         .bind(now())
         .bind(id)
@@ -117,7 +118,7 @@ impl Store {
     }
 
     pub async fn user(&self, name: &str) -> Result<Option<UserRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM users WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -130,7 +131,7 @@ impl Store {
                 "a user named '{name}' already exists"
             )));
         }
-        sqlx::query("INSERT INTO users (name, site_admin, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO users (name, site_admin, created_at) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(site_admin as i64)
             .bind(now())
@@ -151,7 +152,7 @@ impl Store {
     /// The teams `user_id` belongs to, by name.
     pub async fn teams_of(&self, user_id: i64) -> Result<Vec<TeamRole>, StoreError> {
         let rows =
-            sqlx::query("SELECT team, role FROM memberships WHERE user_id = ? ORDER BY team")
+            sqlx::query("SELECT team, role FROM memberships WHERE user_id = $1 ORDER BY team")
                 .bind(user_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -178,7 +179,7 @@ impl Store {
 
     /// The team's creation time, or None when there is no such team.
     pub async fn team(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT created_at FROM teams WHERE name = ?")
+        let row = sqlx::query("SELECT created_at FROM teams WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -194,8 +195,8 @@ impl Store {
 
     /// Creates a team with `admin_id` as its first admin.
     pub async fn create_team(&self, name: &str, admin_id: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM teams WHERE name = ?")
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM teams WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
@@ -204,12 +205,12 @@ impl Store {
                 "a team named '{name}' already exists"
             )));
         }
-        sqlx::query("INSERT INTO teams (name, created_at) VALUES (?, ?)")
+        sqlx::query("INSERT INTO teams (name, created_at) VALUES ($1, $2)")
             .bind(name)
             .bind(now())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO memberships (team, user_id, role) VALUES (?, ?, 'admin')")
+        sqlx::query("INSERT INTO memberships (team, user_id, role) VALUES ($1, $2, 'admin')")
             .bind(name)
             .bind(admin_id)
             .execute(&mut *tx)
@@ -221,7 +222,7 @@ impl Store {
     pub async fn members(&self, team: &str) -> Result<Vec<Member>, StoreError> {
         let rows = sqlx::query(
             "SELECT u.name, m.role FROM memberships m JOIN users u ON u.id = m.user_id
-             WHERE m.team = ? ORDER BY u.name",
+             WHERE m.team = $1 ORDER BY u.name",
         )
         .bind(team)
         .fetch_all(&self.pool)
@@ -244,11 +245,18 @@ impl Store {
         user_id: i64,
         role: Option<Role>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
+        // The team's row is locked until commit, so two changes at once
+        // cannot each leave the other's admin as the last one and then both
+        // remove theirs.
+        sqlx::query(self.locking("SELECT name FROM teams WHERE name = $1"))
+            .bind(team)
+            .fetch_optional(&mut *tx)
+            .await?;
         match role {
             Some(role) => {
                 sqlx::query(
-                    "INSERT INTO memberships (team, user_id, role) VALUES (?, ?, ?)
+                    "INSERT INTO memberships (team, user_id, role) VALUES ($1, $2, $3)
                      ON CONFLICT (team, user_id) DO UPDATE SET role = excluded.role",
                 )
                 .bind(team)
@@ -258,7 +266,7 @@ impl Store {
                 .await?;
             }
             None => {
-                sqlx::query("DELETE FROM memberships WHERE team = ? AND user_id = ?")
+                sqlx::query("DELETE FROM memberships WHERE team = $1 AND user_id = $2")
                     .bind(team)
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -266,7 +274,7 @@ impl Store {
             }
         }
         let admins: i64 =
-            sqlx::query("SELECT COUNT(*) FROM memberships WHERE team = ? AND role = 'admin'")
+            sqlx::query("SELECT COUNT(*) FROM memberships WHERE team = $1 AND role = 'admin'")
                 .bind(team)
                 .fetch_one(&mut *tx)
                 .await?
@@ -289,7 +297,7 @@ impl Store {
         created_by: &str,
     ) -> Result<ShareLink, StoreError> {
         sqlx::query(
-            "INSERT INTO share_links (token, service, created_by, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO share_links (token, service, created_by, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(token)
         .bind(service)
@@ -297,7 +305,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
-        let row = sqlx::query("SELECT * FROM share_links WHERE token = ?")
+        let row = sqlx::query("SELECT * FROM share_links WHERE token = $1")
             .bind(token)
             .fetch_one(&self.pool)
             .await?;
@@ -307,7 +315,7 @@ impl Store {
     /// The unrevoked links of a service, oldest first.
     pub async fn shares(&self, service: &str) -> Result<Vec<ShareLink>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM share_links WHERE service = ? AND revoked_at IS NULL ORDER BY created_at, token",
+            "SELECT * FROM share_links WHERE service = $1 AND revoked_at IS NULL ORDER BY created_at, token",
         )
         .bind(service)
         .fetch_all(&self.pool)
@@ -318,7 +326,7 @@ impl Store {
     /// Revokes a link of `service`; false when it has no such live link.
     pub async fn revoke_share(&self, service: &str, token: &str) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "UPDATE share_links SET revoked_at = ? WHERE token = ? AND service = ? AND revoked_at IS NULL",
+            "UPDATE share_links SET revoked_at = $1 WHERE token = $2 AND service = $3 AND revoked_at IS NULL",
         )
         .bind(now())
         .bind(token)
@@ -331,7 +339,7 @@ impl Store {
     /// The service a live link shows.
     pub async fn shared_service(&self, token: &str) -> Result<Option<String>, StoreError> {
         let row =
-            sqlx::query("SELECT service FROM share_links WHERE token = ? AND revoked_at IS NULL")
+            sqlx::query("SELECT service FROM share_links WHERE token = $1 AND revoked_at IS NULL")
                 .bind(token)
                 .fetch_optional(&self.pool)
                 .await?;

@@ -1,16 +1,23 @@
-//! The embedded SQLite store: services, the job queue, logs, artifacts, tokens.
+//! The store: services, the job queue, logs, artifacts, accounts. SQLite in
+//! the data folder by default, or PostgreSQL (`whet serve --database
+//! postgres://…`) so that several nodes share one.
+//!
+//! One set of statements serves both through sqlx's `Any` driver: parameters
+//! are `$N` (SQLite reads them as `?N`), upserts are `ON CONFLICT`, new ids
+//! come back through `RETURNING`. The few places that must differ ask
+//! [`Dialect`]. Both databases get the same schema from their own migration
+//! folder (`migrations/sqlite`, `migrations/postgres`, numbered alike).
 //!
 //! Every write that must not be half-done (a service and its first job) goes
 //! through one transaction, so a rejected or crashed request leaves nothing.
 
 use std::path::Path;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use shared::api::{LogLine, ModelSignature, ServiceStatus};
 use shared::ServiceConfig;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
 mod accounts;
 pub use accounts::UserRow;
@@ -26,10 +33,49 @@ pub enum StoreError {
     /// A stored value that does not read back (a column out of its domain).
     #[error("store: {0}")]
     Corrupt(String),
+    /// The `--database` URL is not one the store can use.
+    #[error("{0}")]
+    Url(String),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        match &e {
+            // Callers look before they insert; two nodes (or two requests)
+            // that both looked first meet here, and the loser is told so.
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(
+                "it was just created by another request; look again and retry".into(),
+            ),
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+/// Which database the store speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The dialect a `--database` URL names, or what was expected.
+    pub fn of_url(url: &str) -> Result<Dialect, String> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else {
+            Err(format!(
+                "--database: expected sqlite://PATH or postgres://USER@HOST:PORT/DB, got '{}'",
+                redact(url)
+            ))
+        }
+    }
 }
 
 pub fn now() -> String {
@@ -38,7 +84,8 @@ pub fn now() -> String {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
 }
 
 /// A service row.
@@ -82,7 +129,7 @@ pub struct ArtifactRow {
     pub report: Option<String>,
 }
 
-fn service_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ServiceRow, StoreError> {
+fn service_from_row(r: &AnyRow) -> Result<ServiceRow, StoreError> {
     let status: String = r.try_get("status")?;
     Ok(ServiceRow {
         name: r.try_get("name")?,
@@ -108,7 +155,7 @@ fn service_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ServiceRow, StoreErro
     })
 }
 
-fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, StoreError> {
+fn job_from_row(r: &AnyRow) -> Result<JobRow, StoreError> {
     Ok(JobRow {
         id: r.try_get("id")?,
         service: r.try_get("service")?,
@@ -119,10 +166,7 @@ fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, StoreError> {
 }
 
 /// A JSON column read back as its type.
-fn json_column<T: serde::de::DeserializeOwned>(
-    r: &sqlx::sqlite::SqliteRow,
-    column: &str,
-) -> Result<T, StoreError> {
+fn json_column<T: serde::de::DeserializeOwned>(r: &AnyRow, column: &str) -> Result<T, StoreError> {
     let text: String = r.try_get(column)?;
     parse_json(column, &text)
 }
@@ -145,25 +189,84 @@ pub struct ResolvedModel {
 }
 
 impl Store {
+    /// The embedded default: a SQLite file (created when missing).
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+        Store::connect(&sqlite_url(path)).await
+    }
+
+    /// `sqlite://PATH` or `postgres://user@host:port/db` (`postgresql://`
+    /// too): connects, and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::of_url(url).map_err(StoreError::Url)?;
+        let opts: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Url(format!("--database {}: {e}", redact(url))))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match dialect {
+                // One writer at a time in SQLite: more connections only wait.
+                Dialect::Sqlite => 4,
+                Dialect::Postgres => 16,
+            })
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // What the embedded store has always run with: WAL so
+                        // readers never wait for the writer, a busy wait
+                        // instead of an error when they meet, and the
+                        // foreign keys the schema declares enforced.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 10000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            conn.execute(pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        match dialect {
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// `select` that locks the rows it reads until the transaction ends
+    /// (PostgreSQL; a SQLite write transaction already excludes every other
+    /// writer).
+    fn locking(&self, select: &'static str) -> sqlx::AssertSqlSafe<String> {
+        sqlx::AssertSqlSafe(match self.dialect {
+            Dialect::Sqlite => select.to_string(),
+            Dialect::Postgres => format!("{select} FOR UPDATE"),
+        })
+    }
+
+    /// A transaction that will write. SQLite's plain `BEGIN` takes a read
+    /// snapshot first; if another connection writes before this one's first
+    /// write, the upgrade fails at once with "database is locked" (the busy
+    /// timeout cannot help: the snapshot is already stale). `BEGIN IMMEDIATE`
+    /// takes the write lock up front and waits its turn instead.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
     }
 
     // ---- services and jobs --------------------------------------------------
 
     pub async fn get_service(&self, name: &str) -> Result<Option<ServiceRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM services WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM services WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -192,8 +295,8 @@ impl Store {
         let (name, instances) = (cfg.name.as_str(), cfg.metadata.instance);
         let config = to_json("config", cfg)?;
         let signature = to_json("signature", &model.signature)?;
-        let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM services WHERE name = ?")
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM services WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
@@ -205,7 +308,7 @@ impl Store {
         let ts = now();
         sqlx::query(
             "INSERT INTO services (name, config, status, stage, token, instances, model_dir, model_file, model_sha256, signature, created_at, updated_at, team)
-             VALUES (?, ?, 'Creating', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, 'Creating', 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(name)
         .bind(&config)
@@ -240,8 +343,10 @@ impl Store {
         let signature = model
             .map(|m| to_json("signature", &m.signature))
             .transpose()?;
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT status FROM services WHERE name = ?")
+        let mut tx = self.begin_write().await?;
+        // Locked until commit, so two modifies of one service (on two nodes)
+        // cannot both find no pending job.
+        let row = sqlx::query(self.locking("SELECT status FROM services WHERE name = $1"))
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
@@ -249,7 +354,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("no service named '{name}'")));
         };
         let pending =
-            sqlx::query("SELECT 1 FROM jobs WHERE service = ? AND state IN ('queued','running')")
+            sqlx::query("SELECT 1 FROM jobs WHERE service = $1 AND state IN ('queued','running')")
                 .bind(name)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -264,7 +369,7 @@ impl Store {
         } else {
             "Creating"
         };
-        sqlx::query("UPDATE services SET config = ?, instances = ?, status = ?, stage = 'queued', message = NULL, updated_at = ? WHERE name = ?")
+        sqlx::query("UPDATE services SET config = $1, instances = $2, status = $3, stage = 'queued', message = NULL, updated_at = $4 WHERE name = $5")
             .bind(&config)
             .bind(instances as i64)
             .bind(next)
@@ -273,7 +378,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if let Some(m) = model {
-            sqlx::query("UPDATE services SET model_dir = ?, model_file = ?, model_sha256 = ?, signature = ? WHERE name = ?")
+            sqlx::query("UPDATE services SET model_dir = $1, model_file = $2, model_sha256 = $3, signature = $4 WHERE name = $5")
                 .bind(&m.dir)
                 .bind(&m.file)
                 .bind(&m.sha256)
@@ -289,7 +394,7 @@ impl Store {
 
     pub async fn has_pending_job(&self, name: &str) -> Result<bool, StoreError> {
         Ok(
-            sqlx::query("SELECT 1 FROM jobs WHERE service = ? AND state IN ('queued','running')")
+            sqlx::query("SELECT 1 FROM jobs WHERE service = $1 AND state IN ('queued','running')")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?
@@ -298,13 +403,13 @@ impl Store {
     }
 
     pub async fn delete_service(&self, name: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for q in [
-            "DELETE FROM services WHERE name = ?",
-            "DELETE FROM jobs WHERE service = ?",
-            "DELETE FROM logs WHERE service = ?",
+            "DELETE FROM services WHERE name = $1",
+            "DELETE FROM jobs WHERE service = $1",
+            "DELETE FROM logs WHERE service = $1",
             // A later service of the same name must not be shown to old links.
-            "DELETE FROM share_links WHERE service = ?",
+            "DELETE FROM share_links WHERE service = $1",
         ] {
             sqlx::query(q).bind(name).execute(&mut *tx).await?;
         }
@@ -320,7 +425,7 @@ impl Store {
         message: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE services SET status = ?, stage = ?, message = ?, updated_at = ? WHERE name = ?",
+            "UPDATE services SET status = $1, stage = $2, message = $3, updated_at = $4 WHERE name = $5",
         )
         .bind(status.as_str())
         .bind(stage)
@@ -338,7 +443,7 @@ impl Store {
         running: u32,
         artifact: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE services SET running = ?, artifact = COALESCE(?, artifact), updated_at = ? WHERE name = ?")
+        sqlx::query("UPDATE services SET running = $1, artifact = COALESCE($2, artifact), updated_at = $3 WHERE name = $4")
             .bind(running as i64)
             .bind(artifact)
             .bind(now())
@@ -351,20 +456,30 @@ impl Store {
     /// Claims the oldest queued job of one of `kinds` (see
     /// `resources::job_kind`) whose service has no running job.
     pub async fn claim_job(&self, kinds: &[String]) -> Result<Option<JobRow>, StoreError> {
-        // The kinds go in as one JSON array, so the statement stays fixed.
-        let kinds = to_json("kinds", &kinds)?;
-        let row = sqlx::query(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        // PostgreSQL: nodes that claim at once skip each other's locked rows
+        // instead of queueing behind them. SQLite has one writer at a time,
+        // so the statement is atomic as it is.
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = $1
              WHERE id = (SELECT id FROM jobs WHERE state = 'queued'
-                         AND kind IN (SELECT value FROM json_each(?))
+                         AND kind IN ({})
                          AND service NOT IN (SELECT service FROM jobs WHERE state = 'running')
-                         ORDER BY id LIMIT 1)
+                         ORDER BY id LIMIT 1{lock})
              RETURNING id, service, config, stage, attempts",
-        )
-        .bind(now())
-        .bind(kinds)
-        .fetch_optional(&self.pool)
-        .await?;
+            params(2, kinds.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now());
+        for k in kinds {
+            q = q.bind(k);
+        }
+        let row = q.fetch_optional(&self.pool).await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -374,12 +489,12 @@ impl Store {
         service: &str,
         stage: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET stage = ? WHERE id = ?")
+        sqlx::query("UPDATE jobs SET stage = $1 WHERE id = $2")
             .bind(stage)
             .bind(id)
             .execute(&self.pool)
             .await?;
-        sqlx::query("UPDATE services SET stage = ?, updated_at = ? WHERE name = ?")
+        sqlx::query("UPDATE services SET stage = $1, updated_at = $2 WHERE name = $3")
             .bind(stage)
             .bind(now())
             .bind(service)
@@ -394,7 +509,7 @@ impl Store {
         ok: bool,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = ?, error = ?, finished_at = ? WHERE id = ?")
+        sqlx::query("UPDATE jobs SET state = $1, error = $2, finished_at = $3 WHERE id = $4")
             .bind(if ok { "done" } else { "failed" })
             .bind(error)
             .bind(now())
@@ -413,19 +528,24 @@ impl Store {
     /// Queued jobs of a kind that none of `kinds` (what this server's workers
     /// take) is: a GPU deploy queued before a restart that lost its GPUs.
     pub async fn unclaimable_jobs(&self, kinds: &[String]) -> Result<Vec<JobRow>, StoreError> {
-        let kinds = to_json("kinds", &kinds)?;
-        let rows = sqlx::query(
-            "SELECT id, service, config, stage, attempts FROM jobs WHERE state = 'queued'
-             AND kind NOT IN (SELECT value FROM json_each(?)) ORDER BY id",
-        )
-        .bind(kinds)
-        .fetch_all(&self.pool)
-        .await?;
+        let not_ours = if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" AND kind NOT IN ({})", params(1, kinds.len()))
+        };
+        let sql = format!(
+            "SELECT id, service, config, stage, attempts FROM jobs WHERE state = 'queued'{not_ours} ORDER BY id"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in kinds {
+            q = q.bind(k);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
 
     pub async fn requeue_job(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = 'queued' WHERE id = ?")
+        sqlx::query("UPDATE jobs SET state = 'queued' WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -434,7 +554,7 @@ impl Store {
 
     pub async fn count_jobs(&self, service: &str, state: &str) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query("SELECT COUNT(*) FROM jobs WHERE service = ? AND state = ?")
+            sqlx::query("SELECT COUNT(*) FROM jobs WHERE service = $1 AND state = $2")
                 .bind(service)
                 .bind(state)
                 .fetch_one(&self.pool)
@@ -453,7 +573,7 @@ impl Store {
     ) -> Result<LogLine, StoreError> {
         let ts = now();
         let row = sqlx::query(
-            "INSERT INTO logs (service, job_id, ts, line) VALUES (?, ?, ?, ?) RETURNING id",
+            "INSERT INTO logs (service, job_id, ts, line) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(service)
         .bind(job_id)
@@ -475,7 +595,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<LogLine>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, ts, line FROM logs WHERE service = ? AND id > ? ORDER BY id LIMIT ?",
+            "SELECT id, ts, line FROM logs WHERE service = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(service)
         .bind(after)
@@ -496,7 +616,7 @@ impl Store {
     // ---- artifacts ----------------------------------------------------------
 
     pub async fn get_artifact(&self, key: &str) -> Result<Option<ArtifactRow>, StoreError> {
-        let row = sqlx::query("SELECT key, dir, optimized, report FROM artifacts WHERE key = ?")
+        let row = sqlx::query("SELECT key, dir, optimized, report FROM artifacts WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
@@ -520,7 +640,11 @@ impl Store {
         optimized: bool,
         report: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR REPLACE INTO artifacts (key, dir, model_sha256, optimized, report, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        sqlx::query(
+            "INSERT INTO artifacts (key, dir, model_sha256, optimized, report, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (key) DO UPDATE SET dir = excluded.dir, model_sha256 = excluded.model_sha256,
+             optimized = excluded.optimized, report = excluded.report, created_at = excluded.created_at",
+        )
             .bind(key)
             .bind(dir)
             .bind(model_sha256)
@@ -534,7 +658,7 @@ impl Store {
 
     pub async fn count_artifacts(&self, optimized: bool) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query("SELECT COUNT(*) FROM artifacts WHERE optimized = ?")
+            sqlx::query("SELECT COUNT(*) FROM artifacts WHERE optimized = $1")
                 .bind(optimized as i64)
                 .fetch_one(&self.pool)
                 .await?
@@ -544,12 +668,12 @@ impl Store {
 }
 
 async fn insert_job(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     service: &str,
     config: &str,
     kind: &str,
 ) -> Result<i64, StoreError> {
-    let row = sqlx::query("INSERT INTO jobs (service, config, state, created_at, kind) VALUES (?, ?, 'queued', ?, ?) RETURNING id")
+    let row = sqlx::query("INSERT INTO jobs (service, config, state, created_at, kind) VALUES ($1, $2, 'queued', $3, $4) RETURNING id")
         .bind(service)
         .bind(config)
         .bind(now())
@@ -557,4 +681,38 @@ async fn insert_job(
         .fetch_one(&mut **tx)
         .await?;
     Ok(row.try_get("id")?)
+}
+
+/// `$from, $from+1, …` (`n` of them): the placeholders of a list bound one
+/// value each.
+fn params(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The SQLite URL of a file, with the characters a URL would read otherwise
+/// (`%`, `?`, `#`, space) escaped; sqlx decodes them back.
+pub fn sqlite_url(path: &Path) -> String {
+    let mut url = String::from("sqlite://");
+    for c in path.display().to_string().chars() {
+        match c {
+            '%' | '?' | '#' | ' ' => url.push_str(&format!("%{:02X}", c as u32)),
+            c => url.push(c),
+        }
+    }
+    url.push_str("?mode=rwc");
+    url
+}
+
+/// A database URL fit for a log or an error: without its password.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
 }

@@ -1,0 +1,433 @@
+//! The store against both of its databases: the embedded SQLite file and a
+//! real PostgreSQL started here (`whetstone_e2e::postgres`). Every test runs
+//! the same checks on each, so the one set of statements and the two
+//! migration folders are held to one behaviour.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use backend::control::store::{Dialect, ResolvedModel, Store, StoreError};
+use shared::api::{ModelSignature, Role, ServiceStatus};
+use shared::ServiceConfig;
+use whetstone_e2e::postgres::Postgres;
+
+/// The two stores of one test, and what keeps them alive.
+struct Both {
+    sqlite: Store,
+    postgres: Store,
+    _dir: tempfile::TempDir,
+    _pg: Postgres,
+}
+
+async fn both() -> Both {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.database("whet");
+    let sqlite = Store::open(&dir.path().join("whetstone.db")).await.unwrap();
+    let postgres = Store::connect(&url).await.unwrap();
+    assert_eq!(sqlite.dialect(), Dialect::Sqlite);
+    assert_eq!(postgres.dialect(), Dialect::Postgres);
+    Both {
+        sqlite,
+        postgres,
+        _dir: dir,
+        _pg: pg,
+    }
+}
+
+impl Both {
+    fn each(&self) -> [(&'static str, &Store); 2] {
+        [("sqlite", &self.sqlite), ("postgres", &self.postgres)]
+    }
+}
+
+fn config(name: &str, instances: u32) -> ServiceConfig {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "model_path": "oss://bucket/m/", "processor": "onnx_cpu",
+        "metadata": { "instance": instances }
+    }))
+    .unwrap()
+}
+
+fn model() -> ResolvedModel {
+    ResolvedModel {
+        dir: "models/abc".into(),
+        file: "model.onnx".into(),
+        sha256: "abc".into(),
+        signature: ModelSignature {
+            format: "onnx".into(),
+            ..Default::default()
+        },
+    }
+}
+
+fn kinds(k: &[&str]) -> Vec<String> {
+    k.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_and_jobs_behave_alike() {
+    let b = both().await;
+    for (db, s) in b.each() {
+        let job = s
+            .create_service(&config("svc", 2), "cpu", "tok", &model(), "default")
+            .await
+            .unwrap();
+        match s
+            .create_service(&config("svc", 1), "cpu", "tok", &model(), "default")
+            .await
+        {
+            Err(StoreError::Conflict(m)) => assert!(m.contains("svc"), "{db}: {m}"),
+            other => panic!("{db}: a second service of one name: {other:?}"),
+        }
+        let row = s.get_service("svc").await.unwrap().unwrap();
+        assert_eq!(row.status, ServiceStatus::Creating, "{db}");
+        assert_eq!(row.instances, 2, "{db}");
+        assert_eq!(row.config.metadata.instance, 2, "{db}");
+        assert_eq!(row.signature.as_ref().unwrap().format, "onnx", "{db}");
+        // A pending job refuses a redeploy.
+        assert!(
+            matches!(
+                s.queue_redeploy("svc", &config("svc", 3), "cpu", None)
+                    .await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{db}"
+        );
+        // Only a worker of the job's kind claims it.
+        assert!(
+            s.claim_job(&kinds(&["gpu:T4"])).await.unwrap().is_none(),
+            "{db}"
+        );
+        assert!(s.claim_job(&[]).await.unwrap().is_none(), "{db}");
+        assert_eq!(
+            s.unclaimable_jobs(&kinds(&["gpu:T4"])).await.unwrap().len(),
+            1,
+            "{db}"
+        );
+        assert!(s
+            .unclaimable_jobs(&kinds(&["gpu:T4", "cpu"]))
+            .await
+            .unwrap()
+            .is_empty());
+        let claimed = s
+            .claim_job(&kinds(&["gpu:T4", "cpu"]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((claimed.id, claimed.attempts), (job, 1), "{db}");
+        assert_eq!(claimed.config.metadata.instance, 2, "{db}");
+        assert!(
+            s.claim_job(&kinds(&["cpu"])).await.unwrap().is_none(),
+            "{db}"
+        );
+        assert_eq!(s.interrupted_jobs().await.unwrap().len(), 1, "{db}");
+        s.set_job_stage(job, "svc", "optimize").await.unwrap();
+        s.finish_job(job, true, None).await.unwrap();
+        assert_eq!(s.count_jobs("svc", "done").await.unwrap(), 1, "{db}");
+        s.set_status("svc", ServiceStatus::Running, None, None)
+            .await
+            .unwrap();
+        s.set_running("svc", 2, Some("artifacts/k")).await.unwrap();
+        s.set_running("svc", 1, None).await.unwrap();
+        let row = s.get_service("svc").await.unwrap().unwrap();
+        assert_eq!(
+            (row.running, row.artifact.as_deref()),
+            (1, Some("artifacts/k")),
+            "{db}"
+        );
+        // A redeploy of a running service is an update, with a new snapshot.
+        let next = s
+            .queue_redeploy("svc", &config("svc", 3), "cpu", Some(&model()))
+            .await
+            .unwrap();
+        assert!(next > job, "{db}");
+        let row = s.get_service("svc").await.unwrap().unwrap();
+        assert_eq!(
+            (row.status, row.instances),
+            (ServiceStatus::Updating, 3),
+            "{db}"
+        );
+        assert!(s.has_pending_job("svc").await.unwrap(), "{db}");
+        let again = s.claim_job(&kinds(&["cpu"])).await.unwrap().unwrap();
+        s.requeue_job(again.id).await.unwrap();
+        let again = s.claim_job(&kinds(&["cpu"])).await.unwrap().unwrap();
+        assert_eq!((again.id, again.attempts), (next, 2), "{db}");
+        assert_eq!(again.config.metadata.instance, 3, "{db}");
+        assert!(matches!(
+            s.queue_redeploy("nope", &config("nope", 1), "cpu", None)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        s.delete_service("svc").await.unwrap();
+        assert!(s.get_service("svc").await.unwrap().is_none(), "{db}");
+        assert!(!s.has_pending_job("svc").await.unwrap(), "{db}");
+        assert!(s.list_services().await.unwrap().is_empty(), "{db}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_share_links_behave_alike() {
+    let b = both().await;
+    for (db, s) in b.each() {
+        // The migrations made the site admin and the default team.
+        let admin = s.user("admin").await.unwrap().unwrap();
+        assert!(admin.site_admin, "{db}");
+        assert_eq!(
+            s.teams().await.unwrap(),
+            vec!["default".to_string()],
+            "{db}"
+        );
+        let t1 = s.insert_token(admin.id, "admin", "h1").await.unwrap();
+        let t2 = s.insert_token(admin.id, "ci", "h2").await.unwrap();
+        assert!(t2 > t1, "{db}");
+        assert_eq!(s.token_user("h2").await.unwrap().unwrap().id, admin.id);
+        assert!(s.revoke_token(admin.id, t2).await.unwrap(), "{db}");
+        assert!(s.token_user("h2").await.unwrap().is_none(), "{db}");
+        assert_eq!(s.token_count().await.unwrap(), 2, "{db}");
+        let alice = s.create_user("alice", false).await.unwrap();
+        assert!(!alice.site_admin, "{db}");
+        assert!(matches!(
+            s.create_user("alice", false).await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.create_team("ml", alice.id).await.unwrap();
+        assert!(matches!(
+            s.create_team("ml", admin.id).await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.set_membership("ml", admin.id, Some(Role::Viewer))
+            .await
+            .unwrap();
+        // The last admin cannot leave, and nothing of the attempt stays.
+        assert!(matches!(
+            s.set_membership("ml", alice.id, None).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.members("ml").await.unwrap().len(), 2, "{db}");
+        let link = s.create_share("sh1", "svc", "alice").await.unwrap();
+        assert_eq!(link.url, "/s/sh1", "{db}");
+        assert_eq!(
+            s.shared_service("sh1").await.unwrap().as_deref(),
+            Some("svc")
+        );
+        assert!(s.revoke_share("svc", "sh1").await.unwrap(), "{db}");
+        assert!(!s.revoke_share("svc", "sh1").await.unwrap(), "{db}");
+        assert!(s.shared_service("sh1").await.unwrap().is_none(), "{db}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_artifacts_behave_alike() {
+    let b = both().await;
+    for (db, s) in b.each() {
+        let mut ids = vec![];
+        for i in 0..5 {
+            ids.push(
+                s.append_log("svc", Some(7), &format!("line {i}"))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        s.append_log("other", None, "x").await.unwrap();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{db}: {ids:?}");
+        let after = s.logs_after("svc", ids[1], 2).await.unwrap();
+        assert_eq!(
+            after.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+            ["line 2", "line 3"],
+            "{db}"
+        );
+        assert!(s.get_artifact("k").await.unwrap().is_none(), "{db}");
+        s.put_artifact("k", "artifacts/a", "sha", false, None)
+            .await
+            .unwrap();
+        // Recording a key again replaces its row.
+        s.put_artifact("k", "artifacts/b", "sha", true, Some("{}"))
+            .await
+            .unwrap();
+        let a = s.get_artifact("k").await.unwrap().unwrap();
+        assert_eq!(
+            (a.dir.as_str(), a.optimized, a.report.as_deref()),
+            ("artifacts/b", true, Some("{}")),
+            "{db}"
+        );
+        assert_eq!(s.count_artifacts(true).await.unwrap(), 1, "{db}");
+        assert_eq!(s.count_artifacts(false).await.unwrap(), 0, "{db}");
+    }
+}
+
+/// Many workers claiming at once (nodes sharing one database): every job is
+/// claimed exactly once, none is lost, and racing creates of one name leave
+/// one service and a conflict for the rest — never a database error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_and_creates_are_exclusive() {
+    let b = both().await;
+    for (db, s) in b.each() {
+        let jobs = 24;
+        for i in 0..jobs {
+            s.create_service(
+                &config(&format!("s{i}"), 1),
+                "cpu",
+                "t",
+                &model(),
+                "default",
+            )
+            .await
+            .unwrap();
+        }
+        let s = Arc::new(s.clone());
+        let claimers: Vec<_> = (0..6)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let mut got = vec![];
+                    while let Some(j) = s.claim_job(&kinds(&["cpu"])).await.unwrap() {
+                        got.push(j.id);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut all = vec![];
+        for c in claimers {
+            all.extend(c.await.unwrap());
+        }
+        let distinct: BTreeSet<_> = all.iter().copied().collect();
+        assert_eq!(all.len(), jobs, "{db}: claimed {all:?}");
+        assert_eq!(distinct.len(), jobs, "{db}: a job claimed twice: {all:?}");
+
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.create_service(&config("twin", 1), "cpu", "t", &model(), "default")
+                        .await
+                })
+            })
+            .collect();
+        let (mut ok, mut conflicts) = (0, 0);
+        for r in racers {
+            match r.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::Conflict(_)) => conflicts += 1,
+                Err(e) => panic!("{db}: a racing create failed with {e}"),
+            }
+        }
+        assert_eq!((ok, conflicts), (1, 7), "{db}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_database_urls_are_named_not_attempted() {
+    for url in ["mysql://x@h/db", "", "/tmp/whet.db"] {
+        match Store::connect(url).await {
+            Err(StoreError::Url(m)) => assert!(m.contains("--database"), "{m}"),
+            other => panic!("{url}: {:?}", other.err()),
+        }
+    }
+    // A password is not repeated back.
+    let e = Dialect::of_url("pgsql://u:secret@h/db").unwrap_err();
+    assert!(!e.contains("secret"), "{e}");
+    // Nothing listens there: an error, not a hang or a panic.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        Store::connect(&format!("postgres://u:secret@127.0.0.1:{port}/db")),
+    )
+    .await
+    .expect("connect gives up");
+    let e = r.err().expect("no server").to_string();
+    assert!(!e.contains("secret"), "{e}");
+}
+
+/// `whet serve --database postgres://…`, for real: a deploy, predictions, and
+/// a restart that finds the service in PostgreSQL and serves it again.
+#[test]
+fn whet_serve_runs_on_postgresql_and_comes_back_from_it() {
+    use whetstone_e2e::Server;
+    let pg = Postgres::start();
+    let url = pg.database("whet");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let mut server = Server::start(&data, &["--database", &url]);
+    let out = server
+        .cli(&["example-model", work.path().join("m").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = work.path().join("m/service.json");
+    let out = server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name: String =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&cfg).unwrap()).unwrap()
+            ["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let predict = |server: &Server| {
+        let (s, v) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+        assert_eq!(s, 200, "{v}");
+        let token = v["token"].as_str().unwrap().to_string();
+        server.http(
+            "POST",
+            &format!("/api/predict/{name}"),
+            Some(&token),
+            br#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[0.1,0.2,0.3,0.4]}]}"#,
+        )
+    };
+    let (s, first) = predict(&server);
+    assert_eq!(s, 200, "{first}");
+    // The SQLite file the embedded default would have made is not there.
+    assert!(!data.join("whetstone.db").exists());
+
+    server.kill();
+    let server = Server::start(&data, &["--database", &url]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, body) = predict(&server);
+        if s == 200 {
+            assert_eq!(body, first);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not serving again after a restart: {s} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn whet_serve_refuses_a_database_url_it_cannot_use() {
+    let work = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(whetstone_e2e::whet_bin())
+        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(work.path())
+        .args(["--database", "mysql://root:hunter2@127.0.0.1/whet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--database") && err.contains("postgres://"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
