@@ -227,7 +227,12 @@ async fn a_cpu_deploy_on_the_default_group_still_works_and_is_a_cpu_job() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["name"], "svc_g");
-    let job = app.state.store.claim_job(&["cpu".into()]).await.unwrap();
+    let job = app
+        .state
+        .store
+        .claim_job(&["cpu".into()], "test-node", i64::MAX / 2)
+        .await
+        .unwrap();
     assert_eq!(job.map(|j| j.service).as_deref(), Some("svc_g"));
 }
 
@@ -244,15 +249,22 @@ async fn a_gpu_deploy_is_queued_for_the_gpu_pool_only() {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let store = &app.state.store;
     assert!(
-        store.claim_job(&["cpu".into()]).await.unwrap().is_none(),
+        store
+            .claim_job(&["cpu".into()], "test-node", i64::MAX / 2)
+            .await
+            .unwrap()
+            .is_none(),
         "the CPU pool took a GPU job"
     );
     assert!(store
-        .claim_job(&["gpu:V100_8CORE".into()])
+        .claim_job(&["gpu:V100_8CORE".into()], "test-node", i64::MAX / 2)
         .await
         .unwrap()
         .is_none());
-    let job = store.claim_job(&["gpu:T4_8CORE".into()]).await.unwrap();
+    let job = store
+        .claim_job(&["gpu:T4_8CORE".into()], "test-node", i64::MAX / 2)
+        .await
+        .unwrap();
     assert_eq!(job.map(|j| j.service).as_deref(), Some("svc_h"));
     // The server would start exactly one GPU worker, for device 0, taking that kind.
     let workers = app.state.resources.gpu_workers();
@@ -291,15 +303,31 @@ async fn job_kinds_route_jobs_in_the_store() {
         .await
         .unwrap();
     let cpu = vec!["cpu".to_string()];
-    let first = store.claim_job(&cpu).await.unwrap().expect("the CPU job");
+    let first = store
+        .claim_job(&cpu, "test-node", i64::MAX / 2)
+        .await
+        .unwrap()
+        .expect("the CPU job");
     assert_eq!(first.service, "cpu_svc");
     assert!(
-        store.claim_job(&cpu).await.unwrap().is_none(),
+        store
+            .claim_job(&cpu, "test-node", i64::MAX / 2)
+            .await
+            .unwrap()
+            .is_none(),
         "the CPU pool claimed a GPU job"
     );
-    assert!(store.claim_job(&[]).await.unwrap().is_none());
+    assert!(store
+        .claim_job(&[], "test-node", i64::MAX / 2)
+        .await
+        .unwrap()
+        .is_none());
     let gpu = store
-        .claim_job(&["gpu:A100_8CORE".into(), "gpu:T4_8CORE".into()])
+        .claim_job(
+            &["gpu:A100_8CORE".into(), "gpu:T4_8CORE".into()],
+            "test-node",
+            i64::MAX / 2,
+        )
         .await
         .unwrap()
         .expect("the GPU job");

@@ -61,6 +61,9 @@ fn model() -> ResolvedModel {
     }
 }
 
+/// A lease that does not run out during a test.
+const LEASE: i64 = i64::MAX / 2;
+
 fn kinds(k: &[&str]) -> Vec<String> {
     k.iter().map(|s| s.to_string()).collect()
 }
@@ -96,10 +99,16 @@ async fn services_and_jobs_behave_alike() {
         );
         // Only a worker of the job's kind claims it.
         assert!(
-            s.claim_job(&kinds(&["gpu:T4"])).await.unwrap().is_none(),
+            s.claim_job(&kinds(&["gpu:T4"]), "n1", LEASE)
+                .await
+                .unwrap()
+                .is_none(),
             "{db}"
         );
-        assert!(s.claim_job(&[]).await.unwrap().is_none(), "{db}");
+        assert!(
+            s.claim_job(&[], "n1", LEASE).await.unwrap().is_none(),
+            "{db}"
+        );
         assert_eq!(
             s.unclaimable_jobs(&kinds(&["gpu:T4"])).await.unwrap().len(),
             1,
@@ -111,14 +120,17 @@ async fn services_and_jobs_behave_alike() {
             .unwrap()
             .is_empty());
         let claimed = s
-            .claim_job(&kinds(&["gpu:T4", "cpu"]))
+            .claim_job(&kinds(&["gpu:T4", "cpu"]), "n1", LEASE)
             .await
             .unwrap()
             .unwrap();
         assert_eq!((claimed.id, claimed.attempts), (job, 1), "{db}");
         assert_eq!(claimed.config.metadata.instance, 2, "{db}");
         assert!(
-            s.claim_job(&kinds(&["cpu"])).await.unwrap().is_none(),
+            s.claim_job(&kinds(&["cpu"]), "n1", LEASE)
+                .await
+                .unwrap()
+                .is_none(),
             "{db}"
         );
         assert_eq!(s.interrupted_jobs().await.unwrap().len(), 1, "{db}");
@@ -149,9 +161,17 @@ async fn services_and_jobs_behave_alike() {
             "{db}"
         );
         assert!(s.has_pending_job("svc").await.unwrap(), "{db}");
-        let again = s.claim_job(&kinds(&["cpu"])).await.unwrap().unwrap();
+        let again = s
+            .claim_job(&kinds(&["cpu"]), "n1", LEASE)
+            .await
+            .unwrap()
+            .unwrap();
         s.requeue_job(again.id).await.unwrap();
-        let again = s.claim_job(&kinds(&["cpu"])).await.unwrap().unwrap();
+        let again = s
+            .claim_job(&kinds(&["cpu"]), "n1", LEASE)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((again.id, again.attempts), (next, 2), "{db}");
         assert_eq!(again.config.metadata.instance, 3, "{db}");
         assert!(matches!(
@@ -163,6 +183,64 @@ async fn services_and_jobs_behave_alike() {
         assert!(s.get_service("svc").await.unwrap().is_none(), "{db}");
         assert!(!s.has_pending_job("svc").await.unwrap(), "{db}");
         assert!(s.list_services().await.unwrap().is_empty(), "{db}");
+    }
+}
+
+/// A node's lease on its job: renewed while held; once it runs out, exactly
+/// one other node takes the job over, and the first can no longer renew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_and_taken_over_once() {
+    let b = both().await;
+    for (db, s) in b.each() {
+        let job = s
+            .create_service(&config("svc", 1), "cpu", "t", &model(), "default")
+            .await
+            .unwrap();
+        let c = s
+            .claim_job(&kinds(&["cpu"]), "a", 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.id, c.node.as_deref()), (job, Some("a")), "{db}");
+        assert!(s.expired_jobs(500).await.unwrap().is_empty(), "{db}");
+        assert!(s.renew_lease(job, "a", 2_000).await.unwrap(), "{db}");
+        assert!(
+            !s.renew_lease(job, "b", 9_000).await.unwrap(),
+            "{db}: not b's"
+        );
+        assert!(s.expired_jobs(1_500).await.unwrap().is_empty(), "{db}");
+        assert!(!s.take_over(job, 1_500, "b", 9_000).await.unwrap(), "{db}");
+        // Node a stops renewing; at 2_500 its lease has run out.
+        let expired = s.expired_jobs(2_500).await.unwrap();
+        assert_eq!(expired.len(), 1, "{db}");
+        assert_eq!(expired[0].node.as_deref(), Some("a"), "{db}");
+        let (b1, b2) = tokio::join!(
+            s.take_over(job, 2_500, "b", 9_000),
+            s.take_over(job, 2_500, "c", 9_000)
+        );
+        assert!(
+            b1.unwrap() ^ b2.unwrap(),
+            "{db}: exactly one node takes it over"
+        );
+        assert!(
+            !s.renew_lease(job, "a", 3_000).await.unwrap(),
+            "{db}: a lost it"
+        );
+        s.requeue_job(job).await.unwrap();
+        let again = s
+            .claim_job(&kinds(&["cpu"]), "b", 20_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.id, again.attempts), (job, 2), "{db}");
+        s.node_heartbeat("a", "127.0.0.1:1", 1_000).await.unwrap();
+        s.node_heartbeat("b", "127.0.0.1:2", 5_000).await.unwrap();
+        s.node_heartbeat("b", "127.0.0.1:3", 6_000).await.unwrap();
+        assert_eq!(
+            s.live_nodes(4_000).await.unwrap(),
+            vec![("b".to_string(), "127.0.0.1:3".to_string())],
+            "{db}"
+        );
     }
 }
 
@@ -282,7 +360,7 @@ async fn concurrent_claims_and_creates_are_exclusive() {
                 let s = s.clone();
                 tokio::spawn(async move {
                     let mut got = vec![];
-                    while let Some(j) = s.claim_job(&kinds(&["cpu"])).await.unwrap() {
+                    while let Some(j) = s.claim_job(&kinds(&["cpu"]), "n1", LEASE).await.unwrap() {
                         got.push(j.id);
                     }
                     got

@@ -29,6 +29,13 @@ pub struct Settings {
     pub optimize_timeout: std::time::Duration,
     /// Wall-clock limit of inspecting a model at create/modify.
     pub inspect_timeout: std::time::Duration,
+    /// This node's name among the nodes sharing the database (unique per
+    /// process: host, pid and a random suffix).
+    pub node_id: String,
+    /// How long a node's claim on a deploy job lasts unless renewed (it
+    /// renews a third of the way through); a job whose lease runs out is
+    /// taken over by another node.
+    pub job_lease: std::time::Duration,
 }
 
 impl Settings {
@@ -46,6 +53,8 @@ impl Settings {
             child_memory_mib: 16 << 10,
             optimize_timeout: std::time::Duration::from_secs(3600),
             inspect_timeout: std::time::Duration::from_secs(120),
+            node_id: node_id(),
+            job_lease: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -66,4 +75,18 @@ impl Settings {
             crate::control::store::sqlite_url(&self.data_dir.join("whetstone.db"))
         })
     }
+}
+
+/// `HOST-PID-XXXX`: readable in logs, and unique even for two processes of
+/// one host or a pid reused after a restart.
+fn node_id() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "node".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }

@@ -5,6 +5,7 @@
 //! or out-of-memory in a native engine cannot take the server down.
 
 pub mod inspect;
+pub mod nodes;
 pub mod resolve;
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::control::logbus::LogBus;
 use crate::control::resources::Resources;
-use crate::control::store::{JobRow, ResolvedModel, StoreError};
+use crate::control::store::{now_ms, Dialect, JobRow, ResolvedModel, StoreError};
 use crate::control::{Settings, Store};
 use crate::serving::instances::{load_pool, Instances};
 
@@ -269,7 +270,12 @@ pub fn spawn_workers(state: &Deployer) {
 
 async fn worker_loop(state: Deployer, idx: usize, slot: WorkerSlot) {
     loop {
-        match state.store.claim_job(&slot.kinds).await {
+        let until = now_ms() + state.settings.job_lease.as_millis() as i64;
+        match state
+            .store
+            .claim_job(&slot.kinds, &state.settings.node_id, until)
+            .await
+        {
             Ok(Some(job)) => {
                 tracing::info!(worker = idx, job = job.id, service = %job.service, "claimed deploy job");
                 run_job(&state, job, &slot).await;
@@ -290,54 +296,89 @@ async fn worker_loop(state: Deployer, idx: usize, slot: WorkerSlot) {
     }
 }
 
+/// A job whose node stopped (a restart, or a node that died): back in the
+/// queue to resume at its recorded stage, or failed after too many tries.
+/// The caller has already made sure that no live node holds it.
+pub(crate) async fn resume_or_fail(
+    state: &Deployer,
+    job: &JobRow,
+    what: &str,
+) -> Result<(), DeployError> {
+    let stage = job.stage.clone().unwrap_or_else(|| "schedule".into());
+    if job.attempts >= MAX_ATTEMPTS {
+        let msg = format!(
+            "deploy interrupted {} times (last: {what}, at stage {stage}); giving up",
+            job.attempts
+        );
+        state
+            .logs
+            .line(&job.service, Some(job.id), &format!("[ERROR] {msg}"))
+            .await?;
+        state.store.finish_job(job.id, false, Some(&msg)).await?;
+        let status = if state
+            .store
+            .get_service(&job.service)
+            .await?
+            .is_some_and(|s| s.artifact.is_some())
+        {
+            ServiceStatus::Running
+        } else {
+            ServiceStatus::Failed
+        };
+        state
+            .store
+            .set_status(&job.service, status, None, Some(&msg))
+            .await?;
+    } else {
+        state
+            .logs
+            .line(
+                &job.service,
+                Some(job.id),
+                &format!("[OK] {what}: resuming the deploy at stage {stage}"),
+            )
+            .await?;
+        state.store.requeue_job(job.id).await?;
+    }
+    Ok(())
+}
+
 /// At start-up: re-queue jobs a dead server was running (or fail them after
 /// too many tries), and bring back the instances of running services.
 pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
     // Builds cut short by the last shutdown: never recorded, never served.
+    // Nodes sharing PostgreSQL may share the data folder too, and another
+    // live node's build may be under way there: only a build folder older
+    // than any build can run is surely abandoned.
+    let abandoned = match state.store.dialect() {
+        Dialect::Sqlite => Duration::ZERO,
+        Dialect::Postgres => state.settings.optimize_timeout + state.settings.job_lease,
+    };
     if let Ok(mut rd) = tokio::fs::read_dir(state.settings.artifacts_dir()).await {
         while let Ok(Some(e)) = rd.next_entry().await {
-            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            let age = e
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or(Duration::MAX);
+            if e.file_name().to_string_lossy().starts_with(".tmp-") && age >= abandoned {
                 let _ = tokio::fs::remove_dir_all(e.path()).await;
             }
         }
     }
-    for job in state.store.interrupted_jobs().await? {
-        let stage = job.stage.clone().unwrap_or_else(|| "schedule".into());
-        if job.attempts >= MAX_ATTEMPTS {
-            let msg = format!(
-                "deploy interrupted {} times by server restarts (last at stage {stage}); giving up",
-                job.attempts
-            );
-            state
-                .logs
-                .line(&job.service, Some(job.id), &format!("[ERROR] {msg}"))
-                .await?;
-            state.store.finish_job(job.id, false, Some(&msg)).await?;
-            let status = if state
-                .store
-                .get_service(&job.service)
-                .await?
-                .is_some_and(|s| s.artifact.is_some())
-            {
-                ServiceStatus::Running
-            } else {
-                ServiceStatus::Failed
-            };
-            state
-                .store
-                .set_status(&job.service, status, None, Some(&msg))
-                .await?;
-        } else {
-            state
-                .logs
-                .line(
-                    &job.service,
-                    Some(job.id),
-                    &format!("[OK] Server restarted: resuming the deploy at stage {stage}"),
-                )
-                .await?;
-            state.store.requeue_job(job.id).await?;
+    // SQLite belongs to this one node, so whatever was running is a dead
+    // process's. Nodes sharing PostgreSQL take over only jobs whose lease ran
+    // out: the others' holders are alive (`nodes::spawn_lease_sweeper` keeps
+    // looking).
+    match state.store.dialect() {
+        Dialect::Sqlite => {
+            for job in state.store.interrupted_jobs().await? {
+                resume_or_fail(state, &job, "Server restarted").await?;
+            }
         }
+        Dialect::Postgres => nodes::take_over_expired(state).await?,
     }
     // A GPU deploy queued before a restart that lost its GPUs (or its group)
     // would wait forever: fail it, saying why.
@@ -441,6 +482,20 @@ async fn run_job(state: &Deployer, job: JobRow, slot: &WorkerSlot) {
             "deploy cancelled: {}",
             state.cancels.reason(&name).unwrap_or_else(|| "by request".into())
         ))),
+        () = nodes::hold_lease(state, job.id) => {
+            // Another node has the job now (or will, once it sees the lease
+            // ran out): stop here and record nothing of its end.
+            state.cancels.unregister(&name, job.id);
+            let line = format!(
+                "[WARN] Node {} lost its lease on this deploy; another node resumes it",
+                state.settings.node_id
+            );
+            tracing::warn!(job = job.id, service = %name, "lost the job's lease");
+            if let Err(e) = state.logs.line(&name, Some(job.id), &line).await {
+                tracing::error!(job = job.id, "logging a lost lease: {e}");
+            }
+            return;
+        }
     };
     crate::control::metrics::observe_deploy(result.is_ok(), started.elapsed());
     let outcome = async {

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// Wall-clock limit of one optimizer run, e.g. `1h`, `90m`.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub optimize_timeout: std::time::Duration,
+    /// How long this node's claim on a deploy job lasts unless renewed; when
+    /// the node dies, another node sharing the database resumes the deploy
+    /// this long after its last renewal.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub job_lease: std::time::Duration,
 }
 
 /// `whet serve` with its command-line arguments: runs until the process is
@@ -97,6 +102,7 @@ pub async fn run(args: ServeArgs) -> i32 {
         child_memory_mib: args.child_memory_mb,
         optimize_timeout: args.optimize_timeout,
         database: args.database,
+        job_lease: args.job_lease.max(std::time::Duration::from_secs(1)),
         ..Settings::new(data, whet_exe)
     };
     let console = args
@@ -216,13 +222,15 @@ pub async fn serve(
     let resources = Resources::new(groups, crate::control::gpu::discover_and_log());
     resources.log_groups();
     let state = open_with(settings, resources).await?;
-    let deployer = state.deployer();
-    crate::deploy::recover(&deployer).await?;
-    crate::deploy::spawn_workers(&deployer);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| AppError::Internal(format!("binding {addr}: {e}")))?;
     let local = listener.local_addr()?;
+    let deployer = state.deployer();
+    crate::deploy::nodes::heartbeat(&deployer, local).await?;
+    crate::deploy::recover(&deployer).await?;
+    crate::deploy::spawn_workers(&deployer);
+    crate::deploy::nodes::spawn_lease_sweeper(&deployer);
     // Printed on stdout so scripts (and tests) can find a port-0 server; a
     // closed stdout must not take the server down, so the result is ignored.
     {

@@ -78,6 +78,16 @@ impl Dialect {
     }
 }
 
+/// Milliseconds since the Unix epoch: leases and heartbeats are compared as
+/// numbers, in one clock for all nodes (their clocks must agree to well
+/// within a lease).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
@@ -119,6 +129,8 @@ pub struct JobRow {
     pub config: ServiceConfig,
     pub stage: Option<String>,
     pub attempts: i64,
+    /// The node that holds (or last held) the job's lease.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +174,7 @@ fn job_from_row(r: &AnyRow) -> Result<JobRow, StoreError> {
         config: json_column(r, "config")?,
         stage: r.try_get("stage")?,
         attempts: r.try_get("attempts")?,
+        node: r.try_get("node")?,
     })
 }
 
@@ -455,7 +468,14 @@ impl Store {
 
     /// Claims the oldest queued job of one of `kinds` (see
     /// `resources::job_kind`) whose service has no running job.
-    pub async fn claim_job(&self, kinds: &[String]) -> Result<Option<JobRow>, StoreError> {
+    /// The claiming `node` holds the job's lease until `lease_until` (Unix
+    /// ms) and renews it with [`Store::renew_lease`] while it works.
+    pub async fn claim_job(
+        &self,
+        kinds: &[String],
+        node: &str,
+        lease_until: i64,
+    ) -> Result<Option<JobRow>, StoreError> {
         if kinds.is_empty() {
             return Ok(None);
         }
@@ -467,15 +487,19 @@ impl Store {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         };
         let sql = format!(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = $1
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = $1,
+                             node = $2, lease_until = $3
              WHERE id = (SELECT id FROM jobs WHERE state = 'queued'
                          AND kind IN ({})
                          AND service NOT IN (SELECT service FROM jobs WHERE state = 'running')
                          ORDER BY id LIMIT 1{lock})
-             RETURNING id, service, config, stage, attempts",
-            params(2, kinds.len())
+             RETURNING id, service, config, stage, attempts, node",
+            params(4, kinds.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now())
+            .bind(node)
+            .bind(lease_until);
         for k in kinds {
             q = q.bind(k);
         }
@@ -521,7 +545,7 @@ impl Store {
 
     /// Jobs a previous server process was running when it died.
     pub async fn interrupted_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
-        let rows = sqlx::query("SELECT id, service, config, stage, attempts FROM jobs WHERE state = 'running' ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, service, config, stage, attempts, node FROM jobs WHERE state = 'running' ORDER BY id").fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -534,7 +558,7 @@ impl Store {
             format!(" AND kind NOT IN ({})", params(1, kinds.len()))
         };
         let sql = format!(
-            "SELECT id, service, config, stage, attempts FROM jobs WHERE state = 'queued'{not_ours} ORDER BY id"
+            "SELECT id, service, config, stage, attempts, node FROM jobs WHERE state = 'queued'{not_ours} ORDER BY id"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for k in kinds {
@@ -550,6 +574,89 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Extends `node`'s lease on running job `id`; false when the node no
+    /// longer holds it (the lease ran out and another node took the job over,
+    /// or the job ended).
+    pub async fn renew_lease(&self, id: i64, node: &str, until: i64) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND node = $3 AND state = 'running'",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Running jobs whose lease ran out before `now_ms` (or that have none:
+    /// claimed before leases existed).
+    pub async fn expired_jobs(&self, now_ms: i64) -> Result<Vec<JobRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, service, config, stage, attempts, node FROM jobs WHERE state = 'running'
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY id",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Moves an expired job's lease to `node` (until `until`), so that it
+    /// alone decides what happens to the job next; false when the job was
+    /// not expired any more (renewed, ended, or taken over first), so exactly
+    /// one node takes each job over.
+    pub async fn take_over(
+        &self,
+        id: i64,
+        now_ms: i64,
+        node: &str,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE jobs SET node = $3, lease_until = $4
+             WHERE id = $1 AND state = 'running' AND (lease_until IS NULL OR lease_until < $2)",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(node)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Records that node `id` (listening on `addr`) is alive at `now_ms`.
+    pub async fn node_heartbeat(
+        &self,
+        id: &str,
+        addr: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nodes (id, addr, started_at, heartbeat_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(id)
+        .bind(addr)
+        .bind(now())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Nodes heard from at or after `since_ms`, by id.
+    pub async fn live_nodes(&self, since_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, addr FROM nodes WHERE heartbeat_at >= $1 ORDER BY id")
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("addr")?)))
+            .collect()
     }
 
     pub async fn count_jobs(&self, service: &str, state: &str) -> Result<i64, StoreError> {
