@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: the real `whet` binary as a server
 //! process and as the CLI, a minimal HTTP client, and the reference zoo.
 
+pub mod moto;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -46,10 +47,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data, extra, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set.
+    pub fn start_with_env(data: &Path, extra: &[&str], env: &[(String, String)]) -> Server {
         let mut child = Command::new(whet_bin())
             .args(["serve", "--addr", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("WHET_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -10,6 +10,9 @@ pub struct Settings {
     /// `--database`: a `sqlite://` or `postgres://` URL; `None` is the
     /// embedded SQLite file in the data folder.
     pub database: Option<String>,
+    /// `--store`: `s3://BUCKET/PREFIX` or a folder that nodes share; `None`:
+    /// the data folder is the only copy of an artifact.
+    pub store: Option<String>,
     /// Deploy jobs run at once (CPU worker pool size).
     pub cpu_workers: usize,
     /// Folders `file://` model paths may point into.
@@ -45,6 +48,7 @@ impl Settings {
         Settings {
             data_dir,
             database: None,
+            store: None,
             cpu_workers: 1,
             model_roots: vec![],
             max_model_bytes: 8192 << 20,

@@ -4,6 +4,7 @@
 //! in. The optimization runs in a child process (`whet optimize`), so a crash
 //! or out-of-memory in a native engine cannot take the server down.
 
+pub mod artifacts;
 pub mod inspect;
 pub mod nodes;
 pub mod resolve;
@@ -52,6 +53,9 @@ pub enum DeployError {
     Serving(#[from] crate::serving::ServingError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The shared object store failed (unreachable, refused, …).
+    #[error("{0}")]
+    Objects(#[from] crate::control::objects::ObjectsError),
     #[error("{0}")]
     Internal(String),
 }
@@ -79,6 +83,8 @@ pub struct Deployer {
     pub resources: Arc<Resources>,
     pub cancels: Cancels,
     pub builds: BuildLocks,
+    /// The object store nodes share (`--store`), if any.
+    pub objects: Option<crate::control::objects::Objects>,
 }
 
 /// The running deploy of each service and why it was cancelled, if it was.
@@ -426,8 +432,19 @@ pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
         let Some(key) = svc.artifact.as_deref().filter(|_| serving) else {
             continue;
         };
-        let Some(art) = state.store.get_artifact(key).await? else {
+        if state.store.get_artifact(key).await?.is_none() {
             continue;
+        }
+        let dir = match artifacts::local(state, key).await {
+            Ok(Some(dir)) => dir,
+            Ok(None) => {
+                tracing::error!(service = %svc.name, "artifact {key} is neither in the data folder nor in the shared store; not serving it");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(service = %svc.name, "fetching artifact {key}: {e}");
+                continue;
+            }
         };
         // The stored config was validated when it was accepted.
         let cfg = &svc.config;
@@ -436,7 +453,7 @@ pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
         let memory = cfg.metadata.memory;
         match load_pool(
             &state.settings,
-            Path::new(&art.dir),
+            &dir,
             &svc.name,
             svc.instances,
             svc.token.clone(),
@@ -651,17 +668,16 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
     // then finds the first one's artifact.
     let build_lock = state.builds.of(&key);
     let _building = build_lock.lock().await;
-    let existing = state
-        .store
-        .get_artifact(&key)
-        .await?
-        .filter(|a| Path::new(&a.dir).join(artifact::SEAL_FILE).is_file());
+    let existing = match state.store.get_artifact(&key).await? {
+        Some(_) => artifacts::local(state, &key).await?,
+        None => None,
+    };
     let artifact_dir = match (existing, plugin) {
-        (Some(a), Some(_)) => {
+        (Some(dir), Some(_)) => {
             log(format!("[OK] Reusing optimized artifact {}: this model and optimization config were optimized before", &key[..12])).await?;
-            PathBuf::from(a.dir)
+            dir
         }
-        (Some(a), None) => PathBuf::from(a.dir),
+        (Some(dir), None) => dir,
         (None, Some(p)) => {
             log(format!(
                 "[OK] Running plugin eas-plugin-{}: {}",
@@ -680,6 +696,7 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
             )
             .await?;
             let report = std::fs::read_to_string(dir.join(artifact::REPORT_FILE)).ok();
+            artifacts::publish(state, &key, &dir).await?;
             state
                 .store
                 .put_artifact(
@@ -701,6 +718,7 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
                 &device,
             )
             .await?;
+            artifacts::publish(state, &key, &dir).await?;
             state
                 .store
                 .put_artifact(&key, &dir.display().to_string(), &model_sha, false, None)

@@ -85,6 +85,9 @@ impl From<DeployError> for AppError {
             DeployError::Unavailable(m) => AppError::Unavailable(m),
             DeployError::Store(e) => e.into(),
             DeployError::Serving(e) => e.into(),
+            // The shared store is down or refuses: not the caller's doing,
+            // and worth a retry once it is back.
+            DeployError::Objects(e) => AppError::Unavailable(e.to_string()),
             other => AppError::Internal(other.to_string()),
         }
     }

@@ -8,6 +8,7 @@ use axum::Router;
 use tokio::sync::Notify;
 
 use crate::control::logbus::LogBus;
+use crate::control::objects::Objects;
 use crate::control::resources::{parse_groups, ResourceGroup, Resources};
 use crate::control::tokens::{hash_token, new_token};
 use crate::control::{Settings, Store};
@@ -31,6 +32,13 @@ pub struct ServeArgs {
     /// share services, jobs, accounts and logs.
     #[arg(long, env = "WHET_DATABASE")]
     pub database: Option<String>,
+    /// Where sealed artifacts are published for the other nodes:
+    /// `s3://BUCKET/PREFIX` (an S3-compatible store, configured from
+    /// `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ALLOW_HTTP`) or a shared folder. Default: none; the
+    /// data folder alone holds them.
+    #[arg(long, env = "WHET_STORE")]
+    pub store: Option<String>,
     /// Deploy jobs run at once.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -102,6 +110,7 @@ pub async fn run(args: ServeArgs) -> i32 {
         child_memory_mib: args.child_memory_mb,
         optimize_timeout: args.optimize_timeout,
         database: args.database,
+        store: args.store,
         job_lease: args.job_lease.max(std::time::Duration::from_secs(1)),
         ..Settings::new(data, whet_exe)
     };
@@ -137,6 +146,12 @@ pub async fn open_with(settings: Settings, resources: Resources) -> Result<AppSt
             .await
             .map_err(|e| AppError::Internal(format!("{}: {e}", dir.display())))?;
     }
+    let objects = settings
+        .store
+        .as_deref()
+        .map(Objects::open)
+        .transpose()
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
     let store = Store::connect(&settings.database_url()).await?;
     if store.token_count().await? == 0 {
         let token = new_token("whet_");
@@ -164,6 +179,7 @@ pub async fn open_with(settings: Settings, resources: Resources) -> Result<AppSt
         resources: Arc::new(resources),
         cancels: Default::default(),
         builds: Default::default(),
+        objects,
         body_budget: Arc::new(tokio::sync::Semaphore::new(
             crate::http::state::BODY_BUDGET_BYTES / crate::http::state::BUDGET_UNIT,
         )),

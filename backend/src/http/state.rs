@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::control::logbus::LogBus;
+use crate::control::objects::Objects;
 use crate::control::resources::Resources;
 use crate::control::{Settings, Store};
 use crate::deploy::{BuildLocks, Cancels, Deployer};
@@ -29,6 +30,8 @@ pub struct AppState {
     /// flood of large requests is refused (503) instead of growing the
     /// server without bound.
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// The object store nodes share (`--store`), if any.
+    pub objects: Option<Objects>,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ impl AppState {
             resources: self.resources.clone(),
             cancels: self.cancels.clone(),
             builds: self.builds.clone(),
+            objects: self.objects.clone(),
         }
     }
 }
