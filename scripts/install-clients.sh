@@ -40,7 +40,7 @@ python3 -m venv "$VENV"
 # A smoke run: the SDKs import and perf_analyzer finds its libraries.
 "$VENV/bin/python" - <<'PY'
 import os, subprocess, sys
-import eas_prediction, tritonclient.http, nvidia.cuda_runtime, moto.server, boto3
+import eas_prediction, tritonclient.http, nvidia.cuda_runtime, moto.server, boto3, kubernetes_validate
 lib = os.path.join(list(nvidia.cuda_runtime.__path__)[0], "lib")
 env = dict(os.environ, LD_LIBRARY_PATH=lib)
 exe = os.path.join(os.path.dirname(sys.executable), "perf_analyzer")

@@ -6,6 +6,7 @@
 mod accounts;
 mod bench;
 pub mod client;
+mod k8s;
 mod optimize;
 
 use std::path::{Path, PathBuf};
@@ -80,11 +81,21 @@ pub enum Command {
     Optimize(optimize::OptimizeArgs),
     /// Load a deployed service: N keep-alive connections for a duration; prints throughput, latency percentiles, errors by status and the server's memory.
     Bench(bench::BenchArgs),
+    /// Write what running Whetstone elsewhere needs.
+    #[command(subcommand)]
+    Export(ExportCmd),
     /// Write a small example: an ONNX model, its test data, a service config and a request.
     ExampleModel {
         /// Folder to create.
         dir: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCmd {
+    /// Kubernetes manifests for N nodes sharing an external PostgreSQL and S3
+    /// store (Secret, ConfigMap, Deployment, Service), printed for `kubectl apply -f -`.
+    K8s(k8s::K8sArgs),
 }
 
 /// Runs a client command against `server`; returns the exit code.
@@ -99,6 +110,7 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> i32 {
         }
         Command::Optimize(args) => return optimize::run(args),
         Command::Bench(args) => return bench::run(server, token, args).await,
+        Command::Export(ExportCmd::K8s(args)) => return k8s::run(&args),
         Command::ExampleModel { dir } => {
             return match example_model(&dir) {
                 Ok(()) => 0,
@@ -267,6 +279,7 @@ async fn client_command(
         Command::Schema
         | Command::Optimize(_)
         | Command::Bench(_)
+        | Command::Export(_)
         | Command::ExampleModel { .. } => {
             unreachable!("handled by run()")
         }
