@@ -79,6 +79,22 @@ impl Moto {
         ));
     }
 
+    /// Uploads every file under `dir` to `bucket` under `prefix` (with
+    /// boto3), keeping their relative paths.
+    pub fn put_dir(&self, bucket: &str, prefix: &str, dir: &std::path::Path) {
+        self.python(&format!(
+            "import boto3, os\n\
+             c = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+             root = {:?}\n\
+             for d, _, files in os.walk(root):\n    \
+                 for f in files:\n        \
+                     p = os.path.join(d, f)\n        \
+                     c.upload_file(p, '{bucket}', '{prefix}' + os.path.relpath(p, root))",
+            self.endpoint(),
+            dir.display().to_string()
+        ));
+    }
+
     /// The keys in `bucket` under `prefix`, sorted.
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let out = self.python(&format!(

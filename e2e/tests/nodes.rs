@@ -96,7 +96,12 @@ fn a_deploy_survives_the_node_running_it() {
         .collect();
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
 
-    let (_, v) = b.admin("GET", "/api/v2/services/failover", b"");
+    let (code, answer) = minilm_predict(&b, "failover");
+    assert_eq!(code, 200, "{answer}");
+}
+
+fn minilm_predict(server: &Server, name: &str) -> (u16, String) {
+    let (_, v) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
     let token = v["token"].as_str().unwrap().to_string();
     let body = serde_json::json!({"inputs": [
         {"name": "input_ids", "shape": [1, 128], "datatype": "INT64", "data": vec![101i64; 128]},
@@ -104,13 +109,12 @@ fn a_deploy_survives_the_node_running_it() {
         {"name": "token_type_ids", "shape": [1, 128], "datatype": "INT64", "data": vec![0i64; 128]}
     ]})
     .to_string();
-    let (code, answer) = b.http(
+    server.http(
         "POST",
-        "/api/predict/failover",
+        &format!("/api/predict/{name}"),
         Some(&token),
         body.as_bytes(),
-    );
-    assert_eq!(code, 200, "{answer}");
+    )
 }
 
 fn example(server: &Server, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
@@ -221,8 +225,9 @@ fn nodes_share_artifacts_through_a_folder() {
     assert_eq!(published, 1);
 }
 
-/// The S3 endpoint down during a deploy: a clear error that names the
-/// store, no artifact recorded; once it is back, a retry deploys.
+/// The S3 endpoint down: an upload is refused with an error that names the
+/// store, and a deploy (of a model the node reads itself) fails with one, no
+/// artifact recorded; once it is back, a retry deploys.
 #[test]
 fn a_store_that_is_down_fails_the_deploy_cleanly_and_a_retry_works() {
     let mut moto = whetstone_e2e::moto::Moto::start();
@@ -230,10 +235,32 @@ fn a_store_that_is_down_fails_the_deploy_cleanly_and_a_retry_works() {
     let pg = Postgres::start();
     let url = pg.database("whet");
     let work = tempfile::tempdir().unwrap();
-    let args = ["--database", url.as_str(), "--store", "s3://whet/p"];
+    let models = work.path().join("m");
+    let args = [
+        "--database",
+        url.as_str(),
+        "--store",
+        "s3://whet/p",
+        "--model-root",
+        models.to_str().unwrap(),
+    ];
     let a = Server::start_with_env(&work.path().join("a"), &args, &moto.env());
-    let cfg = example(&a, &work.path().join("m"), "flaky");
+    let uploaded = example(&a, &models, "flaky");
     moto.stop_server();
+    let out = a
+        .cli(&["create", uploaded.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("s3://whet/p"),
+        "{err}"
+    );
+    let (s, _) = a.admin("GET", "/api/v2/services/flaky", b"");
+    assert_eq!(s, 404, "a refused upload stores no service");
+
+    let local = format!("file://{}", models.join("model").display());
+    let cfg = remote_config(&uploaded, work.path(), "flaky", &local, None);
     let out = a.cli(&["create", cfg.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     let (_, v) = a.admin("GET", "/api/v2/services/flaky", b"");
@@ -248,4 +275,290 @@ fn a_store_that_is_down_fails_the_deploy_cleanly_and_a_retry_works() {
     let (s, body) = predict(&a, "flaky");
     assert_eq!(s, 200, "{body}");
     assert!(!moto.keys("whet", "p/artifacts/").is_empty());
+}
+
+/// Writes `cfg` with `name` and `model_path` (and `oss_endpoint`, when
+/// given) into `dir`, and returns the file.
+fn remote_config(
+    cfg: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    model_path: &str,
+    oss_endpoint: Option<&str>,
+) -> std::path::PathBuf {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cfg).unwrap()).unwrap();
+    v["name"] = serde_json::json!(name);
+    v["model_path"] = serde_json::json!(model_path);
+    if let Some(e) = oss_endpoint {
+        v["oss_endpoint"] = serde_json::json!(e);
+    }
+    let out = dir.join(format!("{name}.json"));
+    std::fs::write(&out, v.to_string()).unwrap();
+    out
+}
+
+fn log_text(server: &Server, name: &str) -> String {
+    let (s, v) = server.admin("GET", &format!("/api/v2/services/{name}/logs"), b"");
+    assert_eq!(s, 200, "{v}");
+    v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `model_path: s3://…` and the seed's `oss://…` with `oss_endpoint`, read
+/// from an S3 server we did not write (moto); a path with nothing there and
+/// an endpoint the server would send its credentials to are refused, naming
+/// the field.
+#[test]
+fn model_paths_in_s3_and_oss_are_downloaded_and_served() {
+    let moto = whetstone_e2e::moto::Moto::start();
+    moto.create_bucket("models");
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(&work.path().join("data"), &[], &moto.env());
+    let cfg = example(&server, &work.path().join("m"), "unused");
+    moto.put_dir("models", "team-a/mlp/", &work.path().join("m/model"));
+
+    let s3 = remote_config(
+        &cfg,
+        work.path(),
+        "from_s3",
+        "s3://models/team-a/mlp/",
+        None,
+    );
+    cli_ok(&server, &["create", s3.to_str().unwrap()]);
+    let (s, body) = predict(&server, "from_s3");
+    assert_eq!(s, 200, "{body}");
+    let log = log_text(&server, "from_s3");
+    assert!(
+        log.contains("[OK] Downloading s3 file: s3://models/team-a/mlp/"),
+        "{log}"
+    );
+
+    let endpoint = moto.endpoint();
+    let oss = remote_config(
+        &cfg,
+        work.path(),
+        "from_oss",
+        "oss://models/team-a/mlp/",
+        Some(&endpoint),
+    );
+    cli_ok(&server, &["create", oss.to_str().unwrap()]);
+    let (s, from_oss) = predict(&server, "from_oss");
+    assert_eq!(s, 200, "{from_oss}");
+    let outputs =
+        |b: &str| serde_json::from_str::<serde_json::Value>(b).unwrap()["outputs"].clone();
+    assert_eq!(outputs(&from_oss), outputs(&body));
+    let log = log_text(&server, "from_oss");
+    assert!(
+        log.contains("[OK] Downloading oss file: oss://models/team-a/mlp/"),
+        "{log}"
+    );
+
+    let refused = |name: &str, path: &str, endpoint: Option<&str>, field: &str, says: &str| {
+        let c = remote_config(&cfg, work.path(), name, path, endpoint);
+        let out = server
+            .cli(&["create", c.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(field) && err.contains(says), "{err}");
+        let (s, _) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+        assert_eq!(s, 404, "a refused create stores nothing");
+    };
+    refused(
+        "nothing_there",
+        "s3://models/team-b/",
+        None,
+        "model_path",
+        "nothing at",
+    );
+    refused(
+        "elsewhere",
+        "oss://models/team-a/mlp/",
+        Some("https://attacker.example.com"),
+        "oss_endpoint",
+        "AWS_ENDPOINT_URL",
+    );
+}
+
+/// An upload received by node A lands in the shared store: node B, with a
+/// data folder of its own, deploys a service of that upload.
+#[test]
+fn an_upload_to_one_node_deploys_on_another() {
+    let moto = whetstone_e2e::moto::Moto::start();
+    moto.create_bucket("whet");
+    let pg = Postgres::start();
+    let url = pg.database("whet");
+    let work = tempfile::tempdir().unwrap();
+    let args = ["--database", url.as_str(), "--store", "s3://whet/c"];
+    let a = Server::start_with_env(&work.path().join("a"), &args, &moto.env());
+    let cfg = example(&a, &work.path().join("m"), "on_a");
+    cli_ok(&a, &["create", cfg.to_str().unwrap()]);
+    let (_, v) = a.admin("GET", "/api/v2/services/on_a", b"");
+    let upload = v["config"]["model_path"].as_str().unwrap().to_string();
+    assert!(upload.starts_with("upload://"), "{v}");
+    let keys = moto.keys("whet", "c/uploads/");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+
+    let b_data = work.path().join("b");
+    std::fs::create_dir_all(&b_data).unwrap();
+    std::fs::copy(
+        work.path().join("a/admin-token"),
+        b_data.join("admin-token"),
+    )
+    .unwrap();
+    drop(a);
+    let b = Server::start_with_env(&b_data, &args, &moto.env());
+    let on_b = remote_config(&cfg, work.path(), "on_b", &upload, None);
+    cli_ok(&b, &["create", on_b.to_str().unwrap()]);
+    let (s, body) = predict(&b, "on_b");
+    assert_eq!(s, 200, "{body}");
+    // B fetched the upload from the store into its own data folder.
+    let rel = upload.strip_prefix("upload://").unwrap();
+    assert!(b_data.join("uploads").join(rel).is_file(), "{rel}");
+}
+
+/// `whet logs -f` connected to node B follows, live, a deploy that node A
+/// runs: A's lines and the end of its deploy reach B through PostgreSQL's
+/// LISTEN/NOTIFY (without them B's follower would wait forever).
+#[test]
+fn a_follower_on_one_node_sees_the_deploy_another_runs() {
+    let zoo = zoo();
+    let pg = Postgres::start();
+    let url = pg.database("whet");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let args = ["--database", url.as_str()];
+    let a = Server::start(&data, &args);
+    minilm_folder(&zoo, &work.path().join("m"));
+    let cfg = work.path().join("svc.json");
+    std::fs::write(&cfg, minilm_config("followed", "m")).unwrap();
+    let mut create = a
+        .cli(&["create", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Node B joins once A has claimed the deploy and is optimizing.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, v) = a.admin("GET", "/api/v2/services/followed", b"");
+        assert!(code == 200 || code == 404, "{code} {v}");
+        assert_ne!(
+            v["status"], "Running",
+            "the deploy ended too soon to follow"
+        );
+        assert_ne!(v["status"], "Failed", "{v}");
+        if v["stage"] == "plugin" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no plugin stage: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let b = Server::start(&data, &args);
+    let follower = b
+        .cli(&["logs", "-f", "followed"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let followed = Instant::now();
+    assert!(create.wait().unwrap().success(), "the deploy failed on A");
+    let (_, v) = a.admin("GET", "/api/v2/services/followed", b"");
+    assert_eq!(v["status"], "Running", "{v}");
+    // The follower ends by itself once B relays the end of A's deploy.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(follower.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("node B's follower never saw the deploy end")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = log_text(&a, "followed");
+    assert!(text.contains("[OK] Service is running"), "{text}");
+    // Every stored line, in order, once.
+    let got: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+    let want: Vec<&str> = stored.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(got, want);
+    eprintln!("followed on node B for {:?}", followed.elapsed());
+}
+
+/// PostgreSQL stopped and started again while a node optimizes MiniLM: the
+/// node reconnects, the deploy finishes, and the service answers.
+#[test]
+fn a_deploy_finishes_across_a_database_restart() {
+    let zoo = zoo();
+    let pg = Postgres::start();
+    let url = pg.database("whet");
+    let work = tempfile::tempdir().unwrap();
+    let a = Server::start(&work.path().join("data"), &["--database", url.as_str()]);
+    minilm_folder(&zoo, &work.path().join("m"));
+    let cfg = work.path().join("svc.json");
+    std::fs::write(&cfg, minilm_config("restarted", "m")).unwrap();
+    // Its log stream breaks with the database: the status says how it ends.
+    let mut create = a
+        .cli(&["create", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |s: &Server| {
+        let (code, v) = s.admin("GET", "/api/v2/services/restarted", b"");
+        (code, v)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, v) = status(&a);
+        assert!(code == 200 || code == 404, "{code} {v}");
+        assert_ne!(
+            v["status"], "Running",
+            "the deploy ended before the restart"
+        );
+        if v["stage"] == "plugin" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no plugin stage: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg.stop_server();
+    std::thread::sleep(Duration::from_secs(3));
+    pg.start_server();
+    let restarted = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let v = loop {
+        // Management calls answer again once the pool has reconnected.
+        let (code, v) = status(&a);
+        if code == 200 && (v["status"] == "Running" || v["status"] == "Failed") {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deploy did not end: {code} {v}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(v["status"], "Running", "{v}");
+    let _ = create.wait();
+    let log = log_text(&a, "restarted");
+    assert!(log.contains("[OK] Service is running"), "{log}");
+    let (code, answer) = minilm_predict(&a, "restarted");
+    assert_eq!(code, 200, "{answer}");
+    eprintln!(
+        "deploy finished {:?} after the database came back",
+        restarted.elapsed()
+    );
 }

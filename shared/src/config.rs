@@ -23,6 +23,10 @@ pub struct ServiceConfig {
     pub name: String,
     /// Where the model is: a folder or an archive (`oss://`, `s3://`, `file://`, `http(s)://`).
     pub model_path: String,
+    /// The endpoint an `oss://` model_path is read from, like `oss-cn-hangzhou.aliyuncs.com`
+    /// (or the http(s) URL of an S3-compatible endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oss_endpoint: Option<String>,
     /// The runtime that serves the model.
     #[schemars(schema_with = "processor_schema")]
     pub processor: String,
@@ -476,6 +480,7 @@ mod tests {
         let cfg = ServiceConfig {
             name: "svc".into(),
             model_path: "file:///m/".into(),
+            oss_endpoint: None,
             processor: "tensorflow_gpu_1.15".into(),
             metadata: Metadata::default(),
             resource: None,

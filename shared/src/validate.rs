@@ -80,6 +80,9 @@ pub fn validate(cfg: &ServiceConfig) -> Vec<ValidationError> {
             "expected the model's location (a folder or an archive), got an empty string",
         );
     }
+    if let Some(endpoint) = &cfg.oss_endpoint {
+        check_oss_endpoint(&mut r, endpoint);
+    }
     let processor = cfg.processor_info();
     if processor.is_none() {
         r.push(
@@ -207,6 +210,39 @@ fn check_name(r: &mut Report, name: &str) {
                 "expected 3 to 63 characters of lowercase letters, digits and '_', starting with \
                  a letter (it becomes /api/predict/<name>), got {}",
                 quote(name)
+            ),
+        );
+    }
+}
+
+/// An OSS endpoint is a host name (`oss-cn-hangzhou.aliyuncs.com`) or an
+/// http(s) URL with no path.
+fn check_oss_endpoint(r: &mut Report, endpoint: &str) {
+    let host = match endpoint.split_once("://") {
+        Some(("http" | "https", rest)) => rest.trim_end_matches('/'),
+        Some(_) => {
+            r.push(
+                "oss_endpoint",
+                format!(
+                    "expected a host name like oss-cn-hangzhou.aliyuncs.com or an http(s):// URL, got {}",
+                    quote(endpoint)
+                ),
+            );
+            return;
+        }
+        None => endpoint,
+    };
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !ok {
+        r.push(
+            "oss_endpoint",
+            format!(
+                "expected a host name like oss-cn-hangzhou.aliyuncs.com or an http(s):// URL with no path, got {}",
+                quote(endpoint)
             ),
         );
     }
@@ -682,6 +718,7 @@ fn check_groups<T>(
 const SERVICE_KEYS: &[&str] = &[
     "name",
     "model_path",
+    "oss_endpoint",
     "processor",
     "metadata",
     "resource",
@@ -924,6 +961,7 @@ impl Reader {
         let placeholder = ServiceConfig {
             name: String::new(),
             model_path: String::new(),
+            oss_endpoint: None,
             processor: String::new(),
             metadata: Metadata::default(),
             resource: None,
@@ -940,6 +978,7 @@ impl Reader {
             model_path: self
                 .required(&obj, "model_path", Self::string)
                 .unwrap_or_default(),
+            oss_endpoint: self.optional(&obj, "oss_endpoint", Self::string),
             processor: self
                 .required(&obj, "processor", Self::string)
                 .unwrap_or_default(),
@@ -1104,6 +1143,36 @@ impl Reader {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn oss_endpoint_is_a_host_or_an_http_url() {
+        let with = |endpoint: &str| {
+            parse_and_validate(
+                &serde_json::json!({
+                    "name": "svc", "model_path": "oss://bucket/m/", "processor": "onnx_cpu",
+                    "oss_endpoint": endpoint,
+                })
+                .to_string(),
+            )
+        };
+        for good in [
+            "oss-cn-hangzhou.aliyuncs.com",
+            "https://oss-cn-shanghai-internal.aliyuncs.com",
+            "http://127.0.0.1:9000/",
+        ] {
+            assert_eq!(
+                with(good).map(|c| c.oss_endpoint),
+                Ok(Some(good.to_string()))
+            );
+        }
+        for bad in ["", "ftp://host", "http://host/path", "a b", "https://"] {
+            let errs = with(bad).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.path == "oss_endpoint"),
+                "{bad}: {errs:?}"
+            );
+        }
+    }
 
     #[test]
     fn paths_are_rendered_consistently() {

@@ -6,6 +6,7 @@
 pub mod gpu;
 pub mod logbus;
 pub mod metrics;
+pub mod notify;
 pub mod objects;
 pub mod recent;
 pub mod resources;

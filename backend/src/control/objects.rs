@@ -89,6 +89,65 @@ impl Objects {
         })
     }
 
+    /// A store already built (a model path's bucket), named `label` in messages.
+    pub fn from_store(inner: Arc<dyn ObjectStore>, label: String) -> Objects {
+        Objects { inner, label }
+    }
+
+    /// The objects under `prefix/` (or the object `prefix` itself when it is
+    /// one), as (key, path below `prefix` in parts, size, ETag), sorted by key;
+    /// at most `max` of them (more is an error). Names whose parts would leave a
+    /// folder (`.`, `..`, empty) are refused.
+    pub async fn list(&self, prefix: &str, max: usize) -> Result<Vec<Listed>, ObjectsError> {
+        let base = ObjectPath::from(prefix);
+        let mut out = vec![];
+        let mut listing = self.inner.list(Some(&base));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| self.err(format!("listing {prefix}/"), e))?;
+            let parts: Vec<String> = meta
+                .location
+                .prefix_match(&base)
+                .map(|parts| parts.map(|p| p.as_ref().to_string()).collect())
+                .unwrap_or_default();
+            if parts.is_empty() {
+                continue;
+            }
+            if parts.iter().any(|p| p == ".." || p == "." || p.is_empty()) {
+                return Err(ObjectsError::Url(format!(
+                    "{}: object '{}' has a name that would leave its folder",
+                    self.label, meta.location
+                )));
+            }
+            if out.len() == max {
+                return Err(ObjectsError::Url(format!(
+                    "{}: more than {max} objects under {prefix}/",
+                    self.label
+                )));
+            }
+            out.push(Listed {
+                key: meta.location.to_string(),
+                parts,
+                size: meta.size,
+                e_tag: meta.e_tag,
+            });
+        }
+        if out.is_empty() && !prefix.is_empty() {
+            // Not a folder: maybe one object.
+            match self.inner.head(&base).await {
+                Ok(meta) => out.push(Listed {
+                    key: meta.location.to_string(),
+                    parts: vec![meta.location.filename().unwrap_or("model").to_string()],
+                    size: meta.size,
+                    e_tag: meta.e_tag,
+                }),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err(format!("looking for {prefix}"), e)),
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     fn err(&self, what: String, source: object_store::Error) -> ObjectsError {
         ObjectsError::Store {
             store: self.label.clone(),
@@ -171,6 +230,17 @@ impl Objects {
 
     /// Downloads one object to `file` (its folder created), streamed.
     pub async fn get_file(&self, key: &str, file: &Path) -> Result<(), ObjectsError> {
+        self.get_file_within(key, file, u64::MAX).await
+    }
+
+    /// As [`Objects::get_file`], refusing an object of more than `max` bytes
+    /// (counted as they arrive: the listing's size is the server's word).
+    pub async fn get_file_within(
+        &self,
+        key: &str,
+        file: &Path,
+        max: u64,
+    ) -> Result<(), ObjectsError> {
         if let Some(parent) = file.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -185,13 +255,30 @@ impl Objects {
         let mut f = tokio::fs::File::create(file)
             .await
             .map_err(|e| io(file, e))?;
+        let mut got = 0u64;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.err(format!("downloading {key}"), e))?;
+            got += chunk.len() as u64;
+            if got > max {
+                return Err(ObjectsError::Url(format!(
+                    "{}: {key} is larger than the {max} bytes allowed",
+                    self.label
+                )));
+            }
             f.write_all(&chunk).await.map_err(|e| io(file, e))?;
         }
         f.sync_all().await.map_err(|e| io(file, e))?;
         Ok(())
     }
+}
+
+/// One object of a listing.
+pub struct Listed {
+    pub key: String,
+    /// Its path below the listed prefix, in parts.
+    pub parts: Vec<String>,
+    pub size: u64,
+    pub e_tag: Option<String>,
 }
 
 fn list_files(

@@ -39,6 +39,9 @@ pub struct Settings {
     /// renews a third of the way through); a job whose lease runs out is
     /// taken over by another node.
     pub job_lease: std::time::Duration,
+    /// The first admin token when the store has none (`--admin-token`);
+    /// random when unset.
+    pub admin_token: Option<String>,
 }
 
 impl Settings {
@@ -59,6 +62,7 @@ impl Settings {
             inspect_timeout: std::time::Duration::from_secs(120),
             node_id: node_id(),
             job_lease: std::time::Duration::from_secs(30),
+            admin_token: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod inspect;
 pub mod nodes;
+pub mod remote;
 pub mod resolve;
 
 use std::collections::HashMap;
@@ -147,6 +148,7 @@ impl Cancels {
 pub async fn check_deployable(
     settings: &Arc<Settings>,
     resources: &Resources,
+    objects: Option<&crate::control::objects::Objects>,
     cfg: &ServiceConfig,
 ) -> Result<ResolvedModel, DeployError> {
     let Some(proc) = cfg.processor_info() else {
@@ -191,9 +193,10 @@ pub async fn check_deployable(
             ));
         }
     }
+    let fetched = remote::materialize(settings, objects, cfg).await?;
     let settings = settings.clone();
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || resolve::resolve(&settings, &cfg))
+    tokio::task::spawn_blocking(move || resolve::resolve(&settings, &cfg, fetched))
         .await
         .map_err(|e| DeployError::Internal(e.to_string()))?
 }
@@ -596,7 +599,7 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         .get_service(name)
         .await?
         .ok_or_else(|| DeployError::NotFound(format!("service '{name}' was deleted")))?;
-    let (Some(model_dir), Some(model_file), Some(model_sha), Some(signature)) = (
+    let (Some(mut model_dir), Some(mut model_file), Some(model_sha), Some(signature)) = (
         svc.model_dir.clone(),
         svc.model_file.clone(),
         svc.model_sha256.clone(),
@@ -607,13 +610,33 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         ));
     };
     if !Path::new(&model_file).is_file() {
-        return Err(DeployError::NotFound(format!(
-            "model file {model_file} is gone from the server's data folder"
-        )));
+        // Resolved on another node (or this node's copy is gone): resolve
+        // it here, from the shared store or the model path, and make sure
+        // it is the model that was checked when the service was created.
+        let here = check_deployable(
+            &state.settings,
+            &state.resources,
+            state.objects.as_ref(),
+            cfg,
+        )
+        .await?;
+        if here.sha256 != model_sha {
+            return Err(DeployError::Conflict(format!(
+                "the model at {} changed since the service was created or modified (SHA-256 {} then, {} now); modify the service to deploy it",
+                cfg.model_path, model_sha, here.sha256
+            )));
+        }
+        model_dir = here.dir;
+        model_file = here.file;
     }
     if resume <= 1 {
         state.store.set_job_stage(job.id, name, "fetch").await?;
-        log(format!("[OK] Downloading model file: {}", cfg.model_path)).await?;
+        let what = match cfg.model_path.split_once("://") {
+            Some(("oss", _)) => "oss file",
+            Some(("s3", _)) => "s3 file",
+            _ => "model file",
+        };
+        log(format!("[OK] Downloading {what}: {}", cfg.model_path)).await?;
         // The engine that will serve this model, as the processor.
         let engine = match optimizer::engine::EngineKind::of_model(Path::new(&model_file)) {
             optimizer::engine::EngineKind::TorchScript => "libtorch 2.13 (TorchScript)".to_string(),

@@ -722,7 +722,7 @@ fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, Deplo
     if let Some((scheme, _)) = model_path.split_once("://") {
         return Err(invalid(
             "model_path",
-            format!("'{scheme}://' model paths need an object store, which this server has not configured; use a local path with the CLI (it uploads it) or file://"),
+            format!("'{scheme}://' model paths are not read by this server (it reads s3://, oss://, upload:// and file://); use a local path with the CLI (it uploads it)"),
         ));
     }
     Err(invalid("model_path", format!("'{model_path}' is a local path of the client: let `whet create` upload it, or use upload:// or file://")))
@@ -847,8 +847,17 @@ fn import_tensorflow(
 /// checks the data files it names, hashes the model, and inspects it with the
 /// engine (inputs/outputs checked against `model_info`). Every failure is a
 /// path-tagged config error; nothing about the service is stored here.
-pub fn resolve(settings: &Settings, cfg: &ServiceConfig) -> Result<ResolvedModel, DeployError> {
-    let source = locate_source(settings, &cfg.model_path)?;
+/// `fetched` is the local copy of a model path in an object store
+/// (`remote::materialize`).
+pub fn resolve(
+    settings: &Settings,
+    cfg: &ServiceConfig,
+    fetched: Option<PathBuf>,
+) -> Result<ResolvedModel, DeployError> {
+    let source = match fetched {
+        Some(local) => local,
+        None => locate_source(settings, &cfg.model_path)?,
+    };
     let (dir, direct_file) = if source.is_dir() {
         (source, None)
     } else {

@@ -230,7 +230,13 @@ async fn create(
             cfg.name
         )));
     }
-    let model = crate::deploy::check_deployable(&state.settings, &state.resources, &cfg).await?;
+    let model = crate::deploy::check_deployable(
+        &state.settings,
+        &state.resources,
+        state.objects.as_ref(),
+        &cfg,
+    )
+    .await?;
     let token = cfg.token.clone().unwrap_or_else(|| new_token(""));
     let job = state
         .store
@@ -263,7 +269,13 @@ async fn modify(
     if cfg.name != name {
         return Err(AppError::invalid("name", format!("the config names '{}' but the request is for '{name}'; a service cannot be renamed", cfg.name)));
     }
-    let model = crate::deploy::check_deployable(&state.settings, &state.resources, &cfg).await?;
+    let model = crate::deploy::check_deployable(
+        &state.settings,
+        &state.resources,
+        state.objects.as_ref(),
+        &cfg,
+    )
+    .await?;
     crate::deploy::cancel_and_wait(
         &state.deployer(),
         &name,
@@ -589,11 +601,25 @@ async fn upload(
     let dir = uploads.join(&sha);
     tokio::fs::create_dir_all(&dir).await?;
     tokio::fs::rename(&tmp, dir.join(&name)).await?;
+    // Nodes that share a store share uploads: any node can deploy this one.
+    if let Some(objects) = &state.objects {
+        let key = crate::deploy::remote::upload_key(&sha, &name);
+        if !objects.exists(&key).await.map_err(unavailable)? {
+            objects
+                .put_file(&key, &dir.join(&name))
+                .await
+                .map_err(unavailable)?;
+        }
+    }
     Ok(Json(UploadResponse {
         model_path: format!("upload://{sha}/{name}"),
         sha256: sha,
         bytes,
     }))
+}
+
+fn unavailable(e: crate::control::objects::ObjectsError) -> AppError {
+    AppError::Unavailable(e.to_string())
 }
 
 async fn receive(

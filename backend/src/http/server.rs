@@ -73,6 +73,12 @@ pub struct ServeArgs {
     /// this long after its last renewal.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub job_lease: std::time::Duration,
+    /// The first admin token, used when the store has none yet (at least 16
+    /// characters, no whitespace): nodes started from one secret share it.
+    /// Without it the first start makes a random one. Either way it is
+    /// written to DATA/admin-token.
+    #[arg(long, env = "WHET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// `whet serve` with its command-line arguments: runs until the process is
@@ -90,6 +96,14 @@ pub async fn run(args: ServeArgs) -> i32 {
     if let Some(url) = &args.database {
         if let Err(e) = crate::control::store::Dialect::of_url(url) {
             return usage(e);
+        }
+    }
+    if let Some(t) = &args.admin_token {
+        if t.len() < 16 || t.chars().any(char::is_whitespace) {
+            return usage(
+                "--admin-token (WHET_ADMIN_TOKEN): expected at least 16 characters and no whitespace"
+                    .into(),
+            );
         }
     }
     let whet_exe = match std::env::current_exe() {
@@ -112,6 +126,7 @@ pub async fn run(args: ServeArgs) -> i32 {
         database: args.database,
         store: args.store,
         job_lease: args.job_lease.max(std::time::Duration::from_secs(1)),
+        admin_token: args.admin_token,
         ..Settings::new(data, whet_exe)
     };
     let console = args
@@ -154,22 +169,32 @@ pub async fn open_with(settings: Settings, resources: Resources) -> Result<AppSt
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
     let store = Store::connect(&settings.database_url()).await?;
     if store.token_count().await? == 0 {
-        let token = new_token("whet_");
+        let token = settings
+            .admin_token
+            .clone()
+            .unwrap_or_else(|| new_token("whet_"));
         write_secret(&settings.data_dir.join(ADMIN_TOKEN_FILE), &token)?;
         // The first admin: the site admin `admin` created by the migrations.
         let admin = store
             .user("admin")
             .await?
             .ok_or_else(|| AppError::Internal("the store has no user 'admin'".into()))?;
-        store
+        match store
             .insert_token(admin.id, "admin", &hash_token(&token))
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            // Another node started with the same token got there first.
+            Err(crate::control::store::StoreError::Conflict(_))
+                if settings.admin_token.is_some() => {}
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(
             "created the admin API token in {}",
             settings.data_dir.join(ADMIN_TOKEN_FILE).display()
         );
     }
-    let logs = LogBus::new(store.clone());
+    let logs = LogBus::new(store.clone(), settings.node_id.clone());
     Ok(AppState {
         settings: Arc::new(settings),
         store,
@@ -247,6 +272,13 @@ pub async fn serve(
     crate::deploy::recover(&deployer).await?;
     crate::deploy::spawn_workers(&deployer);
     crate::deploy::nodes::spawn_lease_sweeper(&deployer);
+    if state.store.dialect() == crate::control::store::Dialect::Postgres {
+        crate::control::notify::spawn_listener(
+            state.settings.database_url(),
+            state.logs.clone(),
+            state.jobs_ready.clone(),
+        );
+    }
     // Printed on stdout so scripts (and tests) can find a port-0 server; a
     // closed stdout must not take the server down, so the result is ignored.
     {

@@ -55,6 +55,52 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (connection lost or
+    /// refused, the server shutting down or restarting), as opposed to a
+    /// statement it refused: worth trying again shortly.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+                // SQLSTATE class 08 (connection exception) and 57P
+                // (operator intervention: shutdown, restart, crash).
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// Runs `op` again while the database cannot be reached, for up to `budget`
+/// (backing off from 100 ms to 2 s); any other error, or one after the
+/// budget, is returned. For writes a deploy cannot do without and that are
+/// safe to repeat, so a database restart does not fail the deploy.
+pub async fn retry_transient<T, F, Fut>(
+    budget: std::time::Duration,
+    mut op: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!("database unreachable, retrying in {wait:?}: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Which database the store speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -254,6 +300,19 @@ impl Store {
         self.dialect
     }
 
+    /// Tells the other nodes (PostgreSQL's NOTIFY on `channel`); nothing on
+    /// SQLite, where this node is the only one.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query(NOTIFY)
+                .bind(channel)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// `select` that locks the rows it reads until the transaction ends
     /// (PostgreSQL; a SQLite write transaction already excludes every other
     /// writer).
@@ -336,7 +395,7 @@ impl Store {
         .bind(team)
         .execute(&mut *tx)
         .await?;
-        let id = insert_job(&mut tx, name, &config, job).await?;
+        let id = insert_job(&mut tx, self.dialect, name, &config, job).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -400,7 +459,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let id = insert_job(&mut tx, name, &config, job).await?;
+        let id = insert_job(&mut tx, self.dialect, name, &config, job).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -776,6 +835,7 @@ impl Store {
 
 async fn insert_job(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
     service: &str,
     config: &str,
     kind: &str,
@@ -787,8 +847,27 @@ async fn insert_job(
         .bind(kind)
         .fetch_one(&mut **tx)
         .await?;
+    if dialect == Dialect::Postgres {
+        // Wakes the idle workers of every node when the job is committed.
+        sqlx::query(NOTIFY)
+            .bind(JOB_CHANNEL)
+            .bind("")
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(row.try_get("id")?)
 }
+
+/// The LISTEN/NOTIFY channel of queued deploy jobs (the payload is empty);
+/// `control::notify` listens on both.
+pub const JOB_CHANNEL: &str = "whet_jobs";
+/// The channel of log lines stored and deploys ended (`LogBus`'s notes).
+pub const LOG_CHANNEL: &str = "whet_logs";
+
+/// PostgreSQL's NOTIFY with bound arguments (the channel, the payload);
+/// delivered when the transaction commits. `pg_notify` returns `void`,
+/// which the `Any` driver cannot decode, so only a count comes back.
+const NOTIFY: &str = "SELECT count(*) FROM (SELECT pg_notify($1, $2)) AS sent";
 
 /// `$from, $from+1, …` (`n` of them): the placeholders of a list bound one
 /// value each.
