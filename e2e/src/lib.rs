@@ -144,11 +144,23 @@ pub fn http(
     auth: Option<&str>,
     body: &[u8],
 ) -> (u16, String) {
+    let auth = auth.map(|a| ("Authorization", a));
+    http_with(addr, method, path, auth.as_slice(), body)
+}
+
+/// [`http`] with these extra headers.
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to server");
     s.set_read_timeout(Some(Duration::from_secs(120))).ok();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
-    if let Some(a) = auth {
-        head.push_str(&format!("Authorization: {a}\r\n"));
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes())

@@ -562,3 +562,58 @@ fn a_deploy_finishes_across_a_database_restart() {
         restarted.elapsed()
     );
 }
+
+/// Every node answers every service's endpoint: the node that does not run
+/// the service's instances forwards the request to the one that does (the
+/// same answer through either address); a request that was already
+/// forwarded once is not forwarded again.
+#[test]
+fn every_node_answers_every_service_by_forwarding() {
+    let pg = Postgres::start();
+    let url = pg.database("whet");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let args = ["--database", url.as_str()];
+    let a = Server::start(&data, &args);
+    let b = Server::start(&data, &args);
+    let cfg = example(&a, &work.path().join("m"), "everywhere");
+    cli_ok(&a, &["create", cfg.to_str().unwrap()]);
+    let (s, via_a) = predict(&a, "everywhere");
+    assert_eq!(s, 200, "{via_a}");
+    let (s, via_b) = predict(&b, "everywhere");
+    assert_eq!((s, &via_b), (200, &via_a));
+
+    // Exactly one node serves it itself: asked as if forwarded, the other
+    // has nothing to answer with.
+    let (_, v) = a.admin("GET", "/api/v2/services/everywhere", b"");
+    let auth = v["token"].as_str().unwrap().to_string();
+    let direct = |s: &Server| {
+        whetstone_e2e::http_with(
+            &s.addr,
+            "POST",
+            "/api/predict/everywhere",
+            &[("Authorization", &auth), ("x-whet-forwarded", "test")],
+            REQUEST.as_bytes(),
+        )
+        .0
+    };
+    let mut codes = [direct(&a), direct(&b)];
+    codes.sort();
+    assert_eq!(codes, [200, 503], "one node serves, the other forwards");
+
+    // Through the node that forwards, the token is still checked (by the
+    // node that serves).
+    let (s, _) = b.http(
+        "POST",
+        "/api/predict/everywhere",
+        Some("Bearer wrong"),
+        REQUEST.as_bytes(),
+    );
+    let (s2, _) = a.http(
+        "POST",
+        "/api/predict/everywhere",
+        Some("Bearer wrong"),
+        REQUEST.as_bytes(),
+    );
+    assert_eq!((s, s2), (401, 401));
+}

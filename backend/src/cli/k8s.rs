@@ -147,6 +147,11 @@ pub fn manifests(
             "--job-lease", lease,
         ],
         "ports": [{ "name": "http", "containerPort": PORT, "protocol": "TCP" }],
+        // Other nodes forward predictions to this pod at its own address.
+        "env": [
+            { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
+            { "name": "WHET_ADVERTISE", "value": format!("$(POD_IP):{PORT}") },
+        ],
         "envFrom": [
             { "configMapRef": { "name": format!("{name}-config") } },
             { "secretRef": { "name": format!("{name}-secrets") } },

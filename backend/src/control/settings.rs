@@ -42,6 +42,8 @@ pub struct Settings {
     /// The first admin token when the store has none (`--admin-token`);
     /// random when unset.
     pub admin_token: Option<String>,
+    /// HOST:PORT at which other nodes reach this one (`--advertise`).
+    pub advertise: Option<String>,
 }
 
 impl Settings {
@@ -63,6 +65,7 @@ impl Settings {
             node_id: node_id(),
             job_lease: std::time::Duration::from_secs(30),
             admin_token: None,
+            advertise: None,
         }
     }
 }

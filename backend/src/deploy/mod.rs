@@ -469,6 +469,7 @@ pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
             Ok(pool) => {
                 let n = pool.len() as u32;
                 state.instances.put(&svc.name, pool);
+                state.store.host(&svc.name, &state.settings.node_id).await?;
                 state.store.set_running(&svc.name, n, None).await?;
             }
             Err(e) => {
@@ -778,6 +779,7 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
     }
     let batching = pool.batching_note();
     state.instances.put(name, pool);
+    state.store.host(name, &state.settings.node_id).await?;
     state.store.set_running(name, n, Some(&key)).await?;
     log(format!(
         "[OK] Running [Total: {n}, Pending: 0, Running: {n}]"

@@ -4,7 +4,6 @@
 //! longer than a lease). At-least-once: a taken-over job resumes at its
 //! recorded stage, and the stages are idempotent.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::control::store::now_ms;
@@ -17,7 +16,7 @@ fn ms(d: Duration) -> i64 {
 
 /// Records this node as alive now, and keeps doing so a third of a lease
 /// apart (a failed beat is logged and retried at the next).
-pub async fn heartbeat(state: &Deployer, addr: SocketAddr) -> Result<(), DeployError> {
+pub async fn heartbeat(state: &Deployer, addr: &str) -> Result<(), DeployError> {
     let (store, node) = (state.store.clone(), state.settings.node_id.clone());
     let addr = addr.to_string();
     store.node_heartbeat(&node, &addr, now_ms()).await?;

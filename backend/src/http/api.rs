@@ -353,6 +353,7 @@ async fn stop(
         )));
     }
     state.instances.remove(&name);
+    state.store.unhost(&name, &state.settings.node_id).await?;
     state.store.set_running(&name, 0, None).await?;
     state
         .store
@@ -409,6 +410,7 @@ async fn delete(
         )));
     }
     state.instances.remove(&name);
+    state.store.unhost(&name, &state.settings.node_id).await?;
     state.store.delete_service(&name).await?;
     crate::control::recent::forget(&name);
     state

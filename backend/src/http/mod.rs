@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod forward;
 pub mod openapi;
 pub mod predict;
 pub mod resources;

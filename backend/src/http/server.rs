@@ -79,6 +79,11 @@ pub struct ServeArgs {
     /// written to DATA/admin-token.
     #[arg(long, env = "WHET_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// HOST:PORT at which the other nodes reach this one (predictions for a
+    /// service this node does not serve are forwarded there). Default: the
+    /// bound address, or this host's name when bound to every interface.
+    #[arg(long, env = "WHET_ADVERTISE")]
+    pub advertise: Option<String>,
 }
 
 /// `whet serve` with its command-line arguments: runs until the process is
@@ -127,6 +132,7 @@ pub async fn run(args: ServeArgs) -> i32 {
         store: args.store,
         job_lease: args.job_lease.max(std::time::Duration::from_secs(1)),
         admin_token: args.admin_token,
+        advertise: args.advertise,
         ..Settings::new(data, whet_exe)
     };
     let console = args
@@ -239,7 +245,12 @@ pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>)
         .merge(crate::http::accounts::routes())
         .merge(crate::http::shares::routes())
         .merge(crate::http::resources::routes())
-        .merge(crate::http::predict::routes())
+        .merge(
+            crate::http::predict::routes().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::http::forward::forward_remote,
+            )),
+        )
         .route("/healthz", axum::routing::get(|| async { "ok" }));
     let app = match console {
         Some(dir) => app.fallback_service(crate::http::console::router(dir)),
@@ -268,7 +279,17 @@ pub async fn serve(
         .map_err(|e| AppError::Internal(format!("binding {addr}: {e}")))?;
     let local = listener.local_addr()?;
     let deployer = state.deployer();
-    crate::deploy::nodes::heartbeat(&deployer, local).await?;
+    let advertised = match &state.settings.advertise {
+        Some(a) => a.clone(),
+        None if local.ip().is_unspecified() => {
+            let host = hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", local.port())
+        }
+        None => local.to_string(),
+    };
+    crate::deploy::nodes::heartbeat(&deployer, &advertised).await?;
     crate::deploy::recover(&deployer).await?;
     crate::deploy::spawn_workers(&deployer);
     crate::deploy::nodes::spawn_lease_sweeper(&deployer);

@@ -718,6 +718,46 @@ impl Store {
             .collect()
     }
 
+    /// Records that `node` serves `service` (its instances run there).
+    pub async fn host(&self, service: &str, node: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO hosts (service, node) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(service)
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that `node` no longer serves `service`.
+    pub async fn unhost(&self, service: &str, node: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM hosts WHERE service = $1 AND node = $2")
+            .bind(service)
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The addresses of the live nodes (heartbeat at or after `since_ms`)
+    /// other than `except` that serve `service`.
+    pub async fn host_addrs(
+        &self,
+        service: &str,
+        except: &str,
+        since_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT n.addr FROM hosts h JOIN nodes n ON n.id = h.node \
+             WHERE h.service = $1 AND h.node <> $2 AND n.heartbeat_at >= $3 ORDER BY n.id",
+        )
+        .bind(service)
+        .bind(except)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("addr")?)).collect()
+    }
+
     pub async fn count_jobs(&self, service: &str, state: &str) -> Result<i64, StoreError> {
         Ok(
             sqlx::query("SELECT COUNT(*) FROM jobs WHERE service = $1 AND state = $2")

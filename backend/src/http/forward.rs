@@ -1,0 +1,140 @@
+//! Every node answers every service's endpoint: a node that does not serve a
+//! service itself forwards the prediction, as it came, to a live node that
+//! does (the store's `hosts`), so clients keep one address. The body is
+//! streamed through, not held: the serving node checks the token and the
+//! limits as it would for a client. A forwarded request carries
+//! [`FORWARDED`] and is never forwarded again.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::control::store::{now_ms, Dialect};
+use crate::http::error::AppError;
+use crate::http::state::AppState;
+
+/// Marks a request one node forwarded to another (its value: the node).
+pub const FORWARDED: &str = "x-whet-forwarded";
+
+/// The service a prediction path names: `/api/predict/{name}` or
+/// `/v2/models/{name}/…`.
+fn service_of(path: &str) -> Option<&str> {
+    let name = if let Some(rest) = path.strip_prefix("/api/predict/") {
+        rest.split('/').next()
+    } else {
+        path.strip_prefix("/v2/models/")
+            .and_then(|rest| rest.split('/').next())
+    }?;
+    (!name.is_empty()).then_some(name)
+}
+
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // The serving node bounds the call; this only stops a node that
+            // went silent from holding the client forever.
+            .read_timeout(Duration::from_secs(300))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+/// Headers that describe one connection, not the request (RFC 9110 §7.6.1).
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+    )
+}
+
+/// Middleware of the prediction routes: serves locally when this node has
+/// the service's instances (or is the only node), else forwards.
+pub async fn forward_remote(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.store.dialect() != Dialect::Postgres || req.headers().contains_key(FORWARDED) {
+        return next.run(req).await;
+    }
+    let Some(name) = service_of(req.uri().path()).map(str::to_string) else {
+        return next.run(req).await;
+    };
+    if state.instances.get(&name).is_some() {
+        return next.run(req).await;
+    }
+    // Live: a heartbeat within two leases (beats come a third of one apart).
+    let since = now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
+    let addrs = match state
+        .store
+        .host_addrs(&name, &state.settings.node_id, since)
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    if addrs.is_empty() {
+        // Nobody serves it: the local handler says why (404, 503).
+        return next.run(req).await;
+    }
+    // Spread the forwarded load over the nodes that serve it.
+    let addr = &addrs[rand::random_range(0..addrs.len())];
+    match forward(&state, addr, req).await {
+        Ok(r) => r,
+        Err(e) => AppError::Unavailable(format!(
+            "service '{name}' is served by node {addr}, which could not be reached: {e}"
+        ))
+        .into_response(),
+    }
+}
+
+async fn forward(state: &AppState, addr: &str, req: Request) -> Result<Response, reqwest::Error> {
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut out = client().request(parts.method.clone(), format!("http://{addr}{path}"));
+    for (k, v) in parts.headers.iter().filter(|(k, _)| !hop_by_hop(k)) {
+        out = out.header(k, v);
+    }
+    let answer = out
+        .header(FORWARDED, state.settings.node_id.as_str())
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await?;
+    let mut resp = Response::builder().status(answer.status());
+    for (k, v) in answer.headers().iter().filter(|(k, _)| !hop_by_hop(k)) {
+        resp = resp.header(k, v);
+    }
+    Ok(resp
+        .body(Body::from_stream(answer.bytes_stream()))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prediction_paths_name_their_service() {
+        assert_eq!(service_of("/api/predict/mlp"), Some("mlp"));
+        assert_eq!(service_of("/v2/models/mlp/infer"), Some("mlp"));
+        assert_eq!(service_of("/v2/models/mlp/versions/1/infer"), Some("mlp"));
+        assert_eq!(service_of("/v2/models/"), None);
+        assert_eq!(service_of("/v2/health/ready"), None);
+        assert_eq!(service_of("/metrics"), None);
+    }
+}
