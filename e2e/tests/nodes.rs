@@ -13,51 +13,23 @@ use whetstone_e2e::{minilm_config, minilm_folder, zoo, Server};
 /// says what happened, and there is one artifact.
 #[test]
 fn a_deploy_survives_the_node_running_it() {
-    let zoo = zoo();
     let pg = Postgres::start();
     let url = pg.database("whet");
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let args = ["--database", url.as_str(), "--job-lease", "3s"];
     let mut a = Server::start(&data, &args);
-    minilm_folder(&zoo, &work.path().join("m"));
-    let cfg = work.path().join("svc.json");
-    std::fs::write(&cfg, minilm_config("failover", "m")).unwrap();
-    // `whet create` follows the log from node A; it ends when A dies.
-    let mut create = a
-        .cli(&["create", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // `whet create` follows the log from node A; it ends when A dies. A is
+    // killed once the deploy is past fetching the model.
+    let mut create = minilm_deploy_in_plugin_stage(&a, work.path(), "failover");
     let stage = |s: &Server| {
         let (code, v) = s.admin("GET", "/api/v2/services/failover", b"");
-        // 404 until `whet create` has uploaded the model and created it.
-        assert!(code == 200 || code == 404, "{code} {v}");
+        assert_eq!(code, 200, "{v}");
         (
             v["status"].as_str().unwrap_or_default().to_string(),
             v["stage"].as_str().unwrap_or_default().to_string(),
         )
     };
-    // Kill A once the deploy is past fetching the model: its plugin stage
-    // (the optimizer, tens of seconds for MiniLM) is under way.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, stage) = stage(&a);
-        assert_ne!(
-            status, "Running",
-            "the deploy ended before node A could be killed"
-        );
-        assert_ne!(status, "Failed", "the deploy failed on node A");
-        if stage == "plugin" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no plugin stage on node A: {status} {stage}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     // B joins while A works: a second node, idle, on the same database.
     let b = Server::start(&data, &args);
     assert_eq!(stage(&b).1, "plugin", "node B sees the deploy A runs");
@@ -98,6 +70,55 @@ fn a_deploy_survives_the_node_running_it() {
 
     let (code, answer) = minilm_predict(&b, "failover");
     assert_eq!(code, 200, "{answer}");
+}
+
+/// Starts MiniLM's o1 deploy as `name` through `server` (`whet create`,
+/// following the log in the background) and returns once the deploy is in
+/// its plugin stage: the optimizer, tens of seconds.
+fn minilm_deploy_in_plugin_stage(
+    server: &Server,
+    work: &std::path::Path,
+    name: &str,
+) -> std::process::Child {
+    let folder = work.join(format!("{name}-model"));
+    minilm_folder(&zoo(), &folder);
+    let cfg = work.join(format!("{name}.json"));
+    std::fs::write(&cfg, minilm_config(name, &format!("{name}-model"))).unwrap();
+    let mut create = server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Err(e) = plugin_stage_reached(server, name) {
+        let _ = create.kill();
+        let _ = create.wait();
+        panic!("{e}");
+    }
+    create
+}
+
+fn plugin_stage_reached(server: &Server, name: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, v) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+        // 404 until `whet create` has uploaded the model and created it.
+        if code != 200 && code != 404 {
+            return Err(format!("{code} {v}"));
+        }
+        if v["status"] == "Running" || v["status"] == "Failed" {
+            return Err(format!(
+                "the deploy ended before its plugin stage was seen: {v}"
+            ));
+        }
+        if v["stage"] == "plugin" {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no plugin stage: {v}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn minilm_predict(server: &Server, name: &str) -> (u16, String) {
@@ -430,38 +451,14 @@ fn an_upload_to_one_node_deploys_on_another() {
 /// LISTEN/NOTIFY (without them B's follower would wait forever).
 #[test]
 fn a_follower_on_one_node_sees_the_deploy_another_runs() {
-    let zoo = zoo();
     let pg = Postgres::start();
     let url = pg.database("whet");
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let args = ["--database", url.as_str()];
     let a = Server::start(&data, &args);
-    minilm_folder(&zoo, &work.path().join("m"));
-    let cfg = work.path().join("svc.json");
-    std::fs::write(&cfg, minilm_config("followed", "m")).unwrap();
-    let mut create = a
-        .cli(&["create", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Node B joins once A has claimed the deploy and is optimizing.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (code, v) = a.admin("GET", "/api/v2/services/followed", b"");
-        assert!(code == 200 || code == 404, "{code} {v}");
-        assert_ne!(
-            v["status"], "Running",
-            "the deploy ended too soon to follow"
-        );
-        assert_ne!(v["status"], "Failed", "{v}");
-        if v["stage"] == "plugin" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no plugin stage: {v}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut create = minilm_deploy_in_plugin_stage(&a, work.path(), "followed");
     let b = Server::start(&data, &args);
     let follower = b
         .cli(&["logs", "-f", "followed"])
@@ -501,39 +498,12 @@ fn a_follower_on_one_node_sees_the_deploy_another_runs() {
 /// node reconnects, the deploy finishes, and the service answers.
 #[test]
 fn a_deploy_finishes_across_a_database_restart() {
-    let zoo = zoo();
     let pg = Postgres::start();
     let url = pg.database("whet");
     let work = tempfile::tempdir().unwrap();
     let a = Server::start(&work.path().join("data"), &["--database", url.as_str()]);
-    minilm_folder(&zoo, &work.path().join("m"));
-    let cfg = work.path().join("svc.json");
-    std::fs::write(&cfg, minilm_config("restarted", "m")).unwrap();
     // Its log stream breaks with the database: the status says how it ends.
-    let mut create = a
-        .cli(&["create", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let status = |s: &Server| {
-        let (code, v) = s.admin("GET", "/api/v2/services/restarted", b"");
-        (code, v)
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (code, v) = status(&a);
-        assert!(code == 200 || code == 404, "{code} {v}");
-        assert_ne!(
-            v["status"], "Running",
-            "the deploy ended before the restart"
-        );
-        if v["stage"] == "plugin" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no plugin stage: {v}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut create = minilm_deploy_in_plugin_stage(&a, work.path(), "restarted");
     pg.stop_server();
     std::thread::sleep(Duration::from_secs(3));
     pg.start_server();
@@ -541,7 +511,7 @@ fn a_deploy_finishes_across_a_database_restart() {
     let deadline = Instant::now() + Duration::from_secs(300);
     let v = loop {
         // Management calls answer again once the pool has reconnected.
-        let (code, v) = status(&a);
+        let (code, v) = a.admin("GET", "/api/v2/services/restarted", b"");
         if code == 200 && (v["status"] == "Running" || v["status"] == "Failed") {
             break v;
         }

@@ -489,6 +489,56 @@ pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
     Ok(())
 }
 
+/// How long a deploy waits for a database it lost (a restart, a failover)
+/// before it fails.
+const OUTAGE_BUDGET: Duration = Duration::from_secs(120);
+
+/// Runs the deploy; when the database could not be reached on the way, waits
+/// until it answers and runs the deploy again from the stage it recorded
+/// (the stages are idempotent, as for a job taken over from a dead node),
+/// for up to [`OUTAGE_BUDGET`].
+async fn deploy_through_outages(
+    state: &Deployer,
+    job: &JobRow,
+    slot: &WorkerSlot,
+) -> Result<(), DeployError> {
+    let deadline = tokio::time::Instant::now() + OUTAGE_BUDGET;
+    let mut job = job.clone();
+    loop {
+        match deploy(state, &job, slot).await {
+            Err(DeployError::Store(e))
+                if e.is_transient() && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(job = job.id, service = %job.service, "database unreachable during the deploy: {e}");
+                job = loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match state.store.get_job(job.id).await {
+                        Ok(Some(now)) => break now,
+                        Ok(None) => {
+                            return Err(DeployError::NotFound(format!(
+                                "deploy job {} is gone",
+                                job.id
+                            )))
+                        }
+                        Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                let stage = job.stage.clone().unwrap_or_else(|| "schedule".into());
+                state
+                    .logs
+                    .line(
+                        &job.service,
+                        Some(job.id),
+                        &format!("[WARN] The database could not be reached for a while; resuming the deploy at stage {stage}"),
+                    )
+                    .await?;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn run_job(state: &Deployer, job: JobRow, slot: &WorkerSlot) {
     let name = job.service.clone();
     let started = std::time::Instant::now();
@@ -498,7 +548,7 @@ async fn run_job(state: &Deployer, job: JobRow, slot: &WorkerSlot) {
     // (runners loading at `start`) finishes there, and its pool is then
     // dropped, which kills its runners.
     let result = tokio::select! {
-        r = deploy(state, &job, slot) => r,
+        r = deploy_through_outages(state, &job, slot) => r,
         () = token.cancelled() => Err(DeployError::Conflict(format!(
             "deploy cancelled: {}",
             state.cancels.reason(&name).unwrap_or_else(|| "by request".into())

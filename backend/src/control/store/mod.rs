@@ -652,6 +652,17 @@ impl Store {
 
     /// Running jobs whose lease ran out before `now_ms` (or that have none:
     /// claimed before leases existed).
+    /// Job `id` as it is stored now.
+    pub async fn get_job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, service, config, stage, attempts, node FROM jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
     pub async fn expired_jobs(&self, now_ms: i64) -> Result<Vec<JobRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, service, config, stage, attempts, node FROM jobs WHERE state = 'running'
