@@ -31,24 +31,7 @@ fn main() {
     let args = ["--database", url.as_str()];
     let a = Server::start(&data, &args);
     let b = Server::start(&data, &args);
-    let demo = work.path().join("demo");
-    let out = a
-        .cli(&["example-model", demo.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let out = a
-        .cli(&["create", demo.join("service.json").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (_, d) = a.admin("GET", "/api/v2/services/example_mlp", b"");
-    let token = d["token"].as_str().unwrap().to_string();
-    let req = std::fs::read(demo.join("request.json")).unwrap();
+    let (token, req) = whetstone_e2e::deploy_example(&a, &work.path().join("demo"));
     let path = "/api/predict/example_mlp";
     let ask = |s: &Server, extra: &[(&str, &str)]| {
         let mut headers = vec![("Authorization", token.as_str())];

@@ -130,6 +130,34 @@ impl Server {
     }
 }
 
+/// `whet example-model` written into `dir` and deployed through `server` as
+/// `example_mlp`: returns the service's token and a request for it.
+pub fn deploy_example(server: &Server, dir: &Path) -> (String, Vec<u8>) {
+    let out = server
+        .cli(&["example-model", dir.to_str().unwrap()])
+        .output()
+        .expect("run whet example-model");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = dir.join("service.json");
+    let out = server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .output()
+        .expect("run whet create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, d) = server.admin("GET", "/api/v2/services/example_mlp", b"");
+    let token = d["token"].as_str().expect("a service token").to_string();
+    let request = std::fs::read(dir.join("request.json")).expect("read request.json");
+    (token, request)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();

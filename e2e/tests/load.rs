@@ -58,26 +58,9 @@ fn load_across_two_nodes_while_one_restarts() {
     let data = work.path().join("data");
     let args = ["--database", url.as_str()];
     let a = Server::start(&data, &args);
-    let demo = work.path().join("demo");
-    let out = a
-        .cli(&["example-model", demo.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let out = a
-        .cli(&["create", demo.join("service.json").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (token, body) = whetstone_e2e::deploy_example(&a, &work.path().join("demo"));
     // B starts after the deploy: it starts the service's instances too.
     let mut b = Server::start(&data, &args);
-    let (_, d) = a.admin("GET", "/api/v2/services/example_mlp", b"");
-    let token = d["token"].as_str().unwrap().to_string();
-    let body = std::fs::read(demo.join("request.json")).unwrap();
     let path = "/api/predict/example_mlp";
     let addrs = Arc::new(RwLock::new([a.addr.clone(), b.addr.clone()]));
     let stop = Arc::new(AtomicBool::new(false));
