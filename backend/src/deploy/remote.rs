@@ -13,7 +13,7 @@ use shared::ServiceConfig;
 use crate::control::objects::Objects;
 use crate::control::settings::Settings;
 
-use super::DeployError;
+use super::{resolve, DeployError};
 
 /// At most this many objects under one model path.
 const MAX_OBJECTS: usize = 10_000;
@@ -37,9 +37,10 @@ pub async fn materialize(
     cfg: &ServiceConfig,
 ) -> Result<Option<PathBuf>, DeployError> {
     let path = cfg.model_path.as_str();
-    if let Some(rest) = path.strip_prefix("upload://") {
-        if let Some(objects) = objects {
-            fetch_upload(settings, objects, rest).await?;
+    if path.starts_with("upload://") {
+        // A malformed one is left to `resolve`, which says what is wrong.
+        if let (Some(objects), Some((sha, name))) = (objects, resolve::upload_parts(path)) {
+            fetch_upload(settings, objects, sha, name).await?;
         }
         return Ok(None);
     }
@@ -190,20 +191,11 @@ async fn download(
 async fn fetch_upload(
     settings: &Settings,
     objects: &Objects,
-    rest: &str,
+    sha: &str,
+    name: &str,
 ) -> Result<(), DeployError> {
-    let Some((sha, name)) = rest.split_once('/') else {
-        return Ok(());
-    };
-    let well_formed = sha.len() == 64
-        && sha.bytes().all(|b| b.is_ascii_hexdigit())
-        && !name.is_empty()
-        && !name.contains('/')
-        && name != "."
-        && name != "..";
     let dir = settings.uploads_dir().join(sha);
-    if !well_formed || dir.join(name).exists() {
-        // `resolve` says what is wrong with a malformed one.
+    if dir.join(name).exists() {
         return Ok(());
     }
     let key = upload_key(sha, name);
@@ -231,8 +223,11 @@ async fn fetch_upload(
                 "upload {sha}/{name} in the shared store is damaged (its bytes hash to {got})"
             )));
         }
-        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
-        tokio::fs::rename(&tmp, dir.join(name)).await.map_err(io)
+        let target = dir.join(name);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        tokio::fs::rename(&tmp, target).await.map_err(io)
     }
     .await;
     if fetched.is_err() {

@@ -668,19 +668,24 @@ fn invalid(path: &str, msg: impl Into<String>) -> DeployError {
     DeployError::invalid(path, msg)
 }
 
+/// The SHA-256 and file name of an `upload://SHA256/NAME` model path, when
+/// it is one and well formed (64 hex digits, a name that stays in its folder).
+pub fn upload_parts(model_path: &str) -> Option<(&str, &str)> {
+    let (sha, name) = model_path.strip_prefix("upload://")?.split_once('/')?;
+    let ok = sha.len() == 64
+        && sha.bytes().all(|b| b.is_ascii_hexdigit())
+        && !name.is_empty()
+        && safe_relative(Path::new(name)).is_some();
+    ok.then_some((sha, name))
+}
+
 /// Where `model_path` points, as a local file or folder.
 fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, DeployError> {
-    if let Some(rest) = model_path.strip_prefix("upload://") {
-        let (sha, name) = rest.split_once('/').unwrap_or((rest, ""));
-        let ok = sha.len() == 64
-            && sha.bytes().all(|b| b.is_ascii_hexdigit())
-            && !name.is_empty()
-            && safe_relative(Path::new(name)).is_some();
-        let p = settings.uploads_dir().join(sha).join(name);
-        if !ok || !p.exists() {
-            return Err(invalid("model_path", format!("unknown upload '{model_path}'; upload the model first (the CLI does it for local paths)")));
-        }
-        return Ok(p);
+    if model_path.starts_with("upload://") {
+        let p = upload_parts(model_path)
+            .map(|(sha, name)| settings.uploads_dir().join(sha).join(name))
+            .filter(|p| p.exists());
+        return p.ok_or_else(|| invalid("model_path", format!("unknown upload '{model_path}'; upload the model first (the CLI does it for local paths)")));
     }
     if let Some(rest) = model_path.strip_prefix("file://") {
         let p = PathBuf::from(rest);
