@@ -130,9 +130,9 @@ impl Server {
     }
 }
 
-/// `whet example-model` written into `dir` and deployed through `server` as
-/// `example_mlp`: returns the service's token and a request for it.
-pub fn deploy_example(server: &Server, dir: &Path) -> (String, Vec<u8>) {
+/// Writes `whet example-model` into `dir` with the service named `name`, and
+/// returns its service config.
+pub fn example(server: &Server, dir: &Path, name: &str) -> PathBuf {
     let out = server
         .cli(&["example-model", dir.to_str().unwrap()])
         .output()
@@ -142,7 +142,19 @@ pub fn deploy_example(server: &Server, dir: &Path) -> (String, Vec<u8>) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cfg = dir.join("service.json");
+    let cfg_path = dir.join("service.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).expect("read service.json"))
+            .expect("service.json is JSON");
+    cfg["name"] = serde_json::json!(name);
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write service.json");
+    cfg_path
+}
+
+/// [`example`] deployed through `server` as `example_mlp`: returns the
+/// service's token and a request for it.
+pub fn deploy_example(server: &Server, dir: &Path) -> (String, Vec<u8>) {
+    let cfg = example(server, dir, "example_mlp");
     let out = server
         .cli(&["create", cfg.to_str().unwrap()])
         .output()

@@ -8,27 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use whetstone_e2e::Server;
+use whetstone_e2e::{example, Server};
 
 /// `whet example-model` into `dir`, with the service renamed `name`.
-fn example(server: &Server, dir: &Path, name: &str) -> PathBuf {
-    let out = server
-        .cli(&["example-model", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cfg_path = dir.join("service.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-    cfg["name"] = serde_json::json!(name);
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    cfg_path
-}
-
 fn create(server: &Server, cfg: &Path) {
     let out = server
         .cli(&["create", cfg.to_str().unwrap()])

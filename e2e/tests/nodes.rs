@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use whetstone_e2e::postgres::Postgres;
-use whetstone_e2e::{minilm_config, minilm_folder, zoo, Server};
+use whetstone_e2e::{example, minilm_config, minilm_folder, zoo, Server};
 
 /// Node A claims MiniLM's o1 deploy and is SIGKILLed while it works; node B,
 /// on the same database and data folder, takes the deploy over once A's
@@ -136,24 +136,6 @@ fn minilm_predict(server: &Server, name: &str) -> (u16, String) {
         Some(&token),
         body.as_bytes(),
     )
-}
-
-fn example(server: &Server, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let out = server
-        .cli(&["example-model", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cfg_path = dir.join("service.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-    cfg["name"] = serde_json::json!(name);
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    cfg_path
 }
 
 fn cli_ok(server: &Server, args: &[&str]) -> String {
