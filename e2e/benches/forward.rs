@@ -31,7 +31,7 @@ fn main() {
     let args = ["--database", url.as_str()];
     let a = Server::start(&data, &args);
     let b = Server::start(&data, &args);
-    let (token, req) = whetstone_e2e::deploy_example(&a, &work.path().join("demo"));
+    let (token, req) = whetstone_e2e::deploy_example(&a, &work.path().join("demo"), 1);
     let path = "/api/predict/example_mlp";
     let ask = |s: &Server, extra: &[(&str, &str)]| {
         let mut headers = vec![("Authorization", token.as_str())];

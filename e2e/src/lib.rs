@@ -151,10 +151,15 @@ pub fn example(server: &Server, dir: &Path, name: &str) -> PathBuf {
     cfg_path
 }
 
-/// [`example`] deployed through `server` as `example_mlp`: returns the
-/// service's token and a request for it.
-pub fn deploy_example(server: &Server, dir: &Path) -> (String, Vec<u8>) {
+/// [`example`] deployed through `server` as `example_mlp` with `instances`
+/// instances: returns the service's token and a request for it.
+pub fn deploy_example(server: &Server, dir: &Path, instances: u32) -> (String, Vec<u8>) {
     let cfg = example(server, dir, "example_mlp");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).expect("read service.json"))
+            .expect("service.json is JSON");
+    v["metadata"]["instance"] = serde_json::json!(instances);
+    std::fs::write(&cfg, v.to_string()).expect("write service.json");
     let out = server
         .cli(&["create", cfg.to_str().unwrap()])
         .output()
@@ -196,6 +201,19 @@ pub fn http_with(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    let (status, _, body) = http_head(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http_with`] that also returns the response's header lines
+/// (`name: value`, names in lower case).
+pub fn http_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<String>, String) {
     let mut s = TcpStream::connect(addr).expect("connect to server");
     s.set_read_timeout(Some(Duration::from_secs(120))).ok();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
@@ -215,11 +233,20 @@ pub fn http_with(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
+    let lines: Vec<String> = head
+        .lines()
+        .skip(1)
+        .map(|l| match l.split_once(':') {
+            Some((k, v)) => format!("{}: {}", k.trim().to_ascii_lowercase(), v.trim()),
+            None => l.to_string(),
+        })
+        .collect();
+    let chunked = lines
+        .iter()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
     (
         status,
+        lines,
         if chunked {
             dechunk(rest)
         } else {

@@ -1,6 +1,7 @@
 //! The fault suite's load test: 60 s of predictions at concurrency 32 across
 //! two nodes on one PostgreSQL, while one of them is killed (SIGKILL) and
-//! started again. A client whose connection is refused (the node is down)
+//! started again (its instance is placed again within the lease). A client
+//! whose connection is refused (the node is down)
 //! sends to the other node, as a load balancer would; a request a node
 //! accepted and never answered is lost. Only requests in flight on the
 //! killed node may be lost; every answer is a 200. Prints the counts and
@@ -56,11 +57,13 @@ fn load_across_two_nodes_while_one_restarts() {
     let url = pg.database("whet");
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let args = ["--database", url.as_str()];
+    // A short lease, so that the killed node's instance is placed again
+    // (on the restarted node, or the other) during the run.
+    let args = ["--database", url.as_str(), "--job-lease", "5s"];
     let a = Server::start(&data, &args);
-    let (token, body) = whetstone_e2e::deploy_example(&a, &work.path().join("demo"));
-    // B starts after the deploy: it starts the service's instances too.
     let mut b = Server::start(&data, &args);
+    // Two instances: one placed on each node.
+    let (token, body) = whetstone_e2e::deploy_example(&a, &work.path().join("demo"), 2);
     let path = "/api/predict/example_mlp";
     let addrs = Arc::new(RwLock::new([a.addr.clone(), b.addr.clone()]));
     let stop = Arc::new(AtomicBool::new(false));
@@ -147,4 +150,9 @@ fn load_across_two_nodes_while_one_restarts() {
         "nothing lost after the kill itself"
     );
     assert!(answered.load(Ordering::Relaxed) > 1000);
+    let (_, log) = a.admin("GET", "/api/v2/services/example_mlp/logs", b"");
+    assert!(
+        log.to_string().contains("stopped heartbeating; instance"),
+        "the killed node's instance was placed again: {log}"
+    );
 }

@@ -164,8 +164,41 @@ fn predict(server: &Server, name: &str) -> (u16, String) {
     )
 }
 
-/// Node B has a data folder of its own: it serves what node A built by
-/// fetching the artifact from the shared store and checking its seal.
+/// The node that answered `name`'s prediction through `server` (its
+/// `x-whet-node` header), and the status and body of the answer.
+fn served_by(server: &Server, name: &str) -> (u16, String, String) {
+    let (s, v) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+    assert_eq!(s, 200, "{v}");
+    let auth = v["token"].as_str().unwrap().to_string();
+    let (status, head, body) = whetstone_e2e::http_head(
+        &server.addr,
+        "POST",
+        &format!("/api/predict/{name}"),
+        &[("Authorization", &auth)],
+        REQUEST.as_bytes(),
+    );
+    let node = head
+        .iter()
+        .find_map(|l| l.strip_prefix("x-whet-node: "))
+        .unwrap_or_default()
+        .to_string();
+    (status, node, body)
+}
+
+/// Polls `what` (at most `secs` seconds) until it holds; how long it took.
+fn until(secs: u64, what: &str, mut holds: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !holds() {
+        assert!(t.elapsed() < Duration::from_secs(secs), "{what} within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.elapsed()
+}
+
+/// Node A deploys a one-instance service, placed on A; node B, with a data
+/// folder of its own, forwards its predictions to A. A is SIGKILLed: within
+/// the lease, B places the instance on itself, fetches the artifact from
+/// the shared store (checking its seal) and serves it with the same answer.
 /// Returns node B with what it runs on (dropped in this order: the node,
 /// then PostgreSQL, then the folders).
 fn second_node_serves_from_the_shared_store(
@@ -175,12 +208,13 @@ fn second_node_serves_from_the_shared_store(
     let pg = Postgres::start();
     let url = pg.database("whet");
     let work = tempfile::tempdir().unwrap();
-    let args = ["--database", url.as_str(), "--store", store];
-    let a = Server::start_with_env(&work.path().join("a"), &args, env);
+    let args = ["--database", url.as_str(), "--store", store, "--job-lease", "3s"];
+    let mut a = Server::start_with_env(&work.path().join("a"), &args, env);
     let cfg = example(&a, &work.path().join("m"), "shared");
     cli_ok(&a, &["create", cfg.to_str().unwrap()]);
-    let (s, on_a) = predict(&a, "shared");
+    let (s, node_a, on_a) = served_by(&a, "shared");
     assert_eq!(s, 200, "{on_a}");
+    assert!(!node_a.is_empty(), "A answers itself");
 
     let b_data = work.path().join("b");
     std::fs::create_dir_all(&b_data).unwrap();
@@ -191,8 +225,22 @@ fn second_node_serves_from_the_shared_store(
     )
     .unwrap();
     let b = Server::start_with_env(&b_data, &args, env);
-    let (s, on_b) = predict(&b, "shared");
-    assert_eq!((s, &on_b), (200, &on_a));
+    let (s, by, on_b) = served_by(&b, "shared");
+    assert_eq!((s, &by, &on_b), (200, &node_a, &on_a), "B forwards to A");
+    let held = std::fs::read_dir(b_data.join("artifacts")).map_or(0, |d| d.count());
+    assert_eq!(held, 0, "B fetched nothing yet");
+
+    a.kill();
+    let replaced = until(30, "node B serving the instance itself", || {
+        let (s, by, body) = served_by(&b, "shared");
+        s == 200 && by != node_a && body == on_a
+    });
+    eprintln!("node A killed -> its instance serving on node B: {replaced:.1?} (lease 3 s)");
+    let log = log_text(&b, "shared");
+    assert!(
+        log.contains(&format!("[WARN] Node {node_a} stopped heartbeating; instance 0 is placed again on node")),
+        "{log}"
+    );
     let fetched: Vec<_> = std::fs::read_dir(b_data.join("artifacts"))
         .unwrap()
         .flatten()
@@ -202,6 +250,64 @@ fn second_node_serves_from_the_shared_store(
     assert!(!fetched[0].starts_with(".tmp-"), "{fetched:?}");
     drop(a);
     (b, pg, work)
+}
+
+/// Two nodes: a two-instance service is placed one instance on each; scaled
+/// to one through node B, one node's instance goes and both nodes answer
+/// from the other; stopped through node B, the last instance goes too —
+/// all without a restart, by NOTIFY.
+#[test]
+fn scale_and_stop_through_one_node_reach_the_other() {
+    let pg = Postgres::start();
+    let url = pg.database("whet");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let args = ["--database", url.as_str()];
+    let a = Server::start(&data, &args);
+    let b = Server::start(&data, &args);
+    let cfg = example(&a, &work.path().join("m"), "spread");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["metadata"]["instance"] = serde_json::json!(2);
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    cli_ok(&a, &["create", cfg.to_str().unwrap()]);
+    let (s, node_a, answer) = served_by(&a, "spread");
+    assert_eq!(s, 200, "{answer}");
+    let (s, node_b, on_b) = served_by(&b, "spread");
+    assert_eq!((s, &on_b), (200, &answer));
+    assert!(
+        !node_b.is_empty() && node_b != node_a,
+        "each node runs an instance: {node_a} {node_b}"
+    );
+    let log = log_text(&a, "spread");
+    assert!(log.contains("[OK] Instances placed on node "), "{log}");
+    let (_, d) = b.admin("GET", "/api/v2/services/spread", b"");
+    assert_eq!(d["running_instances"], 2, "{d}");
+
+    let (s, d) = b.admin(
+        "POST",
+        "/api/v2/services/spread/scale",
+        br#"{"instances": 1}"#,
+    );
+    assert_eq!(s, 200, "{d}");
+    until(60, "the scale-down reaching both nodes", || {
+        let (s, by_a, body) = served_by(&a, "spread");
+        let (s2, by_b, _) = served_by(&b, "spread");
+        let (_, d) = a.admin("GET", "/api/v2/services/spread", b"");
+        (s, s2) == (200, 200)
+            && body == answer
+            && by_a == by_b
+            && d["status"] == "Running"
+            && d["running_instances"] == 1
+    });
+
+    let (s, d) = b.admin("POST", "/api/v2/services/spread/stop", b"");
+    assert_eq!(s, 200, "{d}");
+    until(30, "the stop reaching both nodes", || {
+        served_by(&a, "spread").0 != 200 && served_by(&b, "spread").0 != 200
+    });
+    let (_, d) = a.admin("GET", "/api/v2/services/spread", b"");
+    assert_eq!((d["status"].as_str(), d["running_instances"].as_i64()), (Some("Stopped"), Some(0)), "{d}");
 }
 
 #[test]

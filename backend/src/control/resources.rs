@@ -302,6 +302,21 @@ impl Resources {
             .collect()
     }
 
+    /// The job kinds this server can run and serve: the CPU, and each GPU
+    /// group with a discovered device. A node records them with its
+    /// heartbeat, and a service is placed only on nodes that serve its kind.
+    pub fn served_kinds(&self) -> Vec<String> {
+        let mut kinds = vec![CPU_KIND.to_string()];
+        for (_, ks) in self.gpu_workers() {
+            for k in ks {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+        }
+        kinds
+    }
+
     fn names(&self) -> String {
         self.groups
             .iter()

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod inspect;
 pub mod nodes;
+pub mod placement;
 pub mod remote;
 pub mod resolve;
 
@@ -29,7 +30,7 @@ use crate::control::logbus::LogBus;
 use crate::control::resources::Resources;
 use crate::control::store::{now_ms, Dialect, JobRow, ResolvedModel, StoreError};
 use crate::control::{Settings, Store};
-use crate::serving::instances::{load_pool, Instances};
+use crate::serving::instances::Instances;
 
 /// What a deploy can fail with. The HTTP edge maps each kind to a status
 /// (a create or modify that resolves a model fails before it is stored);
@@ -84,6 +85,7 @@ pub struct Deployer {
     pub resources: Arc<Resources>,
     pub cancels: Cancels,
     pub builds: BuildLocks,
+    pub hosting: placement::Hosting,
     /// The object store nodes share (`--store`), if any.
     pub objects: Option<crate::control::objects::Objects>,
 }
@@ -354,7 +356,8 @@ pub(crate) async fn resume_or_fail(
 
 /// At start-up: re-queue jobs a dead server was running (or fail them after
 /// too many tries), and bring back the instances of running services.
-pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
+/// `addr` is the address this node advertises (see [`Store::adopt_slots`]).
+pub async fn recover(state: &Deployer, addr: &str) -> Result<(), DeployError> {
     // Builds cut short by the last shutdown: never recorded, never served.
     // Nodes sharing PostgreSQL may share the data folder too, and another
     // live node's build may be under way there: only a build folder older
@@ -391,14 +394,7 @@ pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
     }
     // A GPU deploy queued before a restart that lost its GPUs (or its group)
     // would wait forever: fail it, saying why.
-    let mut served = vec![crate::control::resources::CPU_KIND.to_string()];
-    served.extend(
-        state
-            .resources
-            .gpu_workers()
-            .into_iter()
-            .flat_map(|(_, k)| k),
-    );
+    let served = state.resources.served_kinds();
     for job in state.store.unclaimable_jobs(&served).await? {
         let gpus = state.resources.gpus();
         let why = if gpus.is_empty() {
@@ -428,51 +424,22 @@ pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
             .set_status(&job.service, status, None, Some(&msg))
             .await?;
     }
-    // Services that were serving keep serving: the ones mid-redeploy with their
-    // previous artifact until the redeploy finishes.
+    // Services that were serving keep serving (the ones mid-redeploy with
+    // their previous artifact until the redeploy finishes): this node takes
+    // the slots of the process it replaces and starts them now; a database
+    // from before placements existed gets its running services placed here.
+    let adopted = state.store.adopt_slots(&state.settings.node_id, addr).await?;
+    if adopted > 0 {
+        tracing::info!("took over {adopted} instance slot(s) of this node's previous process");
+    }
     for svc in state.store.list_services().await? {
         let serving = matches!(svc.status, ServiceStatus::Running | ServiceStatus::Updating);
         let Some(key) = svc.artifact.as_deref().filter(|_| serving) else {
             continue;
         };
-        if state.store.get_artifact(key).await?.is_none() {
-            continue;
-        }
-        let dir = match artifacts::local(state, key).await {
-            Ok(Some(dir)) => dir,
-            Ok(None) => {
-                tracing::error!(service = %svc.name, "artifact {key} is neither in the data folder nor in the shared store; not serving it");
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(service = %svc.name, "fetching artifact {key}: {e}");
-                continue;
-            }
-        };
-        // The stored config was validated when it was accepted.
-        let cfg = &svc.config;
-        let rpc = cfg.metadata.rpc.clone();
-        let serve_on = state.resources.serving_device(cfg);
-        let memory = cfg.metadata.memory;
-        match load_pool(
-            &state.settings,
-            &dir,
-            &svc.name,
-            svc.instances,
-            svc.token.clone(),
-            rpc,
-            serve_on,
-            memory,
-        )
-        .await
-        {
-            Ok(pool) => {
-                let n = pool.len() as u32;
-                state.instances.put(&svc.name, pool);
-                state.store.host(&svc.name, &state.settings.node_id).await?;
-                state.store.set_running(&svc.name, n, None).await?;
-            }
-            Err(e) => {
+        if state.store.placements(&svc.name).await?.is_empty() {
+            let n = svc.instances.max(1);
+            if let Err(e) = placement::place(state, &svc.name, &svc.config, key, n).await {
                 let msg = format!("could not restart instances after a server restart: {e}");
                 state
                     .logs
@@ -482,10 +449,10 @@ pub async fn recover(state: &Deployer) -> Result<(), DeployError> {
                     .store
                     .set_status(&svc.name, ServiceStatus::Failed, None, Some(&msg))
                     .await?;
-                state.store.set_running(&svc.name, 0, None).await?;
             }
         }
     }
+    placement::reconcile(state).await?;
     Ok(())
 }
 
@@ -588,8 +555,10 @@ async fn run_job(state: &Deployer, job: JobRow, slot: &WorkerSlot) {
                     .logs
                     .line(&name, Some(job.id), &format!("[ERROR] {msg}"))
                     .await?;
-                // A failed redeploy leaves the previous instances serving.
-                let status = if state.instances.get(&name).is_some() {
+                // A failed redeploy leaves the previous instances serving
+                // (`placement::restore` put them back).
+                let placed = state.store.placements(&name).await?;
+                let status = if !placed.is_empty() {
                     ServiceStatus::Running
                 } else {
                     ServiceStatus::Failed
@@ -746,7 +715,9 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         Some(_) => artifacts::local(state, &key).await?,
         None => None,
     };
-    let artifact_dir = match (existing, plugin) {
+    // After this the artifact is in this node's folder (and published to the
+    // shared store, where the other nodes it is placed on fetch it).
+    let _local_dir: PathBuf = match (existing, plugin) {
         (Some(dir), Some(_)) => {
             log(format!("[OK] Reusing optimized artifact {}: this model and optimization config were optimized before", &key[..12])).await?;
             dir
@@ -810,32 +781,23 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         "[OK] Waiting [Total: {n}, Pending: {n}, Running: 0]"
     ))
     .await?;
-    let pool = load_pool(
-        &state.settings,
-        &artifact_dir,
-        name,
-        n,
-        svc.token.clone(),
-        cfg.metadata.rpc.clone(),
-        Some(device.provider()),
-        cfg.metadata.memory,
-    )
-    .await?;
+    let previous = placement::place(state, name, cfg, &key, n).await?;
+    if let Err(e) = placement::wait_running(state, name, job.id, &key, n).await {
+        placement::restore(state, name, &previous).await?;
+        return Err(e);
+    }
     // The service may have been deleted while we loaded.
     if state.store.get_service(name).await?.is_none() {
         return Err(DeployError::NotFound(format!(
             "service '{name}' was deleted during the deploy"
         )));
     }
-    let batching = pool.batching_note();
-    state.instances.put(name, pool);
-    state.store.host(name, &state.settings.node_id).await?;
     state.store.set_running(name, n, Some(&key)).await?;
     log(format!(
         "[OK] Running [Total: {n}, Pending: 0, Running: {n}]"
     ))
     .await?;
-    if let Some(line) = batching {
+    if let Some(line) = state.instances.get(name).and_then(|p| p.batching_note()) {
         log(line).await?;
     }
     state

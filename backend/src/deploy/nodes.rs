@@ -14,17 +14,19 @@ fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
 }
 
-/// Records this node as alive now, and keeps doing so a third of a lease
-/// apart (a failed beat is logged and retried at the next).
+/// Records this node as alive now, with the job kinds (resource groups) it
+/// can serve, and keeps doing so a third of a lease apart (a failed beat is
+/// logged and retried at the next).
 pub async fn heartbeat(state: &Deployer, addr: &str) -> Result<(), DeployError> {
     let (store, node) = (state.store.clone(), state.settings.node_id.clone());
     let addr = addr.to_string();
-    store.node_heartbeat(&node, &addr, now_ms()).await?;
+    let kinds = state.resources.served_kinds();
+    store.node_heartbeat(&node, &addr, &kinds, now_ms()).await?;
     let every = state.settings.job_lease / 3;
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = store.node_heartbeat(&node, &addr, now_ms()).await {
+            if let Err(e) = store.node_heartbeat(&node, &addr, &kinds, now_ms()).await {
                 tracing::warn!("node heartbeat: {e}");
             }
         }
@@ -77,8 +79,8 @@ pub async fn take_over_expired(state: &Deployer) -> Result<(), DeployError> {
     Ok(())
 }
 
-/// Looks for expired leases half a lease apart, for as long as the server
-/// runs.
+/// Looks for expired leases, and for instances on dead nodes, half a lease
+/// apart, for as long as the server runs.
 pub fn spawn_lease_sweeper(state: &Deployer) {
     let state = state.clone();
     tokio::spawn(async move {
@@ -86,6 +88,9 @@ pub fn spawn_lease_sweeper(state: &Deployer) {
             tokio::time::sleep(state.settings.job_lease / 2).await;
             if let Err(e) = take_over_expired(&state).await {
                 tracing::warn!("taking over expired deploy jobs: {e}");
+            }
+            if let Err(e) = super::placement::replace_orphans(&state).await {
+                tracing::warn!("placing the instances of dead nodes again: {e}");
             }
         }
     });

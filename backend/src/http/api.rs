@@ -352,9 +352,10 @@ async fn stop(
             "a deploy of '{name}' is in progress; stop it after it finishes"
         )));
     }
+    // Every node drops the service's instances (this one before answering).
+    state.store.unplace(&name).await?;
     state.instances.remove(&name);
-    state.store.unhost(&name, &state.settings.node_id).await?;
-    state.store.set_running(&name, 0, None).await?;
+    state.hosting.wake();
     state
         .store
         .set_status(&name, ServiceStatus::Stopped, None, None)
@@ -409,9 +410,10 @@ async fn delete(
             "a deploy of '{name}' is running; delete it after it finishes"
         )));
     }
+    state.store.unplace(&name).await?;
     state.instances.remove(&name);
-    state.store.unhost(&name, &state.settings.node_id).await?;
     state.store.delete_service(&name).await?;
+    state.hosting.wake();
     crate::control::recent::forget(&name);
     state
         .logs

@@ -1,14 +1,19 @@
 //! Every node answers every service's endpoint: a node that does not serve a
 //! service itself forwards the prediction, as it came, to a live node that
-//! does (the store's `hosts`), so clients keep one address. The body is
+//! does (the store's placements), so clients keep one address. The body is
 //! streamed through, not held: the serving node checks the token and the
 //! limits as it would for a client. A forwarded request carries
 //! [`FORWARDED`] and is never forwarded again.
 
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream, Bytes};
+use axum::http::request::Parts;
+use futures_util::Stream;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
@@ -20,6 +25,8 @@ use crate::http::state::AppState;
 
 /// Marks a request one node forwarded to another (its value: the node).
 pub const FORWARDED: &str = "x-whet-forwarded";
+/// Names the node whose instance answered a prediction.
+pub const SERVED_BY: &str = "x-whet-node";
 
 /// The service a prediction path names: `/api/predict/{name}` or
 /// `/v2/models/{name}/…`.
@@ -65,14 +72,24 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 /// Middleware of the prediction routes: serves locally when this node has
 /// the service's instances (or is the only node), else forwards.
 pub async fn forward_remote(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.store.dialect() != Dialect::Postgres || req.headers().contains_key(FORWARDED) {
-        return next.run(req).await;
-    }
     let Some(name) = service_of(req.uri().path()).map(str::to_string) else {
         return next.run(req).await;
     };
+    if state.store.dialect() != Dialect::Postgres || req.headers().contains_key(FORWARDED) {
+        let mut r = next.run(req).await;
+        if state.instances.get(&name).is_some() {
+            if let Ok(v) = state.settings.node_id.parse() {
+                r.headers_mut().insert(SERVED_BY, v);
+            }
+        }
+        return r;
+    }
     if state.instances.get(&name).is_some() {
-        return next.run(req).await;
+        let mut r = next.run(req).await;
+        if let Ok(v) = state.settings.node_id.parse() {
+            r.headers_mut().insert(SERVED_BY, v);
+        }
+        return r;
     }
     // Live: a heartbeat within two leases (beats come a third of one apart).
     let since = now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
@@ -88,19 +105,78 @@ pub async fn forward_remote(State(state): State<AppState>, req: Request, next: N
         // Nobody serves it: the local handler says why (404, 503).
         return next.run(req).await;
     }
-    // Spread the forwarded load over the nodes that serve it.
-    let addr = &addrs[rand::random_range(0..addrs.len())];
-    match forward(&state, addr, req).await {
-        Ok(r) => r,
-        Err(e) => AppError::Unavailable(format!(
-            "service '{name}' is served by node {addr}, which could not be reached: {e}"
-        ))
-        .into_response(),
+    // Spread the forwarded load over the nodes that serve it: in random
+    // order those whose slots run, then those whose slots are starting.
+    let mut order: Vec<(bool, u32, &String)> = addrs
+        .iter()
+        .map(|(a, up)| (!up, rand::random::<u32>(), a))
+        .collect();
+    order.sort();
+    let (parts, body) = req.into_parts();
+    let body = Unsent::new(body);
+    let mut last = String::new();
+    for (_, _, addr) in order {
+        match forward(&state, addr, &parts, body.clone()).await {
+            Ok(r) => return r,
+            // Not a byte of the body went out (the node is down, or died
+            // since its last heartbeat): the next node may answer.
+            Err(e) if !body.sent() => last = format!("node {addr}: {e}"),
+            Err(e) => {
+                return AppError::Unavailable(format!(
+                    "service '{name}' is served by node {addr}, which failed during the request: {e}"
+                ))
+                .into_response()
+            }
+        }
+    }
+    AppError::Unavailable(format!(
+        "service '{name}': no node that serves it could be reached (last: {last})"
+    ))
+    .into_response()
+}
+
+/// A request body that is handed back untouched when the node it was
+/// forwarded to could not be reached, so that another node can be tried; once
+/// any of it was read it is spent.
+#[derive(Clone)]
+struct Unsent {
+    body: Arc<Mutex<Option<BodyDataStream>>>,
+    read: Arc<AtomicBool>,
+}
+
+impl Unsent {
+    fn new(body: Body) -> Unsent {
+        Unsent {
+            body: Arc::new(Mutex::new(Some(body.into_data_stream()))),
+            read: Arc::default(),
+        }
+    }
+
+    /// Whether any of the body was read (sent, or about to be).
+    fn sent(&self) -> bool {
+        self.read.load(Ordering::Acquire)
     }
 }
 
-async fn forward(state: &AppState, addr: &str, req: Request) -> Result<Response, reqwest::Error> {
-    let (parts, body) = req.into_parts();
+impl Stream for Unsent {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.read.store(true, Ordering::Release);
+        let mut body = self.body.lock().unwrap_or_else(|p| p.into_inner());
+        match body.as_mut() {
+            Some(s) => Pin::new(s).poll_next(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+async fn forward(
+    state: &AppState,
+    addr: &str,
+    parts: &Parts,
+    body: Unsent,
+) -> Result<Response, reqwest::Error> {
     let path = parts
         .uri
         .path_and_query()
@@ -112,7 +188,7 @@ async fn forward(state: &AppState, addr: &str, req: Request) -> Result<Response,
     }
     let answer = out
         .header(FORWARDED, state.settings.node_id.as_str())
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .body(reqwest::Body::wrap_stream(body))
         .send()
         .await?;
     let mut resp = Response::builder().status(answer.status());

@@ -210,6 +210,7 @@ pub async fn open_with(settings: Settings, resources: Resources) -> Result<AppSt
         resources: Arc::new(resources),
         cancels: Default::default(),
         builds: Default::default(),
+        hosting: Default::default(),
         objects,
         body_budget: Arc::new(tokio::sync::Semaphore::new(
             crate::http::state::BODY_BUDGET_BYTES / crate::http::state::BUDGET_UNIT,
@@ -290,14 +291,16 @@ pub async fn serve(
         None => local.to_string(),
     };
     crate::deploy::nodes::heartbeat(&deployer, &advertised).await?;
-    crate::deploy::recover(&deployer).await?;
+    crate::deploy::recover(&deployer, &advertised).await?;
     crate::deploy::spawn_workers(&deployer);
     crate::deploy::nodes::spawn_lease_sweeper(&deployer);
+    crate::deploy::placement::spawn_reconciler(&deployer);
     if state.store.dialect() == crate::control::store::Dialect::Postgres {
         crate::control::notify::spawn_listener(
             state.settings.database_url(),
             state.logs.clone(),
             state.jobs_ready.clone(),
+            state.hosting.waker(),
         );
     }
     // Printed on stdout so scripts (and tests) can find a port-0 server; a

@@ -9,6 +9,7 @@ use crate::control::logbus::LogBus;
 use crate::control::objects::Objects;
 use crate::control::resources::Resources;
 use crate::control::{Settings, Store};
+use crate::deploy::placement::Hosting;
 use crate::deploy::{BuildLocks, Cancels, Deployer};
 use crate::serving::instances::Instances;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub cancels: Cancels,
     /// One lock per artifact key: two deploys of one key build it once.
     pub builds: BuildLocks,
+    /// What this node runs of the instances placed on it.
+    pub hosting: Hosting,
     /// Prediction bodies held in memory at once, in [`BUDGET_UNIT`]s: a
     /// flood of large requests is refused (503) instead of growing the
     /// server without bound.
@@ -47,6 +50,7 @@ impl AppState {
             resources: self.resources.clone(),
             cancels: self.cancels.clone(),
             builds: self.builds.clone(),
+            hosting: self.hosting.clone(),
             objects: self.objects.clone(),
         }
     }

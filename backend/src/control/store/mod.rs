@@ -20,7 +20,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 mod accounts;
+mod nodes;
 pub use accounts::UserRow;
+pub use nodes::{NodeRow, NodeShare, Placement, PLACE_CHANNEL};
 
 /// What the store can fail with. Conflicts and missing rows are the
 /// caller's to explain; the rest is the database's.
@@ -482,6 +484,7 @@ impl Store {
             "DELETE FROM logs WHERE service = $1",
             // A later service of the same name must not be shown to old links.
             "DELETE FROM share_links WHERE service = $1",
+            "DELETE FROM placements WHERE service = $1",
         ] {
             sqlx::query(q).bind(name).execute(&mut *tx).await?;
         }
@@ -696,77 +699,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
-    }
-
-    /// Records that node `id` (listening on `addr`) is alive at `now_ms`.
-    pub async fn node_heartbeat(
-        &self,
-        id: &str,
-        addr: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO nodes (id, addr, started_at, heartbeat_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, heartbeat_at = excluded.heartbeat_at",
-        )
-        .bind(id)
-        .bind(addr)
-        .bind(now())
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Nodes heard from at or after `since_ms`, by id.
-    pub async fn live_nodes(&self, since_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT id, addr FROM nodes WHERE heartbeat_at >= $1 ORDER BY id")
-            .bind(since_ms)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("addr")?)))
-            .collect()
-    }
-
-    /// Records that `node` serves `service` (its instances run there).
-    pub async fn host(&self, service: &str, node: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO hosts (service, node) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(service)
-            .bind(node)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Records that `node` no longer serves `service`.
-    pub async fn unhost(&self, service: &str, node: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM hosts WHERE service = $1 AND node = $2")
-            .bind(service)
-            .bind(node)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The addresses of the live nodes (heartbeat at or after `since_ms`)
-    /// other than `except` that serve `service`.
-    pub async fn host_addrs(
-        &self,
-        service: &str,
-        except: &str,
-        since_ms: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT n.addr FROM hosts h JOIN nodes n ON n.id = h.node \
-             WHERE h.service = $1 AND h.node <> $2 AND n.heartbeat_at >= $3 ORDER BY n.id",
-        )
-        .bind(service)
-        .bind(except)
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get("addr")?)).collect()
     }
 
     pub async fn count_jobs(&self, service: &str, state: &str) -> Result<i64, StoreError> {

@@ -1,0 +1,435 @@
+//! Where a service's instances run. The deploy places each instance ("slot")
+//! on a live node that can serve the service's resource group, in the
+//! database; every node runs what is placed on it (`reconcile`, woken by
+//! NOTIFY and a timer); the lease sweeper places the slots of a dead node
+//! again on live ones. The database is the only record: a node that starts
+//! runs its slots, and a node that is told nothing converges at its next
+//! tick.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::api::ServiceStatus;
+use shared::ServiceConfig;
+
+use crate::control::resources::job_kind;
+use crate::control::store::{now_ms, NodeRow, Placement};
+use crate::serving::instances::load_pool;
+
+use super::{artifacts, DeployError, Deployer};
+
+/// How long a deploy waits for its instances to start on their nodes.
+const START_BUDGET: Duration = Duration::from_secs(600);
+
+/// What this node runs, and the wake-up of its reconciler.
+#[derive(Clone, Default)]
+pub struct Hosting {
+    wake: Arc<tokio::sync::Notify>,
+    /// Service → (artifact, instances) of the pool this node loaded. The
+    /// lock also keeps two reconciles of one node apart.
+    loaded: Arc<tokio::sync::Mutex<HashMap<String, (String, u32)>>>,
+}
+
+impl Hosting {
+    /// Asks this node's reconciler to look at its slots now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// What wakes the reconciler, for the listener of other nodes' notes.
+    pub fn waker(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+}
+
+/// The node of each of `n` slots. Slots already on an eligible node stay
+/// there (a scale or a redeploy moves nothing it need not); the others go
+/// to the eligible node with the fewest slots of any service, preferring
+/// `me` (the deploying node, which has the artifact at hand) on a tie.
+/// `load` counts every node's slots, `current` included. Empty when no
+/// node is eligible.
+pub fn plan(
+    current: &[Placement],
+    n: u32,
+    eligible: &[String],
+    load: &HashMap<String, u32>,
+    me: &str,
+) -> Vec<String> {
+    if eligible.is_empty() {
+        return Vec::new();
+    }
+    let mut load: HashMap<&str, u32> = eligible
+        .iter()
+        .map(|id| (id.as_str(), load.get(id).copied().unwrap_or(0)))
+        .collect();
+    for p in current {
+        if let Some(c) = load.get_mut(p.node.as_str()) {
+            *c = c.saturating_sub(1);
+        }
+    }
+    let mut out: Vec<Option<String>> = vec![None; n as usize];
+    for p in current {
+        if let Some(slot) = out.get_mut(p.slot as usize) {
+            if let Some(c) = load.get_mut(p.node.as_str()) {
+                *c += 1;
+                *slot = Some(p.node.clone());
+            }
+        }
+    }
+    out.into_iter()
+        .map(|kept| {
+            kept.unwrap_or_else(|| {
+                let best = eligible
+                    .iter()
+                    .min_by_key(|id| (load[id.as_str()], id.as_str() != me, id.as_str()))
+                    .map(String::as_str)
+                    .unwrap_or(me);
+                if let Some(c) = load.get_mut(best) {
+                    *c += 1;
+                }
+                best.to_string()
+            })
+        })
+        .collect()
+}
+
+/// Live nodes: heard from within a lease.
+pub async fn live_nodes(state: &Deployer) -> Result<Vec<NodeRow>, DeployError> {
+    let since = now_ms() - state.settings.job_lease.as_millis() as i64;
+    Ok(state.store.live_nodes(since).await?)
+}
+
+/// The live nodes that can serve `cfg` (its resource group's kind).
+fn eligible(nodes: &[NodeRow], cfg: &ServiceConfig) -> Vec<String> {
+    let kind = job_kind(cfg);
+    nodes
+        .iter()
+        .filter(|n| n.kinds.contains(&kind))
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+/// Places `n` instances of service `name` running `artifact`, and returns
+/// the placement it replaced (to put back if the new one does not start).
+pub async fn place(
+    state: &Deployer,
+    name: &str,
+    cfg: &ServiceConfig,
+    artifact: &str,
+    n: u32,
+) -> Result<Vec<Placement>, DeployError> {
+    let nodes = live_nodes(state).await?;
+    let eligible = eligible(&nodes, cfg);
+    let current = state.store.placements(name).await?;
+    let load = state.store.slots_per_node().await?;
+    let plan = plan(&current, n, &eligible, &load, &state.settings.node_id);
+    if plan.is_empty() {
+        return Err(DeployError::Unavailable(format!(
+            "no live node can serve resource group '{}' (of {} live node(s))",
+            job_kind(cfg),
+            nodes.len()
+        )));
+    }
+    state.store.place(name, artifact, &plan).await?;
+    state.hosting.wake();
+    let mut per_node: Vec<(String, u32)> = Vec::new();
+    for id in &plan {
+        match per_node.iter_mut().find(|(n, _)| n == id) {
+            Some((_, c)) => *c += 1,
+            None => per_node.push((id.clone(), 1)),
+        }
+    }
+    let text: Vec<String> = per_node
+        .iter()
+        .map(|(id, c)| format!("{id} ×{c}"))
+        .collect();
+    state
+        .logs
+        .line(name, None, &format!("[OK] Instances placed on node {}", text.join(", ")))
+        .await?;
+    Ok(current)
+}
+
+/// Puts back the placement a failed deploy replaced (`previous`), or
+/// removes the failed one when there was none.
+pub async fn restore(
+    state: &Deployer,
+    name: &str,
+    previous: &[Placement],
+) -> Result<(), DeployError> {
+    match previous.first() {
+        Some(p) => {
+            let nodes: Vec<String> = previous.iter().map(|p| p.node.clone()).collect();
+            state.store.place(name, &p.artifact, &nodes).await?;
+        }
+        None => state.store.unplace(name).await?,
+    }
+    state.hosting.wake();
+    Ok(())
+}
+
+/// Until the `n` instances of service `name` run `artifact` on their nodes,
+/// logging `Waiting [Total, Pending, Running]` as they start; an instance
+/// that fails to start fails the wait, naming its node and why.
+pub async fn wait_running(
+    state: &Deployer,
+    name: &str,
+    job: i64,
+    artifact: &str,
+    n: u32,
+) -> Result<(), DeployError> {
+    let deadline = tokio::time::Instant::now() + START_BUDGET;
+    let mut shown = 0;
+    loop {
+        let slots = state.store.placements(name).await?;
+        if slots.iter().any(|p| p.artifact != artifact) || slots.len() != n as usize {
+            return Err(DeployError::Conflict(format!(
+                "the instances of '{name}' were placed anew by another deploy"
+            )));
+        }
+        if let Some(p) = slots.iter().find(|p| p.state == "failed") {
+            return Err(DeployError::Unavailable(format!(
+                "instance {} on node {} did not start: {}",
+                p.slot,
+                p.node,
+                p.error.as_deref().unwrap_or("no reason given")
+            )));
+        }
+        let running = slots.iter().filter(|p| p.state == "running").count() as u32;
+        if running == n {
+            return Ok(());
+        }
+        if running != shown {
+            shown = running;
+            state
+                .logs
+                .line(
+                    name,
+                    Some(job),
+                    &format!(
+                        "[OK] Waiting [Total: {n}, Pending: {}, Running: {running}]",
+                        n - running
+                    ),
+                )
+                .await?;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let late: Vec<String> = slots
+                .iter()
+                .filter(|p| p.state != "running")
+                .map(|p| format!("{} on node {}", p.slot, p.node))
+                .collect();
+            return Err(DeployError::Unavailable(format!(
+                "instance(s) {} did not start within {} s",
+                late.join(", "),
+                START_BUDGET.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Makes this node run what is placed on it: loads the pool of each service
+/// whose slots here changed (artifact or count; the old pool serves until
+/// the new one is up), drops the pools of services no longer placed here,
+/// and records each slot's state.
+pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
+    let me = &state.settings.node_id;
+    let mut loaded = state.hosting.loaded.lock().await;
+    let shares = state.store.node_shares(me).await?;
+    let placed: Vec<&str> = shares.iter().map(|s| s.service.as_str()).collect();
+    loaded.retain(|svc, _| {
+        let keep = placed.contains(&svc.as_str());
+        if !keep {
+            state.instances.remove(svc);
+        }
+        keep
+    });
+    for share in &shares {
+        let want = (share.artifact.clone(), share.count);
+        let pending = share.count.saturating_sub(share.running + share.failed);
+        // (A pool stopped through the API is gone before this node's
+        // record of it: only a pool still here counts as loaded.)
+        let here = state.instances.get(&share.service).is_some();
+        if here && loaded.get(&share.service) == Some(&want) {
+            if share.running < share.count {
+                state
+                    .store
+                    .set_slots(&share.service, me, &share.artifact, "running", None)
+                    .await?;
+            }
+            continue;
+        }
+        if pending == 0 && share.failed > 0 {
+            // Failed here already; a new placement makes them pending again.
+            continue;
+        }
+        match start(state, &share.service, &share.artifact, share.count).await {
+            Ok(()) => {
+                loaded.insert(share.service.clone(), want);
+                state
+                    .store
+                    .set_slots(&share.service, me, &share.artifact, "running", None)
+                    .await?;
+            }
+            Err(e) => {
+                let msg = format!("could not start {} instance(s) on node {me}: {e}", share.count);
+                tracing::error!(service = %share.service, "{msg}");
+                state
+                    .store
+                    .set_slots(&share.service, me, &share.artifact, "failed", Some(&msg))
+                    .await?;
+                state
+                    .logs
+                    .line(&share.service, None, &format!("[ERROR] {msg}"))
+                    .await?;
+                fail_if_down(state, &share.service, &msg).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads `count` instances of service `name` from `artifact` here.
+async fn start(state: &Deployer, name: &str, artifact: &str, count: u32) -> Result<(), DeployError> {
+    let svc = state
+        .store
+        .get_service(name)
+        .await?
+        .ok_or_else(|| DeployError::NotFound(format!("no service named '{name}'")))?;
+    let dir = artifacts::local(state, artifact).await?.ok_or_else(|| {
+        DeployError::NotFound(format!(
+            "artifact {artifact} is neither in this node's data folder nor in the shared store"
+        ))
+    })?;
+    let cfg = &svc.config;
+    let pool = load_pool(
+        &state.settings,
+        &dir,
+        name,
+        count,
+        svc.token.clone(),
+        cfg.metadata.rpc.clone(),
+        state.resources.serving_device(cfg),
+        cfg.metadata.memory,
+    )
+    .await?;
+    state.instances.put(name, pool);
+    Ok(())
+}
+
+/// A running service none of whose instances runs anywhere any more is
+/// failed, saying why (a deploy in progress reports its own failure).
+async fn fail_if_down(state: &Deployer, name: &str, msg: &str) -> Result<(), DeployError> {
+    let Some(svc) = state.store.get_service(name).await? else {
+        return Ok(());
+    };
+    if svc.status == ServiceStatus::Running && svc.running == 0 {
+        state
+            .store
+            .set_status(name, ServiceStatus::Failed, None, Some(msg))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Places the slots of dead nodes (not heard from within a lease) on live
+/// nodes that can serve them; the store lets exactly one node move each.
+pub async fn replace_orphans(state: &Deployer) -> Result<(), DeployError> {
+    let since = now_ms() - state.settings.job_lease.as_millis() as i64;
+    let orphans = state.store.orphaned_slots(since).await?;
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let nodes = live_nodes(state).await?;
+    let mut load = state.store.slots_per_node().await?;
+    for p in orphans {
+        let Some(svc) = state.store.get_service(&p.service).await? else {
+            continue;
+        };
+        let eligible = eligible(&nodes, &svc.config);
+        let Some(to) = eligible
+            .iter()
+            .min_by_key(|id| (load.get(*id).copied().unwrap_or(0), id.as_str()))
+            .cloned()
+        else {
+            tracing::warn!(service = %p.service, "no live node can take instance {} of node {}", p.slot, p.node);
+            continue;
+        };
+        if state.store.move_slot(&p.service, p.slot, &p.node, &to).await? {
+            *load.entry(to.clone()).or_default() += 1;
+            let line = format!(
+                "[WARN] Node {} stopped heartbeating; instance {} is placed again on node {to}",
+                p.node, p.slot
+            );
+            tracing::warn!(service = %p.service, "{line}");
+            state.logs.line(&p.service, None, &line).await?;
+        }
+    }
+    state.hosting.wake();
+    Ok(())
+}
+
+/// Runs [`reconcile`] whenever woken (a placement changed, here or — by
+/// NOTIFY — on another node) and a third of a lease apart regardless.
+pub fn spawn_reconciler(state: &Deployer) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let _ = tokio::time::timeout(state.settings.job_lease / 3, state.hosting.wake.notified())
+                .await;
+            if let Err(e) = reconcile(&state).await {
+                tracing::warn!("starting the instances placed on this node: {e}");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(slot: u32, node: &str) -> Placement {
+        Placement {
+            service: "s".into(),
+            slot,
+            node: node.into(),
+            artifact: "k".into(),
+            state: "running".into(),
+            error: None,
+        }
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_new_service_spreads_over_the_least_loaded_nodes_deployer_first() {
+        let load = HashMap::from([("b".to_string(), 0), ("c".to_string(), 5)]);
+        assert_eq!(plan(&[], 1, &ids(&["a", "b", "c"]), &load, "b"), ids(&["b"]));
+        assert_eq!(
+            plan(&[], 3, &ids(&["a", "b", "c"]), &load, "b"),
+            ids(&["b", "a", "b"])
+        );
+    }
+
+    #[test]
+    fn scaling_keeps_the_slots_that_are_on_live_nodes() {
+        let current = [slot(0, "b"), slot(1, "dead")];
+        let load = HashMap::from([("b".to_string(), 1)]);
+        // Slot 1's node is gone: it goes to the idle node, slot 0 stays.
+        assert_eq!(
+            plan(&current, 3, &ids(&["a", "b"]), &load, "b"),
+            ids(&["b", "a", "b"])
+        );
+        // Scaling down keeps the first slots where they are.
+        assert_eq!(plan(&current, 1, &ids(&["a", "b"]), &load, "a"), ids(&["b"]));
+    }
+
+    #[test]
+    fn no_eligible_node_places_nothing() {
+        assert!(plan(&[], 2, &[], &HashMap::new(), "a").is_empty());
+    }
+}
