@@ -1,6 +1,6 @@
-//! What a forwarded prediction costs: two nodes on one PostgreSQL (started
-//! here), one service of `whet example-model` whose instance runs on one of
-//! them. The same requests go to the node that serves the service and to the
+//! What a forwarded prediction costs, and how long a deploy takes: two nodes
+//! on one PostgreSQL (started here) and one shared artifact folder, one
+//! service of `whet example-model` whose instance runs on one of them. The same requests go to the node that serves the service and to the
 //! node that forwards them there; prints p50/p99 of each, alternating
 //! request by request so both see the same machine, and their ratio.
 //!
@@ -27,11 +27,30 @@ fn main() {
     let pg = Postgres::start();
     let url = pg.database("whet");
     let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let args = ["--database", url.as_str()];
-    let a = Server::start(&data, &args);
-    let b = Server::start(&data, &args);
+    // Two nodes with data folders of their own and one shared artifact
+    // store, as on two machines.
+    let shared = work.path().join("store");
+    let args = ["--database", url.as_str(), "--store", shared.to_str().unwrap()];
+    let a = Server::start(&work.path().join("a"), &args);
+    let b_data = work.path().join("b");
+    std::fs::create_dir_all(&b_data).unwrap();
+    std::fs::copy(work.path().join("a/admin-token"), b_data.join("admin-token")).unwrap();
+    let b = Server::start(&b_data, &args);
+    // Deploy time on two nodes: `whet create` until Running, one instance
+    // (placed on the deploying node), then two (one on each node; the other
+    // fetches the artifact from the shared store and checks its seal).
+    let t = Instant::now();
     let (token, req) = whetstone_e2e::deploy_example(&a, &work.path().join("demo"), 1);
+    let one = t.elapsed();
+    let cfg = whetstone_e2e::example(&a, &work.path().join("spread"), "spread");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["metadata"]["instance"] = serde_json::json!(2);
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let t = Instant::now();
+    let out = a.cli(&["create", cfg.to_str().unwrap()]).output().unwrap();
+    let two = t.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let path = "/api/predict/example_mlp";
     let ask = |s: &Server, extra: &[(&str, &str)]| {
         let mut headers = vec![("Authorization", token.as_str())];
@@ -60,6 +79,7 @@ fn main() {
     direct.sort();
     forwarded.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("deploy on two nodes (`whet create` until Running, `whet example-model`): 1 instance {:.2} s; 2 instances, one per node {:.2} s", one.as_secs_f64(), two.as_secs_f64());
     println!("forwarding: `whet example-model` (MLP 4→64→3), {n} requests per node, one connection each (Connection: close), alternating");
     println!("cpu flags: {}", whetstone_e2e::cpu_flags());
     println!("| path | p50 | p99 |");
