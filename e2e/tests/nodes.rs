@@ -283,6 +283,18 @@ fn scale_and_stop_through_one_node_reach_the_other() {
     assert!(log.contains("[OK] Instances placed on node "), "{log}");
     let (_, d) = b.admin("GET", "/api/v2/services/spread", b"");
     assert_eq!(d["running_instances"], 2, "{d}");
+    let placed: Vec<(String, String)> = d["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["node"].as_str().unwrap().to_string(), p["state"].as_str().unwrap().to_string()))
+        .collect();
+    let mut nodes: Vec<&str> = placed.iter().map(|(n, _)| n.as_str()).collect();
+    nodes.sort();
+    let mut expected = vec![node_a.as_str(), node_b.as_str()];
+    expected.sort();
+    assert_eq!(nodes, expected, "{d}");
+    assert!(placed.iter().all(|(_, s)| s == "running"), "{d}");
 
     let (s, d) = b.admin(
         "POST",

@@ -62,9 +62,12 @@ pub struct ServiceView {
     pub message: Option<String>,
     pub signature: Option<ModelSignature>,
     pub report: Option<OptimizationReport>,
-    /// Each instance's runner process.
+    /// Each instance's runner process (on the node that answered).
     #[serde(default)]
     pub runners: Vec<shared::api::RunnerState>,
+    /// Where each instance is placed.
+    #[serde(default)]
+    pub placements: Vec<shared::api::InstancePlacement>,
 }
 
 fn network(e: gloo_net::Error) -> Failure {

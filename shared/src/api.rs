@@ -98,9 +98,24 @@ pub struct ServiceDetail {
     pub signature: Option<ModelSignature>,
     pub artifact: Option<String>,
     pub report: Option<OptimizationReport>,
-    /// The runner process of each instance (empty when not serving).
+    /// The runner process of each instance this node runs (empty when it
+    /// runs none).
     #[serde(default)]
     pub runners: Vec<RunnerState>,
+    /// Where each instance is placed, across all nodes.
+    #[serde(default)]
+    pub placements: Vec<InstancePlacement>,
+}
+
+/// One instance of a service, placed on a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct InstancePlacement {
+    pub instance: u32,
+    /// The node that runs it (its id: host, process id and a random tag).
+    pub node: String,
+    /// `pending` (placed, starting), `running` or `failed` (see `error`).
+    pub state: String,
+    pub error: Option<String>,
 }
 
 /// One instance's runner process, as the server supervises it.

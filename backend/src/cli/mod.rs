@@ -372,6 +372,18 @@ fn print_detail(client: &Client, d: &ServiceDetail) {
         "Instances:   {}/{} running",
         s.running_instances, s.instances
     );
+    for p in &d.placements {
+        println!(
+            "Placed {}:    on node {} ({}{})",
+            p.instance,
+            p.node,
+            p.state,
+            p.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
     for r in &d.runners {
         println!(
             "Instance {}:  {}, pid {}, restarts: {}{}; {}",

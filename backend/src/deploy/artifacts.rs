@@ -46,7 +46,7 @@ pub async fn local(state: &Deployer, key: &str) -> Result<Option<PathBuf>, Deplo
         return Ok(None);
     }
     let tmp = super::build_dir(state, key);
-    let fetched = async {
+    let fetch = async {
         objects.get_dir(&prefix(key), &tmp).await?;
         let t = tmp.clone();
         tokio::task::spawn_blocking(move || artifact::verify(&t))
@@ -56,20 +56,9 @@ pub async fn local(state: &Deployer, key: &str) -> Result<Option<PathBuf>, Deplo
                 DeployError::Internal(format!(
                     "artifact {key} fetched from the shared store fails its seal: {e}"
                 ))
-            })?;
-        Ok::<(), DeployError>(())
-    }
-    .await;
-    if let Err(e) = fetched {
-        let _ = tokio::fs::remove_dir_all(&tmp).await;
-        return Err(e);
-    }
-    if let Err(e) = tokio::fs::rename(&tmp, &dir).await {
-        let _ = tokio::fs::remove_dir_all(&tmp).await;
-        // Another fetch of the same key got there first.
-        if !dir.join(artifact::SEAL_FILE).is_file() {
-            return Err(e.into());
-        }
-    }
+            })
+            .map(drop)
+    };
+    super::fetch_into_place(&tmp, &dir, fetch, |d| d.join(artifact::SEAL_FILE).is_file()).await?;
     Ok(Some(dir))
 }

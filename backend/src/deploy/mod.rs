@@ -870,6 +870,38 @@ async fn run_plugin(
 
 /// A build folder of its own for each build (a crashed build's leftovers
 /// never mix with the next one's files).
+/// Fetches something into `tmp` (with `fetch`, which also checks what it
+/// fetched), then renames it to `dest`, so that a reader finds `dest` whole
+/// or not at all. Whatever fails, `tmp` is removed; a failure is no failure
+/// when `arrived` finds `dest` put in place meanwhile by another fetch of
+/// the same thing. The one way the shared store's objects (artifacts,
+/// uploads, remote models) reach a node's folders.
+pub(crate) async fn fetch_into_place(
+    tmp: &Path,
+    dest: &Path,
+    fetch: impl std::future::Future<Output = Result<(), DeployError>>,
+    arrived: impl Fn(&Path) -> bool,
+) -> Result<(), DeployError> {
+    let io = |e: std::io::Error| DeployError::Internal(format!("{}: {e}", dest.display()));
+    let done = async {
+        fetch.await?;
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        tokio::fs::rename(tmp, dest).await.map_err(io)
+    }
+    .await;
+    if let Err(e) = done {
+        if tokio::fs::remove_dir_all(tmp).await.is_err() {
+            let _ = tokio::fs::remove_file(tmp).await;
+        }
+        if !arrived(dest) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 fn build_dir(state: &Deployer, key: &str) -> PathBuf {
     state
         .settings

@@ -161,7 +161,7 @@ async fn download(
     let io = |e: std::io::Error| DeployError::Internal(format!("{}: {e}", root.display()));
     tokio::fs::create_dir_all(&root).await.map_err(io)?;
     let tmp = root.join(format!(".tmp-{}", rand::random::<u64>()));
-    let fetched = async {
+    let fetch = async {
         let mut left = settings.max_model_bytes;
         for o in &listed {
             let target = o.parts.iter().fold(tmp.clone(), |p, part| p.join(part));
@@ -172,16 +172,10 @@ async fn download(
             let got = tokio::fs::metadata(&target).await.map_err(io)?.len();
             left = left.saturating_sub(got);
         }
-        tokio::fs::rename(&tmp, &dir).await.map_err(io)
-    }
-    .await;
-    if let Err(e) = fetched {
-        let _ = tokio::fs::remove_dir_all(&tmp).await;
-        // Another deploy of the same model finished first.
-        if !dir.is_dir() {
-            return Err(e);
-        }
-    }
+        Ok(())
+    };
+    // Another deploy of the same model may finish first.
+    super::fetch_into_place(&tmp, &dir, fetch, Path::is_dir).await?;
     Ok(local(&dir))
 }
 
@@ -209,7 +203,7 @@ async fn fetch_upload(
     let tmp = settings
         .uploads_dir()
         .join(format!(".tmp-{}", rand::random::<u64>()));
-    let fetched: Result<(), DeployError> = async {
+    let fetch = async {
         objects
             .get_file_within(&key, &tmp, settings.max_model_bytes)
             .await?;
@@ -223,15 +217,7 @@ async fn fetch_upload(
                 "upload {sha}/{name} in the shared store is damaged (its bytes hash to {got})"
             )));
         }
-        let target = dir.join(name);
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(io)?;
-        }
-        tokio::fs::rename(&tmp, target).await.map_err(io)
-    }
-    .await;
-    if fetched.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    fetched
+        Ok(())
+    };
+    super::fetch_into_place(&tmp, &dir.join(name), fetch, |_| false).await
 }

@@ -70,9 +70,12 @@ fn summary(row: &ServiceRow, speedup: Option<f64>) -> ServiceSummary {
     }
 }
 
-async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppError> {
-    let config = row.config.clone();
-    let report = match &row.artifact {
+/// The optimization report of the service's artifact, if it has one.
+async fn report_of(
+    state: &AppState,
+    row: &ServiceRow,
+) -> Result<Option<shared::api::OptimizationReport>, AppError> {
+    Ok(match &row.artifact {
         Some(key) => state
             .store
             .get_artifact(key)
@@ -80,10 +83,25 @@ async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppE
             .and_then(|a| a.report)
             .and_then(|r| serde_json::from_str(&r).ok()),
         None => None,
-    };
-    let speedup = report
-        .as_ref()
-        .map(|r: &shared::api::OptimizationReport| r.speedup);
+    })
+}
+
+async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppError> {
+    let config = row.config.clone();
+    let report = report_of(state, &row).await?;
+    let speedup = report.as_ref().map(|r| r.speedup);
+    let placements = state
+        .store
+        .placements(&row.name)
+        .await?
+        .into_iter()
+        .map(|p| shared::api::InstancePlacement {
+            instance: p.slot,
+            node: p.node,
+            state: p.state,
+            error: p.error,
+        })
+        .collect();
     Ok(ServiceDetail {
         summary: summary(&row, speedup),
         endpoint: format!("/api/predict/{}", row.name),
@@ -99,6 +117,7 @@ async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppE
             .get(&row.name)
             .map(|p| p.runner_states())
             .unwrap_or_default(),
+        placements,
     })
 }
 
@@ -107,7 +126,8 @@ pub(crate) async fn summary_of(
     state: &AppState,
     row: ServiceRow,
 ) -> Result<ServiceSummary, AppError> {
-    Ok(detail(state, row).await?.summary)
+    let speedup = report_of(state, &row).await?.map(|r| r.speedup);
+    Ok(summary(&row, speedup))
 }
 
 pub(crate) async fn detail_of(
@@ -213,6 +233,21 @@ fn target_team(caller: &Caller, asked: Option<String>) -> Result<String, AppErro
     Ok(team)
 }
 
+/// The model of `cfg` resolved and checked as a deploy will need it (the
+/// checks both create and modify make before anything is stored).
+async fn check_deployable(
+    state: &AppState,
+    cfg: &shared::ServiceConfig,
+) -> Result<crate::control::store::ResolvedModel, AppError> {
+    Ok(crate::deploy::check_deployable(
+        &state.settings,
+        &state.resources,
+        state.objects.as_ref(),
+        cfg,
+    )
+    .await?)
+}
+
 async fn create(
     caller: Caller,
     State(state): State<AppState>,
@@ -230,13 +265,7 @@ async fn create(
             cfg.name
         )));
     }
-    let model = crate::deploy::check_deployable(
-        &state.settings,
-        &state.resources,
-        state.objects.as_ref(),
-        &cfg,
-    )
-    .await?;
+    let model = check_deployable(&state, &cfg).await?;
     let token = cfg.token.clone().unwrap_or_else(|| new_token(""));
     let job = state
         .store
@@ -269,13 +298,7 @@ async fn modify(
     if cfg.name != name {
         return Err(AppError::invalid("name", format!("the config names '{}' but the request is for '{name}'; a service cannot be renamed", cfg.name)));
     }
-    let model = crate::deploy::check_deployable(
-        &state.settings,
-        &state.resources,
-        state.objects.as_ref(),
-        &cfg,
-    )
-    .await?;
+    let model = check_deployable(&state, &cfg).await?;
     crate::deploy::cancel_and_wait(
         &state.deployer(),
         &name,

@@ -177,6 +177,13 @@ fn service_overview(d: ServiceView) -> impl IntoView {
                 <tr><th>"Level"</th><td>{s.optimization_level.clone().unwrap_or_else(|| "—".into())}</td></tr>
                 <tr><th>"Speedup"</th><td>{format::speedup(s.speedup)}</td></tr>
                 <tr><th>"Created"</th><td>{format::short_time(&s.created_at)}" UTC"</td></tr>
+                {d.placements.iter().map(|p| {
+                    let err = p.error.clone().map(|e| format!(": {e}")).unwrap_or_default();
+                    view! {
+                        <tr data-test="placement"><th>{format!("Placed {}", p.instance)}</th>
+                        <td>{format!("on node {} ({}{err})", p.node, p.state)}</td></tr>
+                    }
+                }).collect::<Vec<_>>()}
                 {d.runners.iter().map(|r| {
                     let state = if r.up { "up" } else { "restarting" };
                     let exit = r.last_exit.clone().map(|e| format!(", last exit: {e}")).unwrap_or_default();
