@@ -79,8 +79,8 @@ pub async fn take_over_expired(state: &Deployer) -> Result<(), DeployError> {
     Ok(())
 }
 
-/// Looks for expired leases, and for instances on dead nodes, half a lease
-/// apart, for as long as the server runs.
+/// Looks for expired leases half a lease apart, for as long as the server
+/// runs.
 pub fn spawn_lease_sweeper(state: &Deployer) {
     let state = state.clone();
     tokio::spawn(async move {
@@ -89,9 +89,7 @@ pub fn spawn_lease_sweeper(state: &Deployer) {
             if let Err(e) = take_over_expired(&state).await {
                 tracing::warn!("taking over expired deploy jobs: {e}");
             }
-            if let Err(e) = super::placement::replace_orphans(&state).await {
-                tracing::warn!("placing the instances of dead nodes again: {e}");
-            }
+
         }
     });
 }

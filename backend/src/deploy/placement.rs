@@ -94,10 +94,17 @@ pub fn plan(
         .collect()
 }
 
-/// Live nodes: heard from within a lease.
+/// The heartbeats older than this are a dead node's: two thirds of a lease,
+/// so that one beat (a third of a lease apart) may come late, and a dead
+/// node's slots are placed again within the lease (the orphan sweep runs a
+/// sixth of a lease apart: at most five sixths of a lease after the death).
+fn dead_before(state: &Deployer) -> i64 {
+    now_ms() - (state.settings.job_lease * 2 / 3).as_millis() as i64
+}
+
+/// Live nodes: their last heartbeat is recent (see [`dead_before`]).
 pub async fn live_nodes(state: &Deployer) -> Result<Vec<NodeRow>, DeployError> {
-    let since = now_ms() - state.settings.job_lease.as_millis() as i64;
-    Ok(state.store.live_nodes(since).await?)
+    Ok(state.store.live_nodes(dead_before(state)).await?)
 }
 
 /// The live nodes that can serve `cfg` (its resource group's kind).
@@ -337,8 +344,7 @@ async fn fail_if_down(state: &Deployer, name: &str, msg: &str) -> Result<(), Dep
 /// Places the slots of dead nodes (not heard from within a lease) on live
 /// nodes that can serve them; the store lets exactly one node move each.
 pub async fn replace_orphans(state: &Deployer) -> Result<(), DeployError> {
-    let since = now_ms() - state.settings.job_lease.as_millis() as i64;
-    let orphans = state.store.orphaned_slots(since).await?;
+    let orphans = state.store.orphaned_slots(dead_before(state)).await?;
     if orphans.is_empty() {
         return Ok(());
     }
@@ -372,8 +378,18 @@ pub async fn replace_orphans(state: &Deployer) -> Result<(), DeployError> {
 }
 
 /// Runs [`reconcile`] whenever woken (a placement changed, here or — by
-/// NOTIFY — on another node) and a third of a lease apart regardless.
+/// NOTIFY — on another node) and a third of a lease apart regardless; and
+/// [`replace_orphans`] a sixth of a lease apart.
 pub fn spawn_reconciler(state: &Deployer) {
+    let sweeper = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(sweeper.settings.job_lease / 6).await;
+            if let Err(e) = replace_orphans(&sweeper).await {
+                tracing::warn!("placing the instances of dead nodes again: {e}");
+            }
+        }
+    });
     let state = state.clone();
     tokio::spawn(async move {
         loop {
