@@ -378,7 +378,9 @@ async fn a_gpu_job_left_queued_by_a_server_that_lost_its_gpus_fails_at_restart()
         no_gpu(),
     );
     let state = open_with(settings, again).await.unwrap();
-    backend::deploy::recover(&state.deployer(), "127.0.0.1:0").await.unwrap();
+    backend::deploy::recover(&state.deployer(), "127.0.0.1:0")
+        .await
+        .unwrap();
     let svc = state.store.get_service("svc_i").await.unwrap().unwrap();
     assert_eq!(svc.status, shared::api::ServiceStatus::Failed);
     let msg = svc.message.unwrap_or_default();
@@ -404,7 +406,9 @@ async fn a_gpu_service_is_not_restarted_on_a_server_without_its_gpus() {
         no_gpu(),
     );
     let state = open_with(settings, again).await.unwrap();
-    backend::deploy::recover(&state.deployer(), "127.0.0.1:0").await.unwrap();
+    backend::deploy::recover(&state.deployer(), "127.0.0.1:0")
+        .await
+        .unwrap();
     let restarted = app.restarted(state);
     for (uri, body) in [
         ("/api/v2/services/svc_j/start", String::new()),

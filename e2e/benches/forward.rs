@@ -30,11 +30,20 @@ fn main() {
     // Two nodes with data folders of their own and one shared artifact
     // store, as on two machines.
     let shared = work.path().join("store");
-    let args = ["--database", url.as_str(), "--store", shared.to_str().unwrap()];
+    let args = [
+        "--database",
+        url.as_str(),
+        "--store",
+        shared.to_str().unwrap(),
+    ];
     let a = Server::start(&work.path().join("a"), &args);
     let b_data = work.path().join("b");
     std::fs::create_dir_all(&b_data).unwrap();
-    std::fs::copy(work.path().join("a/admin-token"), b_data.join("admin-token")).unwrap();
+    std::fs::copy(
+        work.path().join("a/admin-token"),
+        b_data.join("admin-token"),
+    )
+    .unwrap();
     let b = Server::start(&b_data, &args);
     // Deploy time on two nodes: `whet create` until Running, one instance
     // (placed on the deploying node), then two (one on each node; the other
@@ -50,7 +59,11 @@ fn main() {
     let t = Instant::now();
     let out = a.cli(&["create", cfg.to_str().unwrap()]).output().unwrap();
     let two = t.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = "/api/predict/example_mlp";
     let ask = |s: &Server, extra: &[(&str, &str)]| {
         let mut headers = vec![("Authorization", token.as_str())];

@@ -189,7 +189,10 @@ fn served_by(server: &Server, name: &str) -> (u16, String, String) {
 fn until(secs: u64, what: &str, mut holds: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !holds() {
-        assert!(t.elapsed() < Duration::from_secs(secs), "{what} within {secs} s");
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{what} within {secs} s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     t.elapsed()
@@ -208,7 +211,14 @@ fn second_node_serves_from_the_shared_store(
     let pg = Postgres::start();
     let url = pg.database("whet");
     let work = tempfile::tempdir().unwrap();
-    let args = ["--database", url.as_str(), "--store", store, "--job-lease", "3s"];
+    let args = [
+        "--database",
+        url.as_str(),
+        "--store",
+        store,
+        "--job-lease",
+        "3s",
+    ];
     let mut a = Server::start_with_env(&work.path().join("a"), &args, env);
     let cfg = example(&a, &work.path().join("m"), "shared");
     cli_ok(&a, &["create", cfg.to_str().unwrap()]);
@@ -238,7 +248,9 @@ fn second_node_serves_from_the_shared_store(
     eprintln!("node A killed -> its instance serving on node B: {replaced:.1?} (lease 3 s)");
     let log = log_text(&b, "shared");
     assert!(
-        log.contains(&format!("[WARN] Node {node_a} stopped heartbeating; instance 0 is placed again on node")),
+        log.contains(&format!(
+            "[WARN] Node {node_a} stopped heartbeating; instance 0 is placed again on node"
+        )),
         "{log}"
     );
     let fetched: Vec<_> = std::fs::read_dir(b_data.join("artifacts"))
@@ -287,7 +299,12 @@ fn scale_and_stop_through_one_node_reach_the_other() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["node"].as_str().unwrap().to_string(), p["state"].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p["node"].as_str().unwrap().to_string(),
+                p["state"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let mut nodes: Vec<&str> = placed.iter().map(|(n, _)| n.as_str()).collect();
     nodes.sort();
@@ -319,7 +336,11 @@ fn scale_and_stop_through_one_node_reach_the_other() {
         served_by(&a, "spread").0 != 200 && served_by(&b, "spread").0 != 200
     });
     let (_, d) = a.admin("GET", "/api/v2/services/spread", b"");
-    assert_eq!((d["status"].as_str(), d["running_instances"].as_i64()), (Some("Stopped"), Some(0)), "{d}");
+    assert_eq!(
+        (d["status"].as_str(), d["running_instances"].as_i64()),
+        (Some("Stopped"), Some(0)),
+        "{d}"
+    );
 }
 
 #[test]

@@ -245,7 +245,11 @@ async fn leases_are_renewed_and_taken_over_once() {
         let live = s.live_nodes(4_000).await.unwrap();
         assert_eq!(live.len(), 1, "{db}");
         assert_eq!(
-            (live[0].id.as_str(), live[0].addr.as_str(), live[0].kinds.clone()),
+            (
+                live[0].id.as_str(),
+                live[0].addr.as_str(),
+                live[0].kinds.clone()
+            ),
             ("b", "127.0.0.1:3", kinds(&["cpu", "gpu:T4"])),
             "{db}"
         );
@@ -274,27 +278,50 @@ async fn placements_behave_alike() {
         let mut share = s.node_shares("a").await.unwrap();
         assert_eq!(share.len(), 1, "{db}");
         let a = share.remove(0);
-        assert_eq!((a.artifact.as_str(), a.count, a.running, a.failed), ("k1", 2, 0, 0), "{db}");
+        assert_eq!(
+            (a.artifact.as_str(), a.count, a.running, a.failed),
+            ("k1", 2, 0, 0),
+            "{db}"
+        );
         s.set_slots("p", "a", "k1", "running", None).await.unwrap();
         s.set_slots("p", "b", "k0", "running", None).await.unwrap();
         let svc = s.get_service("p").await.unwrap().unwrap();
-        assert_eq!(svc.running, 2, "{db}: b's report was about another artifact");
+        assert_eq!(
+            svc.running, 2,
+            "{db}: b's report was about another artifact"
+        );
         assert_eq!(
             s.host_addrs("p", "b", 500).await.unwrap(),
             vec![("10.0.0.1:80".to_string(), true)],
             "{db}"
         );
-        s.set_slots("p", "b", "k1", "failed", Some("no GPU")).await.unwrap();
+        s.set_slots("p", "b", "k1", "failed", Some("no GPU"))
+            .await
+            .unwrap();
         let placed = s.placements("p").await.unwrap();
         assert_eq!(placed[1].error.as_deref(), Some("no GPU"), "{db}");
-        assert!(s.host_addrs("p", "a", 500).await.unwrap().is_empty(), "{db}");
+        assert!(
+            s.host_addrs("p", "a", 500).await.unwrap().is_empty(),
+            "{db}"
+        );
 
         // a stops heartbeating: its two slots are orphans, each moved once.
         let orphans = s.orphaned_slots(5_000).await.unwrap();
-        assert_eq!(orphans.iter().map(|p| p.slot).collect::<Vec<_>>(), vec![0, 2], "{db}");
+        assert_eq!(
+            orphans.iter().map(|p| p.slot).collect::<Vec<_>>(),
+            vec![0, 2],
+            "{db}"
+        );
         assert!(s.move_slot("p", 0, "a", "b").await.unwrap(), "{db}");
-        assert!(!s.move_slot("p", 0, "a", "b").await.unwrap(), "{db}: moved once");
-        assert_eq!(s.get_service("p").await.unwrap().unwrap().running, 1, "{db}");
+        assert!(
+            !s.move_slot("p", 0, "a", "b").await.unwrap(),
+            "{db}: moved once"
+        );
+        assert_eq!(
+            s.get_service("p").await.unwrap().unwrap().running,
+            1,
+            "{db}"
+        );
         assert_eq!(s.slots_per_node().await.unwrap()["b"], 2, "{db}");
 
         // A new process at a's address takes a's remaining slot (on
@@ -306,18 +333,29 @@ async fn placements_behave_alike() {
             Dialect::Postgres => (1, vec!["b", "b", "a2"]),
             Dialect::Sqlite => (3, vec!["a2", "a2", "a2"]),
         };
-        assert_eq!(s.adopt_slots("a2", "10.0.0.1:80").await.unwrap(), moved, "{db}");
+        assert_eq!(
+            s.adopt_slots("a2", "10.0.0.1:80").await.unwrap(),
+            moved,
+            "{db}"
+        );
         let placed = s.placements("p").await.unwrap();
         assert_eq!(
             placed.iter().map(|p| p.node.as_str()).collect::<Vec<_>>(),
             nodes,
             "{db}"
         );
-        assert!(s.live_nodes(0).await.unwrap().iter().all(|n| n.id != "a"), "{db}");
+        assert!(
+            s.live_nodes(0).await.unwrap().iter().all(|n| n.id != "a"),
+            "{db}"
+        );
 
         s.unplace("p").await.unwrap();
         assert!(s.placements("p").await.unwrap().is_empty(), "{db}");
-        assert_eq!(s.get_service("p").await.unwrap().unwrap().running, 0, "{db}");
+        assert_eq!(
+            s.get_service("p").await.unwrap().unwrap().running,
+            0,
+            "{db}"
+        );
     }
 }
 

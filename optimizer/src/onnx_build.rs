@@ -135,3 +135,92 @@ pub fn cnn_model(channels: usize, size: usize, classes: usize) -> ModelProto {
         ..Default::default()
     })
 }
+
+/// A `Constant` node whose output `out` holds `t`.
+pub fn constant_node(out: &str, t: TensorProto) -> onnx::NodeProto {
+    let mut n = onnx::node("Constant", &format!("const_{out}"), &[], &[out], vec![]);
+    n.attribute.push(onnx::AttributeProto {
+        name: "value".into(),
+        r#type: onnx::attr_type::TENSOR,
+        t: Some(t),
+        ..Default::default()
+    });
+    n
+}
+
+/// [`cnn_model`] as older exporters write it (Paddle2ONNX, older tf2onnx and
+/// torch exports): at opset 11, every weight in a `Constant` node — the
+/// second conv's and the classifier's stored transposed, behind a
+/// `Transpose` — and a second output `probs`, a `Softmax` with the old
+/// default axis behind `Unsqueeze`/`Squeeze` with `axes` attributes.
+pub fn cnn_model_old_export(channels: usize, size: usize, classes: usize) -> ModelProto {
+    let mut m = cnn_model(channels, size, classes);
+    m.ir_version = 6;
+    m.opset_import[0].version = 11;
+    let g = onnx::graph_mut(&mut m);
+    let mut head = Vec::new();
+    for t in std::mem::take(&mut g.initializer) {
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let transposed = match t.name.as_str() {
+            // [o, i, kh, kw] stored as [i, o, kh, kw].
+            "w2" => Some((
+                [1, 0, 2, 3].as_slice(),
+                vec![dims[1], dims[0], dims[2], dims[3]],
+            )),
+            // [k, c] stored as [c, k].
+            "wf" => Some(([1, 0].as_slice(), vec![dims[1], dims[0]])),
+            _ => None,
+        };
+        match transposed {
+            Some((perm, stored)) => {
+                let inner: usize = dims[2..].iter().product();
+                let mut values = vec![0f32; t.float_data.len()];
+                for (i, v) in t.float_data.iter().enumerate() {
+                    let (a, rest) = (i / (dims[1] * inner), i % (dims[1] * inner));
+                    let (b, r) = (rest / inner, rest % inner);
+                    values[(b * dims[0] + a) * inner + r] = *v;
+                }
+                let stored_dims: Vec<i64> = stored.iter().map(|&d| d as i64).collect();
+                let raw = format!("{}_stored", t.name);
+                head.push(constant_node(
+                    &raw,
+                    float_tensor(&raw, &stored_dims, values),
+                ));
+                head.push(onnx::node(
+                    "Transpose",
+                    &format!("transpose_{}", t.name),
+                    &[raw.as_str()],
+                    &[t.name.as_str()],
+                    vec![onnx::attr_ints("perm", perm)],
+                ));
+            }
+            None => head.push(constant_node(&t.name.clone(), t)),
+        }
+    }
+    head.append(&mut g.node);
+    g.node = head;
+    g.node.extend([
+        onnx::node(
+            "Unsqueeze",
+            "unsqueeze",
+            &["logits"],
+            &["l3"],
+            vec![onnx::attr_ints("axes", &[1])],
+        ),
+        onnx::node(
+            "Squeeze",
+            "squeeze",
+            &["l3"],
+            &["l2"],
+            vec![onnx::attr_ints("axes", &[1])],
+        ),
+        onnx::node("Softmax", "softmax", &["l2"], &["probs"], vec![]),
+    ]);
+    let k = classes as i64;
+    g.output.push(onnx::value_info(
+        "probs",
+        data_type::FLOAT,
+        &[None, Some(k)],
+    ));
+    m
+}

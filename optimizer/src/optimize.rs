@@ -18,7 +18,7 @@ use crate::engine::{
 };
 use crate::error::{OptimizerError, Result};
 use crate::onnx;
-use crate::passes::{self, PassContext};
+use crate::passes::{self, OpsetUpgrade, Pass, PassContext};
 use crate::quantize::{self, calibrate::Method};
 use crate::tensor::{DType, Tensor, TensorData};
 use crate::verify::{Agreement, Gate};
@@ -601,10 +601,14 @@ fn build_candidates(
     // quantizers cannot see inside them). Measured on MiniLM: the cleaned
     // graph without Ifs is slower once quantized (ORT fuses less of it).
     let specialized = folded_ifs;
-    let model = std::sync::Arc::new(match (&cleaned, folded_ifs) {
-        (Some(m), true) => m.clone(),
-        _ => onnx::load(&opts.model)?,
-    });
+    let model = std::sync::Arc::new(int8_ready(
+        match (&cleaned, folded_ifs) {
+            (Some(m), true) => m.clone(),
+            _ => onnx::load(&opts.model)?,
+        },
+        notes,
+        progress,
+    ));
     let none = HashSet::new();
     let int8 = Int8 {
         settings: served.clone(),
@@ -757,6 +761,80 @@ fn build_candidates(
         );
     }
     Ok(out)
+}
+
+/// The graph the INT8 candidates build on. Exports that hold their weights
+/// in `Constant` nodes (often behind a `Transpose`, `Cast` or `Squeeze` of
+/// constants) or target opset 11 or 12 get those folded into initializers
+/// and the opset raised to 13, which per-channel QDQ needs; a graph that
+/// gains nothing by it keeps its own form (measured on MiniLM: re-folding a
+/// graph ONNX Runtime already fuses well makes it slower once quantized).
+fn int8_ready(
+    model: onnx::ModelProto,
+    notes: &mut Vec<String>,
+    progress: Progress<'_>,
+) -> onnx::ModelProto {
+    let none = HashSet::new();
+    let weighted = |m: &onnx::ModelProto| {
+        quantize::qdq::plan(m, &none).nodes.len() + quantize::dynamic::candidates(m).len()
+    };
+    let from = onnx::opset(&model);
+    let old_opset = from < passes::OPSET_TARGET;
+    if !old_opset && !weights_in_constant_nodes(onnx::graph(&model)) {
+        return model;
+    }
+    let mut m = model.clone();
+    let mut done = Vec::new();
+    match passes::cleanup(&mut m, &PassContext::default()) {
+        Ok(reports) => done.extend(
+            reports
+                .iter()
+                .filter(|r| r.changed > 0)
+                .map(|r| format!("{} ({})", r.name, r.changed)),
+        ),
+        Err(e) => {
+            notes.push(format!("folding constants for INT8 skipped: {e}"));
+            m = model.clone();
+        }
+    }
+    let mut raised = false;
+    if old_opset {
+        match OpsetUpgrade.run(&mut m, &PassContext::default()) {
+            Ok(r) => {
+                done.push(r.note);
+                raised = true;
+            }
+            Err(e) => notes.push(format!("INT8 stays at opset {from}: {e}")),
+        }
+    }
+    let (before, after) = (weighted(&model), weighted(&m));
+    if after > before || raised {
+        let what = format!(
+            "INT8 builds on a prepared graph: {}; quantizable nodes {before} → {after}",
+            done.join(", ")
+        );
+        progress(&format!("[OK] {what}"));
+        notes.push(what);
+        m
+    } else {
+        model
+    }
+}
+
+/// Whether some `Constant` node holds what looks like weights (a float
+/// tensor of 16 elements or more, rather than a shape or a scalar): the
+/// cheap test for whether folding constants can give the quantizers more
+/// to work on.
+fn weights_in_constant_nodes(g: &onnx::GraphProto) -> bool {
+    g.node.iter().filter(|n| n.op_type == "Constant").any(|n| {
+        n.attribute.iter().filter_map(|a| a.t.as_ref()).any(|t| {
+            matches!(
+                t.data_type,
+                onnx::data_type::FLOAT | onnx::data_type::FLOAT16 | onnx::data_type::DOUBLE
+            ) && t.dims.iter().map(|&d| d.max(0) as u64).product::<u64>() >= 16
+                && !t.dims.is_empty()
+        })
+    })
 }
 
 /// What every INT8 candidate of one search shares.

@@ -368,3 +368,80 @@ fn bias_correction_reduces_the_mean_output_shift() {
     let after = shift(run_all(&onnx::to_bytes(&corr_q), &test));
     assert!(after < before, "mean shift {after} not below {before}");
 }
+
+/// A CNN as older exporters write it (weights in `Constant` nodes, two of
+/// them behind a `Transpose`, opset 11 or 12) computes what the plain one does,
+/// and o2 with a calibration set folds the weights into initializers,
+/// raises the opset to 13 and builds static INT8 that passes the gate —
+/// where it used to report "no Conv/Gemm/MatMul with constant weights".
+#[test]
+fn o2_quantizes_a_cnn_whose_weights_are_constant_nodes_at_opset_11_and_12() {
+    for opset in [11, 12] {
+        o2_on_an_old_export(opset);
+    }
+}
+
+fn o2_on_an_old_export(opset: i64) {
+    let plain = onnx_build::cnn_model(8, 16, 10);
+    let mut old = onnx_build::cnn_model_old_export(8, 16, 10);
+    old.opset_import[0].version = opset;
+    assert!(onnx::graph(&old).initializer.is_empty());
+    let weighted = ["conv1", "conv2", "fc"];
+    let planned = qdq::plan(&old, &HashSet::new()).nodes;
+    assert!(
+        planned.iter().all(|n| !weighted.contains(&n.as_str())),
+        "no weighted node is quantizable as exported: {planned:?}"
+    );
+    let test = images(4, 16, 5);
+    let a = run_all(&onnx::to_bytes(&plain), &test);
+    let b = run_all(&onnx::to_bytes(&old), &test);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x[0].1, y[0].1, "the same logits");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("old.onnx");
+    onnx::save(&old, &model_path).unwrap();
+    let stack = |samples: &[Sample]| {
+        let mut v = Vec::new();
+        for s in samples {
+            v.extend(s[0].1.data.to_f64().into_iter().map(|x| x as f32));
+        }
+        Tensor::new(vec![samples.len(), 3, 16, 16], TensorData::F32(v)).unwrap()
+    };
+    let (test_npz, calib_npz) = (dir.path().join("test.npz"), dir.path().join("calib.npz"));
+    data::write_npz(&test_npz, &[("x", &stack(&images(8, 16, 7)))]).unwrap();
+    data::write_npz(&calib_npz, &[("x", &stack(&images(16, 16, 11)))]).unwrap();
+    let opts = OptimizeOptions {
+        level: OptimizationLevel::O2,
+        test_data: Some(test_npz),
+        calibration: Some(calib_npz),
+        budget: optimizer::bench::Budget {
+            warmup: 1,
+            min_runs: 3,
+            max_runs: 10,
+            time: std::time::Duration::from_millis(20),
+        },
+        ..OptimizeOptions::new(model_path, dir.path().join("out"))
+    };
+    let mut lines = Vec::new();
+    let (report, _) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    let notes = report.diagnosis.notes.join("\n");
+    assert!(
+        !notes.contains("no Conv/Gemm/MatMul with constant weights"),
+        "{notes}"
+    );
+    assert!(notes.contains(&format!("opset {opset} → 13")), "{notes}");
+    let statics: Vec<_> = report
+        .candidates
+        .iter()
+        .filter(|c| c.name.starts_with("o2-static-int8"))
+        .collect();
+    assert!(!statics.is_empty(), "{lines:#?}");
+    assert!(
+        statics
+            .iter()
+            .any(|c| c.status != CandidateStatus::Rejected),
+        "{statics:#?}"
+    );
+}

@@ -428,7 +428,10 @@ pub async fn recover(state: &Deployer, addr: &str) -> Result<(), DeployError> {
     // their previous artifact until the redeploy finishes): this node takes
     // the slots of the process it replaces and starts them now; a database
     // from before placements existed gets its running services placed here.
-    let adopted = state.store.adopt_slots(&state.settings.node_id, addr).await?;
+    let adopted = state
+        .store
+        .adopt_slots(&state.settings.node_id, addr)
+        .await?;
     if adopted > 0 {
         tracing::info!("took over {adopted} instance slot(s) of this node's previous process");
     }

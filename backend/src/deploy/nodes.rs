@@ -89,7 +89,6 @@ pub fn spawn_lease_sweeper(state: &Deployer) {
             if let Err(e) = take_over_expired(&state).await {
                 tracing::warn!("taking over expired deploy jobs: {e}");
             }
-
         }
     });
 }

@@ -153,7 +153,11 @@ pub async fn place(
         .collect();
     state
         .logs
-        .line(name, None, &format!("[OK] Instances placed on node {}", text.join(", ")))
+        .line(
+            name,
+            None,
+            &format!("[OK] Instances placed on node {}", text.join(", ")),
+        )
         .await?;
     Ok(current)
 }
@@ -281,7 +285,10 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
                     .await?;
             }
             Err(e) => {
-                let msg = format!("could not start {} instance(s) on node {me}: {e}", share.count);
+                let msg = format!(
+                    "could not start {} instance(s) on node {me}: {e}",
+                    share.count
+                );
                 tracing::error!(service = %share.service, "{msg}");
                 state
                     .store
@@ -299,7 +306,12 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
 }
 
 /// Loads `count` instances of service `name` from `artifact` here.
-async fn start(state: &Deployer, name: &str, artifact: &str, count: u32) -> Result<(), DeployError> {
+async fn start(
+    state: &Deployer,
+    name: &str,
+    artifact: &str,
+    count: u32,
+) -> Result<(), DeployError> {
     let svc = state
         .store
         .get_service(name)
@@ -363,7 +375,11 @@ pub async fn replace_orphans(state: &Deployer) -> Result<(), DeployError> {
             tracing::warn!(service = %p.service, "no live node can take instance {} of node {}", p.slot, p.node);
             continue;
         };
-        if state.store.move_slot(&p.service, p.slot, &p.node, &to).await? {
+        if state
+            .store
+            .move_slot(&p.service, p.slot, &p.node, &to)
+            .await?
+        {
             *load.entry(to.clone()).or_default() += 1;
             let line = format!(
                 "[WARN] Node {} stopped heartbeating; instance {} is placed again on node {to}",
@@ -393,8 +409,9 @@ pub fn spawn_reconciler(state: &Deployer) {
     let state = state.clone();
     tokio::spawn(async move {
         loop {
-            let _ = tokio::time::timeout(state.settings.job_lease / 3, state.hosting.wake.notified())
-                .await;
+            let _ =
+                tokio::time::timeout(state.settings.job_lease / 3, state.hosting.wake.notified())
+                    .await;
             if let Err(e) = reconcile(&state).await {
                 tracing::warn!("starting the instances placed on this node: {e}");
             }
@@ -424,7 +441,10 @@ mod tests {
     #[test]
     fn a_new_service_spreads_over_the_least_loaded_nodes_deployer_first() {
         let load = HashMap::from([("b".to_string(), 0), ("c".to_string(), 5)]);
-        assert_eq!(plan(&[], 1, &ids(&["a", "b", "c"]), &load, "b"), ids(&["b"]));
+        assert_eq!(
+            plan(&[], 1, &ids(&["a", "b", "c"]), &load, "b"),
+            ids(&["b"])
+        );
         assert_eq!(
             plan(&[], 3, &ids(&["a", "b", "c"]), &load, "b"),
             ids(&["b", "a", "b"])
@@ -441,7 +461,10 @@ mod tests {
             ids(&["b", "a", "b"])
         );
         // Scaling down keeps the first slots where they are.
-        assert_eq!(plan(&current, 1, &ids(&["a", "b"]), &load, "a"), ids(&["b"]));
+        assert_eq!(
+            plan(&current, 1, &ids(&["a", "b"]), &load, "a"),
+            ids(&["b"])
+        );
     }
 
     #[test]

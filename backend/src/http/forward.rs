@@ -12,12 +12,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream, Bytes};
-use axum::http::request::Parts;
-use futures_util::Stream;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
 
 use crate::control::store::{now_ms, Dialect};
 use crate::http::error::AppError;
@@ -121,12 +121,10 @@ pub async fn forward_remote(State(state): State<AppState>, req: Request, next: N
             // Not a byte of the body went out (the node is down, or died
             // since its last heartbeat): the next node may answer.
             Err(e) if !body.sent() => last = format!("node {addr}: {e}"),
-            Err(e) => {
-                return AppError::Unavailable(format!(
-                    "service '{name}' is served by node {addr}, which failed during the request: {e}"
-                ))
-                .into_response()
-            }
+            Err(e) => return AppError::Unavailable(format!(
+                "service '{name}' is served by node {addr}, which failed during the request: {e}"
+            ))
+            .into_response(),
         }
     }
     AppError::Unavailable(format!(

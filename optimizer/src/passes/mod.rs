@@ -15,6 +15,7 @@ mod fp16;
 mod if_fold;
 mod infer;
 mod names;
+mod opset;
 mod shape_specialize;
 mod validate;
 
@@ -32,6 +33,7 @@ pub use constant_fold::DEFAULT_MAX_FOLD_BYTES;
 pub use dead_nodes::DeadNodes;
 pub use fp16::{to_fp16, DEFAULT_KEEP_FP32};
 pub use if_fold::IfFold;
+pub use opset::{OpsetUpgrade, TARGET as OPSET_TARGET};
 pub use shape_specialize::ShapeSpecialize;
 
 /// What a deploy knows about its inputs before serving.

@@ -87,19 +87,22 @@ impl Store {
 
     /// Nodes heard from at or after `since_ms`, by id.
     pub async fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, addr, kinds FROM nodes WHERE heartbeat_at >= $1 ORDER BY id",
-        )
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT id, addr, kinds FROM nodes WHERE heartbeat_at >= $1 ORDER BY id")
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let kinds: String = r.try_get("kinds")?;
                 Ok(NodeRow {
                     id: r.try_get("id")?,
                     addr: r.try_get("addr")?,
-                    kinds: kinds.split(',').filter(|k| !k.is_empty()).map(String::from).collect(),
+                    kinds: kinds
+                        .split(',')
+                        .filter(|k| !k.is_empty())
+                        .map(String::from)
+                        .collect(),
                 })
             })
             .collect()
@@ -113,13 +116,13 @@ impl Store {
     pub async fn adopt_slots(&self, me: &str, addr: &str) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let moved = match self.dialect {
-            Dialect::Sqlite => {
-                sqlx::query("UPDATE placements SET node = $1, state = 'pending', error = NULL WHERE node <> $2")
-                    .bind(me)
-                    .bind(me)
-                    .execute(&mut *tx)
-                    .await?
-            }
+            Dialect::Sqlite => sqlx::query(
+                "UPDATE placements SET node = $1, state = 'pending', error = NULL WHERE node <> $2",
+            )
+            .bind(me)
+            .bind(me)
+            .execute(&mut *tx)
+            .await?,
             Dialect::Postgres => {
                 sqlx::query(
                     "UPDATE placements SET node = $1, state = 'pending', error = NULL
