@@ -155,11 +155,12 @@ fn optimize_verifies_times_and_writes_an_artifact() {
     };
     let mut lines = Vec::new();
     let (report, meta) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
-    // original, o1-fp32-graph, and the leader re-timed at all cores (thread count is a search dimension).
+    // original, ort-default, o1-fp32-graph, and the leader re-timed at all
+    // cores (thread count is a search dimension).
     let cores = std::thread::available_parallelism().unwrap().get();
     assert_eq!(
         report.candidates.len(),
-        if cores > 1 { 3 } else { 2 },
+        if cores > 1 { 4 } else { 3 },
         "{:?}",
         report
             .candidates
@@ -168,8 +169,18 @@ fn optimize_verifies_times_and_writes_an_artifact() {
             .collect::<Vec<_>>()
     );
     assert_eq!(report.candidates[0].name, "original");
+    // Speedups are against ONNX Runtime's default session, the second row;
+    // the optimizations-off row stays, with its own ratio to it.
+    assert_eq!(report.candidates[1].name, "ort-default");
+    assert_eq!(report.baseline, "ort-default");
+    let p50 = |i: usize| report.candidates[i].latency[0].p50_ms;
+    assert_eq!(report.baseline_ms, p50(1));
+    assert_eq!(report.candidates[1].speedup, Some(1.0));
+    let ratio = report.candidates[0].speedup.unwrap();
+    assert!((ratio - p50(1) / p50(0)).abs() < 1e-9, "{ratio}");
+    assert!((report.speedup - p50(1) / report.optimized_ms).abs() < 1e-9);
     if cores > 1 {
-        let variant = &report.candidates[2];
+        let variant = &report.candidates[3];
         assert!(
             variant.name.ends_with(&format!("@{cores}threads")),
             "{}",

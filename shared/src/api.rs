@@ -430,11 +430,21 @@ pub struct OptimizationReport {
     pub candidates: Vec<CandidateReport>,
     /// Name of the candidate that was picked.
     pub selected: String,
+    /// Name of the candidate speedups are measured against: for ONNX,
+    /// `ort-default` (ONNX Runtime's default session, every graph
+    /// optimization on: what a user gets without Whetstone); the model as
+    /// given otherwise, and in reports written before there was a choice.
+    #[serde(default = "original_name")]
+    pub baseline: String,
     /// p50 latency of the baseline on the first shape group, milliseconds.
     pub baseline_ms: f64,
     pub optimized_ms: f64,
     pub speedup: f64,
     pub total_seconds: f64,
+}
+
+fn original_name() -> String {
+    "original".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

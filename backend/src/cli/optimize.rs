@@ -254,8 +254,8 @@ pub fn report_table(r: &OptimizationReport) -> String {
         }
     }
     s.push_str(&format!(
-        "Selected {}: {:.3} ms -> {:.3} ms ({:.2}x) in {:.1} s\n",
-        r.selected, r.baseline_ms, r.optimized_ms, r.speedup, r.total_seconds
+        "Selected {}: {:.3} ms ({}) -> {:.3} ms ({:.2}x) in {:.1} s\n",
+        r.selected, r.baseline_ms, r.baseline, r.optimized_ms, r.speedup, r.total_seconds
     ));
     s
 }

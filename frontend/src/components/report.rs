@@ -1,6 +1,7 @@
 //! The optimization report: a summary, the candidate table, and two inline
 //! SVG charts: p50 latency per candidate and input-shape group against the
-//! original model, and each candidate's accuracy against the original.
+//! baseline (for ONNX, ONNX Runtime's default session), and each
+//! candidate's accuracy against the original.
 
 use leptos::prelude::*;
 use shared::api::{CandidateReport, CandidateStatus, OptimizationReport};
@@ -38,7 +39,7 @@ pub fn ReportView(report: OptimizationReport) -> impl IntoView {
         {(!notes.is_empty()).then(|| view! {
             <ul class="notes">{notes.into_iter().map(|n| view! { <li>{n}</li> }).collect_any()}</ul>
         })}
-        <LatencyChart candidates=report.candidates.clone() groups=groups.clone()/>
+        <LatencyChart candidates=report.candidates.clone() groups=groups.clone() baseline=report.baseline.clone()/>
         <AccuracyChart candidates=report.candidates.clone()/>
         <CandidateTable candidates=report.candidates.clone() groups=groups/>
     }
@@ -138,8 +139,6 @@ const BAR_H: f64 = 18.0;
 const ROW_H: f64 = 24.0;
 const GROUP_H: f64 = 26.0;
 
-/// The candidate that is the model as given: every other one is compared to it.
-const ORIGINAL: &str = "original";
 
 /// One bar: a candidate's p50 on one shape group.
 struct Bar {
@@ -147,11 +146,11 @@ struct Bar {
     label: String,
     status: &'static str,
     p50: f64,
-    /// The original's p50 / this p50 on the same shape group.
-    vs_original: Option<f64>,
+    /// The baseline's p50 / this p50 on the same shape group.
+    vs_baseline: Option<f64>,
 }
 
-/// A group's heading and, when the original was timed there, where its
+/// A group's heading and, when the baseline was timed there, where its
 /// p50 falls (a dashed line across the group's bars).
 struct GroupHead {
     y: f64,
@@ -162,11 +161,16 @@ struct GroupHead {
 
 /// Horizontal bars, one block per shape group, one bar per timed candidate,
 /// all on one scale so groups compare too. Colour = status; the dashed line
-/// in each block is the original model on those shapes, and each bar says
+/// in each block is the baseline on those shapes, and each bar says
 /// how much faster than it that candidate is there.
 #[component]
-fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl IntoView {
+fn LatencyChart(
+    candidates: Vec<CandidateReport>,
+    groups: Vec<String>,
+    baseline: String,
+) -> impl IntoView {
     let mut y = 0.0;
+    let baseline_label = baseline.clone();
     let mut heads = Vec::new();
     let mut bars = Vec::new();
     for g in &groups {
@@ -179,7 +183,7 @@ fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl I
         }
         let original = candidates
             .iter()
-            .find(|c| c.name == ORIGINAL)
+            .find(|c| c.name == baseline)
             .and_then(|c| p50_of(c, g));
         let head_y = y;
         y += GROUP_H;
@@ -189,8 +193,8 @@ fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl I
                 label: c.name.clone(),
                 status: status_text(&c.status),
                 p50: *p50,
-                vs_original: original
-                    .filter(|_| c.name != ORIGINAL && *p50 > 0.0)
+                vs_baseline: original
+                    .filter(|_| c.name != baseline && *p50 > 0.0)
                     .map(|o| o / p50),
             });
             y += ROW_H;
@@ -215,7 +219,7 @@ fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl I
                 viewBox=format!("0 0 {WIDTH} {height}")
                 width="100%"
                 role="img"
-                aria-label="p50 latency per candidate and input shape group, against the original model"
+                aria-label="p50 latency per candidate and input shape group, against the baseline"
             >
                 {heads
                     .into_iter()
@@ -241,7 +245,7 @@ fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl I
                     .into_iter()
                     .map(|b| {
                         let w = (b.p50 * scale).max(1.0);
-                        let value = match b.vs_original {
+                        let value = match b.vs_baseline {
                             Some(r) => format!("{} · {}", format::ms(b.p50), format::speedup(Some(r))),
                             None => format::ms(b.p50),
                         };
@@ -260,7 +264,7 @@ fn LatencyChart(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl I
                     .collect_any()}
             </svg>
             <figcaption>
-                "p50 latency per candidate and input shapes; the dashed line is the original model, "
+                {format!("p50 latency per candidate and input shapes; the dashed line is the baseline ({baseline_label}), ")}
                 "× is the speedup over it on those shapes. "
                 <span class="key key-selected">"selected"</span>" "
                 <span class="key key-passed">"passed"</span>" "

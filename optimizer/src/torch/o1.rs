@@ -303,6 +303,7 @@ pub fn optimize(
             notes,
         },
         selected: winner.name.into(),
+        baseline: "original".into(),
         baseline_ms,
         optimized_ms,
         speedup: baseline_ms / optimized_ms,
