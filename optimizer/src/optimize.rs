@@ -365,7 +365,7 @@ pub fn optimize(
                 intra_threads: t,
                 ..lead.settings.clone()
             },
-            gate: lead.gate,
+            gate: lead.gate.clone(),
             fallback: None,
             specialized: lead.specialized,
         };
@@ -497,7 +497,7 @@ fn fp16_candidates(
                 description: format!("{what}; inputs and outputs stay fp32"),
                 model: ModelSource::Bytes(onnx::to_bytes(&m)),
                 settings: served.clone(),
-                gate,
+                gate: gate.clone(),
                 fallback: None,
                 specialized: false,
             }),
@@ -531,7 +531,7 @@ fn build_candidates(
             description: "the model as given, ONNX Runtime graph optimizations off".into(),
             model: ModelSource::File(opts.model.clone()),
             settings: SessionSettings::new(GraphLevel::Disable, threads).on(provider),
-            gate: gate_o1,
+            gate: gate_o1.clone(),
             fallback: None,
             specialized: false,
         },
@@ -540,7 +540,7 @@ fn build_candidates(
             description: "the model as given in ONNX Runtime's default session (every graph optimization on): what serving it without Whetstone gives; the baseline of the speedups".into(),
             model: ModelSource::File(opts.model.clone()),
             settings: SessionSettings::new(GraphLevel::All, threads).on(provider),
-            gate: gate_o1,
+            gate: gate_o1.clone(),
             fallback: None,
             specialized: false,
         },
@@ -552,7 +552,7 @@ fn build_candidates(
             description: "fp32 graph optimization (constant folding, fusions) saved portable, layout optimizations at load, no thread spinning".into(),
             model: ModelSource::File(optimized_path),
             settings: served.clone(),
-            gate: gate_o1,
+            gate: gate_o1.clone(),
             fallback: None,
             specialized: false,
         }),
@@ -560,7 +560,7 @@ fn build_candidates(
     }
     match &opts.device {
         TargetDevice::Cpu => notes.push("fp16 skipped: this CPU target has no fast fp16 arithmetic (it is measured slower than fp32)".into()),
-        TargetDevice::Cuda { .. } => fp16_candidates(opts, &served, gate_o1, &mut out, notes)?,
+        TargetDevice::Cuda { .. } => fp16_candidates(opts, &served, gate_o1.clone(), &mut out, notes)?,
     }
     // Clean-up on our own graph: fold If nodes on fixed inputs, specialize a
     // single input_shapes group, fold constants, drop dead nodes.
@@ -593,7 +593,7 @@ fn build_candidates(
                     ),
                     model: ModelSource::Bytes(onnx::to_bytes(&m)),
                     settings: served.clone(),
-                    gate: gate_o1,
+                    gate: gate_o1.clone(),
                     fallback: None,
                     specialized: true,
                 });
@@ -633,7 +633,7 @@ fn build_candidates(
     let none = HashSet::new();
     let int8 = Int8 {
         settings: served.clone(),
-        gate: gate_o2,
+        gate: gate_o2.clone(),
         specialized,
     };
     let dynamic_nodes = quantize::dynamic::candidates(&model);
@@ -883,7 +883,7 @@ impl Int8 {
                 description,
                 model: ModelSource::Bytes(onnx::to_bytes(&m)),
                 settings: self.settings.clone(),
-                gate: self.gate,
+                gate: self.gate.clone(),
                 fallback: Some((nodes, build)),
                 specialized: self.specialized,
             }),
@@ -929,7 +929,7 @@ fn fallback(
     let score = |keep: &HashSet<String>, n: usize| -> Result<(Agreement, Vec<u8>)> {
         let bytes = onnx::to_bytes(&rebuild(keep)?);
         let mut engine = Engine::from_bytes(&bytes, &cand.settings)?;
-        let mut a = Agreement::default();
+        let mut a = Agreement::for_gate(&cand.gate);
         for (i, s) in samples.iter().enumerate().take(n) {
             a.update(&reference[i], &engine.run(s)?)
                 .map_err(OptimizerError::Engine)?;
@@ -944,8 +944,10 @@ fn fallback(
         let mut keep = all.clone();
         keep.remove(n);
         let (a, _) = score(&keep, probe)?;
-        let top1_loss = a.top1().map(|t| 1.0 - t).unwrap_or(0.0);
-        sens.push((n.clone(), (1.0 - a.min_cosine) + top1_loss));
+        // Every metric of the gate counts: a node that loses regions or
+        // misreads sequences is kept in float before one that only costs
+        // a little cosine.
+        sens.push((n.clone(), a.loss()));
     }
     sens.sort_by(|a, b| b.1.total_cmp(&a.1));
     progress(&format!(
@@ -978,7 +980,7 @@ fn fallback(
                 ),
                 model: ModelSource::Bytes(bytes),
                 settings: cand.settings.clone(),
-                gate: cand.gate,
+                gate: cand.gate.clone(),
                 fallback: None,
                 specialized: cand.specialized,
             }));
@@ -1001,6 +1003,10 @@ pub(crate) fn rejected_report(name: &str, description: &str, message: String) ->
         message: Some(message),
         max_rel_error: None,
         min_cosine: None,
+        top1: None,
+        top_k: None,
+        region_agreement: None,
+        sequence_agreement: None,
         latency: vec![],
         speedup: None,
         size_bytes: 0,
@@ -1043,7 +1049,7 @@ pub(crate) fn verify_and_time(
     budget: &Budget,
 ) -> Result<CandidateReport> {
     let is_reference = reference.is_empty();
-    let mut agreement = Agreement::default();
+    let mut agreement = Agreement::for_gate(gate);
     let mut failure = None;
     for (i, sample) in samples.iter().enumerate() {
         let out = engine.run(sample)?;
@@ -1054,7 +1060,8 @@ pub(crate) fn verify_and_time(
             break;
         }
     }
-    let passed = failure.is_none() && agreement.passes(gate);
+    // The reference agrees with itself by definition (it compared nothing).
+    let passed = failure.is_none() && (is_reference || agreement.passes(gate));
     let message = failure.or_else(|| (!passed).then(|| agreement.failure(gate)));
     let mut latency = Vec::new();
     for (label, sample) in timing {
@@ -1071,6 +1078,10 @@ pub(crate) fn verify_and_time(
         message,
         max_rel_error: Some(agreement.max_rel_error),
         min_cosine: Some(agreement.min_cosine),
+        top1: agreement.top1().filter(|_| !is_reference),
+        top_k: agreement.top_k.share(),
+        region_agreement: agreement.regions.share(),
+        sequence_agreement: agreement.sequences.share(),
         latency,
         speedup: None,
         size_bytes: 0,
@@ -1126,9 +1137,11 @@ pub(crate) fn timing_sets(
 }
 
 fn check_declared_names(sig: &ModelSignature, opts: &OptimizeOptions) -> Result<()> {
+    let gated = opts.accuracy.as_ref().and_then(|a| a.outputs.clone());
     for (kind, declared, actual) in [
         ("inputs", &opts.inputs, &sig.inputs),
         ("outputs", &opts.outputs, &sig.outputs),
+        ("accuracy.outputs", &gated, &sig.outputs),
     ] {
         let Some(declared) = declared else { continue };
         for name in declared {
@@ -1136,8 +1149,9 @@ fn check_declared_names(sig: &ModelSignature, opts: &OptimizeOptions) -> Result<
                 .iter()
                 .any(|s| &s.name == name || s.name.strip_suffix(":0") == Some(name.as_str()));
             if !found {
+                let what = kind.rsplit('.').next().unwrap_or(kind);
                 return Err(OptimizerError::Config(format!(
-                    "model_info.{kind} names '{name}', which the model does not have; its {kind} are: {}",
+                    "model_info.{kind} names '{name}', which the model does not have; its {what} are: {}",
                     actual.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
                 )));
             }
@@ -1177,12 +1191,18 @@ pub(crate) fn describe_row(row: &CandidateReport) -> String {
             row.message.as_deref().unwrap_or("")
         ),
         _ => format!(
-            "max rel error {:.2e}, min cosine {:.6}, {lat}, speedup {:.2}x",
+            "max rel error {:.2e}, min cosine {:.6}{}, {lat}, speedup {:.2}x",
             row.max_rel_error.unwrap_or(0.0),
             row.min_cosine.unwrap_or(1.0),
+            gate_metrics(row),
             row.speedup.unwrap_or(1.0)
         ),
     }
+}
+
+/// The agreement metrics of a row, as `, regions 98.0%`….
+fn gate_metrics(row: &CandidateReport) -> String {
+    row.agreements().iter().map(|a| format!(", {a}")).collect()
 }
 
 /// The candidate ONNX speedups are measured against.

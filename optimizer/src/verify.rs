@@ -3,7 +3,7 @@
 use crate::tensor::Tensor;
 
 /// Thresholds a candidate must meet on every output of every sample.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Gate {
     /// Largest allowed max|a-b| / max|b|; `INFINITY` = not checked.
     pub max_rel_error: f64,
@@ -11,6 +11,30 @@ pub struct Gate {
     /// Share of rows whose argmax agrees, for classifier-shaped outputs
     /// (2-D `[N, C]`, C > 1); 0 = not checked.
     pub min_top1: f64,
+    /// `(k, share)`: rows whose original top-1 is among the candidate's k best.
+    pub top_k: Option<(usize, f64)>,
+    /// Regions of thresholded maps matched by box IoU.
+    pub regions: Option<RegionGate>,
+    /// Greedy CTC readings of sequence outputs.
+    pub sequences: Option<SequenceGate>,
+    /// The outputs the three metrics above look at; `None` = every output
+    /// of a suitable shape.
+    pub outputs: Option<Vec<String>>,
+}
+
+/// See `shared::config::Accuracy::min_region_agreement`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegionGate {
+    pub threshold: f64,
+    pub iou: f64,
+    pub min: f64,
+}
+
+/// See `shared::config::Accuracy::min_sequence_agreement`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SequenceGate {
+    pub blank: usize,
+    pub min: f64,
 }
 
 impl Gate {
@@ -19,12 +43,20 @@ impl Gate {
         max_rel_error: 1e-3,
         min_cosine: 0.9999,
         min_top1: 0.0,
+        top_k: None,
+        regions: None,
+        sequences: None,
+        outputs: None,
     };
     /// o2 (INT8) trades a bounded loss for speed.
     pub const O2: Gate = Gate {
         max_rel_error: f64::INFINITY,
         min_cosine: 0.99,
         min_top1: 0.99,
+        top_k: None,
+        regions: None,
+        sequences: None,
+        outputs: None,
     };
 
     /// This gate with the thresholds a user set in `model_info.accuracy`.
@@ -34,18 +66,75 @@ impl Gate {
             max_rel_error: a.max_rel_error.unwrap_or(self.max_rel_error),
             min_cosine: a.min_cosine.unwrap_or(self.min_cosine),
             min_top1: a.min_top1.unwrap_or(self.min_top1),
+            top_k: a
+                .min_top_k
+                .map(|m| (a.top_k.unwrap_or(5).max(1) as usize, m))
+                .or(self.top_k),
+            regions: a
+                .min_region_agreement
+                .map(|min| RegionGate {
+                    threshold: a.region_threshold.unwrap_or(0.5),
+                    iou: a.region_iou.unwrap_or(0.5),
+                    min,
+                })
+                .or(self.regions),
+            sequences: a
+                .min_sequence_agreement
+                .map(|min| SequenceGate {
+                    blank: a.ctc_blank.unwrap_or(0) as usize,
+                    min,
+                })
+                .or(self.sequences),
+            outputs: a.outputs.clone().or(self.outputs),
+        }
+    }
+
+    /// Whether the top-k/region/sequence metrics look at output `name` of
+    /// rank `rank` (`default_rank`: the smallest rank they take unasked).
+    fn looks_at(&self, name: &str, rank: usize, named_rank: usize, default_rank: usize) -> bool {
+        match &self.outputs {
+            Some(names) => names.iter().any(|n| n == name) && rank >= named_rank,
+            None => rank == default_rank,
         }
     }
 }
 
+/// Agreed and compared counts of one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Count {
+    pub agree: usize,
+    pub total: usize,
+    /// Things looked at (rows, planes, sequences); 0 = the metric found no
+    /// output to judge.
+    pub seen: usize,
+}
+
+impl Count {
+    /// The share agreed; 1 when there was nothing to disagree on.
+    pub fn share(&self) -> Option<f64> {
+        (self.seen > 0).then(|| {
+            if self.total == 0 {
+                1.0
+            } else {
+                self.agree as f64 / self.total as f64
+            }
+        })
+    }
+}
+
 /// Worst-case agreement over everything compared so far.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Agreement {
     pub max_rel_error: f64,
     pub min_cosine: f64,
     /// Rows of classifier-shaped outputs compared, and how many agreed on the argmax.
     pub top1_rows: usize,
     pub top1_agree: usize,
+    /// What the gate's optional metrics measure (`None` unless it has them).
+    pub metrics: Option<Gate>,
+    pub top_k: Count,
+    pub regions: Count,
+    pub sequences: Count,
 }
 
 impl Default for Agreement {
@@ -55,20 +144,47 @@ impl Default for Agreement {
             min_cosine: 1.0,
             top1_rows: 0,
             top1_agree: 0,
+            metrics: None,
+            top_k: Count::default(),
+            regions: Count::default(),
+            sequences: Count::default(),
         }
     }
 }
 
 impl Agreement {
+    /// An agreement that also measures the optional metrics of `gate`.
+    pub fn for_gate(gate: &Gate) -> Agreement {
+        let any = gate.top_k.is_some() || gate.regions.is_some() || gate.sequences.is_some();
+        Agreement {
+            metrics: any.then(|| gate.clone()),
+            ..Agreement::default()
+        }
+    }
+
     pub fn passes(&self, gate: &Gate) -> bool {
         self.max_rel_error <= gate.max_rel_error
             && self.min_cosine >= gate.min_cosine
             && self.top1().is_none_or(|t| t >= gate.min_top1)
+            && gate.top_k.is_none_or(|(_, m)| self.top_k.share().is_some_and(|s| s >= m))
+            && gate.regions.is_none_or(|r| self.regions.share().is_some_and(|s| s >= r.min))
+            && gate.sequences.is_none_or(|q| self.sequences.share().is_some_and(|s| s >= q.min))
     }
 
     /// Top-1 agreement, when any classifier-shaped output was compared.
     pub fn top1(&self) -> Option<f64> {
         (self.top1_rows > 0).then(|| self.top1_agree as f64 / self.top1_rows as f64)
+    }
+
+    /// The loss of each metric the gate has (1 − agreement), summed: how
+    /// much a candidate is off, for the fallback's ranking of nodes.
+    pub fn loss(&self) -> f64 {
+        let off = |s: Option<f64>| s.map(|s| 1.0 - s).unwrap_or(0.0);
+        (1.0 - self.min_cosine)
+            + off(self.top1())
+            + off(self.top_k.share())
+            + off(self.regions.share())
+            + off(self.sequences.share())
     }
 
     /// Why a candidate failed `gate`, in words.
@@ -92,6 +208,26 @@ impl Agreement {
                 t * 100.0,
                 gate.min_top1 * 100.0
             ));
+        }
+        let mut optional = |what: &str, count: &Count, min: f64, no_output: &str| match count.share() {
+            None => parts.push(format!("{what}: {no_output}")),
+            Some(s) if s < min => parts.push(format!(
+                "{what} {:.1}% < {:.1}% ({} of {})",
+                s * 100.0,
+                min * 100.0,
+                count.agree,
+                count.total
+            )),
+            Some(_) => {}
+        };
+        if let Some((k, m)) = gate.top_k {
+            optional(&format!("top-{k} agreement"), &self.top_k, m, "no [N, C] output to judge (accuracy.outputs)");
+        }
+        if let Some(r) = gate.regions {
+            optional("region agreement", &self.regions, r.min, "no map output to judge (accuracy.outputs)");
+        }
+        if let Some(q) = gate.sequences {
+            optional("sequence agreement", &self.sequences, q.min, "no sequence output to judge (accuracy.outputs)");
         }
         format!("accuracy gate failed: {}", parts.join(", "))
     }
@@ -124,12 +260,172 @@ impl Agreement {
                     self.top1_agree += (argmax(ra) == argmax(rb)) as usize;
                 }
             }
+            if let Some(g) = &self.metrics {
+                let shape = &want.shape;
+                let rank = shape.len();
+                if let Some((k, _)) = g.top_k {
+                    if g.looks_at(name, rank, 2, 2) && shape[rank - 1] > 1 {
+                        let c = shape[rank - 1];
+                        for (ra, rb) in a.chunks(c).zip(b.chunks(c)) {
+                            self.top_k.seen += 1;
+                            self.top_k.total += 1;
+                            self.top_k.agree += top_k_has(ra, argmax(rb), k) as usize;
+                        }
+                    }
+                }
+                if let Some(r) = g.regions {
+                    if g.looks_at(name, rank, 2, 4) && rank >= 2 {
+                        let (h, w) = (shape[rank - 2], shape[rank - 1]);
+                        if h > 0 && w > 0 {
+                            for (pa, pb) in a.chunks(h * w).zip(b.chunks(h * w)) {
+                                let (want, got) = (
+                                    regions(pb, h, w, r.threshold),
+                                    regions(pa, h, w, r.threshold),
+                                );
+                                self.regions.seen += 1;
+                                self.regions.total += want.len().max(got.len());
+                                self.regions.agree += matched(&want, &got, r.iou);
+                            }
+                        }
+                    }
+                }
+                if let Some(q) = g.sequences {
+                    if g.looks_at(name, rank, 2, 3) && rank >= 2 && shape[rank - 1] > 0 {
+                        let (t, c) = (shape[rank - 2], shape[rank - 1]);
+                        if t > 0 {
+                            for (sa, sb) in a.chunks(t * c).zip(b.chunks(t * c)) {
+                                self.sequences.seen += 1;
+                                self.sequences.total += 1;
+                                self.sequences.agree +=
+                                    (ctc_read(sa, c, q.blank) == ctc_read(sb, c, q.blank)) as usize;
+                            }
+                        }
+                    }
+                }
+            }
             let (rel, cos) = metrics(&a, &b);
             self.max_rel_error = self.max_rel_error.max(rel);
             self.min_cosine = self.min_cosine.min(cos);
         }
         Ok(())
     }
+}
+
+/// Whether class `class` is among the `k` largest of `row`.
+fn top_k_has(row: &[f64], class: usize, k: usize) -> bool {
+    let Some(&v) = row.get(class) else {
+        return false;
+    };
+    // Classes strictly better than `class`; ties count in its favour.
+    row.iter().filter(|&&x| x > v).count() < k
+}
+
+/// A region's bounding box: rows and columns, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Box2 {
+    r0: usize,
+    c0: usize,
+    r1: usize,
+    c1: usize,
+}
+
+impl Box2 {
+    fn area(&self) -> usize {
+        (self.r1 - self.r0 + 1) * (self.c1 - self.c0 + 1)
+    }
+
+    fn iou(&self, o: &Box2) -> f64 {
+        let (r0, c0) = (self.r0.max(o.r0), self.c0.max(o.c0));
+        let (r1, c1) = (self.r1.min(o.r1), self.c1.min(o.c1));
+        if r0 > r1 || c0 > c1 {
+            return 0.0;
+        }
+        let inter = (r1 - r0 + 1) * (c1 - c0 + 1);
+        inter as f64 / (self.area() + o.area() - inter) as f64
+    }
+}
+
+/// The bounding boxes of the 8-connected regions of `plane` (`h`×`w`, row
+/// major) above `threshold`.
+fn regions(plane: &[f64], h: usize, w: usize, threshold: f64) -> Vec<Box2> {
+    let mut seen = vec![false; h * w];
+    let mut out = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..h * w {
+        if seen[start] || plane[start] <= threshold {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let mut b = Box2 {
+            r0: start / w,
+            c0: start % w,
+            r1: start / w,
+            c1: start % w,
+        };
+        while let Some(i) = stack.pop() {
+            let (r, c) = (i / w, i % w);
+            b.r0 = b.r0.min(r);
+            b.r1 = b.r1.max(r);
+            b.c0 = b.c0.min(c);
+            b.c1 = b.c1.max(c);
+            for dr in [-1i64, 0, 1] {
+                for dc in [-1i64, 0, 1] {
+                    let (nr, nc) = (r as i64 + dr, c as i64 + dc);
+                    if nr < 0 || nc < 0 || nr >= h as i64 || nc >= w as i64 {
+                        continue;
+                    }
+                    let j = nr as usize * w + nc as usize;
+                    if !seen[j] && plane[j] > threshold {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// Regions of `want` matched one to one with regions of `got` at box IoU
+/// ≥ `iou`, best pairs first.
+fn matched(want: &[Box2], got: &[Box2], iou: f64) -> usize {
+    let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
+    for (i, a) in want.iter().enumerate() {
+        for (j, b) in got.iter().enumerate() {
+            let x = a.iou(b);
+            if x >= iou {
+                pairs.push((x, i, j));
+            }
+        }
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut used_a, mut used_b) = (vec![false; want.len()], vec![false; got.len()]);
+    let mut n = 0;
+    for (_, i, j) in pairs {
+        if !used_a[i] && !used_b[j] {
+            used_a[i] = true;
+            used_b[j] = true;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// What a greedy CTC decoder reads from `seq` (`T`×`c`, row major): the
+/// argmax at each step, repeats collapsed, `blank` dropped.
+fn ctc_read(seq: &[f64], c: usize, blank: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut prev = None;
+    for step in seq.chunks(c) {
+        let k = argmax(step);
+        if prev != Some(k) && k != blank {
+            out.push(k);
+        }
+        prev = Some(k);
+    }
+    out
 }
 
 fn argmax(v: &[f64]) -> usize {
@@ -241,6 +537,98 @@ mod tests {
         assert_eq!(a.top1(), Some(0.75));
         assert!(!a.passes(&Gate::O2));
         assert!(a.failure(&Gate::O2).contains("top-1 agreement 75.0%"));
+    }
+
+    fn out(name: &str, shape: Vec<usize>, v: Vec<f32>) -> Vec<(String, Tensor)> {
+        vec![(name.to_string(), Tensor::new(shape, TensorData::F32(v)).unwrap())]
+    }
+
+    fn gate_with(acc: serde_json::Value) -> Gate {
+        let acc: shared::config::Accuracy = serde_json::from_value(acc).unwrap();
+        Gate::O2.with_overrides(Some(&acc))
+    }
+
+    /// A [1, 1, 6, 8] map with two blobs; `shift` moves the second blob's
+    /// border by one pixel, `drop` removes the first blob.
+    fn map(shift: bool, drop: bool) -> Vec<f32> {
+        let mut m = vec![0.0f32; 48];
+        if !drop {
+            for (r, c) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+                m[r * 8 + c] = 0.9;
+            }
+        }
+        let cols = if shift { 4..8 } else { 5..8 };
+        for r in 2..5 {
+            for c in cols.clone() {
+                m[r * 8 + c] = 0.8;
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn regions_forgive_a_border_flip_and_reject_a_lost_region() {
+        let g = gate_with(serde_json::json!({"min_region_agreement": 1.0, "region_threshold": 0.5, "region_iou": 0.5}));
+        let want = out("mask", vec![1, 1, 6, 8], map(false, false));
+        let mut a = Agreement::for_gate(&g);
+        a.update(&want, &out("mask", vec![1, 1, 6, 8], map(true, false))).unwrap();
+        assert_eq!((a.regions.agree, a.regions.total), (2, 2));
+        // The shifted border moves a box a column (IoU 0.75): still matched.
+        let mut lost = Agreement::for_gate(&g);
+        lost.update(&want, &out("mask", vec![1, 1, 6, 8], map(false, true))).unwrap();
+        assert_eq!((lost.regions.agree, lost.regions.total), (1, 2));
+        assert!(lost.failure(&g).contains("region agreement 50.0% < 100.0%"), "{}", lost.failure(&g));
+        assert!(lost.regions.share().unwrap() < a.regions.share().unwrap());
+        assert!(!lost.passes(&g));
+        // Named outputs only: a gate on another output finds nothing to judge.
+        let other = gate_with(serde_json::json!({"min_region_agreement": 1.0, "outputs": ["boxes"]}));
+        let mut none = Agreement::for_gate(&other);
+        none.update(&want, &want).unwrap();
+        assert!(!none.passes(&other));
+        assert!(none.failure(&other).contains("no map output"), "{}", none.failure(&other));
+    }
+
+    /// [1, T=6, C=3] frames: argmax per step `labels`, with 0 the blank.
+    fn frames(labels: &[usize]) -> Vec<f32> {
+        labels
+            .iter()
+            .flat_map(|&l| (0..3).map(move |c| if c == l { 0.9 } else { 0.05 }))
+            .collect()
+    }
+
+    #[test]
+    fn sequences_are_compared_as_a_ctc_decoder_reads_them() {
+        let g = gate_with(serde_json::json!({"min_sequence_agreement": 1.0}));
+        let want = out("logits", vec![1, 6, 3], frames(&[1, 1, 0, 2, 2, 0]));
+        // Repeats and blanks placed differently read the same "1 2".
+        let mut same = Agreement::for_gate(&g);
+        same.update(&want, &out("logits", vec![1, 6, 3], frames(&[0, 1, 0, 0, 2, 0]))).unwrap();
+        assert_eq!(same.sequences.share(), Some(1.0));
+        assert!(same.passes(&Gate { min_cosine: -1.0, ..g.clone() }));
+        // A blank lost between two equal labels reads "1 2 2" → "1 2": a
+        // different reading ("1 1" vs "1") is rejected.
+        let want2 = out("logits", vec![1, 6, 3], frames(&[1, 0, 1, 0, 0, 0]));
+        let mut merged = Agreement::for_gate(&g);
+        merged.update(&want2, &out("logits", vec![1, 6, 3], frames(&[1, 1, 1, 0, 0, 0]))).unwrap();
+        assert_eq!(merged.sequences.share(), Some(0.0));
+        assert!(!merged.passes(&g));
+        assert!(merged.failure(&g).contains("sequence agreement 0.0%"));
+    }
+
+    #[test]
+    fn top_k_accepts_the_class_in_the_k_best_and_rejects_it_outside() {
+        let g = gate_with(serde_json::json!({"min_top_k": 1.0, "top_k": 2, "min_top1": 0.0}));
+        let want = out("y", vec![1, 4], vec![0.1, 0.9, 0.5, 0.0]);
+        let mut second = Agreement::for_gate(&g);
+        // Class 1 is second best in the candidate: in its top 2.
+        second.update(&want, &out("y", vec![1, 4], vec![0.1, 0.6, 0.7, 0.0])).unwrap();
+        assert_eq!(second.top_k.share(), Some(1.0));
+        assert_eq!(second.top1(), Some(0.0));
+        let mut third = Agreement::for_gate(&g);
+        third.update(&want, &out("y", vec![1, 4], vec![0.8, 0.6, 0.7, 0.0])).unwrap();
+        assert_eq!(third.top_k.share(), Some(0.0));
+        assert!(!third.passes(&g));
+        assert!(third.loss() > second.loss());
     }
 
     #[test]

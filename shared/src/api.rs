@@ -485,11 +485,39 @@ pub struct CandidateReport {
     /// Worst over outputs and samples.
     pub max_rel_error: Option<f64>,
     pub min_cosine: Option<f64>,
+    /// Share of classifier rows whose argmax agrees with the original's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top1: Option<f64>,
+    /// The optional gate metrics of `model_info.accuracy`, when set: the
+    /// share of rows whose original top-1 is in the candidate's top k, of
+    /// map regions matched by box IoU, of sequences read alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_agreement: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_agreement: Option<f64>,
     pub latency: Vec<ShapeLatency>,
     /// Baseline p50 / this p50 on the first shape group.
     pub speedup: Option<f64>,
     pub size_bytes: u64,
     pub seconds: f64,
+}
+
+impl CandidateReport {
+    /// The agreement metrics the candidate was measured by, in words:
+    /// `["top-1 100.0%", "regions 98.5%"]`.
+    pub fn agreements(&self) -> Vec<String> {
+        [
+            ("top-1", self.top1),
+            ("top-k", self.top_k),
+            ("regions", self.region_agreement),
+            ("sequences", self.sequence_agreement),
+        ]
+        .iter()
+        .filter_map(|(what, v)| v.map(|v| format!("{what} {:.1}%", v * 100.0)))
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

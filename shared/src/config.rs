@@ -204,6 +204,44 @@ pub struct Accuracy {
     /// Smallest allowed share of rows whose argmax agrees, for classifier-shaped outputs (0 to 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_top1: Option<f64>,
+    /// Smallest allowed share of rows (of `[N, C]` outputs) whose original
+    /// top-1 class is among the candidate's `top_k` best (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_top_k: Option<f64>,
+    /// The k of `min_top_k` (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// Detection and segmentation maps: each 2-D plane (the last two axes)
+    /// of an output is thresholded at `region_threshold`, its connected
+    /// regions (8-connected) boxed, and the original's boxes matched one to
+    /// one with the candidate's at box IoU ≥ `region_iou`, as detection
+    /// post-processing reads a map (a pixel flipped at a border moves a box
+    /// a little; a region lost or split is a miss). The smallest allowed
+    /// share of regions matched: matched / the larger of the two counts,
+    /// over all planes and samples (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_region_agreement: Option<f64>,
+    /// The threshold of `min_region_agreement` (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_threshold: Option<f64>,
+    /// The box IoU of `min_region_agreement` (default 0.5, above 0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_iou: Option<f64>,
+    /// Sequence (CTC) outputs `[…, T, C]`: the argmax over the last axis at
+    /// each step, repeats collapsed and `ctc_blank` dropped — what a greedy
+    /// CTC decoder reads. The smallest allowed share of sequences read
+    /// exactly as the original's (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_sequence_agreement: Option<f64>,
+    /// The blank class of `min_sequence_agreement` (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctc_blank: Option<u32>,
+    /// The outputs the top-k, region and sequence metrics look at (default:
+    /// every output of the shape each expects unasked: `[N, C]` for top-k,
+    /// `[N, C, H, W]` for regions, `[N, T, C]` for sequences; a named output
+    /// may have any rank from 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<String>>,
 }
 
 /// Quantization options; only `weight_adjustment` exists.

@@ -757,7 +757,19 @@ const MODEL_INFO_KEYS: &[&str] = &[
     "accuracy",
 ];
 const QUANTIZATION_KEYS: &[&str] = &["weight_adjustment"];
-const ACCURACY_KEYS: &[&str] = &["max_rel_error", "min_cosine", "min_top1"];
+const ACCURACY_KEYS: &[&str] = &[
+    "max_rel_error",
+    "min_cosine",
+    "min_top1",
+    "min_top_k",
+    "top_k",
+    "min_region_agreement",
+    "region_threshold",
+    "region_iou",
+    "min_sequence_agreement",
+    "ctc_blank",
+    "outputs",
+];
 
 /// How a value is described in "expected X, got Y".
 fn describe(v: &Value) -> String {
@@ -1099,13 +1111,57 @@ impl Reader {
 
     fn accuracy(&mut self, v: &Value, path: &str) -> Option<Accuracy> {
         let obj = self.object(v, path, ACCURACY_KEYS)?;
-        Some(Accuracy {
+        let acc = Accuracy {
             max_rel_error: self.optional(&obj, "max_rel_error", |s, v, p| {
                 s.bounded(v, p, 0.0, f64::MAX)
             }),
             min_cosine: self.optional(&obj, "min_cosine", |s, v, p| s.bounded(v, p, -1.0, 1.0)),
             min_top1: self.optional(&obj, "min_top1", |s, v, p| s.bounded(v, p, 0.0, 1.0)),
-        })
+            min_top_k: self.optional(&obj, "min_top_k", |s, v, p| s.bounded(v, p, 0.0, 1.0)),
+            top_k: self.optional(&obj, "top_k", |s, v, p| {
+                let k = s.count(v, p)?;
+                if k == 0 {
+                    s.push(p, "expected a positive integer (the k of min_top_k), got 0");
+                    return None;
+                }
+                Some(k)
+            }),
+            min_region_agreement: self.optional(&obj, "min_region_agreement", |s, v, p| {
+                s.bounded(v, p, 0.0, 1.0)
+            }),
+            region_threshold: self.optional(&obj, "region_threshold", |s, v, p| {
+                s.bounded(v, p, f64::MIN, f64::MAX)
+            }),
+            region_iou: self.optional(&obj, "region_iou", |s, v, p| {
+                let x = s.bounded(v, p, 0.0, 1.0)?;
+                if x == 0.0 {
+                    s.push(p, "expected a box IoU above 0 and at most 1, got 0");
+                    return None;
+                }
+                Some(x)
+            }),
+            min_sequence_agreement: self.optional(&obj, "min_sequence_agreement", |s, v, p| {
+                s.bounded(v, p, 0.0, 1.0)
+            }),
+            ctc_blank: self.optional(&obj, "ctc_blank", Self::count),
+            outputs: self.optional(&obj, "outputs", Self::strings),
+        };
+        // A setting of a metric that is not enabled does nothing: say so.
+        for (setting, metric) in [
+            ("top_k", "min_top_k"),
+            ("region_threshold", "min_region_agreement"),
+            ("region_iou", "min_region_agreement"),
+            ("ctc_blank", "min_sequence_agreement"),
+        ] {
+            let (set, path) = obj.get(setting);
+            if set.is_some_and(|v| !v.is_null()) && obj.get(metric).0.is_none_or(Value::is_null) {
+                self.push(
+                    &path,
+                    format!("{setting} has no effect without {metric}: set {metric} too (the share of agreement the gate requires)"),
+                );
+            }
+        }
+        Some(acc)
     }
 
     /// A finite number within [lo, hi].

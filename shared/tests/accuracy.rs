@@ -50,3 +50,53 @@ fn out_of_range_wrong_type_and_unknown_keys_are_reported_with_paths() {
     );
     assert_eq!(errors.len(), 4, "{errors:?}");
 }
+
+#[test]
+fn region_sequence_and_top_k_metrics_are_read_with_their_settings() {
+    let cfg = parse_and_validate(&config(serde_json::json!({
+        "min_top_k": 0.98, "top_k": 3,
+        "min_region_agreement": 0.95, "region_threshold": 0.3, "region_iou": 0.4,
+        "min_sequence_agreement": 0.9, "ctc_blank": 5,
+        "outputs": ["maps", "logits"]
+    })))
+    .unwrap();
+    let (_, info) = cfg.model_info().unwrap();
+    let a = info.accuracy.clone().unwrap();
+    assert_eq!((a.min_top_k, a.top_k), (Some(0.98), Some(3)));
+    assert_eq!(
+        (a.min_region_agreement, a.region_threshold, a.region_iou),
+        (Some(0.95), Some(0.3), Some(0.4))
+    );
+    assert_eq!((a.min_sequence_agreement, a.ctc_blank), (Some(0.9), Some(5)));
+    assert_eq!(a.outputs, Some(vec!["maps".to_string(), "logits".to_string()]));
+}
+
+#[test]
+fn bad_metric_settings_name_their_field() {
+    let errors = parse_and_validate(&config(serde_json::json!({
+        "top_k": 0, "min_top_k": 2,
+        "region_iou": 0, "min_region_agreement": 0.9,
+        "ctc_blank": -1, "min_sequence_agreement": 0.9,
+        "outputs": "maps"
+    })))
+    .unwrap_err();
+    let at = |suffix: &str| {
+        errors
+            .iter()
+            .find(|e| e.path.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no error at {suffix}: {errors:?}"))
+            .message
+            .clone()
+    };
+    assert!(at(".accuracy.top_k").contains("positive integer"));
+    assert!(at(".accuracy.min_top_k").contains("between 0 and 1"));
+    assert!(at(".accuracy.region_iou").contains("above 0"));
+    assert!(at(".accuracy.ctc_blank").contains("integer"));
+    assert!(at(".accuracy.outputs").contains("list of strings"));
+    // A setting whose metric is off does nothing, and is said so.
+    let errors = parse_and_validate(&config(serde_json::json!({"region_threshold": 0.5})))
+        .unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].path.ends_with(".accuracy.region_threshold"));
+    assert!(errors[0].message.contains("without min_region_agreement"));
+}

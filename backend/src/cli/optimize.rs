@@ -245,6 +245,10 @@ pub fn report_table(r: &OptimizationReport) -> String {
             c.size_bytes as f64 / 1e6,
             c.seconds
         ));
+        let agree = c.agreements();
+        if !agree.is_empty() {
+            s.push_str(&format!("    agreement: {}\n", agree.join(", ")));
+        }
         if let Some(m) = c
             .message
             .as_ref()

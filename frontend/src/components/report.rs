@@ -73,6 +73,17 @@ fn p50_of(c: &CandidateReport, group: &str) -> Option<f64> {
         .map(|l| l.p50_ms)
 }
 
+/// The agreement metrics a candidate was judged by, e.g. "top-1 100% ·
+/// regions 98.5%"; "—" when it had none.
+fn agreement(c: &CandidateReport) -> String {
+    let parts = c.agreements();
+    if parts.is_empty() {
+        "—".into()
+    } else {
+        parts.join(" · ")
+    }
+}
+
 fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
     x.map(f).unwrap_or_else(|| "—".into())
 }
@@ -95,6 +106,7 @@ fn CandidateTable(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl
                         .collect_any()}
                     <th class="num">"Max rel. error"</th>
                     <th class="num">"Min cosine"</th>
+                    <th title="top-1, top-k, map regions and sequence readings that agree with the original's">"Agreement"</th>
                     <th class="num">"Speedup"</th>
                     <th class="num">"Size"</th>
                     <th class="num">"Time"</th>
@@ -117,6 +129,7 @@ fn CandidateTable(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl
                                 {cells}
                                 <td class="num">{opt(c.max_rel_error, |x| format!("{x:.2e}"))}</td>
                                 <td class="num">{opt(c.min_cosine, |x| format!("{x:.6}"))}</td>
+                                <td>{agreement(&c)}</td>
                                 <td class="num">{format::speedup(c.speedup)}</td>
                                 <td class="num">{format::bytes(c.size_bytes)}</td>
                                 <td class="num">{format!("{:.1} s", c.seconds)}</td>
