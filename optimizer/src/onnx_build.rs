@@ -224,3 +224,186 @@ pub fn cnn_model_old_export(channels: usize, size: usize, classes: usize) -> Mod
     ));
     m
 }
+
+/// A small segmentation net with a sigmoid-map head: Conv(3→c, 3×3) →
+/// HardSwish → Conv(c→c, 3×3, stride 2) → Relu → ConvTranspose(c→c, 2×2,
+/// stride 2) → Relu → Conv(c→1, 1×1), plus a skip from the input's channel
+/// mean → Sigmoid. Input `x` FP32
+/// [N, 3, size, size] (size even), output `mask` FP32 [N, 1, size, size].
+pub fn seg_model(channels: usize, size: usize) -> ModelProto {
+    let c = channels as i64;
+    let s = size as i64;
+    let conv =
+        |name: &str, x: &str, w: &str, b: &str, y: &str, attrs: Vec<onnx::AttributeProto>| {
+            onnx::node("Conv", name, &[x, w, b], &[y], attrs)
+        };
+    model(GraphProto {
+        name: "seg".into(),
+        node: vec![
+            conv(
+                "conv1",
+                "x",
+                "w1",
+                "b1",
+                "c1",
+                vec![
+                    onnx::attr_ints("kernel_shape", &[3, 3]),
+                    onnx::attr_ints("pads", &[1, 1, 1, 1]),
+                ],
+            ),
+            onnx::node("HardSwish", "hswish", &["c1"], &["h1"], vec![]),
+            conv(
+                "down",
+                "h1",
+                "w2",
+                "b2",
+                "c2",
+                vec![
+                    onnx::attr_ints("kernel_shape", &[3, 3]),
+                    onnx::attr_ints("pads", &[1, 1, 1, 1]),
+                    onnx::attr_ints("strides", &[2, 2]),
+                ],
+            ),
+            onnx::node("Relu", "relu2", &["c2"], &["r2"], vec![]),
+            onnx::node(
+                "ConvTranspose",
+                "up",
+                &["r2", "wt", "bt"],
+                &["u"],
+                vec![
+                    onnx::attr_ints("kernel_shape", &[2, 2]),
+                    onnx::attr_ints("strides", &[2, 2]),
+                ],
+            ),
+            onnx::node("Relu", "relu3", &["u"], &["r3"], vec![]),
+            conv(
+                "head",
+                "r3",
+                "wh",
+                "bh",
+                "logit",
+                vec![onnx::attr_ints("kernel_shape", &[1, 1])],
+            ),
+            // A skip from the input's channel mean, so the map follows what
+            // the image shows.
+            onnx::node(
+                "ReduceMean",
+                "skip_mean",
+                &["x"],
+                &["xm"],
+                vec![onnx::attr_ints("axes", &[1]), onnx::attr_int("keepdims", 1)],
+            ),
+            onnx::node("Mul", "skip_gain", &["xm", "gain"], &["xs"], vec![]),
+            onnx::node("Add", "skip_add", &["logit", "xs"], &["l2"], vec![]),
+            onnx::node("Sigmoid", "sigmoid", &["l2"], &["mask"], vec![]),
+        ],
+        initializer: vec![
+            float_tensor("w1", &[c, 3, 3, 3], weights(channels * 27, 0.3)),
+            float_tensor("b1", &[c], weights(channels, 0.9)),
+            float_tensor(
+                "w2",
+                &[c, c, 3, 3],
+                weights(channels * channels * 9, 1.7)
+                    .iter()
+                    .map(|v| v * 0.4)
+                    .collect(),
+            ),
+            float_tensor("b2", &[c], weights(channels, 2.3)),
+            float_tensor(
+                "wt",
+                &[c, c, 2, 2],
+                weights(channels * channels * 4, 0.8)
+                    .iter()
+                    .map(|v| v * 0.6)
+                    .collect(),
+            ),
+            float_tensor("bt", &[c], weights(channels, 1.9)),
+            float_tensor("wh", &[1, c, 1, 1], weights(channels, 2.9)),
+            float_tensor("bh", &[1], vec![-2.4]),
+            float_tensor("gain", &[1], vec![8.0]),
+        ],
+        input: vec![onnx::value_info(
+            "x",
+            data_type::FLOAT,
+            &[None, Some(3), Some(s), Some(s)],
+        )],
+        output: vec![onnx::value_info(
+            "mask",
+            data_type::FLOAT,
+            &[None, Some(1), Some(s), Some(s)],
+        )],
+        ..Default::default()
+    })
+}
+
+/// A text-line recognizer's shape with a CTC head: Conv(3→c, 3×3) → Relu →
+/// ReduceMean over the height → Transpose to [N, W, c] → MatMul to the
+/// classes, plus a bias → Softmax over the classes. Input `x` FP32
+/// [N, 3, 8, width], output `probs` FP32 [N, width, classes] (class 0 the
+/// blank).
+pub fn ctc_model(channels: usize, width: usize, classes: usize) -> ModelProto {
+    let (c, k) = (channels as i64, classes as i64);
+    model(GraphProto {
+        name: "ctc".into(),
+        node: vec![
+            onnx::node(
+                "Conv",
+                "conv1",
+                &["x", "w1", "b1"],
+                &["c1"],
+                vec![
+                    onnx::attr_ints("kernel_shape", &[3, 3]),
+                    onnx::attr_ints("pads", &[1, 1, 1, 1]),
+                ],
+            ),
+            onnx::node("Relu", "relu1", &["c1"], &["r1"], vec![]),
+            onnx::node(
+                "ReduceMean",
+                "pool_height",
+                &["r1"],
+                &["p"],
+                vec![onnx::attr_ints("axes", &[2]), onnx::attr_int("keepdims", 0)],
+            ),
+            onnx::node(
+                "Transpose",
+                "to_time_major",
+                &["p"],
+                &["t"],
+                vec![onnx::attr_ints("perm", &[0, 2, 1])],
+            ),
+            onnx::node("MatMul", "classifier", &["t", "wc"], &["l0"], vec![]),
+            onnx::node("Add", "classifier_bias", &["l0", "bc"], &["logits"], vec![]),
+            onnx::node(
+                "Softmax",
+                "softmax",
+                &["logits"],
+                &["probs"],
+                vec![onnx::attr_int("axis", -1)],
+            ),
+        ],
+        initializer: vec![
+            float_tensor("w1", &[c, 3, 3, 3], weights(channels * 27, 0.4)),
+            float_tensor("b1", &[c], weights(channels, 1.2)),
+            float_tensor(
+                "wc",
+                &[c, k],
+                weights(channels * classes, 0.6)
+                    .iter()
+                    .map(|v| v * 4.0)
+                    .collect(),
+            ),
+            float_tensor("bc", &[k], weights(classes, 2.2)),
+        ],
+        input: vec![onnx::value_info(
+            "x",
+            data_type::FLOAT,
+            &[None, Some(3), Some(8), Some(width as i64)],
+        )],
+        output: vec![onnx::value_info(
+            "probs",
+            data_type::FLOAT,
+            &[None, Some(width as i64), Some(k)],
+        )],
+        ..Default::default()
+    })
+}

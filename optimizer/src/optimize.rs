@@ -325,7 +325,10 @@ pub fn optimize(
         }
     }
     let baseline_ms = baseline_p50(&rows).unwrap_or_else(|| first_p50(&rows[0]));
-    let baseline = match rows.iter().any(|r| r.name == BASELINE && !r.latency.is_empty()) {
+    let baseline = match rows
+        .iter()
+        .any(|r| r.name == BASELINE && !r.latency.is_empty())
+    {
         true => BASELINE,
         false => "original",
     };

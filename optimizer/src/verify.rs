@@ -166,9 +166,15 @@ impl Agreement {
         self.max_rel_error <= gate.max_rel_error
             && self.min_cosine >= gate.min_cosine
             && self.top1().is_none_or(|t| t >= gate.min_top1)
-            && gate.top_k.is_none_or(|(_, m)| self.top_k.share().is_some_and(|s| s >= m))
-            && gate.regions.is_none_or(|r| self.regions.share().is_some_and(|s| s >= r.min))
-            && gate.sequences.is_none_or(|q| self.sequences.share().is_some_and(|s| s >= q.min))
+            && gate
+                .top_k
+                .is_none_or(|(_, m)| self.top_k.share().is_some_and(|s| s >= m))
+            && gate
+                .regions
+                .is_none_or(|r| self.regions.share().is_some_and(|s| s >= r.min))
+            && gate
+                .sequences
+                .is_none_or(|q| self.sequences.share().is_some_and(|s| s >= q.min))
     }
 
     /// Top-1 agreement, when any classifier-shaped output was compared.
@@ -209,25 +215,41 @@ impl Agreement {
                 gate.min_top1 * 100.0
             ));
         }
-        let mut optional = |what: &str, count: &Count, min: f64, no_output: &str| match count.share() {
-            None => parts.push(format!("{what}: {no_output}")),
-            Some(s) if s < min => parts.push(format!(
-                "{what} {:.1}% < {:.1}% ({} of {})",
-                s * 100.0,
-                min * 100.0,
-                count.agree,
-                count.total
-            )),
-            Some(_) => {}
-        };
+        let mut optional =
+            |what: &str, count: &Count, min: f64, no_output: &str| match count.share() {
+                None => parts.push(format!("{what}: {no_output}")),
+                Some(s) if s < min => parts.push(format!(
+                    "{what} {:.1}% < {:.1}% ({} of {})",
+                    s * 100.0,
+                    min * 100.0,
+                    count.agree,
+                    count.total
+                )),
+                Some(_) => {}
+            };
         if let Some((k, m)) = gate.top_k {
-            optional(&format!("top-{k} agreement"), &self.top_k, m, "no [N, C] output to judge (accuracy.outputs)");
+            optional(
+                &format!("top-{k} agreement"),
+                &self.top_k,
+                m,
+                "no [N, C] output to judge (accuracy.outputs)",
+            );
         }
         if let Some(r) = gate.regions {
-            optional("region agreement", &self.regions, r.min, "no map output to judge (accuracy.outputs)");
+            optional(
+                "region agreement",
+                &self.regions,
+                r.min,
+                "no map output to judge (accuracy.outputs)",
+            );
         }
         if let Some(q) = gate.sequences {
-            optional("sequence agreement", &self.sequences, q.min, "no sequence output to judge (accuracy.outputs)");
+            optional(
+                "sequence agreement",
+                &self.sequences,
+                q.min,
+                "no sequence output to judge (accuracy.outputs)",
+            );
         }
         format!("accuracy gate failed: {}", parts.join(", "))
     }
@@ -540,7 +562,10 @@ mod tests {
     }
 
     fn out(name: &str, shape: Vec<usize>, v: Vec<f32>) -> Vec<(String, Tensor)> {
-        vec![(name.to_string(), Tensor::new(shape, TensorData::F32(v)).unwrap())]
+        vec![(
+            name.to_string(),
+            Tensor::new(shape, TensorData::F32(v)).unwrap(),
+        )]
     }
 
     fn gate_with(acc: serde_json::Value) -> Gate {
@@ -568,24 +593,37 @@ mod tests {
 
     #[test]
     fn regions_forgive_a_border_flip_and_reject_a_lost_region() {
-        let g = gate_with(serde_json::json!({"min_region_agreement": 1.0, "region_threshold": 0.5, "region_iou": 0.5}));
+        let g = gate_with(
+            serde_json::json!({"min_region_agreement": 1.0, "region_threshold": 0.5, "region_iou": 0.5}),
+        );
         let want = out("mask", vec![1, 1, 6, 8], map(false, false));
         let mut a = Agreement::for_gate(&g);
-        a.update(&want, &out("mask", vec![1, 1, 6, 8], map(true, false))).unwrap();
+        a.update(&want, &out("mask", vec![1, 1, 6, 8], map(true, false)))
+            .unwrap();
         assert_eq!((a.regions.agree, a.regions.total), (2, 2));
         // The shifted border moves a box a column (IoU 0.75): still matched.
         let mut lost = Agreement::for_gate(&g);
-        lost.update(&want, &out("mask", vec![1, 1, 6, 8], map(false, true))).unwrap();
+        lost.update(&want, &out("mask", vec![1, 1, 6, 8], map(false, true)))
+            .unwrap();
         assert_eq!((lost.regions.agree, lost.regions.total), (1, 2));
-        assert!(lost.failure(&g).contains("region agreement 50.0% < 100.0%"), "{}", lost.failure(&g));
+        assert!(
+            lost.failure(&g).contains("region agreement 50.0% < 100.0%"),
+            "{}",
+            lost.failure(&g)
+        );
         assert!(lost.regions.share().unwrap() < a.regions.share().unwrap());
         assert!(!lost.passes(&g));
         // Named outputs only: a gate on another output finds nothing to judge.
-        let other = gate_with(serde_json::json!({"min_region_agreement": 1.0, "outputs": ["boxes"]}));
+        let other =
+            gate_with(serde_json::json!({"min_region_agreement": 1.0, "outputs": ["boxes"]}));
         let mut none = Agreement::for_gate(&other);
         none.update(&want, &want).unwrap();
         assert!(!none.passes(&other));
-        assert!(none.failure(&other).contains("no map output"), "{}", none.failure(&other));
+        assert!(
+            none.failure(&other).contains("no map output"),
+            "{}",
+            none.failure(&other)
+        );
     }
 
     /// [1, T=6, C=3] frames: argmax per step `labels`, with 0 the blank.
@@ -602,14 +640,26 @@ mod tests {
         let want = out("logits", vec![1, 6, 3], frames(&[1, 1, 0, 2, 2, 0]));
         // Repeats and blanks placed differently read the same "1 2".
         let mut same = Agreement::for_gate(&g);
-        same.update(&want, &out("logits", vec![1, 6, 3], frames(&[0, 1, 0, 0, 2, 0]))).unwrap();
+        same.update(
+            &want,
+            &out("logits", vec![1, 6, 3], frames(&[0, 1, 0, 0, 2, 0])),
+        )
+        .unwrap();
         assert_eq!(same.sequences.share(), Some(1.0));
-        assert!(same.passes(&Gate { min_cosine: -1.0, ..g.clone() }));
+        assert!(same.passes(&Gate {
+            min_cosine: -1.0,
+            ..g.clone()
+        }));
         // A blank lost between two equal labels reads "1 2 2" → "1 2": a
         // different reading ("1 1" vs "1") is rejected.
         let want2 = out("logits", vec![1, 6, 3], frames(&[1, 0, 1, 0, 0, 0]));
         let mut merged = Agreement::for_gate(&g);
-        merged.update(&want2, &out("logits", vec![1, 6, 3], frames(&[1, 1, 1, 0, 0, 0]))).unwrap();
+        merged
+            .update(
+                &want2,
+                &out("logits", vec![1, 6, 3], frames(&[1, 1, 1, 0, 0, 0])),
+            )
+            .unwrap();
         assert_eq!(merged.sequences.share(), Some(0.0));
         assert!(!merged.passes(&g));
         assert!(merged.failure(&g).contains("sequence agreement 0.0%"));
@@ -621,11 +671,15 @@ mod tests {
         let want = out("y", vec![1, 4], vec![0.1, 0.9, 0.5, 0.0]);
         let mut second = Agreement::for_gate(&g);
         // Class 1 is second best in the candidate: in its top 2.
-        second.update(&want, &out("y", vec![1, 4], vec![0.1, 0.6, 0.7, 0.0])).unwrap();
+        second
+            .update(&want, &out("y", vec![1, 4], vec![0.1, 0.6, 0.7, 0.0]))
+            .unwrap();
         assert_eq!(second.top_k.share(), Some(1.0));
         assert_eq!(second.top1(), Some(0.0));
         let mut third = Agreement::for_gate(&g);
-        third.update(&want, &out("y", vec![1, 4], vec![0.8, 0.6, 0.7, 0.0])).unwrap();
+        third
+            .update(&want, &out("y", vec![1, 4], vec![0.8, 0.6, 0.7, 0.0]))
+            .unwrap();
         assert_eq!(third.top_k.share(), Some(0.0));
         assert!(!third.passes(&g));
         assert!(third.loss() > second.loss());

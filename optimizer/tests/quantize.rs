@@ -445,3 +445,171 @@ fn o2_on_an_old_export(opset: i64) {
         "{statics:#?}"
     );
 }
+
+/// `n` images [1, 3, h, w] of a few soft blobs on a dim background: inputs
+/// with structure, so a map head draws regions rather than noise.
+fn blob_images(n: usize, h: usize, w: usize, seed: u64) -> Vec<Sample> {
+    (0..n)
+        .map(|i| {
+            let k = seed + i as u64 * 7;
+            let centres: Vec<(f32, f32, f32)> = (0..3)
+                .map(|j| {
+                    let a = ((k + j * 13) % 97) as f32 / 97.0;
+                    let b = ((k * 3 + j * 29) % 89) as f32 / 89.0;
+                    (a * h as f32, b * w as f32, 2.0 + (j as f32))
+                })
+                .collect();
+            let mut v = Vec::with_capacity(3 * h * w);
+            for ch in 0..3 {
+                for r in 0..h {
+                    for c in 0..w {
+                        let blob: f32 = centres
+                            .iter()
+                            .map(|(cr, cc, s)| {
+                                let d = (r as f32 - cr).powi(2) + (c as f32 - cc).powi(2);
+                                (-d / (2.0 * s * s)).exp()
+                            })
+                            .sum();
+                        v.push(blob * (1.0 + ch as f32 * 0.3) - 0.4);
+                    }
+                }
+            }
+            vec![(
+                "x".to_string(),
+                Tensor::new(vec![1, 3, h, w], TensorData::F32(v)).unwrap(),
+            )]
+        })
+        .collect()
+}
+
+/// Runs o2 with test and calibration sets of `blob_images` and the given
+/// `accuracy` on `model`, and returns the report.
+fn o2_with_gate(
+    model: &onnx::ModelProto,
+    (h, w): (usize, usize),
+    accuracy: serde_json::Value,
+) -> (shared::api::OptimizationReport, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("m.onnx");
+    onnx::save(model, &model_path).unwrap();
+    let stack = |samples: &[Sample]| {
+        let mut v = Vec::new();
+        for s in samples {
+            v.extend(s[0].1.data.to_f64().into_iter().map(|x| x as f32));
+        }
+        Tensor::new(vec![samples.len(), 3, h, w], TensorData::F32(v)).unwrap()
+    };
+    let (test_npz, calib_npz) = (dir.path().join("test.npz"), dir.path().join("calib.npz"));
+    data::write_npz(&test_npz, &[("x", &stack(&blob_images(8, h, w, 3)))]).unwrap();
+    data::write_npz(&calib_npz, &[("x", &stack(&blob_images(16, h, w, 101)))]).unwrap();
+    let opts = OptimizeOptions {
+        level: OptimizationLevel::O2,
+        test_data: Some(test_npz),
+        calibration: Some(calib_npz),
+        accuracy: Some(serde_json::from_value(accuracy).unwrap()),
+        budget: optimizer::bench::Budget {
+            warmup: 1,
+            min_runs: 3,
+            max_runs: 10,
+            time: std::time::Duration::from_millis(20),
+        },
+        fallback_budget: std::time::Duration::from_secs(60),
+        ..OptimizeOptions::new(model_path, dir.path().join("out"))
+    };
+    let mut lines = Vec::new();
+    let (report, _) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    (report, lines)
+}
+
+/// A segmentation net (HardSwish, a strided conv, `ConvTranspose` back up,
+/// a sigmoid map): static INT8 quantizes the transposed convolution too,
+/// every INT8 row reports its region agreement, and an INT8 candidate (or
+/// its fallback) keeps the map's regions.
+#[test]
+fn o2_on_a_sigmoid_map_head_is_judged_by_its_regions() {
+    let model = onnx_build::seg_model(8, 32);
+    let plan = qdq::plan(&model, &HashSet::new());
+    assert!(plan.nodes.iter().any(|n| n == "up"), "{:?}", plan.nodes);
+    // The float map has regions to keep: several per image.
+    let gate = Gate::O2.with_overrides(Some(
+        &serde_json::from_value(serde_json::json!({"min_region_agreement": 0.9})).unwrap(),
+    ));
+    let maps = run_all(&onnx::to_bytes(&model), &blob_images(8, 32, 32, 3));
+    let mut own = Agreement::for_gate(&gate);
+    for m in &maps {
+        own.update(m, m).unwrap();
+    }
+    assert!(own.regions.total >= 8, "{:?}", own.regions);
+    let (report, lines) = o2_with_gate(
+        &model,
+        (32, 32),
+        serde_json::json!({"min_region_agreement": 0.9, "region_threshold": 0.5}),
+    );
+    let int8: Vec<_> = report
+        .candidates
+        .iter()
+        .filter(|c| c.name.starts_with("o2-static-int8"))
+        .collect();
+    assert!(!int8.is_empty(), "{lines:#?}");
+    for c in &int8 {
+        if !c.latency.is_empty() {
+            assert!(c.region_agreement.is_some(), "{c:?}");
+        }
+    }
+    assert!(
+        int8.iter().any(|c| c.status != CandidateStatus::Rejected),
+        "no INT8 candidate kept the regions: {int8:#?}"
+    );
+}
+
+/// A CTC-style recognizer (conv, pooled over the height, MatMul+Softmax
+/// over time): INT8 rows report their sequence agreement, and one keeps
+/// the greedy readings.
+#[test]
+fn o2_on_a_ctc_head_is_judged_by_its_readings() {
+    let model = onnx_build::ctc_model(16, 32, 12);
+    let (report, lines) = o2_with_gate(
+        &model,
+        (8, 32),
+        serde_json::json!({"min_sequence_agreement": 0.9}),
+    );
+    let int8: Vec<_> = report
+        .candidates
+        .iter()
+        .filter(|c| c.name.starts_with("o2-"))
+        .collect();
+    assert!(!int8.is_empty(), "{lines:#?}");
+    assert!(
+        int8.iter()
+            .filter(|c| !c.latency.is_empty())
+            .all(|c| c.sequence_agreement.is_some()),
+        "{int8:#?}"
+    );
+    // The near-uniform per-step scores of this head flip under INT8: the
+    // cosine stays above o2's 0.99, the readings do not, and the gate says
+    // why; the fallback keeps the layer that decides them in float.
+    let plain = int8
+        .iter()
+        .find(|c| c.name == "o2-dynamic-int8")
+        .expect("the dynamic candidate");
+    assert_eq!(plain.status, CandidateStatus::Rejected, "{plain:?}");
+    assert!(plain.min_cosine.unwrap() > 0.99, "{plain:?}");
+    assert!(
+        plain
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("sequence agreement"),
+        "{plain:?}"
+    );
+    let kept = int8
+        .iter()
+        .find(|c| c.name.ends_with("-fallback"))
+        .unwrap_or_else(|| panic!("no fallback: {lines:#?}"));
+    assert_ne!(kept.status, CandidateStatus::Rejected, "{kept:?}");
+    assert!(
+        kept.description.contains("classifier"),
+        "{}",
+        kept.description
+    );
+}

@@ -67,8 +67,14 @@ fn region_sequence_and_top_k_metrics_are_read_with_their_settings() {
         (a.min_region_agreement, a.region_threshold, a.region_iou),
         (Some(0.95), Some(0.3), Some(0.4))
     );
-    assert_eq!((a.min_sequence_agreement, a.ctc_blank), (Some(0.9), Some(5)));
-    assert_eq!(a.outputs, Some(vec!["maps".to_string(), "logits".to_string()]));
+    assert_eq!(
+        (a.min_sequence_agreement, a.ctc_blank),
+        (Some(0.9), Some(5))
+    );
+    assert_eq!(
+        a.outputs,
+        Some(vec!["maps".to_string(), "logits".to_string()])
+    );
 }
 
 #[test]
@@ -94,8 +100,8 @@ fn bad_metric_settings_name_their_field() {
     assert!(at(".accuracy.ctc_blank").contains("integer"));
     assert!(at(".accuracy.outputs").contains("list of strings"));
     // A setting whose metric is off does nothing, and is said so.
-    let errors = parse_and_validate(&config(serde_json::json!({"region_threshold": 0.5})))
-        .unwrap_err();
+    let errors =
+        parse_and_validate(&config(serde_json::json!({"region_threshold": 0.5}))).unwrap_err();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].path.ends_with(".accuracy.region_threshold"));
     assert!(errors[0].message.contains("without min_region_agreement"));

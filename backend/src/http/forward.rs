@@ -121,10 +121,12 @@ pub async fn forward_remote(State(state): State<AppState>, req: Request, next: N
             // Not a byte of the body went out (the node is down, or died
             // since its last heartbeat): the next node may answer.
             Err(e) if !body.sent() => last = format!("node {addr}: {e}"),
-            Err(e) => return AppError::Unavailable(format!(
+            Err(e) => {
+                return AppError::Unavailable(format!(
                 "service '{name}' is served by node {addr}, which failed during the request: {e}"
             ))
-            .into_response(),
+                .into_response()
+            }
         }
     }
     AppError::Unavailable(format!(

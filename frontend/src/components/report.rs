@@ -152,7 +152,6 @@ const BAR_H: f64 = 18.0;
 const ROW_H: f64 = 24.0;
 const GROUP_H: f64 = 26.0;
 
-
 /// One bar: a candidate's p50 on one shape group.
 struct Bar {
     y: f64,

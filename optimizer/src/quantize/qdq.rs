@@ -13,10 +13,11 @@ use super::calibrate::Range;
 use super::{quantize_weight_per_channel, u8_params};
 
 /// Ops with a constant weight as input 1.
-const WEIGHTED: &[&str] = &["Conv", "Gemm", "MatMul"];
+const WEIGHTED: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
 /// Ops ORT runs on uint8 when their activations are QDQ'd.
 const ACTIVATION_OPS: &[&str] = &[
     "Add",
+    "Resize",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
@@ -104,6 +105,8 @@ pub fn float_tensors(g: &GraphProto) -> HashSet<String> {
 pub(crate) fn weight_axis(n: &NodeProto) -> usize {
     match n.op_type.as_str() {
         "Conv" => 0,
+        // [C_in, C_out / group, kh, kw]: the output channels are axis 1.
+        "ConvTranspose" => 1,
         "Gemm" if onnx::attr_i(n, "transB", 0) == 1 => 0,
         _ => 1,
     }
@@ -146,7 +149,14 @@ pub fn plan(model: &ModelProto, keep_float: &HashSet<String>) -> Plan {
                 .get(1)
                 .and_then(|w| g.initializer.iter().find(|t| &t.name == w))
                 .is_some_and(|t| {
-                    t.data_type == data_type::FLOAT && (op == "Conv" || t.dims.len() == 2)
+                    t.data_type == data_type::FLOAT
+                        && match op {
+                            "Conv" => true,
+                            // Per output channel needs one group: with more,
+                            // axis 1 is a channel of each group.
+                            "ConvTranspose" => onnx::attr_i(n, "group", 1) == 1,
+                            _ => t.dims.len() == 2,
+                        }
                 });
             let input_ok = n
                 .input
