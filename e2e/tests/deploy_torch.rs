@@ -233,3 +233,62 @@ fn an_own_torchscript_module_deploys_and_matches_hand_computed_outputs() {
         predict_rows(&server, &token, "own_torch", &[*row]);
     }
 }
+
+/// The seed's Example 1 with a PyTorch processor: no plugin, no data. The
+/// module is served as given, as EAS's PyTorch processor serves it: inputs
+/// by position in whatever shape the client sends, outputs as the module
+/// returns them, and a shape the module refuses is a 400 in libtorch's words.
+#[test]
+fn a_plain_pytorch_deploy_takes_inputs_of_any_shape_by_position() {
+    use optimizer::torch::build::linear_relu;
+    let work = tempfile::tempdir().expect("tempdir");
+    let model_dir = work.path().join("plain");
+    std::fs::create_dir_all(&model_dir).expect("model folder");
+    linear_relu(&model_dir.join("linear_relu.pt")).expect("build the module");
+    let cfg = serde_json::json!({
+        "name": "plain_torch",
+        "model_path": "plain",
+        "processor": "pytorch_cpu_1.6",
+        "metadata": { "instance": 1 }
+    });
+    let cfg_path = work.path().join("plain_torch.json");
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
+    let server = Server::start(&work.path().join("data"), &[]);
+    let out = server
+        .cli(&["create", cfg_path.to_str().expect("UTF-8 path")])
+        .current_dir(work.path())
+        .output()
+        .expect("run whet create");
+    assert!(
+        out.status.success(),
+        "whet create failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, detail) = server.admin("GET", "/api/v2/services/plain_torch", b"");
+    assert_eq!((s, detail["status"].as_str()), (200, Some("Running")), "{detail}");
+    assert_eq!(detail["signature"]["inputs"], serde_json::json!([]), "{detail}");
+    let token = detail["token"].as_str().expect("token").to_string();
+    // One row, then five: the module takes any batch.
+    predict_rows(&server, &token, "plain_torch", &[[1.0, 2.0]]);
+    predict_rows(
+        &server,
+        &token,
+        "plain_torch",
+        &[[1.0, 2.0], [-1.5, 0.25], [0.75, -0.5], [0.0, 0.0], [3.0, -3.0]],
+    );
+    // A shape the module refuses: [2, 3] rows cannot multiply its [2, 2].
+    let body = serde_json::json!({"inputs": [
+        {"name": "input0", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]},
+    ]});
+    let (s, answer) = server.http(
+        "POST",
+        "/api/predict/plain_torch",
+        Some(&token),
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(s, 400, "{answer}");
+    assert!(answer.contains("the module refused them"), "{answer}");
+    // The server and the service live on.
+    predict_rows(&server, &token, "plain_torch", &[[0.5, 0.5]]);
+}

@@ -402,6 +402,16 @@ pub fn check_inputs<'a>(
     sig: &ModelSignature,
     inputs: &'a [(String, Tensor)],
 ) -> Result<Vec<&'a Tensor>> {
+    if sig.open_inputs() {
+        // Positional, as given: the module itself judges them.
+        if inputs.is_empty() {
+            return Err(OptimizerError::BadInput {
+                name: "inputs".into(),
+                reason: "no input given; the module takes its inputs by position".into(),
+            });
+        }
+        return Ok(inputs.iter().map(|(_, t)| t).collect());
+    }
     for (name, _) in inputs {
         if !sig.inputs.iter().any(|s| &s.name == name) {
             return Err(OptimizerError::BadInput {

@@ -71,6 +71,20 @@ pub fn torchscript(
     crate::torch::engine::inspect(file, test_data, input_shapes, input_ranges)
 }
 
+/// A TorchScript module deployed plainly (no test data, no input_shapes):
+/// checks that libtorch loads it and returns the open signature (see
+/// [`ModelSignature::open_inputs`]).
+#[cfg(feature = "torch")]
+pub fn torchscript_open(file: &Path) -> Result<ModelSignature> {
+    let sig = ModelSignature::open_torchscript();
+    crate::torch::engine::TorchEngine::load(
+        file,
+        sig.clone(),
+        crate::artifact::TorchSettings::INFERENCE,
+    )?;
+    Ok(sig)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

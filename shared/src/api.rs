@@ -66,6 +66,26 @@ pub struct ModelSignature {
     pub outputs: Vec<TensorSpec>,
 }
 
+impl ModelSignature {
+    /// A TorchScript module deployed with no test data and no
+    /// `input_shapes` (a plain PyTorch deploy): its inputs are not
+    /// declared, so a request's inputs are passed to it by position, in the
+    /// order given, whatever their datatypes and shapes — as EAS's PyTorch
+    /// processor does — and its outputs are what it returns.
+    pub fn open_inputs(&self) -> bool {
+        self.format == "torchscript" && self.inputs.is_empty()
+    }
+
+    /// The signature of such a module.
+    pub fn open_torchscript() -> ModelSignature {
+        ModelSignature {
+            format: "torchscript".into(),
+            inputs: vec![],
+            outputs: vec![],
+        }
+    }
+}
+
 /// Summary row of `GET /api/v2/services`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceSummary {

@@ -127,18 +127,28 @@ fn answer(req: &InspectRequest) -> (InspectAnswer, Vec<u8>) {
 /// A TorchScript module declares no inputs: they are positional, and their
 /// types and shapes come from the test data, or without it from
 /// `input_shapes` (fp32); dimensions that `input_shapes` groups vary are
-/// dynamic. The module is run once to learn the outputs.
+/// dynamic. The module is run once to learn the outputs. Deployed plainly
+/// (no plugin: nothing to optimize, no data), it is only loaded, and serves
+/// whatever inputs a request gives, by position (EAS's PyTorch processor).
 fn torchscript(req: &InspectRequest) -> InspectAnswer {
-    let Some((_, info)) = req
-        .model_info
-        .as_ref()
-        .filter(|(_, i)| i.test_data.is_some() || i.input_shapes.is_some())
-    else {
+    let Some((_, info)) = req.model_info.as_ref() else {
+        #[cfg(feature = "torch")]
+        return match optimizer::inspect::torchscript_open(&req.file) {
+            Ok(signature) => InspectAnswer::Ok {
+                signature,
+                onnx_bytes: 0,
+            },
+            Err(e) => invalid("model_path".into(), e.to_string()),
+        };
+        #[cfg(not(feature = "torch"))]
+        return invalid("processor".into(), optimizer::engine::TORCH_FEATURE_HINT);
+    };
+    if info.test_data.is_none() && info.input_shapes.is_none() {
         return invalid(
             "plugins[0].config.model_info".into(),
-            "a TorchScript model declares no inputs: name its test_data (torch.save of a list of tuples of tensors, one tuple per call) or its input_shapes (fp32 inputs) in the plugin's model_info",
+            "optimizing a TorchScript model needs its inputs: name its test_data (torch.save of a list of tuples of tensors, one tuple per call) or its input_shapes (fp32 inputs) in the plugin's model_info (without a plugin the module is served as given, its inputs by position)",
         );
-    };
+    }
     let shapes = match info.shapes() {
         Ok(s) => s,
         Err(e) => return invalid(at(&req.model_info, "input_shapes"), e),

@@ -242,7 +242,10 @@ impl ServicePool {
                     optimizer::engine::fmt_dims(&t.shape)
                 )
             })
-            .unwrap_or_else(|| "the model has no inputs".into());
+            .unwrap_or_else(|| match sig.open_inputs() {
+                true => "its inputs are not declared (a plain TorchScript deploy takes them as given)".into(),
+                false => "the model has no inputs".into(),
+            });
         Some(format!(
             "[OK] Dynamic batching is off for this model: {what}, with no dynamic dimension 0 to stack requests on, so requests run one by one. A single input_shapes group specializes the graph to that batch size; declare each batch size served (e.g. 1 and 16) to keep it dynamic"
         ))
@@ -346,6 +349,10 @@ pub fn body_limit(sig: &ModelSignature, opts: &BatchOptions) -> usize {
     const FLOOR: usize = 1 << 20;
     const CEILING: usize = 256 << 20;
     const PER_ELEMENT: usize = 24;
+    if sig.open_inputs() {
+        // Inputs of any shape: the ceiling, as for a dynamic dimension.
+        return CEILING;
+    }
     let rows = opts.max_batch_size.max(1024);
     let mut total = 0usize;
     for t in &sig.inputs {

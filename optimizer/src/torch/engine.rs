@@ -137,6 +137,34 @@ impl TorchEngine {
         }
     }
 
+    /// Calls the module with `ordered`: tensors everywhere the first time;
+    /// if it refuses and some inputs are integer scalars, those as `int`
+    /// arguments. The form that worked is kept for the next calls.
+    fn call_adapting(&mut self, ordered: &[&Tensor]) -> Result<IValue> {
+        Ok(match &self.as_int {
+            Some(as_int) => self.call(ordered, as_int)?,
+            None => {
+                let tensors = vec![false; ordered.len()];
+                match self.call(ordered, &tensors) {
+                    Ok(v) => {
+                        self.as_int = Some(tensors);
+                        v
+                    }
+                    Err(first) => {
+                        let ints: Vec<bool> =
+                            ordered.iter().map(|t| scalar_int(t).is_some()).collect();
+                        if !ints.contains(&true) {
+                            return Err(first);
+                        }
+                        let v = self.call(ordered, &ints).map_err(|_| first)?;
+                        self.as_int = Some(ints);
+                        v
+                    }
+                }
+            }
+        })
+    }
+
     /// An input on the engine's device, float inputs in fp16 for a half
     /// module.
     fn place(&self, t: tch::Tensor) -> Result<tch::Tensor> {
@@ -271,29 +299,23 @@ impl InferenceEngine for TorchEngine {
 
     fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
         let ordered = check_inputs(&self.signature, inputs)?;
-        let value = match &self.as_int {
-            Some(as_int) => self.call(&ordered, as_int)?,
-            None => {
-                // First call: tensors everywhere; if the module refuses and
-                // some inputs are integer scalars, those as `int` arguments.
-                let tensors = vec![false; ordered.len()];
-                match self.call(&ordered, &tensors) {
-                    Ok(v) => {
-                        self.as_int = Some(tensors);
-                        v
-                    }
-                    Err(first) => {
-                        let ints: Vec<bool> =
-                            ordered.iter().map(|t| scalar_int(t).is_some()).collect();
-                        if !ints.contains(&true) {
-                            return Err(first);
-                        }
-                        let v = self.call(&ordered, &ints).map_err(|_| first)?;
-                        self.as_int = Some(ints);
-                        v
-                    }
-                }
+        let open = self.signature.open_inputs();
+        if open && self.as_int.as_ref().is_some_and(|a| a.len() != ordered.len()) {
+            // Undeclared inputs: a call may pass another number of them.
+            self.as_int = None;
+        }
+        let value = self.call_adapting(&ordered);
+        let value = match value {
+            Ok(v) => v,
+            // With undeclared inputs, a call the module refuses is the
+            // request's fault, in libtorch's words.
+            Err(OptimizerError::Engine(m)) if open => {
+                return Err(OptimizerError::BadInput {
+                    name: "inputs".into(),
+                    reason: format!("the module refused them: {m}"),
+                })
             }
+            Err(e) => return Err(e),
         };
         let outputs = output_tensors(value)?;
         let mut out = Vec::with_capacity(outputs.len());

@@ -348,3 +348,41 @@ fn snappy_streams_decode_at_their_densest_and_false_claims_are_not_tried() {
     claim.push(n as u8);
     assert!(bad(&claim).contains("TFRequest or TorchRequest"));
 }
+
+/// A plain PyTorch deploy declares no inputs: a Torch request's `inputs`
+/// go by position (named `input0`, `input1`, …), `map_inputs` after them in
+/// name order, and `output_filter` picks from what the module returned.
+#[test]
+fn an_open_signature_takes_torch_inputs_by_position() {
+    let open = ModelSignature::open_torchscript();
+    let req = TorchPredictRequest {
+        inputs: vec![
+            array::from_tensor(x(), array::Flavor::Torch),
+            array::from_tensor(ids(), array::Flavor::Torch),
+        ],
+        output_filter: vec![1],
+        ..Default::default()
+    };
+    let Decoded::Torch(p) = decode(&open, &req.encode_to_vec()).unwrap() else {
+        panic!("not read as a Torch request")
+    };
+    let names: Vec<&str> = p.inputs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["input0", "input1"]);
+    assert_eq!(p.inputs[1].1, ids());
+    let r = TorchPredictResponse::decode(torch::answer(outputs(), &p, &open).unwrap().as_slice())
+        .unwrap();
+    assert_eq!(r.outputs.len(), 1);
+    assert_eq!(r.outputs[0].int64_val, vec![7]);
+    let beyond = TorchPredictRequest {
+        inputs: vec![array::from_tensor(x(), array::Flavor::Torch)],
+        output_filter: vec![5],
+        ..Default::default()
+    };
+    let Decoded::Torch(p) = decode(&open, &beyond.encode_to_vec()).unwrap() else {
+        panic!("not read as a Torch request")
+    };
+    match torch::answer(outputs(), &p, &open) {
+        Err(ServingError::BadRequest(m)) => assert!(m.contains("no output at index 5"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}

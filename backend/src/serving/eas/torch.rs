@@ -27,6 +27,9 @@ pub struct Plan {
 }
 
 pub fn plan(req: TorchPredictRequest, sig: &ModelSignature) -> Result<Plan, ServingError> {
+    if sig.open_inputs() {
+        return open_plan(req);
+    }
     if req.inputs.len() > sig.inputs.len() {
         return Err(ServingError::BadRequest(format!(
             "inputs: {} given by index, but the model takes {}: {}",
@@ -67,21 +70,63 @@ pub fn plan(req: TorchPredictRequest, sig: &ModelSignature) -> Result<Plan, Serv
     })
 }
 
+/// A module whose inputs are not declared (a plain PyTorch deploy): `inputs`
+/// by position, then `map_inputs` in the order of their names; the module
+/// judges them. An `output_filter` is checked against what it returns.
+fn open_plan(req: TorchPredictRequest) -> Result<Plan, ServingError> {
+    let mut output_filter = Vec::with_capacity(req.output_filter.len());
+    for &i in &req.output_filter {
+        let p = usize::try_from(i)
+            .map_err(|_| ServingError::BadRequest(format!("output_filter: no output at index {i}")))?;
+        output_filter.push(p);
+    }
+    let (by_index, by_name) = (!req.inputs.is_empty(), !req.map_inputs.is_empty());
+    let mut inputs = Vec::with_capacity(req.inputs.len() + req.map_inputs.len());
+    for (i, a) in req.inputs.into_iter().enumerate() {
+        let name = optimizer::data::positional_name(i);
+        inputs.push((name, array::to_tensor(a, &format!("inputs[{i}]"))?));
+    }
+    let mut named: Vec<_> = req.map_inputs.into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, a) in named {
+        let t = array::to_tensor(a, &format!("map_inputs['{name}']"))?;
+        inputs.push((name, t));
+    }
+    Ok(Plan {
+        inputs,
+        output_filter,
+        by_index,
+        by_name,
+    })
+}
+
 /// The encoded `PredictResponse`.
 pub fn answer(
     outputs: Vec<(String, Tensor)>,
     plan: &Plan,
     sig: &ModelSignature,
 ) -> Result<Vec<u8>, ServingError> {
+    // Undeclared outputs: those the module returned, in order.
+    let names: Vec<String> = if sig.open_inputs() {
+        outputs.iter().map(|(n, _)| n.clone()).collect()
+    } else {
+        sig.outputs.iter().map(|s| s.name.clone()).collect()
+    };
+    if let Some(&p) = plan.output_filter.iter().find(|&&p| p >= names.len()) {
+        return Err(ServingError::BadRequest(format!(
+            "output_filter: no output at index {p}; the module returned {}",
+            names.len()
+        )));
+    }
     let positions: Vec<usize> = if plan.output_filter.is_empty() {
-        (0..sig.outputs.len()).collect()
+        (0..names.len()).collect()
     } else {
         plan.output_filter.clone()
     };
     let mut outs: HashMap<String, Tensor> = outputs.into_iter().collect();
     let mut resp = TorchPredictResponse::default();
     for (k, &p) in positions.iter().enumerate() {
-        let name = &sig.outputs[p].name;
+        let name = &names[p];
         // Move a tensor out on its last use; copy only for a repeated index.
         let t = if positions[k + 1..].contains(&p) {
             outs.get(name).cloned()
