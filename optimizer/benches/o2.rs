@@ -4,8 +4,14 @@
 //! best settings (built by `scripts/peers.py` when a Python with onnxruntime
 //! is available: `scripts/bench.sh` sets that up).
 //!
-//! Run: `scripts/bench.sh` (or `cargo bench -p whetstone-optimizer --bench o2`).
-//! Needs the zoo (`WHETSTONE_ZOO`, default `../shared/zoo`).
+//! Then the models the tests build (an opset-11 CNN with its weights in
+//! `Constant` nodes, a segmentation net with a sigmoid map, a CTC-style
+//! recognizer), each against ORT's tools run on it by `scripts/peers.py
+//! generic` — any ONNX model with one image input goes through the same path.
+//!
+//! Run: `scripts/bench.sh` (or `cargo bench -p whetstone-optimizer --bench o2`;
+//! `O2_BENCH=built` for the built models alone). Needs the zoo
+//! (`WHETSTONE_ZOO`, default `../shared/zoo`) except for `O2_BENCH=built`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -196,7 +202,24 @@ fn run_ours(
     shared::api::OptimizationReport,
     f64,
 ) {
+    run_ours_gated(model, test, calib, shapes, out, None)
+}
+
+/// [`run_ours`] with the `accuracy` a user would set for the model.
+fn run_ours_gated(
+    model: &Path,
+    test: &Path,
+    calib: &Path,
+    shapes: Vec<Vec<Vec<usize>>>,
+    out: &Path,
+    accuracy: Option<shared::config::Accuracy>,
+) -> (
+    optimizer::artifact::ArtifactMeta,
+    shared::api::OptimizationReport,
+    f64,
+) {
     let opts = OptimizeOptions {
+        accuracy,
         level: OptimizationLevel::O2,
         test_data: Some(test.to_path_buf()),
         calibration: Some(calib.to_path_buf()),
@@ -220,7 +243,197 @@ fn one_thread(level: GraphLevel) -> SessionSettings {
     SessionSettings::new(level, 1)
 }
 
+/// `n` images [1, 3, h, w] of soft blobs on a dim background (inputs with
+/// structure, so map and sequence heads draw something).
+fn blob_images(n: usize, h: usize, w: usize, seed: u64) -> Tensor {
+    let mut v = Vec::with_capacity(n * 3 * h * w);
+    for i in 0..n {
+        let k = seed + i as u64 * 7;
+        let centres: Vec<(f32, f32, f32)> = (0..4u64)
+            .map(|j| {
+                let a = ((k + j * 13) % 97) as f32 / 97.0;
+                let b = ((k * 3 + j * 29) % 89) as f32 / 89.0;
+                (a * h as f32, b * w as f32, 2.0 + j as f32 * h as f32 / 32.0)
+            })
+            .collect();
+        for ch in 0..3 {
+            for r in 0..h {
+                for c in 0..w {
+                    let blob: f32 = centres
+                        .iter()
+                        .map(|(cr, cc, s)| {
+                            let d = (r as f32 - cr).powi(2) + (c as f32 - cc).powi(2);
+                            (-d / (2.0 * s * s)).exp()
+                        })
+                        .sum();
+                    v.push(blob * (1.0 + ch as f32 * 0.3) - 0.4);
+                }
+            }
+        }
+    }
+    Tensor::new(vec![n, 3, h, w], TensorData::F32(v)).expect("images")
+}
+
+/// Models the tests build, as other exporters write them: our o2 search
+/// (with the gate metric such a model's user would choose) against ORT fp32
+/// and ORT's quantization tools run on the same model and calibration set.
+fn built_models(work: &Path, table: &mut Vec<String>) {
+    use optimizer::onnx_build;
+    let cases: Vec<(&str, optimizer::onnx::ModelProto, (usize, usize), serde_json::Value)> = vec![
+        (
+            "cnn-opset11",
+            onnx_build::cnn_model_old_export(32, 64, 100),
+            (64, 64),
+            serde_json::json!({}),
+        ),
+        (
+            "seg",
+            onnx_build::seg_model(32, 128),
+            (128, 128),
+            serde_json::json!({"min_region_agreement": 0.9}),
+        ),
+        (
+            "ctc",
+            onnx_build::ctc_model(64, 256, 40),
+            (8, 256),
+            serde_json::json!({"min_sequence_agreement": 0.9}),
+        ),
+    ];
+    let python = std::env::var_os("WHET_PEER_PYTHON").map(PathBuf::from);
+    for (name, model, (h, w), acc) in cases {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir).expect("folder");
+        let path = dir.join(format!("{name}.onnx"));
+        optimizer::onnx::save(&model, &path).expect("save model");
+        let (test, calib) = (dir.join("test.npz"), dir.join("calib.npz"));
+        data::write_npz(&test, &[("x", &blob_images(8, h, w, 3))]).expect("test npz");
+        data::write_npz(&calib, &[("x", &blob_images(32, h, w, 101))]).expect("calib npz");
+        println!("
+{name}: o2 search (built by onnx_build, {h}×{w} inputs, accuracy {acc})");
+        let accuracy: shared::config::Accuracy = serde_json::from_value(acc).expect("accuracy");
+        let (meta, report, secs) = run_ours_gated(
+            &path,
+            &test,
+            &calib,
+            vec![vec![vec![1, 3, h, w]]],
+            &dir.join("ours"),
+            Some(accuracy.clone()),
+        );
+        let mut contenders = vec![
+            Contender {
+                name: "ORT fp32 (Level3)".into(),
+                engine: Engine::load(&path, &one_thread(GraphLevel::All)).expect("fp32"),
+            },
+            Contender {
+                name: format!("whetstone o2: {}", meta.candidate),
+                engine: Engine::load(
+                    &dir.join("ours/model.onnx"),
+                    &SessionSettings {
+                        intra_threads: 1,
+                        ..meta.session.clone()
+                    },
+                )
+                .expect("ours"),
+            },
+        ];
+        let mut refused = Vec::new();
+        if let Some(py) = &python {
+            let peers_dir = dir.join("peers");
+            let out = std::process::Command::new(py)
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/peers.py"))
+                .args(["generic"])
+                .arg(&path)
+                .arg(&peers_dir)
+                .arg(&calib)
+                .arg("x")
+                .output()
+                .expect("run peers.py");
+            let said = String::from_utf8_lossy(&out.stdout);
+            for line in said.lines().filter(|l| l.contains("FAILED")) {
+                refused.push(line.replace(&format!("{name}__"), ""));
+            }
+            let mut peers: Vec<PathBuf> = std::fs::read_dir(&peers_dir)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            peers.retain(|p| p.extension().is_some_and(|e| e == "onnx"));
+            peers.sort();
+            for p in peers {
+                let label = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().replace(&format!("{name}__"), ""))
+                    .unwrap_or_default();
+                match Engine::load(&p, &one_thread(GraphLevel::All)) {
+                    Ok(engine) => contenders.push(Contender {
+                        name: label,
+                        engine,
+                    }),
+                    Err(e) => refused.push(format!(
+                        "{label}: ONNX Runtime refuses to load it: {}",
+                        e.to_string().chars().take(160).collect::<String>()
+                    )),
+                }
+            }
+        }
+        let samples = data::load(&test, &optimizer::engine::inspect(&path).expect("inspect"))
+            .expect("test samples")
+            .samples;
+        let times = time_interleaved(&mut contenders, &[samples[0].clone()], 6, 4);
+        let gate = optimizer::verify::Gate::O2.with_overrides(Some(&accuracy));
+        let reference: Vec<_> = samples
+            .iter()
+            .map(|s| contenders[0].engine.run(s).expect("fp32 run"))
+            .collect();
+        for (c, t) in contenders.iter_mut().zip(&times) {
+            let mut a = optimizer::verify::Agreement::for_gate(&gate);
+            for (s, r) in samples.iter().zip(&reference) {
+                let out = c.engine.run(s).expect("run");
+                if let Err(e) = a.update(r, &out) {
+                    println!("  {}: {e}", c.name);
+                }
+            }
+            let judged = [
+                ("top-1", a.top1()),
+                ("regions", a.regions.share()),
+                ("sequences", a.sequences.share()),
+            ]
+            .iter()
+            .filter_map(|(w, v)| v.map(|v| format!("{w} {:.0}%", v * 100.0)))
+            .collect::<Vec<_>>()
+            .join(", ");
+            table.push(format!(
+                "| {name:<8} | {:<42} | {:>8.3} | {:>6.2}x | {:>8} | {:>7} | cosine {:.4}{}{} |",
+                c.name,
+                t[0],
+                times[0][0] / t[0],
+                "-",
+                "-",
+                a.min_cosine,
+                if judged.is_empty() { "" } else { ", " },
+                judged
+            ));
+        }
+        for r in refused {
+            table.push(format!("| {name:<8} | {r} | | | | | |"));
+        }
+        table.push(format!(
+            "| {name:<8} | o2 search wall time {secs:.1} s (report: {:.1} s), {} candidates | | | | | |",
+            report.total_seconds,
+            report.candidates.len()
+        ));
+    }
+}
+
 fn main() {
+    if std::env::var("O2_BENCH").as_deref() == Ok("built") {
+        // Only the models the tests build (no zoo needed).
+        let work = tempfile::tempdir().expect("temp dir");
+        let mut table = Vec::new();
+        built_models(work.path(), &mut table);
+        println!("
+cpu flags: {}", cpu_flags_line());
+        print_table(&table);
+        return;
+    }
     let zoo = zoo();
     let work = tempfile::tempdir().expect("temp dir");
     let baseline_rss = peak_rss_mb();
@@ -493,16 +706,45 @@ fn main() {
         report.candidates.len()
     ));
 
-    println!("\n| model    | artifact                                   | b1 p50 ms | speedup | b8 p50 ms | speedup | accuracy |");
-    println!("|----------|--------------------------------------------|----------|---------|----------|---------|----------|");
-    for row in &table {
-        println!("{row}");
-    }
+    built_models(work.path(), &mut table);
+
+    println!("\ncpu flags: {}", cpu_flags_line());
+    print_table(&table);
     println!(
         "\npeak RSS of this process (optimizations + all sessions): {:.0} MB (at start {:.0} MB)",
         peak_rss_mb(),
         baseline_rss
     );
+}
+
+fn print_table(table: &[String]) {
+    println!("\n| model    | artifact                                   | b1 p50 ms | speedup | b8 p50 ms | speedup | accuracy |");
+    println!("|----------|--------------------------------------------|----------|---------|----------|---------|----------|");
+    for row in table {
+        println!("{row}");
+    }
+}
+
+/// The SIMD flags of this CPU that decide INT8 and fp32 speed (machines of
+/// our kind differ: some have AVX-512 VNNI, some only AVX2).
+fn cpu_flags_line() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"];
+    let have: Vec<&str> = wanted
+        .iter()
+        .filter(|w| flags.contains(w))
+        .copied()
+        .collect();
+    if have.is_empty() {
+        "none of avx2/avx512/vnni".into()
+    } else {
+        have.join(" ")
+    }
 }
 
 fn argmax(v: &[f32]) -> usize {
