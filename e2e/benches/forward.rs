@@ -38,12 +38,7 @@ fn main() {
     ];
     let a = Server::start(&work.path().join("a"), &args);
     let b_data = work.path().join("b");
-    std::fs::create_dir_all(&b_data).unwrap();
-    std::fs::copy(
-        work.path().join("a/admin-token"),
-        b_data.join("admin-token"),
-    )
-    .unwrap();
+    whetstone_e2e::second_data_dir(&work.path().join("a"), &b_data);
     let b = Server::start(&b_data, &args);
     // Deploy time on two nodes: `whet create` until Running, one instance
     // (placed on the deploying node), then two (one on each node; the other
@@ -52,10 +47,7 @@ fn main() {
     let (token, req) = whetstone_e2e::deploy_example(&a, &work.path().join("demo"), 1);
     let one = t.elapsed();
     let cfg = whetstone_e2e::example(&a, &work.path().join("spread"), "spread");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    v["metadata"]["instance"] = serde_json::json!(2);
-    std::fs::write(&cfg, v.to_string()).unwrap();
+    whetstone_e2e::set_instances(&cfg, 2);
     let t = Instant::now();
     let out = a.cli(&["create", cfg.to_str().unwrap()]).output().unwrap();
     let two = t.elapsed();

@@ -151,15 +151,28 @@ pub fn example(server: &Server, dir: &Path, name: &str) -> PathBuf {
     cfg_path
 }
 
+/// Sets `metadata.instance` of the service config at `cfg`.
+pub fn set_instances(cfg: &Path, instances: u32) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cfg).expect("read service.json"))
+            .expect("service.json is JSON");
+    v["metadata"]["instance"] = serde_json::json!(instances);
+    std::fs::write(cfg, v.to_string()).expect("write service.json");
+}
+
+/// A data folder `to` for a second node (of its own, as on another
+/// machine), with the admin token the first node wrote in `from`, so that
+/// its CLI finds it.
+pub fn second_data_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the data folder");
+    std::fs::copy(from.join("admin-token"), to.join("admin-token")).expect("copy the admin token");
+}
+
 /// [`example`] deployed through `server` as `example_mlp` with `instances`
 /// instances: returns the service's token and a request for it.
 pub fn deploy_example(server: &Server, dir: &Path, instances: u32) -> (String, Vec<u8>) {
     let cfg = example(server, dir, "example_mlp");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg).expect("read service.json"))
-            .expect("service.json is JSON");
-    v["metadata"]["instance"] = serde_json::json!(instances);
-    std::fs::write(&cfg, v.to_string()).expect("write service.json");
+    set_instances(&cfg, instances);
     let out = server
         .cli(&["create", cfg.to_str().unwrap()])
         .output()

@@ -266,8 +266,16 @@ fn a_plain_pytorch_deploy_takes_inputs_of_any_shape_by_position() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (s, detail) = server.admin("GET", "/api/v2/services/plain_torch", b"");
-    assert_eq!((s, detail["status"].as_str()), (200, Some("Running")), "{detail}");
-    assert_eq!(detail["signature"]["inputs"], serde_json::json!([]), "{detail}");
+    assert_eq!(
+        (s, detail["status"].as_str()),
+        (200, Some("Running")),
+        "{detail}"
+    );
+    assert_eq!(
+        detail["signature"]["inputs"],
+        serde_json::json!([]),
+        "{detail}"
+    );
     let token = detail["token"].as_str().expect("token").to_string();
     // One row, then five: the module takes any batch.
     predict_rows(&server, &token, "plain_torch", &[[1.0, 2.0]]);
@@ -275,7 +283,13 @@ fn a_plain_pytorch_deploy_takes_inputs_of_any_shape_by_position() {
         &server,
         &token,
         "plain_torch",
-        &[[1.0, 2.0], [-1.5, 0.25], [0.75, -0.5], [0.0, 0.0], [3.0, -3.0]],
+        &[
+            [1.0, 2.0],
+            [-1.5, 0.25],
+            [0.75, -0.5],
+            [0.0, 0.0],
+            [3.0, -3.0],
+        ],
     );
     // A shape the module refuses: [2, 3] rows cannot multiply its [2, 2].
     let body = serde_json::json!({"inputs": [

@@ -185,6 +185,19 @@ fn served_by(server: &Server, name: &str) -> (u16, String, String) {
     (status, node, body)
 }
 
+/// Two nodes on one PostgreSQL sharing a data folder (PostgreSQL first, so
+/// that it is dropped after them).
+fn two_nodes() -> (Postgres, tempfile::TempDir, Server, Server) {
+    let pg = Postgres::start();
+    let url = pg.database("whet");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let args = ["--database", url.as_str()];
+    let a = Server::start(&data, &args);
+    let b = Server::start(&data, &args);
+    (pg, work, a, b)
+}
+
 /// Polls `what` (at most `secs` seconds) until it holds; how long it took.
 fn until(secs: u64, what: &str, mut holds: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
@@ -227,13 +240,7 @@ fn second_node_serves_from_the_shared_store(
     assert!(!node_a.is_empty(), "A answers itself");
 
     let b_data = work.path().join("b");
-    std::fs::create_dir_all(&b_data).unwrap();
-    // B's CLI finds the admin token where A wrote it.
-    std::fs::copy(
-        work.path().join("a/admin-token"),
-        b_data.join("admin-token"),
-    )
-    .unwrap();
+    whetstone_e2e::second_data_dir(&work.path().join("a"), &b_data);
     let b = Server::start_with_env(&b_data, &args, env);
     let (s, by, on_b) = served_by(&b, "shared");
     assert_eq!((s, &by, &on_b), (200, &node_a, &on_a), "B forwards to A");
@@ -270,18 +277,9 @@ fn second_node_serves_from_the_shared_store(
 /// all without a restart, by NOTIFY.
 #[test]
 fn scale_and_stop_through_one_node_reach_the_other() {
-    let pg = Postgres::start();
-    let url = pg.database("whet");
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let args = ["--database", url.as_str()];
-    let a = Server::start(&data, &args);
-    let b = Server::start(&data, &args);
+    let (_pg, work, a, b) = two_nodes();
     let cfg = example(&a, &work.path().join("m"), "spread");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    v["metadata"]["instance"] = serde_json::json!(2);
-    std::fs::write(&cfg, v.to_string()).unwrap();
+    whetstone_e2e::set_instances(&cfg, 2);
     cli_ok(&a, &["create", cfg.to_str().unwrap()]);
     let (s, node_a, answer) = served_by(&a, "spread");
     assert_eq!(s, 200, "{answer}");
@@ -550,12 +548,7 @@ fn an_upload_to_one_node_deploys_on_another() {
     assert_eq!(keys.len(), 1, "{keys:?}");
 
     let b_data = work.path().join("b");
-    std::fs::create_dir_all(&b_data).unwrap();
-    std::fs::copy(
-        work.path().join("a/admin-token"),
-        b_data.join("admin-token"),
-    )
-    .unwrap();
+    whetstone_e2e::second_data_dir(&work.path().join("a"), &b_data);
     drop(a);
     let b = Server::start_with_env(&b_data, &args, &moto.env());
     let on_b = remote_config(&cfg, work.path(), "on_b", &upload, None);
@@ -660,13 +653,7 @@ fn a_deploy_finishes_across_a_database_restart() {
 /// forwarded once is not forwarded again.
 #[test]
 fn every_node_answers_every_service_by_forwarding() {
-    let pg = Postgres::start();
-    let url = pg.database("whet");
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let args = ["--database", url.as_str()];
-    let a = Server::start(&data, &args);
-    let b = Server::start(&data, &args);
+    let (_pg, work, a, b) = two_nodes();
     let cfg = example(&a, &work.path().join("m"), "everywhere");
     cli_ok(&a, &["create", cfg.to_str().unwrap()]);
     let (s, via_a) = predict(&a, "everywhere");

@@ -243,43 +243,17 @@ fn one_thread(level: GraphLevel) -> SessionSettings {
     SessionSettings::new(level, 1)
 }
 
-/// `n` images [1, 3, h, w] of soft blobs on a dim background (inputs with
-/// structure, so map and sequence heads draw something).
-fn blob_images(n: usize, h: usize, w: usize, seed: u64) -> Tensor {
-    let mut v = Vec::with_capacity(n * 3 * h * w);
-    for i in 0..n {
-        let k = seed + i as u64 * 7;
-        let centres: Vec<(f32, f32, f32)> = (0..4u64)
-            .map(|j| {
-                let a = ((k + j * 13) % 97) as f32 / 97.0;
-                let b = ((k * 3 + j * 29) % 89) as f32 / 89.0;
-                (a * h as f32, b * w as f32, 2.0 + j as f32 * h as f32 / 32.0)
-            })
-            .collect();
-        for ch in 0..3 {
-            for r in 0..h {
-                for c in 0..w {
-                    let blob: f32 = centres
-                        .iter()
-                        .map(|(cr, cc, s)| {
-                            let d = (r as f32 - cr).powi(2) + (c as f32 - cc).powi(2);
-                            (-d / (2.0 * s * s)).exp()
-                        })
-                        .sum();
-                    v.push(blob * (1.0 + ch as f32 * 0.3) - 0.4);
-                }
-            }
-        }
-    }
-    Tensor::new(vec![n, 3, h, w], TensorData::F32(v)).expect("images")
-}
-
 /// Models the tests build, as other exporters write them: our o2 search
 /// (with the gate metric such a model's user would choose) against ORT fp32
 /// and ORT's quantization tools run on the same model and calibration set.
 fn built_models(work: &Path, table: &mut Vec<String>) {
     use optimizer::onnx_build;
-    let cases: Vec<(&str, optimizer::onnx::ModelProto, (usize, usize), serde_json::Value)> = vec![
+    let cases: Vec<(
+        &str,
+        optimizer::onnx::ModelProto,
+        (usize, usize),
+        serde_json::Value,
+    )> = vec![
         (
             "cnn-opset11",
             onnx_build::cnn_model_old_export(32, 64, 100),
@@ -306,10 +280,13 @@ fn built_models(work: &Path, table: &mut Vec<String>) {
         let path = dir.join(format!("{name}.onnx"));
         optimizer::onnx::save(&model, &path).expect("save model");
         let (test, calib) = (dir.join("test.npz"), dir.join("calib.npz"));
-        data::write_npz(&test, &[("x", &blob_images(8, h, w, 3))]).expect("test npz");
-        data::write_npz(&calib, &[("x", &blob_images(32, h, w, 101))]).expect("calib npz");
-        println!("
-{name}: o2 search (built by onnx_build, {h}×{w} inputs, accuracy {acc})");
+        data::write_npz(&test, &[("x", &onnx_build::blob_images(8, h, w, 3))]).expect("test npz");
+        data::write_npz(&calib, &[("x", &onnx_build::blob_images(32, h, w, 101))])
+            .expect("calib npz");
+        println!(
+            "
+{name}: o2 search (built by onnx_build, {h}×{w} inputs, accuracy {acc})"
+        );
         let accuracy: shared::config::Accuracy = serde_json::from_value(acc).expect("accuracy");
         let (meta, report, secs) = run_ours_gated(
             &path,
@@ -429,8 +406,11 @@ fn main() {
         let work = tempfile::tempdir().expect("temp dir");
         let mut table = Vec::new();
         built_models(work.path(), &mut table);
-        println!("
-cpu flags: {}", cpu_flags_line());
+        println!(
+            "
+cpu flags: {}",
+            cpu_flags_line()
+        );
         print_table(&table);
         return;
     }
@@ -734,7 +714,14 @@ fn cpu_flags_line() -> String {
         .find(|l| l.starts_with("flags"))
         .map(|l| l.split_whitespace().collect())
         .unwrap_or_default();
-    let wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"];
+    let wanted = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "amx_int8",
+    ];
     let have: Vec<&str> = wanted
         .iter()
         .filter(|w| flags.contains(w))

@@ -2,6 +2,7 @@
 //! for tests that need a model of their own.
 
 use crate::onnx::{self, data_type, GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
+use crate::tensor::{Tensor, TensorData};
 
 fn weights(n: usize, seed: f32) -> Vec<f32> {
     (0..n)
@@ -406,4 +407,39 @@ pub fn ctc_model(channels: usize, width: usize, classes: usize) -> ModelProto {
         )],
         ..Default::default()
     })
+}
+
+/// Inputs for the image models above: `n` images `[n, 3, h, w]` of a few
+/// soft blobs on a dim background, deterministic in `seed` — inputs with
+/// structure, so a map or sequence head draws regions rather than noise.
+pub fn blob_images(n: usize, h: usize, w: usize, seed: u64) -> Tensor {
+    let mut v = Vec::with_capacity(n * 3 * h * w);
+    for i in 0..n {
+        let k = seed + i as u64 * 7;
+        let centres: Vec<(f32, f32, f32)> = (0..4u64)
+            .map(|j| {
+                let a = ((k + j * 13) % 97) as f32 / 97.0;
+                let b = ((k * 3 + j * 29) % 89) as f32 / 89.0;
+                (a * h as f32, b * w as f32, 2.0 + j as f32 * h as f32 / 32.0)
+            })
+            .collect();
+        for ch in 0..3 {
+            for r in 0..h {
+                for c in 0..w {
+                    let blob: f32 = centres
+                        .iter()
+                        .map(|(cr, cc, s)| {
+                            let d = (r as f32 - cr).powi(2) + (c as f32 - cc).powi(2);
+                            (-d / (2.0 * s * s)).exp()
+                        })
+                        .sum();
+                    v.push(blob * (1.0 + ch as f32 * 0.3) - 0.4);
+                }
+            }
+        }
+    }
+    Tensor {
+        shape: vec![n, 3, h, w],
+        data: TensorData::F32(v),
+    }
 }

@@ -399,33 +399,7 @@ fn o2_on_an_old_export(opset: i64) {
         assert_eq!(x[0].1, y[0].1, "the same logits");
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let model_path = dir.path().join("old.onnx");
-    onnx::save(&old, &model_path).unwrap();
-    let stack = |samples: &[Sample]| {
-        let mut v = Vec::new();
-        for s in samples {
-            v.extend(s[0].1.data.to_f64().into_iter().map(|x| x as f32));
-        }
-        Tensor::new(vec![samples.len(), 3, 16, 16], TensorData::F32(v)).unwrap()
-    };
-    let (test_npz, calib_npz) = (dir.path().join("test.npz"), dir.path().join("calib.npz"));
-    data::write_npz(&test_npz, &[("x", &stack(&images(8, 16, 7)))]).unwrap();
-    data::write_npz(&calib_npz, &[("x", &stack(&images(16, 16, 11)))]).unwrap();
-    let opts = OptimizeOptions {
-        level: OptimizationLevel::O2,
-        test_data: Some(test_npz),
-        calibration: Some(calib_npz),
-        budget: optimizer::bench::Budget {
-            warmup: 1,
-            min_runs: 3,
-            max_runs: 10,
-            time: std::time::Duration::from_millis(20),
-        },
-        ..OptimizeOptions::new(model_path, dir.path().join("out"))
-    };
-    let mut lines = Vec::new();
-    let (report, _) = optimize(&opts, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    let (report, lines) = o2_with_gate(&old, (16, 16), serde_json::json!({}));
     let notes = report.diagnosis.notes.join("\n");
     assert!(
         !notes.contains("no Conv/Gemm/MatMul with constant weights"),
@@ -446,44 +420,25 @@ fn o2_on_an_old_export(opset: i64) {
     );
 }
 
-/// `n` images [1, 3, h, w] of a few soft blobs on a dim background: inputs
-/// with structure, so a map head draws regions rather than noise.
-fn blob_images(n: usize, h: usize, w: usize, seed: u64) -> Vec<Sample> {
-    (0..n)
-        .map(|i| {
-            let k = seed + i as u64 * 7;
-            let centres: Vec<(f32, f32, f32)> = (0..3)
-                .map(|j| {
-                    let a = ((k + j * 13) % 97) as f32 / 97.0;
-                    let b = ((k * 3 + j * 29) % 89) as f32 / 89.0;
-                    (a * h as f32, b * w as f32, 2.0 + (j as f32))
-                })
-                .collect();
-            let mut v = Vec::with_capacity(3 * h * w);
-            for ch in 0..3 {
-                for r in 0..h {
-                    for c in 0..w {
-                        let blob: f32 = centres
-                            .iter()
-                            .map(|(cr, cc, s)| {
-                                let d = (r as f32 - cr).powi(2) + (c as f32 - cc).powi(2);
-                                (-d / (2.0 * s * s)).exp()
-                            })
-                            .sum();
-                        v.push(blob * (1.0 + ch as f32 * 0.3) - 0.4);
-                    }
-                }
-            }
+/// The images of `t` ([n, …]) as n samples of `x` ([1, …]).
+fn samples_of(t: &Tensor) -> Vec<Sample> {
+    let n = t.shape[0];
+    let per = t.data.len() / n.max(1);
+    let v: Vec<f32> = t.data.to_f64().into_iter().map(|x| x as f32).collect();
+    let mut shape = t.shape.clone();
+    shape[0] = 1;
+    v.chunks(per)
+        .map(|c| {
             vec![(
                 "x".to_string(),
-                Tensor::new(vec![1, 3, h, w], TensorData::F32(v)).unwrap(),
+                Tensor::new(shape.clone(), TensorData::F32(c.to_vec())).unwrap(),
             )]
         })
         .collect()
 }
 
-/// Runs o2 with test and calibration sets of `blob_images` and the given
-/// `accuracy` on `model`, and returns the report.
+/// Runs o2 with test and calibration sets of `onnx_build::blob_images` and
+/// the given `accuracy` on `model`, and returns the report.
 fn o2_with_gate(
     model: &onnx::ModelProto,
     (h, w): (usize, usize),
@@ -492,16 +447,13 @@ fn o2_with_gate(
     let dir = tempfile::tempdir().unwrap();
     let model_path = dir.path().join("m.onnx");
     onnx::save(model, &model_path).unwrap();
-    let stack = |samples: &[Sample]| {
-        let mut v = Vec::new();
-        for s in samples {
-            v.extend(s[0].1.data.to_f64().into_iter().map(|x| x as f32));
-        }
-        Tensor::new(vec![samples.len(), 3, h, w], TensorData::F32(v)).unwrap()
-    };
     let (test_npz, calib_npz) = (dir.path().join("test.npz"), dir.path().join("calib.npz"));
-    data::write_npz(&test_npz, &[("x", &stack(&blob_images(8, h, w, 3)))]).unwrap();
-    data::write_npz(&calib_npz, &[("x", &stack(&blob_images(16, h, w, 101)))]).unwrap();
+    data::write_npz(&test_npz, &[("x", &onnx_build::blob_images(8, h, w, 3))]).unwrap();
+    data::write_npz(
+        &calib_npz,
+        &[("x", &onnx_build::blob_images(16, h, w, 101))],
+    )
+    .unwrap();
     let opts = OptimizeOptions {
         level: OptimizationLevel::O2,
         test_data: Some(test_npz),
@@ -534,7 +486,10 @@ fn o2_on_a_sigmoid_map_head_is_judged_by_its_regions() {
     let gate = Gate::O2.with_overrides(Some(
         &serde_json::from_value(serde_json::json!({"min_region_agreement": 0.9})).unwrap(),
     ));
-    let maps = run_all(&onnx::to_bytes(&model), &blob_images(8, 32, 32, 3));
+    let maps = run_all(
+        &onnx::to_bytes(&model),
+        &samples_of(&onnx_build::blob_images(8, 32, 32, 3)),
+    );
     let mut own = Agreement::for_gate(&gate);
     for m in &maps {
         own.update(m, m).unwrap();

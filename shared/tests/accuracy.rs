@@ -16,6 +16,16 @@ fn config(accuracy: serde_json::Value) -> String {
     .to_string()
 }
 
+/// The message of the error whose path ends with `suffix`.
+fn message_at(errors: &[shared::ValidationError], suffix: &str) -> String {
+    errors
+        .iter()
+        .find(|e| e.path.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no error at {suffix}: {errors:?}"))
+        .message
+        .clone()
+}
+
 #[test]
 fn overrides_within_bounds_are_accepted() {
     let cfg = parse_and_validate(&config(
@@ -33,14 +43,7 @@ fn overrides_within_bounds_are_accepted() {
 #[test]
 fn out_of_range_wrong_type_and_unknown_keys_are_reported_with_paths() {
     let errors = parse_and_validate(&config(serde_json::json!({"min_cosine": 1.5, "min_top1": "high", "max_rel_error": -1, "tolerance": 1}))).unwrap_err();
-    let at = |suffix: &str| {
-        errors
-            .iter()
-            .find(|e| e.path.ends_with(suffix))
-            .unwrap_or_else(|| panic!("no error at {suffix}: {errors:?}"))
-            .message
-            .clone()
-    };
+    let at = |suffix: &str| message_at(&errors, suffix);
     assert!(at(".accuracy.min_cosine").contains("between -1 and 1"));
     assert!(at(".accuracy.min_top1").contains("a number"));
     assert!(at(".accuracy.max_rel_error").contains("at least 0"));
@@ -86,14 +89,7 @@ fn bad_metric_settings_name_their_field() {
         "outputs": "maps"
     })))
     .unwrap_err();
-    let at = |suffix: &str| {
-        errors
-            .iter()
-            .find(|e| e.path.ends_with(suffix))
-            .unwrap_or_else(|| panic!("no error at {suffix}: {errors:?}"))
-            .message
-            .clone()
-    };
+    let at = |suffix: &str| message_at(&errors, suffix);
     assert!(at(".accuracy.top_k").contains("positive integer"));
     assert!(at(".accuracy.min_top_k").contains("between 0 and 1"));
     assert!(at(".accuracy.region_iou").contains("above 0"));

@@ -243,7 +243,10 @@ impl ServicePool {
                 )
             })
             .unwrap_or_else(|| match sig.open_inputs() {
-                true => "its inputs are not declared (a plain TorchScript deploy takes them as given)".into(),
+                true => {
+                    "its inputs are not declared (a plain TorchScript deploy takes them as given)"
+                        .into()
+                }
                 false => "the model has no inputs".into(),
             });
         Some(format!(

@@ -300,7 +300,12 @@ impl InferenceEngine for TorchEngine {
     fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
         let ordered = check_inputs(&self.signature, inputs)?;
         let open = self.signature.open_inputs();
-        if open && self.as_int.as_ref().is_some_and(|a| a.len() != ordered.len()) {
+        if open
+            && self
+                .as_int
+                .as_ref()
+                .is_some_and(|a| a.len() != ordered.len())
+        {
             // Undeclared inputs: a call may pass another number of them.
             self.as_int = None;
         }

@@ -60,7 +60,38 @@ const RUNNING_COUNT: &str = "UPDATE services SET running = \
      (SELECT COUNT(*) FROM placements WHERE service = $1 AND state = 'running'), updated_at = $2 \
      WHERE name = $3";
 
+/// Brings `services.running` of `service` in line with its running slots.
+async fn recount(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    service: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(RUNNING_COUNT)
+        .bind(service)
+        .bind(now())
+        .bind(service)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl Store {
+    /// Tells every node (NOTIFY on PostgreSQL, at commit) that the slots
+    /// of `service` changed.
+    async fn notify_placed(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        service: &str,
+    ) -> Result<(), StoreError> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query(NOTIFY)
+                .bind(PLACE_CHANNEL)
+                .bind(service)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Records that node `id` (listening on `addr`, serving `kinds`) is
     /// alive at `now_ms`.
     pub async fn node_heartbeat(
@@ -188,13 +219,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        if self.dialect == Dialect::Postgres {
-            sqlx::query(NOTIFY)
-                .bind(PLACE_CHANNEL)
-                .bind(service)
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.notify_placed(&mut tx, service).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -207,19 +232,8 @@ impl Store {
             .bind(service)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(RUNNING_COUNT)
-            .bind(service)
-            .bind(now())
-            .bind(service)
-            .execute(&mut *tx)
-            .await?;
-        if self.dialect == Dialect::Postgres {
-            sqlx::query(NOTIFY)
-                .bind(PLACE_CHANNEL)
-                .bind(service)
-                .execute(&mut *tx)
-                .await?;
-        }
+        recount(&mut tx, service).await?;
+        self.notify_placed(&mut tx, service).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -270,12 +284,7 @@ impl Store {
         .bind(artifact)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(RUNNING_COUNT)
-            .bind(service)
-            .bind(now())
-            .bind(service)
-            .execute(&mut *tx)
-            .await?;
+        recount(&mut tx, service).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -315,18 +324,9 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
-        sqlx::query(RUNNING_COUNT)
-            .bind(service)
-            .bind(now())
-            .bind(service)
-            .execute(&mut *tx)
-            .await?;
-        if moved && self.dialect == Dialect::Postgres {
-            sqlx::query(NOTIFY)
-                .bind(PLACE_CHANNEL)
-                .bind(service)
-                .execute(&mut *tx)
-                .await?;
+        recount(&mut tx, service).await?;
+        if moved {
+            self.notify_placed(&mut tx, service).await?;
         }
         tx.commit().await?;
         Ok(moved)

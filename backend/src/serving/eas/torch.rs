@@ -76,8 +76,9 @@ pub fn plan(req: TorchPredictRequest, sig: &ModelSignature) -> Result<Plan, Serv
 fn open_plan(req: TorchPredictRequest) -> Result<Plan, ServingError> {
     let mut output_filter = Vec::with_capacity(req.output_filter.len());
     for &i in &req.output_filter {
-        let p = usize::try_from(i)
-            .map_err(|_| ServingError::BadRequest(format!("output_filter: no output at index {i}")))?;
+        let p = usize::try_from(i).map_err(|_| {
+            ServingError::BadRequest(format!("output_filter: no output at index {i}"))
+        })?;
         output_filter.push(p);
     }
     let (by_index, by_name) = (!req.inputs.is_empty(), !req.map_inputs.is_empty());
