@@ -112,3 +112,106 @@ fn an_o2_deploy_quantizes_verifies_and_serves() {
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["outputs"][0]["shape"], serde_json::json!([1, 10]));
 }
+
+/// Real exports through the real server: a CNN written the old way (opset
+/// 11, weights in `Constant` nodes) gets static INT8 after its weights are
+/// folded and its opset raised; a segmentation net deployed with a region
+/// gate reports its region agreement per candidate; both answer.
+#[test]
+fn old_exports_and_map_heads_deploy_with_o2() {
+    use optimizer::onnx_build::{blob_images, cnn_model_old_export, seg_model};
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let cases = [
+        (
+            "old_cnn",
+            cnn_model_old_export(16, 16, 10),
+            16,
+            serde_json::json!({"min_top1": 0.85}),
+        ),
+        (
+            "seg_map",
+            seg_model(8, 32),
+            32,
+            serde_json::json!({"min_region_agreement": 0.9}),
+        ),
+    ];
+    for (name, model, size, accuracy) in cases {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        optimizer::onnx::save(&model, &dir.join("m.onnx")).unwrap();
+        write_npz(
+            &dir.join("calib.npz"),
+            &[("x", &blob_images(16, size, size, 1))],
+        )
+        .unwrap();
+        write_npz(
+            &dir.join("test.npz"),
+            &[("x", &blob_images(6, size, size, 2))],
+        )
+        .unwrap();
+        let cfg = serde_json::json!({
+            "name": name,
+            "model_path": name,
+            "processor": "onnx_cpu",
+            "plugins": [{
+                "command": "blade --mode eas_plugin --optimize_for cpu",
+                "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
+                "config": { "model_info": { "m.onnx": {
+                    "optimization_level": "o2",
+                    "test_data": "test.npz",
+                    "calibration_dataset": "calib.npz",
+                    "accuracy": accuracy
+                } } }
+            }]
+        });
+        let cfg_path = work.path().join(format!("{name}.json"));
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let out = server
+            .cli(&["create", cfg_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{log}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (_, detail) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+        let report = &detail["report"];
+        assert_eq!(report["baseline"], "ort-default", "{report}");
+        let rows = report["candidates"].as_array().unwrap();
+        let statics: Vec<_> = rows
+            .iter()
+            .filter(|c| c["name"].as_str().unwrap().starts_with("o2-static-int8"))
+            .collect();
+        assert!(!statics.is_empty(), "{log}");
+        if name == "old_cnn" {
+            let notes = report["diagnosis"]["notes"].to_string();
+            assert!(notes.contains("opset 11 → 13"), "{notes}");
+            assert!(!notes.contains("no Conv/Gemm/MatMul"), "{notes}");
+        } else {
+            assert!(
+                statics
+                    .iter()
+                    .all(|c| c["latency"].as_array().unwrap().is_empty()
+                        || c["region_agreement"].is_number()),
+                "{statics:?}"
+            );
+        }
+        // The service answers a prediction of the model's shape.
+        let token = detail["token"].as_str().unwrap();
+        let x = blob_images(1, size, size, 9);
+        let TensorData::F32(v) = &x.data else {
+            unreachable!()
+        };
+        let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 3, size, size], "datatype": "FP32", "data": v}]});
+        let (s, answer) = server.http(
+            "POST",
+            &format!("/api/predict/{name}"),
+            Some(token),
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(s, 200, "{answer}");
+    }
+}
