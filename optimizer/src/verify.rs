@@ -305,7 +305,7 @@ impl Agreement {
                                     regions(pa, h, w, r.threshold),
                                 );
                                 self.regions.seen += 1;
-                                self.regions.total += want.len().max(got.len());
+                                self.regions.total += want.boxes.len().max(got.boxes.len());
                                 self.regions.agree += matched(&want, &got, r.iou);
                             }
                         }
@@ -367,17 +367,25 @@ impl Box2 {
     }
 }
 
-/// The bounding boxes of the 8-connected regions of `plane` (`h`×`w`, row
-/// major) above `threshold`.
-fn regions(plane: &[f64], h: usize, w: usize, threshold: f64) -> Vec<Box2> {
-    let mut seen = vec![false; h * w];
-    let mut out = Vec::new();
+/// The 8-connected regions of a plane: their bounding boxes, and the
+/// region of each pixel (`u32::MAX` for background).
+struct Regions {
+    boxes: Vec<Box2>,
+    label: Vec<u32>,
+}
+
+/// The regions of `plane` (`h`×`w`, row major) above `threshold`. Time and
+/// memory are linear in the plane's size.
+fn regions(plane: &[f64], h: usize, w: usize, threshold: f64) -> Regions {
+    let mut label = vec![u32::MAX; h * w];
+    let mut boxes = Vec::new();
     let mut stack = Vec::new();
     for start in 0..h * w {
-        if seen[start] || plane[start] <= threshold {
+        if label[start] != u32::MAX || plane[start] <= threshold {
             continue;
         }
-        seen[start] = true;
+        let id = boxes.len() as u32;
+        label[start] = id;
         stack.push(start);
         let mut b = Box2 {
             r0: start / w,
@@ -398,32 +406,38 @@ fn regions(plane: &[f64], h: usize, w: usize, threshold: f64) -> Vec<Box2> {
                         continue;
                     }
                     let j = nr as usize * w + nc as usize;
-                    if !seen[j] && plane[j] > threshold {
-                        seen[j] = true;
+                    if label[j] == u32::MAX && plane[j] > threshold {
+                        label[j] = id;
                         stack.push(j);
                     }
                 }
             }
         }
-        out.push(b);
+        boxes.push(b);
     }
-    out
+    Regions { boxes, label }
 }
 
 /// Regions of `want` matched one to one with regions of `got` at box IoU
-/// ≥ `iou`, best pairs first.
-fn matched(want: &[Box2], got: &[Box2], iou: f64) -> usize {
-    let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
-    for (i, a) in want.iter().enumerate() {
-        for (j, b) in got.iter().enumerate() {
-            let x = a.iou(b);
-            if x >= iou {
-                pairs.push((x, i, j));
-            }
+/// ≥ `iou`, best pairs first. Only regions that share a pixel are compared,
+/// which bounds the work by the plane's size however many regions a noisy
+/// map has (two boxes that overlap by half without a common pixel — thin
+/// diagonal shapes — count as unmatched: the gate errs on the strict side).
+fn matched(want: &Regions, got: &Regions, iou: f64) -> usize {
+    let mut touching: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
+    for (&a, &b) in want.label.iter().zip(&got.label) {
+        if a != u32::MAX && b != u32::MAX {
+            touching.insert((a, b));
         }
     }
-    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut used_a, mut used_b) = (vec![false; want.len()], vec![false; got.len()]);
+    let mut pairs: Vec<(f64, usize, usize)> = touching
+        .into_iter()
+        .map(|(i, j)| (i as usize, j as usize))
+        .map(|(i, j)| (want.boxes[i].iou(&got.boxes[j]), i, j))
+        .filter(|(x, _, _)| *x >= iou)
+        .collect();
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let (mut used_a, mut used_b) = (vec![false; want.boxes.len()], vec![false; got.boxes.len()]);
     let mut n = 0;
     for (_, i, j) in pairs {
         if !used_a[i] && !used_b[j] {
@@ -624,6 +638,38 @@ mod tests {
             "{}",
             none.failure(&other)
         );
+    }
+
+    #[test]
+    fn a_map_of_thousands_of_specks_is_matched_speck_by_speck() {
+        // 16,384 one-pixel regions: comparing every box with every other
+        // would be 2.7e8 pairs; only regions sharing a pixel are compared.
+        let (h, w) = (256, 256);
+        let plane: Vec<f32> = (0..h * w)
+            .map(|i| {
+                if (i / w) % 2 == 0 && (i % w) % 2 == 0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let g = gate_with(serde_json::json!({"min_region_agreement": 1.0}));
+        let want = out("m", vec![1, 1, h, w], plane.clone());
+        let mut a = Agreement::for_gate(&g);
+        a.update(&want, &want).unwrap();
+        assert_eq!((a.regions.agree, a.regions.total), (16_384, 16_384));
+        // Every other speck gone: half matched.
+        let mut thinned = plane;
+        for (i, v) in thinned.iter_mut().enumerate() {
+            if (i / w) % 4 == 0 {
+                *v = 0.0;
+            }
+        }
+        let mut b = Agreement::for_gate(&g);
+        b.update(&want, &out("m", vec![1, 1, h, w], thinned))
+            .unwrap();
+        assert_eq!((b.regions.agree, b.regions.total), (8_192, 16_384));
     }
 
     /// [1, T=6, C=3] frames: argmax per step `labels`, with 0 the blank.
