@@ -10,6 +10,8 @@
 // libtorch headers and ABI as tch's own shim.
 
 #include <torch/script.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/jit/ir/ir.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -84,6 +86,98 @@ char* whet_torch_freeze(const char* in_path, const char* out_path,
       throw std::runtime_error(
           std::string(optimize != 0 ? "optimize_for_inference" : "freezing") +
           " produced a module that libtorch cannot save and load back: " + e.what());
+    }
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_message(e);
+  } catch (...) {
+    return copy_message("unknown C++ exception");
+  }
+}
+
+// Dynamic INT8 of a module's linear layers, as torch.ao's dynamic
+// quantization makes them, without Python: the module is loaded, put in eval
+// mode and frozen (so that weights are constants of `forward`), then every
+// `aten::linear` of `forward` whose weight is a constant 2-D float tensor
+// gets that weight quantized to int8 per output channel (symmetric) and
+// prepacked for fbgemm (`quantized::linear_prepack`, kept as an attribute of
+// the module), and runs as `quantized::linear_dynamic` (activations
+// quantized at run time; `reduce_range` keeps them to 7 bits, for CPUs
+// without VNNI). Saved to `out_path` and loaded back. `*quantized` gets the
+// number of layers rewritten; none is an error.
+char* whet_torch_dynamic_int8(const char* in_path, const char* out_path,
+                              const char* const* preserved, size_t n_preserved,
+                              int reduce_range, size_t* quantized) {
+  try {
+    torch::jit::Module module = torch::jit::load(std::string(in_path), torch::kCPU);
+    module.eval();
+    std::vector<std::string> keep;
+    for (size_t i = 0; i < n_preserved; ++i) {
+      std::string name(preserved[i]);
+      if (module.find_method(name).has_value()) {
+        keep.push_back(name);
+      }
+    }
+    torch::jit::Module frozen =
+        torch::jit::freeze(module, keep, /*optimize_numerics=*/true);
+    auto graph = frozen.get_method("forward").graph();
+    const auto linear = c10::Symbol::fromQualString("aten::linear");
+    const auto dynamic = c10::Symbol::fromQualString("quantized::linear_dynamic");
+    auto prepack = c10::Dispatcher::singleton().findSchemaOrThrow(
+        "quantized::linear_prepack", "");
+    std::vector<torch::jit::Node*> nodes;
+    for (torch::jit::Node* n : graph->nodes()) {
+      if (n->kind() == linear) {
+        nodes.push_back(n);
+      }
+    }
+    size_t done = 0;
+    for (torch::jit::Node* n : nodes) {
+      auto w = torch::jit::toIValue(n->input(1));
+      if (!w || !w->isTensor()) continue;
+      at::Tensor weight = w->toTensor();
+      if (weight.dim() != 2 || weight.scalar_type() != at::kFloat) continue;
+      std::optional<at::Tensor> bias;
+      if (n->inputs().size() > 2) {
+        auto b = torch::jit::toIValue(n->input(2));
+        if (!b) continue;  // a bias computed at run time: leave the layer
+        if (b->isTensor()) bias = b->toTensor().contiguous();
+      }
+      weight = weight.contiguous();
+      at::Tensor scales =
+          (weight.abs().amax({1}) / 127.0).clamp_min(1e-12).to(at::kDouble);
+      at::Tensor zero_points = at::zeros({weight.size(0)}, at::kLong);
+      at::Tensor qweight =
+          at::quantize_per_channel(weight, scales, zero_points, 0, at::kQInt8);
+      torch::jit::Stack stack;
+      stack.emplace_back(qweight);
+      stack.emplace_back(bias.has_value() ? c10::IValue(*bias) : c10::IValue());
+      prepack.callBoxed(&stack);
+      c10::IValue packed = stack.at(0);
+      const std::string attr = "_whet_int8_linear_" + std::to_string(done);
+      frozen.register_attribute(attr, packed.type(), packed);
+      torch::jit::WithInsertPoint guard(n);
+      torch::jit::Value* params =
+          graph->insertGetAttr(graph->inputs().at(0), attr);
+      torch::jit::Value* out = graph->insert(
+          dynamic, {n->input(0), params, static_cast<bool>(reduce_range != 0)});
+      out->setType(n->output()->type());
+      n->output()->replaceAllUsesWith(out);
+      n->destroy();
+      ++done;
+    }
+    if (done == 0) {
+      throw std::runtime_error(
+          "no linear layer with a constant float weight to quantize");
+    }
+    *quantized = done;
+    try {
+      frozen.save(std::string(out_path));
+      torch::jit::load(std::string(out_path), torch::kCPU);
+    } catch (const std::exception& e) {
+      std::remove(out_path);
+      throw std::runtime_error(
+          std::string("the dynamic INT8 module cannot be saved and loaded back: ") + e.what());
     }
     return nullptr;
   } catch (const std::exception& e) {

@@ -194,6 +194,30 @@ pub fn conv_bn_net(path: &Path, channels: usize, blocks: usize) -> Result<()> {
     script_module(path, &source, &named)
 }
 
+/// A two-layer perceptron of `torch.linear` layers (what `nn.Linear`
+/// scripts to): `linear(relu(linear(x, W1, b1)), W2, b2)` for `x: f32 [N,
+/// inputs]`, with deterministic weights, saved to `path`.
+pub fn mlp(path: &Path, inputs: usize, hidden: usize, outputs: usize) -> Result<()> {
+    let values = |n: usize, seed: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| (i as f32 * 0.37 + seed).sin() * 0.3)
+            .collect()
+    };
+    let (w1, b1) = (values(hidden * inputs, 0.1), values(hidden, 0.7));
+    let (w2, b2) = (values(outputs * hidden, 1.3), values(outputs, 2.1));
+    let (i, h, o) = (inputs as i64, hidden as i64, outputs as i64);
+    script_module(
+        path,
+        "def forward(self, x):\n    return torch.linear(torch.relu(torch.linear(x, self.w1, self.b1)), self.w2, self.b2)\n",
+        &[
+            Named { name: "w1", slot: Slot::Parameter, shape: &[h, i], values: &w1 },
+            Named { name: "b1", slot: Slot::Parameter, shape: &[h], values: &b1 },
+            Named { name: "w2", slot: Slot::Parameter, shape: &[o, h], values: &w2 },
+            Named { name: "b2", slot: Slot::Parameter, shape: &[o], values: &b2 },
+        ],
+    )
+}
+
 /// The signature [`linear_relu`] and [`running_sum`] are served with: one
 /// positional fp32 input of rows of 2, any number of rows.
 pub fn rows_of_two() -> shared::api::ModelSignature {

@@ -19,6 +19,14 @@ extern "C" {
         optimize: c_int,
     ) -> *mut c_char;
     fn whet_torch_free_message(message: *mut c_char);
+    fn whet_torch_dynamic_int8(
+        in_path: *const c_char,
+        out_path: *const c_char,
+        preserved: *const *const c_char,
+        n_preserved: usize,
+        reduce_range: c_int,
+        quantized: *mut usize,
+    ) -> *mut c_char;
 }
 
 /// What a shim call returned: `None` for success, else its message, which
@@ -53,6 +61,8 @@ pub enum Freeze {
     /// conversions for CPU inference. Its result for convolutions cannot be
     /// loaded back by libtorch; that is an error here, never a file.
     ForInference,
+    /// Frozen, then dynamic INT8 of the linear layers ([`dynamic_int8`]).
+    DynamicInt8,
 }
 
 /// Freezes the TorchScript module at `input` into `output`. `forward` and
@@ -60,6 +70,10 @@ pub enum Freeze {
 /// `reset_states`) stay callable; mutable state that `forward` updates stays
 /// an attribute (libtorch's freezing keeps what a method mutates).
 pub fn freeze(input: &Path, output: &Path, mode: Freeze, preserved: &[&str]) -> Result<()> {
+    if mode == Freeze::DynamicInt8 {
+        let saturating = crate::quantize::saturating_u8s8();
+        return dynamic_int8(input, output, preserved, saturating).map(drop);
+    }
     let (i, o) = (c_path(input)?, c_path(output)?);
     let names: Vec<CString> = preserved
         .iter()
@@ -83,6 +97,45 @@ pub fn freeze(input: &Path, output: &Path, mode: Freeze, preserved: &[&str]) -> 
         None => Ok(()),
         Some(text) => Err(OptimizerError::Engine(format!(
             "freezing {} failed: {text}",
+            input.display()
+        ))),
+    }
+}
+
+/// Dynamic INT8 of the module at `input` into `output` (see the shim's
+/// `whet_torch_dynamic_int8`): frozen, every linear layer with a constant
+/// float weight quantized per output channel and run by fbgemm's dynamic
+/// kernel. `reduce_range` keeps activations to 7 bits (CPUs without VNNI
+/// saturate otherwise). Returns the number of layers quantized.
+pub fn dynamic_int8(
+    input: &Path,
+    output: &Path,
+    preserved: &[&str],
+    reduce_range: bool,
+) -> Result<usize> {
+    let (i, o) = (c_path(input)?, c_path(output)?);
+    let names: Vec<CString> = preserved
+        .iter()
+        .map(|s| CString::new(*s).map_err(|_| OptimizerError::Config(format!("method name {s:?}"))))
+        .collect::<Result<_>>()?;
+    let ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
+    let mut quantized = 0usize;
+    // SAFETY: as in `freeze`; `quantized` is a valid place for the count.
+    let message = unsafe {
+        whet_torch_dynamic_int8(
+            i.as_ptr(),
+            o.as_ptr(),
+            ptrs.as_ptr(),
+            ptrs.len(),
+            c_int::from(reduce_range),
+            &mut quantized,
+        )
+    };
+    // SAFETY: the shim's return value, taken once.
+    match unsafe { take_message(message) } {
+        None => Ok(quantized),
+        Some(text) => Err(OptimizerError::Engine(format!(
+            "dynamic INT8 of {} failed: {text}",
             input.display()
         ))),
     }
@@ -230,5 +283,52 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("bad.pt") && msg.contains("freezing"), "{msg}");
         assert!(!dir.path().join("out.pt").exists());
+    }
+
+    #[test]
+    fn dynamic_int8_quantizes_every_linear_layer_and_stays_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (original, int8) = (dir.path().join("mlp.pt"), dir.path().join("int8.pt"));
+        crate::torch::build::mlp(&original, 64, 128, 8).expect("scripted");
+        let n = dynamic_int8(&original, &int8, &[], false).expect("quantized");
+        assert_eq!(n, 2);
+        let sig = ModelSignature {
+            format: "torchscript".into(),
+            inputs: vec![TensorSpec {
+                name: "input0".into(),
+                datatype: "FP32".into(),
+                shape: vec![-1, 64],
+            }],
+            outputs: vec![],
+        };
+        let x: Vec<f32> = (0..4 * 64).map(|i| ((i as f32) * 0.13).sin()).collect();
+        let input = vec![(
+            "input0".to_string(),
+            Tensor::new(vec![4, 64], TensorData::F32(x)).expect("tensor"),
+        )];
+        let run = |p: &Path| {
+            let mut e = TorchEngine::load(p, sig.clone(), TorchSettings::INFERENCE).expect("loads");
+            e.run(&input).expect("runs")
+        };
+        let (want, got) = (run(&original), run(&int8));
+        let mut a = crate::verify::Agreement::default();
+        a.update(&want, &got).expect("same outputs");
+        assert!(a.min_cosine > 0.99, "cosine {}", a.min_cosine);
+        assert!(
+            a.max_rel_error > 0.0,
+            "the INT8 module computes differently"
+        );
+        // A module with no linear layer has nothing to quantize: an error.
+        let none = dir.path().join("none.pt");
+        let e = dynamic_int8(
+            &dir.path().join("mlp.pt").with_file_name("lr.pt"),
+            &none,
+            &[],
+            false,
+        );
+        assert!(e.is_err());
+        linear_relu(&dir.path().join("lr.pt")).expect("scripted");
+        let e = dynamic_int8(&dir.path().join("lr.pt"), &none, &[], false).unwrap_err();
+        assert!(e.to_string().contains("no linear layer"), "{e}");
     }
 }
