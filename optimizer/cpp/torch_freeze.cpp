@@ -42,6 +42,106 @@ char* error_message(const std::exception& e) {
   return copy_message(cut == std::string::npos ? what : what.substr(0, cut));
 }
 
+// `weight` (2-D float) quantized to int8 per output channel, symmetric,
+// and prepacked for fbgemm with `bias` (quantized::linear_prepack).
+c10::IValue prepack_linear(at::Tensor weight, std::optional<at::Tensor> bias) {
+  static auto prepack = c10::Dispatcher::singleton().findSchemaOrThrow(
+      "quantized::linear_prepack", "");
+  weight = weight.contiguous();
+  at::Tensor scales =
+      (weight.abs().amax({1}) / 127.0).clamp_min(1e-12).to(at::kDouble);
+  at::Tensor zero_points = at::zeros({weight.size(0)}, at::kLong);
+  at::Tensor qweight =
+      at::quantize_per_channel(weight, scales, zero_points, 0, at::kQInt8);
+  torch::jit::Stack stack;
+  stack.emplace_back(qweight);
+  stack.emplace_back(bias.has_value() ? c10::IValue(bias->contiguous()) : c10::IValue());
+  prepack.callBoxed(&stack);
+  return stack.at(0);
+}
+
+// The dynamic INT8 form of one `aten::lstm`/`aten::gru` (`.input`
+// overload) whose weights are constants: its flat weight list regrouped
+// per layer and direction into cell params (int8 weights prepacked,
+// float biases), run by `quantized::quantized_lstm`/`quantized_gru`.
+// Returns false, changing nothing, when the node is not of that form.
+bool quantize_rnn(torch::jit::Module& module, torch::jit::Graph& graph,
+                  torch::jit::Node* n, bool lstm, bool reduce_range,
+                  size_t index) {
+  // input, hx, params, has_biases, num_layers, dropout, train,
+  // bidirectional, batch_first
+  if (n->inputs().size() != 9) return false;
+  auto params = torch::jit::toIValue(n->input(2));
+  auto has_biases = torch::jit::toIValue(n->input(3));
+  if (!params || !params->isTensorList() || !has_biases || !has_biases->isBool()) {
+    return false;
+  }
+  auto tensors = params->toTensorVector();
+  const size_t per = has_biases->toBool() ? 4 : 2;
+  if (tensors.empty() || tensors.size() % per != 0) return false;
+  static auto make_cell = c10::Dispatcher::singleton().findSchemaOrThrow(
+      "quantized::make_quantized_cell_params_dynamic", "");
+  c10::impl::GenericList cells(c10::AnyType::get());
+  c10::TypePtr cell_type;
+  for (size_t i = 0; i < tensors.size(); i += per) {
+    const at::Tensor& w_ih = tensors[i];
+    const at::Tensor& w_hh = tensors[i + 1];
+    if (w_ih.dim() != 2 || w_hh.dim() != 2 || w_ih.scalar_type() != at::kFloat) {
+      return false;
+    }
+    at::Tensor b_ih = per == 4 ? tensors[i + 2] : at::zeros({w_ih.size(0)});
+    at::Tensor b_hh = per == 4 ? tensors[i + 3] : at::zeros({w_hh.size(0)});
+    torch::jit::Stack stack;
+    // The dynamic cell adds the biases packed with the weights (as
+    // torch.ao's dynamic LSTM packs them); they are given again as plain
+    // tensors, which the cell keeps for its accessors.
+    stack.emplace_back(prepack_linear(w_ih, b_ih));
+    stack.emplace_back(prepack_linear(w_hh, b_hh));
+    stack.emplace_back(b_ih.contiguous());
+    stack.emplace_back(b_hh.contiguous());
+    stack.emplace_back(reduce_range);
+    make_cell.callBoxed(&stack);
+    cell_type = stack.at(0).type();
+    cells.push_back(stack.at(0));
+  }
+  auto list_type = c10::ListType::create(cell_type);
+  c10::impl::GenericList typed(cell_type);
+  for (const auto& c : cells) typed.push_back(c);
+  const std::string attr =
+      std::string("_whet_int8_") + (lstm ? "lstm_" : "gru_") + std::to_string(index);
+  module.register_attribute(attr, list_type, c10::IValue(typed));
+  torch::jit::WithInsertPoint guard(n);
+  torch::jit::Value* packed = graph.insertGetAttr(graph.inputs().at(0), attr);
+  torch::jit::Value* dtype = graph.insertConstant(c10::IValue(static_cast<int64_t>(at::kQInt8)));
+  torch::jit::Value* use_dynamic = graph.insertConstant(true);
+  const auto kind = c10::Symbol::fromQualString(
+      lstm ? "aten::quantized_lstm" : "aten::quantized_gru");
+  std::vector<torch::jit::Value*> inputs = {n->input(0), n->input(1), packed};
+  for (size_t i = 3; i < 9; ++i) inputs.push_back(n->input(i));
+  if (lstm) {
+    // quantized_lstm takes dtype and use_dynamic (keyword-only).
+    inputs.push_back(dtype);
+    inputs.push_back(use_dynamic);
+  }
+  torch::jit::Node* q = graph.create(kind, inputs, n->outputs().size());
+  q->insertBefore(n);
+  for (size_t i = 0; i < n->outputs().size(); ++i) {
+    q->output(i)->setType(n->output(i)->type());
+    n->output(i)->replaceAllUsesWith(q->output(i));
+  }
+  // The node must resolve to an operator, or the module would fail only
+  // when run: check now.
+  if (q->maybeOperator() == nullptr) {
+    for (size_t i = 0; i < n->outputs().size(); ++i) {
+      q->output(i)->replaceAllUsesWith(n->output(i));
+    }
+    q->destroy();
+    return false;
+  }
+  n->destroy();
+  return true;
+}
+
 }  // namespace
 
 extern "C" {
@@ -95,16 +195,18 @@ char* whet_torch_freeze(const char* in_path, const char* out_path,
   }
 }
 
-// Dynamic INT8 of a module's linear layers, as torch.ao's dynamic
-// quantization makes them, without Python: the module is loaded, put in eval
+// Dynamic INT8 of a module's linear, LSTM and GRU layers, as torch.ao's
+// dynamic quantization makes them, without Python: the module is loaded, put in eval
 // mode and frozen (so that weights are constants of `forward`), then every
 // `aten::linear` of `forward` whose weight is a constant 2-D float tensor
 // gets that weight quantized to int8 per output channel (symmetric) and
 // prepacked for fbgemm (`quantized::linear_prepack`, kept as an attribute of
 // the module), and runs as `quantized::linear_dynamic` (activations
 // quantized at run time; `reduce_range` keeps them to 7 bits, for CPUs
-// without VNNI). Saved to `out_path` and loaded back. `*quantized` gets the
-// number of layers rewritten; none is an error.
+// without VNNI); `aten::lstm`/`aten::gru` with constant weights likewise
+// run as `quantized::quantized_lstm`/`quantized_gru`. Saved to `out_path`
+// and loaded back. `*quantized` gets the number of layers rewritten; none is
+// an error.
 char* whet_torch_dynamic_int8(const char* in_path, const char* out_path,
                               const char* const* preserved, size_t n_preserved,
                               int reduce_range, size_t* quantized) {
@@ -123,12 +225,15 @@ char* whet_torch_dynamic_int8(const char* in_path, const char* out_path,
     auto graph = frozen.get_method("forward").graph();
     const auto linear = c10::Symbol::fromQualString("aten::linear");
     const auto dynamic = c10::Symbol::fromQualString("quantized::linear_dynamic");
-    auto prepack = c10::Dispatcher::singleton().findSchemaOrThrow(
-        "quantized::linear_prepack", "");
+    const auto lstm = c10::Symbol::fromQualString("aten::lstm");
+    const auto gru = c10::Symbol::fromQualString("aten::gru");
     std::vector<torch::jit::Node*> nodes;
+    std::vector<torch::jit::Node*> rnns;
     for (torch::jit::Node* n : graph->nodes()) {
       if (n->kind() == linear) {
         nodes.push_back(n);
+      } else if (n->kind() == lstm || n->kind() == gru) {
+        rnns.push_back(n);
       }
     }
     size_t done = 0;
@@ -143,17 +248,7 @@ char* whet_torch_dynamic_int8(const char* in_path, const char* out_path,
         if (!b) continue;  // a bias computed at run time: leave the layer
         if (b->isTensor()) bias = b->toTensor().contiguous();
       }
-      weight = weight.contiguous();
-      at::Tensor scales =
-          (weight.abs().amax({1}) / 127.0).clamp_min(1e-12).to(at::kDouble);
-      at::Tensor zero_points = at::zeros({weight.size(0)}, at::kLong);
-      at::Tensor qweight =
-          at::quantize_per_channel(weight, scales, zero_points, 0, at::kQInt8);
-      torch::jit::Stack stack;
-      stack.emplace_back(qweight);
-      stack.emplace_back(bias.has_value() ? c10::IValue(*bias) : c10::IValue());
-      prepack.callBoxed(&stack);
-      c10::IValue packed = stack.at(0);
+      c10::IValue packed = prepack_linear(weight, bias);
       const std::string attr = "_whet_int8_linear_" + std::to_string(done);
       frozen.register_attribute(attr, packed.type(), packed);
       torch::jit::WithInsertPoint guard(n);
@@ -166,9 +261,14 @@ char* whet_torch_dynamic_int8(const char* in_path, const char* out_path,
       n->destroy();
       ++done;
     }
+    for (torch::jit::Node* n : rnns) {
+      if (quantize_rnn(frozen, *graph, n, n->kind() == lstm, reduce_range != 0, done)) {
+        ++done;
+      }
+    }
     if (done == 0) {
       throw std::runtime_error(
-          "no linear layer with a constant float weight to quantize");
+          "no linear, LSTM or GRU layer with constant float weights to quantize");
     }
     *quantized = done;
     try {

@@ -218,6 +218,64 @@ pub fn mlp(path: &Path, inputs: usize, hidden: usize, outputs: usize) -> Result<
     )
 }
 
+/// A one-layer LSTM (`gru` false) or GRU (`gru` true), `batch_first`, from
+/// zero state, as `nn.LSTM`/`nn.GRU` script to (`aten::lstm`/`aten::gru`):
+/// `x: f32 [N, T, inputs]` → the hidden states `[N, T, hidden]`,
+/// deterministic weights, saved to `path`.
+pub fn recurrent(path: &Path, gru: bool, inputs: usize, hidden: usize) -> Result<()> {
+    let values = |n: usize, seed: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| (i as f32 * 0.29 + seed).sin() * 0.25)
+            .collect()
+    };
+    let g = if gru { 3 * hidden } else { 4 * hidden };
+    let (w_ih, w_hh) = (values(g * inputs, 0.3), values(g * hidden, 1.1));
+    let (b_ih, b_hh) = (values(g, 0.5), values(g, 1.9));
+    let (i, h, g) = (inputs as i64, hidden as i64, g as i64);
+    let call = if gru {
+        "torch.gru(x, h0"
+    } else {
+        "torch.lstm(x, [h0, c0]"
+    };
+    let source = format!(
+        "def forward(self, x):\n    \
+         h0 = torch.zeros([1, x.size(0), {hidden}])\n    \
+         c0 = torch.zeros([1, x.size(0), {hidden}])\n    \
+         out = {call}, [self.w_ih, self.w_hh, self.b_ih, self.b_hh], True, 1, 0.0, False, False, True)\n    \
+         return out[0]\n"
+    );
+    script_module(
+        path,
+        &source,
+        &[
+            Named {
+                name: "w_ih",
+                slot: Slot::Parameter,
+                shape: &[g, i],
+                values: &w_ih,
+            },
+            Named {
+                name: "w_hh",
+                slot: Slot::Parameter,
+                shape: &[g, h],
+                values: &w_hh,
+            },
+            Named {
+                name: "b_ih",
+                slot: Slot::Parameter,
+                shape: &[g],
+                values: &b_ih,
+            },
+            Named {
+                name: "b_hh",
+                slot: Slot::Parameter,
+                shape: &[g],
+                values: &b_hh,
+            },
+        ],
+    )
+}
+
 /// The signature [`linear_relu`] and [`running_sum`] are served with: one
 /// positional fp32 input of rows of 2, any number of rows.
 pub fn rows_of_two() -> shared::api::ModelSignature {

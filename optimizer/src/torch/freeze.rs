@@ -61,7 +61,8 @@ pub enum Freeze {
     /// conversions for CPU inference. Its result for convolutions cannot be
     /// loaded back by libtorch; that is an error here, never a file.
     ForInference,
-    /// Frozen, then dynamic INT8 of the linear layers ([`dynamic_int8`]).
+    /// Frozen, then dynamic INT8 of the linear, LSTM and GRU layers
+    /// ([`dynamic_int8`]).
     DynamicInt8,
 }
 
@@ -105,7 +106,8 @@ pub fn freeze(input: &Path, output: &Path, mode: Freeze, preserved: &[&str]) -> 
 /// Dynamic INT8 of the module at `input` into `output` (see the shim's
 /// `whet_torch_dynamic_int8`): frozen, every linear layer with a constant
 /// float weight quantized per output channel and run by fbgemm's dynamic
-/// kernel. `reduce_range` keeps activations to 7 bits (CPUs without VNNI
+/// kernel, every LSTM/GRU with constant weights run as its dynamic
+/// quantized form. `reduce_range` keeps activations to 7 bits (CPUs without VNNI
 /// saturate otherwise). Returns the number of layers quantized.
 pub fn dynamic_int8(
     input: &Path,
@@ -318,7 +320,7 @@ mod tests {
             a.max_rel_error > 0.0,
             "the INT8 module computes differently"
         );
-        // A module with no linear layer has nothing to quantize: an error.
+        // A module with no linear or recurrent layer has nothing to quantize.
         let none = dir.path().join("none.pt");
         let e = dynamic_int8(
             &dir.path().join("mlp.pt").with_file_name("lr.pt"),
@@ -329,6 +331,53 @@ mod tests {
         assert!(e.is_err());
         linear_relu(&dir.path().join("lr.pt")).expect("scripted");
         let e = dynamic_int8(&dir.path().join("lr.pt"), &none, &[], false).unwrap_err();
-        assert!(e.to_string().contains("no linear layer"), "{e}");
+        assert!(
+            e.to_string().contains("no linear, LSTM or GRU layer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dynamic_int8_quantizes_an_lstm_and_a_gru() {
+        for gru in [false, true] {
+            recurrent_int8(gru);
+        }
+    }
+
+    fn recurrent_int8(gru: bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (original, int8) = (dir.path().join("rnn.pt"), dir.path().join("int8.pt"));
+        crate::torch::build::recurrent(&original, gru, 32, 64).expect("scripted");
+        let n = dynamic_int8(&original, &int8, &[], false).expect("quantized");
+        assert_eq!(n, 1);
+        let sig = ModelSignature {
+            format: "torchscript".into(),
+            inputs: vec![TensorSpec {
+                name: "input0".into(),
+                datatype: "FP32".into(),
+                shape: vec![-1, -1, 32],
+            }],
+            outputs: vec![],
+        };
+        let x: Vec<f32> = (0..2 * 10 * 32)
+            .map(|i| ((i as f32) * 0.07).sin())
+            .collect();
+        let input = vec![(
+            "input0".to_string(),
+            Tensor::new(vec![2, 10, 32], TensorData::F32(x)).expect("tensor"),
+        )];
+        let run = |p: &Path| {
+            let mut e = TorchEngine::load(p, sig.clone(), TorchSettings::INFERENCE).expect("loads");
+            e.run(&input).expect("runs")
+        };
+        let (want, got) = (run(&original), run(&int8));
+        assert_eq!(want[0].1.shape, vec![2, 10, 64]);
+        let mut a = crate::verify::Agreement::default();
+        a.update(&want, &got).expect("same outputs");
+        assert!(a.min_cosine > 0.99, "cosine {}", a.min_cosine);
+        assert!(
+            a.max_rel_error > 0.0,
+            "the INT8 module computes differently"
+        );
     }
 }

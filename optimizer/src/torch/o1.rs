@@ -94,7 +94,7 @@ const CANDIDATES: [Candidate; 6] = [
     },
     Candidate {
         name: "o2-torchscript-dynamic-int8",
-        description: "frozen, then every linear layer with a constant weight in dynamic INT8 (weights int8 per output channel, prepacked for fbgemm; activations quantized at run time: quantized::linear_dynamic), no autograd",
+        description: "frozen, then every linear, LSTM and GRU layer with constant weights in dynamic INT8 (weights int8 per output channel, prepacked for fbgemm; activations quantized at run time: quantized::linear_dynamic, aten::quantized_lstm/gru), no autograd",
         freeze: Some(Freeze::DynamicInt8),
         settings: TorchSettings::INFERENCE,
         target: Target::CpuOnly,
@@ -113,8 +113,8 @@ impl Drop for Scratch {
 }
 
 /// What o2 does and does not do for TorchScript, for the report.
-const O2_SCOPE: &str = "o2 for TorchScript: dynamic INT8 of linear layers (through the C++ shim); \
-                        LSTM/GRU and static INT8 of convolutions are not built yet";
+const O2_SCOPE: &str = "o2 for TorchScript: dynamic INT8 of linear, LSTM and GRU layers (through \
+                        the C++ shim); static INT8 of convolutions is not built yet";
 
 /// Test data (positional inputs) or, without it, inputs synthesized from the
 /// first `input_shapes` group; dimensions that `input_shapes` groups vary
