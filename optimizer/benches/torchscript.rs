@@ -5,6 +5,9 @@
 //! CNN scripted in code (what freezing's conv/bn folding is for) and, when
 //! the zoo is there, silero VAD (`silero_vad.jit`, stateful, LSTM).
 //!
+//! At o2 also: a two-layer perceptron and an LSTM scripted in code, with
+//! their linear and recurrent layers in dynamic INT8.
+//!
 //! Run: `cargo bench -p whetstone-optimizer --features torch --bench torchscript`
 //! (with LIBTORCH and its lib/ on LD_LIBRARY_PATH, as scripts/test.sh sets).
 
@@ -79,6 +82,35 @@ fn print(model: &str, r: &OptimizationReport) {
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let simd: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"]
+        .into_iter()
+        .filter(|f| flags.contains(f))
+        .collect();
+    println!("cpu flags: {}", simd.join(" "));
+
+    // o2: dynamic INT8 of linear and recurrent layers.
+    let mlp = dir.path().join("mlp.pt");
+    optimizer::torch::build::mlp(&mlp, 512, 2048, 512).expect("scripted MLP");
+    let opts = OptimizeOptions {
+        level: shared::config::OptimizationLevel::O2,
+        ..options(mlp, &dir.path().join("mlp"), None, vec![vec![vec![8, 512]]])
+    };
+    let (report, _) = optimize(&opts, &mut |_| {}).expect("search");
+    print("o2, MLP 512→2048→512 (torch.linear), input 8*512", &report);
+    let lstm = dir.path().join("lstm.pt");
+    optimizer::torch::build::recurrent(&lstm, false, 128, 512).expect("scripted LSTM");
+    let opts = OptimizeOptions {
+        level: shared::config::OptimizationLevel::O2,
+        ..options(lstm, &dir.path().join("lstm"), None, vec![vec![vec![4, 32, 128]]])
+    };
+    let (report, _) = optimize(&opts, &mut |_| {}).expect("search");
+    print("o2, LSTM 128→512 (aten::lstm), input 4*32*128", &report);
 
     for (channels, blocks, side) in [(32, 4, 56), (64, 6, 56)] {
         let model = dir.path().join(format!("cnn_{channels}x{blocks}.pt"));
