@@ -401,15 +401,5 @@ pub fn clients_dir() -> PathBuf {
 /// machines differ: some have AVX-512 VNNI, some only AVX2), for a
 /// benchmark to print beside its figures.
 pub fn cpu_flags() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = info
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .unwrap_or_default();
-    ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile"]
-        .iter()
-        .filter(|f| flags.split_whitespace().any(|x| x == **f))
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ")
+    optimizer::bench::cpu_flags()
 }

@@ -406,11 +406,7 @@ fn main() {
         let work = tempfile::tempdir().expect("temp dir");
         let mut table = Vec::new();
         built_models(work.path(), &mut table);
-        println!(
-            "
-cpu flags: {}",
-            cpu_flags_line()
-        );
+        println!("\ncpu flags: {}", optimizer::bench::cpu_flags());
         print_table(&table);
         return;
     }
@@ -688,7 +684,7 @@ cpu flags: {}",
 
     built_models(work.path(), &mut table);
 
-    println!("\ncpu flags: {}", cpu_flags_line());
+    println!("\ncpu flags: {}", optimizer::bench::cpu_flags());
     print_table(&table);
     println!(
         "\npeak RSS of this process (optimizations + all sessions): {:.0} MB (at start {:.0} MB)",
@@ -702,35 +698,6 @@ fn print_table(table: &[String]) {
     println!("|----------|--------------------------------------------|----------|---------|----------|---------|----------|");
     for row in table {
         println!("{row}");
-    }
-}
-
-/// The SIMD flags of this CPU that decide INT8 and fp32 speed (machines of
-/// our kind differ: some have AVX-512 VNNI, some only AVX2).
-fn cpu_flags_line() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = info
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .map(|l| l.split_whitespace().collect())
-        .unwrap_or_default();
-    let wanted = [
-        "avx2",
-        "fma",
-        "avx512f",
-        "avx512_vnni",
-        "avx_vnni",
-        "amx_int8",
-    ];
-    let have: Vec<&str> = wanted
-        .iter()
-        .filter(|w| flags.contains(w))
-        .copied()
-        .collect();
-    if have.is_empty() {
-        "none of avx2/avx512/vnni".into()
-    } else {
-        have.join(" ")
     }
 }
 

@@ -82,17 +82,7 @@ fn print(model: &str, r: &OptimizationReport) {
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> = info
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .map(|l| l.split_whitespace().collect())
-        .unwrap_or_default();
-    let simd: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"]
-        .into_iter()
-        .filter(|f| flags.contains(f))
-        .collect();
-    println!("cpu flags: {}", simd.join(" "));
+    println!("cpu flags: {}", optimizer::bench::cpu_flags());
 
     // o2: dynamic INT8 of linear and recurrent layers.
     let mlp = dir.path().join("mlp.pt");
@@ -107,7 +97,12 @@ fn main() {
     optimizer::torch::build::recurrent(&lstm, false, 128, 512).expect("scripted LSTM");
     let opts = OptimizeOptions {
         level: shared::config::OptimizationLevel::O2,
-        ..options(lstm, &dir.path().join("lstm"), None, vec![vec![vec![4, 32, 128]]])
+        ..options(
+            lstm,
+            &dir.path().join("lstm"),
+            None,
+            vec![vec![vec![4, 32, 128]]],
+        )
     };
     let (report, _) = optimize(&opts, &mut |_| {}).expect("search");
     print("o2, LSTM 128→512 (aten::lstm), input 4*32*128", &report);

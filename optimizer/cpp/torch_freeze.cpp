@@ -42,6 +42,37 @@ char* error_message(const std::exception& e) {
   return copy_message(cut == std::string::npos ? what : what.substr(0, cut));
 }
 
+// The module at `in_path`, on the CPU whatever device it was saved from (the
+// search loads results on its own device), in eval mode and frozen:
+// parameters and attributes inlined as constants, `forward` and every method
+// of `preserved` that it has kept callable. `keep` gets those methods.
+torch::jit::Module load_frozen(const char* in_path, const char* const* preserved,
+                               size_t n_preserved, std::vector<std::string>& keep) {
+  torch::jit::Module module = torch::jit::load(std::string(in_path), torch::kCPU);
+  module.eval();
+  for (size_t i = 0; i < n_preserved; ++i) {
+    std::string name(preserved[i]);
+    if (module.find_method(name).has_value()) {
+      keep.push_back(name);
+    }
+  }
+  return torch::jit::freeze(module, keep, /*optimize_numerics=*/true);
+}
+
+// Saves `module` to `out_path` and loads it back: what cannot be loaded back
+// is no artifact. On failure no file is left, and the message says which
+// step (`what`) made it.
+void save_checked(torch::jit::Module& module, const char* out_path, const std::string& what) {
+  try {
+    module.save(std::string(out_path));
+    torch::jit::load(std::string(out_path), torch::kCPU);
+  } catch (const std::exception& e) {
+    std::remove(out_path);
+    throw std::runtime_error(
+        what + " produced a module that libtorch cannot save and load back: " + e.what());
+  }
+}
+
 // `weight` (2-D float) quantized to int8 per output channel, symmetric,
 // and prepacked for fbgemm with `bias` (quantized::linear_prepack).
 c10::IValue prepack_linear(at::Tensor weight, std::optional<at::Tensor> bias) {
@@ -157,36 +188,16 @@ char* whet_torch_freeze(const char* in_path, const char* out_path,
                         const char* const* preserved, size_t n_preserved,
                         int optimize) {
   try {
-    // On the CPU whatever device it was saved from: the search loads the
-    // result on its own device.
-    torch::jit::Module module = torch::jit::load(std::string(in_path), torch::kCPU);
-    module.eval();
     std::vector<std::string> keep;
-    for (size_t i = 0; i < n_preserved; ++i) {
-      std::string name(preserved[i]);
-      if (module.find_method(name).has_value()) {
-        keep.push_back(name);
-      }
-    }
-    torch::jit::Module frozen =
-        torch::jit::freeze(module, keep, /*optimize_numerics=*/true);
+    torch::jit::Module frozen = load_frozen(in_path, preserved, n_preserved, keep);
     if (optimize != 0) {
       frozen = torch::jit::optimize_for_inference(frozen, keep);
     }
-    // What cannot be loaded back is no artifact (optimize_for_inference
-    // bakes convolutions into prepacked MKL-DNN objects, which save but do
-    // not load: "required keyword attribute 'value' is undefined"): check
-    // here, where the message can say which step made it, and leave no
-    // file behind.
-    try {
-      frozen.save(std::string(out_path));
-      torch::jit::load(std::string(out_path), torch::kCPU);
-    } catch (const std::exception& e) {
-      std::remove(out_path);
-      throw std::runtime_error(
-          std::string(optimize != 0 ? "optimize_for_inference" : "freezing") +
-          " produced a module that libtorch cannot save and load back: " + e.what());
-    }
+    // optimize_for_inference bakes convolutions into prepacked MKL-DNN
+    // objects, which save but do not load ("required keyword attribute
+    // 'value' is undefined"): checked here, where the message can say which
+    // step made it.
+    save_checked(frozen, out_path, optimize != 0 ? "optimize_for_inference" : "freezing");
     return nullptr;
   } catch (const std::exception& e) {
     return error_message(e);
@@ -211,17 +222,8 @@ char* whet_torch_dynamic_int8(const char* in_path, const char* out_path,
                               const char* const* preserved, size_t n_preserved,
                               int reduce_range, size_t* quantized) {
   try {
-    torch::jit::Module module = torch::jit::load(std::string(in_path), torch::kCPU);
-    module.eval();
     std::vector<std::string> keep;
-    for (size_t i = 0; i < n_preserved; ++i) {
-      std::string name(preserved[i]);
-      if (module.find_method(name).has_value()) {
-        keep.push_back(name);
-      }
-    }
-    torch::jit::Module frozen =
-        torch::jit::freeze(module, keep, /*optimize_numerics=*/true);
+    torch::jit::Module frozen = load_frozen(in_path, preserved, n_preserved, keep);
     auto graph = frozen.get_method("forward").graph();
     const auto linear = c10::Symbol::fromQualString("aten::linear");
     const auto dynamic = c10::Symbol::fromQualString("quantized::linear_dynamic");
@@ -271,14 +273,7 @@ char* whet_torch_dynamic_int8(const char* in_path, const char* out_path,
           "no linear, LSTM or GRU layer with constant float weights to quantize");
     }
     *quantized = done;
-    try {
-      frozen.save(std::string(out_path));
-      torch::jit::load(std::string(out_path), torch::kCPU);
-    } catch (const std::exception& e) {
-      std::remove(out_path);
-      throw std::runtime_error(
-          std::string("the dynamic INT8 module cannot be saved and loaded back: ") + e.what());
-    }
+    save_checked(frozen, out_path, "dynamic INT8");
     return nullptr;
   } catch (const std::exception& e) {
     return error_message(e);

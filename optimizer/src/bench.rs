@@ -65,6 +65,33 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
     values[idx]
 }
 
+/// The SIMD flags of this CPU that decide engine speed (machines of our
+/// kind differ: some have AVX-512 VNNI, some only AVX2), for a benchmark
+/// to print beside its figures.
+pub fn cpu_flags() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default();
+    let have: Vec<&str> = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "amx_tile",
+    ]
+    .into_iter()
+    .filter(|f| flags.split_whitespace().any(|x| x == *f))
+    .collect();
+    if have.is_empty() {
+        "none of avx2/avx512/vnni".into()
+    } else {
+        have.join(" ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

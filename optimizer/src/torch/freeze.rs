@@ -47,6 +47,14 @@ pub(super) unsafe fn take_message(message: *mut c_char) -> Option<String> {
     Some(text.trim().to_string())
 }
 
+/// Method names as C strings for the shim.
+fn c_names(names: &[&str]) -> Result<Vec<CString>> {
+    names
+        .iter()
+        .map(|s| CString::new(*s).map_err(|_| OptimizerError::Config(format!("method name {s:?}"))))
+        .collect()
+}
+
 pub(super) fn c_path(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_encoded_bytes())
         .map_err(|_| OptimizerError::Config(format!("path {} holds a NUL byte", p.display())))
@@ -76,10 +84,7 @@ pub fn freeze(input: &Path, output: &Path, mode: Freeze, preserved: &[&str]) -> 
         return dynamic_int8(input, output, preserved, saturating).map(drop);
     }
     let (i, o) = (c_path(input)?, c_path(output)?);
-    let names: Vec<CString> = preserved
-        .iter()
-        .map(|s| CString::new(*s).map_err(|_| OptimizerError::Config(format!("method name {s:?}"))))
-        .collect::<Result<_>>()?;
+    let names = c_names(preserved)?;
     let ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
     // SAFETY: every pointer is a NUL-terminated string that outlives the
     // call; the shim catches every C++ exception and returns either NULL or
@@ -116,10 +121,7 @@ pub fn dynamic_int8(
     reduce_range: bool,
 ) -> Result<usize> {
     let (i, o) = (c_path(input)?, c_path(output)?);
-    let names: Vec<CString> = preserved
-        .iter()
-        .map(|s| CString::new(*s).map_err(|_| OptimizerError::Config(format!("method name {s:?}"))))
-        .collect::<Result<_>>()?;
+    let names = c_names(preserved)?;
     let ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
     let mut quantized = 0usize;
     // SAFETY: as in `freeze`; `quantized` is a valid place for the count.
