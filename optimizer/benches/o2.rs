@@ -4,13 +4,15 @@
 //! best settings (built by `scripts/peers.py` when a Python with onnxruntime
 //! is available: `scripts/bench.sh` sets that up).
 //!
-//! Then the models the tests build (an opset-11 CNN with its weights in
+//! Then the zoo's TensorFlow graphs (imported to ONNX by our importer) and
+//! the models the tests build (an opset-11 CNN with its weights in
 //! `Constant` nodes, a segmentation net with a sigmoid map, a CTC-style
 //! recognizer), each against ORT's tools run on it by `scripts/peers.py
 //! generic` — any ONNX model with one image input goes through the same path.
 //!
 //! Run: `scripts/bench.sh` (or `cargo bench -p whetstone-optimizer --bench o2`;
-//! `O2_BENCH=built` for the built models alone). Needs the zoo
+//! `O2_BENCH=built` for the built models alone, `O2_BENCH=tf` for the zoo's
+//! TensorFlow graphs alone). Needs the zoo
 //! (`WHETSTONE_ZOO`, default `../shared/zoo`) except for `O2_BENCH=built`.
 
 use std::path::{Path, PathBuf};
@@ -273,7 +275,6 @@ fn built_models(work: &Path, table: &mut Vec<String>) {
             serde_json::json!({"min_sequence_agreement": 0.9}),
         ),
     ];
-    let python = std::env::var_os("WHET_PEER_PYTHON").map(PathBuf::from);
     for (name, model, (h, w), acc) in cases {
         let dir = work.join(name);
         std::fs::create_dir_all(&dir).expect("folder");
@@ -283,124 +284,234 @@ fn built_models(work: &Path, table: &mut Vec<String>) {
         data::write_npz(&test, &[("x", &onnx_build::blob_images(8, h, w, 3))]).expect("test npz");
         data::write_npz(&calib, &[("x", &onnx_build::blob_images(32, h, w, 101))])
             .expect("calib npz");
-        println!(
-            "
-{name}: o2 search (built by onnx_build, {h}×{w} inputs, accuracy {acc})"
-        );
+        println!("\n{name}: o2 search (built by onnx_build, {h}×{w} inputs, accuracy {acc})");
         let accuracy: shared::config::Accuracy = serde_json::from_value(acc).expect("accuracy");
-        let (meta, report, secs) = run_ours_gated(
-            &path,
-            &test,
-            &calib,
-            vec![vec![vec![1, 3, h, w]]],
-            &dir.join("ours"),
-            Some(accuracy.clone()),
-        );
-        let mut contenders = vec![
-            Contender {
-                name: "ORT fp32 (Level3)".into(),
-                engine: Engine::load(&path, &one_thread(GraphLevel::All)).expect("fp32"),
-            },
-            Contender {
-                name: format!("whetstone o2: {}", meta.candidate),
-                engine: Engine::load(
-                    &dir.join("ours/model.onnx"),
-                    &SessionSettings {
-                        intra_threads: 1,
-                        ..meta.session.clone()
-                    },
-                )
-                .expect("ours"),
-            },
-        ];
-        let mut refused = Vec::new();
-        if let Some(py) = &python {
-            let peers_dir = dir.join("peers");
-            let out = std::process::Command::new(py)
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/peers.py"))
-                .args(["generic"])
-                .arg(&path)
-                .arg(&peers_dir)
-                .arg(&calib)
-                .arg("x")
-                .output()
-                .expect("run peers.py");
-            let said = String::from_utf8_lossy(&out.stdout);
-            for line in said.lines().filter(|l| l.contains("FAILED")) {
-                refused.push(line.replace(&format!("{name}__"), ""));
-            }
-            let mut peers: Vec<PathBuf> = std::fs::read_dir(&peers_dir)
-                .map(|d| d.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            peers.retain(|p| p.extension().is_some_and(|e| e == "onnx"));
-            peers.sort();
-            for p in peers {
-                let label = p
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().replace(&format!("{name}__"), ""))
-                    .unwrap_or_default();
-                match Engine::load(&p, &one_thread(GraphLevel::All)) {
-                    Ok(engine) => contenders.push(Contender {
-                        name: label,
-                        engine,
-                    }),
-                    Err(e) => refused.push(format!(
-                        "{label}: ONNX Runtime refuses to load it: {}",
-                        e.to_string().chars().take(160).collect::<String>()
-                    )),
-                }
-            }
-        }
-        let samples = data::load(&test, &optimizer::engine::inspect(&path).expect("inspect"))
-            .expect("test samples")
-            .samples;
-        let times = time_interleaved(&mut contenders, &[samples[0].clone()], 6, 4);
-        let gate = optimizer::verify::Gate::O2.with_overrides(Some(&accuracy));
-        let reference: Vec<_> = samples
-            .iter()
-            .map(|s| contenders[0].engine.run(s).expect("fp32 run"))
-            .collect();
-        for (c, t) in contenders.iter_mut().zip(&times) {
-            let mut a = optimizer::verify::Agreement::for_gate(&gate);
-            for (s, r) in samples.iter().zip(&reference) {
-                let out = c.engine.run(s).expect("run");
-                if let Err(e) = a.update(r, &out) {
-                    println!("  {}: {e}", c.name);
-                }
-            }
-            let judged = [
-                ("top-1", a.top1()),
-                ("regions", a.regions.share()),
-                ("sequences", a.sequences.share()),
-            ]
-            .iter()
-            .filter_map(|(w, v)| v.map(|v| format!("{w} {:.0}%", v * 100.0)))
-            .collect::<Vec<_>>()
-            .join(", ");
-            table.push(format!(
-                "| {name:<8} | {:<42} | {:>8.3} | {:>6.2}x | {:>8} | {:>7} | cosine {:.4}{}{} |",
-                c.name,
-                t[0],
-                times[0][0] / t[0],
-                "-",
-                "-",
-                a.min_cosine,
-                if judged.is_empty() { "" } else { ", " },
-                judged
-            ));
-        }
-        for r in refused {
-            table.push(format!("| {name:<8} | {r} | | | | | |"));
-        }
-        table.push(format!(
-            "| {name:<8} | o2 search wall time {secs:.1} s (report: {:.1} s), {} candidates | | | | | |",
-            report.total_seconds,
-            report.candidates.len()
-        ));
+        bench_onnx(name, &path, &test, &calib, accuracy, &dir, table);
     }
 }
 
+/// The zoo's TensorFlow graphs, imported to ONNX by our importer, through
+/// the same comparison. MobileNetV2 has no calibration set in the zoo: both
+/// sides calibrate on its test set, and the row says so.
+fn zoo_tf_models(zoo: &Path, work: &Path, table: &mut Vec<String>) {
+    for (name, pb, test, calib) in [
+        (
+            "textcnn",
+            "textcnn_frozen.pb",
+            "test_textcnn.npz",
+            "calib_textcnn.npz",
+        ),
+        (
+            "mobilenet",
+            "mobilenet_v2_frozen.pb",
+            "test_mobilenet_v2.npy",
+            "test_mobilenet_v2.npy",
+        ),
+    ] {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir).expect("folder");
+        let imported = optimizer::inspect::tensorflow(&zoo.join(pb), None, None).expect("import");
+        let path = dir.join(format!("{name}.onnx"));
+        std::fs::write(&path, &imported.onnx).expect("write the imported graph");
+        println!("\n{name}: {pb} imported to ONNX, o2 search ({test}, calibration {calib})");
+        let label = if test == calib {
+            format!("{name} (calibrated on its test set)")
+        } else {
+            name.to_string()
+        };
+        bench_onnx(
+            &label,
+            &path,
+            &zoo.join(test),
+            &zoo.join(calib),
+            Default::default(),
+            &dir,
+            table,
+        );
+    }
+}
+
+/// One model through the comparison: our o2 search with `accuracy` on
+/// `test` and `calib` (any format `data::load` reads), ORT fp32 (Level3),
+/// and ORT's tools (`scripts/peers.py generic`, when a Python with
+/// onnxruntime is set) calibrated on the same samples; timed interleaved on
+/// the first test sample and judged against fp32 by the gate's metrics.
+fn bench_onnx(
+    name: &str,
+    path: &Path,
+    test: &Path,
+    calib: &Path,
+    accuracy: shared::config::Accuracy,
+    dir: &Path,
+    table: &mut Vec<String>,
+) {
+    let sig = optimizer::engine::inspect(path).expect("inspect");
+    let samples = data::load(test, &sig).expect("test samples").samples;
+    let shapes = vec![samples[0].iter().map(|(_, t)| t.shape.clone()).collect()];
+    let (meta, report, secs) = run_ours_gated(
+        path,
+        test,
+        calib,
+        shapes,
+        &dir.join("ours"),
+        Some(accuracy.clone()),
+    );
+    let mut contenders = vec![
+        Contender {
+            name: "ORT fp32 (Level3)".into(),
+            engine: Engine::load(path, &one_thread(GraphLevel::All)).expect("fp32"),
+        },
+        Contender {
+            name: format!("whetstone o2: {}", meta.candidate),
+            engine: Engine::load(
+                &dir.join("ours/model.onnx"),
+                &SessionSettings {
+                    intra_threads: 1,
+                    ..meta.session.clone()
+                },
+            )
+            .expect("ours"),
+        },
+    ];
+    let mut refused = Vec::new();
+    let python = std::env::var_os("WHET_PEER_PYTHON").map(PathBuf::from);
+    if let (Some(py), [input]) = (&python, sig.inputs.as_slice()) {
+        // ORT's tools read an .npz of the one input, samples on axis 0.
+        let calib_samples = data::load(calib, &sig).expect("calibration").samples;
+        let stacked = stack(&calib_samples);
+        let calib_npz = dir.join("peer_calib.npz");
+        data::write_npz(&calib_npz, &[(input.name.as_str(), &stacked)]).expect("peer calibration");
+        let peers_dir = dir.join("peers");
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let out = std::process::Command::new(py)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/peers.py"))
+            .arg("generic")
+            .arg(path)
+            .arg(&peers_dir)
+            .arg(&calib_npz)
+            .arg(&input.name)
+            .output()
+            .expect("run peers.py");
+        let said = String::from_utf8_lossy(&out.stdout);
+        for line in said.lines().filter(|l| l.contains("FAILED")) {
+            refused.push(line.replace(&format!("{stem}__"), ""));
+        }
+        let mut peers: Vec<PathBuf> = std::fs::read_dir(&peers_dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        peers.retain(|p| p.extension().is_some_and(|e| e == "onnx"));
+        peers.sort();
+        for p in peers {
+            let label = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace(&format!("{stem}__"), ""))
+                .unwrap_or_default();
+            match Engine::load(&p, &one_thread(GraphLevel::All)) {
+                Ok(engine) => contenders.push(Contender {
+                    name: label,
+                    engine,
+                }),
+                Err(e) => refused.push(format!(
+                    "{label}: ONNX Runtime refuses to load it: {}",
+                    e.to_string().chars().take(160).collect::<String>()
+                )),
+            }
+        }
+    }
+    let times = time_interleaved(&mut contenders, &[samples[0].clone()], 6, 4);
+    let gate = optimizer::verify::Gate::O2.with_overrides(Some(&accuracy));
+    let reference: Vec<_> = samples
+        .iter()
+        .map(|s| contenders[0].engine.run(s).expect("fp32 run"))
+        .collect();
+    for (c, t) in contenders.iter_mut().zip(&times) {
+        let mut a = optimizer::verify::Agreement::for_gate(&gate);
+        for (s, r) in samples.iter().zip(&reference) {
+            let out = c.engine.run(s).expect("run");
+            if let Err(e) = a.update(r, &out) {
+                println!("  {}: {e}", c.name);
+            }
+        }
+        let judged = [
+            ("top-1", a.top1()),
+            ("regions", a.regions.share()),
+            ("sequences", a.sequences.share()),
+        ]
+        .iter()
+        .filter_map(|(w, v)| v.map(|v| format!("{w} {:.0}%", v * 100.0)))
+        .collect::<Vec<_>>()
+        .join(", ");
+        table.push(format!(
+            "| {name:<8} | {:<42} | {:>8.3} | {:>6.2}x | {:>8} | {:>7} | cosine {:.4}{}{} |",
+            c.name,
+            t[0],
+            times[0][0] / t[0],
+            "-",
+            "-",
+            a.min_cosine,
+            if judged.is_empty() { "" } else { ", " },
+            judged
+        ));
+    }
+    for r in refused {
+        table.push(format!("| {name:<8} | {r} | | | | | |"));
+    }
+    table.push(format!(
+        "| {name:<8} | o2 search wall time {secs:.1} s (report: {:.1} s), {} candidates | | | | | |",
+        report.total_seconds,
+        report.candidates.len()
+    ));
+}
+
+/// Samples of one input stacked on axis 0 (batch-1 samples of any dtype
+/// the readers give).
+fn stack(samples: &[Sample]) -> Tensor {
+    let first = &samples[0][0].1;
+    let mut shape = first.shape.clone();
+    shape[0] = samples.iter().map(|s| s[0].1.shape[0]).sum();
+    let data = match &first.data {
+        TensorData::F32(_) => TensorData::F32(
+            samples
+                .iter()
+                .flat_map(|s| f32s(&s[0].1).to_vec())
+                .collect(),
+        ),
+        TensorData::I32(_) => TensorData::I32(
+            samples
+                .iter()
+                .flat_map(|s| match &s[0].1.data {
+                    TensorData::I32(v) => v.clone(),
+                    _ => panic!("mixed dtypes"),
+                })
+                .collect(),
+        ),
+        TensorData::I64(_) => TensorData::I64(
+            samples
+                .iter()
+                .flat_map(|s| match &s[0].1.data {
+                    TensorData::I64(v) => v.clone(),
+                    _ => panic!("mixed dtypes"),
+                })
+                .collect(),
+        ),
+        other => panic!("no stacking for {other:?}"),
+    };
+    Tensor::new(shape, data).expect("stacked")
+}
+
 fn main() {
+    if std::env::var("O2_BENCH").as_deref() == Ok("tf") {
+        // Only the zoo's TensorFlow graphs.
+        let work = tempfile::tempdir().expect("temp dir");
+        let mut table = Vec::new();
+        zoo_tf_models(&zoo(), work.path(), &mut table);
+        println!("\ncpu flags: {}", optimizer::bench::cpu_flags());
+        print_table(&table);
+        return;
+    }
     if std::env::var("O2_BENCH").as_deref() == Ok("built") {
         // Only the models the tests build (no zoo needed).
         let work = tempfile::tempdir().expect("temp dir");
@@ -683,6 +794,7 @@ fn main() {
     ));
 
     built_models(work.path(), &mut table);
+    zoo_tf_models(&zoo, work.path(), &mut table);
 
     println!("\ncpu flags: {}", optimizer::bench::cpu_flags());
     print_table(&table);
