@@ -68,6 +68,7 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
 /// The SIMD flags of this CPU that decide engine speed (machines of our
 /// kind differ: some have AVX-512 VNNI, some only AVX2), for a benchmark
 /// to print beside its figures.
+#[cfg(any(test, feature = "internals"))]
 pub fn cpu_flags() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let flags = info

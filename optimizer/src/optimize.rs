@@ -630,6 +630,7 @@ fn build_candidates(
             (Some(m), true) => m.clone(),
             _ => onnx::load(&opts.model)?,
         },
+        work,
         notes,
         progress,
     ));
@@ -795,9 +796,11 @@ fn build_candidates(
 /// graph ONNX Runtime already fuses well makes it slower once quantized).
 fn int8_ready(
     model: onnx::ModelProto,
+    work: &Path,
     notes: &mut Vec<String>,
     progress: Progress<'_>,
 ) -> onnx::ModelProto {
+    let model = layout_clean(model, work, notes, progress);
     let none = HashSet::new();
     let weighted = |m: &onnx::ModelProto| {
         quantize::qdq::plan(m, &none).nodes.len() + quantize::dynamic::candidates(m).len()
@@ -842,6 +845,54 @@ fn int8_ready(
         m
     } else {
         model
+    }
+}
+
+/// Graphs imported from a channels-last framework (TensorFlow, via our
+/// importer or tf2onnx) wrap every convolution in layout `Transpose`s and
+/// often carry batch norm as `Mul`/`Add`/`Sqrt` chains; quantized as they
+/// are, each convolution is an island between float transposes, slower
+/// than float. ONNX Runtime's basic-level optimization (constant folding,
+/// its transpose optimizer, Conv+Mul/Add folding — no fused contrib ops)
+/// makes them plain NCHW convolutions with their weights folded, the form
+/// static INT8 fuses well. Applied when the graph has at least as many
+/// `Transpose`s as convolutions; the gate judges the result as always.
+fn layout_clean(
+    model: onnx::ModelProto,
+    work: &Path,
+    notes: &mut Vec<String>,
+    progress: Progress<'_>,
+) -> onnx::ModelProto {
+    let g = onnx::graph(&model);
+    let count = |op: &str| g.node.iter().filter(|n| n.op_type == op).count();
+    let (convs, transposes) = (count("Conv"), count("Transpose"));
+    if convs == 0 || transposes < convs {
+        return model;
+    }
+    let (src, dst) = (
+        work.join("int8-layout-src.onnx"),
+        work.join("int8-layout.onnx"),
+    );
+    let cleaned = std::fs::write(&src, onnx::to_bytes(&model))
+        .map_err(|e| OptimizerError::io(&src, e))
+        .and_then(|()| {
+            engine::save_optimized_on(&src, &dst, GraphLevel::Basic, ExecutionProvider::Cpu)
+        })
+        .and_then(|()| onnx::load(&dst));
+    match cleaned {
+        Ok(m) => {
+            let (before, after) = (g.node.len(), onnx::graph(&m).node.len());
+            let what = format!(
+                "INT8 builds on ONNX Runtime's basic-level optimization of this channels-last graph ({transposes} Transposes around {convs} convolutions): {before} → {after} nodes"
+            );
+            progress(&format!("[OK] {what}"));
+            notes.push(what);
+            m
+        }
+        Err(e) => {
+            notes.push(format!("layout clean-up for INT8 skipped: {e}"));
+            model
+        }
     }
 }
 
