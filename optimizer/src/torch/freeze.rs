@@ -294,7 +294,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (original, int8) = (dir.path().join("mlp.pt"), dir.path().join("int8.pt"));
         crate::torch::build::mlp(&original, 64, 128, 8).expect("scripted");
-        let n = dynamic_int8(&original, &int8, &[], false).expect("quantized");
+        let n = dynamic_int8(&original, &int8, &[], crate::quantize::saturating_u8s8())
+            .expect("quantized");
         assert_eq!(n, 2);
         let sig = ModelSignature {
             format: "torchscript".into(),
@@ -322,6 +323,12 @@ mod tests {
             a.max_rel_error > 0.0,
             "the INT8 module computes differently"
         );
+        // With 7-bit activations (what CPUs without VNNI get) too.
+        let reduced = dir.path().join("int8-7bit.pt");
+        dynamic_int8(&original, &reduced, &[], true).expect("quantized");
+        let mut b = crate::verify::Agreement::default();
+        b.update(&want, &run(&reduced)).expect("same outputs");
+        assert!(b.min_cosine > 0.99, "7-bit cosine {}", b.min_cosine);
         // A module with no linear or recurrent layer has nothing to quantize.
         let none = dir.path().join("none.pt");
         let e = dynamic_int8(
@@ -350,7 +357,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (original, int8) = (dir.path().join("rnn.pt"), dir.path().join("int8.pt"));
         crate::torch::build::recurrent(&original, gru, 32, 64).expect("scripted");
-        let n = dynamic_int8(&original, &int8, &[], false).expect("quantized");
+        let n = dynamic_int8(&original, &int8, &[], crate::quantize::saturating_u8s8())
+            .expect("quantized");
         assert_eq!(n, 1);
         let sig = ModelSignature {
             format: "torchscript".into(),
