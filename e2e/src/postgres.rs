@@ -101,7 +101,7 @@ impl Postgres {
             String::from_utf8_lossy(&mk.stderr)
         );
         let dir = PathBuf::from(String::from_utf8_lossy(&mk.stdout).trim());
-        let pg = Postgres {
+        let mut pg = Postgres {
             dir,
             bin,
             port: free_port(),
@@ -121,7 +121,20 @@ impl Postgres {
                 "UTF8",
             ],
         );
-        pg.start_server();
+        // The port was free when picked, but on a busy machine another
+        // process (a client's ephemeral port, another test's server) may take
+        // it before PostgreSQL binds it: no URL was handed out yet, so a
+        // failed first start tries another port.
+        for attempt in 1..=3 {
+            match pg.try_start_server() {
+                Ok(()) => return pg,
+                Err(e) if attempt < 3 => {
+                    eprintln!("PostgreSQL did not start on port {} (attempt {attempt}), trying another port: {e}", pg.port);
+                    pg.port = free_port();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
         pg
     }
 
@@ -159,6 +172,22 @@ impl Postgres {
     /// Starts (or starts again) the server and waits until it accepts
     /// connections.
     pub fn start_server(&self) {
+        // Started again on its own port (URLs were handed out): a start that
+        // fails on a busy machine is tried again after a pause.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.try_start_server() {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
+        panic!("{last}");
+    }
+
+    /// One `pg_ctl start`; on failure, its output and the end of the
+    /// server's log.
+    fn try_start_server(&self) -> Result<(), String> {
         let data = self.data_dir();
         let log = self.dir.join("server.log");
         let opts = format!(
@@ -166,21 +195,38 @@ impl Postgres {
             self.port,
             self.dir.display()
         );
-        self.run_ok(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
+        let out = self
+            .command(
+                "pg_ctl",
+                &[
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-l",
+                    log.to_str().unwrap(),
+                    "-o",
+                    &opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            )
+            .output()
+            .map_err(|e| format!("pg_ctl: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        // A server that did come up late must not hold the data folder.
+        self.stop_server();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(8).collect();
+        Err(format!(
+            "pg_ctl start on port {} failed: {}{}\nserver log (last lines):\n{}",
+            self.port,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
     }
 
     /// Stops the server (fast shutdown: open sessions are ended).
