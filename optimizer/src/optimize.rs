@@ -824,18 +824,14 @@ fn int8_ready(
             m = model.clone();
         }
     }
-    let mut raised = false;
     if old_opset {
         match OpsetUpgrade.run(&mut m, &PassContext::default()) {
-            Ok(r) => {
-                done.push(r.note);
-                raised = true;
-            }
+            Ok(r) => done.push(r.note),
             Err(e) => notes.push(format!("INT8 stays at opset {from}: {e}")),
         }
     }
     let (before, after) = (weighted(&model), weighted(&m));
-    if after > before || raised {
+    if after > before || onnx::opset(&m) > from {
         let what = format!(
             "INT8 builds on a prepared graph: {}; quantizable nodes {before} → {after}",
             done.join(", ")

@@ -871,8 +871,6 @@ async fn run_plugin(
     Ok(dir)
 }
 
-/// A build folder of its own for each build (a crashed build's leftovers
-/// never mix with the next one's files).
 /// Fetches something into `tmp` (with `fetch`, which also checks what it
 /// fetched), then renames it to `dest`, so that a reader finds `dest` whole
 /// or not at all. Whatever fails, `tmp` is removed; a failure is no failure
@@ -905,6 +903,8 @@ pub(crate) async fn fetch_into_place(
     Ok(())
 }
 
+/// A build folder of its own for each build (a crashed build's leftovers
+/// never mix with the next one's files).
 fn build_dir(state: &Deployer, key: &str) -> PathBuf {
     state
         .settings

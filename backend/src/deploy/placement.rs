@@ -80,9 +80,7 @@ pub fn plan(
     out.into_iter()
         .map(|kept| {
             kept.unwrap_or_else(|| {
-                let best = eligible
-                    .iter()
-                    .min_by_key(|id| (load[id.as_str()], id.as_str() != me, id.as_str()))
+                let best = least_loaded(eligible, |id| load[id], Some(me))
                     .map(String::as_str)
                     .unwrap_or(me);
                 if let Some(c) = load.get_mut(best) {
@@ -92,6 +90,18 @@ pub fn plan(
             })
         })
         .collect()
+}
+
+/// The eligible node with the fewest slots (`load`), `prefer` first on a
+/// tie, then by id; `None` when none is eligible.
+fn least_loaded<'a>(
+    eligible: &'a [String],
+    load: impl Fn(&str) -> u32,
+    prefer: Option<&str>,
+) -> Option<&'a String> {
+    eligible
+        .iter()
+        .min_by_key(|id| (load(id), Some(id.as_str()) != prefer, id.as_str()))
 }
 
 /// The heartbeats older than this are a dead node's: two thirds of a lease,
@@ -367,10 +377,8 @@ pub async fn replace_orphans(state: &Deployer) -> Result<(), DeployError> {
             continue;
         };
         let eligible = eligible(&nodes, &svc.config);
-        let Some(to) = eligible
-            .iter()
-            .min_by_key(|id| (load.get(*id).copied().unwrap_or(0), id.as_str()))
-            .cloned()
+        let Some(to) =
+            least_loaded(&eligible, |id| load.get(id).copied().unwrap_or(0), None).cloned()
         else {
             tracing::warn!(service = %p.service, "no live node can take instance {} of node {}", p.slot, p.node);
             continue;

@@ -75,19 +75,15 @@ pub async fn forward_remote(State(state): State<AppState>, req: Request, next: N
     let Some(name) = service_of(req.uri().path()).map(str::to_string) else {
         return next.run(req).await;
     };
-    if state.store.dialect() != Dialect::Postgres || req.headers().contains_key(FORWARDED) {
+    let here = state.instances.get(&name).is_some();
+    if here || state.store.dialect() != Dialect::Postgres || req.headers().contains_key(FORWARDED) {
         let mut r = next.run(req).await;
-        if state.instances.get(&name).is_some() {
+        // Named only when an instance of this node answered (not a 404/503
+        // saying there is none).
+        if here {
             if let Ok(v) = state.settings.node_id.parse() {
                 r.headers_mut().insert(SERVED_BY, v);
             }
-        }
-        return r;
-    }
-    if state.instances.get(&name).is_some() {
-        let mut r = next.run(req).await;
-        if let Ok(v) = state.settings.node_id.parse() {
-            r.headers_mut().insert(SERVED_BY, v);
         }
         return r;
     }
@@ -140,14 +136,14 @@ pub async fn forward_remote(State(state): State<AppState>, req: Request, next: N
 /// any of it was read it is spent.
 #[derive(Clone)]
 struct Unsent {
-    body: Arc<Mutex<Option<BodyDataStream>>>,
+    body: Arc<Mutex<BodyDataStream>>,
     read: Arc<AtomicBool>,
 }
 
 impl Unsent {
     fn new(body: Body) -> Unsent {
         Unsent {
-            body: Arc::new(Mutex::new(Some(body.into_data_stream()))),
+            body: Arc::new(Mutex::new(body.into_data_stream())),
             read: Arc::default(),
         }
     }
@@ -164,10 +160,7 @@ impl Stream for Unsent {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.read.store(true, Ordering::Release);
         let mut body = self.body.lock().unwrap_or_else(|p| p.into_inner());
-        match body.as_mut() {
-            Some(s) => Pin::new(s).poll_next(cx),
-            None => Poll::Ready(None),
-        }
+        Pin::new(&mut *body).poll_next(cx)
     }
 }
 

@@ -157,6 +157,29 @@ mod tests {
 
     use crate::torch::build::rows_of_two as sig;
 
+    /// A module's signature of one positional fp32 input of `shape`.
+    fn one_input(shape: &[i64]) -> ModelSignature {
+        ModelSignature {
+            format: "torchscript".into(),
+            inputs: vec![TensorSpec {
+                name: "input0".into(),
+                datatype: "FP32".into(),
+                shape: shape.to_vec(),
+            }],
+            outputs: vec![],
+        }
+    }
+
+    /// The outputs of the module at `path` on `input`, on a fresh engine.
+    fn run_once(
+        path: &Path,
+        sig: &ModelSignature,
+        input: &[(String, Tensor)],
+    ) -> Vec<(String, Tensor)> {
+        let mut e = TorchEngine::load(path, sig.clone(), TorchSettings::INFERENCE).expect("loads");
+        e.run(input).expect("runs")
+    }
+
     #[test]
     fn a_frozen_module_has_no_parameters_and_computes_the_same() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -225,15 +248,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let original = dir.path().join("cnn.pt");
         crate::torch::build::conv_bn_net(&original, 8, 2).expect("scripted");
-        let sig = ModelSignature {
-            format: "torchscript".into(),
-            inputs: vec![TensorSpec {
-                name: "input0".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, 3, 12, 12],
-            }],
-            outputs: vec![],
-        };
+        let sig = one_input(&[1, 3, 12, 12]);
         let x: Vec<f32> = (0..3 * 12 * 12)
             .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
             .collect();
@@ -297,24 +312,13 @@ mod tests {
         let n = dynamic_int8(&original, &int8, &[], crate::quantize::saturating_u8s8())
             .expect("quantized");
         assert_eq!(n, 2);
-        let sig = ModelSignature {
-            format: "torchscript".into(),
-            inputs: vec![TensorSpec {
-                name: "input0".into(),
-                datatype: "FP32".into(),
-                shape: vec![-1, 64],
-            }],
-            outputs: vec![],
-        };
+        let sig = one_input(&[-1, 64]);
         let x: Vec<f32> = (0..4 * 64).map(|i| ((i as f32) * 0.13).sin()).collect();
         let input = vec![(
             "input0".to_string(),
             Tensor::new(vec![4, 64], TensorData::F32(x)).expect("tensor"),
         )];
-        let run = |p: &Path| {
-            let mut e = TorchEngine::load(p, sig.clone(), TorchSettings::INFERENCE).expect("loads");
-            e.run(&input).expect("runs")
-        };
+        let run = |p: &Path| run_once(p, &sig, &input);
         let (want, got) = (run(&original), run(&int8));
         let mut a = crate::verify::Agreement::default();
         a.update(&want, &got).expect("same outputs");
@@ -360,15 +364,7 @@ mod tests {
         let n = dynamic_int8(&original, &int8, &[], crate::quantize::saturating_u8s8())
             .expect("quantized");
         assert_eq!(n, 1);
-        let sig = ModelSignature {
-            format: "torchscript".into(),
-            inputs: vec![TensorSpec {
-                name: "input0".into(),
-                datatype: "FP32".into(),
-                shape: vec![-1, -1, 32],
-            }],
-            outputs: vec![],
-        };
+        let sig = one_input(&[-1, -1, 32]);
         let x: Vec<f32> = (0..2 * 10 * 32)
             .map(|i| ((i as f32) * 0.07).sin())
             .collect();
@@ -376,10 +372,7 @@ mod tests {
             "input0".to_string(),
             Tensor::new(vec![2, 10, 32], TensorData::F32(x)).expect("tensor"),
         )];
-        let run = |p: &Path| {
-            let mut e = TorchEngine::load(p, sig.clone(), TorchSettings::INFERENCE).expect("loads");
-            e.run(&input).expect("runs")
-        };
+        let run = |p: &Path| run_once(p, &sig, &input);
         let (want, got) = (run(&original), run(&int8));
         assert_eq!(want[0].1.shape, vec![2, 10, 64]);
         let mut a = crate::verify::Agreement::default();

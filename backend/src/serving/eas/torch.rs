@@ -27,10 +27,11 @@ pub struct Plan {
 }
 
 pub fn plan(req: TorchPredictRequest, sig: &ModelSignature) -> Result<Plan, ServingError> {
-    if sig.open_inputs() {
-        return open_plan(req);
-    }
-    if req.inputs.len() > sig.inputs.len() {
+    // A module whose inputs are not declared (a plain PyTorch deploy) takes
+    // `inputs` by position as given and judges them itself; its outputs are
+    // known only once it ran, so `answer` checks `output_filter` then.
+    let open = sig.open_inputs();
+    if !open && req.inputs.len() > sig.inputs.len() {
         return Err(ServingError::BadRequest(format!(
             "inputs: {} given by index, but the model takes {}: {}",
             req.inputs.len(),
@@ -41,7 +42,12 @@ pub fn plan(req: TorchPredictRequest, sig: &ModelSignature) -> Result<Plan, Serv
     let mut output_filter = Vec::with_capacity(req.output_filter.len());
     for &i in &req.output_filter {
         match usize::try_from(i) {
-            Ok(p) if p < sig.outputs.len() => output_filter.push(p),
+            Ok(p) if open || p < sig.outputs.len() => output_filter.push(p),
+            _ if open => {
+                return Err(ServingError::BadRequest(format!(
+                    "output_filter: no output at index {i}"
+                )))
+            }
             _ => {
                 return Err(ServingError::BadRequest(format!(
                     "output_filter: no output at index {i}; the model's outputs are {}",
@@ -54,39 +60,17 @@ pub fn plan(req: TorchPredictRequest, sig: &ModelSignature) -> Result<Plan, Serv
     let by_name = !req.map_inputs.is_empty();
     let mut inputs = Vec::with_capacity(req.inputs.len() + req.map_inputs.len());
     for (i, a) in req.inputs.into_iter().enumerate() {
-        let name = sig.inputs[i].name.clone();
-        let t = array::to_tensor(a, &format!("inputs[{i}] ('{name}')"))?;
-        inputs.push((name, t));
+        let (name, at) = match open {
+            true => (optimizer::data::positional_name(i), format!("inputs[{i}]")),
+            false => {
+                let name = sig.inputs[i].name.clone();
+                let at = format!("inputs[{i}] ('{name}')");
+                (name, at)
+            }
+        };
+        inputs.push((name, array::to_tensor(a, &at)?));
     }
-    for (name, a) in req.map_inputs {
-        let t = array::to_tensor(a, &format!("map_inputs['{name}']"))?;
-        inputs.push((name, t));
-    }
-    Ok(Plan {
-        inputs,
-        output_filter,
-        by_index,
-        by_name,
-    })
-}
-
-/// A module whose inputs are not declared (a plain PyTorch deploy): `inputs`
-/// by position, then `map_inputs` in the order of their names; the module
-/// judges them. An `output_filter` is checked against what it returns.
-fn open_plan(req: TorchPredictRequest) -> Result<Plan, ServingError> {
-    let mut output_filter = Vec::with_capacity(req.output_filter.len());
-    for &i in &req.output_filter {
-        let p = usize::try_from(i).map_err(|_| {
-            ServingError::BadRequest(format!("output_filter: no output at index {i}"))
-        })?;
-        output_filter.push(p);
-    }
-    let (by_index, by_name) = (!req.inputs.is_empty(), !req.map_inputs.is_empty());
-    let mut inputs = Vec::with_capacity(req.inputs.len() + req.map_inputs.len());
-    for (i, a) in req.inputs.into_iter().enumerate() {
-        let name = optimizer::data::positional_name(i);
-        inputs.push((name, array::to_tensor(a, &format!("inputs[{i}]"))?));
-    }
+    // In the order of their names: an open module takes them by position.
     let mut named: Vec<_> = req.map_inputs.into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, a) in named {
