@@ -6,7 +6,8 @@
 //! the zoo is there, silero VAD (`silero_vad.jit`, stateful, LSTM).
 //!
 //! At o2 also: a two-layer perceptron and an LSTM scripted in code, with
-//! their linear and recurrent layers in dynamic INT8.
+//! their linear and recurrent layers in dynamic INT8, and the CNNs with a
+//! calibration set (static INT8 of the convolutions).
 //!
 //! Run: `cargo bench -p whetstone-optimizer --features torch --bench torchscript`
 //! (with LIBTORCH and its lib/ on LD_LIBRARY_PATH, as scripts/test.sh sets).
@@ -111,11 +112,23 @@ fn main() {
         let model = dir.path().join(format!("cnn_{channels}x{blocks}.pt"));
         optimizer::torch::build::conv_bn_net(&model, channels, blocks).expect("scripted CNN");
         let out = dir.path().join(format!("cnn_{channels}x{blocks}"));
-        let opts = options(model, &out, None, vec![vec![vec![1, 3, side, side]]]);
+        // Eight calibration images, each its own call (batch 1).
+        let n = 8 * 3 * side * side;
+        let images: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        let images = Tensor::new(vec![8, 3, side, side], TensorData::F32(images)).expect("images");
+        let calibration = dir.path().join(format!("calib_{side}.npz"));
+        optimizer::data::write_npz(&calibration, &[("input0", &images)]).expect("npz");
+        let opts = OptimizeOptions {
+            level: shared::config::OptimizationLevel::O2,
+            calibration: Some(calibration),
+            ..options(model, &out, None, vec![vec![vec![1, 3, side, side]]])
+        };
         let (report, _) = optimize(&opts, &mut |_| {}).expect("search");
         print(
             &format!(
-                "conv+bn CNN, {blocks} blocks of {channels} channels, input 1*3*{side}*{side}"
+                "o2, conv+bn CNN, {blocks} blocks of {channels} channels, input 1*3*{side}*{side}"
             ),
             &report,
         );

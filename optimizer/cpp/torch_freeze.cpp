@@ -12,10 +12,15 @@
 #include <torch/script.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/fold_conv_bn.h>
+#include <torch/csrc/jit/passes/quantization/finalize.h>
+#include <torch/csrc/jit/passes/quantization/insert_observers.h>
+#include <torch/csrc/jit/passes/quantization/insert_quant_dequant.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <exception>
 #include <stdexcept>
 #include <string>
@@ -173,6 +178,77 @@ bool quantize_rnn(torch::jit::Module& module, torch::jit::Graph& graph,
   return true;
 }
 
+// An observer module for libtorch's graph-mode quantization passes,
+// scripted here because torch.ao's observers are Python. The passes read
+// `dtype`, `qscheme` and (per channel) `ch_axis`, call `forward` on each
+// observed tensor during calibration, then `calculate_qparams` for
+// (scale, zero_point). Activations: per tensor, affine, unsigned, over
+// the running min and max (the range always holds 0, so zero is exact);
+// `quant_max` 127 keeps them to 7 bits for CPUs without VNNI. Weights:
+// per output channel (axis 0), symmetric int8 in [-127, 127].
+torch::jit::Module make_observer(bool weight, bool reduce_range) {
+  torch::jit::Module m(weight ? "WhetWeightObserver" : "WhetActivationObserver");
+  const auto as_int = [](int64_t v) { return c10::IValue(v); };
+  m.register_attribute("dtype", c10::IntType::get(),
+                       as_int(static_cast<int64_t>(weight ? at::kQInt8 : at::kQUInt8)));
+  m.register_attribute(
+      "qscheme", c10::IntType::get(),
+      as_int(static_cast<int64_t>(weight ? at::kPerChannelSymmetric : at::kPerTensorAffine)));
+  m.register_attribute("ch_axis", c10::IntType::get(), as_int(0));
+  m.register_attribute("quant_max", c10::IntType::get(),
+                       as_int(weight ? 127 : (reduce_range ? 127 : 255)));
+  const double inf = std::numeric_limits<double>::infinity();
+  m.register_attribute("min_val", c10::TensorType::get(), at::full({1}, inf));
+  m.register_attribute("max_val", c10::TensorType::get(), at::full({1}, -inf));
+  if (weight) {
+    m.define(R"(
+def forward(self, x):
+    v = x.detach().float().flatten(1)
+    self.min_val = torch.amin(v, 1)
+    self.max_val = torch.amax(v, 1)
+    return x
+
+def calculate_qparams(self):
+    top = torch.maximum(-self.min_val, self.max_val)
+    scale = torch.clamp(top / float(self.quant_max), min=1e-12)
+    return scale, torch.zeros_like(scale).long()
+)");
+  } else {
+    m.define(R"(
+def forward(self, x):
+    if x.numel() > 0:
+        v = x.detach().float()
+        self.min_val = torch.minimum(self.min_val, torch.min(v).reshape([1]))
+        self.max_val = torch.maximum(self.max_val, torch.max(v).reshape([1]))
+    return x
+
+def calculate_qparams(self):
+    lo = torch.clamp(self.min_val, max=0.0)
+    hi = torch.clamp(self.max_val, min=0.0)
+    # Never observed (no calibration reached it): a unit range.
+    seen = bool((self.min_val <= self.max_val).all())
+    if not seen:
+        lo = torch.zeros_like(lo)
+        hi = torch.ones_like(hi)
+    scale = torch.clamp((hi - lo) / float(self.quant_max), min=1e-8)
+    zero_point = torch.clamp(torch.round(-lo / scale), 0, self.quant_max).long()
+    return scale, zero_point
+)");
+  }
+  return m;
+}
+
+// The number of nodes of `graph` (and its blocks) whose kind is in the
+// `quantized` namespace: the layers that run as INT8 kernels.
+size_t count_quantized(torch::jit::Block* block) {
+  size_t n = 0;
+  for (torch::jit::Node* node : block->nodes()) {
+    if (std::string(node->kind().ns().toUnqualString()) == "quantized") ++n;
+    for (torch::jit::Block* b : node->blocks()) n += count_quantized(b);
+  }
+  return n;
+}
+
 }  // namespace
 
 extern "C" {
@@ -274,6 +350,70 @@ char* whet_torch_dynamic_int8(const char* in_path, const char* out_path,
     }
     *quantized = done;
     save_checked(frozen, out_path, "dynamic INT8");
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_message(e);
+  } catch (...) {
+    return copy_message("unknown C++ exception");
+  }
+}
+
+// Static INT8, step one, as torch.ao's prepare_jit: the module is loaded
+// in eval mode, convolutions and their batch norm submodules folded, and
+// an observer inserted (libtorch's InsertObservers) for every tensor a
+// convolution or linear layer reads or writes: activations per tensor,
+// weights per output channel (see make_observer). Saved to `out_path`
+// unfrozen: the caller runs its calibration set through `forward` and saves
+// the module again for whet_torch_static_int8_convert.
+char* whet_torch_static_int8_prepare(const char* in_path, const char* out_path,
+                                     int reduce_range) {
+  try {
+    torch::jit::Module module = torch::jit::load(std::string(in_path), torch::kCPU);
+    module.eval();
+    module = torch::jit::FoldConvBatchNorm(module);
+    torch::jit::QConfigDict qconfig;
+    qconfig.emplace("", std::make_tuple(make_observer(false, reduce_range != 0),
+                                        make_observer(true, reduce_range != 0)));
+    torch::jit::Module observed = torch::jit::InsertObservers(
+        module, "forward", qconfig, /*inplace=*/false, torch::jit::QuantType::STATIC);
+    observed.save(std::string(out_path));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_message(e);
+  } catch (...) {
+    return copy_message("unknown C++ exception");
+  }
+}
+
+// Static INT8, step two, as torch.ao's convert_jit: the calibrated module
+// at `in_path` gets quantize/dequantize pairs from its observers' ranges
+// (InsertQuantDeQuant), then libtorch's Finalize fuses them with the
+// layers into fbgemm kernels (quantized::conv2d, conv2d_relu, linear, …),
+// prepacks the weights and freezes the module, keeping `preserved`.
+// Saved to `out_path` and loaded back. `*quantized` gets the number of
+// quantized kernels; none is an error.
+char* whet_torch_static_int8_convert(const char* in_path, const char* out_path,
+                                     const char* const* preserved, size_t n_preserved,
+                                     size_t* quantized) {
+  try {
+    torch::jit::Module module = torch::jit::load(std::string(in_path), torch::kCPU);
+    module.eval();
+    std::vector<std::string> keep;
+    for (size_t i = 0; i < n_preserved; ++i) {
+      std::string name(preserved[i]);
+      if (module.find_method(name).has_value()) keep.push_back(name);
+    }
+    module = torch::jit::InsertQuantDeQuant(module, "forward", /*inplace=*/false,
+                                            /*debug=*/false, torch::jit::QuantType::STATIC);
+    torch::jit::Module frozen =
+        torch::jit::Finalize(module, torch::jit::QuantType::STATIC, keep);
+    const size_t n = count_quantized(frozen.get_method("forward").graph()->block());
+    if (n == 0) {
+      throw std::runtime_error(
+          "no convolution or linear layer became an INT8 kernel (nothing to quantize statically)");
+    }
+    *quantized = n;
+    save_checked(frozen, out_path, "static INT8");
     return nullptr;
   } catch (const std::exception& e) {
     return error_message(e);

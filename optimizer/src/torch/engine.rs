@@ -115,6 +115,14 @@ impl TorchEngine {
         })
     }
 
+    /// Saves the module as it is now (its attributes as the calls so far
+    /// left them: a calibrated module's observed ranges) to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.module.save(path).map_err(|e| {
+            OptimizerError::Engine(format!("saving the module to {}: {e}", path.display()))
+        })
+    }
+
     /// Sets the output specs once they are known (from a reference run).
     pub fn set_outputs(&mut self, outputs: Vec<TensorSpec>) {
         self.signature.outputs = outputs;

@@ -27,6 +27,18 @@ extern "C" {
         reduce_range: c_int,
         quantized: *mut usize,
     ) -> *mut c_char;
+    fn whet_torch_static_int8_prepare(
+        in_path: *const c_char,
+        out_path: *const c_char,
+        reduce_range: c_int,
+    ) -> *mut c_char;
+    fn whet_torch_static_int8_convert(
+        in_path: *const c_char,
+        out_path: *const c_char,
+        preserved: *const *const c_char,
+        n_preserved: usize,
+        quantized: *mut usize,
+    ) -> *mut c_char;
 }
 
 /// What a shim call returned: `None` for success, else its message, which
@@ -72,6 +84,10 @@ pub enum Freeze {
     /// Frozen, then dynamic INT8 of the linear, LSTM and GRU layers
     /// ([`dynamic_int8`]).
     DynamicInt8,
+    /// Static INT8 of the convolutions and linear layers from a
+    /// calibration set ([`static_int8`]); built by the search, which holds
+    /// the set, not by [`freeze`].
+    StaticInt8,
 }
 
 /// Freezes the TorchScript module at `input` into `output`. `forward` and
@@ -79,9 +95,17 @@ pub enum Freeze {
 /// `reset_states`) stay callable; mutable state that `forward` updates stays
 /// an attribute (libtorch's freezing keeps what a method mutates).
 pub fn freeze(input: &Path, output: &Path, mode: Freeze, preserved: &[&str]) -> Result<()> {
-    if mode == Freeze::DynamicInt8 {
-        let saturating = crate::quantize::saturating_u8s8();
-        return dynamic_int8(input, output, preserved, saturating).map(drop);
+    match mode {
+        Freeze::DynamicInt8 => {
+            let saturating = crate::quantize::saturating_u8s8();
+            return dynamic_int8(input, output, preserved, saturating).map(drop);
+        }
+        Freeze::StaticInt8 => {
+            return Err(OptimizerError::Config(
+                "static INT8 needs a calibration set: use static_int8".into(),
+            ))
+        }
+        Freeze::Frozen | Freeze::ForInference => {}
     }
     let (i, o) = (c_path(input)?, c_path(output)?);
     let names = c_names(preserved)?;
@@ -142,6 +166,93 @@ pub fn dynamic_int8(
             "dynamic INT8 of {} failed: {text}",
             input.display()
         ))),
+    }
+}
+
+/// Static INT8 of the module at `input` into `output`, through libtorch's
+/// graph-mode quantization (the passes torch.ao's `quantize_jit` drives
+/// from Python, driven here from the C++ shim): convolutions folded with
+/// their batch norms, observers inserted around every convolution and
+/// linear layer, `calibration` run through the observed module (positional
+/// inputs of `sig`), then quantize/dequantize inserted from the observed
+/// ranges and fused into fbgemm's INT8 kernels (`quantized::conv2d`,
+/// `conv2d_relu`, `linear`, …), the module frozen keeping `preserved`.
+/// Activations are per tensor (7 bits with `reduce_range`), weights per
+/// output channel. Returns the number of INT8 kernels.
+pub fn static_int8(
+    input: &Path,
+    output: &Path,
+    preserved: &[&str],
+    reduce_range: bool,
+    sig: &shared::api::ModelSignature,
+    calibration: &[crate::data::Sample],
+) -> Result<usize> {
+    use crate::engine::InferenceEngine;
+    if calibration.is_empty() {
+        return Err(OptimizerError::Config(
+            "static INT8 needs at least one calibration sample".into(),
+        ));
+    }
+    let fail = |step: &str, text: String| {
+        OptimizerError::Engine(format!(
+            "static INT8 of {} failed {step}: {text}",
+            input.display()
+        ))
+    };
+    // The intermediate modules live beside `output` and go whatever happens.
+    let observed = output.with_extension("observed.pt");
+    let calibrated = output.with_extension("calibrated.pt");
+    let _cleanup = RemoveOnDrop(vec![observed.clone(), calibrated.clone()]);
+    let (i, o) = (c_path(input)?, c_path(&observed)?);
+    // SAFETY: as in `freeze`.
+    let message = unsafe {
+        whet_torch_static_int8_prepare(i.as_ptr(), o.as_ptr(), c_int::from(reduce_range))
+    };
+    // SAFETY: the shim's return value, taken once.
+    if let Some(text) = unsafe { take_message(message) } {
+        return Err(fail("inserting observers", text));
+    }
+    let mut engine = super::TorchEngine::load(
+        &observed,
+        sig.clone(),
+        crate::artifact::TorchSettings::INFERENCE,
+    )?;
+    for sample in calibration {
+        engine
+            .run(sample)
+            .map_err(|e| fail("running the calibration set", e.to_string()))?;
+    }
+    engine.save(&calibrated)?;
+    drop(engine);
+    let (c, o) = (c_path(&calibrated)?, c_path(output)?);
+    let names = c_names(preserved)?;
+    let ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
+    let mut quantized = 0usize;
+    // SAFETY: as in `dynamic_int8`.
+    let message = unsafe {
+        whet_torch_static_int8_convert(
+            c.as_ptr(),
+            o.as_ptr(),
+            ptrs.as_ptr(),
+            ptrs.len(),
+            &mut quantized,
+        )
+    };
+    // SAFETY: the shim's return value, taken once.
+    match unsafe { take_message(message) } {
+        None => Ok(quantized),
+        Some(text) => Err(fail("converting to INT8 kernels", text)),
+    }
+}
+
+/// Files removed when dropped (best effort: they are scratch).
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -382,5 +493,57 @@ mod tests {
             a.max_rel_error > 0.0,
             "the INT8 module computes differently"
         );
+    }
+
+    /// Deterministic inputs of `shape` in [-1, 1), varied by `seed`.
+    fn image(shape: &[usize], seed: usize) -> crate::data::Sample {
+        let n: usize = shape.iter().product();
+        let x: Vec<f32> = (0..n)
+            .map(|i| (((i + seed * 7919) * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        vec![(
+            "input0".to_string(),
+            Tensor::new(shape.to_vec(), TensorData::F32(x)).expect("tensor"),
+        )]
+    }
+
+    #[test]
+    fn static_int8_runs_the_convolutions_as_int8_kernels_and_stays_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (original, int8) = (dir.path().join("cnn.pt"), dir.path().join("int8.pt"));
+        crate::torch::build::conv_bn_net(&original, 16, 3).expect("scripted");
+        let sig = one_input(&[-1, 3, 16, 16]);
+        let calibration: Vec<_> = (0..8).map(|s| image(&[2, 3, 16, 16], s)).collect();
+        let n = static_int8(
+            &original,
+            &int8,
+            &[],
+            crate::quantize::saturating_u8s8(),
+            &sig,
+            &calibration,
+        )
+        .expect("quantized");
+        assert!(n >= 3, "every convolution is an INT8 kernel: {n}");
+        // Only the artifact is left beside it: no observed or calibrated module.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        let input = image(&[1, 3, 16, 16], 99);
+        let (want, got) = (
+            run_once(&original, &sig, &input),
+            run_once(&int8, &sig, &input),
+        );
+        let mut a = crate::verify::Agreement::default();
+        a.update(&want, &got).expect("same outputs");
+        assert!(a.min_cosine > 0.99, "cosine {}", a.min_cosine);
+        assert!(
+            a.max_rel_error > 0.0,
+            "the INT8 module computes differently"
+        );
+        // No calibration sample: an error, not an uncalibrated module.
+        let e = static_int8(&original, &int8, &[], false, &sig, &[]).unwrap_err();
+        assert!(e.to_string().contains("calibration"), "{e}");
     }
 }

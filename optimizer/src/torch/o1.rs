@@ -15,7 +15,7 @@ use shared::api::{
 use shared::config::OptimizationLevel;
 
 use super::engine::{TorchEngine, DESCRIPTION, RESET_METHOD};
-use super::freeze::{freeze, Freeze};
+use super::freeze::{freeze, static_int8, Freeze};
 use crate::artifact::{self, ArtifactMeta, TorchSettings};
 use crate::bench;
 use crate::data::Sample;
@@ -48,7 +48,7 @@ struct Candidate {
     o2: bool,
 }
 
-const CANDIDATES: [Candidate; 6] = [
+const CANDIDATES: [Candidate; 7] = [
     Candidate {
         name: "original",
         description: "the TorchScript module as saved (its training flag as saved, autograd on), 1 intra-op thread",
@@ -100,6 +100,14 @@ const CANDIDATES: [Candidate; 6] = [
         target: Target::CpuOnly,
         o2: true,
     },
+    Candidate {
+        name: "o2-torchscript-static-int8",
+        description: "static INT8 through libtorch's graph-mode quantization driven from C++: convolutions folded with their batch norms, observers around every convolution and linear layer, the calibration_dataset run through them, then fbgemm INT8 kernels (quantized::conv2d, conv2d_relu, linear; activations per tensor, weights per output channel), frozen, no autograd",
+        freeze: Some(Freeze::StaticInt8),
+        settings: TorchSettings::INFERENCE,
+        target: Target::CpuOnly,
+        o2: true,
+    },
 ];
 
 /// A folder removed when dropped.
@@ -113,8 +121,9 @@ impl Drop for Scratch {
 }
 
 /// What o2 does and does not do for TorchScript, for the report.
-const O2_SCOPE: &str = "o2 for TorchScript: dynamic INT8 of linear, LSTM and GRU layers (through \
-                        the C++ shim); static INT8 of convolutions is not built yet";
+const O2_SCOPE: &str = "o2 for TorchScript: dynamic INT8 of linear, LSTM and GRU layers, and, \
+                        with a calibration_dataset, static INT8 of convolutions and linear layers \
+                        (both through the C++ shim)";
 
 /// Test data (positional inputs) or, without it, inputs synthesized from the
 /// first `input_shapes` group; dimensions that `input_shapes` groups vary
@@ -197,6 +206,19 @@ pub fn optimize(
     let work = Scratch(opts.out_dir.join("candidates"));
     std::fs::create_dir_all(&work.0).map_err(|e| OptimizerError::io(&work.0, e))?;
 
+    // Static INT8 calibrates on the calibration_dataset (positional
+    // inputs, as test_data); without one it is not built, as for ONNX.
+    let calibration = match (&opts.calibration, opts.level) {
+        (Some(p), OptimizationLevel::O2) => Some(crate::data::load_positional(p)?.0.samples),
+        (None, OptimizationLevel::O2) => {
+            notes.push(
+                "no calibration_dataset: static INT8 of convolutions not tried (dynamic INT8 only)"
+                    .into(),
+            );
+            None
+        }
+        _ => None,
+    };
     let mut reference = Vec::new();
     let mut rows: Vec<CandidateReport> = Vec::new();
     // The candidates run, each with its module file (parallel to `rows`).
@@ -206,7 +228,8 @@ pub fn optimize(
             Target::Any => false,
             Target::CpuOnly => !provider.is_cpu(),
             Target::GpuOnly => provider.is_cpu(),
-        } || (c.o2 && opts.level != OptimizationLevel::O2);
+        } || (c.o2 && opts.level != OptimizationLevel::O2)
+            || (c.freeze == Some(Freeze::StaticInt8) && calibration.is_none());
         if skip {
             continue;
         }
@@ -215,7 +238,18 @@ pub fn optimize(
             None => (opts.model.clone(), Ok(())),
             Some(mode) => {
                 let file = work.0.join(format!("{}.pt", c.name));
-                let built = freeze(&opts.model, &file, mode, &[RESET_METHOD]);
+                let built = match (mode, &calibration) {
+                    (Freeze::StaticInt8, Some(set)) => static_int8(
+                        &opts.model,
+                        &file,
+                        &[RESET_METHOD],
+                        crate::quantize::saturating_u8s8(),
+                        &sig,
+                        set,
+                    )
+                    .map(drop),
+                    _ => freeze(&opts.model, &file, mode, &[RESET_METHOD]),
+                };
                 (file, built)
             }
         };
@@ -450,5 +484,55 @@ mod tests {
         };
         let (report, _) = optimize(&o1, &mut |_| {}).expect("o1 runs");
         assert!(report.candidates.iter().all(|c| !c.name.starts_with("o2")));
+    }
+
+    #[test]
+    fn o2_with_a_calibration_set_adds_static_int8_of_the_convolutions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = dir.path().join("cnn.pt");
+        crate::torch::build::conv_bn_net(&model, 16, 3).expect("scripted");
+        let n = 8 * 3 * 16 * 16;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        let images = Tensor::new(vec![8, 3, 16, 16], TensorData::F32(x)).expect("tensor");
+        let calibration = dir.path().join("calib.npz");
+        crate::data::write_npz(&calibration, &[("input0", &images)]).expect("npz");
+        let opts = OptimizeOptions {
+            level: OptimizationLevel::O2,
+            input_shapes: vec![vec![vec![1, 3, 16, 16]]],
+            calibration: Some(calibration),
+            budget: bench::Budget {
+                warmup: 1,
+                min_runs: 3,
+                max_runs: 10,
+                time: std::time::Duration::from_millis(50),
+            },
+            ..OptimizeOptions::new(model, dir.path().join("artifact"))
+        };
+        let (report, _) = optimize(&opts, &mut |_| {}).expect("the search runs");
+        let int8 = report
+            .candidates
+            .iter()
+            .find(|c| c.name == "o2-torchscript-static-int8")
+            .expect("the static INT8 candidate");
+        assert_ne!(int8.status, CandidateStatus::Rejected, "{int8:?}");
+        assert!(int8.min_cosine.unwrap() >= 0.99, "{int8:?}");
+        // Without a calibration set it is not tried, and the report says so.
+        let opts = OptimizeOptions {
+            calibration: None,
+            out_dir: dir.path().join("uncalibrated"),
+            ..opts
+        };
+        let (report, _) = optimize(&opts, &mut |_| {}).expect("the search runs");
+        assert!(report
+            .candidates
+            .iter()
+            .all(|c| c.name != "o2-torchscript-static-int8"));
+        assert!(report
+            .diagnosis
+            .notes
+            .iter()
+            .any(|n| n.contains("no calibration_dataset")));
     }
 }
