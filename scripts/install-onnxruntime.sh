@@ -10,6 +10,9 @@
 # ${WHET_ORT_GPU_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/whetstone/onnxruntime-gpu},
 # and writes env.sh there: source it before `whet serve` so that GPU groups
 # serve on CUDA. Needs an NVIDIA driver at run time; several GB; not run by CI.
+# --gpu --tensorrt: also TensorRT 10's libraries (the `tensorrt-cu13-libs`
+# wheel), which the TensorRT execution provider loads; env.sh puts them on
+# the library path.
 set -euo pipefail
 VERSION="${ORT_VERSION:-1.31.1}"
 if [ "${1:-}" = "--gpu" ]; then
@@ -21,7 +24,15 @@ if [ "${1:-}" = "--gpu" ]; then
     python3 -m pip install --quiet --only-binary=:all: --target "$GPU_DEST" \
       "onnxruntime-gpu[cuda,cudnn]==$VERSION"
   fi
+  if [ "${2:-}" = "--tensorrt" ] && [ ! -d "$GPU_DEST/tensorrt_libs" ]; then
+    echo "installing TensorRT 10 (CUDA 13) into $GPU_DEST" >&2
+    python3 -m pip install --quiet --only-binary=:all: --target "$GPU_DEST" --upgrade \
+      "tensorrt-cu13-libs>=10.13,<11"
+  fi
   libs="$(find "$GPU_DEST/nvidia" -mindepth 2 -maxdepth 2 -type d -name lib 2>/dev/null | sort | paste -sd: -)"
+  if [ -d "$GPU_DEST/tensorrt_libs" ]; then
+    libs="$GPU_DEST/tensorrt_libs${libs:+:$libs}"
+  fi
   {
     echo "export WHET_ORT_LIB=\"$GPU_DEST/onnxruntime/capi/libonnxruntime.so.$VERSION\""
     echo "export LD_LIBRARY_PATH=\"$libs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\""

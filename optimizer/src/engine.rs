@@ -99,6 +99,22 @@ pub struct SessionSettings {
     /// supported), which therefore keep loading on the CPU.
     #[serde(default, skip_serializing_if = "ExecutionProvider::is_cpu")]
     pub provider: ExecutionProvider,
+    /// On a CUDA provider: TensorRT's execution provider first (ONNX
+    /// Runtime gives it every subgraph it can build an engine for), CUDA for
+    /// the rest. Absent: CUDA alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensorrt: Option<TensorRt>,
+}
+
+/// TensorRT's precisions for a session (its engine is built when the
+/// session is, and rebuilt for input shapes outside the ones it has seen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorRt {
+    /// Layers may run in fp16 where TensorRT finds it faster.
+    pub fp16: bool,
+    /// INT8: the graph's QuantizeLinear/DequantizeLinear pairs (from our
+    /// calibration set) become INT8 layers (TensorRT's explicit quantization).
+    pub int8: bool,
 }
 
 impl SessionSettings {
@@ -108,6 +124,15 @@ impl SessionSettings {
             intra_threads: intra_threads.max(1),
             spinning: false,
             provider: ExecutionProvider::Cpu,
+            tensorrt: None,
+        }
+    }
+
+    /// The same settings with TensorRT in front of CUDA.
+    pub fn with_tensorrt(self, tensorrt: TensorRt) -> Self {
+        SessionSettings {
+            tensorrt: Some(tensorrt),
+            ..self
         }
     }
 
@@ -218,13 +243,40 @@ const GPU_INSTALL_HINT: &str =
 fn register_cuda(
     builder: ort::session::builder::SessionBuilder,
     device_id: i32,
+    tensorrt: Option<TensorRt>,
 ) -> std::result::Result<ort::session::builder::SessionBuilder, BuildError> {
-    use ort::ep::{ExecutionProvider as _, CUDA};
+    use ort::ep::{ExecutionProvider as _, TensorRT, CUDA};
     let fail = |why: String| {
         BuildError::Provider(format!(
             "the CUDA execution provider (device {device_id}) is not usable: {why}; a GPU session is never run on the CPU instead ({GPU_INSTALL_HINT})"
         ))
     };
+    let mut providers = Vec::new();
+    if let Some(t) = tensorrt {
+        let fail = |why: String| {
+            BuildError::Provider(format!(
+                "the TensorRT execution provider (device {device_id}) is not usable: {why} (install TensorRT's libraries with `scripts/install-onnxruntime.sh --gpu --tensorrt`)"
+            ))
+        };
+        match TensorRT::is_available() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(fail(format!(
+                    "the ONNX Runtime library loaded ({}) was built without it",
+                    runtime::describe()
+                )))
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        providers.push(
+            TensorRT::default()
+                .with_device_id(device_id)
+                .with_fp16(t.fp16)
+                .with_int8(t.int8)
+                .build()
+                .error_on_failure(),
+        );
+    }
     match CUDA::is_available() {
         Ok(true) => {}
         Ok(false) => {
@@ -237,11 +289,14 @@ fn register_cuda(
     }
     // error_on_failure: without it a failed registration is only a log line
     // and the session silently runs on the CPU.
-    builder
-        .with_execution_providers([CUDA::default()
+    providers.push(
+        CUDA::default()
             .with_device_id(device_id)
             .build()
-            .error_on_failure()])
+            .error_on_failure(),
+    );
+    builder
+        .with_execution_providers(providers)
         .map_err(|e| fail(e.to_string()))
 }
 
@@ -257,8 +312,16 @@ fn build_session(
         .with_inter_threads(1)?
         .with_intra_op_spinning(settings.spinning)?
         .with_inter_op_spinning(false)?;
-    if let ExecutionProvider::Cuda { device_id } = settings.provider {
-        builder = register_cuda(builder, device_id)?;
+    match (settings.provider, settings.tensorrt) {
+        (ExecutionProvider::Cuda { device_id }, tensorrt) => {
+            builder = register_cuda(builder, device_id, tensorrt)?;
+        }
+        (ExecutionProvider::Cpu, Some(_)) => {
+            return Err(BuildError::Provider(
+                "TensorRT runs on a CUDA device, and this session is on the CPU".into(),
+            ))
+        }
+        (ExecutionProvider::Cpu, None) => {}
     }
     if let Some(out) = save_to {
         builder = builder.with_optimized_model_path(out)?;

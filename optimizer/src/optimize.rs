@@ -14,7 +14,7 @@ use crate::bench;
 pub use crate::bench::Budget;
 use crate::data::{self, Sample};
 use crate::engine::{
-    self, Engine, ExecutionProvider, GraphLevel, InferenceEngine, SessionSettings,
+    self, Engine, ExecutionProvider, GraphLevel, InferenceEngine, SessionSettings, TensorRt,
 };
 use crate::error::{OptimizerError, Result};
 use crate::onnx;
@@ -507,6 +507,20 @@ fn fp16_candidates(
             Err(e) => notes.push(format!("{name} skipped: {e}")),
         }
     }
+    // TensorRT picks fp16 per layer where it is faster and keeps its own
+    // fp32 where the graph needs it; the model stays as given.
+    out.push(Candidate {
+        name: "o1-tensorrt-fp16".into(),
+        description: "the model as given on ONNX Runtime's TensorRT execution provider (fp16 allowed per layer; CUDA for what TensorRT does not take); the engine is built when the session is".into(),
+        model: ModelSource::File(opts.model.clone()),
+        settings: served.clone().with_tensorrt(TensorRt {
+            fp16: true,
+            int8: false,
+        }),
+        gate,
+        fallback: None,
+        specialized: false,
+    });
     Ok(())
 }
 
@@ -610,14 +624,6 @@ fn build_candidates(
     if opts.level != OptimizationLevel::O2 {
         return Ok(out);
     }
-    if !provider.is_cpu() {
-        // The INT8 graphs below are QDQ / MatMulInteger forms tuned for x86
-        // kernels; the CUDA provider runs much of them on the CPU, which a
-        // GPU artifact must not do. INT8 on GPU needs TensorRT.
-        notes.push("INT8 skipped on the CUDA target: its quantized kernels are CPU ones here; the fp16 candidates are the GPU's reduced precision".into());
-        return Ok(out);
-    }
-
     if quantize::saturating_u8s8() {
         notes.push("INT8 weights use 7 bits (±63): this CPU has no VNNI, and ONNX Runtime's uint8×int8 kernels here add product pairs in saturating int16".into());
     }
@@ -640,6 +646,24 @@ fn build_candidates(
         gate: gate_o2.clone(),
         specialized,
     };
+    if !provider.is_cpu() {
+        // The CPU's INT8 forms (MatMulInteger, QDQ tuned for x86 kernels)
+        // would run on the CPU under the CUDA provider, which a GPU artifact
+        // must not do: INT8 on the GPU is TensorRT's.
+        notes.push("CPU INT8 forms skipped on the CUDA target (the CUDA provider runs their kernels on the CPU); INT8 on the GPU is TensorRT's, from the calibration_dataset".into());
+        tensorrt_int8(
+            opts,
+            sig,
+            &model,
+            served.clone(),
+            gate_o2.clone(),
+            specialized,
+            &mut out,
+            notes,
+            progress,
+        )?;
+        return Ok(out);
+    }
     let dynamic_nodes = quantize::dynamic::candidates(&model);
     for (per_channel, name, what) in [
         (true, "o2-dynamic-int8", "per-channel"),
@@ -909,6 +933,70 @@ fn weights_in_constant_nodes(g: &onnx::GraphProto) -> bool {
 }
 
 /// What every INT8 candidate of one search shares.
+/// o2 on a CUDA target: the static QDQ INT8 graph (min-max ranges from the
+/// calibration set) run by TensorRT, which turns each quantize/dequantize
+/// pair into INT8 layers (fp16 allowed where a layer stays float).
+#[allow(clippy::too_many_arguments)]
+fn tensorrt_int8(
+    opts: &OptimizeOptions,
+    sig: &ModelSignature,
+    model: &std::sync::Arc<onnx::ModelProto>,
+    served: SessionSettings,
+    gate: Gate,
+    specialized: bool,
+    out: &mut Vec<Candidate>,
+    notes: &mut Vec<String>,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let Some(calib_path) = &opts.calibration else {
+        notes.push("no calibration_dataset: no TensorRT INT8 candidate (its ranges come from the calibration set)".into());
+        return Ok(());
+    };
+    let plan = quantize::qdq::plan(model, &HashSet::new());
+    if plan.nodes.is_empty() {
+        notes.push("TensorRT INT8 skipped: no Conv/Gemm/MatMul with constant weights".into());
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let calib = data::load(calib_path, sig)?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let ranges = quantize::calibrate::calibrate(
+        model,
+        &plan.activations,
+        &calib.samples,
+        Method::MinMax,
+        cores,
+    )?;
+    progress(&format!(
+        "[OK] Calibrated {} activations for TensorRT on {} ({:.1} s)",
+        plan.activations.len(),
+        calib.source,
+        t0.elapsed().as_secs_f64()
+    ));
+    let trt = Int8 {
+        settings: served.with_tensorrt(TensorRt {
+            fp16: true,
+            int8: true,
+        }),
+        gate,
+        specialized,
+    };
+    trt.push(
+        out,
+        notes,
+        "o2-tensorrt-int8".into(),
+        format!(
+            "static QDQ INT8 (minmax calibration) on ONNX Runtime's TensorRT execution provider: {} nodes INT8 layers, fp16 allowed elsewhere",
+            plan.nodes.len()
+        ),
+        plan.nodes.clone(),
+        static_build(model.clone(), ranges),
+    );
+    Ok(())
+}
+
 struct Int8 {
     settings: SessionSettings,
     gate: Gate,

@@ -350,6 +350,45 @@ fn a_cuda_session_is_the_cuda_provider_or_a_clear_error_never_the_cpu() {
 }
 
 #[test]
+fn a_tensorrt_session_is_tensorrt_or_a_clear_error_never_the_cpu() {
+    use optimizer::engine::{ExecutionProvider, TensorRt};
+    let trt = TensorRt {
+        fp16: true,
+        int8: true,
+    };
+    // TensorRT on the CPU is a contradiction, refused before anything loads.
+    let cpu = SessionSettings::new(GraphLevel::All, 1).with_tensorrt(trt);
+    match Engine::from_bytes(&onnx_build::mlp(4, 16, 3), &cpu) {
+        Err(OptimizerError::Provider(msg)) => {
+            assert!(msg.contains("TensorRT runs on a CUDA device"), "{msg}")
+        }
+        Err(other) => panic!("expected a provider error, got {other}"),
+        Ok(_) => panic!("a TensorRT session ran on the CPU"),
+    }
+    let gpu = SessionSettings::new(GraphLevel::All, 1)
+        .on(ExecutionProvider::Cuda { device_id: 0 })
+        .with_tensorrt(trt);
+    match Engine::from_bytes(&onnx_build::mlp(4, 16, 3), &gpu) {
+        Err(OptimizerError::Provider(msg)) => {
+            assert!(msg.contains("is not usable"), "{msg}");
+            assert!(msg.contains("TensorRT") || msg.contains("CUDA"), "{msg}");
+        }
+        Err(other) => panic!("expected a provider error, got {other}"),
+        // Only where ONNX Runtime's GPU build, TensorRT and a GPU are present.
+        Ok(_) => {
+            use ort::ep::ExecutionProvider as _;
+            assert_eq!(ort::ep::TensorRT::is_available().ok(), Some(true));
+        }
+    }
+    // Stored with the artifact, and absent (as before) when not used.
+    let back: SessionSettings =
+        serde_json::from_value(serde_json::to_value(&gpu).unwrap()).unwrap();
+    assert_eq!(back, gpu);
+    let plain = serde_json::to_value(SessionSettings::new(GraphLevel::All, 1)).unwrap();
+    assert!(plain.get("tensorrt").is_none(), "{plain}");
+}
+
+#[test]
 fn execution_providers_parse_and_old_artifacts_stay_on_the_cpu() {
     use optimizer::engine::ExecutionProvider;
     assert_eq!("cpu".parse(), Ok(ExecutionProvider::Cpu));
