@@ -81,7 +81,6 @@ fn observing_model(model: &ModelProto, tensors: &[String]) -> ModelProto {
 }
 
 /// Observes `tensors` over `samples` and returns one range per tensor.
-#[cfg(any(test, feature = "internals"))]
 pub fn calibrate(
     model: &ModelProto,
     tensors: &[String],
