@@ -119,8 +119,9 @@ fn concurrent_requests_share_engine_calls_and_get_their_own_answers() {
     .unwrap();
     let server = Server::start(&work.path().join("data"), &[]);
     deploy(&server, work.path(), "mlp_alone", None);
-    // Batches fill at 4 rows; the long window only matters if requests
-    // straggle, and then it waits rather than failing.
+    // Batches fill at 4 rows. Twelve requests sent at once arrive while the
+    // one instance is busy with the first: the next call takes what queued
+    // meanwhile (the adaptive wait never holds a request for the window).
     deploy(
         &server,
         work.path(),

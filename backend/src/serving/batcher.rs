@@ -6,11 +6,15 @@
 //! engine is only ever used by its thread (no lock around the session).
 //!
 //! With `metadata.rpc.batching` on and a model whose inputs and outputs all
-//! have a dynamic dimension 0, a worker that takes a request keeps collecting
+//! have a dynamic dimension 0, a worker that takes a request also takes the
 //! queued requests that fit with it (same input names, datatypes and
-//! dimensions after the first) until the batch holds `max_batch_size` rows or
-//! `max_batch_timeout` has passed since it took the first, then runs them as
-//! one engine call and splits every output back along dimension 0. While a
+//! dimensions after the first), and waits for more only while more are
+//! coming: until the batch holds `max_batch_size` rows, `max_batch_timeout`
+//! has passed since it took the first, or the arrivals stop (see
+//! [`Traffic::fill_deadline`]); then it runs them as one engine call and
+//! splits every output back along dimension 0. A request alone at low load
+//! therefore runs at once, as with batching off, and under load the wait
+//! shrinks to the gaps between arrivals. While a
 //! worker gathers a batch, other workers leave requests that fit it alone,
 //! so they join that batch instead of starting a second, half-empty one;
 //! requests of another shape go to the next idle worker.
@@ -61,6 +65,12 @@ pub struct BatchOptions {
     /// Queued requests per instance; the queue holds this many times the
     /// instance count.
     pub max_queue_size: usize,
+    /// Wait for a batch to fill only while requests keep arriving faster than
+    /// the engine answers them ([`Traffic::fill_deadline`]). Off, a worker
+    /// waits out the whole `max_batch_timeout` for a batch that is not full
+    /// (what the merge mechanics' tests use, so that arrival timing cannot
+    /// decide what merges).
+    pub adaptive: bool,
 }
 
 impl BatchOptions {
@@ -79,6 +89,7 @@ impl BatchOptions {
             max_queue_size: rpc
                 .max_queue_size
                 .map_or(DEFAULT_MAX_QUEUE_SIZE, |n| n.max(1) as usize),
+            adaptive: true,
         }
     }
 }
@@ -130,9 +141,63 @@ struct Job {
     reply: oneshot::Sender<Result<Done, OptimizerError>>,
 }
 
+/// What the batcher has seen of its arrivals and engine calls, to judge
+/// whether waiting for a batch to fill can pay.
+#[derive(Debug, Default, Clone, Copy)]
+struct Traffic {
+    last_arrival: Option<Instant>,
+    /// Moving average of the time between arrivals, in seconds.
+    gap: Option<f64>,
+    /// Moving average of one engine call, in seconds.
+    call: Option<f64>,
+}
+
+/// The weight of the newest observation in the moving averages: about the
+/// last ten count.
+const EWMA_WEIGHT: f64 = 0.1;
+/// Gaps longer than this are idle time, not a rate: they count as this.
+const LONGEST_GAP: Duration = Duration::from_secs(1);
+
+fn ewma(old: Option<f64>, new: f64) -> Option<f64> {
+    Some(old.map_or(new, |o| o + EWMA_WEIGHT * (new - o)))
+}
+
+impl Traffic {
+    fn arrived(&mut self, now: Instant) {
+        if let Some(last) = self.last_arrival {
+            let gap = now.saturating_duration_since(last).min(LONGEST_GAP);
+            self.gap = ewma(self.gap, gap.as_secs_f64());
+        }
+        self.last_arrival = Some(now);
+    }
+
+    fn called(&mut self, took: Duration) {
+        self.call = ewma(self.call, took.as_secs_f64());
+    }
+
+    /// Until when a worker holding a batch that is not full may wait for
+    /// the next request, or `None` when waiting cannot pay. Waiting pays
+    /// only when requests arrive much faster than the engine answers them
+    /// (the gap between arrivals under half an engine call): then the next
+    /// one is due within a gap or two, and one call for several saves the
+    /// engine time they would otherwise queue for. At low load the next
+    /// request is not coming before this one would be answered (a client
+    /// alone waits for its answer before sending again), so the request
+    /// runs at once. The wait ends two gaps after the last arrival: once
+    /// arrivals stop (every client's request is in this batch) it stops.
+    fn fill_deadline(&self) -> Option<Instant> {
+        let (gap, call, last) = (self.gap?, self.call?, self.last_arrival?);
+        if gap * 2.0 > call {
+            return None;
+        }
+        Some(last + Duration::from_secs_f64(2.0 * gap))
+    }
+}
+
 struct State {
     queue: VecDeque<Job>,
     closed: bool,
+    traffic: Traffic,
     /// The keys of partial batches that workers hold while waiting for them
     /// to fill: other workers leave jobs of those keys to them.
     collecting: Vec<Key>,
@@ -182,6 +247,7 @@ impl Batcher {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 closed: false,
+                traffic: Traffic::default(),
                 collecting: Vec::new(),
             }),
             wake: Condvar::new(),
@@ -240,11 +306,13 @@ impl Batcher {
                     instances: self.shared.instances,
                 });
             }
+            let now = Instant::now();
+            st.traffic.arrived(now);
             st.queue.push_back(Job {
                 inputs,
                 key,
                 rows,
-                enqueued: Instant::now(),
+                enqueued: now,
                 reply,
             });
             self.shared.set_depth(st.queue.len());
@@ -326,12 +394,21 @@ impl Shared {
         if let Some(key) = key {
             st.collecting.push(key.clone());
             let max = self.opts.max_batch_size;
-            let deadline = Instant::now() + self.opts.max_batch_timeout;
+            let window_end = Instant::now() + self.opts.max_batch_timeout;
             loop {
                 take_matching(&mut st.queue, &key, &mut rows, max, &mut batch);
                 if rows >= max || st.closed {
                     break;
                 }
+                // Re-judged on every wake: each arrival moves it on.
+                let deadline = if self.opts.adaptive {
+                    match st.traffic.fill_deadline() {
+                        Some(d) => d.min(window_end),
+                        None => break,
+                    }
+                } else {
+                    window_end
+                };
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -366,6 +443,7 @@ impl Shared {
         let result =
             merged.and_then(|inputs| guarded_run(engine, &inputs).map_err(|e| e.to_string()));
         let engine_time = started.elapsed();
+        self.lock().traffic.called(engine_time);
         match result.and_then(|outputs| split(outputs, &rows)) {
             Ok(parts) => {
                 self.observe_batch(total);
@@ -393,6 +471,7 @@ impl Shared {
         let started = Instant::now();
         let result = guarded_run(engine, &job.inputs);
         let engine_time = started.elapsed();
+        self.lock().traffic.called(engine_time);
         self.observe_batch(job.rows);
         let _ = job.reply.send(result.map(|outputs| Done {
             outputs,
@@ -630,6 +709,8 @@ mod tests {
             batching,
             max_batch_size,
             max_batch_timeout: Duration::from_millis(timeout_ms),
+            // The merge mechanics: the whole window, whatever the timing.
+            adaptive: false,
             max_queue_size: queue,
         }
     }
@@ -663,6 +744,104 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("{what} did not happen");
+    }
+
+    /// The MLP behind a fixed extra delay per call: an engine slow enough
+    /// that arrivals can outpace it.
+    struct Slow(Engine, Duration);
+
+    impl InferenceEngine for Slow {
+        fn signature(&self) -> &ModelSignature {
+            self.0.signature()
+        }
+
+        fn run(
+            &mut self,
+            inputs: &[(String, Tensor)],
+        ) -> Result<Vec<(String, Tensor)>, OptimizerError> {
+            std::thread::sleep(self.1);
+            self.0.run(inputs)
+        }
+    }
+
+    fn adaptive(max_batch_size: usize, timeout_ms: u64) -> BatchOptions {
+        BatchOptions {
+            adaptive: true,
+            ..opts(true, max_batch_size, timeout_ms, 64)
+        }
+    }
+
+    /// `clients` tasks, each sending `each` requests one after the other
+    /// (the next once the last is answered), as load generators do; every
+    /// answer.
+    async fn closed_loop(b: &Arc<Batcher>, clients: usize, each: usize) -> Vec<Done> {
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut done = Vec::new();
+                for i in 0..each {
+                    done.push(b.submit(x(1, 4, c * each + i)).await.expect("answer"));
+                }
+                done
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("task"));
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn at_low_load_a_request_runs_at_once_however_long_the_window() {
+        // A 30 s window: a batcher that waited for company would hold each
+        // request for all of it. One client sends its next request only
+        // once answered: nobody else is coming, so nobody is waited for.
+        let engine = Slow(mlp_engine(), Duration::from_millis(2));
+        let sig = engine.signature().clone();
+        let b = Arc::new(
+            Batcher::start(
+                "batcher_test",
+                vec![Box::new(engine)],
+                &sig,
+                adaptive(16, 30_000),
+            )
+            .expect("start"),
+        );
+        let t0 = Instant::now();
+        let done = closed_loop(&b, 1, 20).await;
+        for d in &done {
+            assert_eq!(d.batch_rows, 1);
+            assert!(d.queued < Duration::from_secs(1), "waited {:?}", d.queued);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test]
+    async fn under_load_requests_batch_and_the_wait_ends_with_the_arrivals() {
+        // Eight clients against an engine that takes 20 ms a call: requests
+        // arrive far faster than it answers, so they are gathered into
+        // batches — and the 30 s window is never waited out, because the
+        // wait ends once every client's request has arrived.
+        let engine = Slow(mlp_engine(), Duration::from_millis(20));
+        let sig = engine.signature().clone();
+        let b = Arc::new(
+            Batcher::start(
+                "batcher_test",
+                vec![Box::new(engine)],
+                &sig,
+                adaptive(16, 30_000),
+            )
+            .expect("start"),
+        );
+        let t0 = Instant::now();
+        let done = closed_loop(&b, 8, 10).await;
+        assert_eq!(done.len(), 80);
+        let mean = done.iter().map(|d| d.batch_rows).sum::<usize>() as f64 / done.len() as f64;
+        assert!(mean >= 4.0, "mean batch {mean}");
+        assert!(done.iter().all(|d| d.queued < Duration::from_secs(5)));
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     }
 
     #[tokio::test]
@@ -911,14 +1090,18 @@ mod tests {
 
     #[test]
     fn options_come_from_the_config_with_defaults() {
+        // A service's batcher always adapts its wait.
         assert_eq!(
             BatchOptions::from_rpc(None),
-            opts(
-                false,
-                DEFAULT_MAX_BATCH_SIZE,
-                DEFAULT_MAX_BATCH_TIMEOUT_MS,
-                DEFAULT_MAX_QUEUE_SIZE
-            )
+            BatchOptions {
+                adaptive: true,
+                ..opts(
+                    false,
+                    DEFAULT_MAX_BATCH_SIZE,
+                    DEFAULT_MAX_BATCH_TIMEOUT_MS,
+                    DEFAULT_MAX_QUEUE_SIZE
+                )
+            }
         );
         let rpc = Rpc {
             batching: Some(true),

@@ -424,6 +424,7 @@ mod tests {
             // their batch when the pool is replaced.
             max_batch_timeout: Duration::from_millis(300),
             max_queue_size: 8,
+            adaptive: false,
         };
         ServicePool::from_engines(
             "svc",
