@@ -3,8 +3,8 @@
 //! `POST /api/predict` and `POST /v2/models/{name}/infer` (keep-alive HTTP,
 //! JSON) against the bare engine session on the same artifact with the same
 //! settings, interleaved in one run; the bare engine at batch 1, 8 and 16;
-//! and throughput at 16 connections of the same service with dynamic
-//! batching off and on.
+//! and, at o1 and o2, with dynamic batching off and on: p50 at one
+//! connection (seq 128) and throughput at 16 connections (seq 16).
 //!
 //! The service's instance is a runner process (`whet-runner` beside `whet`),
 //! so the HTTP figures include the Unix-socket hop to it.
@@ -249,8 +249,8 @@ fn main() {
             d["artifact"].as_str().unwrap().to_string(),
         )
     };
-    let (dyn_token, dyn_key) = token_of("minilm_dyn");
-    let (batched_token, batched_key) = token_of("minilm_batched");
+    let (_, dyn_key) = token_of("minilm_dyn");
+    let (_, batched_key) = token_of("minilm_batched");
     assert_eq!(dyn_key, batched_key, "one artifact for both");
     let dyn_art = work.path().join("data/artifacts").join(&dyn_key);
     let dyn_meta = ArtifactMeta::read(&dyn_art).unwrap();
@@ -298,10 +298,12 @@ fn main() {
     }
     drop(bare);
 
-    let conns = 16;
-    let secs = 10.0;
-    let mut loads = Vec::new();
-    for seq in [128usize, 16] {
+    // Batching off and on, at o1 and o2, on services of their own (two
+    // input_shapes groups, so dimension 0 stays dynamic): one connection at
+    // seq 128 (p50: what a lone client pays for batching) and 16 at seq 16
+    // (req/s: what batching gains at load). Off and on alternate in rounds
+    // so drift hits both alike; each figure is the median of its rounds.
+    let body_of = |seq: usize| -> Vec<u8> {
         let json_inputs: Vec<serde_json::Value> = rows(1, seq)
             .iter()
             .map(|(name, t)| {
@@ -311,25 +313,36 @@ fn main() {
                 serde_json::json!({"name": name, "shape": [1, seq], "datatype": "INT64", "data": v})
             })
             .collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "inputs": json_inputs })).unwrap();
-        let off = load(
-            &server.addr,
-            "/api/predict/minilm_dyn",
-            &dyn_token,
-            &body,
-            conns,
-            secs,
-        );
-        let on = load(
-            &server.addr,
-            "/api/predict/minilm_batched",
-            &batched_token,
-            &body,
-            conns,
-            secs,
-        );
-        loads.push((seq, off, on));
+        serde_json::to_vec(&serde_json::json!({ "inputs": json_inputs })).unwrap()
+    };
+    // The o2 pair, deployed beside the o1 pair.
+    let mut o2_off = dyn_cfg.clone();
+    o2_off["name"] = "minilm_o2".into();
+    o2_off["plugins"][0]["config"]["model_info"]["minilm.onnx"]["optimization_level"] = "o2".into();
+    deploy(&server, &work.path().join("o2.json"), &o2_off);
+    let mut o2_on = o2_off.clone();
+    o2_on["name"] = "minilm_o2_batched".into();
+    o2_on["metadata"]["rpc"] = batched_cfg["metadata"]["rpc"].clone();
+    deploy(&server, &work.path().join("o2_batched.json"), &o2_on);
+    let pairs = [
+        ("o1", "minilm_dyn", "minilm_batched"),
+        ("o2", "minilm_o2", "minilm_o2_batched"),
+    ];
+    let shapes = [(1usize, 128usize), (16, 16)];
+    let bodies: Vec<Vec<u8>> = shapes.iter().map(|&(_, seq)| body_of(seq)).collect();
+    let adaptive = batching_loads(&server, &pairs, &shapes, &bodies);
+    // The same services with a fixed batch window (what batching did
+    // before it adapted): the server restarted with --batch-wait window;
+    // the services come back from their artifacts.
+    let data = server.data.clone();
+    drop(server);
+    let server = Server::start(&data, &["--batch-wait", "window"]);
+    for (_, off, on) in pairs {
+        for name in [off, on] {
+            wait_running(&server, name);
+        }
     }
+    let window = batching_loads(&server, &pairs, &shapes, &bodies);
 
     println!();
     println!("cpu flags: {}", whetstone_e2e::cpu_flags());
@@ -366,18 +379,85 @@ fn main() {
         println!("| seq {seq:>7} | {n:>5} | {ms:>7.2} ms | {rps:>7.1} |");
     }
     println!();
-    println!("{conns} connections, {secs} s each, POST /api/predict, one row per request:");
-    println!("| seq | batching (16 rows, 10 ms) | req/s  | p50        | p99        | errors |");
-    println!("|-----|---------------------------|--------|------------|------------|--------|");
-    for (seq, off, on) in &loads {
-        for (what, (rps, p50, p99, errors)) in [("off", off), ("on", on)] {
+    println!(
+        "POST /api/predict, one row per request, batching (16 rows, 10 ms) off and on, median of {ROUNDS} alternating rounds of {SECS} s:"
+    );
+    println!("| level | connections | seq | batch wait | batching | req/s  | p50        | p99        | errors |");
+    println!("|-------|-------------|-----|------------|----------|--------|------------|------------|--------|");
+    for (wait, loads) in [("adaptive", &adaptive), ("window", &window)] {
+        for (level, conns, seq, off, on) in loads {
+            for (what, (rps, p50, p99, errors)) in [("off", off), ("on", on)] {
+                println!(
+                    "| {level:<5} | {conns:>11} | {seq:>3} | {wait:<10} | {what:<8} | {rps:>6.1} | {p50:>7.2} ms | {p99:>7.2} ms | {errors:>6} |"
+                );
+            }
             println!(
-                "| {seq:>3} | {what:<25} | {rps:>6.1} | {p50:>7.2} ms | {p99:>7.2} ms | {errors:>6} |"
+                "| {level:<5} | {conns:>11} | {seq:>3} | {wait:<10} | on / off | {:>5.2}x | {:>+8.1} % |            |        |",
+                on.0 / off.0,
+                (on.1 / off.1 - 1.0) * 100.0
             );
         }
-        println!(
-            "| {seq:>3} | speed-up                  | {:>5.2}x |            |            |        |",
-            on.0 / off.0
-        );
     }
+}
+
+const ROUNDS: usize = 3;
+const SECS: f64 = 4.0;
+
+type Load = (f64, f64, f64, usize);
+
+/// Each (level, off, on) pair of services at each (connections, seq) shape
+/// (with its body): off and on alternate in rounds so drift hits both
+/// alike; each figure is the median of its rounds, errors their sum.
+fn batching_loads(
+    server: &Server,
+    pairs: &[(&'static str, &str, &str)],
+    shapes: &[(usize, usize)],
+    bodies: &[Vec<u8>],
+) -> Vec<(&'static str, usize, usize, Load, Load)> {
+    let token_of = |name: &str| {
+        let (_, d) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+        d["token"].as_str().unwrap().to_string()
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let summary = |runs: &[Load]| {
+        (
+            median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.1).collect()),
+            median(runs.iter().map(|r| r.2).collect()),
+            runs.iter().map(|r| r.3).sum::<usize>(),
+        )
+    };
+    let mut out = Vec::new();
+    for &(level, off_name, on_name) in pairs {
+        let (off_token, on_token) = (token_of(off_name), token_of(on_name));
+        for (&(conns, seq), body) in shapes.iter().zip(bodies) {
+            let (mut off, mut on) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                for (name, token, runs) in [
+                    (off_name, &off_token, &mut off),
+                    (on_name, &on_token, &mut on),
+                ] {
+                    let path = format!("/api/predict/{name}");
+                    runs.push(load(&server.addr, &path, token, body, conns, SECS));
+                }
+            }
+            out.push((level, conns, seq, summary(&off), summary(&on)));
+        }
+    }
+    out
+}
+
+/// Waits until `name` is Running again (a restarted server restores it).
+fn wait_running(server: &Server, name: &str) {
+    for _ in 0..600 {
+        let (s, d) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+        if s == 200 && d["status"] == "Running" {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{name} did not come back after the restart");
 }

@@ -44,6 +44,10 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// HOST:PORT at which other nodes reach this one (`--advertise`).
     pub advertise: Option<String>,
+    /// Batching waits for a batch to fill only while more requests are
+    /// coming (`--batch-wait adaptive`, the default), else for the whole
+    /// `max_batch_timeout`.
+    pub adaptive_batching: bool,
 }
 
 impl Settings {
@@ -66,6 +70,7 @@ impl Settings {
             job_lease: std::time::Duration::from_secs(30),
             admin_token: None,
             advertise: None,
+            adaptive_batching: true,
         }
     }
 }

@@ -84,6 +84,12 @@ pub struct ServeArgs {
     /// bound address, or this host's name when bound to every interface.
     #[arg(long, env = "WHET_ADVERTISE")]
     pub advertise: Option<String>,
+    /// How a batching service waits for a batch to fill: `adaptive` (only
+    /// while requests arrive faster than the engine answers them; a request
+    /// alone runs at once) or `window` (the whole `max_batch_timeout`, as a
+    /// fixed batch window does).
+    #[arg(long, env = "WHET_BATCH_WAIT", default_value = "adaptive", value_parser = ["adaptive", "window"])]
+    pub batch_wait: String,
 }
 
 /// `whet serve` with its command-line arguments: runs until the process is
@@ -133,6 +139,7 @@ pub async fn run(args: ServeArgs) -> i32 {
         job_lease: args.job_lease.max(std::time::Duration::from_secs(1)),
         admin_token: args.admin_token,
         advertise: args.advertise,
+        adaptive_batching: args.batch_wait == "adaptive",
         ..Settings::new(data, whet_exe)
     };
     let console = args

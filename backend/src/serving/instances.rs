@@ -149,7 +149,10 @@ impl ServicePool {
             meta.signature,
             meta.fixed_inputs,
             token,
-            BatchOptions::from_rpc(rpc),
+            BatchOptions {
+                adaptive: settings.adaptive_batching,
+                ..BatchOptions::from_rpc(rpc)
+            },
         )?;
         pool.runners = runners;
         Ok(pool)
