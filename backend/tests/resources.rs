@@ -295,11 +295,25 @@ async fn job_kinds_route_jobs_in_the_store() {
     );
     // The GPU job is older: a CPU worker must skip it, not block on it.
     store
-        .create_service(&gpu_cfg, &job_kind(&gpu_cfg), "t1", &model, "default")
+        .create_service(
+            &gpu_cfg,
+            &job_kind(&gpu_cfg),
+            "t1",
+            &model,
+            "default",
+            "admin",
+        )
         .await
         .unwrap();
     store
-        .create_service(&cpu_cfg, &job_kind(&cpu_cfg), "t2", &model, "default")
+        .create_service(
+            &cpu_cfg,
+            &job_kind(&cpu_cfg),
+            "t2",
+            &model,
+            "default",
+            "admin",
+        )
         .await
         .unwrap();
     let cpu = vec!["cpu".to_string()];

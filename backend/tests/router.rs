@@ -200,6 +200,8 @@ async fn the_openapi_document_lists_every_route_and_its_refs_resolve() {
         ("/api/v2/services/{name}/scale", "post"),
         ("/api/v2/services/{name}/stop", "post"),
         ("/api/v2/services/{name}/start", "post"),
+        ("/api/v2/services/{name}/versions", "get"),
+        ("/api/v2/services/{name}/rollback", "post"),
         ("/api/v2/services/{name}/logs", "get"),
         ("/api/v2/services/{name}/logs/stream", "get"),
         ("/api/v2/uploads", "post"),

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use backend::control::store::{Dialect, ResolvedModel, Store, StoreError};
+use backend::control::store::{Dialect, ResolvedModel, Store, StoreError, VersionChange};
 use shared::api::{ModelSignature, Role, ServiceStatus};
 use shared::ServiceConfig;
 use whetstone_e2e::postgres::Postgres;
@@ -73,11 +73,11 @@ async fn services_and_jobs_behave_alike() {
     let b = both().await;
     for (db, s) in b.each() {
         let job = s
-            .create_service(&config("svc", 2), "cpu", "tok", &model(), "default")
+            .create_service(&config("svc", 2), "cpu", "tok", &model(), "default", "ann")
             .await
             .unwrap();
         match s
-            .create_service(&config("svc", 1), "cpu", "tok", &model(), "default")
+            .create_service(&config("svc", 1), "cpu", "tok", &model(), "default", "ann")
             .await
         {
             Err(StoreError::Conflict(m)) => assert!(m.contains("svc"), "{db}: {m}"),
@@ -91,7 +91,7 @@ async fn services_and_jobs_behave_alike() {
         // A pending job refuses a redeploy.
         assert!(
             matches!(
-                s.queue_redeploy("svc", &config("svc", 3), "cpu", None)
+                s.queue_redeploy("svc", &config("svc", 3), "cpu", None, VersionChange::Same)
                     .await,
                 Err(StoreError::Conflict(_))
             ),
@@ -150,7 +150,13 @@ async fn services_and_jobs_behave_alike() {
         );
         // A redeploy of a running service is an update, with a new snapshot.
         let next = s
-            .queue_redeploy("svc", &config("svc", 3), "cpu", Some(&model()))
+            .queue_redeploy(
+                "svc",
+                &config("svc", 3),
+                "cpu",
+                Some(&model()),
+                VersionChange::New { author: "bob" },
+            )
             .await
             .unwrap();
         assert!(next > job, "{db}");
@@ -175,7 +181,7 @@ async fn services_and_jobs_behave_alike() {
         assert_eq!((again.id, again.attempts), (next, 2), "{db}");
         assert_eq!(again.config.metadata.instance, 3, "{db}");
         assert!(matches!(
-            s.queue_redeploy("nope", &config("nope", 1), "cpu", None)
+            s.queue_redeploy("nope", &config("nope", 1), "cpu", None, VersionChange::Same)
                 .await,
             Err(StoreError::NotFound(_))
         ));
@@ -193,7 +199,7 @@ async fn leases_are_renewed_and_taken_over_once() {
     let b = both().await;
     for (db, s) in b.each() {
         let job = s
-            .create_service(&config("svc", 1), "cpu", "t", &model(), "default")
+            .create_service(&config("svc", 1), "cpu", "t", &model(), "default", "ann")
             .await
             .unwrap();
         let c = s
@@ -256,6 +262,115 @@ async fn leases_are_renewed_and_taken_over_once() {
     }
 }
 
+/// Versions: create makes version 1 and modify the next, each with its
+/// config, model and author; a finished deploy records its artifact on the
+/// version served; a switch serves an older version without making one;
+/// delete forgets them — alike on both databases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_behave_alike() {
+    let b = both().await;
+    for (db, s) in b.each() {
+        let job = s
+            .create_service(&config("v", 1), "cpu", "t", &model(), "default", "ann")
+            .await
+            .unwrap();
+        s.finish_job(job, true, None).await.unwrap();
+        s.set_running("v", 1, Some("k1")).await.unwrap();
+        let job = s
+            .queue_redeploy(
+                "v",
+                &config("v", 2),
+                "cpu",
+                Some(&model()),
+                VersionChange::New { author: "bob" },
+            )
+            .await
+            .unwrap();
+        s.finish_job(job, true, None).await.unwrap();
+        s.set_running("v", 2, Some("k2")).await.unwrap();
+        let vs = s.versions("v").await.unwrap();
+        let seen: Vec<_> = vs
+            .iter()
+            .map(|v| {
+                (
+                    v.version,
+                    v.config.metadata.instance,
+                    v.author.as_str(),
+                    v.artifact.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [(1, 1, "ann", Some("k1")), (2, 2, "bob", Some("k2"))],
+            "{db}"
+        );
+        assert_eq!(vs[0].model.as_ref().unwrap().sha256, model().sha256, "{db}");
+        assert_eq!(
+            s.get_service("v").await.unwrap().unwrap().current_version,
+            2,
+            "{db}"
+        );
+        // Scaling makes no version.
+        let job = s
+            .queue_redeploy("v", &config("v", 3), "cpu", None, VersionChange::Same)
+            .await
+            .unwrap();
+        s.finish_job(job, true, None).await.unwrap();
+        assert_eq!(s.latest_version("v").await.unwrap(), 2, "{db}");
+        // Back to version 1: served, not copied; its artifact stays its own.
+        let job = s
+            .queue_redeploy(
+                "v",
+                &vs[0].config,
+                "cpu",
+                vs[0].model.as_ref(),
+                VersionChange::Switch(1),
+            )
+            .await
+            .unwrap();
+        s.finish_job(job, true, None).await.unwrap();
+        s.set_running("v", 1, Some("k1")).await.unwrap();
+        let row = s.get_service("v").await.unwrap().unwrap();
+        assert_eq!((row.current_version, row.instances), (1, 1), "{db}");
+        assert_eq!(s.latest_version("v").await.unwrap(), 2, "{db}");
+        assert_eq!(
+            s.version("v", 2)
+                .await
+                .unwrap()
+                .unwrap()
+                .artifact
+                .as_deref(),
+            Some("k2"),
+            "{db}"
+        );
+        assert!(s.version("v", 3).await.unwrap().is_none(), "{db}");
+        // A modify after the rollback is the next number, served at once.
+        s.queue_redeploy(
+            "v",
+            &config("v", 1),
+            "cpu",
+            Some(&model()),
+            VersionChange::New { author: "ann" },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.get_service("v").await.unwrap().unwrap().current_version,
+            3,
+            "{db}"
+        );
+        // Deleted, and created again: versions start afresh.
+        s.delete_service("v").await.unwrap();
+        assert!(s.versions("v").await.unwrap().is_empty(), "{db}");
+        s.create_service(&config("v", 1), "cpu", "t", &model(), "default", "cy")
+            .await
+            .unwrap();
+        let vs = s.versions("v").await.unwrap();
+        assert_eq!((vs.len(), vs[0].author.as_str()), (1, "cy"), "{db}");
+    }
+}
+
 /// Instances placed on nodes: a node's share, the states it reports (a
 /// stale report about another artifact changes nothing), the slots of a
 /// dead node moved exactly once, forwarding addresses, and a restarted
@@ -264,7 +379,7 @@ async fn leases_are_renewed_and_taken_over_once() {
 async fn placements_behave_alike() {
     let b = both().await;
     for (db, s) in b.each() {
-        s.create_service(&config("p", 3), "cpu", "t", &model(), "default")
+        s.create_service(&config("p", 3), "cpu", "t", &model(), "default", "ann")
             .await
             .unwrap();
         s.node_heartbeat("a", "10.0.0.1:80", &kinds(&["cpu"]), 1_000)
@@ -465,6 +580,7 @@ async fn concurrent_claims_and_creates_are_exclusive() {
                 "t",
                 &model(),
                 "default",
+                "ann",
             )
             .await
             .unwrap();
@@ -494,7 +610,7 @@ async fn concurrent_claims_and_creates_are_exclusive() {
             .map(|_| {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    s.create_service(&config("twin", 1), "cpu", "t", &model(), "default")
+                    s.create_service(&config("twin", 1), "cpu", "t", &model(), "default", "ann")
                         .await
                 })
             })

@@ -125,6 +125,39 @@ pub struct ServiceDetail {
     /// Where each instance is placed, across all nodes.
     #[serde(default)]
     pub placements: Vec<InstancePlacement>,
+    /// The version served (EAS's `current_version`); below the latest after
+    /// a rollback.
+    #[serde(default)]
+    pub current_version: u32,
+    /// The highest version (EAS's `latest_version`): every create and
+    /// modify makes one.
+    #[serde(default)]
+    pub latest_version: u32,
+}
+
+/// One version of a service (`GET /api/v2/services/{name}/versions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ServiceVersion {
+    pub version: u32,
+    /// Whether this is the version served.
+    pub current: bool,
+    /// Who made it (the account that created or modified the service).
+    pub author: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The artifact it deployed (absent until its deploy finished).
+    pub artifact: Option<String>,
+    /// The config as accepted.
+    pub config: ServiceConfig,
+}
+
+/// `POST /api/v2/services/{name}/rollback`: serve an earlier version again
+/// (its config and artifact; no optimization when the artifact is kept).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RollbackRequest {
+    /// The version to serve; absent: the one before the current.
+    #[serde(default)]
+    pub version: Option<u32>,
 }
 
 /// One instance of a service, placed on a node.

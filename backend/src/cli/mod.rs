@@ -51,6 +51,15 @@ pub enum Command {
     Start { name: String },
     /// Delete a service.
     Delete { name: String },
+    /// List a service's versions (every create and modify makes one).
+    Versions { name: String },
+    /// Serve an earlier version again (its config and optimized artifact;
+    /// nothing is optimized again while the artifact is kept).
+    Rollback {
+        name: String,
+        /// The version to serve (default: the one before the current).
+        version: Option<u32>,
+    },
     /// Print a service's deploy log.
     Logs {
         name: String,
@@ -207,6 +216,57 @@ async fn client_command(
                 .await?;
             println!("{} is {}", d.summary.name, d.summary.status.as_str());
             Ok(0)
+        }
+        Command::Versions { name } => {
+            let versions: Vec<shared::api::ServiceVersion> = client
+                .get(&format!("/api/v2/services/{name}/versions"))
+                .await?;
+            println!(
+                "{:<8} {:<8} {:<20} {:<26} {:<14} {:<6} {:>9}",
+                "VERSION", "SERVED", "AUTHOR", "CREATED", "ARTIFACT", "LEVEL", "INSTANCES"
+            );
+            for v in versions {
+                let level = v
+                    .config
+                    .plugins
+                    .first()
+                    .and_then(|p| p.config.as_ref())
+                    .and_then(|c| c.model_info.values().next())
+                    .and_then(|m| m.optimization_level)
+                    .map_or("-", |l| match l {
+                        shared::config::OptimizationLevel::O1 => "o1",
+                        shared::config::OptimizationLevel::O2 => "o2",
+                    });
+                println!(
+                    "{:<8} {:<8} {:<20} {:<26} {:<14} {:<6} {:>9}",
+                    v.version,
+                    if v.current { "*" } else { "" },
+                    v.author,
+                    v.created_at,
+                    v.artifact
+                        .as_deref()
+                        .map_or("-".to_string(), |a| a.chars().take(12).collect()),
+                    level,
+                    v.config.metadata.instance
+                );
+            }
+            Ok(0)
+        }
+        Command::Rollback { name, version } => {
+            let body = serde_json::to_vec(&shared::api::RollbackRequest { version })
+                .map_err(|e| ClientError::Usage(e.to_string()))?;
+            let d: ServiceDetail = client
+                .send(
+                    Method::POST,
+                    &format!("/api/v2/services/{name}/rollback"),
+                    Some(body.into()),
+                )
+                .await?;
+            println!(
+                "{name}: serving version {} of {} once deployed",
+                d.current_version, d.latest_version
+            );
+            follow(&client, &name).await
         }
         Command::Delete { name } => {
             let _: serde_json::Value = client
@@ -368,6 +428,12 @@ fn print_detail(client: &Client, d: &ServiceDetail) {
             .unwrap_or_default()
     );
     println!("Processor:   {}", s.processor);
+    if d.latest_version > 0 {
+        println!(
+            "Version:     {} (latest {})",
+            d.current_version, d.latest_version
+        );
+    }
     println!(
         "Instances:   {}/{} running",
         s.running_instances, s.instances

@@ -20,7 +20,7 @@ use shared::{parse_and_validate, ServiceConfig};
 use tokio::io::AsyncWriteExt;
 
 use crate::control::resources::job_kind;
-use crate::control::store::ServiceRow;
+use crate::control::store::{ServiceRow, VersionChange};
 use crate::control::tokens::new_token;
 use crate::deploy::resolve;
 use crate::http::auth::Caller;
@@ -38,6 +38,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/services/{name}/scale", post(scale))
         .route("/api/v2/services/{name}/stop", post(stop))
         .route("/api/v2/services/{name}/start", post(start))
+        .route("/api/v2/services/{name}/versions", get(versions))
+        .route("/api/v2/services/{name}/rollback", post(rollback))
         .route("/api/v2/services/{name}/logs", get(logs))
         .route("/api/v2/services/{name}/logs/stream", get(log_stream))
         .route("/api/v2/uploads", post(upload))
@@ -102,7 +104,10 @@ async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppE
             error: p.error,
         })
         .collect();
+    let latest_version = state.store.latest_version(&row.name).await?;
     Ok(ServiceDetail {
+        current_version: u32::try_from(row.current_version).unwrap_or(0),
+        latest_version: u32::try_from(latest_version).unwrap_or(0),
         summary: summary(&row, speedup),
         endpoint: format!("/api/predict/{}", row.name),
         token: row.token.clone(),
@@ -269,7 +274,14 @@ async fn create(
     let token = cfg.token.clone().unwrap_or_else(|| new_token(""));
     let job = state
         .store
-        .create_service(&cfg, &job_kind(&cfg), &token, &model, &team)
+        .create_service(
+            &cfg,
+            &job_kind(&cfg),
+            &token,
+            &model,
+            &team,
+            &caller.user.name,
+        )
         .await?;
     state
         .logs
@@ -307,7 +319,15 @@ async fn modify(
     .await?;
     let job = state
         .store
-        .queue_redeploy(&name, &cfg, &job_kind(&cfg), Some(&model))
+        .queue_redeploy(
+            &name,
+            &cfg,
+            &job_kind(&cfg),
+            Some(&model),
+            VersionChange::New {
+                author: &caller.user.name,
+            },
+        )
         .await?;
     state
         .logs
@@ -347,7 +367,7 @@ async fn scale(
     state.resources.check(&cfg).map_err(AppError::Invalid)?;
     let job = state
         .store
-        .queue_redeploy(&name, &cfg, &job_kind(&cfg), None)
+        .queue_redeploy(&name, &cfg, &job_kind(&cfg), None, VersionChange::Same)
         .await?;
     state
         .logs
@@ -409,11 +429,122 @@ async fn start(
     state.resources.check(cfg).map_err(AppError::Invalid)?;
     let job = state
         .store
-        .queue_redeploy(&name, cfg, &job_kind(cfg), None)
+        .queue_redeploy(&name, cfg, &job_kind(cfg), None, VersionChange::Same)
         .await?;
     state
         .logs
         .line(&name, Some(job), "[OK] Service is being started")
+        .await?;
+    state.jobs_ready.notify_waiters();
+    Ok(Json(
+        detail(&state, service_or_404(&state, &name).await?).await?,
+    ))
+}
+
+async fn versions(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<shared::api::ServiceVersion>>, AppError> {
+    let row = service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
+    let versions = state.store.versions(&name).await?;
+    Ok(Json(
+        versions
+            .into_iter()
+            .map(|v| shared::api::ServiceVersion {
+                version: u32::try_from(v.version).unwrap_or(0),
+                current: v.version == row.current_version,
+                author: v.author,
+                created_at: v.created_at,
+                artifact: v.artifact,
+                config: v.config,
+            })
+            .collect(),
+    ))
+}
+
+/// Serves an earlier (or, after a rollback, a later) version again: its
+/// config and model, so its deploy finds its artifact by key and optimizes
+/// nothing (unless the artifact was removed since).
+async fn rollback(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ServiceDetail>, AppError> {
+    let row = service_for(
+        &state,
+        &caller,
+        &name,
+        Role::Deployer,
+        "rolling back a service",
+    )
+    .await?;
+    // An empty body asks for the version before the current one.
+    let req: shared::api::RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            AppError::invalid("version", format!("expected {{\"version\": N}}: {e}"))
+        })?
+    };
+    let latest = state.store.latest_version(&name).await?;
+    let target = match req.version {
+        Some(v) => i64::from(v),
+        None if row.current_version > 1 => row.current_version - 1,
+        None => {
+            return Err(AppError::Conflict(format!(
+                "service '{name}' serves version 1; there is no earlier version to roll back to"
+            )))
+        }
+    };
+    if target == row.current_version {
+        return Err(AppError::Conflict(format!(
+            "service '{name}' already serves version {target}"
+        )));
+    }
+    let Some(v) = state.store.version(&name, target).await? else {
+        return Err(AppError::invalid(
+            "version",
+            format!("service '{name}' has versions 1 to {latest}; there is no version {target}"),
+        ));
+    };
+    let Some(model) = v.model.clone() else {
+        return Err(AppError::Conflict(format!(
+            "version {target} of '{name}' records no model to serve"
+        )));
+    };
+    // The groups and GPUs may have changed since that version ran.
+    state
+        .resources
+        .check(&v.config)
+        .map_err(AppError::Invalid)?;
+    crate::deploy::cancel_and_wait(
+        &state.deployer(),
+        &name,
+        &format!("the service was rolled back to version {target}"),
+    )
+    .await?;
+    let job = state
+        .store
+        .queue_redeploy(
+            &name,
+            &v.config,
+            &job_kind(&v.config),
+            Some(&model),
+            VersionChange::Switch(target),
+        )
+        .await?;
+    state
+        .logs
+        .line(
+            &name,
+            Some(job),
+            &format!(
+                "[OK] Rolling back to version {target} of {latest} (made by {} at {})",
+                v.author, v.created_at
+            ),
+        )
         .await?;
     state.jobs_ready.notify_waiters();
     Ok(Json(

@@ -99,6 +99,8 @@ pub fn document() -> Value {
     let summaries = schema(generator.subschema_for::<Vec<ServiceSummary>>());
     let error = schema(generator.subschema_for::<ApiError>());
     let scale = schema(generator.subschema_for::<ScaleRequest>());
+    let versions = schema(generator.subschema_for::<Vec<shared::api::ServiceVersion>>());
+    let rollback = schema(generator.subschema_for::<shared::api::RollbackRequest>());
     let page = schema(generator.subschema_for::<LogPage>());
     let event = schema(generator.subschema_for::<LogEvent>());
     let upload = schema(generator.subschema_for::<UploadResponse>());
@@ -176,6 +178,14 @@ pub fn document() -> Value {
         },
         "/api/v2/services/{name}/stop": { "post": with_name(op("Stop serving", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs))) },
         "/api/v2/services/{name}/start": { "post": with_name(op("Start a stopped service", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs))) },
+        "/api/v2/services/{name}/versions": { "get": with_name(op("The service's versions, oldest first (every create and modify makes one)", "services", mgmt, responses(vec![ok("200", "the versions", &versions)], e, &svc_errs))) },
+        "/api/v2/services/{name}/rollback": {
+            "post": with_name({
+                let mut o = op("Serve another version again (default: the one before the current), from its own artifact", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs));
+                o["requestBody"] = body(&rollback);
+                o
+            }),
+        },
         "/api/v2/services/{name}/logs": {
             "get": {
                 "summary": "A page of the deploy log",

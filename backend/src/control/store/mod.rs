@@ -167,6 +167,33 @@ pub struct ServiceRow {
     pub updated_at: String,
     /// The team the service belongs to.
     pub team: String,
+    /// The version served (see [`VersionRow`]).
+    pub current_version: i64,
+}
+
+/// One version of a service: what a create or modify asked for.
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    pub version: i64,
+    pub config: ServiceConfig,
+    /// The model it resolved to (absent only for rows written before
+    /// versions existed by a service that had no model yet).
+    pub model: Option<ResolvedModel>,
+    /// The artifact it deployed, once it has.
+    pub artifact: Option<String>,
+    pub author: String,
+    pub created_at: String,
+}
+
+/// What a redeploy does to the service's versions.
+#[derive(Debug, Clone, Copy)]
+pub enum VersionChange<'a> {
+    /// Scale, stop, start: the same version.
+    Same,
+    /// A modify: a new latest version, served from now on.
+    New { author: &'a str },
+    /// A rollback (or forward again): serve this existing version.
+    Switch(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -212,7 +239,63 @@ fn service_from_row(r: &AnyRow) -> Result<ServiceRow, StoreError> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         team: r.try_get("team")?,
+        current_version: r.try_get("current_version")?,
     })
+}
+
+fn version_from_row(r: &AnyRow) -> Result<VersionRow, StoreError> {
+    let model = match (
+        r.try_get::<Option<String>, _>("model_dir")?,
+        r.try_get::<Option<String>, _>("model_file")?,
+        r.try_get::<Option<String>, _>("model_sha256")?,
+        r.try_get::<Option<String>, _>("signature")?,
+    ) {
+        (Some(dir), Some(file), Some(sha256), Some(sig)) => Some(ResolvedModel {
+            dir,
+            file,
+            sha256,
+            signature: parse_json("signature", &sig)?,
+        }),
+        _ => None,
+    };
+    Ok(VersionRow {
+        version: r.try_get("version")?,
+        config: json_column(r, "config")?,
+        model,
+        artifact: r.try_get("artifact")?,
+        author: r.try_get("author")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// Records version `version` of `service` inside a transaction.
+#[allow(clippy::too_many_arguments)]
+async fn insert_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    service: &str,
+    version: i64,
+    config: &str,
+    model: &ResolvedModel,
+    signature: &str,
+    author: &str,
+    at: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO versions (service, version, config, model_dir, model_file, model_sha256, signature, author, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(service)
+    .bind(version)
+    .bind(config)
+    .bind(&model.dir)
+    .bind(&model.file)
+    .bind(&model.sha256)
+    .bind(signature)
+    .bind(author)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn job_from_row(r: &AnyRow) -> Result<JobRow, StoreError> {
@@ -365,6 +448,7 @@ impl Store {
         token: &str,
         model: &ResolvedModel,
         team: &str,
+        author: &str,
     ) -> Result<i64, StoreError> {
         let (name, instances) = (cfg.name.as_str(), cfg.metadata.instance);
         let config = to_json("config", cfg)?;
@@ -397,20 +481,28 @@ impl Store {
         .bind(team)
         .execute(&mut *tx)
         .await?;
+        // A name deleted and created again starts its versions afresh.
+        sqlx::query("DELETE FROM versions WHERE service = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        insert_version(&mut tx, name, 1, &config, model, &signature, author, &ts).await?;
         let id = insert_job(&mut tx, self.dialect, name, &config, job).await?;
         tx.commit().await?;
         Ok(id)
     }
 
-    /// Queues a redeploy with a new config (modify, scale, start), sized by
-    /// its `metadata.instance`. Fails with `Conflict` while another job of
-    /// the service is pending.
+    /// Queues a redeploy with a new config (modify, scale, start, rollback),
+    /// sized by its `metadata.instance`; `version` says what it does to the
+    /// service's versions. Fails with `Conflict` while another job of the
+    /// service is pending.
     pub async fn queue_redeploy(
         &self,
         name: &str,
         cfg: &ServiceConfig,
         job: &str,
         model: Option<&ResolvedModel>,
+        version: VersionChange<'_>,
     ) -> Result<i64, StoreError> {
         let instances = cfg.metadata.instance;
         let config = to_json("config", cfg)?;
@@ -461,6 +553,33 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        let serve = match version {
+            VersionChange::Same => None,
+            VersionChange::Switch(n) => Some(n),
+            VersionChange::New { author } => {
+                let (Some(m), Some(sig)) = (model, &signature) else {
+                    return Err(StoreError::Corrupt(
+                        "a new version needs the model it resolved to".into(),
+                    ));
+                };
+                let latest: Option<i64> =
+                    sqlx::query("SELECT MAX(version) AS v FROM versions WHERE service = $1")
+                        .bind(name)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get("v")?;
+                let next = latest.unwrap_or(0) + 1;
+                insert_version(&mut tx, name, next, &config, m, sig, author, &now()).await?;
+                Some(next)
+            }
+        };
+        if let Some(n) = serve {
+            sqlx::query("UPDATE services SET current_version = $1 WHERE name = $2")
+                .bind(n)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
         let id = insert_job(&mut tx, self.dialect, name, &config, job).await?;
         tx.commit().await?;
         Ok(id)
@@ -485,6 +604,7 @@ impl Store {
             // A later service of the same name must not be shown to old links.
             "DELETE FROM share_links WHERE service = $1",
             "DELETE FROM placements WHERE service = $1",
+            "DELETE FROM versions WHERE service = $1",
         ] {
             sqlx::query(q).bind(name).execute(&mut *tx).await?;
         }
@@ -518,14 +638,62 @@ impl Store {
         running: u32,
         artifact: Option<&str>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE services SET running = $1, artifact = COALESCE($2, artifact), updated_at = $3 WHERE name = $4")
             .bind(running as i64)
             .bind(artifact)
             .bind(now())
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if let Some(key) = artifact {
+            // The version served has deployed this artifact: a rollback to
+            // it serves the same one.
+            sqlx::query(
+                "UPDATE versions SET artifact = $1 WHERE service = $2
+                 AND version = (SELECT current_version FROM services WHERE name = $2)",
+            )
+            .bind(key)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Every version of `name`, oldest first.
+    pub async fn versions(&self, name: &str) -> Result<Vec<VersionRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM versions WHERE service = $1 ORDER BY version")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// Version `version` of `name`, if there is one.
+    pub async fn version(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<VersionRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM versions WHERE service = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// The highest version number of `name` (0 when it has none).
+    pub async fn latest_version(&self, name: &str) -> Result<i64, StoreError> {
+        let v: Option<i64> =
+            sqlx::query("SELECT MAX(version) AS v FROM versions WHERE service = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("v")?;
+        Ok(v.unwrap_or(0))
     }
 
     /// Claims the oldest queued job of one of `kinds` (see

@@ -1,0 +1,181 @@
+//! Versions and rollback end to end: a real `whet serve` and the real CLI.
+//! Create makes version 1, modify version 2 (optimized again: its config
+//! differs); `whet rollback` serves version 1 again from its own artifact
+//! without running the optimizer, and forward again works the same way.
+
+use std::path::Path;
+use std::process::Output;
+
+use whetstone_e2e::Server;
+
+fn config(shapes: serde_json::Value) -> String {
+    serde_json::json!({
+        "name": "ver",
+        "model_path": "mlp.onnx",
+        "processor": "onnx_cpu",
+        "metadata": { "instance": 1 },
+        "plugins": [{
+            "command": "blade --mode eas_plugin --optimize_for cpu",
+            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
+            "config": { "model_info": { "mlp.onnx": {
+                "optimization_level": "o1",
+                "input_shapes": shapes
+            } } }
+        }]
+    })
+    .to_string()
+}
+
+fn run(server: &Server, args: &[&str]) -> Output {
+    server.cli(args).output().expect("whet runs")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The part of `log` from the last line holding `marker` on.
+fn since<'a>(log: &'a str, marker: &str) -> &'a str {
+    let at = log
+        .rfind(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in the log:\n{log}"));
+    &log[at..]
+}
+
+fn detail(server: &Server) -> serde_json::Value {
+    let (s, d) = server.admin("GET", "/api/v2/services/ver", b"");
+    assert_eq!(s, 200, "{d}");
+    d
+}
+
+fn predict(server: &Server, token: &str) -> u16 {
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}]});
+    server
+        .http(
+            "POST",
+            "/api/predict/ver",
+            Some(token),
+            body.to_string().as_bytes(),
+        )
+        .0
+}
+
+#[test]
+fn modify_makes_a_version_and_rollback_serves_the_earlier_one_without_optimizing() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("mlp.onnx"),
+        optimizer::onnx_build::mlp(4, 16, 3),
+    )
+    .unwrap();
+    let write = |name: &str, shapes: serde_json::Value| {
+        let p = work.path().join(name);
+        std::fs::write(&p, config(shapes)).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let v1 = write("v1.json", serde_json::json!([["1*4"]]));
+    let v2 = write("v2.json", serde_json::json!([["1*4"], ["8*4"]]));
+    let server = Server::start(&work.path().join("data"), &[]);
+    let in_work = |args: &[&str]| {
+        let mut c = server.cli(args);
+        c.current_dir(work.path());
+        c.output().expect("whet runs")
+    };
+
+    let log = ok(&in_work(&["create", &v1]));
+    assert!(log.contains("Running plugin eas-plugin-"), "{log}");
+    let first = detail(&server);
+    let a1 = first["artifact"].as_str().unwrap().to_string();
+    assert_eq!(
+        (
+            first["current_version"].as_u64(),
+            first["latest_version"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let token = first["token"].as_str().unwrap().to_string();
+
+    // Modify: version 2, optimized for its own shapes.
+    let log = ok(&in_work(&["modify", "ver", "-s", &v2]));
+    assert!(log.contains("Running plugin eas-plugin-"), "{log}");
+    let second = detail(&server);
+    let a2 = second["artifact"].as_str().unwrap().to_string();
+    assert_ne!(a1, a2, "another config, another artifact");
+    assert_eq!(
+        (
+            second["current_version"].as_u64(),
+            second["latest_version"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+
+    let table = ok(&run(&server, &["versions", "ver"]));
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows[0].starts_with('1') && rows[0].contains(&a1[..12]),
+        "{table}"
+    );
+    assert!(rows[1].starts_with('2') && rows[1].contains('*'), "{table}");
+    assert!(
+        rows[0].contains("admin") && rows[1].contains("admin"),
+        "{table}"
+    );
+
+    // Rollback (no version: the one before): version 1's artifact, reused.
+    let log = ok(&run(&server, &["rollback", "ver"]));
+    // `whet` follows the whole log; the rollback's deploy is its end.
+    let deploy = since(&log, "Rolling back to version 1 of 2");
+    assert!(deploy.contains("Reusing optimized artifact"), "{log}");
+    assert!(!deploy.contains("Running plugin"), "optimized again: {log}");
+    let back = detail(&server);
+    assert_eq!(back["artifact"].as_str(), Some(a1.as_str()));
+    assert_eq!(
+        (
+            back["current_version"].as_u64(),
+            back["latest_version"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        back["config"]["plugins"][0]["config"]["model_info"]["mlp.onnx"]["input_shapes"],
+        serde_json::json!([["1*4"]])
+    );
+    assert_eq!(predict(&server, &token), 200);
+
+    // Nothing to roll back to, a version that does not exist, the one served.
+    let out = run(&server, &["rollback", "ver"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no earlier version"),
+        "{out:?}"
+    );
+    let out = run(&server, &["rollback", "ver", "5"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("versions 1 to 2"),
+        "{out:?}"
+    );
+    let out = run(&server, &["rollback", "ver", "1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already serves version 1"),
+        "{out:?}"
+    );
+
+    // Forward again to version 2: its artifact, not optimized again.
+    let log = ok(&run(&server, &["rollback", "ver", "2"]));
+    let deploy = since(&log, "Rolling back to version 2 of 2");
+    assert!(deploy.contains("Reusing optimized artifact"), "{log}");
+    assert!(!deploy.contains("Running plugin"), "optimized again: {log}");
+    let forward = detail(&server);
+    assert_eq!(forward["artifact"].as_str(), Some(a2.as_str()));
+    assert_eq!(forward["current_version"].as_u64(), Some(2));
+    assert_eq!(predict(&server, &token), 200);
+    assert!(Path::new(&work.path().join("data")).is_dir());
+}
