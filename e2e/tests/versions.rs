@@ -179,3 +179,90 @@ fn modify_makes_a_version_and_rollback_serves_the_earlier_one_without_optimizing
     assert_eq!(predict(&server, &token), 200);
     assert!(Path::new(&work.path().join("data")).is_dir());
 }
+
+/// Requests sent back to back by `clients` threads until `stop`: (answered
+/// 200, anything else) — a refused connection or a non-200 status is a
+/// failure.
+fn load_until(
+    server: &Server,
+    token: &str,
+    clients: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (usize, Vec<String>) {
+    use std::sync::atomic::Ordering;
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}]}).to_string();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let body = body.as_bytes();
+                s.spawn(move || {
+                    let (mut ok, mut failed) = (0usize, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let (status, text) =
+                            server.http("POST", "/api/predict/ver", Some(token), body);
+                        if status == 200 {
+                            ok += 1;
+                        } else {
+                            failed.push(format!("{status}: {text}"));
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(ok, mut failed), (o, f)| {
+                failed.extend(f);
+                (ok + o, failed)
+            },
+        )
+    })
+}
+
+#[test]
+fn a_rolling_update_and_a_rollback_under_load_fail_no_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("mlp.onnx"),
+        optimizer::onnx_build::mlp(4, 16, 3),
+    )
+    .unwrap();
+    let v1 = work.path().join("v1.json");
+    let v2 = work.path().join("v2.json");
+    std::fs::write(&v1, config(serde_json::json!([["1*4"]]))).unwrap();
+    std::fs::write(&v2, config(serde_json::json!([["1*4"], ["8*4"]]))).unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let cli = |args: &[&str]| {
+        let mut c = server.cli(args);
+        c.current_dir(work.path());
+        c.output().expect("whet runs")
+    };
+    ok(&cli(&["create", v1.to_str().unwrap()]));
+    let token = detail(&server)["token"].as_str().unwrap().to_string();
+
+    let stop = AtomicBool::new(false);
+    let (answered, failed) = std::thread::scope(|s| {
+        let load = s.spawn(|| load_until(&server, &token, 4, &stop));
+        // Each change waits for its deploy; the load runs throughout.
+        ok(&cli(&["modify", "ver", "-s", v2.to_str().unwrap()]));
+        assert_eq!(detail(&server)["current_version"].as_u64(), Some(2));
+        ok(&cli(&["rollback", "ver"]));
+        assert_eq!(detail(&server)["current_version"].as_u64(), Some(1));
+        ok(&cli(&["scale", "ver", "2"]));
+        stop.store(true, Ordering::Relaxed);
+        load.join().unwrap()
+    });
+    eprintln!(
+        "under load through a modify, a rollback and a scale: {answered} answered, {} failed",
+        failed.len()
+    );
+    assert!(answered > 100, "the load hardly ran: {answered}");
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+}
