@@ -42,6 +42,43 @@ pub struct ServiceConfig {
     /// Pre-processing plugins; only the Blade optimizer plugin exists, at most once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<Plugin>,
+    /// Horizontal autoscaling: the server sets the instance count between `min` and `max` from
+    /// the load (`metadata.instance` is the count to start with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<Autoscaler>,
+}
+
+/// EAS's `autoscaler`: desired instances = ceil(current × metric / threshold), the largest over
+/// the strategies, unchanged while every metric is within 10 % of its threshold, kept between
+/// `min` and `max` (a `metadata.instance` outside them is brought inside at the first decision).
+/// Scaling out is at once; scaling in waits for a cool-down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscaler {
+    /// Fewest instances (at least 1).
+    pub min: u32,
+    /// Most instances (at most 64, not below `min`).
+    pub max: u32,
+    /// What to scale on; at least one.
+    pub scale_strategies: Vec<ScaleStrategy>,
+}
+
+/// One autoscaling metric and its target per instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleStrategy {
+    /// `qps` (requests per second per instance) or `cpu` (per cent of one instance's cores in use).
+    pub metric_name: String,
+    /// The metric's target per instance (above zero). Kept as written, so that a config
+    /// serializes back unchanged.
+    pub threshold: serde_json::Number,
+}
+
+impl ScaleStrategy {
+    /// The threshold as a float (0 when it cannot be one).
+    pub fn threshold(&self) -> f64 {
+        self.threshold.as_f64().unwrap_or(0.0)
+    }
 }
 
 /// Instances and the resources of each.
@@ -523,6 +560,7 @@ mod tests {
             metadata: Metadata::default(),
             resource: None,
             token: None,
+            autoscaler: None,
             plugins: vec![Plugin {
                 command: "blade --mode eas_plugin --optimize_for gpu".into(),
                 image: "x".into(),

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{
-    parse_range, parse_shape, Accuracy, Metadata, ModelInfo, OptimizationLevel, Plugin,
-    PluginConfig, Quantization, Rpc, ServiceConfig,
+    parse_range, parse_shape, Accuracy, Autoscaler, Metadata, ModelInfo, OptimizationLevel, Plugin,
+    PluginConfig, Quantization, Rpc, ScaleStrategy, ServiceConfig,
 };
 use crate::processor::{
     gpu_type_of_resource, parse_plugin_command, Device, PluginImage, Processor, PLUGIN_IMAGES,
@@ -107,6 +107,9 @@ pub fn validate(cfg: &ServiceConfig) -> Vec<ValidationError> {
         check_token(&mut r, token);
     }
     check_plugins(&mut r, cfg, processor);
+    if let Some(a) = &cfg.autoscaler {
+        check_autoscaler(&mut r, a);
+    }
     r.0
 }
 
@@ -273,6 +276,57 @@ fn at_least_one(r: &mut Report, path: &str, value: Option<u64>, unit: &str) {
             path,
             format!("expected at least 1 {unit}, got 0 (omit the key for the default)"),
         );
+    }
+}
+
+fn check_autoscaler(r: &mut Report, a: &Autoscaler) {
+    if !(1..=MAX_INSTANCES).contains(&a.min) {
+        r.push(
+            "autoscaler.min",
+            format!("expected 1 to {MAX_INSTANCES} instances, got {}", a.min),
+        );
+    }
+    if !(1..=MAX_INSTANCES).contains(&a.max) || a.max < a.min {
+        r.push(
+            "autoscaler.max",
+            format!(
+                "expected {} to {MAX_INSTANCES} instances (not below min), got {}",
+                a.min.max(1),
+                a.max
+            ),
+        );
+    }
+    if a.scale_strategies.is_empty() {
+        r.push(
+            "autoscaler.scale_strategies",
+            "expected at least one strategy, e.g. {\"metric_name\": \"qps\", \"threshold\": 50}",
+        );
+    }
+    let mut seen = Vec::new();
+    for (i, s) in a.scale_strategies.iter().enumerate() {
+        let path = format!("autoscaler.scale_strategies[{i}]");
+        if !SCALE_METRICS.contains(&s.metric_name.as_str()) {
+            r.push(
+                format!("{path}.metric_name"),
+                format!(
+                    "expected one of {}, got {}",
+                    SCALE_METRICS.join(", "),
+                    quote(&s.metric_name)
+                ),
+            );
+        } else if seen.contains(&s.metric_name.as_str()) {
+            r.push(
+                format!("{path}.metric_name"),
+                format!("{} is already a strategy", s.metric_name),
+            );
+        }
+        seen.push(s.metric_name.as_str());
+        if s.threshold() <= 0.0 {
+            r.push(
+                format!("{path}.threshold"),
+                format!("expected a number above 0, got {}", s.threshold),
+            );
+        }
     }
 }
 
@@ -724,7 +778,12 @@ const SERVICE_KEYS: &[&str] = &[
     "resource",
     "token",
     "plugins",
+    "autoscaler",
 ];
+const AUTOSCALER_KEYS: &[&str] = &["min", "max", "scale_strategies"];
+const SCALE_STRATEGY_KEYS: &[&str] = &["metric_name", "threshold"];
+/// The metrics an autoscaler may scale on.
+pub const SCALE_METRICS: &[&str] = &["qps", "cpu"];
 const METADATA_KEYS: &[&str] = &[
     "instance",
     "cpu",
@@ -979,6 +1038,7 @@ impl Reader {
             resource: None,
             token: None,
             plugins: Vec::new(),
+            autoscaler: None,
         };
         let Some(obj) = self.object(v, ROOT_PATH, SERVICE_KEYS) else {
             return placeholder;
@@ -1002,6 +1062,52 @@ impl Reader {
             plugins: self
                 .defaulted(&obj, "plugins", Self::plugins)
                 .unwrap_or_default(),
+            autoscaler: self.optional(&obj, "autoscaler", Self::autoscaler),
+        }
+    }
+
+    fn autoscaler(&mut self, v: &Value, path: &str) -> Option<Autoscaler> {
+        let obj = self.object(v, path, AUTOSCALER_KEYS)?;
+        Some(Autoscaler {
+            min: self.required(&obj, "min", Self::count).unwrap_or(1),
+            max: self.required(&obj, "max", Self::count).unwrap_or(1),
+            scale_strategies: self
+                .required(&obj, "scale_strategies", Self::scale_strategies)
+                .unwrap_or_default(),
+        })
+    }
+
+    fn scale_strategies(&mut self, v: &Value, path: &str) -> Option<Vec<ScaleStrategy>> {
+        let Some(items) = v.as_array() else {
+            self.type_error(path, "a list of {\"metric_name\": …, \"threshold\": …}", v);
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let p = index_path(path, i);
+            let Some(obj) = self.object(item, &p, SCALE_STRATEGY_KEYS) else {
+                continue;
+            };
+            out.push(ScaleStrategy {
+                metric_name: self
+                    .required(&obj, "metric_name", Self::string)
+                    .unwrap_or_default(),
+                threshold: self
+                    .required(&obj, "threshold", Self::number)
+                    .unwrap_or_else(|| 1.into()),
+            });
+        }
+        Some(out)
+    }
+
+    /// Any JSON number, as written.
+    fn number(&mut self, v: &Value, path: &str) -> Option<serde_json::Number> {
+        match v {
+            Value::Number(n) => Some(n.clone()),
+            _ => {
+                self.type_error(path, "a number", v);
+                None
+            }
         }
     }
 

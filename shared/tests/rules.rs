@@ -30,6 +30,13 @@ fn base() -> Value {
         },
         "resource": "T4_8CORE",
         "token": "0123456789abcdef0123",
+        "autoscaler": {
+            "min": 1, "max": 4,
+            "scale_strategies": [
+                { "metric_name": "qps", "threshold": 50 },
+                { "metric_name": "cpu", "threshold": 80.5 }
+            ]
+        },
         "plugins": [{
             "command": "blade --mode eas_plugin --optimize_for gpu",
             "image": GPU_IMAGE,
@@ -838,4 +845,51 @@ fn broken_plugin_keeps_later_indices_and_causes_no_cascade() {
         set(v, "/plugins/1/gpu", json!(0));
     });
     assert_eq!(errs, vec!["plugins[0]", "plugins", "plugins[1].gpu"]);
+}
+
+#[test]
+fn autoscaler_bounds_metrics_and_thresholds() {
+    ok(|v| set(v, "/autoscaler/max", json!(MAX_INSTANCES)));
+    ok(|v| remove(v, "/autoscaler"));
+    let e = only_error(|v| set(v, "/autoscaler/min", json!(0)));
+    assert_eq!(e.path, "autoscaler.min");
+    let e = only_error(|v| set(v, "/autoscaler/max", json!(MAX_INSTANCES + 1)));
+    assert_eq!(e.path, "autoscaler.max");
+    // max below min, and the starting count outside the range.
+    assert_eq!(
+        paths(|v| {
+            set(v, "/autoscaler/min", json!(3));
+            set(v, "/autoscaler/max", json!(2));
+        }),
+        ["autoscaler.max"]
+    );
+    let e = only_error(|v| set(v, "/autoscaler/scale_strategies", json!([])));
+    assert_eq!(e.path, "autoscaler.scale_strategies");
+    let e = only_error(|v| {
+        set(
+            v,
+            "/autoscaler/scale_strategies/1/metric_name",
+            json!("gpu"),
+        )
+    });
+    assert_eq!(e.path, "autoscaler.scale_strategies[1].metric_name");
+    assert!(e.message.contains("qps, cpu"), "{}", e.message);
+    let e = only_error(|v| {
+        set(
+            v,
+            "/autoscaler/scale_strategies/1/metric_name",
+            json!("qps"),
+        )
+    });
+    assert!(e.message.contains("already"), "{}", e.message);
+    for bad in [json!(0), json!(-5)] {
+        let e = only_error(|v| set(v, "/autoscaler/scale_strategies/0/threshold", bad));
+        assert_eq!(e.path, "autoscaler.scale_strategies[0].threshold");
+    }
+    let e = only_error(|v| set(v, "/autoscaler/scale_strategies/0/threshold", json!("50")));
+    assert_eq!(e.path, "autoscaler.scale_strategies[0].threshold");
+    let e = only_error(|v| set(v, "/autoscaler/scale_strategies/0/unit", json!("rps")));
+    assert_eq!(e.path, "autoscaler.scale_strategies[0].unit");
+    let e = only_error(|v| remove(v, "/autoscaler/min"));
+    assert_eq!(e.path, "autoscaler.min");
 }

@@ -4,6 +4,7 @@
 //! and nothing here knows HTTP.
 
 pub mod gpu;
+pub mod load;
 pub mod logbus;
 pub mod metrics;
 pub mod notify;

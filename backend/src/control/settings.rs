@@ -48,6 +48,11 @@ pub struct Settings {
     /// coming (`--batch-wait adaptive`, the default), else for the whole
     /// `max_batch_timeout`.
     pub adaptive_batching: bool,
+    /// How often the autoscaler measures and decides.
+    pub autoscale_period: std::time::Duration,
+    /// How long the autoscaler must keep asking for fewer instances before
+    /// it scales in.
+    pub scale_in_delay: std::time::Duration,
 }
 
 impl Settings {
@@ -71,6 +76,8 @@ impl Settings {
             admin_token: None,
             advertise: None,
             adaptive_batching: true,
+            autoscale_period: std::time::Duration::from_secs(5),
+            scale_in_delay: std::time::Duration::from_secs(300),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! or out-of-memory in a native engine cannot take the server down.
 
 pub mod artifacts;
+pub mod autoscale;
 pub mod inspect;
 pub mod nodes;
 pub mod placement;

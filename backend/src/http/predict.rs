@@ -365,5 +365,8 @@ async fn observed(
     if label != "-" {
         crate::control::recent::record(label, t0.elapsed());
     }
+    if r.is_ok() {
+        crate::control::load::answered(name);
+    }
     r.map(|(resp, _)| resp)
 }

@@ -90,6 +90,14 @@ pub struct ServeArgs {
     /// fixed batch window does).
     #[arg(long, env = "WHET_BATCH_WAIT", default_value = "adaptive", value_parser = ["adaptive", "window"])]
     pub batch_wait: String,
+    /// How often the autoscaler (the config's `autoscaler`) measures the
+    /// load and decides.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub autoscale_period: std::time::Duration,
+    /// How long the load must ask for fewer instances before the autoscaler
+    /// scales in (scaling out is at once).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub scale_in_delay: std::time::Duration,
 }
 
 /// `whet serve` with its command-line arguments: runs until the process is
@@ -140,6 +148,10 @@ pub async fn run(args: ServeArgs) -> i32 {
         admin_token: args.admin_token,
         advertise: args.advertise,
         adaptive_batching: args.batch_wait == "adaptive",
+        autoscale_period: args
+            .autoscale_period
+            .max(std::time::Duration::from_millis(100)),
+        scale_in_delay: args.scale_in_delay,
         ..Settings::new(data, whet_exe)
     };
     let console = args
@@ -302,6 +314,7 @@ pub async fn serve(
     crate::deploy::spawn_workers(&deployer);
     crate::deploy::nodes::spawn_lease_sweeper(&deployer);
     crate::deploy::placement::spawn_reconciler(&deployer);
+    crate::deploy::autoscale::spawn(&deployer);
     if state.store.dialect() == crate::control::store::Dialect::Postgres {
         crate::control::notify::spawn_listener(
             state.settings.database_url(),

@@ -185,6 +185,18 @@ pub struct VersionRow {
     pub created_at: String,
 }
 
+/// What one node measured of a service over the autoscaler's last period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeLoad {
+    /// Requests its instances answered per second.
+    pub qps: f64,
+    /// Average CPU use of its instances, per cent of each one's cores
+    /// (`None` when it could not be read).
+    pub cpu: Option<f64>,
+    /// Instances of the service it runs.
+    pub instances: u32,
+}
+
 /// What a redeploy does to the service's versions.
 #[derive(Debug, Clone, Copy)]
 pub enum VersionChange<'a> {
@@ -605,6 +617,7 @@ impl Store {
             "DELETE FROM share_links WHERE service = $1",
             "DELETE FROM placements WHERE service = $1",
             "DELETE FROM versions WHERE service = $1",
+            "DELETE FROM service_load WHERE service = $1",
         ] {
             sqlx::query(q).bind(name).execute(&mut *tx).await?;
         }
@@ -660,6 +673,54 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Records the load node `node` measured on `service` at `at_ms`.
+    pub async fn report_load(
+        &self,
+        service: &str,
+        node: &str,
+        load: &NodeLoad,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO service_load (service, node, qps, cpu, instances, at_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (service, node) DO UPDATE SET qps = excluded.qps, cpu = excluded.cpu,
+             instances = excluded.instances, at_ms = excluded.at_ms",
+        )
+        .bind(service)
+        .bind(node)
+        .bind(load.qps)
+        .bind(load.cpu)
+        .bind(i64::from(load.instances))
+        .bind(at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The loads of `service` reported at or after `since_ms`, one per node.
+    pub async fn service_loads(
+        &self,
+        service: &str,
+        since_ms: i64,
+    ) -> Result<Vec<NodeLoad>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT qps, cpu, instances FROM service_load WHERE service = $1 AND at_ms >= $2 ORDER BY node",
+        )
+        .bind(service)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeLoad {
+                    qps: r.try_get("qps")?,
+                    cpu: r.try_get("cpu")?,
+                    instances: u32::try_from(r.try_get::<i64, _>("instances")?).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     /// Every version of `name`, oldest first.

@@ -1,0 +1,380 @@
+//! The autoscaler (the config's `autoscaler`, EAS's rule). Every node, once
+//! a period, measures the services it serves — requests answered per second
+//! and the CPU its runner processes used — and writes that to the store;
+//! the live node with the smallest id adds the nodes' figures up and sets
+//! each service's instance count:
+//!
+//! desired = ceil(current × metric / threshold), the largest over the
+//! strategies; a metric within 10 % of its threshold asks for no change;
+//! kept within `min`..=`max`. Scaling out happens at once; scaling in only
+//! once every decision for a whole cool-down (`--scale-in-delay`) asked for
+//! fewer instances, so a short lull does not drop instances a returning
+//! load needs. A service with a deploy in progress is left alone.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use shared::config::Autoscaler;
+
+use crate::control::store::{now_ms, NodeLoad, ServiceRow, VersionChange};
+use shared::api::ServiceStatus;
+
+use super::Deployer;
+
+/// A metric within this fraction of its threshold asks for no change.
+const TOLERANCE: f64 = 0.1;
+
+/// What the instances of one service did over the last period, all nodes
+/// together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// Requests answered per second, all instances.
+    pub qps: f64,
+    /// Average CPU use per instance, per cent of its cores.
+    pub cpu: Option<f64>,
+}
+
+/// The instance count the rule asks for, given `current` instances under
+/// `load` (see the module's doc).
+pub fn desired(a: &Autoscaler, current: u32, load: Load) -> u32 {
+    let current = current.max(1);
+    let mut want: Option<u32> = None;
+    for s in &a.scale_strategies {
+        let per_instance = match s.metric_name.as_str() {
+            "qps" => load.qps / f64::from(current),
+            "cpu" => match load.cpu {
+                Some(c) => c,
+                None => continue,
+            },
+            _ => continue,
+        };
+        let ratio = per_instance / s.threshold();
+        // (The epsilon keeps 11 against 10 inside the band despite rounding.)
+        let n = if (ratio - 1.0).abs() <= TOLERANCE + 1e-9 {
+            current
+        } else {
+            // An f64 far above any count saturates; NaN (no threshold) is 0.
+            (f64::from(current) * ratio)
+                .ceil()
+                .clamp(0.0, f64::from(u32::MAX)) as u32
+        };
+        want = Some(want.map_or(n, |w| w.max(n)));
+    }
+    want.unwrap_or(current).clamp(a.min, a.max.max(a.min))
+}
+
+/// The figures of every node, added up: requests per second summed, CPU
+/// averaged over the instances that reported it.
+pub fn combine(loads: &[NodeLoad]) -> Load {
+    let qps = loads.iter().map(|l| l.qps).sum();
+    let (weighted, instances) = loads
+        .iter()
+        .filter_map(|l| l.cpu.map(|c| (c * f64::from(l.instances), l.instances)))
+        .fold((0.0, 0u32), |(w, n), (c, i)| (w + c, n + i));
+    Load {
+        qps,
+        cpu: (instances > 0).then(|| weighted / f64::from(instances)),
+    }
+}
+
+/// Scale-in decisions waiting out their cool-down: since when each service
+/// has asked for fewer instances.
+#[derive(Default)]
+pub struct CoolDown(HashMap<String, Instant>);
+
+impl CoolDown {
+    /// The count to set now, if any: `want` at once when it is more than
+    /// `current`; when it is fewer, only after every decision for `delay`
+    /// asked for fewer.
+    pub fn decide(
+        &mut self,
+        service: &str,
+        current: u32,
+        want: u32,
+        now: Instant,
+        delay: Duration,
+    ) -> Option<u32> {
+        if want >= current {
+            self.0.remove(service);
+            return (want > current).then_some(want);
+        }
+        let since = *self.0.entry(service.to_string()).or_insert(now);
+        if now.duration_since(since) >= delay {
+            self.0.remove(service);
+            Some(want)
+        } else {
+            None
+        }
+    }
+}
+
+/// What this node measured last period, per service: (answered count, CPU
+/// seconds of each runner by pid) at an instant.
+struct Sample {
+    at: Instant,
+    answered: HashMap<String, u64>,
+    cpu: HashMap<u32, f64>,
+}
+
+impl Sample {
+    fn take(pids: impl Iterator<Item = u32>) -> Sample {
+        Sample {
+            at: Instant::now(),
+            answered: crate::control::load::counts(),
+            cpu: pids
+                .filter_map(|p| crate::control::load::cpu_seconds(p).map(|s| (p, s)))
+                .collect(),
+        }
+    }
+}
+
+/// Starts the autoscaler on this node (see the module's doc).
+pub fn spawn(state: &Deployer) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut cool = CoolDown::default();
+        let mut last: Option<Sample> = None;
+        loop {
+            tokio::time::sleep(state.settings.autoscale_period).await;
+            if let Err(e) = tick(&state, &mut last, &mut cool).await {
+                tracing::warn!("autoscaler: {e}");
+            }
+        }
+    });
+}
+
+async fn tick(
+    state: &Deployer,
+    last: &mut Option<Sample>,
+    cool: &mut CoolDown,
+) -> Result<(), super::DeployError> {
+    let services: Vec<ServiceRow> = state
+        .store
+        .list_services()
+        .await?
+        .into_iter()
+        .filter(|s| s.config.autoscaler.is_some())
+        .collect();
+    // This node's share: the runner processes of its local instances.
+    let pools: Vec<(String, Vec<u32>)> = services
+        .iter()
+        .filter_map(|s| {
+            let pool = state.instances.get(&s.name)?;
+            let pids = pool.runner_states().iter().filter_map(|r| r.pid).collect();
+            Some((s.name.clone(), pids))
+        })
+        .collect();
+    let now = Sample::take(pools.iter().flat_map(|(_, p)| p.iter().copied()));
+    if let Some(before) = last.as_ref() {
+        let secs = now.at.duration_since(before.at).as_secs_f64().max(1e-3);
+        for (name, pids) in &pools {
+            let count = |s: &Sample| s.answered.get(name).copied().unwrap_or(0);
+            let qps = count(&now).saturating_sub(count(before)) as f64 / secs;
+            let service = services.iter().find(|s| &s.name == name);
+            let cores = service
+                .and_then(|s| s.config.metadata.cpu)
+                .unwrap_or(1)
+                .max(1);
+            let used: Vec<f64> = pids
+                .iter()
+                .filter_map(|p| Some(now.cpu.get(p)? - before.cpu.get(p)?))
+                .collect();
+            let cpu = (!used.is_empty()).then(|| {
+                used.iter().sum::<f64>() / used.len() as f64 / secs / f64::from(cores) * 100.0
+            });
+            let load = NodeLoad {
+                qps,
+                cpu,
+                instances: u32::try_from(pids.len()).unwrap_or(u32::MAX),
+            };
+            state
+                .store
+                .report_load(name, &state.settings.node_id, &load, now_ms())
+                .await?;
+        }
+    }
+    *last = Some(now);
+    if !leads(state).await? {
+        return Ok(());
+    }
+    let fresh_since = now_ms() - 3 * state.settings.autoscale_period.as_millis() as i64;
+    for s in services {
+        let Some(a) = &s.config.autoscaler else {
+            continue;
+        };
+        if s.status != ServiceStatus::Running || state.store.has_pending_job(&s.name).await? {
+            continue;
+        }
+        let loads = state.store.service_loads(&s.name, fresh_since).await?;
+        if loads.is_empty() {
+            continue;
+        }
+        let load = combine(&loads);
+        let current = s.config.metadata.instance;
+        let want = desired(a, current, load);
+        let Some(to) = cool.decide(
+            &s.name,
+            current,
+            want,
+            Instant::now(),
+            state.settings.scale_in_delay,
+        ) else {
+            continue;
+        };
+        scale(state, &s, to, load).await?;
+    }
+    Ok(())
+}
+
+/// Whether this node decides: the live node with the smallest id.
+async fn leads(state: &Deployer) -> Result<bool, super::DeployError> {
+    let live_since = now_ms() - (state.settings.job_lease.as_millis() as i64 * 2 / 3);
+    let nodes = state.store.live_nodes(live_since).await?;
+    Ok(nodes.first().is_none_or(|n| n.id == state.settings.node_id))
+}
+
+async fn scale(
+    state: &Deployer,
+    s: &ServiceRow,
+    to: u32,
+    load: Load,
+) -> Result<(), super::DeployError> {
+    let mut cfg = s.config.clone();
+    let from = cfg.metadata.instance;
+    cfg.metadata.instance = to;
+    if state.resources.check(&cfg).is_err() {
+        // The group cannot hold that many now; try again next period.
+        return Ok(());
+    }
+    let kind = crate::control::resources::job_kind(&cfg);
+    let job = match state
+        .store
+        .queue_redeploy(&s.name, &cfg, &kind, None, VersionChange::Same)
+        .await
+    {
+        Ok(job) => job,
+        // A user's deploy got there first: theirs wins.
+        Err(crate::control::store::StoreError::Conflict(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let cpu = load
+        .cpu
+        .map(|c| format!(", CPU {c:.0} % per instance"))
+        .unwrap_or_default();
+    state
+        .logs
+        .line(
+            &s.name,
+            Some(job),
+            &format!(
+                "[OK] Autoscaler: {:.1} requests/s{cpu}: scaling from {from} to {to} instance(s)",
+                load.qps
+            ),
+        )
+        .await?;
+    state.jobs_ready.notify_waiters();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::config::ScaleStrategy;
+
+    fn scaler(min: u32, max: u32, strategies: &[(&str, f64)]) -> Autoscaler {
+        Autoscaler {
+            min,
+            max,
+            scale_strategies: strategies
+                .iter()
+                .map(|(m, t)| ScaleStrategy {
+                    metric_name: m.to_string(),
+                    threshold: serde_json::Number::from_f64(*t).expect("finite"),
+                })
+                .collect(),
+        }
+    }
+
+    fn load(qps: f64, cpu: Option<f64>) -> Load {
+        Load { qps, cpu }
+    }
+
+    #[test]
+    fn the_rule_scales_by_the_ratio_within_min_and_max() {
+        let a = scaler(1, 10, &[("qps", 10.0)]);
+        // 2 instances at 35 qps each (70 in all) against 10: ceil(2 × 3.5) = 7.
+        assert_eq!(desired(&a, 2, load(70.0, None)), 7);
+        // Far above: max. No load: min.
+        assert_eq!(desired(&a, 2, load(1e9, None)), 10);
+        assert_eq!(desired(&a, 4, load(0.0, None)), 1);
+        // Half the threshold: half the instances.
+        assert_eq!(desired(&a, 4, load(20.0, None)), 2);
+    }
+
+    #[test]
+    fn within_ten_per_cent_of_the_threshold_nothing_changes() {
+        let a = scaler(1, 10, &[("qps", 10.0)]);
+        for qps in [27.0, 30.0, 33.0] {
+            assert_eq!(desired(&a, 3, load(qps, None)), 3, "{qps}");
+        }
+        assert_eq!(desired(&a, 3, load(34.0, None)), 4);
+        assert_eq!(desired(&a, 3, load(26.0, None)), 3, "ceil(3 × 0.867) = 3");
+        assert_eq!(desired(&a, 3, load(19.0, None)), 2);
+    }
+
+    #[test]
+    fn the_largest_strategy_wins_and_a_missing_metric_is_skipped() {
+        let a = scaler(1, 8, &[("qps", 100.0), ("cpu", 50.0)]);
+        // qps asks for 1, CPU at 150 % of its threshold for ceil(2 × 3) = 6.
+        assert_eq!(desired(&a, 2, load(10.0, Some(150.0))), 6);
+        // No CPU reading: qps alone decides.
+        assert_eq!(desired(&a, 2, load(10.0, None)), 1);
+        // Never below min.
+        let b = scaler(3, 8, &[("cpu", 50.0)]);
+        assert_eq!(desired(&b, 4, load(0.0, Some(1.0))), 3);
+    }
+
+    #[test]
+    fn nodes_add_up_and_cpu_is_averaged_per_instance() {
+        let l = combine(&[
+            NodeLoad {
+                qps: 10.0,
+                cpu: Some(20.0),
+                instances: 1,
+            },
+            NodeLoad {
+                qps: 30.0,
+                cpu: Some(80.0),
+                instances: 3,
+            },
+            NodeLoad {
+                qps: 5.0,
+                cpu: None,
+                instances: 1,
+            },
+        ]);
+        assert_eq!(l.qps, 45.0);
+        assert_eq!(l.cpu, Some((20.0 + 240.0) / 4.0));
+        assert_eq!(combine(&[]).cpu, None);
+    }
+
+    #[test]
+    fn scaling_out_is_at_once_and_in_only_after_the_cool_down() {
+        let mut c = CoolDown::default();
+        let t0 = Instant::now();
+        let delay = Duration::from_secs(30);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(c.decide("s", 1, 3, at(0), delay), Some(3));
+        assert_eq!(c.decide("s", 3, 3, at(1), delay), None);
+        // Fewer asked at 10 s: not before 40 s.
+        assert_eq!(c.decide("s", 3, 1, at(10), delay), None);
+        assert_eq!(c.decide("s", 3, 2, at(39), delay), None);
+        assert_eq!(c.decide("s", 3, 1, at(40), delay), Some(1));
+        // A load that returns during the cool-down restarts it.
+        assert_eq!(c.decide("s", 3, 1, at(50), delay), None);
+        assert_eq!(c.decide("s", 3, 3, at(60), delay), None);
+        assert_eq!(c.decide("s", 3, 1, at(70), delay), None);
+        assert_eq!(c.decide("s", 3, 1, at(99), delay), None);
+        assert_eq!(c.decide("s", 3, 1, at(100), delay), Some(1));
+    }
+}
