@@ -371,6 +371,41 @@ async fn versions_behave_alike() {
     }
 }
 
+/// The autoscaler's load rows: one per service and node, replaced by the
+/// next report, read back only when fresh, forgotten with the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_loads_behave_alike() {
+    use backend::control::store::NodeLoad;
+    let b = both().await;
+    for (db, s) in b.each() {
+        s.create_service(&config("l", 1), "cpu", "t", &model(), "default", "ann")
+            .await
+            .unwrap();
+        let load = |qps: f64, cpu: Option<f64>| NodeLoad {
+            qps,
+            cpu,
+            instances: 2,
+        };
+        s.report_load("l", "a", &load(1.0, Some(10.0)), 1_000)
+            .await
+            .unwrap();
+        s.report_load("l", "a", &load(5.5, None), 2_000)
+            .await
+            .unwrap();
+        s.report_load("l", "b", &load(7.0, Some(40.0)), 500)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.service_loads("l", 1_000).await.unwrap(),
+            vec![load(5.5, None)],
+            "{db}"
+        );
+        assert_eq!(s.service_loads("l", 0).await.unwrap().len(), 2, "{db}");
+        s.delete_service("l").await.unwrap();
+        assert!(s.service_loads("l", 0).await.unwrap().is_empty(), "{db}");
+    }
+}
+
 /// Instances placed on nodes: a node's share, the states it reports (a
 /// stale report about another artifact changes nothing), the slots of a
 /// dead node moved exactly once, forwarding addresses, and a restarted
