@@ -113,7 +113,8 @@ async fn bench(server: &str, token: Option<String>, args: BenchArgs) -> Result<i
         )));
     }
 
-    let rss_start = server_rss(&http, &client.server).await;
+    let metrics_start = server_metrics(&http, &client.server).await;
+    let rss_start = metrics_start.as_deref().and_then(parse_rss);
     let rss_peak = Arc::new(AtomicU64::new(rss_start.unwrap_or(0)));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -177,7 +178,12 @@ async fn bench(server: &str, token: Option<String>, args: BenchArgs) -> Result<i
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);
     let _ = sampler.await;
-    let rss_end = server_rss(&http, &client.server).await;
+    let metrics_end = server_metrics(&http, &client.server).await;
+    let rss_end = metrics_end.as_deref().and_then(parse_rss);
+    let batching = metrics_start
+        .as_deref()
+        .zip(metrics_end.as_deref())
+        .map(|(a, b)| Batching::between(a, b, &args.name));
     if let Some(end) = rss_end {
         rss_peak.fetch_max(end, Ordering::Relaxed);
     }
@@ -193,6 +199,7 @@ async fn bench(server: &str, token: Option<String>, args: BenchArgs) -> Result<i
             rss_end,
             rss_start.map(|_| rss_peak.load(Ordering::Relaxed)),
         ],
+        batching,
     );
     Ok(if all.errors.is_empty() { 0 } else { 1 })
 }
@@ -264,17 +271,61 @@ fn request_body(args: &BenchArgs, sig: Option<&ModelSignature>) -> Result<Vec<u8
         .map_err(|e| ClientError::Usage(e.to_string()))
 }
 
-/// The server's resident memory from its `/metrics`, when it exports it.
-async fn server_rss(http: &reqwest::Client, server: &str) -> Option<u64> {
-    let text = http
-        .get(format!("{server}/metrics"))
+/// The server's `/metrics` text, when it answers.
+async fn server_metrics(http: &reqwest::Client, server: &str) -> Option<String> {
+    http.get(format!("{server}/metrics"))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    parse_rss(&text)
+        .ok()
+}
+
+/// The server's resident memory from its `/metrics`, when it exports it.
+async fn server_rss(http: &reqwest::Client, server: &str) -> Option<u64> {
+    parse_rss(&server_metrics(http, server).await?)
+}
+
+/// What the service's queue did during the run, from the differences of
+/// its `/metrics` series: engine calls, rows per call (how much dynamic
+/// batching merged) and the mean time a request waited in the queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Batching {
+    calls: f64,
+    rows_per_call: Option<f64>,
+    queue_ms: Option<f64>,
+}
+
+impl Batching {
+    fn between(before: &str, after: &str, service: &str) -> Batching {
+        let delta =
+            |metric: &str| series_sum(after, metric, service) - series_sum(before, metric, service);
+        let calls = delta("whet_batch_size_count");
+        let queued = delta("whet_queue_duration_seconds_count");
+        Batching {
+            calls,
+            rows_per_call: (calls > 0.0).then(|| delta("whet_batch_size_sum") / calls),
+            queue_ms: (queued > 0.0)
+                .then(|| delta("whet_queue_duration_seconds_sum") / queued * 1e3),
+        }
+    }
+}
+
+/// The sum of `metric` over the series labelled with `service` (every
+/// protocol) in Prometheus exposition text.
+fn series_sum(text: &str, metric: &str, service: &str) -> f64 {
+    let label = format!("service=\"{service}\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(metric)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once('}')?;
+            labels
+                .split(',')
+                .any(|kv| kv == label)
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
 }
 
 fn parse_rss(metrics: &str) -> Option<u64> {
@@ -299,6 +350,7 @@ fn print_table(
     elapsed: Duration,
     all: &mut Tally,
     [rss_start, rss_end, rss_peak]: [Option<u64>; 3],
+    batching: Option<Batching>,
 ) {
     all.latencies.sort();
     let ok = all.latencies.len() as u64;
@@ -340,6 +392,22 @@ fn print_table(
         ("latency p99", ms(percentile(&all.latencies, 0.99))),
         ("latency max", ms(all.latencies.last().copied())),
         ("errors", errors),
+        (
+            "engine calls",
+            batching.map_or("- (no metrics)".into(), |b| {
+                format!(
+                    "{:.0}, {} rows per call",
+                    b.calls,
+                    b.rows_per_call.map_or("-".into(), |r| format!("{r:.2}"))
+                )
+            }),
+        ),
+        (
+            "queue wait mean",
+            batching
+                .and_then(|b| b.queue_ms)
+                .map_or("-".into(), |q| format!("{q:.2} ms")),
+        ),
         ("server RSS start", mib(rss_start)),
         ("server RSS end", mib(rss_end)),
         ("server RSS peak", mib(rss_peak)),
@@ -354,6 +422,31 @@ fn print_table(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn batching_is_read_from_the_differences_of_the_service_series() {
+        let at = |calls: u32, rows: u32, queued: u32, wait: f64| {
+            format!(
+                "whet_batch_size_sum{{service=\"svc\"}} {rows}\n\
+                 whet_batch_size_count{{service=\"svc\"}} {calls}\n\
+                 whet_batch_size_count{{service=\"svc2\"}} 999\n\
+                 whet_queue_duration_seconds_sum{{protocol=\"eas\",service=\"svc\"}} {wait}\n\
+                 whet_queue_duration_seconds_count{{protocol=\"eas\",service=\"svc\"}} {queued}\n\
+                 whet_queue_duration_seconds_count{{protocol=\"kserve\",service=\"svc\"}} 0\n"
+            )
+        };
+        let b = super::Batching::between(&at(10, 12, 12, 0.5), &at(20, 52, 52, 0.54), "svc");
+        assert_eq!(b.calls, 10.0);
+        assert_eq!(b.rows_per_call, Some(4.0));
+        assert!((b.queue_ms.unwrap() - 1.0).abs() < 1e-9, "{b:?}");
+        // Nothing ran: no figures, not a division by zero.
+        let idle = super::Batching::between(&at(5, 5, 5, 0.1), &at(5, 5, 5, 0.1), "svc");
+        assert_eq!((idle.rows_per_call, idle.queue_ms), (None, None));
+        assert_eq!(
+            super::series_sum(&at(1, 1, 1, 0.0), "whet_batch_size_count", "sv"),
+            0.0
+        );
+    }
+
     use super::*;
 
     #[test]
