@@ -141,3 +141,56 @@ fn a_load_step_scales_out_to_max_and_back_in_to_min_after_the_cool_down() {
     assert!(log.contains("[OK] Autoscaler: "), "{log}");
     assert!(log.contains("to 1 instance(s)"), "{log}");
 }
+
+#[test]
+fn a_cron_job_sets_the_instance_count_when_it_falls_due() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("mlp.onnx"),
+        optimizer::onnx_build::mlp(4, 16, 3),
+    )
+    .unwrap();
+    let cfg = work.path().join("auto.json");
+    // Every other second (six fields: seconds first), two instances.
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "name": "auto",
+            "model_path": "mlp.onnx",
+            "processor": "onnx_cpu",
+            "metadata": { "instance": 1 },
+            "cronscaler": { "scale_jobs": [
+                { "name": "up", "schedule": "*/2 * * * * *", "target_size": 2 }
+            ] }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let server = Server::start(&work.path().join("data"), &["--autoscale-period", "500ms"]);
+    let out = server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(instances(&server).0, 1);
+    let t0 = Instant::now();
+    while instances(&server).0 != 2 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the job never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "cron job applied {:.1} s after the deploy",
+        t0.elapsed().as_secs_f64()
+    );
+    let out = server.cli(&["logs", "auto"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("[OK] Cron scaler: job \"up\" is due: scaling from 1 to 2 instance(s)"),
+        "{log}"
+    );
+}

@@ -46,6 +46,31 @@ pub struct ServiceConfig {
     /// the load (`metadata.instance` is the count to start with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<Autoscaler>,
+    /// Scheduled scaling: at each job's times the instance count is set to its `target_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cronscaler: Option<CronScaler>,
+}
+
+/// EAS's `cronscaler`: instance counts set on a schedule (with an `autoscaler`, kept within its
+/// `min`..`max`, and the autoscaler decides again from there).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CronScaler {
+    /// The scheduled jobs; at least one.
+    pub scale_jobs: Vec<ScaleJob>,
+}
+
+/// One scheduled scaling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleJob {
+    /// A name, unique among the jobs (it names the job in the service's log).
+    pub name: String,
+    /// A cron schedule in UTC: five fields (minute hour day-of-month month day-of-week), or six with
+    /// seconds first; `@hourly`-style aliases too.
+    pub schedule: String,
+    /// The instance count to set (1-64).
+    pub target_size: u32,
 }
 
 /// EAS's `autoscaler`: desired instances = ceil(current × metric / threshold), the largest over
@@ -561,6 +586,7 @@ mod tests {
             resource: None,
             token: None,
             autoscaler: None,
+            cronscaler: None,
             plugins: vec![Plugin {
                 command: "blade --mode eas_plugin --optimize_for gpu".into(),
                 image: "x".into(),

@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{
-    parse_range, parse_shape, Accuracy, Autoscaler, Metadata, ModelInfo, OptimizationLevel, Plugin,
-    PluginConfig, Quantization, Rpc, ScaleStrategy, ServiceConfig,
+    parse_range, parse_shape, Accuracy, Autoscaler, CronScaler, Metadata, ModelInfo,
+    OptimizationLevel, Plugin, PluginConfig, Quantization, Rpc, ScaleJob, ScaleStrategy,
+    ServiceConfig,
 };
 use crate::processor::{
     gpu_type_of_resource, parse_plugin_command, Device, PluginImage, Processor, PLUGIN_IMAGES,
@@ -109,6 +110,9 @@ pub fn validate(cfg: &ServiceConfig) -> Vec<ValidationError> {
     check_plugins(&mut r, cfg, processor);
     if let Some(a) = &cfg.autoscaler {
         check_autoscaler(&mut r, a);
+    }
+    if let Some(c) = &cfg.cronscaler {
+        check_cronscaler(&mut r, c);
     }
     r.0
 }
@@ -277,6 +281,55 @@ fn at_least_one(r: &mut Report, path: &str, value: Option<u64>, unit: &str) {
             format!("expected at least 1 {unit}, got 0 (omit the key for the default)"),
         );
     }
+}
+
+fn check_cronscaler(r: &mut Report, c: &CronScaler) {
+    if c.scale_jobs.is_empty() {
+        r.push(
+            "cronscaler.scale_jobs",
+            "expected at least one job, e.g. {\"name\": \"day\", \"schedule\": \"0 8 * * *\", \"target_size\": 4}",
+        );
+    }
+    let mut names = Vec::new();
+    for (i, job) in c.scale_jobs.iter().enumerate() {
+        let path = format!("cronscaler.scale_jobs[{i}]");
+        if job.name.trim().is_empty() {
+            r.push(
+                format!("{path}.name"),
+                "expected a name, got an empty string",
+            );
+        } else if names.contains(&job.name.as_str()) {
+            r.push(
+                format!("{path}.name"),
+                format!("{} names another job already", quote(&job.name)),
+            );
+        }
+        names.push(job.name.as_str());
+        if let Err(e) = parse_schedule(&job.schedule) {
+            r.push(format!("{path}.schedule"), e);
+        }
+        if !(1..=MAX_INSTANCES).contains(&job.target_size) {
+            r.push(
+                format!("{path}.target_size"),
+                format!(
+                    "expected 1 to {MAX_INSTANCES} instances, got {}",
+                    job.target_size
+                ),
+            );
+        }
+    }
+}
+
+/// A cronscaler schedule: five cron fields, or six with seconds first, or an
+/// alias such as `@hourly`; the error says what is wrong with it.
+pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
+    use std::str::FromStr;
+    croner::Cron::from_str(schedule).map_err(|e| {
+        format!(
+            "expected a cron schedule (minute hour day-of-month month day-of-week, optionally seconds first), got {}: {e}",
+            quote(schedule)
+        )
+    })
 }
 
 fn check_autoscaler(r: &mut Report, a: &Autoscaler) {
@@ -779,7 +832,10 @@ const SERVICE_KEYS: &[&str] = &[
     "token",
     "plugins",
     "autoscaler",
+    "cronscaler",
 ];
+const CRONSCALER_KEYS: &[&str] = &["scale_jobs"];
+const SCALE_JOB_KEYS: &[&str] = &["name", "schedule", "target_size"];
 const AUTOSCALER_KEYS: &[&str] = &["min", "max", "scale_strategies"];
 const SCALE_STRATEGY_KEYS: &[&str] = &["metric_name", "threshold"];
 /// The metrics an autoscaler may scale on.
@@ -1039,6 +1095,7 @@ impl Reader {
             token: None,
             plugins: Vec::new(),
             autoscaler: None,
+            cronscaler: None,
         };
         let Some(obj) = self.object(v, ROOT_PATH, SERVICE_KEYS) else {
             return placeholder;
@@ -1063,7 +1120,44 @@ impl Reader {
                 .defaulted(&obj, "plugins", Self::plugins)
                 .unwrap_or_default(),
             autoscaler: self.optional(&obj, "autoscaler", Self::autoscaler),
+            cronscaler: self.optional(&obj, "cronscaler", Self::cronscaler),
         }
+    }
+
+    fn cronscaler(&mut self, v: &Value, path: &str) -> Option<CronScaler> {
+        let obj = self.object(v, path, CRONSCALER_KEYS)?;
+        Some(CronScaler {
+            scale_jobs: self
+                .required(&obj, "scale_jobs", Self::scale_jobs)
+                .unwrap_or_default(),
+        })
+    }
+
+    fn scale_jobs(&mut self, v: &Value, path: &str) -> Option<Vec<ScaleJob>> {
+        let Some(items) = v.as_array() else {
+            self.type_error(
+                path,
+                "a list of {\"name\": …, \"schedule\": …, \"target_size\": …}",
+                v,
+            );
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let Some(obj) = self.object(item, &index_path(path, i), SCALE_JOB_KEYS) else {
+                continue;
+            };
+            out.push(ScaleJob {
+                name: self
+                    .required(&obj, "name", Self::string)
+                    .unwrap_or_default(),
+                schedule: self
+                    .required(&obj, "schedule", Self::string)
+                    .unwrap_or_else(|| "* * * * *".into()),
+                target_size: self.required(&obj, "target_size", Self::count).unwrap_or(1),
+            });
+        }
+        Some(out)
     }
 
     fn autoscaler(&mut self, v: &Value, path: &str) -> Option<Autoscaler> {

@@ -37,6 +37,12 @@ fn base() -> Value {
                 { "metric_name": "cpu", "threshold": 80.5 }
             ]
         },
+        "cronscaler": {
+            "scale_jobs": [
+                { "name": "day", "schedule": "0 8 * * 1-5", "target_size": 4 },
+                { "name": "night", "schedule": "30 0 20 * * *", "target_size": 1 }
+            ]
+        },
         "plugins": [{
             "command": "blade --mode eas_plugin --optimize_for gpu",
             "image": GPU_IMAGE,
@@ -892,4 +898,35 @@ fn autoscaler_bounds_metrics_and_thresholds() {
     assert_eq!(e.path, "autoscaler.scale_strategies[0].unit");
     let e = only_error(|v| remove(v, "/autoscaler/min"));
     assert_eq!(e.path, "autoscaler.min");
+}
+
+#[test]
+fn cronscaler_names_schedules_and_sizes() {
+    ok(|v| set(v, "/cronscaler/scale_jobs/0/schedule", json!("@hourly")));
+    ok(|v| remove(v, "/cronscaler"));
+    let e = only_error(|v| {
+        set(
+            v,
+            "/cronscaler/scale_jobs/1/schedule",
+            json!("every day at 8"),
+        )
+    });
+    assert_eq!(e.path, "cronscaler.scale_jobs[1].schedule");
+    assert!(e.message.contains("cron schedule"), "{}", e.message);
+    let e = only_error(|v| set(v, "/cronscaler/scale_jobs/0/schedule", json!("61 * * * *")));
+    assert_eq!(e.path, "cronscaler.scale_jobs[0].schedule");
+    let e = only_error(|v| set(v, "/cronscaler/scale_jobs/1/name", json!("day")));
+    assert_eq!(e.path, "cronscaler.scale_jobs[1].name");
+    let e = only_error(|v| set(v, "/cronscaler/scale_jobs/0/name", json!(" ")));
+    assert_eq!(e.path, "cronscaler.scale_jobs[0].name");
+    for bad in [0, MAX_INSTANCES + 1] {
+        let e = only_error(|v| set(v, "/cronscaler/scale_jobs/0/target_size", json!(bad)));
+        assert_eq!(e.path, "cronscaler.scale_jobs[0].target_size");
+    }
+    let e = only_error(|v| set(v, "/cronscaler/scale_jobs", json!([])));
+    assert_eq!(e.path, "cronscaler.scale_jobs");
+    let e = only_error(|v| remove(v, "/cronscaler/scale_jobs/0/target_size"));
+    assert_eq!(e.path, "cronscaler.scale_jobs[0].target_size");
+    let e = only_error(|v| set(v, "/cronscaler/scale_jobs/0/when", json!("now")));
+    assert_eq!(e.path, "cronscaler.scale_jobs[0].when");
 }

@@ -10,11 +10,17 @@
 //! once every decision for a whole cool-down (`--scale-in-delay`) asked for
 //! fewer instances, so a short lull does not drop instances a returning
 //! load needs. A service with a deploy in progress is left alone.
+//!
+//! The same node runs the `cronscaler`: a job whose schedule (UTC) fell due
+//! since its last look sets the count to the job's `target_size` (within
+//! the autoscaler's bounds when there is one), as soon as no deploy of the
+//! service is in progress.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use shared::config::Autoscaler;
+use chrono::{DateTime, Utc};
+use shared::config::{Autoscaler, CronScaler, ScaleJob};
 
 use crate::control::store::{now_ms, NodeLoad, ServiceRow, VersionChange};
 use shared::api::ServiceStatus;
@@ -77,6 +83,38 @@ pub fn combine(loads: &[NodeLoad]) -> Load {
     }
 }
 
+/// The job of `c` that fell due in (`since`, `now`] — the one due last
+/// when several did — with the time it was due.
+pub fn due_job(
+    c: &CronScaler,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<(&ScaleJob, DateTime<Utc>)> {
+    c.scale_jobs
+        .iter()
+        .filter_map(|job| {
+            // Validated at deploy; a schedule that no longer parses is skipped.
+            let cron = shared::validate::parse_schedule(&job.schedule).ok()?;
+            // The last occurrence up to now: step from `since` while the
+            // next one is still not after `now`.
+            // (Bounded: a look spans a period, and a per-second schedule
+            // over a very long one keeps its last 10 000 steps' answer.)
+            let mut at = None;
+            let mut from = since;
+            for _ in 0..10_000 {
+                match cron.find_next_occurrence(&from, false) {
+                    Ok(next) if next <= now => {
+                        at = Some(next);
+                        from = next;
+                    }
+                    _ => break,
+                }
+            }
+            at.map(|t| (job, t))
+        })
+        .max_by_key(|(_, t)| *t)
+}
+
 /// Scale-in decisions waiting out their cool-down: since when each service
 /// has asked for fewer instances.
 #[derive(Default)]
@@ -132,28 +170,42 @@ impl Sample {
 pub fn spawn(state: &Deployer) {
     let state = state.clone();
     tokio::spawn(async move {
-        let mut cool = CoolDown::default();
-        let mut last: Option<Sample> = None;
+        let mut scaler = Scaler::default();
         loop {
             tokio::time::sleep(state.settings.autoscale_period).await;
-            if let Err(e) = tick(&state, &mut last, &mut cool).await {
+            if let Err(e) = tick(&state, &mut scaler).await {
                 tracing::warn!("autoscaler: {e}");
             }
         }
     });
 }
 
-async fn tick(
-    state: &Deployer,
-    last: &mut Option<Sample>,
-    cool: &mut CoolDown,
-) -> Result<(), super::DeployError> {
+/// What the deciding node remembers between periods.
+#[derive(Default)]
+struct Scaler {
+    /// This node's counters at the last period.
+    last: Option<Sample>,
+    cool: CoolDown,
+    /// When the cron jobs were last looked at.
+    cron_since: Option<DateTime<Utc>>,
+    /// Cron jobs due but not applied yet (a deploy was in progress): per
+    /// service, the job's name and size.
+    cron_due: HashMap<String, (String, u32)>,
+}
+
+async fn tick(state: &Deployer, scaler: &mut Scaler) -> Result<(), super::DeployError> {
+    let Scaler {
+        last,
+        cool,
+        cron_since,
+        cron_due,
+    } = scaler;
     let services: Vec<ServiceRow> = state
         .store
         .list_services()
         .await?
         .into_iter()
-        .filter(|s| s.config.autoscaler.is_some())
+        .filter(|s| s.config.autoscaler.is_some() || s.config.cronscaler.is_some())
         .collect();
     // This node's share: the runner processes of its local instances.
     let pools: Vec<(String, Vec<u32>)> = services
@@ -195,16 +247,47 @@ async fn tick(
     }
     *last = Some(now);
     if !leads(state).await? {
+        *cron_since = None;
         return Ok(());
     }
+    let wall = Utc::now();
+    if let Some(since) = *cron_since {
+        for s in &services {
+            if let Some(c) = &s.config.cronscaler {
+                if let Some((job, _)) = due_job(c, since, wall) {
+                    cron_due.insert(s.name.clone(), (job.name.clone(), job.target_size));
+                }
+            }
+        }
+    }
+    *cron_since = Some(wall);
     let fresh_since = now_ms() - 3 * state.settings.autoscale_period.as_millis() as i64;
     for s in services {
+        if s.status != ServiceStatus::Running {
+            // A stopped service starts with its own count, not a stale job's.
+            cron_due.remove(&s.name);
+            continue;
+        }
+        if state.store.has_pending_job(&s.name).await? {
+            continue;
+        }
+        if let Some((job, size)) = cron_due.remove(&s.name) {
+            let to = s
+                .config
+                .autoscaler
+                .as_ref()
+                .map_or(size, |a| size.clamp(a.min, a.max.max(a.min)));
+            // The autoscaler decides afresh from the scheduled count.
+            cool.0.remove(&s.name);
+            if to != s.config.metadata.instance {
+                let why = format!("[OK] Cron scaler: job {job:?} is due");
+                scale(state, &s, to, &why).await?;
+            }
+            continue;
+        }
         let Some(a) = &s.config.autoscaler else {
             continue;
         };
-        if s.status != ServiceStatus::Running || state.store.has_pending_job(&s.name).await? {
-            continue;
-        }
         let loads = state.store.service_loads(&s.name, fresh_since).await?;
         if loads.is_empty() {
             continue;
@@ -221,7 +304,12 @@ async fn tick(
         ) else {
             continue;
         };
-        scale(state, &s, to, load).await?;
+        let cpu = load
+            .cpu
+            .map(|c| format!(", CPU {c:.0} % per instance"))
+            .unwrap_or_default();
+        let why = format!("[OK] Autoscaler: {:.1} requests/s{cpu}", load.qps);
+        scale(state, &s, to, &why).await?;
     }
     Ok(())
 }
@@ -233,11 +321,12 @@ async fn leads(state: &Deployer) -> Result<bool, super::DeployError> {
     Ok(nodes.first().is_none_or(|n| n.id == state.settings.node_id))
 }
 
+/// Redeploys `s` with `to` instances, as `whet scale` does, logging `why`.
 async fn scale(
     state: &Deployer,
     s: &ServiceRow,
     to: u32,
-    load: Load,
+    why: &str,
 ) -> Result<(), super::DeployError> {
     let mut cfg = s.config.clone();
     let from = cfg.metadata.instance;
@@ -257,19 +346,12 @@ async fn scale(
         Err(crate::control::store::StoreError::Conflict(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let cpu = load
-        .cpu
-        .map(|c| format!(", CPU {c:.0} % per instance"))
-        .unwrap_or_default();
     state
         .logs
         .line(
             &s.name,
             Some(job),
-            &format!(
-                "[OK] Autoscaler: {:.1} requests/s{cpu}: scaling from {from} to {to} instance(s)",
-                load.qps
-            ),
+            &format!("{why}: scaling from {from} to {to} instance(s)"),
         )
         .await?;
     state.jobs_ready.notify_waiters();
@@ -279,7 +361,7 @@ async fn scale(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::config::ScaleStrategy;
+    use shared::config::{ScaleJob, ScaleStrategy};
 
     fn scaler(min: u32, max: u32, strategies: &[(&str, f64)]) -> Autoscaler {
         Autoscaler {
@@ -356,6 +438,37 @@ mod tests {
         assert_eq!(l.qps, 45.0);
         assert_eq!(l.cpu, Some((20.0 + 240.0) / 4.0));
         assert_eq!(combine(&[]).cpu, None);
+    }
+
+    #[test]
+    fn a_cron_job_is_due_once_its_time_passes_and_the_latest_wins() {
+        let c = CronScaler {
+            scale_jobs: vec![
+                ScaleJob {
+                    name: "morning".into(),
+                    schedule: "0 8 * * *".into(),
+                    target_size: 4,
+                },
+                ScaleJob {
+                    name: "evening".into(),
+                    schedule: "0 20 * * *".into(),
+                    target_size: 1,
+                },
+            ],
+        };
+        let t = |h: u32, m: u32| {
+            DateTime::parse_from_rfc3339(&format!("2026-12-04T{h:02}:{m:02}:00Z"))
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert!(due_job(&c, t(7, 0), t(7, 59)).is_none());
+        let (job, at) = due_job(&c, t(7, 59), t(8, 0)).expect("due at 8:00");
+        assert_eq!((job.name.as_str(), at), ("morning", t(8, 0)));
+        // Already looked at 8:00: not due again until the evening.
+        assert!(due_job(&c, t(8, 0), t(19, 0)).is_none());
+        // Asleep across both: the later one is what holds now.
+        let (job, _) = due_job(&c, t(7, 0), t(21, 0)).expect("due");
+        assert_eq!((job.name.as_str(), job.target_size), ("evening", 1));
     }
 
     #[test]
