@@ -1627,3 +1627,98 @@ async fn team_dashboard_and_settings_render_and_admins_change_members() {
     browser.screenshot("3-admin").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_list_and_a_rollback_from_the_service_page() {
+    const NAME: &str = "versioned_mlp";
+    let _serial = one_at_a_time().await;
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    let dir = deploy_example(&server, &work, NAME, "ml");
+    // A modify makes version 2 (two instances).
+    let config = dir.join("service.json");
+    let mut cfg: Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("service.json")).expect("JSON");
+    cfg["metadata"]["instance"] = json!(2);
+    std::fs::write(&config, cfg.to_string()).expect("write service.json");
+    let out = server
+        .cli(&["modify", NAME, "-s", config.to_str().expect("UTF-8 path")])
+        .output()
+        .expect("whet modify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let browser = Browser::start("versions").await;
+    browser.sign_in(&server).await;
+    browser
+        .goto(&format!("{}/services/{NAME}", server.url()))
+        .await;
+    let rows = browser
+        .wait_js(
+            "both versions, v2 served",
+            PAGE,
+            "const rows = [...document.querySelectorAll('[data-test=version]')]; \
+             if (rows.length !== 2) return null; \
+             rows[0].scrollIntoView(); \
+             return rows.map(r => r.innerText);",
+        )
+        .await;
+    let rows: Vec<String> = serde_json::from_value(rows).expect("rows");
+    assert!(
+        rows[0].starts_with("v2") && rows[0].contains("served"),
+        "{rows:?}"
+    );
+    assert!(
+        rows[1].starts_with("v1") && rows[1].contains("Roll back to v1"),
+        "{rows:?}"
+    );
+    browser.screenshot("1-versions").await;
+
+    // Asked first, then served again from its own artifact.
+    browser
+        .click("Roll back to v1", "[data-test=serve-version]")
+        .await;
+    browser
+        .wait_for("the confirmation", "[data-test=confirm-serve]")
+        .await;
+    browser.screenshot("2-confirm").await;
+    browser
+        .click("Serve v1", "[data-test=confirm-serve-button]")
+        .await;
+    browser
+        .wait_js(
+            "v1 marked served",
+            PAGE,
+            "const rows = [...document.querySelectorAll('[data-test=version]')]; \
+             return rows.length === 2 && rows[1].innerText.includes('served') \
+                 && !rows[0].innerText.includes('✓') ? true : null;",
+        )
+        .await;
+    let mut detail = Value::Null;
+    for _ in 0..300 {
+        detail = admin_ok(
+            &server,
+            "GET",
+            &format!("/api/v2/services/{NAME}"),
+            Value::Null,
+        );
+        if detail["status"] == json!("Running") && detail["instances"] == json!(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (
+            &detail["current_version"],
+            &detail["latest_version"],
+            &detail["instances"]
+        ),
+        (&json!(1), &json!(2), &json!(1)),
+        "{detail}"
+    );
+    browser.screenshot("3-rolled-back").await;
+    browser.close().await;
+}

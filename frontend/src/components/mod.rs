@@ -5,12 +5,14 @@ mod model_upload;
 mod report;
 mod share_links;
 mod try_it;
+mod versions;
 
 pub use deploy_log::{DeployLog, LogSource};
 pub use model_upload::ModelUpload;
 pub use report::ReportView;
 pub use share_links::ShareLinks;
 pub use try_it::TryIt;
+pub use versions::Versions;
 
 use std::time::Duration;
 

@@ -12,7 +12,7 @@ use crate::api::{self, Failure, ServiceView};
 use crate::auth::use_auth;
 use crate::components::{
     poll_every, ActionError, BackToServices, CopyButton, DeployLog, ErrorBox, LogSource,
-    ReportView, ShareLinks, StatusBadge, TryIt, REFRESH,
+    ReportView, ShareLinks, StatusBadge, TryIt, Versions, REFRESH,
 };
 use crate::format;
 use crate::pages::route_param;
@@ -125,6 +125,15 @@ fn ServiceView(name: String) -> impl IntoView {
                     <section>
                         <h2>"Try it"</h2>
                         <TryIt name=name.clone() token=c.token signature=c.signature/>
+                    </section>
+                    <section>
+                        <h2>"Versions"</h2>
+                        <Versions
+                            name=name.clone()
+                            may_deploy=c.may_deploy
+                            generation=log_generation
+                            on_action=on_action
+                        />
                     </section>
                     {c.may_deploy.then(|| view! {
                         <section>
