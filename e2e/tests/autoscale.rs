@@ -19,36 +19,29 @@ fn instances(server: &Server) -> (u64, u64, String) {
     )
 }
 
-#[test]
-fn a_load_step_scales_out_to_max_and_back_in_to_min_after_the_cool_down() {
+/// A server started with `args` and the service `auto` (a small MLP, one
+/// instance) deployed with `scaling` added to its config, through the CLI.
+fn deploy(scaling: serde_json::Value, args: &[&str]) -> (tempfile::TempDir, Server) {
     let work = tempfile::tempdir().unwrap();
     std::fs::write(
         work.path().join("mlp.onnx"),
         optimizer::onnx_build::mlp(4, 16, 3),
     )
     .unwrap();
-    let cfg = work.path().join("auto.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({
-            "name": "auto",
-            "model_path": "mlp.onnx",
-            "processor": "onnx_cpu",
-            "metadata": { "instance": 1 },
-            "autoscaler": {
-                "min": 1, "max": 3,
-                "scale_strategies": [{ "metric_name": "qps", "threshold": 20 }]
-            }
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let server = Server::start(
-        &work.path().join("data"),
-        &["--autoscale-period", "500ms", "--scale-in-delay", "3s"],
-    );
+    let mut cfg = serde_json::json!({
+        "name": "auto",
+        "model_path": "mlp.onnx",
+        "processor": "onnx_cpu",
+        "metadata": { "instance": 1 },
+    });
+    for (k, v) in scaling.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    let path = work.path().join("auto.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let server = Server::start(&work.path().join("data"), args);
     let out = server
-        .cli(&["create", cfg.to_str().unwrap()])
+        .cli(&["create", path.to_str().unwrap()])
         .current_dir(work.path())
         .output()
         .unwrap();
@@ -56,6 +49,18 @@ fn a_load_step_scales_out_to_max_and_back_in_to_min_after_the_cool_down() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    (work, server)
+}
+
+#[test]
+fn a_load_step_scales_out_to_max_and_back_in_to_min_after_the_cool_down() {
+    let (_work, server) = deploy(
+        serde_json::json!({ "autoscaler": {
+            "min": 1, "max": 3,
+            "scale_strategies": [{ "metric_name": "qps", "threshold": 20 }]
+        } }),
+        &["--autoscale-period", "500ms", "--scale-in-delay", "3s"],
     );
     let (_, d) = server.admin("GET", "/api/v2/services/auto", b"");
     let token = d["token"].as_str().unwrap().to_string();
@@ -144,38 +149,12 @@ fn a_load_step_scales_out_to_max_and_back_in_to_min_after_the_cool_down() {
 
 #[test]
 fn a_cron_job_sets_the_instance_count_when_it_falls_due() {
-    let work = tempfile::tempdir().unwrap();
-    std::fs::write(
-        work.path().join("mlp.onnx"),
-        optimizer::onnx_build::mlp(4, 16, 3),
-    )
-    .unwrap();
-    let cfg = work.path().join("auto.json");
     // Every other second (six fields: seconds first), two instances.
-    std::fs::write(
-        &cfg,
-        serde_json::json!({
-            "name": "auto",
-            "model_path": "mlp.onnx",
-            "processor": "onnx_cpu",
-            "metadata": { "instance": 1 },
-            "cronscaler": { "scale_jobs": [
-                { "name": "up", "schedule": "*/2 * * * * *", "target_size": 2 }
-            ] }
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let server = Server::start(&work.path().join("data"), &["--autoscale-period", "500ms"]);
-    let out = server
-        .cli(&["create", cfg.to_str().unwrap()])
-        .current_dir(work.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_work, server) = deploy(
+        serde_json::json!({ "cronscaler": { "scale_jobs": [
+            { "name": "up", "schedule": "*/2 * * * * *", "target_size": 2 }
+        ] } }),
+        &["--autoscale-period", "500ms"],
     );
     assert_eq!(instances(&server).0, 1);
     let t0 = Instant::now();

@@ -238,6 +238,18 @@ impl BuildError {
 const GPU_INSTALL_HINT: &str =
     "install ONNX Runtime's GPU build with `scripts/install-onnxruntime.sh --gpu` and run on a machine with an NVIDIA driver";
 
+/// An execution provider's `is_available` answer as why it is not.
+fn available(answer: ort::Result<bool>) -> std::result::Result<(), String> {
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "the ONNX Runtime library loaded ({}) was built without it",
+            runtime::describe()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Registers the CUDA provider on `builder`, failing (not falling back to the
 /// CPU) when this ONNX Runtime has no CUDA provider or it cannot start.
 fn register_cuda(
@@ -258,16 +270,7 @@ fn register_cuda(
                 "the TensorRT execution provider (device {device_id}) is not usable: {why} (install TensorRT's libraries with `scripts/install-onnxruntime.sh --gpu --tensorrt`)"
             ))
         };
-        match TensorRT::is_available() {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(fail(format!(
-                    "the ONNX Runtime library loaded ({}) was built without it",
-                    runtime::describe()
-                )))
-            }
-            Err(e) => return Err(fail(e.to_string())),
-        }
+        available(TensorRT::is_available()).map_err(fail)?;
         providers.push(
             TensorRT::default()
                 .with_device_id(device_id)
@@ -277,16 +280,7 @@ fn register_cuda(
                 .error_on_failure(),
         );
     }
-    match CUDA::is_available() {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(fail(format!(
-                "the ONNX Runtime library loaded ({}) was built without it",
-                runtime::describe()
-            )))
-        }
-        Err(e) => return Err(fail(e.to_string())),
-    }
+    available(CUDA::is_available()).map_err(fail)?;
     // error_on_failure: without it a failed registration is only a log line
     // and the session silently runs on the CPU.
     providers.push(

@@ -317,26 +317,17 @@ async fn modify(
         "the service was modified; the new config is deployed next",
     )
     .await?;
-    let job = state
-        .store
-        .queue_redeploy(
-            &name,
-            &cfg,
-            &job_kind(&cfg),
-            Some(&model),
-            VersionChange::New {
-                author: &caller.user.name,
-            },
-        )
-        .await?;
-    state
-        .logs
-        .line(&name, Some(job), "[OK] Service is being updated")
-        .await?;
-    state.jobs_ready.notify_waiters();
-    Ok(Json(
-        detail(&state, service_or_404(&state, &name).await?).await?,
-    ))
+    redeploy(
+        &state,
+        &name,
+        &cfg,
+        Some(&model),
+        VersionChange::New {
+            author: &caller.user.name,
+        },
+        "[OK] Service is being updated",
+    )
+    .await
 }
 
 async fn scale(
@@ -365,22 +356,15 @@ async fn scale(
     }
     // The groups and GPUs may have changed since the deploy (a restart).
     state.resources.check(&cfg).map_err(AppError::Invalid)?;
-    let job = state
-        .store
-        .queue_redeploy(&name, &cfg, &job_kind(&cfg), None, VersionChange::Same)
-        .await?;
-    state
-        .logs
-        .line(
-            &name,
-            Some(job),
-            &format!("[OK] Scaling service to {} instance(s)", req.instances),
-        )
-        .await?;
-    state.jobs_ready.notify_waiters();
-    Ok(Json(
-        detail(&state, service_or_404(&state, &name).await?).await?,
-    ))
+    redeploy(
+        &state,
+        &name,
+        &cfg,
+        None,
+        VersionChange::Same,
+        &format!("[OK] Scaling service to {} instance(s)", req.instances),
+    )
+    .await
 }
 
 async fn stop(
@@ -427,17 +411,35 @@ async fn start(
     // group) is refused here rather than queued for no worker.
     let cfg = &row.config;
     state.resources.check(cfg).map_err(AppError::Invalid)?;
+    redeploy(
+        &state,
+        &name,
+        cfg,
+        None,
+        VersionChange::Same,
+        "[OK] Service is being started",
+    )
+    .await
+}
+
+/// Queues a redeploy of `name` with `cfg` (see `Store::queue_redeploy`),
+/// logs `line` on it, wakes the workers and answers the service.
+async fn redeploy(
+    state: &AppState,
+    name: &str,
+    cfg: &ServiceConfig,
+    model: Option<&crate::control::store::ResolvedModel>,
+    version: VersionChange<'_>,
+    line: &str,
+) -> Result<Json<ServiceDetail>, AppError> {
     let job = state
         .store
-        .queue_redeploy(&name, cfg, &job_kind(cfg), None, VersionChange::Same)
+        .queue_redeploy(name, cfg, &job_kind(cfg), model, version)
         .await?;
-    state
-        .logs
-        .line(&name, Some(job), "[OK] Service is being started")
-        .await?;
+    state.logs.line(name, Some(job), line).await?;
     state.jobs_ready.notify_waiters();
     Ok(Json(
-        detail(&state, service_or_404(&state, &name).await?).await?,
+        detail(state, service_or_404(state, name).await?).await?,
     ))
 }
 
@@ -525,31 +527,18 @@ async fn rollback(
         &format!("the service was rolled back to version {target}"),
     )
     .await?;
-    let job = state
-        .store
-        .queue_redeploy(
-            &name,
-            &v.config,
-            &job_kind(&v.config),
-            Some(&model),
-            VersionChange::Switch(target),
-        )
-        .await?;
-    state
-        .logs
-        .line(
-            &name,
-            Some(job),
-            &format!(
-                "[OK] Rolling back to version {target} of {latest} (made by {} at {})",
-                v.author, v.created_at
-            ),
-        )
-        .await?;
-    state.jobs_ready.notify_waiters();
-    Ok(Json(
-        detail(&state, service_or_404(&state, &name).await?).await?,
-    ))
+    redeploy(
+        &state,
+        &name,
+        &v.config,
+        Some(&model),
+        VersionChange::Switch(target),
+        &format!(
+            "[OK] Rolling back to version {target} of {latest} (made by {} at {})",
+            v.author, v.created_at
+        ),
+    )
+    .await
 }
 
 async fn delete(

@@ -768,11 +768,16 @@ mod tests {
         }
     }
 
-    fn adaptive(max_batch_size: usize, timeout_ms: u64) -> BatchOptions {
-        BatchOptions {
+    /// One instance of the MLP taking `delay_ms` longer a call, batching up
+    /// to 16 rows with the adaptive wait and a 30 s window.
+    fn slow_adaptive(delay_ms: u64) -> Arc<Batcher> {
+        let engine = Slow(mlp_engine(), Duration::from_millis(delay_ms));
+        let sig = engine.signature().clone();
+        let o = BatchOptions {
             adaptive: true,
-            ..opts(true, max_batch_size, timeout_ms, 64)
-        }
+            ..opts(true, 16, 30_000, 64)
+        };
+        Arc::new(Batcher::start("batcher_test", vec![Box::new(engine)], &sig, o).expect("start"))
     }
 
     /// `clients` tasks, each sending `each` requests one after the other
@@ -802,17 +807,7 @@ mod tests {
         // A 30 s window: a batcher that waited for company would hold each
         // request for all of it. One client sends its next request only
         // once answered: nobody else is coming, so nobody is waited for.
-        let engine = Slow(mlp_engine(), Duration::from_millis(2));
-        let sig = engine.signature().clone();
-        let b = Arc::new(
-            Batcher::start(
-                "batcher_test",
-                vec![Box::new(engine)],
-                &sig,
-                adaptive(16, 30_000),
-            )
-            .expect("start"),
-        );
+        let b = slow_adaptive(2);
         let t0 = Instant::now();
         let done = closed_loop(&b, 1, 20).await;
         for d in &done {
@@ -828,17 +823,7 @@ mod tests {
         // arrive far faster than it answers, so they are gathered into
         // batches — and the 30 s window is never waited out, because the
         // wait ends once every client's request has arrived.
-        let engine = Slow(mlp_engine(), Duration::from_millis(20));
-        let sig = engine.signature().clone();
-        let b = Arc::new(
-            Batcher::start(
-                "batcher_test",
-                vec![Box::new(engine)],
-                &sig,
-                adaptive(16, 30_000),
-            )
-            .expect("start"),
-        );
+        let b = slow_adaptive(20);
         let t0 = Instant::now();
         let done = closed_loop(&b, 8, 10).await;
         assert_eq!(done.len(), 80);
