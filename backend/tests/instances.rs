@@ -25,6 +25,7 @@ async fn a_pool_refuses_other_values_of_a_fixed_input() {
         fixed_inputs: [("x".to_string(), 1.0)].into(),
         engine: Default::default(),
         torch: None,
+        warm_up: None,
     };
     std::fs::write(
         dir.path().join(META_FILE),
@@ -80,6 +81,7 @@ fn a_damaged_artifact_is_refused_by_its_runner() {
         fixed_inputs: Default::default(),
         engine: Default::default(),
         torch: None,
+        warm_up: None,
     };
     std::fs::write(
         dir.path().join(META_FILE),

@@ -21,6 +21,8 @@ pub const REPORT_FILE: &str = "report.json";
 /// artifact. Its presence means the artifact is complete; [`verify`]
 /// checks the files against it before an artifact is served.
 pub const SEAL_FILE: &str = "checksums.json";
+/// The name (before its extension) of the warm-up file in an artifact.
+pub const WARM_UP_STEM: &str = "warm_up";
 
 /// The optimizer's version: part of every artifact key, so a new optimizer
 /// never reuses an old optimizer's result. The `+search.N` suffix is bumped
@@ -55,6 +57,10 @@ pub struct ArtifactMeta {
     /// How a TorchScript artifact's module is run (absent for ONNX).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torch: Option<TorchSettings>,
+    /// A file of the artifact (a copy of the config's `warm_up_data_path`)
+    /// whose samples each runner replays before it says it is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_up: Option<String>,
 }
 
 /// How a TorchScript module is run: what the o1 candidates differ in.
@@ -140,6 +146,7 @@ pub fn write_original(
         fixed_inputs: Default::default(),
         engine,
         torch,
+        warm_up: None,
     }
     .write(dir)
 }

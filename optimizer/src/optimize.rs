@@ -430,6 +430,7 @@ pub fn optimize(
         },
         engine: Default::default(),
         torch: None,
+        warm_up: None,
     };
     let report = OptimizationReport {
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),

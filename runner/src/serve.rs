@@ -165,6 +165,12 @@ pub fn main(args: &RunnerArgs) -> i32 {
         Ok(e) => e,
         Err(e) => return fail(&mut out, e),
     };
+    if let Some(file) = &meta.warm_up {
+        match warm_up(engine.as_mut(), Path::new(".").join(file).as_path()) {
+            Ok((n, took)) => eprintln!("runner: warmed up with {n} request(s) in {took:.2} s"),
+            Err(e) => return fail(&mut out, e),
+        }
+    }
     // Loading parsed the model and freed what it parsed through: hand the
     // freed heap back, since an idle runner's resident memory is the
     // price of every instance on the machine.
@@ -185,6 +191,36 @@ pub fn main(args: &RunnerArgs) -> i32 {
     }
     let mut input = BufReader::with_capacity(1 << 16, sock);
     serve(&mut input, &mut out, engine.as_mut())
+}
+
+/// The most warm-up requests replayed (the file may hold more samples).
+pub const WARM_UP_MAX: usize = 64;
+
+/// Replays the samples of the artifact's warm-up file on `engine` (at most
+/// [`WARM_UP_MAX`]), so that the first real request finds it warm: lazily
+/// built kernels, allocations and caches. A sample the model refuses is
+/// the config's mistake, said with the file and the sample's number.
+/// Returns how many ran and the seconds they took.
+fn warm_up(engine: &mut dyn InferenceEngine, file: &Path) -> Result<(usize, f64), String> {
+    let t0 = std::time::Instant::now();
+    let sig = engine.signature().clone();
+    let data = if sig.open_inputs() {
+        optimizer::data::load_positional(file).map(|(d, _)| d)
+    } else {
+        optimizer::data::load(file, &sig)
+    }
+    .map_err(|e| format!("warm_up_data_path: {e}"))?;
+    let mut n = 0;
+    for (i, sample) in data.samples.iter().take(WARM_UP_MAX).enumerate() {
+        run(engine, sample).map_err(|(_, e)| {
+            format!("warm_up_data_path: request {i} of the warm-up file failed: {e}")
+        })?;
+        n += 1;
+    }
+    engine
+        .reset()
+        .map_err(|e| format!("resetting the state after the warm-up: {e}"))?;
+    Ok((n, t0.elapsed().as_secs_f64()))
 }
 
 fn serve(

@@ -49,6 +49,10 @@ pub struct ServiceConfig {
     /// Scheduled scaling: at each job's times the instance count is set to its `target_size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cronscaler: Option<CronScaler>,
+    /// Requests replayed on each new instance before it is ready (a file inside `model_path`
+    /// in a test data format: every sample is one request, at most 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_up_data_path: Option<String>,
 }
 
 /// EAS's `cronscaler`: instance counts set on a schedule (with an `autoscaler`, kept within its
@@ -587,6 +591,7 @@ mod tests {
             token: None,
             autoscaler: None,
             cronscaler: None,
+            warm_up_data_path: None,
             plugins: vec![Plugin {
                 command: "blade --mode eas_plugin --optimize_for gpu".into(),
                 image: "x".into(),

@@ -114,6 +114,7 @@ pub fn validate(cfg: &ServiceConfig) -> Vec<ValidationError> {
     if let Some(c) = &cfg.cronscaler {
         check_cronscaler(&mut r, c);
     }
+    check_file(&mut r, "warm_up_data_path".into(), &cfg.warm_up_data_path);
     r.0
 }
 
@@ -833,6 +834,7 @@ const SERVICE_KEYS: &[&str] = &[
     "plugins",
     "autoscaler",
     "cronscaler",
+    "warm_up_data_path",
 ];
 const CRONSCALER_KEYS: &[&str] = &["scale_jobs"];
 const SCALE_JOB_KEYS: &[&str] = &["name", "schedule", "target_size"];
@@ -1096,6 +1098,7 @@ impl Reader {
             plugins: Vec::new(),
             autoscaler: None,
             cronscaler: None,
+            warm_up_data_path: None,
         };
         let Some(obj) = self.object(v, ROOT_PATH, SERVICE_KEYS) else {
             return placeholder;
@@ -1121,6 +1124,7 @@ impl Reader {
                 .unwrap_or_default(),
             autoscaler: self.optional(&obj, "autoscaler", Self::autoscaler),
             cronscaler: self.optional(&obj, "cronscaler", Self::cronscaler),
+            warm_up_data_path: self.optional(&obj, "warm_up_data_path", Self::string),
         }
     }
 

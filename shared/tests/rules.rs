@@ -37,6 +37,7 @@ fn base() -> Value {
                 { "metric_name": "cpu", "threshold": 80.5 }
             ]
         },
+        "warm_up_data_path": "data/warm_up.npz",
         "cronscaler": {
             "scale_jobs": [
                 { "name": "day", "schedule": "0 8 * * 1-5", "target_size": 4 },
@@ -929,4 +930,13 @@ fn cronscaler_names_schedules_and_sizes() {
     assert_eq!(e.path, "cronscaler.scale_jobs[0].target_size");
     let e = only_error(|v| set(v, "/cronscaler/scale_jobs/0/when", json!("now")));
     assert_eq!(e.path, "cronscaler.scale_jobs[0].when");
+}
+
+#[test]
+fn warm_up_data_is_a_file_inside_the_model_folder() {
+    ok(|v| remove(v, "/warm_up_data_path"));
+    for bad in ["../up.npz", "/etc/passwd", ""] {
+        let e = only_error(|v| set(v, "/warm_up_data_path", json!(bad)));
+        assert_eq!(e.path, "warm_up_data_path", "{bad}");
+    }
 }

@@ -700,6 +700,15 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         }),
         (None, _) => serde_json::json!({ "plugin": null }),
     };
+    // The warm-up file is copied into the artifact: which one is part of it.
+    let mut opt_config = opt_config;
+    if let Some(w) = &cfg.warm_up_data_path {
+        opt_config["warm_up_data_path"] = serde_json::json!(w);
+    }
+    let warm_up = cfg
+        .warm_up_data_path
+        .as_ref()
+        .map(|w| PathBuf::from(&model_dir).join(w));
     // The key covers the bytes of every file the optimizer may read (the
     // model folder: external data, test and calibration data), not only
     // their names: another team's data never decides this model.
@@ -765,6 +774,7 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
                 Path::new(&model_file),
                 signature.clone(),
                 &device,
+                warm_up.as_deref(),
             )
             .await?;
             artifacts::publish(state, &key, &dir).await?;
@@ -827,6 +837,7 @@ async fn plain_artifact(
     model: &Path,
     signature: ModelSignature,
     device: &TargetDevice,
+    warm_up: Option<&Path>,
 ) -> Result<PathBuf, DeployError> {
     let dir = state.settings.artifacts_dir().join(key);
     let tmp = build_dir(state, key);
@@ -843,7 +854,7 @@ async fn plain_artifact(
     .await
     .map_err(|e| DeployError::Internal(e.to_string()))?
     .map_err(|e| DeployError::Internal(e.to_string()))?;
-    install(&tmp, &dir).await?;
+    install(&tmp, &dir, warm_up).await?;
     Ok(dir)
 }
 
@@ -859,6 +870,7 @@ async fn run_plugin(
     key: &str,
     device: &TargetDevice,
 ) -> Result<PathBuf, DeployError> {
+    let warm_up = cfg.warm_up_data_path.as_ref().map(|w| model_dir.join(w));
     let dir = state.settings.artifacts_dir().join(key);
     let tmp = build_dir(state, key);
     tokio::fs::create_dir_all(&tmp).await?;
@@ -868,7 +880,7 @@ async fn run_plugin(
         return Err(e);
     }
     let _ = tokio::fs::remove_file(tmp.join("model_info.json")).await;
-    install(&tmp, &dir).await?;
+    install(&tmp, &dir, warm_up.as_deref()).await?;
     Ok(dir)
 }
 
@@ -915,8 +927,27 @@ fn build_dir(state: &Deployer, key: &str) -> PathBuf {
 
 /// Seals a finished build (checksums, fsync of files and folder), then
 /// renames it to its key and fsyncs the artifacts folder: a folder the
-/// database names is complete and verifiable.
-async fn install(tmp: &Path, dir: &Path) -> Result<(), DeployError> {
+/// database names is complete and verifiable. A `warm_up` file is copied
+/// in first and named in the metadata, so every runner of it replays it.
+async fn install(tmp: &Path, dir: &Path, warm_up: Option<&Path>) -> Result<(), DeployError> {
+    if let Some(src) = warm_up {
+        let name = format!(
+            "{}.{}",
+            artifact::WARM_UP_STEM,
+            src.extension().and_then(|e| e.to_str()).unwrap_or("data")
+        );
+        tokio::fs::copy(src, tmp.join(&name)).await.map_err(|e| {
+            DeployError::Invalid(vec![shared::ValidationError {
+                path: "warm_up_data_path".into(),
+                message: format!("copying {}: {e}", src.display()),
+            }])
+        })?;
+        let mut meta = artifact::ArtifactMeta::read(tmp)
+            .map_err(|e| DeployError::Internal(format!("the built artifact's metadata: {e}")))?;
+        meta.warm_up = Some(name);
+        meta.write(tmp)
+            .map_err(|e| DeployError::Internal(format!("writing the artifact's metadata: {e}")))?;
+    }
     let t = tmp.to_path_buf();
     tokio::task::spawn_blocking(move || artifact::seal(&t))
         .await

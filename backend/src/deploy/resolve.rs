@@ -973,6 +973,15 @@ pub fn resolve(
         }
     }
 
+    if let Some(rel) = &cfg.warm_up_data_path {
+        if !dir.join(rel).is_file() {
+            return Err(invalid(
+                "warm_up_data_path",
+                format!("file '{rel}' not found in model_path"),
+            ));
+        }
+    }
+
     let (file, sig) = if tensorflow {
         import_tensorflow(settings, cfg, &dir, &file)?
     } else if pytorch {

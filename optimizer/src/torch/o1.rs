@@ -328,6 +328,7 @@ pub fn optimize(
         target: target.clone(),
         fixed_inputs: Default::default(),
         torch: Some(winner.settings),
+        warm_up: None,
     };
     let report = OptimizationReport {
         optimizer_version: artifact::OPTIMIZER_VERSION.into(),
