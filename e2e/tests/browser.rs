@@ -1454,8 +1454,27 @@ async fn a_viewer_sees_no_actions_and_the_api_refuses_their_delete() {
         .await;
     browser
         .click(
-            "Revoke",
+            "Revoke…",
             "[data-test=token-row][data-name=spare] [data-test=token-revoke]",
+        )
+        .await;
+    // Asked first: until confirmed, the token still works.
+    browser
+        .wait_for(
+            "the revoke confirmation",
+            "[data-test=token-row][data-name=spare] [data-test=confirm-revoke]",
+        )
+        .await;
+    browser.screenshot("3-confirm-revoke").await;
+    assert_eq!(
+        api_as(&server, &spare, "GET", "/api/v2/me", Value::Null).0,
+        200,
+        "not revoked before it is confirmed"
+    );
+    browser
+        .click(
+            "Revoke",
+            "[data-test=token-row][data-name=spare] [data-test=token-revoke-confirm]",
         )
         .await;
     browser
@@ -1720,5 +1739,39 @@ async fn versions_list_and_a_rollback_from_the_service_page() {
         "{detail}"
     );
     browser.screenshot("3-rolled-back").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_that_does_not_exist_is_said_once_and_not_polled() {
+    let _serial = one_at_a_time().await;
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    let browser = Browser::start("no-team").await;
+    browser.sign_in(&server).await;
+    browser.goto(&format!("{}/teams/nope", server.url())).await;
+    browser
+        .wait_js(
+            "the not-found message",
+            PAGE,
+            "return document.querySelector('.error-box')?.textContent.includes('nope') || null",
+        )
+        .await;
+    // Count the page's requests from now on, over more than two refresh periods.
+    browser
+        .js(
+            "window.__calls = 0; const f = window.fetch.bind(window); \
+             window.fetch = (...a) => { window.__calls += 1; return f(...a); }; return true;",
+            vec![],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let calls = browser.js("return window.__calls;", vec![]).await;
+    assert_eq!(
+        calls,
+        json!(0),
+        "the page kept asking for a team that is not there"
+    );
+    browser.screenshot("1-not-found").await;
     browser.close().await;
 }

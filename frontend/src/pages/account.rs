@@ -152,10 +152,29 @@ fn token_table(tokens: Vec<TokenInfo>, revoke: Callback<i64>) -> AnyView {
                                 <td>{format::short_time(&t.created_at)}</td>
                                 <td>{t.revoked_at.as_deref().map(format::short_time).unwrap_or_else(|| "—".into())}</td>
                                 <td>
-                                    {active.then(|| view! {
-                                        <button class="small danger" data-test="token-revoke" on:click=move |_| revoke.run(id)>
-                                            "Revoke"
-                                        </button>
+                                    {active.then(|| {
+                                        // Asked first: a revoked token stops
+                                        // every client using it at once.
+                                        let asking = RwSignal::new(false);
+                                        view! {
+                                            {move || if asking.get() {
+                                                view! {
+                                                    <span class="confirm" data-test="confirm-revoke">
+                                                        "Revoke it? Clients using it stop working. "
+                                                        <button class="small danger" data-test="token-revoke-confirm" on:click=move |_| revoke.run(id)>
+                                                            "Revoke"
+                                                        </button>
+                                                        <button class="small" on:click=move |_| asking.set(false)>"Cancel"</button>
+                                                    </span>
+                                                }.into_any()
+                                            } else {
+                                                view! {
+                                                    <button class="small danger" data-test="token-revoke" on:click=move |_| asking.set(true)>
+                                                        "Revoke…"
+                                                    </button>
+                                                }.into_any()
+                                            }}
+                                        }
                                     })}
                                 </td>
                             </tr>

@@ -32,7 +32,16 @@ fn TeamDashboardView(team: String) -> impl IntoView {
         });
     };
     load();
-    poll_every(REFRESH, load);
+    // A team that does not exist (or that the user may not see) will not
+    // appear by asking again: stop then.
+    poll_every(REFRESH, move || {
+        let gone = dashboard.with_untracked(
+            |d| matches!(d, Some(Err(f)) if f.is_not_found() || f.is_unauthorized()),
+        );
+        if !gone {
+            load()
+        }
+    });
     let settings = format!("/teams/{}/settings", api::segment(&team));
     view! {
         <div class="page-head" data-test="team-dashboard">
