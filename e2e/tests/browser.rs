@@ -1775,3 +1775,43 @@ async fn a_team_that_does_not_exist_is_said_once_and_not_polled() {
     browser.screenshot("1-not-found").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_signing_out_back_does_not_bring_the_session_back() {
+    const NAME: &str = "back_mlp";
+    let _serial = one_at_a_time().await;
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    deploy_example(&server, &work, NAME, "ml");
+    let browser = Browser::start("back").await;
+    browser.sign_in(&server).await;
+    browser
+        .goto(&format!("{}/services/{NAME}", server.url()))
+        .await;
+    browser
+        .wait_for("the service page", "[data-test=service-overview]")
+        .await;
+    browser.click("Sign out", "header.topbar button.link").await;
+    browser
+        .wait_for("the sign-in form", "form[data-test=signin]")
+        .await;
+    browser.client.back().await.expect("history back");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let shown = browser
+        .js(
+            "return { signin: document.querySelector('form[data-test=signin]') !== null, \
+                      service: document.querySelector('[data-test=service-overview]') !== null, \
+                      stored: localStorage.getItem('whetstone.token') };",
+            vec![],
+        )
+        .await;
+    browser.screenshot("1-after-back").await;
+    assert_eq!(
+        shown["service"],
+        json!(false),
+        "the service page came back: {shown}"
+    );
+    assert_eq!(shown["signin"], json!(true), "{shown}");
+    assert_eq!(shown["stored"], Value::Null, "{shown}");
+    browser.close().await;
+}

@@ -30,7 +30,43 @@ impl Auth {
             teams: RwSignal::new(vec![]),
         };
         auth.refresh();
+        auth.follow_storage();
         auth
+    }
+
+    /// Keeps this page's session the stored one. A page the browser brings
+    /// back from its back/forward cache still holds the token in memory
+    /// after a sign-out elsewhere in the history (or in another tab): such a
+    /// page is loaded afresh, and a sign-out in another tab signs this one
+    /// out too.
+    fn follow_storage(self) {
+        let stale = move || self.token.get_untracked() != stored_token();
+        let _ = window_event_listener(leptos::ev::pageshow, move |e| {
+            if e.persisted() && stale() {
+                if let Some(w) = web_sys::window() {
+                    let _ = w.location().reload();
+                }
+            }
+        });
+        let _ = window_event_listener(leptos::ev::storage, move |e| {
+            if e.key().as_deref() == Some(STORAGE_KEY) && stale() {
+                match stored_token() {
+                    None => self.forget(),
+                    Some(_) => {
+                        if let Some(w) = web_sys::window() {
+                            let _ = w.location().reload();
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Drops the session of this page (the stored token is already gone).
+    fn forget(&self) {
+        self.token.set(None);
+        self.me.set(None);
+        self.teams.set(vec![]);
     }
 
     /// Keeps a token whose `Me` is already known (the sign-in form asked).
@@ -49,9 +85,7 @@ impl Auth {
         if let Some(s) = storage() {
             let _ = s.remove_item(STORAGE_KEY);
         }
-        self.token.set(None);
-        self.me.set(None);
-        self.teams.set(vec![]);
+        self.forget();
     }
 
     /// The current token, read without subscribing (for requests).
