@@ -502,6 +502,72 @@ async fn new_service_editor_shows_the_invalid_field_path_until_fixed() {
         .await;
     browser.screenshot("2-fixed").await;
 
+    // The server refuses the seed's example (its model folder and resource
+    // group are placeholders): its answer shows until the config changes.
+    browser.click("Deploy", "[data-test=deploy]").await;
+    let refused = browser
+        .wait_js(
+            "the server's answer",
+            PAGE,
+            "return document.querySelector('.error-box')?.textContent || null",
+        )
+        .await;
+    browser.screenshot("3-refused").await;
+    editor.send_keys(" ").await.expect("type a space");
+    browser
+        .wait_js(
+            "the answer to go with the change",
+            PAGE,
+            "return document.querySelector('.error-box') === null",
+        )
+        .await;
+    assert!(
+        refused.as_str().unwrap_or_default().contains("resource"),
+        "{refused}"
+    );
+
+    // Another example while the text holds edits: asked first.
+    let edited = browser
+        .js(
+            "return document.querySelector('[data-test=config-editor]').value;",
+            vec![],
+        )
+        .await;
+    let pick = "const s = document.querySelector('[data-test=example]'); s.value = '2'; \
+                s.dispatchEvent(new Event('change', { bubbles: true })); return true;";
+    browser.js(pick, vec![]).await;
+    browser
+        .wait_for("the replace question", "[data-test=confirm-example]")
+        .await;
+    browser.screenshot("4-replace-asked").await;
+    browser
+        .click("Keep my edits", "[data-test=keep-edits]")
+        .await;
+    let kept = browser
+        .js(
+            "return document.querySelector('[data-test=config-editor]').value;",
+            vec![],
+        )
+        .await;
+    assert_eq!(kept, edited, "keeping the edits changed the text");
+    browser.js(pick, vec![]).await;
+    browser
+        .click("Replace", "[data-test=confirm-example-button]")
+        .await;
+    let replaced = browser
+        .wait_js(
+            "the example in the editor",
+            PAGE,
+            "const v = document.querySelector('[data-test=config-editor]').value; \
+             return v.includes('\"processor\"') && !v.includes('good_name') ? v : null;",
+        )
+        .await;
+    let replaced: Value = serde_json::from_str(replaced.as_str().unwrap_or("{}")).expect("JSON");
+    let seed: Value =
+        serde_json::from_str(include_str!("../../shared/tests/examples/no_plugin.json"))
+            .expect("the seed's example parses");
+    assert_eq!(replaced, seed);
+
     browser.close().await;
 }
 
@@ -1232,6 +1298,9 @@ async fn model_upload_shows_progress_and_fills_model_path() {
         json!(path),
         "the path is in the config: {done}"
     );
+    // The processor follows the file: the example's TensorFlow one is no
+    // use for an .onnx.
+    assert_eq!(config["processor"], json!("onnx_cpu"), "{done}");
     assert!(
         done["valid"]
             .as_str()

@@ -52,7 +52,23 @@ pub fn NewServicePage() -> impl IntoView {
     let upload_note = RwSignal::new(None::<String>);
     let on_uploaded = Callback::new(move |model_path: String| {
         let mut updated = None;
-        text.with_untracked(|t| updated = with_model_path(t, &model_path));
+        text.with_untracked(|t| {
+            updated = with_model_path(t, &model_path).map(|t| {
+                // The processor follows the file: an .onnx is served by ONNX
+                // Runtime whatever example the config started from.
+                let current = serde_json::from_str::<Value>(&t).ok().and_then(|v| {
+                    v.get("processor")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
+                match processor_for(&model_path, current.as_deref()) {
+                    Some(p) if current.as_deref() != Some(p) => {
+                        with_string_key(&t, "processor", p).unwrap_or(t)
+                    }
+                    _ => t,
+                }
+            })
+        });
         match updated {
             Some(t) => {
                 text.set(t);
@@ -65,11 +81,31 @@ pub fn NewServicePage() -> impl IntoView {
         }
     });
 
-    let pick_example = move |ev: leptos::ev::Event| {
-        let choice = event_target_value(&ev);
-        if let Some((_, json)) = choice.parse::<usize>().ok().and_then(|i| EXAMPLES.get(i)) {
+    // The example the editor started from, and one picked while the text
+    // holds edits of the user's (asked first: picking replaces them).
+    let example = RwSignal::new(0usize);
+    let replacing = RwSignal::new(None::<usize>);
+    let load_example = move |i: usize| {
+        if let Some((_, json)) = EXAMPLES.get(i) {
             text.set(json.to_string());
+            example.set(i);
+            replacing.set(None);
             failure.set(None);
+        }
+    };
+    let pick_example = move |ev: leptos::ev::Event| {
+        let Ok(i) = event_target_value(&ev).parse::<usize>() else {
+            return;
+        };
+        let edited = text.with_untracked(|t| {
+            EXAMPLES
+                .get(example.get_untracked())
+                .is_none_or(|(_, json)| t != json)
+        });
+        if edited {
+            replacing.set(Some(i));
+        } else {
+            load_example(i);
         }
     };
     let deploy = move |_| {
@@ -102,7 +138,11 @@ pub fn NewServicePage() -> impl IntoView {
         <div class="editor-head">
             <label>
                 "Start from an example: "
-                <select on:change=pick_example>
+                <select
+                    data-test="example"
+                    on:change=pick_example
+                    prop:value=move || replacing.get().unwrap_or(example.get()).to_string()
+                >
                     {EXAMPLES
                         .iter()
                         .enumerate()
@@ -110,6 +150,13 @@ pub fn NewServicePage() -> impl IntoView {
                         .collect_any()}
                 </select>
             </label>
+            {move || replacing.get().map(|i| view! {
+                <span class="confirm" data-test="confirm-example">
+                    "Replace your edits with this example? "
+                    <button data-test="confirm-example-button" on:click=move |_| load_example(i)>"Replace"</button>
+                    <button data-test="keep-edits" on:click=move |_| replacing.set(None)>"Keep my edits"</button>
+                </span>
+            })}
             <span class="muted">
                 " model_path: a "<code>"upload://"</code>" path (upload below, or "<code>"whet create"</code>
                 "), or "<code>"file://"</code>" under a "<code>"--model-root"</code>" folder."
@@ -128,7 +175,11 @@ pub fn NewServicePage() -> impl IntoView {
                 spellcheck="false"
                 aria-label="Service config (JSON)"
                 prop:value=move || text.get()
-                on:input=move |ev| text.set(event_target_value(&ev))
+                on:input=move |ev| {
+                    text.set(event_target_value(&ev));
+                    // A server's answer was about the config as it was.
+                    failure.set(None);
+                }
             ></textarea>
             <aside class="validation" data-test="validation">
                 {move || {
@@ -208,15 +259,19 @@ fn TeamChoice(team: RwSignal<String>) -> impl IntoView {
 /// `config` with its top-level `model_path` set to `model_path`, the rest of
 /// the text (its layout) as typed; None when the text is not a JSON object.
 fn with_model_path(config: &str, model_path: &str) -> Option<String> {
+    with_string_key(config, "model_path", model_path)
+}
+
+/// `config` with its top-level string `key` set to `value`, the rest of the
+/// text (its layout) as typed; None when the text is not a JSON object.
+fn with_string_key(config: &str, key: &str, value: &str) -> Option<String> {
     let mut expected: Value = serde_json::from_str(config).ok()?;
-    expected
-        .as_object_mut()?
-        .insert("model_path".into(), model_path.into());
-    let quoted = Value::from(model_path).to_string();
-    let edited = match value_span(config, "\"model_path\"") {
+    expected.as_object_mut()?.insert(key.into(), value.into());
+    let quoted = Value::from(value).to_string();
+    let edited = match value_span(config, &format!("\"{key}\"")) {
         Some((start, end)) => format!("{}{quoted}{}", &config[..start], &config[end..]),
         None => {
-            // No model_path yet: first key of the object.
+            // Not there yet: first key of the object.
             let open = config.find('{')? + 1;
             let rest = &config[open..];
             let sep = if rest.trim_start().starts_with('}') {
@@ -224,7 +279,7 @@ fn with_model_path(config: &str, model_path: &str) -> Option<String> {
             } else {
                 ","
             };
-            format!("{}\n  \"model_path\": {quoted}{sep}{rest}", &config[..open])
+            format!("{}\n  \"{key}\": {quoted}{sep}{rest}", &config[..open])
         }
     };
     // The text edit found the right spot only if the result says exactly
@@ -233,6 +288,29 @@ fn with_model_path(config: &str, model_path: &str) -> Option<String> {
         Ok(v) if v == expected => Some(edited),
         _ => Some(expected.to_string()),
     }
+}
+
+/// The processor that serves an uploaded `file` (by its extension), on the
+/// device the config's `current` processor names (the CPU when it names no
+/// known one); None when the name does not say (a folder's archive).
+fn processor_for(file: &str, current: Option<&str>) -> Option<&'static str> {
+    use shared::processor::{Device, Processor, Runtime};
+    let now = current.and_then(Processor::parse);
+    let gpu = now.is_some_and(|p| p.device == Device::Gpu);
+    let ext = file.rsplit_once('.')?.1.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "onnx" if gpu => "onnx_gpu",
+        "onnx" => "onnx_cpu",
+        "pt" | "pth" | "jit" | "torchscript" if gpu => "pytorch_gpu_1.7",
+        "pt" | "pth" | "jit" | "torchscript" => "pytorch_cpu_1.6",
+        "pb" => match now {
+            // Already a TensorFlow processor: its version is the user's choice.
+            Some(p) if p.runtime == Runtime::TensorFlow => p.name,
+            _ if gpu => "tensorflow_gpu_1.15",
+            _ => "tensorflow_cpu_1.15",
+        },
+        _ => return None,
+    })
 }
 
 /// Byte span of the string value after the first `key:` in `text`.
@@ -255,6 +333,39 @@ fn value_span(text: &str, key: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_processor_follows_the_uploaded_file_and_keeps_its_device() {
+        let up = |f: &str| format!("upload://abc/{f}");
+        assert_eq!(
+            processor_for(&up("m.onnx"), Some("tensorflow_cpu_1.15")),
+            Some("onnx_cpu")
+        );
+        assert_eq!(
+            processor_for(&up("m.ONNX"), Some("tensorflow_gpu_1.15")),
+            Some("onnx_gpu")
+        );
+        assert_eq!(processor_for(&up("m.pt"), None), Some("pytorch_cpu_1.6"));
+        assert_eq!(
+            processor_for(&up("m.jit"), Some("onnx_gpu")),
+            Some("pytorch_gpu_1.7")
+        );
+        assert_eq!(
+            processor_for(&up("g.pb"), Some("tensorflow_gpu_1.15")),
+            Some("tensorflow_gpu_1.15")
+        );
+        assert_eq!(
+            processor_for(&up("g.pb"), Some("onnx_cpu")),
+            Some("tensorflow_cpu_1.15")
+        );
+        assert_eq!(processor_for(&up("model.tar"), Some("onnx_cpu")), None);
+        let cfg = "{\n  \"name\": \"a\",\n  \"processor\": \"tensorflow_cpu_1.15\"\n}";
+        let out = with_string_key(cfg, "processor", "onnx_cpu").expect("object");
+        assert_eq!(
+            out,
+            "{\n  \"name\": \"a\",\n  \"processor\": \"onnx_cpu\"\n}"
+        );
+    }
 
     #[test]
     fn model_path_is_replaced_in_place() {
