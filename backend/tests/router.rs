@@ -205,6 +205,7 @@ async fn the_openapi_document_lists_every_route_and_its_refs_resolve() {
         ("/api/v2/services/{name}/logs", "get"),
         ("/api/v2/services/{name}/logs/stream", "get"),
         ("/api/v2/uploads", "post"),
+        ("/api/v2/uploads/example", "post"),
         ("/api/v2/schema", "get"),
         ("/api/predict/{name}", "post"),
         ("/v2", "get"),

@@ -568,6 +568,38 @@ async fn new_service_editor_shows_the_invalid_field_path_until_fixed() {
             .expect("the seed's example parses");
     assert_eq!(replaced, seed);
 
+    // The ready-to-deploy example: the server uploads its small model, and
+    // the config deploys as it is.
+    browser
+        .js(
+            "const s = document.querySelector('[data-test=example]'); s.value = '3'; \
+             s.dispatchEvent(new Event('change', { bubbles: true })); return true;",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_js(
+            "the example model's config",
+            PAGE,
+            "const v = document.querySelector('[data-test=config-editor]').value; \
+             return v.includes('upload://') && v.includes('example_mlp') \
+                 && document.querySelector('[data-test=validation]').textContent.includes('Valid config') \
+                 && !document.querySelector('[data-test=deploy]').disabled || null;",
+        )
+        .await;
+    browser.screenshot("5-ready-example").await;
+    browser.click("Deploy", "[data-test=deploy]").await;
+    browser
+        .wait_js(
+            "the example deployed and Running",
+            Duration::from_secs(120),
+            "return document.querySelector('[data-test=service-name]')?.textContent === 'example_mlp' \
+                 && document.querySelector('[data-test=service-overview] .status')?.textContent === 'Running' \
+                 || null;",
+        )
+        .await;
+    browser.screenshot("6-example-running").await;
+
     browser.close().await;
 }
 

@@ -541,46 +541,18 @@ async fn predict(client: &Client, name: &str, data: &Path) -> Result<i32, Client
 /// CPU plugin config) and `DIR/request.json`, so a reader without models of
 /// their own can follow the README.
 fn example_model(dir: &Path) -> Result<(), String> {
-    use optimizer::tensor::{Tensor, TensorData};
+    use crate::control::example;
     let model_dir = dir.join("model");
     std::fs::create_dir_all(&model_dir).map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let write = |p: PathBuf, bytes: Vec<u8>| {
         std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))
     };
-    write(
-        model_dir.join("mlp.onnx"),
-        optimizer::onnx_build::mlp(4, 64, 3),
-    )?;
-    let samples = 16;
-    let x = Tensor::new(
-        vec![samples, 4],
-        TensorData::F32(
-            (0..samples * 4)
-                .map(|i| ((i * 7919) % 100) as f32 / 100.0)
-                .collect(),
-        ),
-    )?;
-    optimizer::data::write_npz(&model_dir.join("test_data.npz"), &[("x", &x)])
-        .map_err(|e| e.to_string())?;
-    let config = serde_json::json!({
-        "name": "example_mlp",
-        "model_path": "model",
-        "processor": "onnx_cpu",
-        "metadata": { "instance": 1, "memory": 1000 },
-        "plugins": [{
-            "command": "blade --mode eas_plugin --optimize_for cpu",
-            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
-            "config": { "model_info": { "mlp.onnx": {
-                "optimization_level": "o1",
-                "test_data": "test_data.npz",
-                "input_shapes": [["1*4"], ["32*4"]]
-            } } }
-        }]
-    });
-    let request = serde_json::json!({ "inputs": [{ "name": "x", "shape": [2, 4], "datatype": "FP32", "data": [[0.1, 0.2, 0.3, 0.4], [1.0, 0.5, 0.0, -0.5]] }] });
+    for (name, bytes) in example::files()? {
+        write(model_dir.join(name), bytes)?;
+    }
     let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).map_err(|e| e.to_string());
-    write(dir.join("service.json"), pretty(&config)?)?;
-    write(dir.join("request.json"), pretty(&request)?)?;
+    write(dir.join("service.json"), pretty(&example::config("model"))?)?;
+    write(dir.join("request.json"), pretty(&example::request())?)?;
     println!(
         "wrote {0}/model/mlp.onnx, {0}/model/test_data.npz, {0}/service.json, {0}/request.json",
         dir.display()

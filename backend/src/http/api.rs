@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/services/{name}/logs", get(logs))
         .route("/api/v2/services/{name}/logs/stream", get(log_stream))
         .route("/api/v2/uploads", post(upload))
+        .route("/api/v2/uploads/example", post(upload_example))
         .route("/api/v2/schema", get(schema))
         .route(
             "/api/openapi.json",
@@ -733,36 +734,80 @@ async fn upload(
             return Err(e);
         }
     };
-    if resolve::is_archive(&name) {
+    store_upload(&state, &tmp, &sha, &name, bytes).await
+}
+
+/// Files a received upload (`tmp`, of digest `sha`) under its digest as
+/// `name`, unpacked first when it is an archive, and shares it with the
+/// other nodes; answers its `model_path`.
+async fn store_upload(
+    state: &AppState,
+    tmp: &std::path::Path,
+    sha: &str,
+    name: &str,
+    bytes: u64,
+) -> Result<Json<UploadResponse>, AppError> {
+    let uploads = state.settings.uploads_dir();
+    if resolve::is_archive(name) {
         let settings = state.settings.clone();
-        let (tmp2, sha2) = (tmp.clone(), sha.clone());
+        let (tmp2, sha2) = (tmp.to_path_buf(), sha.to_string());
         let unpacked =
             tokio::task::spawn_blocking(move || resolve::unpacked_dir(&settings, &tmp2, &sha2))
                 .await
                 .map_err(|e| AppError::Internal(e.to_string()))?;
         if let Err(e) = unpacked {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            let _ = tokio::fs::remove_file(tmp).await;
             return Err(AppError::BadRequest(format!("{name}: {e}")));
         }
     }
-    let dir = uploads.join(&sha);
+    let dir = uploads.join(sha);
     tokio::fs::create_dir_all(&dir).await?;
-    tokio::fs::rename(&tmp, dir.join(&name)).await?;
+    tokio::fs::rename(tmp, dir.join(name)).await?;
     // Nodes that share a store share uploads: any node can deploy this one.
     if let Some(objects) = &state.objects {
-        let key = crate::deploy::remote::upload_key(&sha, &name);
+        let key = crate::deploy::remote::upload_key(sha, name);
         if !objects.exists(&key).await.map_err(unavailable)? {
             objects
-                .put_file(&key, &dir.join(&name))
+                .put_file(&key, &dir.join(name))
                 .await
                 .map_err(unavailable)?;
         }
     }
     Ok(Json(UploadResponse {
         model_path: format!("upload://{sha}/{name}"),
-        sha256: sha,
+        sha256: sha.to_string(),
         bytes,
     }))
+}
+
+/// The built-in example (a small ONNX model and its test data), filed as
+/// an upload, and a config that deploys it: what the console offers as
+/// its ready-to-deploy example.
+async fn upload_example(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let may_deploy = caller.user.site_admin || caller.teams.iter().any(|t| t.role.can_deploy());
+    if !may_deploy {
+        return Err(AppError::Forbidden(
+            "uploading a model needs the deployer role in a team".into(),
+        ));
+    }
+    let tar = tokio::task::spawn_blocking(crate::control::example::archive)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(AppError::Internal)?;
+    let uploads = state.settings.uploads_dir();
+    tokio::fs::create_dir_all(&uploads).await?;
+    let tmp: PathBuf = uploads.join(format!(".tmp-{}", new_token("")));
+    tokio::fs::write(&tmp, &tar).await?;
+    let sha = hex::encode(sha2::Sha256::digest(&tar));
+    let up = store_upload(&state, &tmp, &sha, "example.tar", tar.len() as u64).await?;
+    Ok(Json(serde_json::json!({
+        "model_path": up.model_path,
+        "config": crate::control::example::config(&up.model_path),
+        "request": crate::control::example::request(),
+    })))
 }
 
 fn unavailable(e: crate::control::objects::ObjectsError) -> AppError {

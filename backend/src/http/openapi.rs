@@ -218,6 +218,13 @@ pub fn document() -> Value {
                 "responses": responses(vec![ok("200", "stored", &upload)], e, &[("400", "bad file name or unsafe archive"), ("401", "missing or invalid token"), ("413", "too large")]),
             },
         },
+        "/api/v2/uploads/example": {
+            "post": {
+                "summary": "File the built-in example model (a small ONNX perceptron and its test data) as an upload; answers its model_path, a service config that deploys it as it is, and a request it answers",
+                "tags": ["models"], "security": [{ mgmt: [] }],
+                "responses": responses(vec![("200".into(), json!({ "description": "model_path, config and request", "content": { "application/json": { "schema": { "type": "object", "properties": { "model_path": { "type": "string" }, "config": { "$ref": "#/components/schemas/ServiceConfig" }, "request": { "type": "object" } } } } } }))], e, &[("401", "missing or invalid token"), ("403", "the deployer role in no team")]),
+            },
+        },
         "/api/v2/resource-groups": { "get": op("The server's resource groups (what `resource` may name) and the GPUs discovered at start", "services", mgmt, responses(vec![ok("200", "groups and GPUs", &resource_groups)], e, &[("401", "missing or invalid token")])) },
         "/api/v2/schema": { "get": op("JSON Schema of the service config", "services", "", json!({ "200": { "description": "JSON Schema" } })) },
         "/api/predict/{name}": {

@@ -13,6 +13,11 @@ use crate::api::{self, Failure};
 use crate::auth::use_auth;
 use crate::components::{ActionError, CollectAny, ModelUpload, PathErrors};
 
+/// The picker's entry after the seed's examples: the server's example
+/// model, uploaded for the user, with a config that deploys as it is (the
+/// seed's examples name a model folder and a resource group to fill in).
+const READY: usize = EXAMPLES.len();
+
 /// The seed's example configs, as shipped in `shared`'s tests.
 const EXAMPLES: [(&str, &str); 3] = [
     (
@@ -81,27 +86,47 @@ pub fn NewServicePage() -> impl IntoView {
         }
     });
 
-    // The example the editor started from, and one picked while the text
-    // holds edits of the user's (asked first: picking replaces them).
+    // The example the editor started from (its text as loaded), and one
+    // picked while the text holds edits of the user's (asked first: picking
+    // replaces them). Index READY is the server's own example model.
     let example = RwSignal::new(0usize);
+    let pristine = RwSignal::new(EXAMPLES[0].1.to_string());
     let replacing = RwSignal::new(None::<usize>);
+    let set_text = move |i: usize, t: String| {
+        text.set(t.clone());
+        pristine.set(t);
+        example.set(i);
+        replacing.set(None);
+        failure.set(None);
+    };
     let load_example = move |i: usize| {
         if let Some((_, json)) = EXAMPLES.get(i) {
-            text.set(json.to_string());
-            example.set(i);
-            replacing.set(None);
-            failure.set(None);
+            set_text(i, json.to_string());
+            return;
         }
+        // The ready-to-deploy example: the server files its model as an
+        // upload and answers a config that deploys it.
+        let Some(token) = auth.current() else { return };
+        busy.set(true);
+        spawn_local(async move {
+            match api::post::<Value>("/api/v2/uploads/example", &token, "").await {
+                Ok(v) => {
+                    let config = serde_json::to_string_pretty(&v["config"]).unwrap_or_default();
+                    set_text(READY, config);
+                }
+                Err(f) => {
+                    replacing.try_set(None);
+                    failure.try_set(Some(f));
+                }
+            }
+            busy.try_set(false);
+        });
     };
     let pick_example = move |ev: leptos::ev::Event| {
         let Ok(i) = event_target_value(&ev).parse::<usize>() else {
             return;
         };
-        let edited = text.with_untracked(|t| {
-            EXAMPLES
-                .get(example.get_untracked())
-                .is_none_or(|(_, json)| t != json)
-        });
+        let edited = text.with_untracked(|t| pristine.with_untracked(|p| t != p));
         if edited {
             replacing.set(Some(i));
         } else {
@@ -148,6 +173,9 @@ pub fn NewServicePage() -> impl IntoView {
                         .enumerate()
                         .map(|(i, (label, _))| view! { <option value=i.to_string()>{*label}</option> })
                         .collect_any()}
+                    {move || (may_deploy() == Some(true)).then(|| view! {
+                        <option value=READY.to_string()>"A small example model, ready to deploy"</option>
+                    })}
                 </select>
             </label>
             {move || replacing.get().map(|i| view! {
