@@ -75,9 +75,11 @@ async fn the_admin_token_is_the_first_site_admin() {
     let app = app().await;
     let (s, me) = app.get("/api/v2/me", Some(&app.admin)).await;
     assert_eq!(s, StatusCode::OK);
+    // The token it was asked with is named by its id: the admin token is
+    // the first token there is.
     assert_eq!(
         me,
-        json!({"user": "admin", "site_admin": true, "teams": [{"team": "default", "role": "admin"}]})
+        json!({"user": "admin", "site_admin": true, "teams": [{"team": "default", "role": "admin"}], "token_id": 1})
     );
     let (s, created) = app.service(&app.admin, "first_svc", "default").await;
     assert_eq!(s, StatusCode::CREATED, "{created}");

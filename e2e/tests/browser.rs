@@ -1553,6 +1553,17 @@ async fn a_viewer_sees_no_actions_and_the_api_refuses_their_delete() {
                  && document.querySelector('[data-test=shown-once]') === null",
         )
         .await;
+    // The token this console is signed in with is marked; the spare is not.
+    let marked = browser
+        .wait_js(
+            "the token in use marked",
+            PAGE,
+            "const m = [...document.querySelectorAll('[data-test=token-row]')] \
+                 .filter(r => r.querySelector('[data-test=token-in-use]')).map(r => r.dataset.name); \
+             return m.length ? m : null;",
+        )
+        .await;
+    assert_eq!(marked, json!(["browser test"]), "{marked}");
     browser
         .click(
             "Revoke…",

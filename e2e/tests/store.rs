@@ -524,7 +524,8 @@ async fn accounts_and_share_links_behave_alike() {
         let t1 = s.insert_token(admin.id, "admin", "h1").await.unwrap();
         let t2 = s.insert_token(admin.id, "ci", "h2").await.unwrap();
         assert!(t2 > t1, "{db}");
-        assert_eq!(s.token_user("h2").await.unwrap().unwrap().id, admin.id);
+        let (user, token) = s.token_user("h2").await.unwrap().unwrap();
+        assert_eq!((user.id, token), (admin.id, t2), "{db}");
         assert!(s.revoke_token(admin.id, t2).await.unwrap(), "{db}");
         assert!(s.token_user("h2").await.unwrap().is_none(), "{db}");
         assert_eq!(s.token_count().await.unwrap(), 2, "{db}");

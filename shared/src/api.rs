@@ -316,6 +316,10 @@ pub struct Me {
     /// Site admins act as admin of every team and manage users and teams.
     pub site_admin: bool,
     pub teams: Vec<TeamRole>,
+    /// The id of the API token this request was made with (among the user's
+    /// tokens), so that a client can tell which one it is using.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<i64>,
 }
 
 impl Me {
@@ -624,6 +628,7 @@ mod tests {
                 team: "ml".into(),
                 role: Role::Viewer,
             }],
+            token_id: None,
         };
         assert_eq!(me.role_in("ml"), Some(Role::Viewer));
         assert_eq!(me.role_in("web"), None);

@@ -35,6 +35,8 @@ pub fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> 
 pub struct Caller {
     pub user: UserRow,
     pub teams: Vec<TeamRole>,
+    /// The API token this request was made with.
+    pub token_id: i64,
 }
 
 impl Caller {
@@ -48,6 +50,7 @@ impl Caller {
             user: self.user.name.clone(),
             site_admin: self.user.site_admin,
             teams: self.teams.clone(),
+            token_id: Some(self.token_id),
         }
     }
 
@@ -94,12 +97,16 @@ impl FromRequestParts<AppState> for Caller {
                 "missing API token: send `Authorization: Bearer <token>`".into(),
             ));
         };
-        let Some(user) = state.store.token_user(&hash_token(&token)).await? else {
+        let Some((user, token_id)) = state.store.token_user(&hash_token(&token)).await? else {
             return Err(AppError::Unauthorized(
                 "invalid or revoked API token".into(),
             ));
         };
         let teams = state.store.teams_of(user.id).await?;
-        Ok(Caller { user, teams })
+        Ok(Caller {
+            user,
+            teams,
+            token_id,
+        })
     }
 }

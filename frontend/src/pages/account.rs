@@ -95,14 +95,28 @@ pub fn UserTokens(user: String) -> impl IntoView {
             });
         }
     });
+    // The token this console is signed in with, when these are the signed-in
+    // user's tokens: marked, and revoking it signs out.
+    let in_use = {
+        let user = user.clone();
+        move || {
+            auth.me.with(|m| match m {
+                Some(Ok(me)) if me.user == user => me.token_id,
+                _ => None,
+            })
+        }
+    };
     let revoke = Callback::new({
         let (base, load) = (base.clone(), load.clone());
+        let in_use = in_use.clone();
         move |id: i64| {
             let Some(token) = auth.current() else { return };
             let (path, load) = (format!("{base}/{id}"), load.clone());
+            let own = in_use() == Some(id);
             failure.set(None);
             spawn_local(async move {
                 match api::delete(&path, &token).await {
+                    Ok(()) if own => auth.sign_out(),
                     Ok(()) => load(),
                     Err(f) => {
                         failure.try_set(Some(f));
@@ -127,13 +141,13 @@ pub fn UserTokens(user: String) -> impl IntoView {
             {move || match tokens.get() {
                 None => view! { <p class="muted">"Loading tokens…"</p> }.into_any(),
                 Some(Err(f)) => view! { <ErrorBox failure=f/> }.into_any(),
-                Some(Ok(list)) => token_table(list, revoke).into_any(),
+                Some(Ok(list)) => token_table(list, in_use(), revoke).into_any(),
             }}
         </div>
     }
 }
 
-fn token_table(tokens: Vec<TokenInfo>, revoke: Callback<i64>) -> AnyView {
+fn token_table(tokens: Vec<TokenInfo>, in_use: Option<i64>, revoke: Callback<i64>) -> AnyView {
     if tokens.is_empty() {
         return view! { <p class="muted">"No tokens."</p> }.into_any();
     }
@@ -146,9 +160,18 @@ fn token_table(tokens: Vec<TokenInfo>, revoke: Callback<i64>) -> AnyView {
                     .map(|t| {
                         let id = t.id;
                         let active = t.revoked_at.is_none();
+                        let mine = in_use == Some(id);
+                        let warning = if mine {
+                            "This is the token this console is signed in with: revoking it signs you out. "
+                        } else {
+                            "Revoke it? Clients using it stop working. "
+                        };
                         view! {
                             <tr data-test="token-row" data-name=t.name.clone() class:muted=!active>
-                                <td>{t.name.clone()}</td>
+                                <td>
+                                    {t.name.clone()}
+                                    {mine.then(|| view! { <span class="muted" data-test="token-in-use">" (this session)"</span> })}
+                                </td>
                                 <td>{format::short_time(&t.created_at)}</td>
                                 <td>{t.revoked_at.as_deref().map(format::short_time).unwrap_or_else(|| "—".into())}</td>
                                 <td>
@@ -160,7 +183,7 @@ fn token_table(tokens: Vec<TokenInfo>, revoke: Callback<i64>) -> AnyView {
                                             {move || if asking.get() {
                                                 view! {
                                                     <span class="confirm" data-test="confirm-revoke">
-                                                        "Revoke it? Clients using it stop working. "
+                                                        {warning}
                                                         <button class="small danger" data-test="token-revoke-confirm" on:click=move |_| revoke.run(id)>
                                                             "Revoke"
                                                         </button>

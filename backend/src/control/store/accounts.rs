@@ -74,15 +74,18 @@ impl Store {
     }
 
     /// The user owning an unrevoked token with this hash.
-    pub async fn token_user(&self, hash: &str) -> Result<Option<UserRow>, StoreError> {
+    /// The user of the live API token whose hash is `hash`, and the token's id.
+    pub async fn token_user(&self, hash: &str) -> Result<Option<(UserRow, i64)>, StoreError> {
         let row = sqlx::query(
-            "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id
+            "SELECT u.*, t.id AS token_id FROM api_tokens t JOIN users u ON u.id = t.user_id
              WHERE t.hash = $1 AND t.revoked_at IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref()
+            .map(|r| Ok((user_from_row(r)?, r.try_get("token_id")?)))
+            .transpose()
     }
 
     pub async fn tokens_of(&self, user_id: i64) -> Result<Vec<TokenInfo>, StoreError> {
