@@ -1927,3 +1927,43 @@ async fn after_signing_out_back_does_not_bring_the_session_back() {
     assert_eq!(shown["stored"], Value::Null, "{shown}");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_service_page_follows_a_scale_made_elsewhere() {
+    const NAME: &str = "live_mlp";
+    let _serial = one_at_a_time().await;
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    deploy_example(&server, &work, NAME, "ml");
+    let browser = Browser::start("live").await;
+    browser.sign_in(&server).await;
+    browser
+        .goto(&format!("{}/services/{NAME}", server.url()))
+        .await;
+    browser
+        .wait_js(
+            "one instance shown",
+            PAGE,
+            "return document.querySelector('[data-test=service-overview]')?.innerText.includes('1 running of 1') || null",
+        )
+        .await;
+    // Scaled by someone else (the CLI), not through this page.
+    let out = server
+        .cli(&["scale", NAME, "2"])
+        .output()
+        .expect("whet scale");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    browser
+        .wait_js(
+            "the page to show both instances without a reload",
+            Duration::from_secs(30),
+            "return document.querySelector('[data-test=service-overview]')?.innerText.includes('2 running of 2') || null",
+        )
+        .await;
+    browser.screenshot("1-scaled-elsewhere").await;
+    browser.close().await;
+}

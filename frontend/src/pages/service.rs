@@ -57,12 +57,16 @@ fn ServiceView(name: String) -> impl IntoView {
     };
     load();
     {
-        // Running services change rarely; a deploy in progress changes often.
+        // Kept fresh while it can change: a deploy in progress, and a running
+        // service too (another user, the CLI or the autoscaler may scale or
+        // update it; an instance may restart). A stopped or failed one waits
+        // for an action here.
         let load = load.clone();
         poll_every(REFRESH, move || {
-            let transient =
-                detail.with_untracked(|d| matches!(d, Some(Ok(d)) if d.status.is_transient()));
-            if transient {
+            let live = detail.with_untracked(|d| {
+                matches!(d, Some(Ok(d)) if d.status.is_transient() || d.status == ServiceStatus::Running)
+            });
+            if live {
                 load()
             }
         });
