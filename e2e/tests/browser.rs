@@ -1967,3 +1967,65 @@ async fn a_running_service_page_follows_a_scale_made_elsewhere() {
     browser.screenshot("1-scaled-elsewhere").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_stream_carries_the_token_outside_its_url() {
+    const NAME: &str = "ws_mlp";
+    let _serial = one_at_a_time().await;
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    deploy_example(&server, &work, NAME, "ml");
+    let browser = Browser::start("ws-token").await;
+    browser.sign_in(&server).await;
+    browser
+        .goto(&format!("{}/services/{NAME}", server.url()))
+        .await;
+    browser
+        .wait_for("the scale button", "[data-test=scale]")
+        .await;
+    // Every WebSocket the page opens from now on, with what it offered.
+    browser
+        .js(
+            "window.__sockets = []; const W = window.WebSocket; \
+             window.WebSocket = function (url, protocols) { \
+                 window.__sockets.push({ url: String(url), protocols: [].concat(protocols || []) }); \
+                 return protocols === undefined ? new W(url) : new W(url, protocols); }; \
+             window.WebSocket.prototype = W.prototype; return true;",
+            vec![],
+        )
+        .await;
+    // Scaling queues a deploy: the log reconnects, and streams it live.
+    browser
+        .js(
+            "const i = document.querySelector('[data-test=service-actions] input'); \
+             i.value = '2'; i.dispatchEvent(new Event('input', { bubbles: true })); return true;",
+            vec![],
+        )
+        .await;
+    browser.click("Scale", "[data-test=scale]").await;
+    let seen = browser
+        .wait_js(
+            "the scale streamed live",
+            Duration::from_secs(60),
+            "const rows = [...document.querySelectorAll('[data-test=deploy-log] [data-id]')].map(r => r.textContent); \
+             const state = document.querySelector('[data-test=log-state]')?.textContent ?? ''; \
+             if (!rows.some(r => r.includes('Scaling service to 2'))) return null; \
+             if (state.startsWith('Stored') || state.startsWith('Log unavailable')) return { failed: state }; \
+             return { sockets: window.__sockets, state };",
+        )
+        .await;
+    browser.screenshot("1-streamed").await;
+    assert!(
+        seen.get("failed").is_none(),
+        "the stream did not open: {seen}"
+    );
+    let sockets = seen["sockets"].as_array().expect("sockets");
+    assert!(!sockets.is_empty(), "no stream was opened: {seen}");
+    let token = server.admin_token();
+    for s in sockets {
+        let url = s["url"].as_str().unwrap_or_default();
+        assert!(!url.contains("token") && !url.contains(&token), "{s}");
+        assert_eq!(s["protocols"][0], json!("whet.v1"), "{s}");
+    }
+    browser.close().await;
+}

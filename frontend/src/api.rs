@@ -211,14 +211,21 @@ pub(crate) fn failure(status: u16, text: &str) -> Failure {
     }
 }
 
-/// `ws://host/api/v2/services/NAME/logs/stream?token=T` for the page's own
-/// server. Browsers cannot set headers on a WebSocket, hence the query form.
-pub fn log_stream_url(name: &str, token: &str) -> Option<String> {
-    ws_url(&format!(
-        "/api/v2/services/{}/logs/stream?token={}",
-        segment(name),
-        segment(token)
-    ))
+/// `ws://host/api/v2/services/NAME/logs/stream` for the page's own server.
+/// Browsers cannot set headers on a WebSocket: the token goes in the
+/// subprotocols ([`ws_protocols`]), never in the URL.
+pub fn log_stream_url(name: &str) -> Option<String> {
+    ws_url(&format!("/api/v2/services/{}/logs/stream", segment(name)))
+}
+
+/// The subprotocols a log stream is opened with: the one the server speaks,
+/// and `token` (hex-encoded: any token, valid protocol characters).
+pub fn ws_protocols(token: &str) -> [String; 2] {
+    let hex: String = token.bytes().map(|b| format!("{b:02x}")).collect();
+    [
+        shared::api::WS_PROTOCOL.to_string(),
+        format!("{}{hex}", shared::api::WS_TOKEN_PREFIX),
+    ]
 }
 
 /// `ws(s)://host` + `path` of the page's own server.

@@ -309,6 +309,12 @@ pub struct TeamRole {
     pub role: Role,
 }
 
+/// The WebSocket subprotocol of the server's log streams.
+pub const WS_PROTOCOL: &str = "whet.v1";
+/// The subprotocol that carries an API token where a browser cannot send a
+/// header (a WebSocket): this prefix, then the token's bytes in hex.
+pub const WS_TOKEN_PREFIX: &str = "whet.token.";
+
 /// `GET /api/v2/me`: who the caller's token belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Me {

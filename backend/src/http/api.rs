@@ -608,11 +608,14 @@ async fn log_stream(
 
 /// Answers a WebSocket upgrade with the log stream of `name`.
 pub(crate) fn upgrade_log_stream(state: AppState, name: String, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| async move {
-        if let Err(e) = stream_logs(state, name, socket).await {
-            tracing::debug!("log stream ended: {e}");
-        }
-    })
+    // Picked when offered (the console's token rides in another offered
+    // subprotocol, which is never echoed).
+    ws.protocols([crate::http::auth::WS_PROTOCOL])
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = stream_logs(state, name, socket).await {
+                tracing::debug!("log stream ended: {e}");
+            }
+        })
 }
 
 async fn send(socket: &mut WebSocket, ev: &LogEvent) -> Result<(), String> {

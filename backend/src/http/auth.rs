@@ -24,11 +24,29 @@ pub fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> 
             return Some(t.to_string());
         }
     }
+    // A browser's WebSocket cannot send headers but can offer subprotocols:
+    // the console offers `whet.token.<hex of the token>` beside
+    // `WS_PROTOCOL`, so the token stays out of URLs (and of the logs that
+    // record them). The server picks `WS_PROTOCOL`, never echoing the token.
+    if let Some(t) = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_TOKEN_PREFIX))
+        .and_then(|hex| hex::decode(hex).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|t| !t.trim().is_empty())
+    {
+        return Some(t);
+    }
     uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
     })
 }
+
+pub use shared::api::{WS_PROTOCOL, WS_TOKEN_PREFIX};
 
 /// A caller holding a valid management token: the token's user and the
 /// teams they belong to, read once per request.

@@ -42,7 +42,7 @@ pub enum LogSource {
 impl LogSource {
     fn stream_url(&self, token: Option<&str>) -> Option<String> {
         match (self, token) {
-            (LogSource::Service(name), Some(token)) => api::log_stream_url(name, token),
+            (LogSource::Service(name), Some(_)) => api::log_stream_url(name),
             (LogSource::Service(_), None) => None,
             (LogSource::Shared(link), _) => api::ws_url(&format!(
                 "/api/v2/shared/{}/logs/stream",
@@ -168,7 +168,15 @@ async fn follow(
     let opened = source
         .stream_url(token.as_deref())
         .ok_or_else(|| "no page location".to_string())
-        .and_then(|url| WebSocket::open(&url).map_err(|e| e.to_string()));
+        .and_then(|url| {
+            match (&source, token.as_deref()) {
+                (LogSource::Service(_), Some(t)) => {
+                    WebSocket::open_with_protocols(&url, &api::ws_protocols(t))
+                }
+                _ => WebSocket::open(&url),
+            }
+            .map_err(|e| e.to_string())
+        });
     let mut ws = match opened {
         Ok(ws) => ws,
         Err(e) => return stored_log(&source, token.as_deref(), lines, state, e).await,
