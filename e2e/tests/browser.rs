@@ -2029,3 +2029,52 @@ async fn the_log_stream_carries_the_token_outside_its_url() {
     }
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_390_px_wide_no_page_scrolls_sideways() {
+    const NAME: &str = "narrow_mlp";
+    let _serial = one_at_a_time().await;
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    deploy_example(&server, &work, NAME, "ml");
+    let browser = Browser::start("narrow").await;
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("a phone-sized window");
+    browser.sign_in(&server).await;
+    let mut wide = Vec::new();
+    for (page, ready) in [
+        ("/", "[data-test=services-page]"),
+        (
+            &format!("/services/{NAME}") as &str,
+            "[data-test=report] figure.chart svg",
+        ),
+        ("/new", "textarea[data-test=config-editor]"),
+        ("/teams/ml", "[data-test=team-dashboard]"),
+        ("/account", "[data-test=tokens]"),
+    ] {
+        browser.goto(&format!("{}{page}", server.url())).await;
+        browser.wait_for(page, ready).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let m = browser
+            .js(
+                "const d = document.documentElement; \
+                 const nav = document.querySelector('header.topbar'); \
+                 return { scroll: d.scrollWidth, client: d.clientWidth, \
+                          nav: nav ? nav.scrollWidth - nav.clientWidth : 0 };",
+                vec![],
+            )
+            .await;
+        let slug = page.trim_matches('/').replace('/', "-");
+        browser
+            .screenshot(if slug.is_empty() { "services" } else { &slug })
+            .await;
+        if m["scroll"].as_i64() > m["client"].as_i64() || m["nav"].as_i64() > Some(0) {
+            wide.push(format!("{page}: {m}"));
+        }
+    }
+    assert!(wide.is_empty(), "pages wider than 390 px: {wide:?}");
+    browser.close().await;
+}
