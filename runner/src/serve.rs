@@ -210,12 +210,11 @@ fn warm_up(engine: &mut dyn InferenceEngine, file: &Path) -> Result<(usize, f64)
         optimizer::data::load(file, &sig)
     }
     .map_err(|e| format!("warm_up_data_path: {e}"))?;
-    let mut n = 0;
-    for (i, sample) in data.samples.iter().take(WARM_UP_MAX).enumerate() {
+    let n = data.samples.len().min(WARM_UP_MAX);
+    for (i, sample) in data.samples[..n].iter().enumerate() {
         run(engine, sample).map_err(|(_, e)| {
             format!("warm_up_data_path: request {i} of the warm-up file failed: {e}")
         })?;
-        n += 1;
     }
     engine
         .reset()

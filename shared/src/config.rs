@@ -103,6 +103,13 @@ pub struct ScaleStrategy {
     pub threshold: serde_json::Number,
 }
 
+impl Autoscaler {
+    /// `n` kept within `min`..=`max` (a `max` below `min` counts as `min`).
+    pub fn clamp(&self, n: u32) -> u32 {
+        n.clamp(self.min, self.max.max(self.min))
+    }
+}
+
 impl ScaleStrategy {
     /// The threshold as a float (0 when it cannot be one).
     pub fn threshold(&self) -> f64 {

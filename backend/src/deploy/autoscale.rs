@@ -66,7 +66,7 @@ pub fn desired(a: &Autoscaler, current: u32, load: Load) -> u32 {
         };
         want = Some(want.map_or(n, |w| w.max(n)));
     }
-    want.unwrap_or(current).clamp(a.min, a.max.max(a.min))
+    a.clamp(want.unwrap_or(current))
 }
 
 /// The figures of every node, added up: requests per second summed, CPU
@@ -207,32 +207,29 @@ async fn tick(state: &Deployer, scaler: &mut Scaler) -> Result<(), super::Deploy
         .into_iter()
         .filter(|s| s.config.autoscaler.is_some() || s.config.cronscaler.is_some())
         .collect();
-    // This node's share: the runner processes of its local instances.
-    let pools: Vec<(String, Vec<u32>)> = services
+    // This node's share: the runner processes of its local instances, and
+    // the cores each instance has.
+    let pools: Vec<(String, Vec<u32>, u32)> = services
         .iter()
         .filter_map(|s| {
             let pool = state.instances.get(&s.name)?;
             let pids = pool.runner_states().iter().filter_map(|r| r.pid).collect();
-            Some((s.name.clone(), pids))
+            let cores = s.config.metadata.cpu.unwrap_or(1).max(1);
+            Some((s.name.clone(), pids, cores))
         })
         .collect();
-    let now = Sample::take(pools.iter().flat_map(|(_, p)| p.iter().copied()));
+    let now = Sample::take(pools.iter().flat_map(|(_, p, _)| p.iter().copied()));
     if let Some(before) = last.as_ref() {
         let secs = now.at.duration_since(before.at).as_secs_f64().max(1e-3);
-        for (name, pids) in &pools {
+        for (name, pids, cores) in &pools {
             let count = |s: &Sample| s.answered.get(name).copied().unwrap_or(0);
             let qps = count(&now).saturating_sub(count(before)) as f64 / secs;
-            let service = services.iter().find(|s| &s.name == name);
-            let cores = service
-                .and_then(|s| s.config.metadata.cpu)
-                .unwrap_or(1)
-                .max(1);
             let used: Vec<f64> = pids
                 .iter()
                 .filter_map(|p| Some(now.cpu.get(p)? - before.cpu.get(p)?))
                 .collect();
             let cpu = (!used.is_empty()).then(|| {
-                used.iter().sum::<f64>() / used.len() as f64 / secs / f64::from(cores) * 100.0
+                used.iter().sum::<f64>() / used.len() as f64 / secs / f64::from(*cores) * 100.0
             });
             let load = NodeLoad {
                 qps,
@@ -272,11 +269,7 @@ async fn tick(state: &Deployer, scaler: &mut Scaler) -> Result<(), super::Deploy
             continue;
         }
         if let Some((job, size)) = cron_due.remove(&s.name) {
-            let to = s
-                .config
-                .autoscaler
-                .as_ref()
-                .map_or(size, |a| size.clamp(a.min, a.max.max(a.min)));
+            let to = s.config.autoscaler.as_ref().map_or(size, |a| a.clamp(size));
             // The autoscaler decides afresh from the scheduled count.
             cool.0.remove(&s.name);
             if to != s.config.metadata.instance {
@@ -316,8 +309,7 @@ async fn tick(state: &Deployer, scaler: &mut Scaler) -> Result<(), super::Deploy
 
 /// Whether this node decides: the live node with the smallest id.
 async fn leads(state: &Deployer) -> Result<bool, super::DeployError> {
-    let live_since = now_ms() - (state.settings.job_lease.as_millis() as i64 * 2 / 3);
-    let nodes = state.store.live_nodes(live_since).await?;
+    let nodes = super::placement::live_nodes(state).await?;
     Ok(nodes.first().is_none_or(|n| n.id == state.settings.node_id))
 }
 

@@ -693,7 +693,7 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
     };
     let target = device.target();
     let plugin = cfg.blade_plugin();
-    let opt_config = match (plugin, cfg.model_info()) {
+    let mut opt_config = match (plugin, cfg.model_info()) {
         (Some(p), info) => serde_json::json!({
             "command": p.command,
             "model_info": info.map(|(k, v)| serde_json::json!({ k: v })),
@@ -701,7 +701,6 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         (None, _) => serde_json::json!({ "plugin": null }),
     };
     // The warm-up file is copied into the artifact: which one is part of it.
-    let mut opt_config = opt_config;
     if let Some(w) = &cfg.warm_up_data_path {
         opt_config["warm_up_data_path"] = serde_json::json!(w);
     }

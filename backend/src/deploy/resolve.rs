@@ -957,28 +957,27 @@ pub fn resolve(
         }
     };
 
+    // Every data file the config names is in the model folder.
+    let mut named = vec![("warm_up_data_path".to_string(), &cfg.warm_up_data_path)];
     if let Some((name, info)) = model_info {
         for (key, value) in [
             ("test_data", &info.test_data),
             ("calibration_dataset", &info.calibration_dataset),
         ] {
-            if let Some(rel) = value {
-                if !dir.join(rel).is_file() {
-                    return Err(invalid(
-                        &format!("plugins[0].config.model_info[\"{name}\"].{key}"),
-                        format!("file '{rel}' not found in model_path"),
-                    ));
-                }
-            }
+            named.push((
+                format!("plugins[0].config.model_info[\"{name}\"].{key}"),
+                value,
+            ));
         }
     }
-
-    if let Some(rel) = &cfg.warm_up_data_path {
-        if !dir.join(rel).is_file() {
-            return Err(invalid(
-                "warm_up_data_path",
-                format!("file '{rel}' not found in model_path"),
-            ));
+    for (path, value) in named {
+        if let Some(rel) = value {
+            if !dir.join(rel).is_file() {
+                return Err(invalid(
+                    &path,
+                    format!("file '{rel}' not found in model_path"),
+                ));
+            }
         }
     }
 

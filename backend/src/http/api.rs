@@ -709,12 +709,7 @@ async fn upload(
     Query(q): Query<UploadQuery>,
     body: Body,
 ) -> Result<Json<UploadResponse>, AppError> {
-    let may_deploy = caller.user.site_admin || caller.teams.iter().any(|t| t.role.can_deploy());
-    if !may_deploy {
-        return Err(AppError::Forbidden(
-            "uploading a model needs the deployer role in a team".into(),
-        ));
-    }
+    require_uploader(&caller)?;
     let name = q.filename.trim().to_string();
     let valid = !name.is_empty()
         && !name.contains('/')
@@ -726,9 +721,7 @@ async fn upload(
             "filename '{name}': expected a plain file name like model.onnx or model.tar.gz"
         )));
     }
-    let uploads = state.settings.uploads_dir();
-    tokio::fs::create_dir_all(&uploads).await?;
-    let tmp: PathBuf = uploads.join(format!(".tmp-{}", new_token("")));
+    let tmp = upload_tmp(&state).await?;
     let result = receive(&state, body, &tmp).await;
     let (sha, bytes) = match result {
         Ok(v) => v,
@@ -738,6 +731,25 @@ async fn upload(
         }
     };
     store_upload(&state, &tmp, &sha, &name, bytes).await
+}
+
+/// Uploading needs the deployer role in some team (or a site admin).
+fn require_uploader(caller: &Caller) -> Result<(), AppError> {
+    let may_deploy = caller.user.site_admin || caller.teams.iter().any(|t| t.role.can_deploy());
+    if may_deploy {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "uploading a model needs the deployer role in a team".into(),
+        ))
+    }
+}
+
+/// A fresh name in the uploads folder for an upload being received.
+async fn upload_tmp(state: &AppState) -> Result<PathBuf, AppError> {
+    let uploads = state.settings.uploads_dir();
+    tokio::fs::create_dir_all(&uploads).await?;
+    Ok(uploads.join(format!(".tmp-{}", new_token(""))))
 }
 
 /// Files a received upload (`tmp`, of digest `sha`) under its digest as
@@ -790,19 +802,12 @@ async fn upload_example(
     caller: Caller,
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let may_deploy = caller.user.site_admin || caller.teams.iter().any(|t| t.role.can_deploy());
-    if !may_deploy {
-        return Err(AppError::Forbidden(
-            "uploading a model needs the deployer role in a team".into(),
-        ));
-    }
+    require_uploader(&caller)?;
     let tar = tokio::task::spawn_blocking(crate::control::example::archive)
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?
         .map_err(AppError::Internal)?;
-    let uploads = state.settings.uploads_dir();
-    tokio::fs::create_dir_all(&uploads).await?;
-    let tmp: PathBuf = uploads.join(format!(".tmp-{}", new_token("")));
+    let tmp = upload_tmp(&state).await?;
     tokio::fs::write(&tmp, &tar).await?;
     let sha = hex::encode(sha2::Sha256::digest(&tar));
     let up = store_upload(&state, &tmp, &sha, "example.tar", tar.len() as u64).await?;

@@ -285,7 +285,7 @@ impl Batcher {
     /// Whether requests are merged: batching asked for and a model that
     /// allows it.
     pub fn merges(&self) -> bool {
-        self.shared.opts.batching && self.shared.batchable
+        self.shared.merges()
     }
 
     /// Worker threads still running (they exit after [`Batcher::close`]).
@@ -311,7 +311,9 @@ impl Batcher {
                 });
             }
             let now = Instant::now();
-            st.traffic.arrived(now);
+            if self.shared.judges_wait() {
+                st.traffic.arrived(now);
+            }
             st.queue.push_back(Job {
                 inputs,
                 key,
@@ -368,6 +370,25 @@ impl Shared {
         // A panic while holding the lock leaves the queue consistent (every
         // change is one push or remove), so carry on with it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Batching asked for and a model that allows it.
+    fn merges(&self) -> bool {
+        self.opts.batching && self.batchable
+    }
+
+    /// Whether workers judge how long to wait for a batch from the traffic
+    /// (so it is worth recording): batching that merges, adaptive wait.
+    fn judges_wait(&self) -> bool {
+        self.opts.adaptive && self.merges()
+    }
+
+    /// An engine call's time, for the adaptive wait; without it (the
+    /// default, batching off) the call takes no lock for it.
+    fn record_call(&self, took: Duration) {
+        if self.judges_wait() {
+            self.lock().traffic.called(took);
+        }
     }
 
     fn set_depth(&self, n: usize) {
@@ -447,7 +468,7 @@ impl Shared {
         let result =
             merged.and_then(|inputs| guarded_run(engine, &inputs).map_err(|e| e.to_string()));
         let engine_time = started.elapsed();
-        self.lock().traffic.called(engine_time);
+        self.record_call(engine_time);
         match result.and_then(|outputs| split(outputs, &rows)) {
             Ok(parts) => {
                 self.observe_batch(total);
@@ -475,7 +496,7 @@ impl Shared {
         let started = Instant::now();
         let result = guarded_run(engine, &job.inputs);
         let engine_time = started.elapsed();
-        self.lock().traffic.called(engine_time);
+        self.record_call(engine_time);
         self.observe_batch(job.rows);
         let _ = job.reply.send(result.map(|outputs| Done {
             outputs,

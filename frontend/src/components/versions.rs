@@ -50,28 +50,24 @@ pub fn Versions(
             });
         }
     };
-    Effect::new({
-        let load = load.clone();
-        move |_| {
-            generation.track();
-            load();
-        }
+    Effect::new(move |_| {
+        generation.track();
+        load();
     });
     let serve = Callback::new({
         let base = base.clone();
         move |version: u32| {
             let Some(token) = auth.current() else { return };
             let path = format!("{base}/rollback");
-            let load = load.clone();
             busy.set(true);
             failure.set(None);
             spawn_local(async move {
                 let body = format!("{{\"version\":{version}}}");
                 match api::post::<IgnoredAny>(&path, &token, &body).await {
+                    // The action bumps `generation`, which reloads the list.
                     Ok(_) => {
                         confirming.try_set(None);
                         on_action.run(true);
-                        load();
                     }
                     Err(f) => {
                         failure.try_set(Some(f));

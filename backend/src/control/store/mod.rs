@@ -280,6 +280,20 @@ fn version_from_row(r: &AnyRow) -> Result<VersionRow, StoreError> {
     })
 }
 
+/// The highest version number of `service` (0 when it has none), read
+/// through `db` (the pool, or a transaction that is about to add one).
+async fn max_version<'e, E>(db: E, service: &str) -> Result<i64, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let v: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM versions WHERE service = $1")
+        .bind(service)
+        .fetch_one(db)
+        .await?
+        .try_get("v")?;
+    Ok(v.unwrap_or(0))
+}
+
 /// Records version `version` of `service` inside a transaction.
 #[allow(clippy::too_many_arguments)]
 async fn insert_version(
@@ -574,13 +588,7 @@ impl Store {
                         "a new version needs the model it resolved to".into(),
                     ));
                 };
-                let latest: Option<i64> =
-                    sqlx::query("SELECT MAX(version) AS v FROM versions WHERE service = $1")
-                        .bind(name)
-                        .fetch_one(&mut *tx)
-                        .await?
-                        .try_get("v")?;
-                let next = latest.unwrap_or(0) + 1;
+                let next = max_version(&mut *tx, name).await? + 1;
                 insert_version(&mut tx, name, next, &config, m, sig, author, &now()).await?;
                 Some(next)
             }
@@ -748,13 +756,7 @@ impl Store {
 
     /// The highest version number of `name` (0 when it has none).
     pub async fn latest_version(&self, name: &str) -> Result<i64, StoreError> {
-        let v: Option<i64> =
-            sqlx::query("SELECT MAX(version) AS v FROM versions WHERE service = $1")
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("v")?;
-        Ok(v.unwrap_or(0))
+        max_version(&self.pool, name).await
     }
 
     /// Claims the oldest queued job of one of `kinds` (see
