@@ -59,12 +59,15 @@ pub(super) unsafe fn take_message(message: *mut c_char) -> Option<String> {
     Some(text.trim().to_string())
 }
 
-/// Method names as C strings for the shim.
-fn c_names(names: &[&str]) -> Result<Vec<CString>> {
-    names
+/// The method names of `preserved` as C strings, and pointers to them for
+/// a shim call (the pointers live as long as the first vector: keep it).
+fn c_preserved(preserved: &[&str]) -> Result<(Vec<CString>, Vec<*const c_char>)> {
+    let names = preserved
         .iter()
         .map(|s| CString::new(*s).map_err(|_| OptimizerError::Config(format!("method name {s:?}"))))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let ptrs = names.iter().map(|c| c.as_ptr()).collect();
+    Ok((names, ptrs))
 }
 
 pub(super) fn c_path(p: &Path) -> Result<CString> {
@@ -108,8 +111,7 @@ pub fn freeze(input: &Path, output: &Path, mode: Freeze, preserved: &[&str]) -> 
         Freeze::Frozen | Freeze::ForInference => {}
     }
     let (i, o) = (c_path(input)?, c_path(output)?);
-    let names = c_names(preserved)?;
-    let ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
+    let (_names, ptrs) = c_preserved(preserved)?;
     // SAFETY: every pointer is a NUL-terminated string that outlives the
     // call; the shim catches every C++ exception and returns either NULL or
     // a malloc'd message that we free with its own function.
@@ -145,8 +147,7 @@ pub fn dynamic_int8(
     reduce_range: bool,
 ) -> Result<usize> {
     let (i, o) = (c_path(input)?, c_path(output)?);
-    let names = c_names(preserved)?;
-    let ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
+    let (_names, ptrs) = c_preserved(preserved)?;
     let mut quantized = 0usize;
     // SAFETY: as in `freeze`; `quantized` is a valid place for the count.
     let message = unsafe {
@@ -225,8 +226,7 @@ pub fn static_int8(
     engine.save(&calibrated)?;
     drop(engine);
     let (c, o) = (c_path(&calibrated)?, c_path(output)?);
-    let names = c_names(preserved)?;
-    let ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
+    let (_names, ptrs) = c_preserved(preserved)?;
     let mut quantized = 0usize;
     // SAFETY: as in `dynamic_int8`.
     let message = unsafe {
