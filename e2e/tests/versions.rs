@@ -266,3 +266,157 @@ fn a_rolling_update_and_a_rollback_under_load_fail_no_request() {
         &failed[..failed.len().min(3)]
     );
 }
+
+/// One prediction: its status and the version that answered it.
+fn predict_version(server: &Server, token: &str, pin: Option<&str>) -> (u16, Option<u32>, String) {
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}]}).to_string();
+    let mut headers = vec![("Authorization", token)];
+    if let Some(v) = pin {
+        headers.push(("X-Whet-Version", v));
+    }
+    let addr = server.url().trim_start_matches("http://").to_string();
+    let (status, head, text) =
+        whetstone_e2e::http_head(&addr, "POST", "/api/predict/ver", &headers, body.as_bytes());
+    let version = head
+        .iter()
+        .find_map(|l| l.strip_prefix("x-whet-version: "))
+        .and_then(|v| v.parse().ok());
+    (status, version, text)
+}
+
+fn split(server: &Server) -> serde_json::Value {
+    let (s, d) = server.admin("GET", "/api/v2/services/ver/traffic", b"");
+    assert_eq!(s, 200, "{d}");
+    d
+}
+
+#[test]
+fn a_traffic_split_serves_two_versions_by_weight_and_promote_ends_it_with_no_failed_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("mlp.onnx"),
+        optimizer::onnx_build::mlp(4, 16, 3),
+    )
+    .unwrap();
+    let v1 = work.path().join("v1.json");
+    let v2 = work.path().join("v2.json");
+    std::fs::write(&v1, config(serde_json::json!([["1*4"]]))).unwrap();
+    std::fs::write(&v2, config(serde_json::json!([["1*4"], ["8*4"]]))).unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let cli = |args: &[&str]| {
+        let mut c = server.cli(args);
+        c.current_dir(work.path());
+        c.output().expect("whet runs")
+    };
+    ok(&cli(&["create", v1.to_str().unwrap()]));
+    ok(&cli(&["modify", "ver", "-s", v2.to_str().unwrap()]));
+    let token = detail(&server)["token"].as_str().unwrap().to_string();
+    assert_eq!(predict_version(&server, &token, None).1, Some(2));
+
+    // Refused: shares that do not sum to 100, a version that does not exist.
+    let out = cli(&["traffic", "ver", "1=50", "2=40"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sum to 100, got 90"),
+        "{out:?}"
+    );
+    let out = cli(&["traffic", "ver", "3=10", "2=90"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("weights.3"),
+        "{out:?}"
+    );
+
+    // 30 % to version 1 beside version 2: the CLI returns once version 1's
+    // instances run.
+    let table = ok(&cli(&["traffic", "ver", "1=30", "2=70"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with('1') && l.contains("30 %") && l.contains("1/1")),
+        "{table}"
+    );
+    let mut by_version = std::collections::BTreeMap::<u32, usize>::new();
+    for _ in 0..300 {
+        let (status, v, text) = predict_version(&server, &token, None);
+        assert_eq!(status, 200, "{text}");
+        *by_version
+            .entry(v.expect("the answer names its version"))
+            .or_default() += 1;
+    }
+    eprintln!("300 requests split 1=30 2=70: {by_version:?}");
+    // Binomial(300, 0.3): mean 90, sd 7.9; 55..125 is beyond 4 sd.
+    assert!((55..125).contains(&by_version[&1]), "{by_version:?}");
+    assert_eq!(by_version[&1] + by_version[&2], 300);
+
+    // Per-version numbers: the split's table and the metrics.
+    let s = split(&server);
+    let versions = s["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{s}");
+    for v in versions {
+        assert!(v["requests"].as_u64().unwrap() >= 55, "{s}");
+        assert_eq!(v["errors"].as_u64(), Some(0), "{s}");
+        assert!(v["p50_ms"].as_f64().is_some(), "{s}");
+    }
+    let (_, metrics) = server.http("GET", "/metrics", None, b"");
+    for v in ["1", "2"] {
+        assert!(
+            metrics.contains(&format!(
+                r#"whet_version_requests_total{{code="200",service="ver",version="{v}"}}"#
+            )),
+            "{metrics}"
+        );
+    }
+
+    // A client may pin a version; one outside the split is refused.
+    assert_eq!(predict_version(&server, &token, Some("1")).1, Some(1));
+    assert_eq!(predict_version(&server, &token, Some("2")).1, Some(2));
+    assert_eq!(predict_version(&server, &token, Some("7")).0, 503);
+    assert_eq!(predict_version(&server, &token, Some("x")).0, 400);
+
+    // Promote version 1 under load: it takes every request at once, becomes
+    // current once redeployed, and the split ends; nothing fails.
+    let stop = AtomicBool::new(false);
+    let (answered, failed) = std::thread::scope(|s| {
+        let load = s.spawn(|| load_until(&server, &token, 4, &stop));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let log = ok(&cli(&["promote", "ver"]));
+        assert!(log.contains("Promoting version 1 of 2"), "{log}");
+        assert!(log.contains("Reusing optimized artifact"), "{log}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        load.join().unwrap()
+    });
+    eprintln!(
+        "under load through a promote: {answered} answered, {} failed",
+        failed.len()
+    );
+    assert!(answered > 50, "the load hardly ran: {answered}");
+    assert!(failed.is_empty(), "{:?}", &failed[..failed.len().min(3)]);
+    let d = detail(&server);
+    assert_eq!(d["current_version"].as_u64(), Some(1), "{d}");
+    let s = split(&server);
+    assert_eq!(s["versions"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(s["versions"][0]["weight"].as_u64(), Some(100), "{s}");
+    for _ in 0..20 {
+        assert_eq!(predict_version(&server, &token, None).1, Some(1));
+    }
+    // Version 2's instances beside it are gone; pinning it is refused.
+    assert_eq!(predict_version(&server, &token, Some("2")).0, 503);
+    let (_, log) = server.admin("GET", "/api/v2/services/ver/logs", b"");
+    let log = log.to_string();
+    assert!(
+        log.contains("Traffic split: version 1 30 %, version 2 70 %"),
+        "{log}"
+    );
+    assert!(log.contains("version 1 serves every request"), "{log}");
+
+    // A modify during a split ends it: the new version serves everything.
+    ok(&cli(&["traffic", "ver", "1=50", "2=50"]));
+    ok(&cli(&["modify", "ver", "-s", v1.to_str().unwrap()]));
+    assert_eq!(detail(&server)["current_version"].as_u64(), Some(3));
+    assert_eq!(split(&server)["versions"].as_array().unwrap().len(), 1);
+    for _ in 0..10 {
+        assert_eq!(predict_version(&server, &token, None).1, Some(3));
+    }
+}

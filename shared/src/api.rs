@@ -160,6 +160,57 @@ pub struct RollbackRequest {
     pub version: Option<u32>,
 }
 
+/// `PUT /api/v2/services/{name}/traffic`: the share of requests, in per
+/// cent (summing to 100), of each version named; the others get none. A
+/// version other than the current one is served by instances of its own
+/// (its config's `metadata.instance`), started before it gets a request.
+/// `{"weights": {"<current>": 100}}` ends the split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TrafficRequest {
+    pub weights: std::collections::BTreeMap<u32, u32>,
+}
+
+/// One version's share of a traffic split, and how it has done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TrafficVersion {
+    pub version: u32,
+    /// Per cent of new requests it gets.
+    pub weight: u32,
+    /// Whether it is the version the service's own instances serve.
+    pub current: bool,
+    /// Its instances, and how many of them are running.
+    pub instances: u32,
+    pub running: u32,
+    /// Requests it answered in the last hour on this node, of them errors,
+    /// and the latency of the good ones.
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Why one of its instances could not start, if one could not.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `GET /api/v2/services/{name}/traffic`: how requests are split between
+/// versions (one version at 100 when there is no split).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TrafficSplit {
+    pub service: String,
+    pub current_version: u32,
+    pub versions: Vec<TrafficVersion>,
+}
+
+/// `POST /api/v2/services/{name}/promote`: a version of the split gets all
+/// the traffic and becomes the current version; the split ends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PromoteRequest {
+    /// The version to promote; absent: the split's version other than the
+    /// current one with the largest share.
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
 /// One instance of a service, placed on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstancePlacement {

@@ -60,6 +60,21 @@ pub enum Command {
         /// The version to serve (default: the one before the current).
         version: Option<u32>,
     },
+    /// Show or set how requests are split between versions (canary,
+    /// blue-green): `whet traffic NAME 1=90 2=10`. Each version but the
+    /// current one runs instances of its own and gets requests once they
+    /// run; this waits for that. `NAME <current>=100` ends the split.
+    Traffic {
+        name: String,
+        /// VERSION=PERCENT shares summing to 100 (none: show the split).
+        shares: Vec<String>,
+        /// Return without waiting for the versions' instances to run.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Give a version of the traffic split all requests and make it the
+    /// current version (default: the other version with the largest share).
+    Promote { name: String, version: Option<u32> },
     /// Print a service's deploy log.
     Logs {
         name: String,
@@ -268,6 +283,31 @@ async fn client_command(
             );
             follow(&client, &name).await
         }
+        Command::Traffic {
+            name,
+            shares,
+            no_wait,
+        } => traffic(&client, &name, &shares, no_wait).await,
+        Command::Promote { name, version } => {
+            let body = serde_json::to_vec(&shared::api::PromoteRequest { version })
+                .map_err(|e| ClientError::Usage(e.to_string()))?;
+            let d: ServiceDetail = client
+                .send(
+                    Method::POST,
+                    &format!("/api/v2/services/{name}/promote"),
+                    Some(body.into()),
+                )
+                .await?;
+            if !client_has_job(&d) {
+                println!("{name}: version {} serves every request", d.current_version);
+                return Ok(0);
+            }
+            println!(
+                "{name}: version {} takes every request now and is current once deployed",
+                d.current_version
+            );
+            follow(&client, &name).await
+        }
         Command::Delete { name } => {
             let _: serde_json::Value = client
                 .send(Method::DELETE, &format!("/api/v2/services/{name}"), None)
@@ -399,6 +439,105 @@ fn print_endpoint_table(client: &Client, d: &ServiceDetail) {
     let w = url.len().max(d.token.len());
     println!("| Internet Endpoint | {url:<w$} |");
     println!("|             Token | {:<w$} |", d.token);
+}
+
+/// Whether the service answered has a deploy queued or running.
+fn client_has_job(d: &ServiceDetail) -> bool {
+    matches!(
+        d.summary.status,
+        shared::api::ServiceStatus::Creating | shared::api::ServiceStatus::Updating
+    )
+}
+
+/// `VERSION=PERCENT` arguments as the API's weights.
+fn parse_shares(shares: &[String]) -> Result<std::collections::BTreeMap<u32, u32>, ClientError> {
+    let mut out = std::collections::BTreeMap::new();
+    for s in shares {
+        let parsed = s.split_once('=').and_then(|(v, w)| {
+            Some((
+                v.trim().parse().ok()?,
+                w.trim().trim_end_matches('%').parse().ok()?,
+            ))
+        });
+        let Some((v, w)) = parsed else {
+            return Err(ClientError::Usage(format!(
+                "expected VERSION=PERCENT (like 2=10), got '{s}'"
+            )));
+        };
+        if out.insert(v, w).is_some() {
+            return Err(ClientError::Usage(format!("version {v} is named twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn print_split(split: &shared::api::TrafficSplit) {
+    println!(
+        "{:<8} {:>6} {:<8} {:>9} {:>9} {:>7} {:>10} {:>10}",
+        "VERSION", "SHARE", "SERVED", "INSTANCES", "REQUESTS", "ERRORS", "P50", "P99"
+    );
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} ms"));
+    for v in &split.versions {
+        println!(
+            "{:<8} {:>6} {:<8} {:>9} {:>9} {:>7} {:>10} {:>10}",
+            v.version,
+            format!("{} %", v.weight),
+            if v.current { "current" } else { "beside" },
+            format!("{}/{}", v.running, v.instances),
+            v.requests,
+            v.errors,
+            ms(v.p50_ms),
+            ms(v.p99_ms)
+        );
+    }
+}
+
+/// `whet traffic`: shows the split, or sets it and waits until every
+/// version with a share runs its instances.
+async fn traffic(
+    client: &Client,
+    name: &str,
+    shares: &[String],
+    no_wait: bool,
+) -> Result<i32, ClientError> {
+    let path = format!("/api/v2/services/{name}/traffic");
+    if shares.is_empty() {
+        let split: shared::api::TrafficSplit = client.get(&path).await?;
+        print_split(&split);
+        return Ok(0);
+    }
+    let body = serde_json::to_vec(&shared::api::TrafficRequest {
+        weights: parse_shares(shares)?,
+    })
+    .map_err(|e| ClientError::Usage(e.to_string()))?;
+    let mut split: shared::api::TrafficSplit =
+        client.send(Method::PUT, &path, Some(body.into())).await?;
+    let started = std::time::Instant::now();
+    let waiting = |s: &shared::api::TrafficSplit| {
+        s.versions
+            .iter()
+            .any(|v| !v.current && v.weight > 0 && v.running < v.instances)
+    };
+    while !no_wait && waiting(&split) {
+        if let Some(v) = split.versions.iter().find(|v| v.error.is_some()) {
+            print_split(&split);
+            eprintln!(
+                "error: version {}: {}",
+                v.version,
+                v.error.as_deref().unwrap_or_default()
+            );
+            return Ok(1);
+        }
+        if started.elapsed() > std::time::Duration::from_secs(600) {
+            print_split(&split);
+            eprintln!("error: the versions' instances did not all start within 600 s (see whet logs {name})");
+            return Ok(1);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        split = client.get(&path).await?;
+    }
+    print_split(&split);
+    Ok(0)
 }
 
 async fn follow(client: &Client, name: &str) -> Result<i32, ClientError> {

@@ -3,7 +3,10 @@
 //! Ours carry the `whet_` prefix; the process metrics of the standard
 //! collector (`process_resident_memory_bytes`, CPU seconds, open files) keep
 //! their usual names so load tests and dashboards find them as usual.
-//! Failed requests are `whet_requests_total` with a non-2xx `code`.
+//! Failed requests are `whet_requests_total` with a non-2xx `code`. The
+//! same requests by the version that served them (a traffic split's
+//! versions side by side) are `whet_version_requests_total` and
+//! `whet_version_request_duration_seconds`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -19,6 +22,8 @@ pub struct Metrics {
     process: Registry,
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
+    pub version_requests: IntCounterVec,
+    pub version_seconds: HistogramVec,
     pub queue_seconds: HistogramVec,
     pub engine_seconds: HistogramVec,
     pub batch_size: HistogramVec,
@@ -51,6 +56,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
         )
         .buckets(LATENCY_BUCKETS.to_vec()),
         &["service", "protocol"],
+    )?;
+    let version_requests = IntCounterVec::new(
+        Opts::new(
+            "version_requests_total",
+            "Prediction requests by service, the version that served them and HTTP status",
+        ),
+        &["service", "version", "code"],
+    )?;
+    let version_seconds = HistogramVec::new(
+        HistogramOpts::new(
+            "version_request_duration_seconds",
+            "Prediction request time by service and the version that served it",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["service", "version"],
     )?;
     let queue_seconds = HistogramVec::new(
         HistogramOpts::new(
@@ -107,6 +127,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(runner_restarts.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_seconds.clone()))?;
+    registry.register(Box::new(version_requests.clone()))?;
+    registry.register(Box::new(version_seconds.clone()))?;
     registry.register(Box::new(queue_seconds.clone()))?;
     registry.register(Box::new(engine_seconds.clone()))?;
     registry.register(Box::new(batch_size.clone()))?;
@@ -125,6 +147,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         process,
         requests,
         request_seconds,
+        version_requests,
+        version_seconds,
         queue_seconds,
         engine_seconds,
         batch_size,
@@ -177,6 +201,18 @@ pub fn observe_request(
             .with_label_values(&[service, protocol])
             .observe(q.as_secs_f64());
     }
+}
+
+/// A prediction again, by the version of the service that served it.
+pub fn observe_version(service: &str, version: u32, code: u16, total: Duration) {
+    let Some(m) = get() else { return };
+    let v = version.to_string();
+    m.version_requests
+        .with_label_values(&[service, &v, &code.to_string()])
+        .inc();
+    m.version_seconds
+        .with_label_values(&[service, &v])
+        .observe(total.as_secs_f64());
 }
 
 /// A service queue's own series, resolved once so the batcher's hot path

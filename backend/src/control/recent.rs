@@ -19,6 +19,8 @@ const SAMPLES_PER_MINUTE: usize = 2048;
 struct Bucket {
     minute: u64,
     count: u64,
+    /// Answered with an error status (their latencies are not sampled).
+    errors: u64,
     latencies_ms: Vec<f32>,
 }
 
@@ -44,7 +46,13 @@ fn minute_now() -> u64 {
 }
 
 impl Recent {
+    #[cfg(test)]
     fn record_at(&mut self, service: &str, minute: u64, latency: Duration) {
+        self.record_outcome(service, minute, Ok(latency))
+    }
+
+    /// Counts one request of `service`: its latency when it succeeded.
+    fn record_outcome(&mut self, service: &str, minute: u64, outcome: Result<Duration, ()>) {
         let mut x = self.seed;
         x ^= x << 13;
         x ^= x >> 7;
@@ -65,13 +73,17 @@ impl Recent {
         }
         let Some(b) = buckets.back_mut() else { return };
         b.count += 1;
+        let Ok(latency) = outcome else {
+            b.errors += 1;
+            return;
+        };
         let ms = latency.as_secs_f32() * 1000.0;
         if b.latencies_ms.len() < SAMPLES_PER_MINUTE {
             b.latencies_ms.push(ms);
         } else {
             // Reservoir sampling: each of the `count` requests is kept with
             // equal probability.
-            let k = (x % b.count) as usize;
+            let k = (x % (b.count - b.errors)) as usize;
             if k < SAMPLES_PER_MINUTE {
                 b.latencies_ms[k] = ms;
             }
@@ -79,45 +91,66 @@ impl Recent {
     }
 
     fn summary_at(&self, services: &[&str], minute: u64) -> Traffic {
-        let mut count = 0;
+        let (mut count, mut errors) = (0, 0);
         let mut all: Vec<f32> = Vec::new();
         for name in services {
             for b in self.services.get(*name).into_iter().flatten() {
                 if b.minute + WINDOW_MINUTES > minute {
                     count += b.count;
+                    errors += b.errors;
                     all.extend(&b.latencies_ms);
                 }
             }
         }
+        let mut all: Vec<f64> = all.into_iter().map(f64::from).collect();
+        all.sort_by(f64::total_cmp);
         Traffic {
             requests: count,
-            p50_ms: median(all.into_iter().map(f64::from).collect()),
+            errors,
+            p50_ms: median(all.clone()),
+            p99_ms: quantile(&all, 0.99),
         }
     }
 }
 
-/// Requests and p50 latency of a set of services over the last hour.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Requests, errors and the latency of those answered well, of a set of
+/// services (or versions: [`crate::control::store::canary_key`]) over
+/// the last hour.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Traffic {
     pub requests: u64,
+    pub errors: u64,
     pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
-/// Records one answered prediction of `service`.
-pub fn record(service: &str, latency: Duration) {
+/// Records one prediction of `service` (a service, or one of its versions):
+/// its latency, or that it failed.
+pub fn record(service: &str, outcome: Result<Duration, ()>) {
     let mut r = RECENT.lock().unwrap_or_else(|p| p.into_inner());
-    r.record_at(service, minute_now(), latency);
+    r.record_outcome(service, minute_now(), outcome);
 }
 
-/// Forgets a deleted service, so a new one of the same name starts empty.
+/// Forgets a deleted service and its versions, so a new one of the same
+/// name starts empty.
 pub fn forget(service: &str) {
     let mut r = RECENT.lock().unwrap_or_else(|p| p.into_inner());
-    r.services.remove(service);
+    r.services
+        .retain(|k, _| crate::control::store::split_key(k).0 != service);
 }
 
 pub fn last_hour(services: &[&str]) -> Traffic {
     let r = RECENT.lock().unwrap_or_else(|p| p.into_inner());
     r.summary_at(services, minute_now())
+}
+
+/// The `q` quantile of sorted `v` (nearest rank).
+fn quantile(v: &[f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -179,13 +212,23 @@ mod tests {
         assert_eq!(t.p50_ms.map(|v| v.round()), Some(20.0));
         let t = r.summary_at(&["a", "b"], 130);
         assert_eq!(t.requests, 4);
-        assert_eq!(
-            r.summary_at(&["c"], 130),
-            Traffic {
-                requests: 0,
-                p50_ms: None
-            }
-        );
+        assert_eq!(r.summary_at(&["c"], 130), Traffic::default());
+    }
+
+    #[test]
+    fn errors_are_counted_but_not_timed() {
+        let mut r = Recent {
+            seed: 1,
+            ..Recent::default()
+        };
+        for i in 1..=100 {
+            r.record_outcome("v", 7, Ok(ms(i)));
+        }
+        r.record_outcome("v", 7, Err(()));
+        let t = r.summary_at(&["v"], 7);
+        assert_eq!((t.requests, t.errors), (101, 1));
+        assert_eq!(t.p99_ms.map(|v| v.round()), Some(99.0));
+        assert_eq!(t.p50_ms.map(|v| v.round()), Some(51.0));
     }
 
     #[test]
@@ -230,6 +273,7 @@ mod tests {
             Traffic {
                 requests: 12,
                 p50_ms: Some(4.0),
+                ..Traffic::default()
             },
         );
         assert_eq!(d.by_status["Running"], 2);

@@ -11,6 +11,7 @@ pub mod nodes;
 pub mod placement;
 pub mod remote;
 pub mod resolve;
+pub mod traffic;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -818,6 +819,7 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         .set_status(name, ServiceStatus::Running, None, None)
         .await?;
     log("[OK] Service is running".into()).await?;
+    traffic::settle(state, name).await?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use shared::api::ServiceStatus;
 use shared::ServiceConfig;
 
 use crate::control::resources::job_kind;
-use crate::control::store::{now_ms, NodeRow, Placement};
+use crate::control::store::{now_ms, split_key, NodeRow, Placement};
 use crate::serving::instances::load_pool;
 
 use super::{artifacts, DeployError, Deployer};
@@ -161,12 +161,17 @@ pub async fn place(
         .iter()
         .map(|(id, c)| format!("{id} ×{c}"))
         .collect();
+    let (service, beside) = split_key(name);
+    let what = match beside {
+        None => "Instances".to_string(),
+        Some(v) => format!("Instances of version {v}"),
+    };
     state
         .logs
         .line(
-            name,
+            service,
             None,
-            &format!("[OK] Instances placed on node {}", text.join(", ")),
+            &format!("[OK] {what} placed on node {}", text.join(", ")),
         )
         .await?;
     Ok(current)
@@ -258,6 +263,7 @@ pub async fn wait_running(
 pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
     let me = &state.settings.node_id;
     let mut loaded = state.hosting.loaded.lock().await;
+    state.instances.set_splits(state.store.all_traffic().await?);
     let shares = state.store.node_shares(me).await?;
     let placed: Vec<&str> = shares.iter().map(|s| s.service.as_str()).collect();
     loaded.retain(|svc, _| {
@@ -272,8 +278,14 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
         let pending = share.count.saturating_sub(share.running + share.failed);
         // (A pool stopped through the API is gone before this node's
         // record of it: only a pool still here counts as loaded.)
-        let here = state.instances.get(&share.service).is_some();
-        if here && loaded.get(&share.service) == Some(&want) {
+        let here = state.instances.get(&share.service);
+        if let (Some(pool), true) = (&here, loaded.get(&share.service) == Some(&want)) {
+            if split_key(&share.service).1.is_none() {
+                // A new version with the same artifact: same pool, renumbered.
+                if let Some(svc) = state.store.get_service(&share.service).await? {
+                    pool.set_version(u32::try_from(svc.current_version).unwrap_or(0));
+                }
+            }
             if share.running < share.count {
                 state
                     .store
@@ -306,7 +318,7 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
                     .await?;
                 state
                     .logs
-                    .line(&share.service, None, &format!("[ERROR] {msg}"))
+                    .line(split_key(&share.service).0, None, &format!("[ERROR] {msg}"))
                     .await?;
                 fail_if_down(state, &share.service, &msg).await?;
             }
@@ -315,13 +327,10 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
     Ok(())
 }
 
-/// Loads `count` instances of service `name` from `artifact` here.
-async fn start(
-    state: &Deployer,
-    name: &str,
-    artifact: &str,
-    count: u32,
-) -> Result<(), DeployError> {
+/// Loads `count` instances of `key` (a service, or a version of one served
+/// beside its current version: [`split_key`]) from `artifact` here.
+async fn start(state: &Deployer, key: &str, artifact: &str, count: u32) -> Result<(), DeployError> {
+    let (name, beside) = split_key(key);
     let svc = state
         .store
         .get_service(name)
@@ -332,19 +341,34 @@ async fn start(
             "artifact {artifact} is neither in this node's data folder nor in the shared store"
         ))
     })?;
-    let cfg = &svc.config;
-    let pool = load_pool(
+    // A version beside the current one runs with its own config.
+    let (version, cfg) = match beside {
+        None => (svc.current_version, svc.config.clone()),
+        Some(v) => {
+            let row = state
+                .store
+                .version(name, i64::from(v))
+                .await?
+                .ok_or_else(|| {
+                    DeployError::NotFound(format!("service '{name}' has no version {v}"))
+                })?;
+            (row.version, row.config)
+        }
+    };
+    let mut pool = load_pool(
         &state.settings,
         &dir,
-        name,
+        key,
         count,
         svc.token.clone(),
         cfg.metadata.rpc.clone(),
-        state.resources.serving_device(cfg),
+        state.resources.serving_device(&cfg),
         cfg.metadata.memory,
     )
     .await?;
-    state.instances.put(name, pool);
+    pool.name = name.to_string();
+    pool.set_version(u32::try_from(version).unwrap_or(0));
+    state.instances.put(key, pool);
     Ok(())
 }
 
@@ -373,7 +397,8 @@ pub async fn replace_orphans(state: &Deployer) -> Result<(), DeployError> {
     let nodes = live_nodes(state).await?;
     let mut load = state.store.slots_per_node().await?;
     for p in orphans {
-        let Some(svc) = state.store.get_service(&p.service).await? else {
+        let (name, _) = split_key(&p.service);
+        let Some(svc) = state.store.get_service(name).await? else {
             continue;
         };
         let eligible = eligible(&nodes, &svc.config);
@@ -394,7 +419,7 @@ pub async fn replace_orphans(state: &Deployer) -> Result<(), DeployError> {
                 p.node, p.slot
             );
             tracing::warn!(service = %p.service, "{line}");
-            state.logs.line(&p.service, None, &line).await?;
+            state.logs.line(name, None, &line).await?;
         }
     }
     state.hosting.wake();

@@ -20,7 +20,7 @@ use shared::{parse_and_validate, ServiceConfig};
 use tokio::io::AsyncWriteExt;
 
 use crate::control::resources::job_kind;
-use crate::control::store::{ServiceRow, VersionChange};
+use crate::control::store::{canary_key, ServiceRow, VersionChange, Weights};
 use crate::control::tokens::new_token;
 use crate::deploy::resolve;
 use crate::http::auth::Caller;
@@ -40,6 +40,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/services/{name}/start", post(start))
         .route("/api/v2/services/{name}/versions", get(versions))
         .route("/api/v2/services/{name}/rollback", post(rollback))
+        .route(
+            "/api/v2/services/{name}/traffic",
+            get(traffic).put(split_traffic),
+        )
+        .route("/api/v2/services/{name}/promote", post(promote))
         .route("/api/v2/services/{name}/logs", get(logs))
         .route("/api/v2/services/{name}/logs/stream", get(log_stream))
         .route("/api/v2/uploads", post(upload))
@@ -380,7 +385,9 @@ async fn stop(
             "a deploy of '{name}' is in progress; stop it after it finishes"
         )));
     }
-    // Every node drops the service's instances (this one before answering).
+    // Every node drops the service's instances (this one before answering),
+    // those of the versions beside them too.
+    crate::deploy::traffic::end(&state.deployer(), &name).await?;
     state.store.unplace(&name).await?;
     state.instances.remove(&name);
     state.hosting.wake();
@@ -433,11 +440,24 @@ async fn redeploy(
     version: VersionChange<'_>,
     line: &str,
 ) -> Result<Json<ServiceDetail>, AppError> {
+    // A new version served ends a traffic split, but for a promote (the
+    // version that has all the traffic becomes current; its deploy ends it).
+    let ends_split = match version {
+        VersionChange::Same => false,
+        VersionChange::New { .. } => true,
+        VersionChange::Switch(v) => {
+            state.store.traffic(name).await?
+                != Weights::from([(u32::try_from(v).unwrap_or(0), 100)])
+        }
+    };
     let job = state
         .store
         .queue_redeploy(name, cfg, &job_kind(cfg), model, version)
         .await?;
     state.logs.line(name, Some(job), line).await?;
+    if ends_split {
+        crate::deploy::traffic::end(&state.deployer(), name).await?;
+    }
     state.jobs_ready.notify_waiters();
     Ok(Json(
         detail(state, service_or_404(state, name).await?).await?,
@@ -491,7 +511,6 @@ async fn rollback(
             AppError::invalid("version", format!("expected {{\"version\": N}}: {e}"))
         })?
     };
-    let latest = state.store.latest_version(&name).await?;
     let target = match req.version {
         Some(v) => i64::from(v),
         None if row.current_version > 1 => row.current_version - 1,
@@ -506,7 +525,19 @@ async fn rollback(
             "service '{name}' already serves version {target}"
         )));
     }
-    let Some(v) = state.store.version(&name, target).await? else {
+    serve_version(&state, &name, target, "Rolling back to").await
+}
+
+/// Queues a redeploy that serves version `target` of `name` (its config
+/// and model), logging "[OK] {what} version N of M (made by …)".
+async fn serve_version(
+    state: &AppState,
+    name: &str,
+    target: i64,
+    what: &str,
+) -> Result<Json<ServiceDetail>, AppError> {
+    let latest = state.store.latest_version(name).await?;
+    let Some(v) = state.store.version(name, target).await? else {
         return Err(AppError::invalid(
             "version",
             format!("service '{name}' has versions 1 to {latest}; there is no version {target}"),
@@ -524,22 +555,219 @@ async fn rollback(
         .map_err(AppError::Invalid)?;
     crate::deploy::cancel_and_wait(
         &state.deployer(),
-        &name,
-        &format!("the service was rolled back to version {target}"),
+        name,
+        &format!("the service was switched to version {target}"),
     )
     .await?;
     redeploy(
-        &state,
-        &name,
+        state,
+        name,
         &v.config,
         Some(&model),
         VersionChange::Switch(target),
         &format!(
-            "[OK] Rolling back to version {target} of {latest} (made by {} at {})",
+            "[OK] {what} version {target} of {latest} (made by {} at {})",
             v.author, v.created_at
         ),
     )
     .await
+}
+
+/// The traffic split of a service and how each version has done.
+async fn traffic(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<shared::api::TrafficSplit>, AppError> {
+    let row = service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
+    Ok(Json(split_of(&state, &row).await?))
+}
+
+async fn split_of(
+    state: &AppState,
+    row: &ServiceRow,
+) -> Result<shared::api::TrafficSplit, AppError> {
+    let name = &row.name;
+    let current = u32::try_from(row.current_version).unwrap_or(0);
+    let mut weights = state.store.traffic(name).await?;
+    if weights.is_empty() {
+        weights.insert(current, 100);
+    }
+    weights.entry(current).or_insert(0);
+    let mut versions = Vec::new();
+    for (&v, &weight) in &weights {
+        let (instances, running, error) = if v == current {
+            (row.instances, row.running, None)
+        } else {
+            let placed = state.store.placements(&canary_key(name, v)).await?;
+            let up = placed.iter().filter(|p| p.state == "running").count();
+            let error = placed.iter().find_map(|p| p.error.clone());
+            (placed.len() as u32, up as u32, error)
+        };
+        let t = crate::control::recent::last_hour(&[&canary_key(name, v)]);
+        versions.push(shared::api::TrafficVersion {
+            version: v,
+            weight,
+            current: v == current,
+            instances,
+            running,
+            requests: t.requests,
+            errors: t.errors,
+            p50_ms: t.p50_ms,
+            p99_ms: t.p99_ms,
+            error,
+        });
+    }
+    Ok(shared::api::TrafficSplit {
+        service: name.clone(),
+        current_version: current,
+        versions,
+    })
+}
+
+/// Splits a running service's traffic between its versions.
+async fn split_traffic(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<shared::api::TrafficSplit>, AppError> {
+    let row = service_for(&state, &caller, &name, Role::Deployer, "splitting traffic").await?;
+    let req: shared::api::TrafficRequest = serde_json::from_slice(&body).map_err(|e| {
+        AppError::invalid(
+            "weights",
+            format!("expected {{\"weights\": {{\"<version>\": <per cent>, …}}}}: {e}"),
+        )
+    })?;
+    let weights = check_weights(&state, &row, &req.weights).await?;
+    if row.status != ServiceStatus::Running {
+        return Err(AppError::Conflict(format!(
+            "service '{name}' is {}; its traffic can be split while it runs",
+            row.status.as_str()
+        )));
+    }
+    if state.store.has_pending_job(&name).await? {
+        return Err(AppError::Conflict(format!(
+            "a deploy of '{name}' is in progress; split its traffic after it finishes"
+        )));
+    }
+    crate::deploy::traffic::set(&state.deployer(), &name, &weights).await?;
+    Ok(Json(
+        split_of(&state, &service_or_404(&state, &name).await?).await?,
+    ))
+}
+
+/// Shares in per cent that sum to 100, of versions that exist and, but
+/// for the current one, have an artifact to serve and a place to run.
+async fn check_weights(
+    state: &AppState,
+    row: &ServiceRow,
+    asked: &std::collections::BTreeMap<u32, u32>,
+) -> Result<Weights, AppError> {
+    let name = &row.name;
+    if asked.is_empty() {
+        return Err(AppError::invalid(
+            "weights",
+            "expected at least one version with its share in per cent",
+        ));
+    }
+    let sum: u64 = asked.values().map(|&w| u64::from(w)).sum();
+    if sum != 100 {
+        return Err(AppError::invalid(
+            "weights",
+            format!("expected shares in per cent that sum to 100, got {sum}"),
+        ));
+    }
+    let latest = state.store.latest_version(name).await?;
+    for (&v, &w) in asked {
+        let Some(version) = state.store.version(name, i64::from(v)).await? else {
+            return Err(AppError::invalid(
+                &format!("weights.{v}"),
+                format!("service '{name}' has versions 1 to {latest}; there is no version {v}"),
+            ));
+        };
+        if i64::from(v) == row.current_version || w == 0 {
+            continue;
+        }
+        if version.artifact.is_none() {
+            return Err(AppError::Conflict(format!(
+                "version {v} of '{name}' was never deployed (it has no artifact); roll back to it once to build it"
+            )));
+        }
+        state
+            .resources
+            .check(&version.config)
+            .map_err(AppError::Invalid)?;
+    }
+    Ok(asked.clone())
+}
+
+/// Gives one version of the split all the traffic and makes it current
+/// (a redeploy that finds its artifact); the split ends when it is done.
+async fn promote(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ServiceDetail>, AppError> {
+    let row = service_for(
+        &state,
+        &caller,
+        &name,
+        Role::Deployer,
+        "promoting a version",
+    )
+    .await?;
+    let req: shared::api::PromoteRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            AppError::invalid("version", format!("expected {{\"version\": N}}: {e}"))
+        })?
+    };
+    let current = u32::try_from(row.current_version).unwrap_or(0);
+    let split = state.store.traffic(&name).await?;
+    let target = match req.version {
+        Some(v) => v,
+        None => split
+            .iter()
+            .filter(|(&v, &w)| v != current && w > 0)
+            .max_by_key(|(&v, &w)| (w, v))
+            .map(|(&v, _)| v)
+            .ok_or_else(|| {
+                AppError::Conflict(format!(
+                    "service '{name}' has no traffic split to promote a version of; use rollback to serve another version"
+                ))
+            })?,
+    };
+    if target == current {
+        // The current version keeps serving; the others stop.
+        crate::deploy::traffic::end(&state.deployer(), &name).await?;
+        return Ok(Json(
+            detail(&state, service_or_404(&state, &name).await?).await?,
+        ));
+    }
+    if split.get(&target).copied().unwrap_or(0) == 0 {
+        return Err(AppError::Conflict(format!(
+            "version {target} of '{name}' has no share of the traffic; split some to it first, or roll back to it"
+        )));
+    }
+    if state.store.has_pending_job(&name).await? {
+        return Err(AppError::Conflict(format!(
+            "a deploy of '{name}' is in progress; promote after it finishes"
+        )));
+    }
+    // Its instances (running, since it has a share) take every request
+    // while the service's own are redeployed with it.
+    let deployer = state.deployer();
+    crate::deploy::traffic::set(&deployer, &name, &Weights::from([(target, 100)])).await?;
+    match serve_version(&state, &name, i64::from(target), "Promoting").await {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            crate::deploy::traffic::set(&deployer, &name, &split).await?;
+            Err(e)
+        }
+    }
 }
 
 async fn delete(
@@ -556,6 +784,7 @@ async fn delete(
     }
     state.store.unplace(&name).await?;
     state.instances.remove(&name);
+    state.instances.set_split(&name, Weights::new());
     state.store.delete_service(&name).await?;
     state.hosting.wake();
     crate::control::recent::forget(&name);

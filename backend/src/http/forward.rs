@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 
-use crate::control::store::{now_ms, Dialect};
+use crate::control::store::{canary_key, now_ms, Dialect};
 use crate::http::error::AppError;
 use crate::http::state::AppState;
 
@@ -27,6 +27,11 @@ use crate::http::state::AppState;
 pub const FORWARDED: &str = "x-whet-forwarded";
 /// Names the node whose instance answered a prediction.
 pub const SERVED_BY: &str = "x-whet-node";
+/// On a prediction request, the version of the service to serve it (a
+/// client may pin one; a traffic split's draw is written here, so the node
+/// a request is forwarded to serves the version drawn); on the answer, the
+/// version that served it.
+pub const VERSION: &str = "x-whet-version";
 
 /// The service a prediction path names: `/api/predict/{name}` or
 /// `/v2/models/{name}/…`.
@@ -71,12 +76,50 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 
 /// Middleware of the prediction routes: serves locally when this node has
 /// the service's instances (or is the only node), else forwards.
-pub async fn forward_remote(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn forward_remote(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(name) = service_of(req.uri().path()).map(str::to_string) else {
         return next.run(req).await;
     };
-    let here = state.instances.get(&name).is_some();
-    if here || state.store.dialect() != Dialect::Postgres || req.headers().contains_key(FORWARDED) {
+    // A prediction of a service with a traffic split goes to the version
+    // its weights draw, unless the client pinned one (a malformed pin is
+    // the handler's 400).
+    let pinned = req.headers().get(VERSION).is_some();
+    let drawn = match (pinned, req.method() == axum::http::Method::POST) {
+        (false, true) => state.instances.draw(&name),
+        _ => None,
+    };
+    let drawn_here = drawn.is_some_and(|v| state.instances.of_version(&name, v).is_some());
+    if let (Some(v), true) = (drawn, drawn_here) {
+        req.headers_mut().insert(VERSION, v.into());
+    }
+    let local = state.store.dialect() != Dialect::Postgres || req.headers().contains_key(FORWARDED);
+    // A version drawn that runs on no node of this database yet: the
+    // service's own instances answer.
+    let drawn_hosts = match drawn {
+        Some(v) if !drawn_here && !local => {
+            let since = now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
+            match state
+                .store
+                .host_addrs(&canary_key(&name, v), &state.settings.node_id, since)
+                .await
+            {
+                Ok(a) if !a.is_empty() => Some((v, a)),
+                Ok(_) => None,
+                Err(e) => return AppError::from(e).into_response(),
+            }
+        }
+        _ => None,
+    };
+    let here = match drawn_hosts {
+        Some(_) => false,
+        None if drawn_here => true,
+        None => state.instances.get(&name).is_some(),
+    };
+    if here || local {
         let mut r = next.run(req).await;
         // Named only when an instance of this node answered (not a 404/503
         // saying there is none).
@@ -89,13 +132,19 @@ pub async fn forward_remote(State(state): State<AppState>, req: Request, next: N
     }
     // Live: a heartbeat within two leases (beats come a third of one apart).
     let since = now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
-    let addrs = match state
-        .store
-        .host_addrs(&name, &state.settings.node_id, since)
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => return AppError::from(e).into_response(),
+    let addrs = match drawn_hosts {
+        Some((v, addrs)) => {
+            req.headers_mut().insert(VERSION, v.into());
+            addrs
+        }
+        None => match state
+            .store
+            .host_addrs(&name, &state.settings.node_id, since)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => return AppError::from(e).into_response(),
+        },
     };
     if addrs.is_empty() {
         // Nobody serves it: the local handler says why (404, 503).

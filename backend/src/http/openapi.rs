@@ -101,6 +101,9 @@ pub fn document() -> Value {
     let scale = schema(generator.subschema_for::<ScaleRequest>());
     let versions = schema(generator.subschema_for::<Vec<shared::api::ServiceVersion>>());
     let rollback = schema(generator.subschema_for::<shared::api::RollbackRequest>());
+    let split = schema(generator.subschema_for::<shared::api::TrafficSplit>());
+    let split_req = schema(generator.subschema_for::<shared::api::TrafficRequest>());
+    let promote = schema(generator.subschema_for::<shared::api::PromoteRequest>());
     let page = schema(generator.subschema_for::<LogPage>());
     let event = schema(generator.subschema_for::<LogEvent>());
     let upload = schema(generator.subschema_for::<UploadResponse>());
@@ -183,6 +186,21 @@ pub fn document() -> Value {
             "post": with_name({
                 let mut o = op("Serve another version again (default: the one before the current), from its own artifact", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs));
                 o["requestBody"] = body(&rollback);
+                o
+            }),
+        },
+        "/api/v2/services/{name}/traffic": {
+            "get": with_name(op("How requests are split between versions, and how each version has done in the last hour", "services", mgmt, responses(vec![ok("200", "the split", &split)], e, &svc_errs))),
+            "put": with_name({
+                let mut o = op("Split the traffic between versions (per cent, summing to 100); each version but the current one runs instances of its own and gets requests once they run", "services", mgmt, responses(vec![ok("200", "the split", &split)], e, &deploy_errs));
+                o["requestBody"] = body(&split_req);
+                o
+            }),
+        },
+        "/api/v2/services/{name}/promote": {
+            "post": with_name({
+                let mut o = op("Give one version of the split all the traffic and make it the current version (default: the other version with the largest share)", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs));
+                o["requestBody"] = body(&promote);
                 o
             }),
         },

@@ -14,8 +14,10 @@ use axum::{Json, Router};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::control::store::canary_key;
 use crate::http::auth::{request_token, tokens_equal};
 use crate::http::error::AppError;
+use crate::http::forward::VERSION;
 use crate::http::state::AppState;
 use crate::serving::instances::ServicePool;
 use crate::serving::kserve::{self, MODEL_VERSION};
@@ -72,17 +74,54 @@ async fn authorized_pool(
     authorized_pool_headers(state, name, headers, uri).await
 }
 
-/// The pool of a service that is serving: 404 for no such service, 503
-/// for one that is not serving. Only headers have been read so far.
-async fn serving_pool(state: &AppState, name: &str) -> Result<Arc<ServicePool>, AppError> {
-    match state.instances.get(name) {
-        Some(pool) => Ok(pool),
-        None => match state.store.get_service(name).await? {
-            Some(s) => Err(AppError::Unavailable(format!(
+/// The version a request asks for in [`VERSION`] (a client's pin, or the
+/// version a traffic split drew for it: `forward::forward_remote`).
+fn pinned_version(headers: &HeaderMap) -> Result<Option<u32>, AppError> {
+    let Some(v) = headers.get(VERSION) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            AppError::BadRequest(format!(
+                "header {VERSION}: expected a version number of the service, got {v:?}"
+            ))
+        })
+}
+
+/// The pool of a service that is serving (of the version the request is
+/// pinned to, if it is): 404 for no such service, 503 for one that is not
+/// serving. Only headers have been read so far.
+async fn serving_pool(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<ServicePool>, AppError> {
+    let pinned = pinned_version(headers)?;
+    let pool = match pinned {
+        Some(v) => state.instances.of_version(name, v),
+        None => state.instances.get(name),
+    };
+    match pool {
+        Some(pool) => {
+            crate::serving::execute::note_version(pool.version());
+            Ok(pool)
+        }
+        None => match (state.store.get_service(name).await?, pinned) {
+            (Some(s), _) if s.status != shared::api::ServiceStatus::Running => Err(AppError::Unavailable(format!(
                 "service '{name}' is {} and not serving",
                 s.status.as_str()
             ))),
-            None => Err(AppError::NotFound(format!("no service named '{name}'"))),
+            (Some(_), Some(v)) => Err(AppError::Unavailable(format!(
+                "service '{name}' does not serve version {v} here (only its current version and the versions of its traffic split are served)"
+            ))),
+            (Some(s), None) => Err(AppError::Unavailable(format!(
+                "service '{name}' is {} and not serving",
+                s.status.as_str()
+            ))),
+            (None, _) => Err(AppError::NotFound(format!("no service named '{name}'"))),
         },
     }
 }
@@ -95,7 +134,7 @@ async fn authorized_pool_headers(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<Arc<ServicePool>, AppError> {
-    let pool = serving_pool(state, name).await?;
+    let pool = serving_pool(state, name, headers).await?;
     if !request_token(headers, uri).is_some_and(|t| tokens_equal(&t, &pool.token)) {
         return Err(AppError::Unauthorized(format!(
             "missing or wrong token for service '{name}': send the service token in the Authorization header"
@@ -314,7 +353,7 @@ async fn predict(
         // token is checked first.
         let signed = crate::serving::eas::signing::is_signed(&headers);
         let pool = if signed {
-            serving_pool(&state, &name).await?
+            serving_pool(&state, &name, &headers).await?
         } else {
             authorized_pool_headers(&state, &name, &headers, &uri).await?
         };
@@ -355,18 +394,29 @@ async fn observed(
     f: impl std::future::Future<Output = Result<(Response, Duration), AppError>>,
 ) -> Result<Response, AppError> {
     let t0 = Instant::now();
-    let (r, queued) = crate::serving::execute::with_queue_time(f).await;
+    let (r, served) = crate::serving::execute::observing(f).await;
     let (code, engine, label) = match &r {
         Ok((resp, engine)) => (resp.status().as_u16(), Some(*engine), name),
         Err(e @ AppError::NotFound(_)) => (e.status().as_u16(), None, "-"),
         Err(e) => (e.status().as_u16(), None, name),
     };
-    crate::control::metrics::observe_request(label, protocol, code, t0.elapsed(), engine, queued);
+    let took = t0.elapsed();
+    crate::control::metrics::observe_request(label, protocol, code, took, engine, served.queued);
+    let outcome = if r.is_ok() { Ok(took) } else { Err(()) };
     if label != "-" {
-        crate::control::recent::record(label, t0.elapsed());
+        crate::control::recent::record(label, outcome);
+    }
+    if let Some(v) = served.version {
+        crate::control::metrics::observe_version(name, v, code, took);
+        crate::control::recent::record(&canary_key(name, v), outcome);
     }
     if r.is_ok() {
         crate::control::load::answered(name);
     }
-    r.map(|(resp, _)| resp)
+    r.map(|(mut resp, _)| {
+        if let Some(v) = served.version {
+            resp.headers_mut().insert(VERSION, v.into());
+        }
+        resp
+    })
 }

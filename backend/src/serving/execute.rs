@@ -10,10 +10,28 @@ use crate::serving::batcher::BatchError;
 use crate::serving::instances::ServicePool;
 use crate::serving::ServingError;
 
+/// What `observed` learns of a prediction without the protocols passing
+/// it along: the version that served it (set when its pool is chosen) and
+/// its time in the queue (set by `execute`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Served {
+    pub version: Option<u32>,
+    pub queued: Option<Duration>,
+}
+
 tokio::task_local! {
-    /// The queue time of the prediction being served: set by `execute`,
-    /// read by `observed`, so protocols need not pass it along.
-    static QUEUED: std::cell::Cell<Option<Duration>>;
+    static SERVED: std::cell::Cell<Served>;
+}
+
+/// Records the version whose pool takes the prediction being served.
+pub fn note_version(version: u32) {
+    // Outside `observed` (no scope) there is no one to tell.
+    let _ = SERVED.try_with(|s| {
+        s.set(Served {
+            version: Some(version),
+            ..s.get()
+        })
+    });
 }
 
 /// Runs decoded inputs on the service's engines. Every protocol goes
@@ -37,18 +55,22 @@ pub async fn execute(
         BatchError::Engine(other) => ServingError::Internal(other.to_string()),
         BatchError::Stopped => ServingError::Unavailable(format!("service '{}': {e}", pool.name)),
     })?;
-    // Outside `observed` (no scope) there is no one to tell.
-    let _ = QUEUED.try_with(|q| q.set(Some(done.queued)));
+    let _ = SERVED.try_with(|s| {
+        s.set(Served {
+            queued: Some(done.queued),
+            ..s.get()
+        })
+    });
     Ok((done.outputs, done.engine))
 }
 
-/// Runs `f` with a slot for the queue time of the prediction it makes;
-/// returns its result and that time (None when it never reached a queue).
-pub async fn with_queue_time<T>(f: impl std::future::Future<Output = T>) -> (T, Option<Duration>) {
-    QUEUED
-        .scope(std::cell::Cell::new(None), async {
+/// Runs `f` with a slot for what its prediction learns on the way (see
+/// [`Served`]); returns its result and that.
+pub async fn observing<T>(f: impl std::future::Future<Output = T>) -> (T, Served) {
+    SERVED
+        .scope(std::cell::Cell::new(Served::default()), async {
             let r = f.await;
-            (r, QUEUED.with(|q| q.get()))
+            (r, SERVED.with(|s| s.get()))
         })
         .await
 }

@@ -21,11 +21,15 @@ use optimizer::OptimizerError;
 use shared::api::ModelSignature;
 use shared::config::Rpc;
 
+use crate::control::store::{canary_key, Weights};
 use crate::serving::batcher::{BatchError, BatchOptions, Batcher, Done};
 use crate::serving::ServingError;
 
 pub struct ServicePool {
     pub name: String,
+    /// The version of the service it serves (a deploy of a new version
+    /// with the same artifact keeps the pool and renumbers it).
+    version: std::sync::atomic::AtomicU32,
     pub token: String,
     pub signature: ModelSignature,
     /// What requests are checked against: the signature the engines report.
@@ -194,6 +198,7 @@ impl ServicePool {
         let batcher = Batcher::start(name, engines, &engine_signature, opts)?;
         Ok(ServicePool {
             name: name.to_string(),
+            version: Default::default(),
             token,
             signature,
             engine_signature,
@@ -206,6 +211,15 @@ impl ServicePool {
 
     pub fn len(&self) -> usize {
         self.instances
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_version(&self, version: u32) {
+        self.version
+            .store(version, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -292,12 +306,50 @@ impl Drop for ServicePool {
     }
 }
 
+/// The pools this node serves, by placement name (a service's own, and
+/// [`canary_key`] for a version served beside it), and every service's
+/// traffic split.
 #[derive(Clone, Default)]
 pub struct Instances {
     pools: Arc<RwLock<HashMap<String, Arc<ServicePool>>>>,
+    splits: Arc<RwLock<HashMap<String, Weights>>>,
 }
 
 impl Instances {
+    /// Replaces the routing table of traffic splits (read from the store).
+    pub fn set_splits(&self, splits: impl IntoIterator<Item = (String, Weights)>) {
+        *self.splits.write().unwrap_or_else(|p| p.into_inner()) =
+            splits.into_iter().filter(|(_, w)| !w.is_empty()).collect();
+    }
+
+    /// Sets (or, when empty, ends) the split of one service.
+    pub fn set_split(&self, name: &str, weights: Weights) {
+        let mut splits = self.splits.write().unwrap_or_else(|p| p.into_inner());
+        if weights.is_empty() {
+            splits.remove(name);
+        } else {
+            splits.insert(name.to_string(), weights);
+        }
+    }
+
+    /// The version a new request of `name` goes to, drawn by its split's
+    /// weights; `None` when it has no split.
+    pub fn draw(&self, name: &str) -> Option<u32> {
+        let splits = self.splits.read().unwrap_or_else(|p| p.into_inner());
+        pick(splits.get(name)?, rand::random::<u32>())
+    }
+
+    /// The pool that serves version `version` of `name` here: the
+    /// service's own when it runs that version, else that version's pool
+    /// beside it.
+    pub fn of_version(&self, name: &str, version: u32) -> Option<Arc<ServicePool>> {
+        let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
+        match pools.get(name) {
+            Some(p) if p.version() == version => Some(p.clone()),
+            _ => pools.get(&canary_key(name, version)).cloned(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<ServicePool>> {
         self.pools
             .read()
@@ -328,6 +380,23 @@ impl Instances {
             .remove(name)
             .is_some()
     }
+}
+
+/// The version whose share of the split holds `r` (modulo the total of
+/// the weights); `None` when no version has a share.
+fn pick(weights: &Weights, r: u32) -> Option<u32> {
+    let total: u32 = weights.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut r = r % total;
+    for (&v, &w) in weights {
+        if r < w {
+            return Some(v);
+        }
+        r -= w;
+    }
+    None
 }
 
 /// Where an artifact built for `stored` is served: a GPU artifact on the
@@ -412,6 +481,36 @@ mod tests {
     use optimizer::tensor::TensorData;
     use std::sync::atomic::Ordering;
     use std::time::Duration;
+
+    #[test]
+    fn a_split_draws_each_version_by_its_weight() {
+        let w: Weights = [(1, 90), (2, 10), (3, 0)].into_iter().collect();
+        let drawn: Vec<u32> = (0..100).filter_map(|r| pick(&w, r)).collect();
+        assert_eq!(drawn.iter().filter(|&&v| v == 1).count(), 90);
+        assert_eq!(drawn.iter().filter(|&&v| v == 2).count(), 10);
+        assert!(!drawn.contains(&3));
+        assert_eq!(pick(&[(4, 0)].into_iter().collect(), 7), None);
+        let instances = Instances::default();
+        assert_eq!(instances.draw("svc"), None);
+        instances.set_split("svc", [(2, 100)].into_iter().collect());
+        assert_eq!(instances.draw("svc"), Some(2));
+        instances.set_split("svc", Weights::new());
+        assert_eq!(instances.draw("svc"), None);
+    }
+
+    #[test]
+    fn a_version_is_served_by_the_services_pool_or_the_one_beside_it() {
+        let instances = Instances::default();
+        let main = pool(false);
+        main.set_version(2);
+        instances.put("svc", main);
+        let old = pool(false);
+        old.set_version(1);
+        instances.put(&canary_key("svc", 1), old);
+        assert_eq!(instances.of_version("svc", 2).map(|p| p.version()), Some(2));
+        assert_eq!(instances.of_version("svc", 1).map(|p| p.version()), Some(1));
+        assert!(instances.of_version("svc", 3).is_none());
+    }
 
     fn pool(batching: bool) -> ServicePool {
         let engine = Engine::from_bytes(

@@ -21,8 +21,10 @@ use sqlx::{AnyPool, Executor, Row};
 
 mod accounts;
 mod nodes;
+mod traffic;
 pub use accounts::UserRow;
 pub use nodes::{NodeRow, NodeShare, Placement, PLACE_CHANNEL};
+pub use traffic::{canary_key, split_key, Weights};
 
 /// What the store can fail with. Conflicts and missing rows are the
 /// caller's to explain; the rest is the database's.
@@ -626,6 +628,9 @@ impl Store {
             "DELETE FROM placements WHERE service = $1",
             "DELETE FROM versions WHERE service = $1",
             "DELETE FROM service_load WHERE service = $1",
+            "DELETE FROM traffic WHERE service = $1",
+            // The instances of versions served beside the current one.
+            "DELETE FROM placements WHERE substr(service, 1, length($1) + 2) = $1 || '#v'",
         ] {
             sqlx::query(q).bind(name).execute(&mut *tx).await?;
         }
