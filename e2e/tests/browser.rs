@@ -1851,6 +1851,118 @@ async fn versions_list_and_a_rollback_from_the_service_page() {
         "{detail}"
     );
     browser.screenshot("3-rolled-back").await;
+
+    // A canary: 20 % to version 2 beside version 1, typed into the split
+    // editor, which refuses shares that do not sum to 100.
+    browser
+        .click("Split traffic…", "[data-test=split-traffic]")
+        .await;
+    browser
+        .type_into(
+            "v1's share",
+            "[data-test=split-editor] label:nth-of-type(1) input",
+            "80",
+        )
+        .await;
+    browser
+        .type_into(
+            "v2's share",
+            "[data-test=split-editor] label:nth-of-type(2) input",
+            "30",
+        )
+        .await;
+    browser
+        .wait_js(
+            "the sum refused",
+            PAGE,
+            "return document.querySelector('[data-test=share-sum]')?.innerText.includes('110')                  && document.querySelector('[data-test=apply-split]').disabled || null",
+        )
+        .await;
+    browser
+        .type_into(
+            "v2's share",
+            "[data-test=split-editor] label:nth-of-type(2) input",
+            "20",
+        )
+        .await;
+    browser.screenshot("4-split-editor").await;
+    browser
+        .click("Apply split", "[data-test=apply-split]")
+        .await;
+    browser
+        .wait_js(
+            "the shares in the table",
+            PAGE,
+            "const rows = [...document.querySelectorAll('[data-test=version]')].map(r => r.innerText);              return rows.length === 2 && rows[0].includes('20 %') && rows[0].includes('beside')                  && rows[1].includes('80 %') ? rows : null;",
+        )
+        .await;
+    let mut split = Value::Null;
+    for _ in 0..300 {
+        split = admin_ok(
+            &server,
+            "GET",
+            &format!("/api/v2/services/{NAME}/traffic"),
+            Value::Null,
+        );
+        if split["versions"][1]["running"] == json!(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(split["versions"][1]["weight"], json!(20), "{split}");
+    assert_eq!(split["versions"][1]["running"], json!(2), "{split}");
+    browser.client.refresh().await.expect("reload");
+    browser
+        .wait_for("the promote button", "[data-test=promote-version]")
+        .await;
+    browser.screenshot("5-split").await;
+
+    // Promote version 2, asked first: it becomes the version served and the
+    // split ends.
+    browser
+        .click("Promote v2…", "[data-test=promote-version]")
+        .await;
+    browser
+        .wait_js(
+            "the promote question",
+            PAGE,
+            "return document.querySelector('[data-test=confirm-serve]')?.innerText.includes('every request') || null",
+        )
+        .await;
+    browser
+        .click("Promote v2", "[data-test=confirm-serve-button]")
+        .await;
+    for _ in 0..300 {
+        detail = admin_ok(
+            &server,
+            "GET",
+            &format!("/api/v2/services/{NAME}"),
+            Value::Null,
+        );
+        split = admin_ok(
+            &server,
+            "GET",
+            &format!("/api/v2/services/{NAME}/traffic"),
+            Value::Null,
+        );
+        if detail["status"] == json!("Running")
+            && detail["current_version"] == json!(2)
+            && split["versions"].as_array().map(Vec::len) == Some(1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(detail["current_version"], json!(2), "{detail}");
+    assert_eq!(split["versions"][0]["weight"], json!(100), "{split}");
+    browser
+        .wait_js(
+            "v2 served with every request",
+            PAGE,
+            "const rows = [...document.querySelectorAll('[data-test=version]')].map(r => r.innerText);              return rows.length === 2 && rows[0].includes('served') && rows[0].includes('100 %') ? rows : null;",
+        )
+        .await;
+    browser.screenshot("6-promoted").await;
     browser.close().await;
 }
 
