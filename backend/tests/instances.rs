@@ -40,8 +40,7 @@ async fn a_pool_refuses_other_values_of_a_fixed_input() {
         "svc",
         2,
         "token".into(),
-        None,
-        None,
+        &Default::default(),
         None,
     )
     .unwrap();
@@ -98,8 +97,7 @@ fn a_damaged_artifact_is_refused_by_its_runner() {
             "svc",
             1,
             "t".into(),
-            None,
-            None,
+            &Default::default(),
             None,
         )
     };

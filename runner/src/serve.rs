@@ -178,6 +178,7 @@ pub fn main(args: &RunnerArgs) -> i32 {
     unsafe {
         libc::malloc_trim(0);
     }
+    answer_probes();
     let hello = Hello {
         signature: engine.signature().clone(),
         sandbox,
@@ -191,6 +192,42 @@ pub fn main(args: &RunnerArgs) -> i32 {
     }
     let mut input = BufReader::with_capacity(1 << 16, sock);
     serve(&mut input, &mut out, engine.as_mut())
+}
+
+/// The file descriptor on which the server probes a runner (its readiness
+/// and liveness checks), apart from the request socket on fd 0.
+pub const PROBE_FD: i32 = 3;
+
+/// Answers the server's probes on [`PROBE_FD`], if it gave one: each byte
+/// is echoed back by a thread of its own, so a probe finds the process
+/// alive even while a long call runs, and gets nothing from a process that
+/// is stopped or hung. Started once the engine is loaded: the probes check
+/// a runner that serves, and its confinement was set up single-threaded.
+fn answer_probes() {
+    // SAFETY: fstat on a descriptor number with a zeroed buffer; it only
+    // fails when the descriptor is not open.
+    let is_socket = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(PROBE_FD, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    };
+    if !is_socket {
+        return;
+    }
+    // SAFETY: the server passes its probe socket as this descriptor and
+    // nothing else in this process uses it.
+    let sock = unsafe { UnixStream::from_raw_fd(PROBE_FD) };
+    let _ = std::thread::Builder::new()
+        .name("probes".into())
+        .spawn(move || {
+            use std::io::{Read, Write};
+            let mut sock = sock;
+            let mut b = [0u8; 1];
+            while let Ok(1) = sock.read(&mut b) {
+                if sock.write_all(&b).is_err() {
+                    break;
+                }
+            }
+        });
 }
 
 /// The most warm-up requests replayed (the file may hold more samples).

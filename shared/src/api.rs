@@ -135,6 +135,10 @@ pub struct ServiceDetail {
     pub latest_version: u32,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// One version of a service (`GET /api/v2/services/{name}/versions`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceVersion {
@@ -236,6 +240,10 @@ pub struct RunnerState {
     pub last_exit: Option<String>,
     /// How it is confined (account, Landlock).
     pub sandbox: String,
+    /// Up and passing its readiness check (when the config has one): it
+    /// gets requests.
+    #[serde(default = "yes")]
+    pub ready: bool,
 }
 
 /// One line of a deploy log.

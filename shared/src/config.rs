@@ -142,6 +142,131 @@ pub struct Metadata {
     /// Serving options of the RPC layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpc: Option<Rpc>,
+    /// How an update replaces the instances: how many new ones may start at once beyond the
+    /// count, and how many may be missing meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_strategy: Option<RollingStrategy>,
+    /// How long an instance may take to load its model (and warm up) before it is failed:
+    /// `initial_delay_seconds + period_seconds × failure_threshold` (default 300 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_check: Option<HealthCheck>,
+    /// Probes of each running instance; one that fails `failure_threshold` in a row gets no
+    /// requests until it passes `success_threshold` in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_check: Option<HealthCheck>,
+    /// Probes of each running instance; one that fails `failure_threshold` in a row is killed
+    /// and started again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_check: Option<HealthCheck>,
+}
+
+/// EAS's `rolling_strategy`: each a count of instances, or a per cent of `metadata.instance`
+/// as a string (`"25%"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollingStrategy {
+    /// New instances started at once beyond the count (default 2 %, at least 1; rounded up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<Share>,
+    /// Instances that may be missing during the update (default 0; rounded down). With both
+    /// zero nothing could move: `max_surge` then counts as 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<Share>,
+}
+
+/// A number of instances, or a per cent of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Share {
+    Count(u32),
+    Percent(String),
+}
+
+impl Share {
+    /// The per cent of a `"N%"` string.
+    pub fn percent(&self) -> Option<u32> {
+        match self {
+            Share::Count(_) => None,
+            Share::Percent(s) => s.trim().strip_suffix('%')?.trim().parse().ok(),
+        }
+    }
+
+    /// The count this share is of `n` instances, a per cent rounded up or down.
+    pub fn of(&self, n: u32, round_up: bool) -> u32 {
+        match (self, self.percent()) {
+            (Share::Count(c), _) => *c,
+            (_, Some(p)) => {
+                let x = u64::from(n) * u64::from(p);
+                let q = if round_up { x.div_ceil(100) } else { x / 100 };
+                q.min(u64::from(u32::MAX)) as u32
+            }
+            _ => 0,
+        }
+    }
+}
+
+impl RollingStrategy {
+    /// (new instances started at once beyond `n`, instances that may be missing), as EAS
+    /// reads them: surge defaults to 2 % rounded up (so 1 below 50 instances), unavailable to
+    /// 0; with both 0, surge is 1.
+    pub fn steps(strategy: Option<&RollingStrategy>, n: u32) -> (u32, u32) {
+        let surge = strategy
+            .and_then(|s| s.max_surge.as_ref())
+            .map_or_else(|| (n * 2).div_ceil(100).max(1), |s| s.of(n, true));
+        let unavailable = strategy
+            .and_then(|s| s.max_unavailable.as_ref())
+            .map_or(0, |s| s.of(n, false))
+            .min(n.saturating_sub(1));
+        if surge == 0 && unavailable == 0 {
+            (1, 0)
+        } else {
+            (surge, unavailable)
+        }
+    }
+}
+
+/// A probe of an instance's runner process (it answers on a channel of its own, apart from the
+/// requests). EAS's and Kubernetes' fields, with their defaults; the probe itself is built in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Seconds after the instance starts before the first probe (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<u64>,
+    /// Seconds between probes (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<u64>,
+    /// Seconds a probe waits for the answer (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// Failed probes in a row that count as failure (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// Passed probes in a row that count as success again (default 1; readiness only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u32>,
+}
+
+impl HealthCheck {
+    pub fn initial_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.initial_delay_seconds.unwrap_or(0))
+    }
+    pub fn period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.period_seconds.unwrap_or(10).max(1))
+    }
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(1).max(1))
+    }
+    pub fn failure_threshold(&self) -> u32 {
+        self.failure_threshold.unwrap_or(3).max(1)
+    }
+    pub fn success_threshold(&self) -> u32 {
+        self.success_threshold.unwrap_or(1).max(1)
+    }
+    /// The whole time a startup check allows.
+    pub fn budget(&self) -> std::time::Duration {
+        self.initial_delay() + self.period() * self.failure_threshold()
+    }
 }
 
 fn one() -> u32 {
@@ -158,6 +283,10 @@ impl Default for Metadata {
             gpu_memory: None,
             cuda: None,
             rpc: None,
+            rolling_strategy: None,
+            startup_check: None,
+            readiness_check: None,
+            liveness_check: None,
         }
     }
 }

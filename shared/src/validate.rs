@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{
-    parse_range, parse_shape, Accuracy, Autoscaler, CronScaler, Metadata, ModelInfo,
-    OptimizationLevel, Plugin, PluginConfig, Quantization, Rpc, ScaleJob, ScaleStrategy,
-    ServiceConfig,
+    parse_range, parse_shape, Accuracy, Autoscaler, CronScaler, HealthCheck, Metadata, ModelInfo,
+    OptimizationLevel, Plugin, PluginConfig, Quantization, RollingStrategy, Rpc, ScaleJob,
+    ScaleStrategy, ServiceConfig, Share,
 };
 use crate::processor::{
     gpu_type_of_resource, parse_plugin_command, Device, PluginImage, Processor, PLUGIN_IMAGES,
@@ -425,6 +425,43 @@ fn check_metadata(r: &mut Report, m: &Metadata, processor: Option<Processor>) {
     }
     if let Some(rpc) = &m.rpc {
         check_rpc(r, rpc);
+    }
+    for (name, check) in [
+        ("startup_check", &m.startup_check),
+        ("readiness_check", &m.readiness_check),
+        ("liveness_check", &m.liveness_check),
+    ] {
+        let Some(c) = check else { continue };
+        let path = format!("metadata.{name}");
+        for (field, value, range) in [
+            ("period_seconds", c.period_seconds, 1..=3600),
+            ("timeout_seconds", c.timeout_seconds, 1..=3600),
+            ("initial_delay_seconds", c.initial_delay_seconds, 0..=86_400),
+        ] {
+            if let Some(v) = value.filter(|v| !range.contains(v)) {
+                r.push(
+                    format!("{path}.{field}"),
+                    format!(
+                        "expected {} to {} seconds, got {v}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+            }
+        }
+        for (field, value) in [
+            ("failure_threshold", c.failure_threshold),
+            ("success_threshold", c.success_threshold),
+        ] {
+            if let Some(v) = value {
+                if !(1..=100).contains(&v) {
+                    r.push(
+                        format!("{path}.{field}"),
+                        format!("expected 1 to 100 probes, got {v}"),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -850,7 +887,21 @@ const METADATA_KEYS: &[&str] = &[
     "gpu_memory",
     "cuda",
     "rpc",
+    "rolling_strategy",
+    "startup_check",
+    "readiness_check",
+    "liveness_check",
 ];
+const ROLLING_KEYS: &[&str] = &["max_surge", "max_unavailable"];
+const CHECK_KEYS: &[&str] = &[
+    "initial_delay_seconds",
+    "period_seconds",
+    "timeout_seconds",
+    "failure_threshold",
+    "success_threshold",
+];
+/// How EAS's checks of custom images probe; here the probe is built in.
+const CHECK_METHODS: &[&str] = &["http_get", "tcp_socket", "exec"];
 const RPC_KEYS: &[&str] = &[
     "batching",
     "max_batch_size",
@@ -1219,6 +1270,63 @@ impl Reader {
             gpu_memory: self.optional(&obj, "gpu_memory", Self::amount),
             cuda: self.optional(&obj, "cuda", Self::string),
             rpc: self.optional(&obj, "rpc", Self::rpc),
+            rolling_strategy: self.optional(&obj, "rolling_strategy", Self::rolling_strategy),
+            startup_check: self.optional(&obj, "startup_check", Self::health_check),
+            readiness_check: self.optional(&obj, "readiness_check", Self::health_check),
+            liveness_check: self.optional(&obj, "liveness_check", Self::health_check),
+        })
+    }
+
+    fn rolling_strategy(&mut self, v: &Value, path: &str) -> Option<RollingStrategy> {
+        let obj = self.object(v, path, ROLLING_KEYS)?;
+        Some(RollingStrategy {
+            max_surge: self.optional(&obj, "max_surge", Self::share),
+            max_unavailable: self.optional(&obj, "max_unavailable", Self::share),
+        })
+    }
+
+    /// A count of instances, or `"N%"` of them (0 to 100).
+    fn share(&mut self, v: &Value, path: &str) -> Option<Share> {
+        if let Some(n) = v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            return Some(Share::Count(n));
+        }
+        let share = v.as_str().map(|s| Share::Percent(s.to_string()));
+        match share.as_ref().and_then(Share::percent) {
+            Some(p) if p <= 100 => share,
+            _ => {
+                self.type_error(
+                    path,
+                    "a number of instances, or a per cent of them as a string like \"25%\"",
+                    v,
+                );
+                None
+            }
+        }
+    }
+
+    fn health_check(&mut self, v: &Value, path: &str) -> Option<HealthCheck> {
+        let mut allowed = CHECK_KEYS.to_vec();
+        allowed.extend(CHECK_METHODS);
+        let obj = self.object(v, path, &allowed)?;
+        for method in CHECK_METHODS {
+            if let (Some(_), p) = obj.get(method) {
+                self.push(
+                    p,
+                    format!(
+                        "the probe is built in: each instance's runner answers it on a channel \
+                         of its own; {} apply to EAS's custom images, which are not run here \
+                         (remove the key, keep the timing fields)",
+                        CHECK_METHODS.join(", ")
+                    ),
+                );
+            }
+        }
+        Some(HealthCheck {
+            initial_delay_seconds: self.optional(&obj, "initial_delay_seconds", Self::amount),
+            period_seconds: self.optional(&obj, "period_seconds", Self::amount),
+            timeout_seconds: self.optional(&obj, "timeout_seconds", Self::amount),
+            failure_threshold: self.optional(&obj, "failure_threshold", Self::count),
+            success_threshold: self.optional(&obj, "success_threshold", Self::count),
         })
     }
 
@@ -1468,6 +1576,8 @@ mod tests {
         for (def, keys) in [
             ("Metadata", METADATA_KEYS),
             ("Rpc", RPC_KEYS),
+            ("RollingStrategy", ROLLING_KEYS),
+            ("HealthCheck", CHECK_KEYS),
             ("Plugin", PLUGIN_KEYS),
             ("PluginConfig", PLUGIN_CONFIG_KEYS),
             ("ModelInfo", MODEL_INFO_KEYS),

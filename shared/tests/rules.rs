@@ -26,7 +26,11 @@ fn base() -> Value {
             "rpc": {
                 "batching": true, "max_batch_size": 8, "max_batch_timeout": 10,
                 "max_queue_size": 64, "keepalive": 5000, "io_threads": 2, "worker_threads": 4
-            }
+            },
+            "rolling_strategy": { "max_surge": 1, "max_unavailable": "50%" },
+            "startup_check": { "initial_delay_seconds": 5, "period_seconds": 10, "failure_threshold": 30 },
+            "readiness_check": { "period_seconds": 5, "timeout_seconds": 2, "failure_threshold": 3, "success_threshold": 2 },
+            "liveness_check": { "period_seconds": 10, "timeout_seconds": 1, "failure_threshold": 3 }
         },
         "resource": "T4_8CORE",
         "token": "0123456789abcdef0123",
@@ -930,6 +934,68 @@ fn cronscaler_names_schedules_and_sizes() {
     assert_eq!(e.path, "cronscaler.scale_jobs[0].target_size");
     let e = only_error(|v| set(v, "/cronscaler/scale_jobs/0/when", json!("now")));
     assert_eq!(e.path, "cronscaler.scale_jobs[0].when");
+}
+
+#[test]
+fn rolling_strategy_is_counts_or_per_cents() {
+    ok(|v| set(v, "/metadata/rolling_strategy/max_surge", json!("25%")));
+    ok(|v| remove(v, "/metadata/rolling_strategy"));
+    for bad in [json!("25"), json!("150%"), json!(-1), json!(1.5)] {
+        let e = only_error(|v| set(v, "/metadata/rolling_strategy/max_surge", bad.clone()));
+        assert_eq!(e.path, "metadata.rolling_strategy.max_surge", "{bad}");
+    }
+    let e = only_error(|v| set(v, "/metadata/rolling_strategy/surge", json!(1)));
+    assert_eq!(e.path, "metadata.rolling_strategy.surge");
+    use shared::config::{RollingStrategy, Share};
+    let rs = |s: Option<Share>, u: Option<Share>| RollingStrategy {
+        max_surge: s,
+        max_unavailable: u,
+    };
+    // EAS's defaults: 2 % of the instances (at least 1) at once, none missing.
+    assert_eq!(RollingStrategy::steps(None, 4), (1, 0));
+    assert_eq!(RollingStrategy::steps(None, 100), (2, 0));
+    let p = |s: &str| Some(Share::Percent(s.into()));
+    assert_eq!(
+        RollingStrategy::steps(Some(&rs(p("50%"), p("25%"))), 4),
+        (2, 1)
+    );
+    assert_eq!(RollingStrategy::steps(Some(&rs(p("30%"), None)), 4), (2, 0));
+    assert_eq!(
+        RollingStrategy::steps(Some(&rs(Some(Share::Count(0)), None)), 4),
+        (1, 0)
+    );
+    // Never all missing at once.
+    assert_eq!(
+        RollingStrategy::steps(Some(&rs(None, Some(Share::Count(9)))), 3),
+        (1, 2)
+    );
+}
+
+#[test]
+fn health_checks_take_timings_and_a_built_in_probe() {
+    for (check, field, bad) in [
+        ("liveness_check", "period_seconds", 0),
+        ("readiness_check", "timeout_seconds", 4000),
+        ("startup_check", "failure_threshold", 0),
+        ("liveness_check", "success_threshold", 101),
+    ] {
+        let e = only_error(|v| set(v, &format!("/metadata/{check}/{field}"), json!(bad)));
+        assert_eq!(e.path, format!("metadata.{check}.{field}"));
+    }
+    let e = only_error(|v| {
+        set(
+            v,
+            "/metadata/liveness_check/http_get",
+            json!({"path": "/health", "port": 8000}),
+        )
+    });
+    assert_eq!(e.path, "metadata.liveness_check.http_get");
+    assert!(e.message.contains("built in"), "{}", e.message);
+    let e = only_error(|v| set(v, "/metadata/readiness_check/period", json!(3)));
+    assert_eq!(e.path, "metadata.readiness_check.period");
+    let cfg: ServiceConfig = serde_json::from_value(base()).expect("the base config");
+    let startup = cfg.metadata.startup_check.expect("startup_check");
+    assert_eq!(startup.budget(), std::time::Duration::from_secs(305));
 }
 
 #[test]

@@ -593,7 +593,11 @@ fn print_detail(client: &Client, d: &ServiceDetail) {
         println!(
             "Instance {}:  {}, pid {}, restarts: {}{}; {}",
             r.instance,
-            if r.up { "up" } else { "restarting" },
+            match (r.up, r.ready) {
+                (true, true) => "up",
+                (true, false) => "up, not ready (failing its readiness check)",
+                (false, _) => "restarting",
+            },
             r.pid.map_or("-".to_string(), |p| p.to_string()),
             r.restarts,
             r.last_exit

@@ -361,9 +361,8 @@ async fn start(state: &Deployer, key: &str, artifact: &str, count: u32) -> Resul
         key,
         count,
         svc.token.clone(),
-        cfg.metadata.rpc.clone(),
+        cfg.metadata.clone(),
         state.resources.serving_device(&cfg),
-        cfg.metadata.memory,
     )
     .await?;
     pool.name = name.to_string();

@@ -263,7 +263,15 @@ async fn model_ready(
     uri: Uri,
 ) -> Result<Response, AppError> {
     match authorized_pool(&state, &name, &headers, &uri).await {
-        Ok(_) => Ok(Json(serde_json::json!({ "name": name, "ready": true })).into_response()),
+        // Loaded, warmed up, and (with a readiness check) passing it.
+        Ok(pool) if pool.ready() => {
+            Ok(Json(serde_json::json!({ "name": name, "ready": true })).into_response())
+        }
+        Ok(_) => Ok((
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "name": name, "ready": false })),
+        )
+            .into_response()),
         Err(AppError::Unavailable(_)) => Ok((
             StatusCode::BAD_REQUEST,
             Json(serde_json::json!({ "name": name, "ready": false })),

@@ -12,14 +12,14 @@ use optimizer::engine::{check_inputs, ExecutionProvider, SessionSettings};
 
 use crate::control::Settings;
 use crate::sandbox::Limits;
-use crate::serving::supervisor::{Launch, Runner, RunnerHandle};
+use crate::serving::supervisor::{Checks, Launch, Runner, RunnerHandle};
 use runner::serve::RunnerSpec;
 
 use crate::serving::batcher::DynEngine;
 use optimizer::tensor::Tensor;
 use optimizer::OptimizerError;
 use shared::api::ModelSignature;
-use shared::config::Rpc;
+use shared::config::Metadata;
 
 use crate::control::store::{canary_key, Weights};
 use crate::serving::batcher::{BatchError, BatchOptions, Batcher, Done};
@@ -57,9 +57,8 @@ impl ServicePool {
         name: &str,
         count: u32,
         token: String,
-        rpc: Option<&Rpc>,
+        metadata: &Metadata,
         serve_on: Option<ExecutionProvider>,
-        memory_mb: Option<u64>,
     ) -> Result<ServicePool, String> {
         if !dir.join(optimizer::artifact::SEAL_FILE).is_file() {
             // Recorded before artifacts were sealed (it was complete then):
@@ -117,10 +116,11 @@ impl ServicePool {
                 },
             },
             limits: Limits {
-                memory_bytes: memory_mb.map(|m| m << 20),
+                memory_bytes: metadata.memory.map(|m| m << 20),
                 oom_score_adj: 500,
             },
             label: format!("{name}/{i}"),
+            checks: Checks::of(metadata),
         };
         // Start every instance at once: loading is the slow part.
         let started: Vec<Result<Runner, String>> = std::thread::scope(|scope| {
@@ -155,7 +155,7 @@ impl ServicePool {
             token,
             BatchOptions {
                 adaptive: settings.adaptive_batching,
-                ..BatchOptions::from_rpc(rpc)
+                ..BatchOptions::from_rpc(metadata.rpc.as_ref())
             },
         )?;
         pool.runners = runners;
@@ -165,6 +165,12 @@ impl ServicePool {
     /// The largest request body this service accepts (413 above it).
     pub fn max_body_bytes(&self) -> usize {
         body_limit(&self.engine_signature, self.batcher.options())
+    }
+
+    /// Whether an instance can take requests: one runner up and ready (a
+    /// pool over in-process engines always can).
+    pub fn ready(&self) -> bool {
+        self.runners.is_empty() || self.runners.iter().any(RunnerHandle::ready)
     }
 
     /// Each instance's runner process, for the service's status.
@@ -452,22 +458,12 @@ pub async fn load_pool(
     name: &str,
     count: u32,
     token: String,
-    rpc: Option<Rpc>,
+    metadata: Metadata,
     serve_on: Option<ExecutionProvider>,
-    memory_mb: Option<u64>,
 ) -> Result<ServicePool, ServingError> {
     let (settings, dir, name) = (settings.clone(), dir.to_path_buf(), name.to_string());
     tokio::task::spawn_blocking(move || {
-        ServicePool::load(
-            &settings,
-            &dir,
-            &name,
-            count,
-            token,
-            rpc.as_ref(),
-            serve_on,
-            memory_mb,
-        )
+        ServicePool::load(&settings, &dir, &name, count, token, &metadata, serve_on)
     })
     .await
     .map_err(|e| ServingError::Internal(e.to_string()))?

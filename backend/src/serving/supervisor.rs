@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -23,6 +23,7 @@ use optimizer::engine::InferenceEngine;
 use optimizer::tensor::Tensor;
 use optimizer::OptimizerError;
 use shared::api::{ModelSignature, RunnerState};
+use shared::config::HealthCheck;
 
 use super::wire::{self, ErrorKind, Hello};
 use crate::sandbox::{self, Limits};
@@ -54,6 +55,31 @@ pub fn runner_program(
     }
 }
 
+/// The config's checks of each instance (`metadata.startup_check`, …).
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    pub startup: Option<HealthCheck>,
+    pub readiness: Option<HealthCheck>,
+    pub liveness: Option<HealthCheck>,
+}
+
+impl Checks {
+    pub fn of(m: &shared::config::Metadata) -> Checks {
+        Checks {
+            startup: m.startup_check.clone(),
+            readiness: m.readiness_check.clone(),
+            liveness: m.liveness_check.clone(),
+        }
+    }
+
+    /// How long a runner may take to load and say hello.
+    fn load_timeout(&self) -> Duration {
+        self.startup
+            .as_ref()
+            .map_or(LOAD_TIMEOUT, HealthCheck::budget)
+    }
+}
+
 /// How to start the runners of one service.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -65,10 +91,17 @@ pub struct Launch {
     pub limits: Limits,
     /// `service/instance`, for logs.
     pub label: String,
+    pub checks: Checks,
 }
 
 struct Slot {
     conn: Option<UnixStream>,
+    /// The runner's probe socket (its fd 3).
+    probe: Option<UnixStream>,
+    /// Passing its readiness check (true without one).
+    ready: bool,
+    /// Why the server killed the current runner (a failed liveness check).
+    killed_for: Option<String>,
     pid: Option<u32>,
     /// Bumped each time a runner starts or dies.
     generation: u64,
@@ -104,7 +137,14 @@ impl RunnerHandle {
             restarts: s.restarts,
             last_exit: s.last_exit.clone(),
             sandbox: s.sandbox.clone(),
+            ready: s.conn.is_some() && s.ready,
         }
+    }
+
+    /// Up and ready for requests.
+    pub fn ready(&self) -> bool {
+        let s = self.0.lock();
+        s.conn.is_some() && s.ready
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -152,12 +192,15 @@ pub struct Runner {
 struct Started {
     child: Child,
     conn: UnixStream,
+    probe: UnixStream,
     hello: Hello,
     tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 fn spawn(launch: &Launch, shared: &Shared) -> Result<Started, String> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
+    let (probe, probed) = UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
+    let probed = OwnedFd::from(probed);
     let spec = serde_json::to_string(&launch.spec).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(&launch.exe);
     cmd.args(&launch.args)
@@ -175,6 +218,13 @@ fn spawn(launch: &Launch, shared: &Shared) -> Result<Started, String> {
     unsafe {
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            // The probe socket becomes the runner's fd 3, open across exec.
+            let fd = probed.as_raw_fd();
+            if fd == runner::serve::PROBE_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            } else if libc::dup2(fd, runner::serve::PROBE_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             hook()
         });
     }
@@ -233,11 +283,12 @@ fn spawn(launch: &Launch, shared: &Shared) -> Result<Started, String> {
                 }
             });
     }
-    let hello = read_hello(&ours, &mut child, &tail);
+    let hello = read_hello(&ours, &mut child, &tail, launch.checks.load_timeout());
     match hello {
         Ok(hello) => Ok(Started {
             child,
             conn: ours,
+            probe,
             hello,
             tail,
         }),
@@ -253,8 +304,9 @@ fn read_hello(
     conn: &UnixStream,
     child: &mut Child,
     tail: &Mutex<VecDeque<String>>,
+    timeout: Duration,
 ) -> Result<Hello, String> {
-    conn.set_read_timeout(Some(LOAD_TIMEOUT))
+    conn.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let mut r = BufReader::new(conn);
     let frame = wire::read_frame(&mut r);
@@ -265,9 +317,22 @@ fn read_hello(
         }
         Ok(Some((wire::ERROR, body))) => Err(wire::decode_error(&body).1),
         Ok(Some((k, _))) => Err(format!("the runner sent frame {k} before its hello")),
+        Err(wire::WireError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "it did not load within {} s (metadata.startup_check allows initial_delay_seconds + period_seconds × failure_threshold; 300 s without one)",
+                timeout.as_secs()
+            ))
+        }
         Ok(None) | Err(_) => {
-            // Died while loading (or hung past the timeout, or sent junk):
-            // say how, with its last words.
+            // Died while loading (or sent junk): say how, with its last
+            // words.
             let _ = child.kill();
             let status = child.wait().ok();
             Err(exit_reason(status, tail))
@@ -311,6 +376,9 @@ impl Runner {
         let shared = Arc::new(Shared {
             slot: Mutex::new(Slot {
                 conn: None,
+                probe: None,
+                ready: true,
+                killed_for: None,
                 pid: None,
                 generation: 0,
                 restarts: 0,
@@ -340,9 +408,16 @@ impl Runner {
                 {
                     let mut slot = s.lock();
                     slot.conn = first.conn.try_clone().ok();
+                    slot.probe = first.probe.try_clone().ok();
                     slot.pid = Some(first.child.id());
                     slot.generation = 1;
                     slot.sandbox = first.hello.sandbox.clone();
+                }
+                if launch.checks.readiness.is_some() || launch.checks.liveness.is_some() {
+                    let (p, checks) = (s.clone(), launch.checks.clone());
+                    let _ = std::thread::Builder::new()
+                        .name(format!("probes {}", launch.label))
+                        .spawn(move || probe_loop(&p, &checks));
                 }
                 if tx.send(Ok(first.hello.signature.clone())).is_err() {
                     let mut child = first.child;
@@ -365,6 +440,30 @@ impl Runner {
 
     pub fn handle(&self) -> RunnerHandle {
         RunnerHandle(self.shared.clone())
+    }
+
+    /// Waits while the runner fails its readiness check (up to
+    /// [`WAIT_FOR_RESTART`]; a restart makes it ready again).
+    fn wait_ready(&self) -> Result<(), OptimizerError> {
+        let deadline = Instant::now() + WAIT_FOR_RESTART;
+        let mut slot = self.shared.lock();
+        while !slot.ready {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || slot.stopping {
+                return Err(unavailable(
+                    &self.shared,
+                    &slot,
+                    "it is failing its readiness check",
+                ));
+            }
+            slot = self
+                .shared
+                .changed
+                .wait_timeout(slot, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
     }
 
     /// The connection of the live runner, waiting for a restart if needed.
@@ -413,6 +512,7 @@ impl Runner {
     /// One request/answer exchange; a broken connection means the runner
     /// died while it held the call.
     fn call(&mut self, kind: u8, body: &[u8]) -> Result<Vec<u8>, OptimizerError> {
+        self.wait_ready()?;
         let conn = self.connection()?;
         let generation = conn.0;
         let exchange =
@@ -520,10 +620,15 @@ fn supervise(shared: Arc<Shared>, launch: Launch, first: Started) {
         }
         shared.lock().pid = None;
         let status = child.wait().ok();
-        let reason = exit_reason(status, &tail);
+        let mut reason = exit_reason(status, &tail);
         {
             let mut slot = shared.lock();
+            if let Some(why) = slot.killed_for.take() {
+                reason = format!("{why}; {reason}");
+            }
             slot.conn = None;
+            slot.probe = None;
+            slot.ready = true;
             slot.pid = None;
             slot.generation += 1;
             if slot.stopping {
@@ -555,6 +660,7 @@ fn supervise(shared: Arc<Shared>, launch: Launch, first: Started) {
                         return;
                     }
                     slot.conn = s.conn.try_clone().ok();
+                    slot.probe = s.probe.try_clone().ok();
                     slot.pid = Some(s.child.id());
                     slot.generation += 1;
                     slot.sandbox = s.hello.sandbox.clone();
@@ -569,6 +675,159 @@ fn supervise(shared: Arc<Shared>, launch: Launch, first: Started) {
                     slot.restarts += 1;
                     slot.last_exit = Some(e);
                     shared.changed.notify_all();
+                }
+            }
+        }
+    }
+}
+
+/// One probe of the runner on its probe socket: a byte out, the same byte
+/// back within `timeout`. Answers left over from a probe that timed out are
+/// skipped by their number.
+fn probe_once(sock: &mut UnixStream, seq: u8, timeout: Duration) -> bool {
+    use std::io::Write;
+    if sock.write_all(&[seq]).is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + timeout;
+    let mut b = [0u8; 1];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match sock.read(&mut b) {
+            Ok(1) if b[0] == seq => return true,
+            Ok(1) => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// Where one check stands for the current runner.
+struct CheckState {
+    check: HealthCheck,
+    due: Instant,
+    failed: u32,
+    passed: u32,
+}
+
+impl CheckState {
+    fn new(check: &HealthCheck, started: Instant) -> CheckState {
+        CheckState {
+            check: check.clone(),
+            due: started + check.initial_delay(),
+            failed: 0,
+            passed: 0,
+        }
+    }
+
+    /// Counts a probe's result; returns whether the check now fails
+    /// (`Some(true)`), passes again (`Some(false)`), or is unchanged.
+    fn count(&mut self, ok: bool, now: Instant) -> Option<bool> {
+        self.due = now + self.check.period();
+        if ok {
+            self.failed = 0;
+            self.passed += 1;
+            (self.passed == self.check.success_threshold()).then_some(false)
+        } else {
+            self.passed = 0;
+            self.failed += 1;
+            (self.failed == self.check.failure_threshold()).then_some(true)
+        }
+    }
+}
+
+/// The probe thread of one instance: readiness takes a runner that fails
+/// it out of rotation (calls wait for it) until it passes again; liveness
+/// kills one that fails it, and the supervisor starts another. Both start
+/// afresh with each runner. Ends with the instance.
+fn probe_loop(shared: &Shared, checks: &Checks) {
+    let mut seq: u8 = 0;
+    let mut generation = u64::MAX;
+    let mut states: (Option<CheckState>, Option<CheckState>) = (None, None);
+    loop {
+        let (sock, current) = {
+            let slot = shared.lock();
+            if slot.stopping {
+                return;
+            }
+            (
+                slot.probe.as_ref().and_then(|p| p.try_clone().ok()),
+                slot.generation,
+            )
+        };
+        if current != generation {
+            generation = current;
+            let now = Instant::now();
+            states = (
+                checks.readiness.as_ref().map(|c| CheckState::new(c, now)),
+                checks.liveness.as_ref().map(|c| CheckState::new(c, now)),
+            );
+        }
+        let Some(mut sock) = sock else {
+            // Restarting: look again shortly.
+            if wait_stopping(shared, Duration::from_millis(100)) {
+                return;
+            }
+            continue;
+        };
+        let next = [&states.0, &states.1]
+            .into_iter()
+            .flatten()
+            .map(|s| s.due)
+            .min();
+        let Some(next) = next else { return };
+        if wait_stopping(shared, next.saturating_duration_since(Instant::now())) {
+            return;
+        }
+        let now = Instant::now();
+        let timeout = [&states.0, &states.1]
+            .into_iter()
+            .flatten()
+            .filter(|s| s.due <= now)
+            .map(|s| s.check.timeout())
+            .max();
+        let Some(timeout) = timeout else { continue };
+        seq = seq.wrapping_add(1);
+        let ok = probe_once(&mut sock, seq, timeout);
+        let counted = now;
+        let now = Instant::now();
+        let mut slot = shared.lock();
+        if slot.generation != generation {
+            continue;
+        }
+        if let Some(r) = states.0.as_mut().filter(|s| s.due <= counted) {
+            match r.count(ok, now) {
+                Some(true) => {
+                    tracing::warn!(
+                        "runner {} failed its readiness check: no requests until it passes",
+                        shared.label
+                    );
+                    slot.ready = false;
+                }
+                Some(false) if !slot.ready => {
+                    tracing::info!("runner {} passes its readiness check again", shared.label);
+                    slot.ready = true;
+                }
+                _ => {}
+            }
+            shared.changed.notify_all();
+        }
+        if let Some(l) = states.1.as_mut().filter(|s| s.due <= counted) {
+            if l.count(ok, now) == Some(true) {
+                let why = format!(
+                    "failed {} liveness checks in a row (no answer within {} s)",
+                    l.check.failure_threshold(),
+                    l.check.timeout().as_secs()
+                );
+                tracing::warn!("runner {} {why}; killing it", shared.label);
+                slot.killed_for = Some(why);
+                if let Some(pid) = slot.pid {
+                    // SAFETY: as in `RunnerHandle::stop`.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    }
                 }
             }
         }

@@ -198,7 +198,11 @@ fn service_overview(d: ServiceView) -> impl IntoView {
                     }
                 }).collect::<Vec<_>>()}
                 {d.runners.iter().map(|r| {
-                    let state = if r.up { "up" } else { "restarting" };
+                    let state = match (r.up, r.ready) {
+                        (true, true) => "up",
+                        (true, false) => "up, not ready (failing its readiness check)",
+                        (false, _) => "restarting",
+                    };
                     let exit = r.last_exit.clone().map(|e| format!(", last exit: {e}")).unwrap_or_default();
                     view! {
                         <tr data-test="runner"><th>{format!("Instance {}", r.instance)}</th>
