@@ -420,3 +420,97 @@ fn a_traffic_split_serves_two_versions_by_weight_and_promote_ends_it_with_no_fai
         assert_eq!(predict_version(&server, &token, None).1, Some(3));
     }
 }
+
+/// Runner processes of `server` alive now (zombies not counted).
+fn runner_processes(server: &Server) -> usize {
+    let parent = server.child.id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
+            // pid (comm) state ppid …: the comm may hold spaces.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut f = rest.split_whitespace();
+            let state = f.next()?;
+            let ppid = f.next()?;
+            (ppid == parent && state != "Z" && stat.contains("runner")).then_some(())
+        })
+        .count()
+}
+
+#[test]
+fn a_rolling_update_replaces_instances_one_by_one_as_its_strategy_says() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("a.onnx"),
+        optimizer::onnx_build::mlp(4, 16, 3),
+    )
+    .unwrap();
+    std::fs::write(
+        work.path().join("b.onnx"),
+        optimizer::onnx_build::mlp(4, 32, 3),
+    )
+    .unwrap();
+    let cfg = |model: &str| {
+        serde_json::json!({
+            "name": "ver",
+            "model_path": model,
+            "processor": "onnx_cpu",
+            "metadata": {
+                "instance": 4,
+                "rolling_strategy": { "max_surge": 1, "max_unavailable": 0 }
+            },
+        })
+        .to_string()
+    };
+    std::fs::write(work.path().join("a.json"), cfg("a.onnx")).unwrap();
+    std::fs::write(work.path().join("b.json"), cfg("b.onnx")).unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let cli = |args: &[&str]| {
+        let mut c = server.cli(args);
+        c.current_dir(work.path());
+        c.output().expect("whet runs")
+    };
+    ok(&cli(&["create", "a.json"]));
+    let token = detail(&server)["token"].as_str().unwrap().to_string();
+    assert_eq!(runner_processes(&server), 4);
+
+    let stop = AtomicBool::new(false);
+    let peak = AtomicUsize::new(0);
+    let (answered, failed) = std::thread::scope(|s| {
+        let load = s.spawn(|| load_until(&server, &token, 4, &stop));
+        let watch = s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(runner_processes(&server), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+        ok(&cli(&["modify", "ver", "-s", "b.json"]));
+        stop.store(true, Ordering::Relaxed);
+        watch.join().unwrap();
+        load.join().unwrap()
+    });
+    let peak = peak.into_inner();
+    eprintln!(
+        "rolling update of 4 instances, max_surge 1: {answered} answered, {} failed, at most {peak} runner processes",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{:?}", &failed[..failed.len().min(3)]);
+    assert!(answered > 50, "the load hardly ran: {answered}");
+    assert!(
+        (5..=5).contains(&peak),
+        "max_surge 1 over 4 instances: {peak} at once"
+    );
+    let (_, log) = server.admin("GET", "/api/v2/services/ver/logs", b"");
+    let log = log.to_string();
+    for step in 1..=4 {
+        assert!(
+            log.contains(&format!("Rolling update: {step} of 4 new instance(s) up")),
+            "{log}"
+        );
+    }
+    assert_eq!(runner_processes(&server), 4);
+    let d = detail(&server);
+    assert_eq!(d["runners"].as_array().map(Vec::len), Some(4), "{d}");
+}

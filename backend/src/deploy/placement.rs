@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::api::ServiceStatus;
+use shared::config::RollingStrategy;
 use shared::ServiceConfig;
 
 use crate::control::resources::job_kind;
 use crate::control::store::{now_ms, split_key, NodeRow, Placement};
-use crate::serving::instances::load_pool;
+use crate::serving::instances::{load_pool, ServicePool};
 
 use super::{artifacts, DeployError, Deployer};
 
@@ -256,10 +257,11 @@ pub async fn wait_running(
     }
 }
 
-/// Makes this node run what is placed on it: loads the pool of each service
-/// whose slots here changed (artifact or count; the old pool serves until
-/// the new one is up), drops the pools of services no longer placed here,
-/// and records each slot's state.
+/// Makes this node run what is placed on it: for each service whose slots
+/// here changed, grows or shrinks its pool (same artifact), rolls it over
+/// to the new artifact as `metadata.rolling_strategy` says, or loads it;
+/// drops the pools of services no longer placed here, and records each
+/// slot's state.
 pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
     let me = &state.settings.node_id;
     let mut loaded = state.hosting.loaded.lock().await;
@@ -278,7 +280,7 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
         let pending = share.count.saturating_sub(share.running + share.failed);
         // (A pool stopped through the API is gone before this node's
         // record of it: only a pool still here counts as loaded.)
-        let here = state.instances.get(&share.service);
+        let here = state.instances.main(&share.service);
         if let (Some(pool), true) = (&here, loaded.get(&share.service) == Some(&want)) {
             if split_key(&share.service).1.is_none() {
                 // A new version with the same artifact: same pool, renumbered.
@@ -298,7 +300,16 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
             // Failed here already; a new placement makes them pending again.
             continue;
         }
-        match start(state, &share.service, &share.artifact, share.count).await {
+        let result = match (here, loaded.get(&share.service)) {
+            (Some(pool), Some((artifact, _))) if *artifact == share.artifact => {
+                resize(state, &share.service, pool, share.count).await
+            }
+            (Some(pool), Some(_)) => {
+                roll(state, &share.service, pool, &share.artifact, share.count).await
+            }
+            _ => start(state, &share.service, &share.artifact, share.count).await,
+        };
+        match result {
             Ok(()) => {
                 loaded.insert(share.service.clone(), want);
                 state
@@ -327,10 +338,16 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
     Ok(())
 }
 
-/// Loads `count` instances of `key` (a service, or a version of one served
-/// beside its current version: [`split_key`]) from `artifact` here.
-async fn start(state: &Deployer, key: &str, artifact: &str, count: u32) -> Result<(), DeployError> {
-    let (name, beside) = split_key(key);
+/// The pool of `count` instances of `key` (a service, or a version of one
+/// served beside its current version: [`split_key`]) on `artifact`, loaded
+/// here, numbered with its version.
+async fn build(
+    state: &Deployer,
+    key: &str,
+    artifact: &str,
+    count: u32,
+) -> Result<ServicePool, DeployError> {
+    let name = split_key(key).0;
     let svc = state
         .store
         .get_service(name)
@@ -341,20 +358,7 @@ async fn start(state: &Deployer, key: &str, artifact: &str, count: u32) -> Resul
             "artifact {artifact} is neither in this node's data folder nor in the shared store"
         ))
     })?;
-    // A version beside the current one runs with its own config.
-    let (version, cfg) = match beside {
-        None => (svc.current_version, svc.config.clone()),
-        Some(v) => {
-            let row = state
-                .store
-                .version(name, i64::from(v))
-                .await?
-                .ok_or_else(|| {
-                    DeployError::NotFound(format!("service '{name}' has no version {v}"))
-                })?;
-            (row.version, row.config)
-        }
-    };
+    let (version, cfg) = config_of(state, key).await?;
     let mut pool = load_pool(
         &state.settings,
         &dir,
@@ -366,9 +370,188 @@ async fn start(state: &Deployer, key: &str, artifact: &str, count: u32) -> Resul
     )
     .await?;
     pool.name = name.to_string();
-    pool.set_version(u32::try_from(version).unwrap_or(0));
+    pool.set_version(version);
+    Ok(pool)
+}
+
+/// Until the workers a pool was asked to retire have finished their calls
+/// and stopped their runners (at most a minute: a call may be long).
+async fn retired(pool: &ServicePool, left: usize) {
+    let live = pool.batcher().live_workers();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while live.load(std::sync::atomic::Ordering::SeqCst) > left && std::time::Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The version `key` serves and its config: the service's current one,
+/// or the version served beside it.
+async fn config_of(state: &Deployer, key: &str) -> Result<(u32, ServiceConfig), DeployError> {
+    let (name, beside) = split_key(key);
+    match beside {
+        None => {
+            let svc = state
+                .store
+                .get_service(name)
+                .await?
+                .ok_or_else(|| DeployError::NotFound(format!("no service named '{name}'")))?;
+            Ok((u32::try_from(svc.current_version).unwrap_or(0), svc.config))
+        }
+        Some(v) => {
+            let row = state
+                .store
+                .version(name, i64::from(v))
+                .await?
+                .ok_or_else(|| {
+                    DeployError::NotFound(format!("service '{name}' has no version {v}"))
+                })?;
+            Ok((v, row.config))
+        }
+    }
+}
+
+/// Loads `count` instances of `key` on `artifact` here.
+async fn start(state: &Deployer, key: &str, artifact: &str, count: u32) -> Result<(), DeployError> {
+    let pool = build(state, key, artifact, count).await?;
     state.instances.put(key, pool);
     Ok(())
+}
+
+/// Grows or shrinks the pool of `key` to `count` instances in place (a
+/// scale: same artifact), numbered with its version now.
+async fn resize(
+    state: &Deployer,
+    key: &str,
+    pool: Arc<ServicePool>,
+    count: u32,
+) -> Result<(), DeployError> {
+    let (version, _) = config_of(state, key).await?;
+    pool.set_version(version);
+    let have = pool.len();
+    let want = count.max(1) as usize;
+    if want > have {
+        let p = pool.clone();
+        tokio::task::spawn_blocking(move || p.grow(want - have))
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))?
+            .map_err(DeployError::Internal)?;
+    } else {
+        pool.shrink(have - want);
+    }
+    crate::control::metrics::set_instances(key, pool.len());
+    Ok(())
+}
+
+/// Replaces the pool of `key` by one on `artifact`, in steps, as
+/// `metadata.rolling_strategy` says: at most `max_surge` instances beyond
+/// `count` at once, at most `max_unavailable` missing. New instances get
+/// requests as soon as they are loaded (by their share of the instances);
+/// old ones stop as new ones come, each after its current call. If a new
+/// instance cannot start, the old pool is put back as it was.
+async fn roll(
+    state: &Deployer,
+    key: &str,
+    old: Arc<ServicePool>,
+    artifact: &str,
+    count: u32,
+) -> Result<(), DeployError> {
+    let (_, cfg) = config_of(state, key).await?;
+    let n = count.max(1);
+    let (surge, unavailable) = RollingStrategy::steps(cfg.metadata.rolling_strategy.as_ref(), n);
+    let service = split_key(key).0;
+    let original = old.len();
+    state
+        .logs
+        .line(
+            service,
+            None,
+            &format!("[OK] Rolling update of {n} instance(s): at most {surge} started beyond them at once, at most {unavailable} missing"),
+        )
+        .await?;
+    let mut new: Option<Arc<ServicePool>> = None;
+    let mut swapped = false;
+    let outcome: Result<(), DeployError> = async {
+        loop {
+            let new_live = new.as_ref().map_or(0, |p| p.len() as u32);
+            if new_live >= n {
+                return Ok(());
+            }
+            let old_live = if swapped { 0 } else { old.len() as u32 };
+            let floor = n.saturating_sub(unavailable);
+            let down = (old_live + new_live).saturating_sub(floor).min(old_live);
+            let old_live = match &new {
+                // The old pool's last instances go by the swap: the new
+                // pool takes every request from here on.
+                Some(p) if down >= old_live && old_live > 0 => {
+                    state.instances.put_shared(key, p.clone());
+                    state.instances.set_incoming(key, None);
+                    swapped = true;
+                    0
+                }
+                _ if down > 0 => {
+                    let left = old_live - old.shrink(down as usize) as u32;
+                    retired(&old, left as usize).await;
+                    left
+                }
+                _ => old_live,
+            };
+            let add = (n - new_live).min((n + surge).saturating_sub(old_live + new_live));
+            if add == 0 {
+                return Err(DeployError::Internal(format!(
+                    "the rolling update cannot go on ({old_live} old, {new_live} new of {n})"
+                )));
+            }
+            match &new {
+                None => {
+                    let pool = Arc::new(build(state, key, artifact, add).await?);
+                    state.instances.set_incoming(key, Some(pool.clone()));
+                    new = Some(pool);
+                }
+                Some(p) => {
+                    let p = p.clone();
+                    tokio::task::spawn_blocking(move || p.grow(add as usize))
+                        .await
+                        .map_err(|e| DeployError::Internal(e.to_string()))?
+                        .map_err(DeployError::Internal)?;
+                }
+            }
+            let new_live = new.as_ref().map_or(0, |p| p.len() as u32);
+            let old_live = if swapped { 0 } else { old.len() as u32 };
+            state
+                .logs
+                .line(
+                    service,
+                    None,
+                    &format!("[OK] Rolling update: {new_live} of {n} new instance(s) up, {old_live} old serving"),
+                )
+                .await?;
+        }
+    }
+    .await;
+    match (outcome, new) {
+        (Ok(()), Some(p)) => {
+            if !swapped {
+                state.instances.put_shared(key, p);
+                state.instances.set_incoming(key, None);
+            }
+            Ok(())
+        }
+        (Ok(()), None) => Ok(()),
+        (Err(e), _) => {
+            // The old pool, as it was, serves on.
+            state.instances.set_incoming(key, None);
+            if swapped {
+                state.instances.put_shared(key, old.clone());
+            }
+            let missing = original.saturating_sub(old.len());
+            if missing > 0 {
+                let o = old.clone();
+                let _ = tokio::task::spawn_blocking(move || o.grow(missing)).await;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// A running service none of whose instances runs anywhere any more is

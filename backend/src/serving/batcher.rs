@@ -205,6 +205,9 @@ struct State {
     /// The keys of partial batches that workers hold while waiting for them
     /// to fill: other workers leave jobs of those keys to them.
     collecting: Vec<Key>,
+    /// Workers asked to exit (a rolling update or a scale down): the next
+    /// that looks for work exits instead, its engine with it.
+    retire: usize,
 }
 
 struct Shared {
@@ -214,9 +217,13 @@ struct Shared {
     opts: BatchOptions,
     /// Every input and output has a dynamic dimension 0.
     batchable: bool,
-    instances: usize,
-    capacity: usize,
+    /// Engines serving (workers not asked to retire); the queue holds
+    /// `max_queue_size` per instance.
+    instances: AtomicUsize,
     live: Arc<AtomicUsize>,
+    service: String,
+    /// Numbers the worker threads.
+    started: AtomicUsize,
     metrics: Option<crate::control::metrics::QueueMetrics>,
 }
 
@@ -245,7 +252,6 @@ impl Batcher {
         signature: &ModelSignature,
         opts: BatchOptions,
     ) -> Result<Batcher, String> {
-        let instances = engines.len().max(1);
         let live = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -253,29 +259,58 @@ impl Batcher {
                 closed: false,
                 traffic: Traffic::default(),
                 collecting: Vec::new(),
+                retire: 0,
             }),
             wake: Condvar::new(),
             batchable: has_batch_dim(signature),
-            instances,
-            capacity: opts.max_queue_size.saturating_mul(instances),
+            instances: AtomicUsize::new(0),
             opts,
-            live: live.clone(),
+            live,
             metrics: crate::control::metrics::queue_metrics(service),
+            service: service.to_string(),
+            started: AtomicUsize::new(0),
         });
         let batcher = Batcher { shared };
-        for (i, engine) in engines.into_iter().enumerate() {
-            let shared = batcher.shared.clone();
-            live.fetch_add(1, Ordering::SeqCst);
-            let spawned = std::thread::Builder::new()
-                .name(format!("serve-{i}-{service}"))
-                .spawn(move || worker(shared, engine));
-            if let Err(e) = spawned {
-                live.fetch_sub(1, Ordering::SeqCst);
-                // Dropping `batcher` stops the workers already started.
-                return Err(format!("starting instance {i}: {e}"));
-            }
+        for engine in engines {
+            // Dropping `batcher` stops the workers already started.
+            batcher.add(engine)?;
         }
         Ok(batcher)
+    }
+
+    /// Starts one more worker, on `engine`.
+    pub fn add(&self, engine: DynEngine) -> Result<(), String> {
+        let i = self.shared.started.fetch_add(1, Ordering::SeqCst);
+        let shared = self.shared.clone();
+        self.shared.live.fetch_add(1, Ordering::SeqCst);
+        self.shared.instances.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name(format!("serve-{i}-{}", self.shared.service))
+            .spawn(move || worker(shared, engine));
+        if let Err(e) = spawned {
+            self.shared.live.fetch_sub(1, Ordering::SeqCst);
+            self.shared.instances.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!("starting instance {i}: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Asks `n` workers (at most all but one) to exit once their current
+    /// call is done; their engines go with them. Returns how many will.
+    pub fn retire(&self, n: usize) -> usize {
+        let mut st = self.shared.lock();
+        let serving = self.shared.instances.load(Ordering::SeqCst);
+        let n = n.min(serving.saturating_sub(1));
+        st.retire += n;
+        self.shared.instances.fetch_sub(n, Ordering::SeqCst);
+        drop(st);
+        self.shared.wake.notify_all();
+        n
+    }
+
+    /// Engines serving (retiring ones not counted).
+    pub fn instances(&self) -> usize {
+        self.shared.instances.load(Ordering::SeqCst)
     }
 
     pub fn options(&self) -> &BatchOptions {
@@ -303,11 +338,12 @@ impl Batcher {
             if st.closed {
                 return Err(BatchError::Stopped);
             }
-            if st.queue.len() >= self.shared.capacity {
+            let instances = self.shared.instances.load(Ordering::Relaxed).max(1);
+            if st.queue.len() >= self.shared.opts.max_queue_size.saturating_mul(instances) {
                 return Err(BatchError::QueueFull {
                     queued: st.queue.len(),
                     per_instance: self.shared.opts.max_queue_size,
-                    instances: self.shared.instances,
+                    instances,
                 });
             }
             let now = Instant::now();
@@ -398,10 +434,14 @@ impl Shared {
     }
 
     /// Blocks until there is work for this worker; `None` once closed and
-    /// drained.
+    /// drained, or when it is asked to retire.
     fn next_batch(&self) -> Option<Vec<Job>> {
         let mut st = self.lock();
         let first = loop {
+            if st.retire > 0 {
+                st.retire -= 1;
+                return None;
+            }
             if st.closed && st.queue.is_empty() {
                 return None;
             }

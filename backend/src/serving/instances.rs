@@ -34,13 +34,15 @@ pub struct ServicePool {
     pub signature: ModelSignature,
     /// What requests are checked against: the signature the engines report.
     engine_signature: ModelSignature,
-    instances: usize,
     batcher: Batcher,
     /// Inputs the artifact was specialized for, with their only allowed value.
     fixed: std::collections::BTreeMap<String, f64>,
     /// The supervised runner of each instance (empty for a pool over
-    /// in-process engines, which only tests build).
-    runners: Vec<RunnerHandle>,
+    /// in-process engines, which only tests build); a retired one is
+    /// stopping and left out of the status.
+    runners: std::sync::Mutex<Vec<RunnerHandle>>,
+    /// How to start another instance (None for in-process engines).
+    launch: Option<Launch>,
 }
 
 impl ServicePool {
@@ -103,50 +105,31 @@ impl ServicePool {
         }
         let (exe, args) =
             crate::serving::supervisor::runner_program(&settings.whet_exe, meta.engine);
-        let launch = |i: usize| Launch {
-            exe: exe.clone(),
-            args: args.clone(),
+        let launch = Launch {
+            exe,
+            args,
             artifact: dir.to_path_buf(),
             spec: RunnerSpec {
                 settings: session.clone(),
                 confinement: crate::sandbox::Confinement {
                     account: settings.runner_account,
-                    read: read.clone(),
-                    read_write: read_write.clone(),
+                    read,
+                    read_write,
                 },
             },
             limits: Limits {
                 memory_bytes: metadata.memory.map(|m| m << 20),
                 oom_score_adj: 500,
             },
-            label: format!("{name}/{i}"),
+            label: name.to_string(),
             checks: Checks::of(metadata),
         };
-        // Start every instance at once: loading is the slow part.
-        let started: Vec<Result<Runner, String>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..count.max(1) as usize)
-                .map(|i| {
-                    let l = launch(i);
-                    scope.spawn(move || Runner::start(l))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("the runner start panicked".into()))
-                })
-                .collect()
-        });
-        let mut engines: Vec<DynEngine> = Vec::with_capacity(started.len());
-        let mut runners = Vec::with_capacity(started.len());
-        for r in started {
-            // One failure fails the pool; the runners already started are
-            // dropped (killed) with `engines`.
-            let r = r?;
-            runners.push(r.handle());
-            engines.push(Box::new(r));
-        }
+        let started = start_runners(&launch, 0, count.max(1) as usize)?;
+        let runners = started.iter().map(Runner::handle).collect();
+        let engines: Vec<DynEngine> = started
+            .into_iter()
+            .map(|r| Box::new(r) as DynEngine)
+            .collect();
         let mut pool = ServicePool::from_engines(
             name,
             engines,
@@ -158,8 +141,33 @@ impl ServicePool {
                 ..BatchOptions::from_rpc(metadata.rpc.as_ref())
             },
         )?;
-        pool.runners = runners;
+        pool.runners = std::sync::Mutex::new(runners);
+        pool.launch = Some(launch);
         Ok(pool)
+    }
+
+    fn runner_handles(&self) -> std::sync::MutexGuard<'_, Vec<RunnerHandle>> {
+        self.runners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts `n` more instances (blocking until they are loaded) and
+    /// gives them requests from the same queue.
+    pub fn grow(&self, n: usize) -> Result<(), String> {
+        let Some(launch) = &self.launch else {
+            return Err("a pool of in-process engines cannot grow".into());
+        };
+        let first = self.runner_handles().len();
+        for r in start_runners(launch, first, n)? {
+            self.runner_handles().push(r.handle());
+            self.batcher.add(Box::new(r))?;
+        }
+        Ok(())
+    }
+
+    /// Stops `n` instances (never the last) once their current call is
+    /// done; returns how many will stop.
+    pub fn shrink(&self, n: usize) -> usize {
+        self.batcher.retire(n)
     }
 
     /// The largest request body this service accepts (413 above it).
@@ -170,21 +178,19 @@ impl ServicePool {
     /// Whether an instance can take requests: one runner up and ready (a
     /// pool over in-process engines always can).
     pub fn ready(&self) -> bool {
-        self.runners.is_empty() || self.runners.iter().any(RunnerHandle::ready)
+        let runners = self.runner_handles();
+        runners.is_empty() || runners.iter().any(RunnerHandle::ready)
     }
 
     /// Each instance's runner process, for the service's status.
     pub fn runner_states(&self) -> Vec<shared::api::RunnerState> {
-        self.runners
+        let mut runners = self.runner_handles();
+        runners.retain(|r| !r.stopped());
+        runners
             .iter()
             .enumerate()
             .map(|(i, r)| r.state(i))
             .collect()
-    }
-
-    /// The runner processes (tests kill them for real).
-    pub fn runners(&self) -> &[RunnerHandle] {
-        &self.runners
     }
 
     /// A pool over engines already built (at least one).
@@ -200,7 +206,6 @@ impl ServicePool {
             return Err("a service needs at least one instance".into());
         };
         let engine_signature = first.signature().clone();
-        let instances = engines.len();
         let batcher = Batcher::start(name, engines, &engine_signature, opts)?;
         Ok(ServicePool {
             name: name.to_string(),
@@ -208,15 +213,16 @@ impl ServicePool {
             token,
             signature,
             engine_signature,
-            instances,
             batcher,
             fixed,
-            runners: Vec::new(),
+            runners: Default::default(),
+            launch: None,
         })
     }
 
+    /// Instances serving (those retiring not counted).
     pub fn len(&self) -> usize {
-        self.instances
+        self.batcher.instances()
     }
 
     pub fn version(&self) -> u32 {
@@ -229,7 +235,7 @@ impl ServicePool {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.instances == 0
+        self.len() == 0
     }
 
     pub fn batcher(&self) -> &Batcher {
@@ -306,7 +312,7 @@ impl Drop for ServicePool {
     /// last request has finished): the runners are killed now, even one
     /// stuck in a call, so a hung model never outlives its service.
     fn drop(&mut self) {
-        for r in &self.runners {
+        for r in self.runner_handles().iter() {
             r.stop();
         }
     }
@@ -318,6 +324,9 @@ impl Drop for ServicePool {
 #[derive(Clone, Default)]
 pub struct Instances {
     pools: Arc<RwLock<HashMap<String, Arc<ServicePool>>>>,
+    /// The new pool of a rolling update, beside the old one until it
+    /// replaces it: requests go to each by its share of the instances.
+    incoming: Arc<RwLock<HashMap<String, Arc<ServicePool>>>>,
     splits: Arc<RwLock<HashMap<String, Weights>>>,
 }
 
@@ -349,19 +358,70 @@ impl Instances {
     /// service's own when it runs that version, else that version's pool
     /// beside it.
     pub fn of_version(&self, name: &str, version: u32) -> Option<Arc<ServicePool>> {
-        let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
-        match pools.get(name) {
-            Some(p) if p.version() == version => Some(p.clone()),
-            _ => pools.get(&canary_key(name, version)).cloned(),
+        if let Some(p) = self.get(name).filter(|p| p.version() == version) {
+            return Some(p);
         }
+        let own = [self.main(name), self.incoming_of(name)];
+        own.into_iter()
+            .flatten()
+            .find(|p| p.version() == version)
+            .or_else(|| self.get(&canary_key(name, version)))
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<ServicePool>> {
+    /// The pool under `key` itself, not the incoming one of a rolling
+    /// update.
+    pub fn main(&self, key: &str) -> Option<Arc<ServicePool>> {
         self.pools
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name)
+            .get(key)
             .cloned()
+    }
+
+    fn incoming_of(&self, key: &str) -> Option<Arc<ServicePool>> {
+        self.incoming
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Sets (or clears) the new pool of a rolling update of `key`.
+    pub fn set_incoming(&self, key: &str, pool: Option<Arc<ServicePool>>) {
+        let mut incoming = self.incoming.write().unwrap_or_else(|p| p.into_inner());
+        match pool {
+            Some(p) => incoming.insert(key.to_string(), p),
+            None => incoming.remove(key),
+        };
+    }
+
+    /// Swaps in a pool already shared (the end of a rolling update).
+    pub fn put_shared(&self, key: &str, pool: Arc<ServicePool>) {
+        let n = pool.len();
+        let old = self
+            .pools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), pool);
+        crate::control::metrics::set_instances(key, n);
+        drop(old);
+    }
+
+    /// The pool that takes a request of `name`: during a rolling update,
+    /// the old or the new one by their shares of the instances.
+    pub fn get(&self, name: &str) -> Option<Arc<ServicePool>> {
+        let main = self.main(name);
+        match (main, self.incoming_of(name)) {
+            (Some(old), Some(new)) => {
+                let (a, b) = (old.len() as u32, new.len() as u32);
+                if rand::random::<u32>() % (a + b).max(1) < b {
+                    Some(new)
+                } else {
+                    Some(old)
+                }
+            }
+            (main, new) => main.or(new),
+        }
     }
 
     /// Swaps in a new pool; requests in flight on the old one finish on it.
@@ -380,6 +440,7 @@ impl Instances {
 
     pub fn remove(&self, name: &str) -> bool {
         crate::control::metrics::set_instances(name, 0);
+        self.set_incoming(name, None);
         self.pools
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -403,6 +464,31 @@ fn pick(weights: &Weights, r: u32) -> Option<u32> {
         r -= w;
     }
     None
+}
+
+/// Starts runners `first..first + n` of `launch` at once (loading is the
+/// slow part) and waits for all; one failure fails them all (those started
+/// are dropped, which kills them).
+fn start_runners(launch: &Launch, first: usize, n: usize) -> Result<Vec<Runner>, String> {
+    let started: Vec<Result<Runner, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (first..first + n)
+            .map(|i| {
+                let l = Launch {
+                    label: format!("{}/{i}", launch.label),
+                    ..launch.clone()
+                };
+                scope.spawn(move || Runner::start(l))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("the runner start panicked".into()))
+            })
+            .collect()
+    });
+    started.into_iter().collect()
 }
 
 /// Where an artifact built for `stored` is served: a GPU artifact on the

@@ -151,6 +151,11 @@ impl RunnerHandle {
         self.0.lock().pid
     }
 
+    /// Its instance was dropped: the runner is killed and not restarted.
+    pub fn stopped(&self) -> bool {
+        self.0.lock().stopping
+    }
+
     /// The instance is no longer wanted: kill its runner now and do not
     /// restart it. A worker blocked on a call to it sees the socket close.
     pub fn stop(&self) {
