@@ -1967,6 +1967,67 @@ async fn versions_list_and_a_rollback_from_the_service_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_log_shows_a_failed_prediction_with_its_body_and_error() {
+    const NAME: &str = "logged_mlp";
+    let _serial = one_at_a_time().await;
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    deploy_example(&server, &work, NAME, "ml");
+    let token = admin_ok(
+        &server,
+        "GET",
+        &format!("/api/v2/services/{NAME}"),
+        Value::Null,
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    // A failed prediction is always kept (the sample rate is 1 % here).
+    let bad =
+        json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]});
+    let (status, _) = server.http(
+        "POST",
+        &format!("/api/predict/{NAME}"),
+        Some(&token),
+        bad.to_string().as_bytes(),
+    );
+    assert_eq!(status, 400);
+
+    let browser = Browser::start("requests").await;
+    browser.sign_in(&server).await;
+    browser
+        .goto(&format!("{}/services/{NAME}", server.url()))
+        .await;
+    let row = browser
+        .wait_js(
+            "the failed request in the log",
+            PAGE,
+            "const r = document.querySelector('[data-test=request]');              if (!r) return null; r.scrollIntoView(); return r.innerText;",
+        )
+        .await;
+    let row = row.as_str().unwrap_or_default().to_string();
+    assert!(
+        row.contains("400") && row.contains("eas") && row.contains("v1"),
+        "{row}"
+    );
+    browser.click("the request", "[data-test=request]").await;
+    let detail = browser
+        .wait_js(
+            "the request and the error",
+            PAGE,
+            "const d = document.querySelector('[data-test=request-detail]'); return d ? d.innerText : null;",
+        )
+        .await;
+    let detail = detail.as_str().unwrap_or_default().to_string();
+    assert!(
+        detail.contains("[1,2,3]") && detail.contains("Error"),
+        "{detail}"
+    );
+    browser.screenshot("1-request-log").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_team_that_does_not_exist_is_said_once_and_not_polled() {
     let _serial = one_at_a_time().await;
     let work = tempfile::tempdir().unwrap();

@@ -215,6 +215,27 @@ pub struct PromoteRequest {
     pub version: Option<u32>,
 }
 
+/// One prediction kept in a service's request log
+/// (`GET /api/v2/services/{name}/requests`): sampled, and every failed one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RequestSample {
+    /// When it was answered (RFC 3339, UTC).
+    pub at: String,
+    /// `eas` or `kserve`.
+    pub protocol: String,
+    /// The version of the service that served it (none when it never got
+    /// to one).
+    pub version: Option<u32>,
+    pub status: u16,
+    pub latency_ms: f64,
+    /// Its trace's id (32 hex digits) when tracing is on.
+    pub trace_id: Option<String>,
+    /// The request body and the answer (or the error), cut to 4 KiB; a
+    /// body that is not text by its size.
+    pub request: String,
+    pub response: String,
+}
+
 /// One instance of a service, placed on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstancePlacement {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod notify;
 pub mod objects;
 pub mod recent;
+pub mod requests;
 pub mod resources;
 pub mod settings;
 pub mod store;

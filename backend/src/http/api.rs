@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
             get(traffic).put(split_traffic),
         )
         .route("/api/v2/services/{name}/promote", post(promote))
+        .route("/api/v2/services/{name}/requests", get(requests))
         .route("/api/v2/services/{name}/logs", get(logs))
         .route("/api/v2/services/{name}/logs/stream", get(log_stream))
         .route("/api/v2/uploads", post(upload))
@@ -573,6 +574,17 @@ async fn serve_version(
     .await
 }
 
+/// The service's request log on this node: sampled predictions and every
+/// failed one, newest first.
+async fn requests(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<shared::api::RequestSample>>, AppError> {
+    service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
+    Ok(Json(crate::control::requests::of(&name)))
+}
+
 /// The traffic split of a service and how each version has done.
 async fn traffic(
     caller: Caller,
@@ -788,6 +800,7 @@ async fn delete(
     state.store.delete_service(&name).await?;
     state.hosting.wake();
     crate::control::recent::forget(&name);
+    crate::control::requests::forget(&name);
     state
         .logs
         .end(&name, ServiceStatus::Stopped, Some("deleted".into()));

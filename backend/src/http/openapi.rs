@@ -104,6 +104,7 @@ pub fn document() -> Value {
     let split = schema(generator.subschema_for::<shared::api::TrafficSplit>());
     let split_req = schema(generator.subschema_for::<shared::api::TrafficRequest>());
     let promote = schema(generator.subschema_for::<shared::api::PromoteRequest>());
+    let samples = schema(generator.subschema_for::<Vec<shared::api::RequestSample>>());
     let page = schema(generator.subschema_for::<LogPage>());
     let event = schema(generator.subschema_for::<LogEvent>());
     let upload = schema(generator.subschema_for::<UploadResponse>());
@@ -197,6 +198,7 @@ pub fn document() -> Value {
                 o
             }),
         },
+        "/api/v2/services/{name}/requests": { "get": with_name(op("The request log on this node: sampled predictions (--request-log-rate) and every failed one, newest first, bodies cut to 4 KiB", "services", mgmt, responses(vec![ok("200", "the requests", &samples)], e, &svc_errs))) },
         "/api/v2/services/{name}/promote": {
             "post": with_name({
                 let mut o = op("Give one version of the split all the traffic and make it the current version (default: the other version with the largest share)", "services", mgmt, responses(vec![ok("200", "the service", &detail)], e, &deploy_errs));

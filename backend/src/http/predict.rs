@@ -18,6 +18,9 @@ use crate::control::store::canary_key;
 use crate::http::auth::{request_token, tokens_equal};
 use crate::http::error::AppError;
 use crate::http::forward::VERSION;
+
+/// On an answer, the id of its trace when tracing is on (`--otlp-endpoint`).
+pub const TRACE_ID: &str = "x-trace-id";
 use crate::http::state::AppState;
 use crate::serving::instances::ServicePool;
 use crate::serving::kserve::{self, MODEL_VERSION};
@@ -322,9 +325,10 @@ async fn infer(
     uri: Uri,
     body: Body,
 ) -> Result<Response, AppError> {
-    observed(&name, "kserve", async {
+    observed(&name, "kserve", &headers, async {
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
         let body = read_body(&state, &pool, &headers, body).await?;
+        crate::serving::execute::note_request(&body.bytes);
         Ok(kserve::infer(pool, &name, &headers, &body.bytes).await?)
     })
     .await
@@ -337,10 +341,11 @@ async fn infer_version(
     uri: Uri,
     body: Body,
 ) -> Result<Response, AppError> {
-    observed(&name, "kserve", async {
+    observed(&name, "kserve", &headers, async {
         check_version(&name, &version)?;
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
         let body = read_body(&state, &pool, &headers, body).await?;
+        crate::serving::execute::note_request(&body.bytes);
         Ok(kserve::infer(pool, &name, &headers, &body.bytes).await?)
     })
     .await
@@ -355,7 +360,7 @@ async fn predict(
     uri: Uri,
     body: Body,
 ) -> Result<Response, AppError> {
-    observed(&name, "eas", async {
+    observed(&name, "eas", &headers, async {
         // A signed request (the EAS SDK) binds its body: the signature can
         // only be checked once the body is read; every other request's
         // token is checked first.
@@ -374,6 +379,7 @@ async fn predict(
             ));
         }
         let held = read_body(&state, &pool, &headers, body).await?;
+        crate::serving::execute::note_request(&held.bytes);
         let body = &held.bytes;
         if signed {
             crate::serving::eas::signing::verify(
@@ -393,15 +399,21 @@ async fn predict(
     .await
 }
 
-/// Times a prediction and records it, labelled by service and protocol.
+/// Times a prediction and records it, labelled by service and protocol
+/// (and version): metrics, the last hour's numbers, the load the
+/// autoscaler reads, the request log (sampled, and every failure).
 /// Requests for unknown services are labelled "-" so junk URLs cannot grow
 /// the label set.
 async fn observed(
     name: &str,
     protocol: &str,
+    headers: &HeaderMap,
     f: impl std::future::Future<Output = Result<(Response, Duration), AppError>>,
 ) -> Result<Response, AppError> {
     let t0 = Instant::now();
+    let trace = crate::serving::telemetry::start(headers, name, protocol, SystemTime::now());
+    let trace_id = trace.as_ref().map(|t| t.trace_id().to_string());
+    let sampled = crate::control::requests::draw();
     let (r, served) = crate::serving::execute::observing(f).await;
     let (code, engine, label) = match &r {
         Ok((resp, engine)) => (resp.status().as_u16(), Some(*engine), name),
@@ -409,7 +421,8 @@ async fn observed(
         Err(e) => (e.status().as_u16(), None, name),
     };
     let took = t0.elapsed();
-    crate::control::metrics::observe_request(label, protocol, code, took, engine, served.queued);
+    let queued = served.timing.map(|t| t.queued);
+    crate::control::metrics::observe_request(label, protocol, code, took, engine, queued);
     let outcome = if r.is_ok() { Ok(took) } else { Err(()) };
     if label != "-" {
         crate::control::recent::record(label, outcome);
@@ -421,10 +434,51 @@ async fn observed(
     if r.is_ok() {
         crate::control::load::answered(name);
     }
-    r.map(|(mut resp, _)| {
+    if let Some(t) = trace {
+        t.finish(code, served.version, served.timing, SystemTime::now());
+    }
+    let mut r = r.map(|(mut resp, _)| {
         if let Some(v) = served.version {
             resp.headers_mut().insert(VERSION, v.into());
         }
         resp
-    })
+    });
+    if label != "-" && (sampled || code >= 400) {
+        let response = match r {
+            Ok(resp) => {
+                // The answer is in memory already: taken whole, put back.
+                let (parts, body) = resp.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let preview = crate::control::requests::preview(&bytes);
+                r = Ok(Response::from_parts(parts, Body::from(bytes)));
+                preview
+            }
+            Err(ref e) => e.to_string(),
+        };
+        crate::control::requests::record(
+            name,
+            shared::api::RequestSample {
+                at: crate::control::store::now(),
+                protocol: protocol.to_string(),
+                version: served.version,
+                status: code,
+                latency_ms: took.as_secs_f64() * 1000.0,
+                trace_id: trace_id.clone(),
+                request: served
+                    .request
+                    .as_deref()
+                    .map(crate::control::requests::preview)
+                    .unwrap_or_default(),
+                response,
+            },
+        );
+    }
+    // A failed prediction names its trace too.
+    let mut resp = r.unwrap_or_else(IntoResponse::into_response);
+    if let Some(id) = trace_id.as_deref().and_then(|id| id.parse().ok()) {
+        resp.headers_mut().insert(TRACE_ID, id);
+    }
+    Ok(resp)
 }

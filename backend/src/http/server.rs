@@ -98,6 +98,19 @@ pub struct ServeArgs {
     /// scales in (scaling out is at once).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub scale_in_delay: std::time::Duration,
+    /// The share of predictions kept in each service's request log (0 to
+    /// 1; failed ones are always kept), the last 100 per service.
+    #[arg(long, default_value_t = 0.01)]
+    pub request_log_rate: f64,
+    /// Export traces of predictions (queue, batch, engine spans) with
+    /// OTLP/HTTP to this URL, e.g. `http://collector:4318/v1/traces`.
+    /// Default: no tracing.
+    #[arg(long, env = "WHET_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces kept when the caller did not decide (a
+    /// `traceparent`'s sampled flag is followed), 0 to 1.
+    #[arg(long, default_value_t = 1.0)]
+    pub otlp_sample_ratio: f64,
 }
 
 /// `whet serve` with its command-line arguments: runs until the process is
@@ -125,6 +138,13 @@ pub async fn run(args: ServeArgs) -> i32 {
             );
         }
     }
+    if !(0.0..=1.0).contains(&args.request_log_rate) {
+        return usage(format!(
+            "--request-log-rate: expected a share from 0 to 1, got {}",
+            args.request_log_rate
+        ));
+    }
+    crate::control::requests::set_rate(args.request_log_rate);
     let whet_exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => return usage(format!("cannot find the whet executable: {e}")),
@@ -154,6 +174,25 @@ pub async fn run(args: ServeArgs) -> i32 {
         scale_in_delay: args.scale_in_delay,
         ..Settings::new(data, whet_exe)
     };
+    if let Some(endpoint) = &args.otlp_endpoint {
+        if !(0.0..=1.0).contains(&args.otlp_sample_ratio) {
+            return usage(format!(
+                "--otlp-sample-ratio: expected a share from 0 to 1, got {}",
+                args.otlp_sample_ratio
+            ));
+        }
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return usage(format!(
+                "--otlp-endpoint: expected the http(s) URL of an OTLP/HTTP traces receiver, like http://collector:4318/v1/traces, got {endpoint:?}"
+            ));
+        }
+        if let Err(e) =
+            crate::serving::telemetry::init(endpoint, args.otlp_sample_ratio, &settings.node_id)
+        {
+            return usage(e);
+        }
+        tracing::info!("exporting traces of predictions to {endpoint}");
+    }
     let console = args
         .console
         .or_else(crate::http::console::default_dir)

@@ -107,8 +107,13 @@ pub struct Done {
     /// From entering the queue to the start of the engine call that ran it
     /// (includes waiting for a batch to fill).
     pub queued: Duration,
+    /// Of `queued`, the time since a worker took it: waiting for its
+    /// batch to fill.
+    pub gathered: Duration,
     /// The engine call (shared by every request of the batch).
     pub engine: Duration,
+    /// When the engine call started (wall clock, for traces).
+    pub started_at: std::time::SystemTime,
     /// Rows of the engine call: the batch total, the request's own rows
     /// when it ran alone.
     pub batch_rows: usize,
@@ -138,7 +143,31 @@ struct Job {
     key: Option<Key>,
     rows: usize,
     enqueued: Instant,
+    /// When a worker took it (into a batch, or to run alone).
+    taken: Option<Instant>,
     reply: oneshot::Sender<Result<Done, OptimizerError>>,
+}
+
+impl Job {
+    /// Its answer, timed against the engine call that started at `started`.
+    fn done(
+        &self,
+        outputs: Vec<(String, Tensor)>,
+        started: (Instant, std::time::SystemTime),
+        engine: Duration,
+        batch_rows: usize,
+    ) -> Done {
+        Done {
+            outputs,
+            queued: started.0.saturating_duration_since(self.enqueued),
+            gathered: self
+                .taken
+                .map_or(Duration::ZERO, |t| started.0.saturating_duration_since(t)),
+            engine,
+            started_at: started.1,
+            batch_rows,
+        }
+    }
 }
 
 /// What the batcher has seen of its arrivals and engine calls, to judge
@@ -355,6 +384,7 @@ impl Batcher {
                 key,
                 rows,
                 enqueued: now,
+                taken: None,
                 reply,
             });
             self.shared.set_depth(st.queue.len());
@@ -448,7 +478,8 @@ impl Shared {
             let State {
                 queue, collecting, ..
             } = &mut *st;
-            if let Some(job) = pop_free(queue, collecting) {
+            if let Some(mut job) = pop_free(queue, collecting) {
+                job.taken = Some(Instant::now());
                 break job;
             }
             st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -503,22 +534,18 @@ impl Shared {
             }
             return;
         }
-        let started = Instant::now();
+        let started = (Instant::now(), std::time::SystemTime::now());
         let merged = merge(&batch);
         let result =
             merged.and_then(|inputs| guarded_run(engine, &inputs).map_err(|e| e.to_string()));
-        let engine_time = started.elapsed();
+        let engine_time = started.0.elapsed();
         self.record_call(engine_time);
         match result.and_then(|outputs| split(outputs, &rows)) {
             Ok(parts) => {
                 self.observe_batch(total);
                 for (job, outputs) in batch.into_iter().zip(parts) {
-                    let _ = job.reply.send(Ok(Done {
-                        outputs,
-                        queued: started.saturating_duration_since(job.enqueued),
-                        engine: engine_time,
-                        batch_rows: total,
-                    }));
+                    let done = job.done(outputs, started, engine_time, total);
+                    let _ = job.reply.send(Ok(done));
                 }
             }
             Err(e) => {
@@ -533,17 +560,13 @@ impl Shared {
     }
 
     fn run_alone(&self, engine: &mut dyn InferenceEngine, job: Job) {
-        let started = Instant::now();
+        let started = (Instant::now(), std::time::SystemTime::now());
         let result = guarded_run(engine, &job.inputs);
-        let engine_time = started.elapsed();
+        let engine_time = started.0.elapsed();
         self.record_call(engine_time);
         self.observe_batch(job.rows);
-        let _ = job.reply.send(result.map(|outputs| Done {
-            outputs,
-            queued: started.saturating_duration_since(job.enqueued),
-            engine: engine_time,
-            batch_rows: job.rows,
-        }));
+        let done = result.map(|outputs| job.done(outputs, started, engine_time, job.rows));
+        let _ = job.reply.send(done);
     }
 
     fn observe_batch(&self, rows: usize) {
@@ -618,7 +641,8 @@ fn take_matching(
             continue;
         }
         if job.key.as_ref() == Some(key) && *rows + job.rows <= max {
-            if let Some(job) = queue.remove(i) {
+            if let Some(mut job) = queue.remove(i) {
+                job.taken = Some(Instant::now());
                 *rows += job.rows;
                 batch.push(job);
             }

@@ -11,27 +11,47 @@ use crate::serving::instances::ServicePool;
 use crate::serving::ServingError;
 
 /// What `observed` learns of a prediction without the protocols passing
-/// it along: the version that served it (set when its pool is chosen) and
-/// its time in the queue (set by `execute`).
-#[derive(Debug, Clone, Copy, Default)]
+/// it along: the version that served it (set when its pool is chosen), its
+/// body (for the request log; a shared reference, not a copy) and how its
+/// time went in the queue, the batch and the engine (set by `execute`).
+#[derive(Debug, Clone, Default)]
 pub struct Served {
     pub version: Option<u32>,
-    pub queued: Option<Duration>,
+    pub request: Option<bytes::Bytes>,
+    pub timing: Option<Timing>,
+}
+
+/// Where a prediction's time went between the queue and the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// From entering the queue to the engine call, batch filling included.
+    pub queued: Duration,
+    /// Of that, waiting for the batch to fill.
+    pub gathered: Duration,
+    pub engine: Duration,
+    /// When the engine call started.
+    pub started_at: std::time::SystemTime,
+    /// Rows of the engine call (the whole batch), and the request's own.
+    pub batch_rows: usize,
 }
 
 tokio::task_local! {
-    static SERVED: std::cell::Cell<Served>;
+    static SERVED: std::cell::RefCell<Served>;
+}
+
+/// Outside `observed` (no scope) there is no one to tell.
+fn note(f: impl FnOnce(&mut Served)) {
+    let _ = SERVED.try_with(|s| f(&mut s.borrow_mut()));
 }
 
 /// Records the version whose pool takes the prediction being served.
 pub fn note_version(version: u32) {
-    // Outside `observed` (no scope) there is no one to tell.
-    let _ = SERVED.try_with(|s| {
-        s.set(Served {
-            version: Some(version),
-            ..s.get()
-        })
-    });
+    note(|s| s.version = Some(version));
+}
+
+/// Records the body of the prediction being served.
+pub fn note_request(body: &bytes::Bytes) {
+    note(|s| s.request = Some(body.clone()));
 }
 
 /// Runs decoded inputs on the service's engines. Every protocol goes
@@ -55,10 +75,13 @@ pub async fn execute(
         BatchError::Engine(other) => ServingError::Internal(other.to_string()),
         BatchError::Stopped => ServingError::Unavailable(format!("service '{}': {e}", pool.name)),
     })?;
-    let _ = SERVED.try_with(|s| {
-        s.set(Served {
-            queued: Some(done.queued),
-            ..s.get()
+    note(|s| {
+        s.timing = Some(Timing {
+            queued: done.queued,
+            gathered: done.gathered,
+            engine: done.engine,
+            started_at: done.started_at,
+            batch_rows: done.batch_rows,
         })
     });
     Ok((done.outputs, done.engine))
@@ -68,9 +91,9 @@ pub async fn execute(
 /// [`Served`]); returns its result and that.
 pub async fn observing<T>(f: impl std::future::Future<Output = T>) -> (T, Served) {
     SERVED
-        .scope(std::cell::Cell::new(Served::default()), async {
+        .scope(std::cell::RefCell::new(Served::default()), async {
             let r = f.await;
-            (r, SERVED.with(|s| s.get()))
+            (r, SERVED.with(|s| s.take()))
         })
         .await
 }

@@ -12,6 +12,7 @@ pub mod execute;
 pub mod instances;
 pub mod kserve;
 pub mod supervisor;
+pub mod telemetry;
 
 pub use runner::wire;
 

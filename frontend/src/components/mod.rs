@@ -3,6 +3,7 @@
 mod deploy_log;
 mod model_upload;
 mod report;
+mod requests;
 mod share_links;
 mod try_it;
 mod versions;
@@ -10,6 +11,7 @@ mod versions;
 pub use deploy_log::{DeployLog, LogSource};
 pub use model_upload::ModelUpload;
 pub use report::ReportView;
+pub use requests::RequestLog;
 pub use share_links::ShareLinks;
 pub use try_it::TryIt;
 pub use versions::Versions;

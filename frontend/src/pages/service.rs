@@ -12,7 +12,7 @@ use crate::api::{self, Failure, ServiceView};
 use crate::auth::use_auth;
 use crate::components::{
     poll_every, ActionError, BackToServices, CopyButton, DeployLog, ErrorBox, LogSource,
-    ReportView, ShareLinks, StatusBadge, TryIt, Versions, REFRESH,
+    ReportView, RequestLog, ShareLinks, StatusBadge, TryIt, Versions, REFRESH,
 };
 use crate::format;
 use crate::pages::route_param;
@@ -138,6 +138,10 @@ fn ServiceView(name: String) -> impl IntoView {
                             generation=log_generation
                             on_action=on_action
                         />
+                    </section>
+                    <section>
+                        <h2>"Requests"</h2>
+                        <RequestLog name=name.clone()/>
                     </section>
                     {c.may_deploy.then(|| view! {
                         <section>
