@@ -183,6 +183,8 @@ struct Browser {
     session: Option<String>,
     test: &'static str,
     driver: Chromedriver,
+    /// Where the browser saves downloads (in the profile folder).
+    downloads: PathBuf,
     _profile: TempDir,
 }
 
@@ -203,10 +205,19 @@ impl Browser {
             "--user-data-dir={}",
             profile.path().join("chromium").display()
         ));
+        let downloads = profile.path().join("downloads");
+        std::fs::create_dir_all(&downloads).expect("downloads folder");
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({ "binary": CHROMIUM, "args": args }),
+            json!({
+                "binary": CHROMIUM,
+                "args": args,
+                "prefs": {
+                    "download.default_directory": downloads.display().to_string(),
+                    "download.prompt_for_download": false,
+                },
+            }),
         );
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
@@ -224,7 +235,29 @@ impl Browser {
             session,
             test,
             driver,
+            downloads,
             _profile: profile,
+        }
+    }
+
+    /// The bytes of the file the browser downloaded as `name`, once it is
+    /// complete.
+    async fn downloaded(&self, name: &str) -> Vec<u8> {
+        let path = self.downloads.join(name);
+        let partial = self.downloads.join(format!("{name}.crdownload"));
+        let started = Instant::now();
+        loop {
+            if path.is_file() && !partial.exists() {
+                return std::fs::read(&path).expect("the download");
+            }
+            let seen: Vec<_> = std::fs::read_dir(&self.downloads)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(
+                started.elapsed() < PAGE,
+                "no download {name} within {PAGE:?} (the folder holds {seen:?})"
+            );
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -1254,6 +1287,58 @@ async fn try_it_sends_a_prediction_and_the_report_charts_latency_and_accuracy() 
         "the original is exact against itself: {charts}"
     );
     browser.screenshot("3-report-charts").await;
+
+    // One set of numbers: the headline is the selected row's; small times
+    // in µs; the precision served in words; axis ticks and p90 whiskers.
+    let words = browser
+        .wait_js(
+            "the report's headline",
+            PAGE,
+            "const s = document.querySelector('[data-test=report-summary]');              const p = document.querySelector('[data-test=report-precision]');              const l = document.querySelector('[data-test=latency-chart]');              if (!s || !p || !l) return null;              return { summary: s.innerText, precision: p.innerText,                       ticks: l.querySelectorAll('.chart-axis text').length,                       whiskers: l.querySelectorAll('line.chart-p90').length };",
+        )
+        .await;
+    let summary = words["summary"].as_str().unwrap_or_default();
+    let report = &detail["report"];
+    let selected = report["selected"].as_str().unwrap_or_default();
+    assert!(summary.contains(selected), "{words}");
+    assert!(
+        summary.contains("µs"),
+        "a model this small is timed in µs: {words}"
+    );
+    assert!(
+        words["precision"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("FP32"),
+        "{words}"
+    );
+    assert!(words["ticks"].as_u64().unwrap_or(0) >= 3, "{words}");
+    assert!(words["whiskers"].as_u64().unwrap_or(0) >= 2, "{words}");
+
+    // Downloads: the report as JSON and CSV, and the artifact itself.
+    browser
+        .click("report (JSON)", "[data-test=download-json]")
+        .await;
+    let stem = format!("report-{}", selected.replace(['@', '/'], "-"));
+    let json_file: Value =
+        serde_json::from_slice(&browser.downloaded(&format!("{stem}.json")).await)
+            .expect("the report as JSON");
+    assert_eq!(json_file["selected"], report["selected"]);
+    browser
+        .click("report (CSV)", "[data-test=download-csv]")
+        .await;
+    let csv = String::from_utf8(browser.downloaded(&format!("{stem}.csv")).await).expect("CSV");
+    assert!(csv.starts_with("candidate,status,p50_ms"), "{csv}");
+    assert_eq!(csv.lines().count(), candidates.len() + 1, "{csv}");
+    browser
+        .click("artifact (.tar)", "[data-test=download-artifact]")
+        .await;
+    let name = detail["name"].as_str().unwrap_or_default();
+    let tar = browser.downloaded(&format!("{name}-artifact.tar")).await;
+    let text = String::from_utf8_lossy(&tar);
+    for file in ["artifact.json", "checksums.json", "model.onnx"] {
+        assert!(text.contains(file), "the artifact's tar holds {file}");
+    }
     browser.close().await;
 }
 

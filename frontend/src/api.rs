@@ -125,6 +125,52 @@ async fn call(
     }
 }
 
+/// Hands `data` to the browser as a file download named `name`.
+pub fn save_file(name: &str, mime: &str, data: &[u8]) -> Result<(), Failure> {
+    use wasm_bindgen::JsCast;
+    let fail = |what: &str| Failure::local(format!("saving {name}: {what}"));
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(data));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+        .map_err(|_| fail("the browser refused the data"))?;
+    let url =
+        web_sys::Url::create_object_url_with_blob(&blob).map_err(|_| fail("no object URL"))?;
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or_else(|| fail("no document"))?;
+    let a: web_sys::HtmlAnchorElement = document
+        .create_element("a")
+        .map_err(|_| fail("no link element"))?
+        .dyn_into()
+        .map_err(|_| fail("no link element"))?;
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    let _ = web_sys::Url::revoke_object_url(&url);
+    Ok(())
+}
+
+/// Fetches `path` with the session's token and saves the body as `name`.
+pub async fn download(path: &str, token: &str, name: &str) -> Result<(), Failure> {
+    let resp = Request::get(path)
+        .header("Authorization", &bearer(token))
+        .send()
+        .await
+        .map_err(network)?;
+    if !resp.ok() {
+        let status = resp.status();
+        let text = resp.text().await.map_err(network)?;
+        return Err(failure(status, &text));
+    }
+    let mime = resp
+        .headers()
+        .get("content-type")
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let bytes = resp.binary().await.map_err(network)?;
+    save_file(name, &mime, &bytes)
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }

@@ -24,13 +24,22 @@ pub fn speedup(x: Option<f64>) -> String {
     x.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "—".into())
 }
 
+/// A time given in milliseconds, in the unit that fits: "12.40 ms",
+/// "350 ms", and below a millisecond microseconds ("3.20 µs", "85.0 µs").
 pub fn ms(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0} ms")
     } else if x >= 1.0 {
         format!("{x:.2} ms")
     } else {
-        format!("{x:.3} ms")
+        let us = x * 1000.0;
+        if us >= 100.0 {
+            format!("{us:.0} µs")
+        } else if us >= 10.0 {
+            format!("{us:.1} µs")
+        } else {
+            format!("{us:.2} µs")
+        }
     }
 }
 

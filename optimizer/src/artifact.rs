@@ -27,12 +27,13 @@ pub const WARM_UP_STEM: &str = "warm_up";
 /// The optimizer's version: part of every artifact key, so a new optimizer
 /// never reuses an old optimizer's result. The `+search.N` suffix is bumped
 /// whenever the search changes what it would produce for the same model
-/// (revision 2: TorchScript freezing), since the crate version alone does not
-/// move between such changes.
+/// (revision 2: TorchScript freezing; 3: the report's headline is the
+/// selected row's time and each row names its gate), since the crate
+/// version alone does not move between such changes.
 pub const OPTIMIZER_VERSION: &str = concat!(
     "whetstone-optimizer ",
     env!("CARGO_PKG_VERSION"),
-    "+search.2"
+    "+search.3"
 );
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

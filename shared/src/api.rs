@@ -645,6 +645,157 @@ pub struct CandidateReport {
     pub speedup: Option<f64>,
     pub size_bytes: u64,
     pub seconds: f64,
+    /// The gate it was judged by: the largest relative error and the
+    /// smallest cosine allowed (absent when not checked, and in reports
+    /// written before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_max_rel_error: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_min_cosine: Option<f64>,
+}
+
+/// The numbers a report leads with, all from the candidate rows: the
+/// baseline's and the selected candidate's p50 on the first shape group,
+/// and their ratio — the numbers the table and the chart show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Headline {
+    pub baseline_ms: f64,
+    pub optimized_ms: f64,
+    pub speedup: f64,
+}
+
+impl OptimizationReport {
+    fn row(&self, name: &str) -> Option<&CandidateReport> {
+        self.candidates.iter().find(|c| c.name == name)
+    }
+
+    /// The headline numbers, from the rows (a report whose rows lack them
+    /// keeps its own fields).
+    pub fn headline(&self) -> Headline {
+        let first = |c: &CandidateReport| c.latency.first().map(|l| l.p50_ms);
+        let baseline = self.row(&self.baseline).and_then(first);
+        let selected = self.row(&self.selected).and_then(first);
+        match (baseline, selected) {
+            (Some(b), Some(s)) if b > 0.0 && s > 0.0 => Headline {
+                baseline_ms: b,
+                optimized_ms: s,
+                speedup: b / s,
+            },
+            _ => Headline {
+                baseline_ms: self.baseline_ms,
+                optimized_ms: self.optimized_ms,
+                speedup: self.speedup,
+            },
+        }
+    }
+
+    /// What is served, in words: "FP32 (lossless)", "FP16 …", "INT8
+    /// weights and activations (static, calibrated), with 3 of 52 layers
+    /// kept in float".
+    pub fn served_precision(&self) -> String {
+        let Some(selected) = self.row(&self.selected) else {
+            return "unknown".into();
+        };
+        // A thread-count variant serves the candidate it was made from.
+        let base = selected.name.split('@').next().unwrap_or(&selected.name);
+        let row = self.row(base).unwrap_or(selected);
+        let name = row.name.to_ascii_lowercase();
+        let kept = kept_in_float(&row.description);
+        if name.contains("int8") {
+            let kind = if name.contains("dynamic") {
+                "INT8 weights, activations quantized per call (dynamic)"
+            } else {
+                "INT8 weights and activations (static, calibrated)"
+            };
+            match kept {
+                Some((k, n)) => format!("{kind}, with {k} of {n} layers kept in float"),
+                None => kind.to_string(),
+            }
+        } else if name.contains("fp16") {
+            "FP16 (numerically sensitive operations kept in FP32)".into()
+        } else {
+            "FP32 (lossless)".into()
+        }
+    }
+
+    /// The candidate table as CSV (one row per candidate, a p50 and p90
+    /// column per shape group).
+    pub fn to_csv(&self) -> String {
+        let mut groups: Vec<&str> = self
+            .diagnosis
+            .shape_groups
+            .iter()
+            .map(String::as_str)
+            .collect();
+        for c in &self.candidates {
+            for l in &c.latency {
+                if !groups.contains(&l.shapes.as_str()) {
+                    groups.push(&l.shapes);
+                }
+            }
+        }
+        let field = |s: &str| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
+        let num = |x: Option<f64>| x.map(|x| x.to_string()).unwrap_or_default();
+        let mut head = vec!["candidate".to_string(), "status".into()];
+        for g in &groups {
+            head.push(field(&format!("p50_ms {g}")));
+            head.push(field(&format!("p90_ms {g}")));
+        }
+        head.extend(
+            [
+                "max_rel_error",
+                "min_cosine",
+                "agreement",
+                "speedup",
+                "size_bytes",
+                "seconds",
+                "note",
+            ]
+            .map(String::from),
+        );
+        let mut out = head.join(",") + "\n";
+        for c in &self.candidates {
+            let mut row = vec![
+                field(&c.name),
+                match c.status {
+                    CandidateStatus::Selected => "selected",
+                    CandidateStatus::Passed => "passed",
+                    CandidateStatus::Rejected => "rejected",
+                }
+                .to_string(),
+            ];
+            for g in &groups {
+                let l = c.latency.iter().find(|l| l.shapes == *g);
+                row.push(num(l.map(|l| l.p50_ms)));
+                row.push(num(l.map(|l| l.p90_ms)));
+            }
+            row.push(num(c.max_rel_error));
+            row.push(num(c.min_cosine));
+            row.push(field(&c.agreements().join("; ")));
+            row.push(num(c.speedup));
+            row.push(c.size_bytes.to_string());
+            row.push(c.seconds.to_string());
+            row.push(field(c.message.as_deref().unwrap_or_default()));
+            out += &(row.join(",") + "\n");
+        }
+        out
+    }
+}
+
+/// "with the 3 most sensitive of 52 nodes kept in float" → (3, 52).
+fn kept_in_float(description: &str) -> Option<(usize, usize)> {
+    let rest = description.split("with the ").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let k = words.next()?.parse().ok()?;
+    let of = rest.split(" of ").nth(1)?;
+    let n = of.split_whitespace().next()?.parse().ok()?;
+    description.contains("kept in float").then_some((k, n))
 }
 
 impl CandidateReport {

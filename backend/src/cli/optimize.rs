@@ -257,9 +257,16 @@ pub fn report_table(r: &OptimizationReport) -> String {
             s.push_str(&format!("    {m}\n"));
         }
     }
+    let h = r.headline();
     s.push_str(&format!(
-        "Selected {}: {:.3} ms ({}) -> {:.3} ms ({:.2}x) in {:.1} s\n",
-        r.selected, r.baseline_ms, r.baseline, r.optimized_ms, r.speedup, r.total_seconds
+        "Selected {}: {:.3} ms ({}) -> {:.3} ms ({:.2}x) in {:.1} s; serves {}\n",
+        r.selected,
+        h.baseline_ms,
+        r.baseline,
+        h.optimized_ms,
+        h.speedup,
+        r.total_seconds,
+        r.served_precision()
     ));
     s
 }

@@ -46,6 +46,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v2/services/{name}/promote", post(promote))
         .route("/api/v2/services/{name}/requests", get(requests))
+        .route("/api/v2/services/{name}/artifact", get(artifact))
         .route("/api/v2/services/{name}/logs", get(logs))
         .route("/api/v2/services/{name}/logs/stream", get(log_stream))
         .route("/api/v2/uploads", post(upload))
@@ -98,7 +99,7 @@ async fn report_of(
 async fn detail(state: &AppState, row: ServiceRow) -> Result<ServiceDetail, AppError> {
     let config = row.config.clone();
     let report = report_of(state, &row).await?;
-    let speedup = report.as_ref().map(|r| r.speedup);
+    let speedup = report.as_ref().map(|r| r.headline().speedup);
     let placements = state
         .store
         .placements(&row.name)
@@ -138,7 +139,7 @@ pub(crate) async fn summary_of(
     state: &AppState,
     row: ServiceRow,
 ) -> Result<ServiceSummary, AppError> {
-    let speedup = report_of(state, &row).await?.map(|r| r.speedup);
+    let speedup = report_of(state, &row).await?.map(|r| r.headline().speedup);
     Ok(summary(&row, speedup))
 }
 
@@ -572,6 +573,50 @@ async fn serve_version(
         ),
     )
     .await
+}
+
+/// The artifact the service serves, as a tar stream of its sealed folder
+/// (the model, `artifact.json`, the report, the seal): what runs, to keep
+/// or to inspect. Written as it is read, so memory stays small.
+async fn artifact(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, AppError> {
+    let row = service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
+    let Some(key) = row.artifact.clone() else {
+        return Err(AppError::NotFound(format!(
+            "service '{name}' has no artifact yet (its first deploy has not finished)"
+        )));
+    };
+    let dir = crate::deploy::artifacts::local(&state.deployer(), &key)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("artifact {key} is no longer stored")))?;
+    let (reader, writer) = tokio::io::duplex(1 << 16);
+    let folder = format!("{name}-{}", &key[..12.min(key.len())]);
+    let inner = folder.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut tar = tar::Builder::new(tokio_util::io::SyncIoBridge::new(writer));
+        tar.follow_symlinks(false);
+        // A reader that goes away ends the copy with an error; nothing to tell.
+        if let Err(e) = tar.append_dir_all(&inner, &dir).and_then(|()| tar.finish()) {
+            tracing::debug!("streaming artifact {}: {e}", dir.display());
+        }
+    });
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/x-tar".to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{folder}.tar\""),
+            ),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
+    )
+        .into_response())
 }
 
 /// The service's request log on this node: sampled predictions and every

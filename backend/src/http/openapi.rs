@@ -198,6 +198,7 @@ pub fn document() -> Value {
                 o
             }),
         },
+        "/api/v2/services/{name}/artifact": { "get": with_name(op("The artifact the service serves, as a tar of its sealed folder (model, artifact.json, report, seal)", "services", mgmt, responses(vec![plain("200", "application/x-tar")], e, &svc_errs))) },
         "/api/v2/services/{name}/requests": { "get": with_name(op("The request log on this node: sampled predictions (--request-log-rate) and every failed one, newest first, bodies cut to 4 KiB", "services", mgmt, responses(vec![ok("200", "the requests", &samples)], e, &svc_errs))) },
         "/api/v2/services/{name}/promote": {
             "post": with_name({

@@ -9,18 +9,28 @@ use shared::api::{CandidateReport, CandidateStatus, OptimizationReport};
 use crate::components::CollectAny;
 use crate::format;
 
+/// The report, with downloads of itself (JSON, CSV) and, for a service,
+/// of the artifact it serves (`artifact`: the API path, fetched with the
+/// session's token).
 #[component]
-pub fn ReportView(report: OptimizationReport) -> impl IntoView {
+pub fn ReportView(
+    report: OptimizationReport,
+    #[prop(optional)] artifact: Option<(String, String)>,
+) -> impl IntoView {
     let ctx = &report.context;
     let diag = &report.diagnosis;
+    // One set of numbers: the selected row's, as the table and chart show.
+    let h = report.headline();
     let summary = format!(
-        "Selected {} — {} → {} ({} on the first shape group), search took {:.1} s.",
+        "Selected {} — {} → {} ({} faster than {} on the first shape group), search took {:.1} s.",
         report.selected,
-        format::ms(report.baseline_ms),
-        format::ms(report.optimized_ms),
-        format::speedup(Some(report.speedup)),
+        format::ms(h.baseline_ms),
+        format::ms(h.optimized_ms),
+        format::speedup(Some(h.speedup)),
+        report.baseline,
         report.total_seconds
     );
+    let precision = format!("Serves {}.", report.served_precision());
     let context = format!(
         "{} on {} ({} cores, {} threads), level {}, optimizer {}. Verification data: {}.",
         ctx.engine,
@@ -33,8 +43,38 @@ pub fn ReportView(report: OptimizationReport) -> impl IntoView {
     );
     let notes = diag.notes.clone();
     let groups = shape_groups(&report);
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let csv = report.to_csv();
+    let stem = format!("report-{}", report.selected.replace(['@', '/'], "-"));
+    let failure = RwSignal::new(None::<crate::api::Failure>);
+    let auth = crate::auth::use_auth();
     view! {
-        <p class="report-summary">{summary}</p>
+        <p class="report-summary" data-test="report-summary">{summary}</p>
+        <p data-test="report-precision">{precision}</p>
+        <p class="downloads" data-test="report-downloads">
+            "Download: "
+            <button class="small" data-test="download-json" on:click={
+                let (json, stem) = (json.clone(), stem.clone());
+                move |_| { let _ = crate::api::save_file(&format!("{stem}.json"), "application/json", json.as_bytes()); }
+            }>"report (JSON)"</button>" "
+            <button class="small" data-test="download-csv" on:click={
+                let (csv, stem) = (csv.clone(), stem.clone());
+                move |_| { let _ = crate::api::save_file(&format!("{stem}.csv"), "text/csv", csv.as_bytes()); }
+            }>"report (CSV)"</button>" "
+            {artifact.map(|(path, file)| view! {
+                <button class="small" data-test="download-artifact" on:click=move |_| {
+                    let Some(token) = auth.current() else { return };
+                    let (path, file) = (path.clone(), file.clone());
+                    failure.set(None);
+                    leptos::task::spawn_local(async move {
+                        if let Err(f) = crate::api::download(&path, &token, &file).await {
+                            failure.try_set(Some(f));
+                        }
+                    });
+                }>"artifact (.tar)"</button>
+            })}
+        </p>
+        <crate::components::ActionError failure=failure/>
         <p class="muted">{context}</p>
         {(!notes.is_empty()).then(|| view! {
             <ul class="notes">{notes.into_iter().map(|n| view! { <li>{n}</li> }).collect_any()}</ul>
@@ -144,20 +184,54 @@ fn CandidateTable(candidates: Vec<CandidateReport>, groups: Vec<String>) -> impl
 }
 
 // Chart geometry, in SVG user units (the SVG scales to the page width).
-const WIDTH: f64 = 760.0;
-const LABEL_W: f64 = 210.0;
+const WIDTH: f64 = 860.0;
 /// Room right of the longest bar for its value and speedup ("15.54 ms · 0.66×").
-const VALUE_W: f64 = 130.0;
+const VALUE_W: f64 = 150.0;
+/// Height of the latency chart's axis (line, ticks, their labels).
+const AXIS_H: f64 = 26.0;
+
+/// Room for the candidate names left of the bars, from the longest (at
+/// about 7 units a character of the 12-unit font), so none is cut off.
+fn label_width(candidates: &[CandidateReport]) -> f64 {
+    let longest = candidates
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(8);
+    (longest as f64 * 7.0 + 16.0).clamp(110.0, 340.0)
+}
+
+/// Round steps for an axis from 0 to `max`: 1, 2 or 5 × a power of ten,
+/// about five of them.
+fn ticks(max: f64) -> Vec<f64> {
+    if max <= 0.0 || !max.is_finite() {
+        return vec![0.0];
+    }
+    let raw = max / 5.0;
+    let decade = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * decade)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * decade);
+    (0..)
+        .map(|i| i as f64 * step)
+        .take_while(|t| *t <= max * 1.0001)
+        .collect()
+}
 const BAR_H: f64 = 18.0;
 const ROW_H: f64 = 24.0;
 const GROUP_H: f64 = 26.0;
 
-/// One bar: a candidate's p50 on one shape group.
+/// One bar: a candidate's p50 on one shape group, and its p90.
 struct Bar {
     y: f64,
     label: String,
     status: &'static str,
     p50: f64,
+    p90: f64,
+    /// Where the group's baseline line is drawn (its p50), if timed there.
+    baseline_at: Option<f64>,
     /// The baseline's p50 / this p50 on the same shape group.
     vs_baseline: Option<f64>,
 }
@@ -200,11 +274,18 @@ fn LatencyChart(
         let head_y = y;
         y += GROUP_H;
         for (c, p50) in &timed {
+            let p90 = c
+                .latency
+                .iter()
+                .find(|l| l.shapes == *g)
+                .map_or(*p50, |l| l.p90_ms.max(*p50));
             bars.push(Bar {
                 y,
                 label: c.name.clone(),
                 status: status_text(&c.status),
                 p50: *p50,
+                p90,
+                baseline_at: original,
                 vs_baseline: original
                     .filter(|_| c.name != baseline && *p50 > 0.0)
                     .map(|o| o / p50),
@@ -221,10 +302,33 @@ fn LatencyChart(
     if bars.is_empty() {
         return view! { <p class="muted">"No candidate was timed."</p> }.into_any();
     }
-    let height = y + 4.0;
-    let max = bars.iter().map(|b| b.p50).fold(0.0, f64::max);
-    let span = WIDTH - LABEL_W - VALUE_W;
-    let scale = if max > 0.0 { span / max } else { 0.0 };
+    let label_w = label_width(&candidates);
+    let axis_y = y + 6.0;
+    let height = axis_y + AXIS_H;
+    let max = bars.iter().map(|b| b.p90).fold(0.0, f64::max);
+    let ticks = ticks(max);
+    let top = ticks.last().copied().unwrap_or(max).max(max);
+    let span = WIDTH - label_w - VALUE_W;
+    let scale = if top > 0.0 { span / top } else { 0.0 };
+    let axis = view! {
+        <g class="chart-axis">
+            <line x1=label_w.to_string() x2=(label_w + top * scale).to_string()
+                y1=axis_y.to_string() y2=axis_y.to_string()></line>
+            {ticks
+                .iter()
+                .map(|t| {
+                    let x = label_w + t * scale;
+                    view! {
+                        <line x1=x.to_string() x2=x.to_string()
+                            y1=axis_y.to_string() y2=(axis_y + 4.0).to_string()></line>
+                        <text x=x.to_string() y=(axis_y + 16.0).to_string() text-anchor="middle">
+                            {if *t == 0.0 { "0".to_string() } else { format::ms(*t) }}
+                        </text>
+                    }
+                })
+                .collect_any()}
+        </g>
+    };
     view! {
         <figure class="chart" data-test="latency-chart">
             <svg
@@ -237,7 +341,7 @@ fn LatencyChart(
                     .into_iter()
                     .map(|h| {
                         let marker = h.original.map(|o| {
-                            let x = LABEL_W + o * scale;
+                            let x = label_w + o * scale;
                             let (top, bottom) = (h.y + GROUP_H - 4.0, h.y + GROUP_H + h.bars_height);
                             view! {
                                 <line
@@ -257,26 +361,39 @@ fn LatencyChart(
                     .into_iter()
                     .map(|b| {
                         let w = (b.p50 * scale).max(1.0);
+                        let whisker = label_w + b.p90 * scale;
                         let value = match b.vs_baseline {
                             Some(r) => format!("{} · {}", format::ms(b.p50), format::speedup(Some(r))),
                             None => format::ms(b.p50),
                         };
+                        // Right of the bar, its p90 and the baseline's line,
+                        // so the text never crosses either.
+                        let text_x = [label_w + w, whisker, b.baseline_at.map_or(0.0, |o| label_w + o * scale)]
+                            .into_iter()
+                            .fold(0.0, f64::max)
+                            + 6.0;
+                        let mid = b.y + BAR_H / 2.0;
                         view! {
                             <g class=format!("bar bar-{}", b.status)>
-                                <text x=(LABEL_W - 8.0).to_string() y=(b.y + 13.0).to_string() text-anchor="end">
+                                <text x=(label_w - 8.0).to_string() y=(b.y + 13.0).to_string() text-anchor="end">
                                     {b.label.clone()}
                                 </text>
-                                <rect x=LABEL_W.to_string() y=b.y.to_string() width=w.to_string() height=BAR_H.to_string() rx="2"></rect>
-                                <text x=(LABEL_W + w + 6.0).to_string() y=(b.y + 13.0).to_string() class="chart-value">
+                                <rect x=label_w.to_string() y=b.y.to_string() width=w.to_string() height=BAR_H.to_string() rx="2"></rect>
+                                <line class="chart-p90" x1=(label_w + w).to_string() x2=whisker.to_string()
+                                    y1=mid.to_string() y2=mid.to_string()></line>
+                                <line class="chart-p90" x1=whisker.to_string() x2=whisker.to_string()
+                                    y1=(mid - 4.0).to_string() y2=(mid + 4.0).to_string()></line>
+                                <text x=text_x.to_string() y=(b.y + 13.0).to_string() class="chart-value">
                                     {value}
                                 </text>
                             </g>
                         }
                     })
                     .collect_any()}
+                {axis}
             </svg>
             <figcaption>
-                {format!("p50 latency per candidate and input shapes; the dashed line is the baseline ({baseline_label}), ")}
+                {format!("p50 latency per candidate and input shapes (the whisker reaches the p90); the dashed line is the baseline ({baseline_label}), ")}
                 "× is the speedup over it on those shapes. "
                 <span class="key key-selected">"selected"</span>" "
                 <span class="key key-passed">"passed"</span>" "
@@ -317,6 +434,14 @@ impl LogScale {
         }
     }
 
+    /// Where `v` falls along the scale (0 to 1).
+    fn at(&self, v: f64) -> f64 {
+        if v <= 0.0 {
+            return 0.0;
+        }
+        ((v.log10() - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)
+    }
+
     fn cell(&self, value: Option<f64>, label: String) -> AccuracyCell {
         match value {
             None => AccuracyCell::Missing,
@@ -342,7 +467,6 @@ enum AccuracyCell {
 }
 
 // Accuracy chart geometry: the candidate labels, then two panels.
-const ACC_PANEL_W: f64 = (WIDTH - LABEL_W) / 2.0;
 const ACC_VALUE_W: f64 = 70.0;
 const ACC_HEAD_H: f64 = 22.0;
 
@@ -359,10 +483,26 @@ fn AccuracyChart(candidates: Vec<CandidateReport>) -> impl IntoView {
         return view! { <p class="muted">"No candidate was verified."</p> }.into_any();
     }
     let distance = |c: &CandidateReport| c.min_cosine.map(|x| (1.0 - x).max(0.0));
-    let rel_scale = LogScale::covering(measured.iter().filter_map(|c| c.max_rel_error));
-    let cos_scale = LogScale::covering(measured.iter().filter_map(|c| distance(c)));
+    let gate_distance = |c: &CandidateReport| c.gate_min_cosine.map(|x| (1.0 - x).max(0.0));
+    let rel_scale = LogScale::covering(
+        measured
+            .iter()
+            .flat_map(|c| [c.max_rel_error, c.gate_max_rel_error])
+            .flatten(),
+    );
+    let cos_scale = LogScale::covering(
+        measured
+            .iter()
+            .flat_map(|c| [distance(c), gate_distance(c)])
+            .flatten(),
+    );
+    let label_w = label_width(&candidates);
+    let panel_w = (WIDTH - label_w) / 2.0;
     let height = ACC_HEAD_H + measured.len() as f64 * ROW_H + 4.0;
-    let span = ACC_PANEL_W - ACC_VALUE_W - 8.0;
+    let span = panel_w - ACC_VALUE_W - 8.0;
+    let any_gate = measured
+        .iter()
+        .any(|c| c.gate_max_rel_error.is_some() || c.gate_min_cosine.is_some());
     let rows = measured
         .iter()
         .enumerate()
@@ -377,13 +517,17 @@ fn AccuracyChart(candidates: Vec<CandidateReport>) -> impl IntoView {
                 distance(c),
                 format!("cos {:.6}", c.min_cosine.unwrap_or_default()),
             );
+            let rel_gate = c.gate_max_rel_error.map(|g| rel_scale.at(g));
+            let cos_gate = gate_distance(c).map(|g| cos_scale.at(g));
             view! {
                 <g class=format!("acc acc-{status}") data-candidate=c.name.clone()>
-                    <text x=(LABEL_W - 8.0).to_string() y=(y + 13.0).to_string() text-anchor="end">
+                    <text x=(label_w - 8.0).to_string() y=(y + 13.0).to_string() text-anchor="end">
                         {c.name.clone()}
                     </text>
-                    {accuracy_bar(LABEL_W, y, span, rel)}
-                    {accuracy_bar(LABEL_W + ACC_PANEL_W, y, span, cos)}
+                    {accuracy_bar(label_w, y, span, rel)}
+                    {gate_mark(label_w, y, span, rel_gate)}
+                    {accuracy_bar(label_w + panel_w, y, span, cos)}
+                    {gate_mark(label_w + panel_w, y, span, cos_gate)}
                 </g>
             }
         })
@@ -396,21 +540,36 @@ fn AccuracyChart(candidates: Vec<CandidateReport>) -> impl IntoView {
                 role="img"
                 aria-label="accuracy per candidate against the original model: max relative error and 1 - min cosine"
             >
-                <text x=LABEL_W.to_string() y="14" class="chart-group">
+                <text x=label_w.to_string() y="14" class="chart-group">
                     {format!("max relative error (1e{} … 1e{})", rel_scale.lo, rel_scale.hi)}
                 </text>
-                <text x=(LABEL_W + ACC_PANEL_W).to_string() y="14" class="chart-group">
+                <text x=(label_w + panel_w).to_string() y="14" class="chart-group">
                     {format!("1 − min cosine (1e{} … 1e{})", cos_scale.lo, cos_scale.hi)}
                 </text>
                 {rows}
             </svg>
             <figcaption>
                 "Accuracy against the original model on the test data, log scales: "
-                "a shorter bar is closer to the original; rejected candidates failed the gate."
+                "a shorter bar is closer to the original; rejected candidates failed the gate"
+                {any_gate.then_some(" (the red mark on each row is its gate: a bar past it fails)")}
+                "."
             </figcaption>
         </figure>
     }
     .into_any()
+}
+
+/// The gate's place on a row of a panel: a short red line at `fraction`
+/// of its length.
+fn gate_mark(x: f64, y: f64, span: f64, fraction: Option<f64>) -> Option<AnyView> {
+    let gx = x + fraction? * span;
+    Some(
+        view! {
+            <line class="chart-gate" x1=gx.to_string() x2=gx.to_string()
+                y1=(y - 2.0).to_string() y2=(y + BAR_H + 2.0).to_string()></line>
+        }
+        .into_any(),
+    )
 }
 
 /// One panel's bar, or the word for why there is none.

@@ -164,12 +164,14 @@ fn ServiceView(name: String) -> impl IntoView {
             detail
                 .get()
                 .and_then(Result::ok)
-                .and_then(|d| d.report)
-                .map(|r| {
+                .and_then(|d| d.report.map(|r| (r, d.name.clone())))
+                .map(|(r, service)| {
+                    let path = format!("/api/v2/services/{}/artifact", api::segment(&service));
+                    let file = format!("{service}-artifact.tar");
                     view! {
                         <section data-test="report">
                             <h2>"Optimization report"</h2>
-                            <ReportView report=r/>
+                            <ReportView report=r artifact=(path, file)/>
                         </section>
                     }
                 })
