@@ -2113,6 +2113,189 @@ async fn the_request_log_shows_a_failed_prediction_with_its_body_and_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_page_follows_the_lifecycle() {
+    const NAME: &str = "lifecycle_mlp";
+    const BROKEN: &str = "broken_mlp";
+    let _serial = one_at_a_time().await;
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work);
+    let dir = deploy_example(&server, &work, NAME, "ml");
+    let token = admin_ok(
+        &server,
+        "GET",
+        &format!("/api/v2/services/{NAME}"),
+        Value::Null,
+    )["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let good = json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]});
+    for _ in 0..5 {
+        let (status, _) = server.http(
+            "POST",
+            &format!("/api/predict/{NAME}"),
+            Some(&token),
+            good.to_string().as_bytes(),
+        );
+        assert_eq!(status, 200);
+    }
+
+    let browser = Browser::start("lifecycle").await;
+    browser.sign_in(&server).await;
+    browser
+        .goto(&format!("{}/services/{NAME}", server.url()))
+        .await;
+    // Running: scale and stop, try it, the last hour's numbers, the config.
+    let running = browser
+        .wait_js(
+            "the running service's page",
+            PAGE,
+            "const m = document.querySelector('[data-test=service-metrics] figcaption');              const c = document.querySelector('[data-test=deployed-config]');              if (!m || !c || !document.querySelector('[data-test=try-it]')) return null;              return { metrics: m.innerText, config: c.value,                       scale: !!document.querySelector('[data-test=scale]'),                       stop: !!document.querySelector('[data-test=stop]'),                       start: !!document.querySelector('[data-test=start]') };",
+        )
+        .await;
+    assert!(
+        running["metrics"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("5 requests"),
+        "{running}"
+    );
+    assert!(
+        running["config"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("\"{NAME}\"")),
+        "{running}"
+    );
+    assert_eq!(
+        (&running["scale"], &running["stop"], &running["start"]),
+        (&json!(true), &json!(true), &json!(false)),
+        "{running}"
+    );
+    browser
+        .js(
+            "document.querySelector('[data-test=service-metrics]').scrollIntoView()",
+            vec![],
+        )
+        .await;
+    browser.screenshot("1-running-metrics").await;
+
+    // Edit the deployed config and redeploy: a new version with 2 instances.
+    let mut cfg: Value =
+        serde_json::from_str(running["config"].as_str().unwrap_or_default()).expect("the config");
+    cfg["metadata"]["instance"] = json!(2);
+    let edited = serde_json::to_string_pretty(&cfg).expect("JSON");
+    browser
+        .js(
+            "const t = document.querySelector('[data-test=deployed-config]');              t.value = arguments[0]; t.dispatchEvent(new Event('input', { bubbles: true }));",
+            vec![json!(edited)],
+        )
+        .await;
+    browser.click("Redeploy", "[data-test=redeploy]").await;
+    let mut detail = Value::Null;
+    for _ in 0..300 {
+        detail = admin_ok(
+            &server,
+            "GET",
+            &format!("/api/v2/services/{NAME}"),
+            Value::Null,
+        );
+        if detail["status"] == json!("Running") && detail["current_version"] == json!(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (&detail["current_version"], &detail["instances"]),
+        (&json!(2), &json!(2)),
+        "{detail}"
+    );
+
+    // Stopped: no scale, no try-it, a Start.
+    browser.click("Stop", "[data-test=stop]").await;
+    let stopped = browser
+        .wait_js(
+            "the stopped service's page",
+            PAGE,
+            "if (!document.querySelector('[data-test=start]')) return null;              return { scale: !!document.querySelector('[data-test=scale]'),                       tryIt: !!document.querySelector('[data-test=try-it]'),                       note: document.querySelector('[data-test=try-it-later]')?.innerText };",
+        )
+        .await;
+    assert_eq!(
+        (&stopped["scale"], &stopped["tryIt"]),
+        (&json!(false), &json!(false)),
+        "{stopped}"
+    );
+    assert!(
+        stopped["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Stopped"),
+        "{stopped}"
+    );
+    browser.screenshot("2-stopped").await;
+
+    // A deploy that fails (its warm-up requests have 5 values for an input
+    // of 4): its log comes first, and the action is to start it again.
+    let config = dir.join("service.json");
+    let mut broken: Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("service.json")).expect("JSON");
+    broken["name"] = json!(BROKEN);
+    let wrong = optimizer::tensor::Tensor::new(
+        vec![2, 5],
+        optimizer::tensor::TensorData::F32(vec![0.5; 10]),
+    )
+    .expect("a tensor");
+    optimizer::data::write_npz(&dir.join("model/wrong.npz"), &[("x", &wrong)])
+        .expect("write wrong.npz");
+    broken["warm_up_data_path"] = json!("wrong.npz");
+    let broken_path = dir.join("broken.json");
+    std::fs::write(&broken_path, broken.to_string()).expect("write");
+    let out = server
+        .cli(&[
+            "create",
+            broken_path.to_str().expect("UTF-8"),
+            "--team",
+            "ml",
+        ])
+        .output()
+        .expect("whet create");
+    // The CLI follows the deploy and reports its failure.
+    assert!(
+        !out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..600 {
+        detail = admin_ok(
+            &server,
+            "GET",
+            &format!("/api/v2/services/{BROKEN}"),
+            Value::Null,
+        );
+        if detail["status"] == json!("Failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(detail["status"], json!("Failed"), "{detail}");
+    browser
+        .goto(&format!("{}/services/{BROKEN}", server.url()))
+        .await;
+    let failed = browser
+        .wait_js(
+            "the failed service's page",
+            PAGE,
+            "const log = document.querySelector('[data-test=deploy-log-section]');              const tryIt = document.querySelector('[data-test=try-it-section]');              const start = document.querySelector('[data-test=start]');              if (!log || !tryIt || !start) return null;              return { logFirst: log.getBoundingClientRect().top < tryIt.getBoundingClientRect().top,                       start: start.innerText };",
+        )
+        .await;
+    assert_eq!(failed["logFirst"], json!(true), "{failed}");
+    assert_eq!(failed["start"], json!("Start again"), "{failed}");
+    browser.screenshot("3-failed-log-first").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_team_that_does_not_exist_is_said_once_and_not_polled() {
     let _serial = one_at_a_time().await;
     let work = tempfile::tempdir().unwrap();

@@ -68,6 +68,9 @@ pub struct ServiceView {
     /// Where each instance is placed.
     #[serde(default)]
     pub placements: Vec<shared::api::InstancePlacement>,
+    /// The config as deployed (kept as JSON: shown and edited as text).
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
 }
 
 fn network(e: gloo_net::Error) -> Failure {

@@ -215,6 +215,21 @@ pub struct PromoteRequest {
     pub version: Option<u32>,
 }
 
+/// One minute of a service's predictions on the node that answered
+/// (`GET /api/v2/services/{name}/metrics`: the last hour).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MinuteStats {
+    /// The minute's start, in seconds since the Unix epoch.
+    pub at: u64,
+    pub requests: u64,
+    pub errors: u64,
+    /// Latency of the requests answered well (none in a minute without).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// The longest queue a request of the minute found.
+    pub max_queue: u64,
+}
+
 /// One prediction kept in a service's request log
 /// (`GET /api/v2/services/{name}/requests`): sampled, and every failed one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

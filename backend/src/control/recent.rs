@@ -22,6 +22,8 @@ struct Bucket {
     /// Answered with an error status (their latencies are not sampled).
     errors: u64,
     latencies_ms: Vec<f32>,
+    /// The longest queue a request of this minute found.
+    max_queue: u64,
 }
 
 #[derive(Default)]
@@ -52,7 +54,20 @@ impl Recent {
     }
 
     /// Counts one request of `service`: its latency when it succeeded.
+    #[cfg(test)]
     fn record_outcome(&mut self, service: &str, minute: u64, outcome: Result<Duration, ()>) {
+        self.record_full(service, minute, outcome, 0)
+    }
+
+    /// Counts one request of `service`: its latency when it succeeded, and
+    /// the queue it found.
+    fn record_full(
+        &mut self,
+        service: &str,
+        minute: u64,
+        outcome: Result<Duration, ()>,
+        queue: u64,
+    ) {
         let mut x = self.seed;
         x ^= x << 13;
         x ^= x >> 7;
@@ -73,6 +88,7 @@ impl Recent {
         }
         let Some(b) = buckets.back_mut() else { return };
         b.count += 1;
+        b.max_queue = b.max_queue.max(queue);
         let Ok(latency) = outcome else {
             b.errors += 1;
             return;
@@ -125,10 +141,40 @@ pub struct Traffic {
 }
 
 /// Records one prediction of `service` (a service, or one of its versions):
-/// its latency, or that it failed.
-pub fn record(service: &str, outcome: Result<Duration, ()>) {
+/// its latency, or that it failed, and the queue it found.
+pub fn record(service: &str, outcome: Result<Duration, ()>, queue: u64) {
     let mut r = RECENT.lock().unwrap_or_else(|p| p.into_inner());
-    r.record_outcome(service, minute_now(), outcome);
+    r.record_full(service, minute_now(), outcome, queue);
+}
+
+/// Minute by minute, the last hour of `service` on this node, oldest
+/// first (minutes without requests included, as zeros).
+pub fn per_minute(service: &str) -> Vec<shared::api::MinuteStats> {
+    let r = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    r.per_minute_at(service, minute_now())
+}
+
+impl Recent {
+    fn per_minute_at(&self, service: &str, now: u64) -> Vec<shared::api::MinuteStats> {
+        let buckets = self.services.get(service);
+        (now + 1 - WINDOW_MINUTES..=now)
+            .map(|minute| {
+                let b = buckets.and_then(|b| b.iter().find(|b| b.minute == minute));
+                let mut lat: Vec<f64> = b
+                    .map(|b| b.latencies_ms.iter().map(|&v| f64::from(v)).collect())
+                    .unwrap_or_default();
+                lat.sort_by(f64::total_cmp);
+                shared::api::MinuteStats {
+                    at: minute * 60,
+                    requests: b.map_or(0, |b| b.count),
+                    errors: b.map_or(0, |b| b.errors),
+                    p50_ms: quantile(&lat, 0.5),
+                    p99_ms: quantile(&lat, 0.99),
+                    max_queue: b.map_or(0, |b| b.max_queue),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Forgets a deleted service and its versions, so a new one of the same
@@ -213,6 +259,31 @@ mod tests {
         let t = r.summary_at(&["a", "b"], 130);
         assert_eq!(t.requests, 4);
         assert_eq!(r.summary_at(&["c"], 130), Traffic::default());
+    }
+
+    #[test]
+    fn the_last_hour_minute_by_minute() {
+        let mut r = Recent {
+            seed: 1,
+            ..Recent::default()
+        };
+        r.record_full("m", 100, Ok(ms(10)), 3);
+        r.record_full("m", 100, Ok(ms(30)), 1);
+        r.record_full("m", 130, Err(()), 0);
+        let series = r.per_minute_at("m", 130);
+        assert_eq!(series.len(), 60);
+        assert_eq!(series[59].at, 130 * 60);
+        let at = |m: u64| &series[(m - 71) as usize];
+        assert_eq!(
+            (at(100).requests, at(100).errors, at(100).max_queue),
+            (2, 0, 3)
+        );
+        assert_eq!(at(100).p99_ms.map(f64::round), Some(30.0));
+        assert_eq!(
+            (at(130).requests, at(130).errors, at(130).p50_ms),
+            (1, 1, None)
+        );
+        assert_eq!(at(101).requests, 0);
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/services/{name}/promote", post(promote))
         .route("/api/v2/services/{name}/requests", get(requests))
         .route("/api/v2/services/{name}/artifact", get(artifact))
+        .route("/api/v2/services/{name}/metrics", get(minute_metrics))
         .route("/api/v2/services/{name}/logs", get(logs))
         .route("/api/v2/services/{name}/logs/stream", get(log_stream))
         .route("/api/v2/uploads", post(upload))
@@ -617,6 +618,17 @@ async fn artifact(
         Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
     )
         .into_response())
+}
+
+/// The service's last hour on this node, minute by minute: requests,
+/// errors, p50/p99 and the longest queue.
+async fn minute_metrics(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<shared::api::MinuteStats>>, AppError> {
+    service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
+    Ok(Json(crate::control::recent::per_minute(&name)))
 }
 
 /// The service's request log on this node: sampled predictions and every

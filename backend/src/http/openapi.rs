@@ -105,6 +105,7 @@ pub fn document() -> Value {
     let split_req = schema(generator.subschema_for::<shared::api::TrafficRequest>());
     let promote = schema(generator.subschema_for::<shared::api::PromoteRequest>());
     let samples = schema(generator.subschema_for::<Vec<shared::api::RequestSample>>());
+    let minutes = schema(generator.subschema_for::<Vec<shared::api::MinuteStats>>());
     let page = schema(generator.subschema_for::<LogPage>());
     let event = schema(generator.subschema_for::<LogEvent>());
     let upload = schema(generator.subschema_for::<UploadResponse>());
@@ -199,6 +200,7 @@ pub fn document() -> Value {
             }),
         },
         "/api/v2/services/{name}/artifact": { "get": with_name(op("The artifact the service serves, as a tar of its sealed folder (model, artifact.json, report, seal)", "services", mgmt, responses(vec![plain("200", "application/x-tar")], e, &svc_errs))) },
+        "/api/v2/services/{name}/metrics": { "get": with_name(op("The last hour on this node, minute by minute: requests, errors, p50/p99 latency, the longest queue", "services", mgmt, responses(vec![ok("200", "60 minutes, oldest first", &minutes)], e, &svc_errs))) },
         "/api/v2/services/{name}/requests": { "get": with_name(op("The request log on this node: sampled predictions (--request-log-rate) and every failed one, newest first, bodies cut to 4 KiB", "services", mgmt, responses(vec![ok("200", "the requests", &samples)], e, &svc_errs))) },
         "/api/v2/services/{name}/promote": {
             "post": with_name({

@@ -425,11 +425,12 @@ async fn observed(
     crate::control::metrics::observe_request(label, protocol, code, took, engine, queued);
     let outcome = if r.is_ok() { Ok(took) } else { Err(()) };
     if label != "-" {
-        crate::control::recent::record(label, outcome);
+        let queue = crate::control::metrics::queue_depth(label);
+        crate::control::recent::record(label, outcome, queue);
     }
     if let Some(v) = served.version {
         crate::control::metrics::observe_version(name, v, code, took);
-        crate::control::recent::record(&canary_key(name, v), outcome);
+        crate::control::recent::record(&canary_key(name, v), outcome, 0);
     }
     if r.is_ok() {
         crate::control::load::answered(name);

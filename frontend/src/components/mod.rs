@@ -1,6 +1,8 @@
 //! Pieces shared by the pages.
 
+mod config_editor;
 mod deploy_log;
+mod metrics;
 mod model_upload;
 mod report;
 mod requests;
@@ -8,7 +10,9 @@ mod share_links;
 mod try_it;
 mod versions;
 
+pub use config_editor::ConfigEditor;
 pub use deploy_log::{DeployLog, LogSource};
+pub use metrics::ServiceMetrics;
 pub use model_upload::ModelUpload;
 pub use report::ReportView;
 pub use requests::RequestLog;

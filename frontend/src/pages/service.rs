@@ -11,8 +11,9 @@ use shared::api::{ModelSignature, ServiceStatus};
 use crate::api::{self, Failure, ServiceView};
 use crate::auth::use_auth;
 use crate::components::{
-    poll_every, ActionError, BackToServices, CopyButton, DeployLog, ErrorBox, LogSource,
-    ReportView, RequestLog, ShareLinks, StatusBadge, TryIt, Versions, REFRESH,
+    poll_every, ActionError, BackToServices, ConfigEditor, CopyButton, DeployLog, ErrorBox,
+    LogSource, ReportView, RequestLog, ServiceMetrics, ShareLinks, StatusBadge, TryIt, Versions,
+    REFRESH,
 };
 use crate::format;
 use crate::pages::route_param;
@@ -35,6 +36,8 @@ struct Controls {
     endpoint: String,
     token: String,
     signature: Option<ModelSignature>,
+    /// The deployed config, pretty JSON.
+    config: String,
 }
 
 #[component]
@@ -96,12 +99,26 @@ fn ServiceView(name: String) -> impl IntoView {
                 endpoint: d.endpoint.clone(),
                 token: d.token.clone(),
                 signature: d.signature.clone(),
+                config: d
+                    .config
+                    .as_ref()
+                    .and_then(|c| serde_json::to_string_pretty(c).ok())
+                    .unwrap_or_default(),
             }),
             _ => None,
         })
     });
     let title = name.clone();
     let controls_name = name.clone();
+    let actions_name = name.clone();
+    // While a deploy runs or after one failed, its log is what matters:
+    // it moves to the top (a flex order, so its stream is not restarted).
+    let log_order = move || {
+        detail.with(|d| match d {
+            Some(Ok(d)) if d.status.is_transient() || d.status == ServiceStatus::Failed => "-1",
+            _ => "0",
+        })
+    };
     view! {
         <BackToServices/>
         <h1 data-test="service-name">{title}</h1>
@@ -111,71 +128,98 @@ fn ServiceView(name: String) -> impl IntoView {
             Some(Ok(d)) => service_overview(d).into_any(),
         }}
         {move || {
-            let name = controls_name.clone();
-            controls.get().map(|c| {
-                view! {
-                    {c.may_deploy.then(|| view! {
-                        <ServiceActions
-                            name=name.clone()
-                            status=c.status
-                            instances=c.instances
-                            on_action=on_action
-                        />
-                    })}
-                    <section>
-                        <h2>"Endpoint"</h2>
-                        <EndpointTable url=format!("{}{}", api::origin(), c.endpoint) token=c.token.clone()/>
-                    </section>
-                    <section>
-                        <h2>"Try it"</h2>
-                        <TryIt name=name.clone() token=c.token signature=c.signature/>
-                    </section>
-                    <section>
-                        <h2>"Versions"</h2>
-                        <Versions
-                            name=name.clone()
-                            may_deploy=c.may_deploy
-                            generation=log_generation
-                            on_action=on_action
-                        />
-                    </section>
-                    <section>
-                        <h2>"Requests"</h2>
-                        <RequestLog name=name.clone()/>
-                    </section>
-                    {c.may_deploy.then(|| view! {
-                        <section>
-                            <h2>"Share"</h2>
-                            <ShareLinks name=name/>
-                        </section>
-                    })}
-                }
+            let name = actions_name.clone();
+            controls.get().filter(|c| c.may_deploy).map(|c| view! {
+                <ServiceActions
+                    name=name
+                    status=c.status
+                    instances=c.instances
+                    on_action=on_action
+                />
             })
         }}
-        <section>
-            <h2>"Deploy log"</h2>
-            <DeployLog
-                source=LogSource::Service(name.clone())
-                generation=log_generation
-                on_end=on_log_end
-            />
-        </section>
-        {move || {
-            detail
-                .get()
-                .and_then(Result::ok)
-                .and_then(|d| d.report.map(|r| (r, d.name.clone())))
-                .map(|(r, service)| {
-                    let path = format!("/api/v2/services/{}/artifact", api::segment(&service));
-                    let file = format!("{service}-artifact.tar");
+        <div class="service-sections">
+            {move || {
+                let name = controls_name.clone();
+                controls.get().map(|c| {
+                    let running = c.status == ServiceStatus::Running;
                     view! {
-                        <section data-test="report">
-                            <h2>"Optimization report"</h2>
-                            <ReportView report=r artifact=(path, file)/>
+                        <section>
+                            <h2>"Endpoint"</h2>
+                            <EndpointTable url=format!("{}{}", api::origin(), c.endpoint) token=c.token.clone()/>
                         </section>
+                        <section data-test="try-it-section">
+                            <h2>"Try it"</h2>
+                            {if running {
+                                view! { <TryIt name=name.clone() token=c.token signature=c.signature/> }.into_any()
+                            } else {
+                                view! {
+                                    <p class="muted" data-test="try-it-later">
+                                        {format!("Predictions work once the service is Running (it is {}).", c.status.as_str())}
+                                    </p>
+                                }.into_any()
+                            }}
+                        </section>
+                        <section>
+                            <h2>"Metrics"</h2>
+                            <ServiceMetrics name=name.clone()/>
+                        </section>
+                        <section>
+                            <h2>"Config"</h2>
+                            <ConfigEditor
+                                name=name.clone()
+                                config=c.config
+                                may_deploy=c.may_deploy
+                                on_action=on_action
+                            />
+                        </section>
+                        <section>
+                            <h2>"Versions"</h2>
+                            <Versions
+                                name=name.clone()
+                                may_deploy=c.may_deploy
+                                generation=log_generation
+                                on_action=on_action
+                            />
+                        </section>
+                        <section>
+                            <h2>"Requests"</h2>
+                            <RequestLog name=name.clone()/>
+                        </section>
+                        {c.may_deploy.then(|| view! {
+                            <section>
+                                <h2>"Share"</h2>
+                                <ShareLinks name=name/>
+                            </section>
+                        })}
                     }
                 })
-        }}
+            }}
+            <section data-test="deploy-log-section" style:order=log_order>
+                <h2>"Deploy log"</h2>
+                <DeployLog
+                    source=LogSource::Service(name.clone())
+                    generation=log_generation
+                    on_end=on_log_end
+                />
+            </section>
+            {move || {
+                detail
+                    .get()
+                    .and_then(Result::ok)
+                    .and_then(|d| d.report.map(|r| (r, d.name.clone())))
+                    .map(|(r, service)| {
+                        let path = format!("/api/v2/services/{}/artifact", api::segment(&service));
+                        let file = format!("{service}-artifact.tar");
+                        view! {
+                            <section data-test="report">
+                                <h2>"Optimization report"</h2>
+                                <ReportView report=r artifact=(path, file)/>
+                            </section>
+                        }
+                    })
+            }}
+        </div>
     }
 }
 
@@ -328,24 +372,32 @@ fn ServiceActions(
         }
     };
     let confirm_text = format!("Delete {name} and stop serving it? ");
-    let can_stop = matches!(status, ServiceStatus::Running | ServiceStatus::Updating);
+    // What can work now: a deploy in progress can be stopped (cancelled),
+    // not scaled or started; a running service scaled or stopped; a
+    // stopped or failed one started (again).
+    let deploying = status.is_transient();
+    let running = status == ServiceStatus::Running;
     view! {
         <div class="actions" data-test="service-actions">
-            <label>
-                "Instances "
-                <input
-                    type="number"
-                    min="1"
-                    class="narrow"
-                    prop:value=move || scale_to.get()
-                    on:input=move |ev| scale_to.set(event_target_value(&ev))
-                />
-            </label>
-            <button data-test="scale" on:click=scale disabled=move || busy.get()>"Scale"</button>
-            {if can_stop {
-                view! { <button on:click=stop disabled=move || busy.get()>"Stop"</button> }.into_any()
+            {running.then(|| view! {
+                <label>
+                    "Instances "
+                    <input
+                        type="number"
+                        min="1"
+                        class="narrow"
+                        prop:value=move || scale_to.get()
+                        on:input=move |ev| scale_to.set(event_target_value(&ev))
+                    />
+                </label>
+                <button data-test="scale" on:click=scale disabled=move || busy.get()>"Scale"</button>
+            })}
+            {if running || deploying {
+                let label = if deploying { "Stop (cancels the deploy)" } else { "Stop" };
+                view! { <button data-test="stop" on:click=stop disabled=move || busy.get()>{label}</button> }.into_any()
             } else {
-                view! { <button on:click=start disabled=move || busy.get()>"Start"</button> }.into_any()
+                let label = if status == ServiceStatus::Failed { "Start again" } else { "Start" };
+                view! { <button data-test="start" on:click=start disabled=move || busy.get()>{label}</button> }.into_any()
             }}
             {move || {
                 if !confirming_delete.get() {
