@@ -469,15 +469,27 @@ async fn new_service_editor_shows_the_invalid_field_path_until_fixed() {
     let editor = browser
         .wait_for("the config editor", "textarea[data-test=config-editor]")
         .await;
-    // The editor starts from the seed's CPU example, which is valid.
-    browser
+    // The editor starts from the seed's CPU example: valid by the rules,
+    // but its model folder and resource group are placeholders, which the
+    // server says before anyone deploys it.
+    let seed_check = browser
         .wait_js(
-            "the example to validate",
+            "the server's problems with the seed example",
             PAGE,
-            "return document.querySelector('[data-test=validation]').textContent.includes('Valid config') \
-             && !document.querySelector('[data-test=deploy]').disabled",
+            "const p = document.querySelector('[data-test=server-problems]'); \
+             if (!p) return null; \
+             return { summary: p.textContent, \
+                      paths: [...document.querySelectorAll('[data-test=validation] code.path')].map(c => c.textContent), \
+                      deployDisabled: document.querySelector('[data-test=deploy]').disabled };",
         )
         .await;
+    let paths = seed_check["paths"].to_string();
+    assert!(
+        paths.contains("\"resource\"") && paths.contains("\"model_path\""),
+        "{seed_check}"
+    );
+    assert_eq!(seed_check["deployDisabled"], json!(true), "{seed_check}");
+    browser.screenshot("0-seed-server-problems").await;
 
     let mut config: Value =
         serde_json::from_str(include_str!("../../shared/tests/examples/cpu_plugin.json"))
@@ -524,40 +536,18 @@ async fn new_service_editor_shows_the_invalid_field_path_until_fixed() {
         .send_keys(&config.to_string())
         .await
         .expect("type the fixed config");
+    // The name's error clears; the server's problems stay, and Deploy with
+    // them.
     browser
         .wait_js(
-            "the error to clear and Deploy to enable",
+            "the name's error to clear and the server's problems to show",
             PAGE,
-            "return document.querySelector('[data-test=validation]').textContent.includes('Valid config') \
-             && document.querySelectorAll('[data-test=validation] li').length === 0 \
-             && !document.querySelector('[data-test=deploy]').disabled",
+            "return document.querySelector('[data-test=server-problems]') !== null \
+             && ![...document.querySelectorAll('[data-test=validation] code.path')].some(c => c.textContent === 'name') \
+             && document.querySelector('[data-test=deploy]').disabled || null",
         )
         .await;
     browser.screenshot("2-fixed").await;
-
-    // The server refuses the seed's example (its model folder and resource
-    // group are placeholders): its answer shows until the config changes.
-    browser.click("Deploy", "[data-test=deploy]").await;
-    let refused = browser
-        .wait_js(
-            "the server's answer",
-            PAGE,
-            "return document.querySelector('.error-box')?.textContent || null",
-        )
-        .await;
-    browser.screenshot("3-refused").await;
-    editor.send_keys(" ").await.expect("type a space");
-    browser
-        .wait_js(
-            "the answer to go with the change",
-            PAGE,
-            "return document.querySelector('.error-box') === null",
-        )
-        .await;
-    assert!(
-        refused.as_str().unwrap_or_default().contains("resource"),
-        "{refused}"
-    );
 
     // Another example while the text holds edits: asked first.
     let edited = browser
@@ -632,6 +622,51 @@ async fn new_service_editor_shows_the_invalid_field_path_until_fixed() {
         )
         .await;
     browser.screenshot("6-example-running").await;
+
+    // What only a deploy can find (a service of that name exists now) is
+    // the server's answer, shown until the config changes.
+    browser
+        .click("the New service link", "header.topbar nav a[href='/new']")
+        .await;
+    browser
+        .js(
+            "const s = document.querySelector('[data-test=example]'); s.value = '3'; \
+             s.dispatchEvent(new Event('change', { bubbles: true })); return true;",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_js(
+            "the example again, deployable as far as can be told",
+            PAGE,
+            "return document.querySelector('[data-test=validation]').textContent.includes('deployable') \
+                 && !document.querySelector('[data-test=deploy]').disabled || null;",
+        )
+        .await;
+    browser.click("Deploy", "[data-test=deploy]").await;
+    let refused = browser
+        .wait_js(
+            "the server's answer",
+            PAGE,
+            "return document.querySelector('.error-box')?.textContent || null",
+        )
+        .await;
+    browser.screenshot("3-refused").await;
+    let editor = browser
+        .wait_for("the config editor", "textarea[data-test=config-editor]")
+        .await;
+    editor.send_keys(" ").await.expect("type a space");
+    browser
+        .wait_js(
+            "the answer to go with the change",
+            PAGE,
+            "return document.querySelector('.error-box') === null",
+        )
+        .await;
+    assert!(
+        refused.as_str().unwrap_or_default().contains("example_mlp"),
+        "{refused}"
+    );
 
     browser.close().await;
 }
@@ -1418,13 +1453,17 @@ async fn model_upload_shows_progress_and_fills_model_path() {
     // The processor follows the file: the example's TensorFlow one is no
     // use for an .onnx.
     assert_eq!(config["processor"], json!("onnx_cpu"), "{done}");
-    assert!(
-        done["valid"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Valid config"),
-        "{done}"
-    );
+    // The uploaded path is one the server reads: once it has checked, only
+    // the example's placeholder resource group is left to fix.
+    let checked = browser
+        .wait_js(
+            "the server's check of the uploaded path",
+            PAGE,
+            "if (!document.querySelector('[data-test=server-problems]')) return null; \
+             return [...document.querySelectorAll('[data-test=validation] code.path')].map(c => c.textContent);",
+        )
+        .await;
+    assert_eq!(checked, json!(["resource"]), "{done}");
     let seen: Vec<f64> = done["progress"]
         .as_array()
         .expect("values")

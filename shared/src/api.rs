@@ -215,6 +215,13 @@ pub struct PromoteRequest {
     pub version: Option<u32>,
 }
 
+/// `POST /api/v2/services/check`: what a deploy of the config would meet
+/// on this server, told without touching the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ConfigCheck {
+    pub problems: Vec<crate::ValidationError>,
+}
+
 /// One minute of a service's predictions on the node that answered
 /// (`GET /api/v2/services/{name}/metrics`: the last hour).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -205,6 +205,51 @@ pub async fn check_deployable(
         .map_err(|e| DeployError::Internal(e.to_string()))?
 }
 
+/// Every problem a deploy of `cfg` would meet that can be told without
+/// touching the model: the config's own rules, a processor this server
+/// does not run, resource groups and GPUs it does not have, a model path it
+/// cannot read (an upload it does not hold, a `file://` outside its model
+/// roots, a placeholder). What the console shows before Deploy.
+pub fn preflight(
+    settings: &Settings,
+    resources: &Resources,
+    objects: bool,
+    text: &str,
+) -> Vec<shared::ValidationError> {
+    let cfg = match shared::parse_and_validate(text) {
+        Ok(cfg) => cfg,
+        Err(problems) => return problems,
+    };
+    let mut problems = Vec::new();
+    if let Some(proc) = cfg.processor_info() {
+        if proc.runtime == Runtime::PyTorch && !cfg!(feature = "torch") {
+            problems.push(shared::ValidationError {
+                path: "processor".into(),
+                message: format!(
+                    "processor '{}' serves TorchScript, which this server is not built with",
+                    proc.name
+                ),
+            });
+        }
+    }
+    if let Err(e) = resources.check(&cfg) {
+        problems.extend(e);
+    }
+    // An upload may be in the shared store rather than here.
+    let upload_elsewhere = objects && cfg.model_path.starts_with("upload://");
+    if !upload_elsewhere {
+        match resolve::model_path_problem(settings, &cfg.model_path) {
+            Some(DeployError::Invalid(v)) => problems.extend(v),
+            Some(e) => problems.push(shared::ValidationError {
+                path: "model_path".into(),
+                message: e.to_string(),
+            }),
+            None => {}
+        }
+    }
+    problems
+}
+
 /// Cancels the running deploy of `name`, if any, and waits until its job
 /// has ended (stop, modify and delete then proceed as on an idle service).
 pub async fn cancel_and_wait(

@@ -679,6 +679,16 @@ pub fn upload_parts(model_path: &str) -> Option<(&str, &str)> {
     ok.then_some((sha, name))
 }
 
+/// Whether `model_path` can be read here, said cheaply (no download, no
+/// unpacking): for a console that checks a config as it is typed. Remote
+/// paths (`s3://`, `oss://`) are left to the deploy.
+pub fn model_path_problem(settings: &Settings, model_path: &str) -> Option<DeployError> {
+    if model_path.starts_with("s3://") || model_path.starts_with("oss://") {
+        return None;
+    }
+    locate_source(settings, model_path).err()
+}
+
 /// Where `model_path` points, as a local file or folder.
 fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, DeployError> {
     if model_path.starts_with("upload://") {
@@ -695,9 +705,19 @@ fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, Deplo
                 format!("expected an absolute path after file://, got '{rest}'"),
             ));
         }
-        let real = p
-            .canonicalize()
-            .map_err(|e| invalid("model_path", format!("{}: {e}", p.display())))?;
+        // Outside every root as written: refused before the path is looked
+        // at, so the answer says nothing of what exists elsewhere on the
+        // server.
+        let written = settings
+            .model_roots
+            .iter()
+            .any(|r| p.starts_with(r) || r.canonicalize().is_ok_and(|r| p.starts_with(r)));
+        let real = if written {
+            p.canonicalize()
+                .map_err(|e| invalid("model_path", format!("{}: {e}", p.display())))?
+        } else {
+            p.clone()
+        };
         let allowed = settings
             .model_roots
             .iter()

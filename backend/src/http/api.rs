@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
             "/api/v2/services/{name}",
             get(describe).put(modify).delete(delete),
         )
+        .route("/api/v2/services/check", post(check))
         .route("/api/v2/services/{name}/scale", post(scale))
         .route("/api/v2/services/{name}/stop", post(stop))
         .route("/api/v2/services/{name}/start", post(start))
@@ -618,6 +619,23 @@ async fn artifact(
         Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
     )
         .into_response())
+}
+
+/// What a deploy of the config in the body would meet, told without
+/// touching the model (see `deploy::preflight`): always 200, the problems
+/// with their paths (none: it can be deployed as far as can be told).
+async fn check(
+    _caller: Caller,
+    State(state): State<AppState>,
+    body: String,
+) -> Json<shared::api::ConfigCheck> {
+    let problems = crate::deploy::preflight(
+        &state.settings,
+        &state.resources,
+        state.objects.is_some(),
+        &body,
+    );
+    Json(shared::api::ConfigCheck { problems })
 }
 
 /// The service's last hour on this node, minute by minute: requests,

@@ -106,6 +106,7 @@ pub fn document() -> Value {
     let promote = schema(generator.subschema_for::<shared::api::PromoteRequest>());
     let samples = schema(generator.subschema_for::<Vec<shared::api::RequestSample>>());
     let minutes = schema(generator.subschema_for::<Vec<shared::api::MinuteStats>>());
+    let config_check = schema(generator.subschema_for::<shared::api::ConfigCheck>());
     let page = schema(generator.subschema_for::<LogPage>());
     let event = schema(generator.subschema_for::<LogEvent>());
     let upload = schema(generator.subschema_for::<UploadResponse>());
@@ -200,6 +201,13 @@ pub fn document() -> Value {
             }),
         },
         "/api/v2/services/{name}/artifact": { "get": with_name(op("The artifact the service serves, as a tar of its sealed folder (model, artifact.json, report, seal)", "services", mgmt, responses(vec![plain("200", "application/x-tar")], e, &svc_errs))) },
+        "/api/v2/services/check": {
+            "post": std::convert::identity({
+                let mut o = op("Check a config against this server without deploying it: its rules, the processor, resource groups and GPUs, whether the model path can be read here", "services", mgmt, responses(vec![ok("200", "the problems (none: deployable as far as can be told)", &config_check)], e, &[]));
+                o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "type": "object" } } } });
+                o
+            }),
+        },
         "/api/v2/services/{name}/metrics": { "get": with_name(op("The last hour on this node, minute by minute: requests, errors, p50/p99 latency, the longest queue", "services", mgmt, responses(vec![ok("200", "60 minutes, oldest first", &minutes)], e, &svc_errs))) },
         "/api/v2/services/{name}/requests": { "get": with_name(op("The request log on this node: sampled predictions (--request-log-rate) and every failed one, newest first, bodies cut to 4 KiB", "services", mgmt, responses(vec![ok("200", "the requests", &samples)], e, &svc_errs))) },
         "/api/v2/services/{name}/promote": {

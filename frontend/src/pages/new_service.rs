@@ -43,6 +43,49 @@ pub fn NewServicePage() -> impl IntoView {
         Memo::new(move |_| text.with(|t| shared::parse_and_validate(t).err().unwrap_or_default()));
     let busy = RwSignal::new(false);
     let failure = RwSignal::new(None::<Failure>);
+    // What the server says it would meet (`POST /api/v2/services/check`:
+    // resource groups, the model path, the processor), asked once typing
+    // pauses and only of a config that passes the rules here; `None` while
+    // the answer for the current text is not in.
+    let server_problems = RwSignal::new(None::<Vec<shared::ValidationError>>);
+    {
+        let asked = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let pending =
+            std::rc::Rc::new(std::cell::Cell::new(None::<leptos::prelude::TimeoutHandle>));
+        Effect::new(move |_| {
+            let body = text.get();
+            if let Some(h) = pending.take() {
+                h.clear();
+            }
+            server_problems.set(None);
+            if !errors.with(Vec::is_empty) {
+                return;
+            }
+            let n = asked.get() + 1;
+            asked.set(n);
+            let asked = asked.clone();
+            let handle = leptos::prelude::set_timeout_with_handle(
+                move || {
+                    let Some(token) = auth.current() else { return };
+                    spawn_local(async move {
+                        let answer = api::post::<shared::api::ConfigCheck>(
+                            "/api/v2/services/check",
+                            &token,
+                            &body,
+                        )
+                        .await;
+                        // A later edit asked again: this answer is stale.
+                        if asked.get() == n {
+                            server_problems
+                                .try_set(Some(answer.map(|c| c.problems).unwrap_or_default()));
+                        }
+                    });
+                },
+                std::time::Duration::from_millis(400),
+            );
+            pending.set(handle.ok());
+        });
+    }
     // The team to create the service in; empty lets the server pick the
     // caller's first team where they may deploy.
     let team = RwSignal::new(String::new());
@@ -213,7 +256,20 @@ pub fn NewServicePage() -> impl IntoView {
                 {move || {
                     let errs = errors.get();
                     if errs.is_empty() {
-                        view! { <p class="valid">"✓ Valid config"</p> }.into_any()
+                        match server_problems.get() {
+                            None => view! { <p class="muted" data-test="checking">"Valid here; checking with the server…"</p> }.into_any(),
+                            Some(p) if p.is_empty() => view! { <p class="valid">"✓ Valid config, deployable on this server"</p> }.into_any(),
+                            Some(p) => {
+                                let n = p.len();
+                                view! {
+                                    <p class="invalid" data-test="server-problems">
+                                        {format!("{n} problem{} on this server", if n == 1 { "" } else { "s" })}
+                                    </p>
+                                    <PathErrors errors=p/>
+                                }
+                                .into_any()
+                            }
+                        }
                     } else {
                         let n = errs.len();
                         view! {
@@ -243,7 +299,11 @@ pub fn NewServicePage() -> impl IntoView {
                         class="primary"
                         data-test="deploy"
                         on:click=deploy.clone()
-                        disabled=move || busy.get() || !errors.with(Vec::is_empty)
+                        disabled=move || {
+                            busy.get()
+                                || !errors.with(Vec::is_empty)
+                                || server_problems.with(|p| p.as_ref().is_some_and(|p| !p.is_empty()))
+                        }
                     >
                         {move || if busy.get() { "Deploying…" } else { "Deploy" }}
                     </button>
