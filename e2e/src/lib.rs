@@ -281,6 +281,47 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// `whet create` of service `name`: an MLP (4 inputs `x`, 3 outputs `y`,
+/// dynamic batch) written as `mlp.onnx` into `work`, served by `onnx_cpu`
+/// without a plugin, with the keys of `extra` set on the config (a
+/// `metadata` object merges into the default one). Panics unless the
+/// deploy succeeds; returns the service's token.
+pub fn create_mlp(server: &Server, work: &Path, name: &str, extra: serde_json::Value) -> String {
+    std::fs::write(work.join("mlp.onnx"), optimizer::onnx_build::mlp(4, 16, 3))
+        .expect("write the model");
+    let mut cfg = serde_json::json!({
+        "name": name,
+        "model_path": "mlp.onnx",
+        "processor": "onnx_cpu",
+        "metadata": { "instance": 1 },
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        match (k.as_str(), v.as_object()) {
+            ("metadata", Some(m)) => {
+                for (mk, mv) in m {
+                    cfg["metadata"][mk] = mv.clone();
+                }
+            }
+            _ => cfg[k] = v.clone(),
+        }
+    }
+    let path = work.join(format!("{name}.json"));
+    std::fs::write(&path, cfg.to_string()).expect("write the config");
+    let out = server
+        .cli(&["create", path.to_str().expect("UTF-8 path")])
+        .current_dir(work)
+        .output()
+        .expect("whet create runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, d) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+    assert_eq!(s, 200, "{d}");
+    d["token"].as_str().expect("a token").to_string()
+}
+
 /// Reads an f32 array from an .npz file.
 pub fn npz_f32(path: &Path, name: &str) -> (Vec<u64>, Vec<f32>) {
     let mut npz = npyz::npz::NpzArchive::open(path).expect("open npz");

@@ -1064,6 +1064,19 @@ fn api_as(server: &Server, token: &str, method: &str, path: &str, body: Value) -
     )
 }
 
+/// `GET path` as the site admin, again until `done` holds of the answer
+/// (at most a minute); the last answer.
+async fn poll_api(server: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let answer = admin_ok(server, "GET", path, Value::Null);
+        if done(&answer) || started.elapsed() > Duration::from_secs(60) {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A management call as the site admin; panics unless it answers 2xx.
 fn admin_ok(server: &Server, method: &str, path: &str, body: Value) -> Value {
     let (status, answer) = api_as(server, &server.admin_token(), method, path, body);
@@ -1780,7 +1793,7 @@ async fn team_dashboard_and_settings_render_and_admins_change_members() {
     assert!(
         stats["p50 latency, last hour"]
             .as_str()
-            .is_some_and(|v| v.ends_with(" ms")),
+            .is_some_and(|v| v.ends_with(" ms") || v.ends_with(" µs")),
         "{stats}"
     );
     browser.screenshot("1-dashboard").await;
@@ -1952,19 +1965,10 @@ async fn versions_list_and_a_rollback_from_the_service_page() {
                  && !rows[0].innerText.includes('✓') ? true : null;",
         )
         .await;
-    let mut detail = Value::Null;
-    for _ in 0..300 {
-        detail = admin_ok(
-            &server,
-            "GET",
-            &format!("/api/v2/services/{NAME}"),
-            Value::Null,
-        );
-        if detail["status"] == json!("Running") && detail["instances"] == json!(1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut detail = poll_api(&server, &format!("/api/v2/services/{NAME}"), |d| {
+        d["status"] == json!("Running") && d["instances"] == json!(1)
+    })
+    .await;
     assert_eq!(
         (
             &detail["current_version"],
@@ -2020,19 +2024,10 @@ async fn versions_list_and_a_rollback_from_the_service_page() {
             "const rows = [...document.querySelectorAll('[data-test=version]')].map(r => r.innerText);              return rows.length === 2 && rows[0].includes('20 %') && rows[0].includes('beside')                  && rows[1].includes('80 %') ? rows : null;",
         )
         .await;
-    let mut split = Value::Null;
-    for _ in 0..300 {
-        split = admin_ok(
-            &server,
-            "GET",
-            &format!("/api/v2/services/{NAME}/traffic"),
-            Value::Null,
-        );
-        if split["versions"][1]["running"] == json!(2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let split = poll_api(&server, &format!("/api/v2/services/{NAME}/traffic"), |s| {
+        s["versions"][1]["running"] == json!(2)
+    })
+    .await;
     assert_eq!(split["versions"][1]["weight"], json!(20), "{split}");
     assert_eq!(split["versions"][1]["running"], json!(2), "{split}");
     browser.client.refresh().await.expect("reload");
@@ -2056,27 +2051,14 @@ async fn versions_list_and_a_rollback_from_the_service_page() {
     browser
         .click("Promote v2", "[data-test=confirm-serve-button]")
         .await;
-    for _ in 0..300 {
-        detail = admin_ok(
-            &server,
-            "GET",
-            &format!("/api/v2/services/{NAME}"),
-            Value::Null,
-        );
-        split = admin_ok(
-            &server,
-            "GET",
-            &format!("/api/v2/services/{NAME}/traffic"),
-            Value::Null,
-        );
-        if detail["status"] == json!("Running")
-            && detail["current_version"] == json!(2)
-            && split["versions"].as_array().map(Vec::len) == Some(1)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let split = poll_api(&server, &format!("/api/v2/services/{NAME}/traffic"), |s| {
+        s["versions"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+    detail = poll_api(&server, &format!("/api/v2/services/{NAME}"), |d| {
+        d["status"] == json!("Running") && d["current_version"] == json!(2)
+    })
+    .await;
     assert_eq!(detail["current_version"], json!(2), "{detail}");
     assert_eq!(split["versions"][0]["weight"], json!(100), "{split}");
     browser
@@ -2231,19 +2213,10 @@ async fn the_service_page_follows_the_lifecycle() {
         )
         .await;
     browser.click("Redeploy", "[data-test=redeploy]").await;
-    let mut detail = Value::Null;
-    for _ in 0..300 {
-        detail = admin_ok(
-            &server,
-            "GET",
-            &format!("/api/v2/services/{NAME}"),
-            Value::Null,
-        );
-        if detail["status"] == json!("Running") && detail["current_version"] == json!(2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let detail = poll_api(&server, &format!("/api/v2/services/{NAME}"), |d| {
+        d["status"] == json!("Running") && d["current_version"] == json!(2)
+    })
+    .await;
     assert_eq!(
         (&detail["current_version"], &detail["instances"]),
         (&json!(2), &json!(2)),
@@ -2305,18 +2278,10 @@ async fn the_service_page_follows_the_lifecycle() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    for _ in 0..600 {
-        detail = admin_ok(
-            &server,
-            "GET",
-            &format!("/api/v2/services/{BROKEN}"),
-            Value::Null,
-        );
-        if detail["status"] == json!("Failed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let detail = poll_api(&server, &format!("/api/v2/services/{BROKEN}"), |d| {
+        d["status"] == json!("Failed")
+    })
+    .await;
     assert_eq!(detail["status"], json!("Failed"), "{detail}");
     browser
         .goto(&format!("{}/services/{BROKEN}", server.url()))

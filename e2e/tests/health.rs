@@ -8,42 +8,18 @@ use std::time::{Duration, Instant};
 
 use whetstone_e2e::Server;
 
-fn config(name: &str, checks: serde_json::Value) -> String {
-    let mut metadata = serde_json::json!({ "instance": 1 });
-    for (k, v) in checks.as_object().unwrap() {
-        metadata[k] = v.clone();
-    }
-    serde_json::json!({
-        "name": name,
-        "model_path": "mlp.onnx",
-        "processor": "onnx_cpu",
-        "metadata": metadata,
-    })
-    .to_string()
-}
-
 fn create(
     server: &Server,
     work: &std::path::Path,
     name: &str,
     checks: serde_json::Value,
 ) -> String {
-    std::fs::write(work.join("mlp.onnx"), optimizer::onnx_build::mlp(4, 16, 3)).unwrap();
-    let cfg = work.join(format!("{name}.json"));
-    std::fs::write(&cfg, config(name, checks)).unwrap();
-    let out = server
-        .cli(&["create", cfg.to_str().unwrap()])
-        .current_dir(work)
-        .output()
-        .expect("whet create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (s, d) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
-    assert_eq!(s, 200, "{d}");
-    d["token"].as_str().unwrap().to_string()
+    whetstone_e2e::create_mlp(
+        server,
+        work,
+        name,
+        serde_json::json!({ "metadata": checks }),
+    )
 }
 
 fn runner(server: &Server, name: &str) -> serde_json::Value {

@@ -220,9 +220,14 @@ fn load_until(
     })
 }
 
-#[test]
-fn a_rolling_update_and_a_rollback_under_load_fail_no_request() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// A work folder with the MLP and two configs of it (`v1.json`: one shape
+/// group; `v2.json`: two, so another artifact), and a server.
+fn two_versions() -> (
+    tempfile::TempDir,
+    Server,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let work = tempfile::tempdir().unwrap();
     std::fs::write(
         work.path().join("mlp.onnx"),
@@ -234,6 +239,13 @@ fn a_rolling_update_and_a_rollback_under_load_fail_no_request() {
     std::fs::write(&v1, config(serde_json::json!([["1*4"]]))).unwrap();
     std::fs::write(&v2, config(serde_json::json!([["1*4"], ["8*4"]]))).unwrap();
     let server = Server::start(&work.path().join("data"), &[]);
+    (work, server, v1, v2)
+}
+
+#[test]
+fn a_rolling_update_and_a_rollback_under_load_fail_no_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (work, server, v1, v2) = two_versions();
     let cli = |args: &[&str]| {
         let mut c = server.cli(args);
         c.current_dir(work.path());
@@ -293,17 +305,7 @@ fn split(server: &Server) -> serde_json::Value {
 #[test]
 fn a_traffic_split_serves_two_versions_by_weight_and_promote_ends_it_with_no_failed_request() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let work = tempfile::tempdir().unwrap();
-    std::fs::write(
-        work.path().join("mlp.onnx"),
-        optimizer::onnx_build::mlp(4, 16, 3),
-    )
-    .unwrap();
-    let v1 = work.path().join("v1.json");
-    let v2 = work.path().join("v2.json");
-    std::fs::write(&v1, config(serde_json::json!([["1*4"]]))).unwrap();
-    std::fs::write(&v2, config(serde_json::json!([["1*4"], ["8*4"]]))).unwrap();
-    let server = Server::start(&work.path().join("data"), &[]);
+    let (work, server, v1, v2) = two_versions();
     let cli = |args: &[&str]| {
         let mut c = server.cli(args);
         c.current_dir(work.path());

@@ -490,6 +490,15 @@ async fn versions(
     ))
 }
 
+/// A `{"version": N}` body, or its default when the body is empty.
+fn version_request<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, AppError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| AppError::invalid("version", format!("expected {{\"version\": N}}: {e}")))
+}
+
 /// Serves an earlier (or, after a rollback, a later) version again: its
 /// config and model, so its deploy finds its artifact by key and optimizes
 /// nothing (unless the artifact was removed since).
@@ -508,13 +517,7 @@ async fn rollback(
     )
     .await?;
     // An empty body asks for the version before the current one.
-    let req: shared::api::RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        Default::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            AppError::invalid("version", format!("expected {{\"version\": N}}: {e}"))
-        })?
-    };
+    let req: shared::api::RollbackRequest = version_request(&body)?;
     let target = match req.version {
         Some(v) => i64::from(v),
         None if row.current_version > 1 => row.current_version - 1,
@@ -805,13 +808,7 @@ async fn promote(
         "promoting a version",
     )
     .await?;
-    let req: shared::api::PromoteRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        Default::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            AppError::invalid("version", format!("expected {{\"version\": N}}: {e}"))
-        })?
-    };
+    let req: shared::api::PromoteRequest = version_request(&body)?;
     let current = u32::try_from(row.current_version).unwrap_or(0);
     let split = state.store.traffic(&name).await?;
     let target = match req.version {

@@ -121,6 +121,30 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Slot> {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The slot once `ready` holds of it, waiting up to
+    /// [`WAIT_FOR_RESTART`] (a restart, a readiness check passed again);
+    /// 503 saying `what` when it does not, or when the instance is dropped.
+    fn wait_until(
+        &self,
+        what: &str,
+        ready: impl Fn(&Slot) -> bool,
+    ) -> Result<MutexGuard<'_, Slot>, OptimizerError> {
+        let deadline = Instant::now() + WAIT_FOR_RESTART;
+        let mut slot = self.lock();
+        while !ready(&slot) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || slot.stopping {
+                return Err(unavailable(self, &slot, what));
+            }
+            slot = self
+                .changed
+                .wait_timeout(slot, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(slot)
+    }
 }
 
 /// The state of one runner for `whet desc`, the API and the console.
@@ -450,25 +474,9 @@ impl Runner {
     /// Waits while the runner fails its readiness check (up to
     /// [`WAIT_FOR_RESTART`]; a restart makes it ready again).
     fn wait_ready(&self) -> Result<(), OptimizerError> {
-        let deadline = Instant::now() + WAIT_FOR_RESTART;
-        let mut slot = self.shared.lock();
-        while !slot.ready {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || slot.stopping {
-                return Err(unavailable(
-                    &self.shared,
-                    &slot,
-                    "it is failing its readiness check",
-                ));
-            }
-            slot = self
-                .shared
-                .changed
-                .wait_timeout(slot, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        Ok(())
+        self.shared
+            .wait_until("it is failing its readiness check", |s| s.ready)
+            .map(drop)
     }
 
     /// The connection of the live runner, waiting for a restart if needed.
@@ -480,33 +488,21 @@ impl Runner {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let deadline = Instant::now() + WAIT_FOR_RESTART;
-            let mut slot = self.shared.lock();
-            loop {
-                if let Some(c) = slot.conn.as_ref() {
-                    let r = c
-                        .try_clone()
-                        .map_err(|e| unavailable(&self.shared, &slot, &e.to_string()))?;
-                    let w = c
-                        .try_clone()
-                        .map_err(|e| unavailable(&self.shared, &slot, &e.to_string()))?;
-                    self.conn = Some((
-                        slot.generation,
-                        BufReader::with_capacity(1 << 16, r),
-                        BufWriter::with_capacity(1 << 16, w),
-                    ));
-                    break;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || slot.stopping {
-                    return Err(unavailable(&self.shared, &slot, "it is restarting"));
-                }
-                slot = self
-                    .shared
-                    .changed
-                    .wait_timeout(slot, left)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+            let slot = self
+                .shared
+                .wait_until("it is restarting", |s| s.conn.is_some())?;
+            if let Some(c) = slot.conn.as_ref() {
+                let r = c
+                    .try_clone()
+                    .map_err(|e| unavailable(&self.shared, &slot, &e.to_string()))?;
+                let w = c
+                    .try_clone()
+                    .map_err(|e| unavailable(&self.shared, &slot, &e.to_string()))?;
+                self.conn = Some((
+                    slot.generation,
+                    BufReader::with_capacity(1 << 16, r),
+                    BufWriter::with_capacity(1 << 16, w),
+                ));
             }
         }
         self.conn
