@@ -380,7 +380,8 @@ fn main() {
     }
     println!();
     println!(
-        "POST /api/predict, one row per request, batching (16 rows, 10 ms) off and on, median of {ROUNDS} alternating rounds of {SECS} s:"
+        "POST /api/predict, one row per request, batching (16 rows, 10 ms) off and on, median of {} alternating rounds of {SECS} s:",
+        rounds()
     );
     println!("| level | connections | seq | batch wait | batching | req/s  | p50        | p99        | errors |");
     println!("|-------|-------------|-----|------------|----------|--------|------------|------------|--------|");
@@ -400,7 +401,15 @@ fn main() {
     }
 }
 
-const ROUNDS: usize = 3;
+/// Alternating rounds of each batching figure: `WHET_BENCH_ROUNDS` (odd
+/// counts give a true median; more rounds, less noise on a shared machine).
+fn rounds() -> usize {
+    std::env::var("WHET_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(3)
+}
 const SECS: f64 = 4.0;
 
 type Load = (f64, f64, f64, usize);
@@ -435,7 +444,7 @@ fn batching_loads(
         let (off_token, on_token) = (token_of(off_name), token_of(on_name));
         for (&(conns, seq), body) in shapes.iter().zip(bodies) {
             let (mut off, mut on) = (Vec::new(), Vec::new());
-            for _ in 0..ROUNDS {
+            for _ in 0..rounds() {
                 for (name, token, runs) in [
                     (off_name, &off_token, &mut off),
                     (on_name, &on_token, &mut on),

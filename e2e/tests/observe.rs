@@ -71,7 +71,42 @@ fn the_request_log_keeps_sampled_and_failed_predictions_with_their_bodies() {
     );
     assert!(ok["latency_ms"].as_f64().unwrap() > 0.0, "{ok}");
 
-    // Another team's viewer cannot read it; an unknown service is a 404.
+    // The CLI prints the same, and the minute's numbers.
+    let out = server
+        .cli(&["requests", "logged", "--bodies"])
+        .output()
+        .expect("whet requests");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains(" eas ") || l.contains(" kserve "))
+            .count(),
+        4,
+        "{text}"
+    );
+    assert!(text.contains("[1.0,2.0,3.0]"), "{text}");
+    let out = server
+        .cli(&["metrics", "logged"])
+        .output()
+        .expect("whet metrics");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // (The four may straddle a minute.)
+    let sums = text.lines().skip(1).fold((0, 0), |(r, e), l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .skip(1)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        (
+            r + f.first().copied().unwrap_or(0),
+            e + f.get(1).copied().unwrap_or(0),
+        )
+    });
+    assert_eq!(sums, (4, 1), "{text}");
+
+    // An unknown service is a 404.
     let (s, _) = server.admin("GET", "/api/v2/services/nope/requests", b"");
     assert_eq!(s, 404);
 }

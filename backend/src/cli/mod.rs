@@ -75,6 +75,17 @@ pub enum Command {
     /// Give a version of the traffic split all requests and make it the
     /// current version (default: the other version with the largest share).
     Promote { name: String, version: Option<u32> },
+    /// The predictions the server kept of a service (a sample, and every
+    /// failed one), newest first.
+    Requests {
+        name: String,
+        /// Also print each request's and answer's body.
+        #[arg(long)]
+        bodies: bool,
+    },
+    /// A service's last hour, minute by minute: requests, errors, p50/p99,
+    /// the longest queue (minutes with requests only).
+    Metrics { name: String },
     /// Print a service's deploy log.
     Logs {
         name: String,
@@ -288,6 +299,54 @@ async fn client_command(
             shares,
             no_wait,
         } => traffic(&client, &name, &shares, no_wait).await,
+        Command::Requests { name, bodies } => {
+            let kept: Vec<shared::api::RequestSample> = client
+                .get(&format!("/api/v2/services/{name}/requests"))
+                .await?;
+            println!(
+                "{:<26} {:<7} {:>7} {:>6} {:>10}  TRACE",
+                "TIME", "PROTO", "VERSION", "STATUS", "LATENCY"
+            );
+            for r in kept {
+                println!(
+                    "{:<26} {:<7} {:>7} {:>6} {:>10.2}  {}",
+                    r.at,
+                    r.protocol,
+                    r.version.map_or("-".into(), |v| format!("v{v}")),
+                    r.status,
+                    r.latency_ms,
+                    r.trace_id.as_deref().unwrap_or("-")
+                );
+                if bodies {
+                    println!("  request:  {}", r.request);
+                    println!("  response: {}", r.response);
+                }
+            }
+            Ok(0)
+        }
+        Command::Metrics { name } => {
+            let minutes: Vec<shared::api::MinuteStats> = client
+                .get(&format!("/api/v2/services/{name}/metrics"))
+                .await?;
+            println!(
+                "{:<22} {:>8} {:>6} {:>10} {:>10} {:>6}",
+                "MINUTE (UTC)", "REQUESTS", "ERRORS", "P50 MS", "P99 MS", "QUEUE"
+            );
+            let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+            for m in minutes.iter().filter(|m| m.requests > 0) {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.at);
+                println!(
+                    "{:<22} {:>8} {:>6} {:>10} {:>10} {:>6}",
+                    humantime::format_rfc3339_seconds(at).to_string(),
+                    m.requests,
+                    m.errors,
+                    ms(m.p50_ms),
+                    ms(m.p99_ms),
+                    m.max_queue
+                );
+            }
+            Ok(0)
+        }
         Command::Promote { name, version } => {
             let body = serde_json::to_vec(&shared::api::PromoteRequest { version })
                 .map_err(|e| ClientError::Usage(e.to_string()))?;

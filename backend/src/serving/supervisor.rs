@@ -854,3 +854,56 @@ fn wait_stopping(shared: &Shared, d: Duration) -> bool {
             .0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use optimizer::engine::GraphLevel;
+
+    /// A "runner" that never says hello: a shell that sleeps (the server's
+    /// `--spec` lands in its `$0`), a real child process.
+    fn silent(checks: Checks) -> Launch {
+        Launch {
+            exe: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), "sleep 30".into()],
+            artifact: std::env::temp_dir(),
+            spec: RunnerSpec {
+                settings: optimizer::engine::SessionSettings::new(GraphLevel::All, 1),
+                confinement: crate::sandbox::Confinement {
+                    account: None,
+                    read: vec![],
+                    read_write: vec![],
+                },
+            },
+            limits: Limits {
+                memory_bytes: None,
+                oom_score_adj: 500,
+            },
+            label: "silent/0".into(),
+            checks,
+        }
+    }
+
+    #[test]
+    fn a_runner_that_does_not_load_within_its_startup_check_is_failed_and_killed() {
+        let check = HealthCheck {
+            period_seconds: Some(1),
+            failure_threshold: Some(1),
+            ..HealthCheck::default()
+        };
+        let t0 = Instant::now();
+        let err = Runner::start(silent(Checks {
+            startup: Some(check),
+            ..Checks::default()
+        }))
+        .err()
+        .expect("it never says hello");
+        let took = t0.elapsed();
+        assert!(err.contains("did not load within 1 s"), "{err}");
+        assert!(err.contains("startup_check"), "{err}");
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+    }
+}
