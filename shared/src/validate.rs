@@ -478,6 +478,15 @@ fn check_rpc(r: &mut Report, rpc: &Rpc) {
         rpc.max_queue_size.map(u64::from),
         "queued request",
     );
+    if let Some(n) = rpc.max_queue_size.filter(|&n| n > MAX_QUEUE_SIZE) {
+        r.push(
+            "metadata.rpc.max_queue_size",
+            format!(
+                "expected at most {MAX_QUEUE_SIZE} queued requests per instance (each holds its inputs in \
+                 the server's memory), got {n}"
+            ),
+        );
+    }
     at_least_one(
         r,
         "metadata.rpc.io_threads",
@@ -877,6 +886,8 @@ const CRONSCALER_KEYS: &[&str] = &["scale_jobs"];
 const SCALE_JOB_KEYS: &[&str] = &["name", "schedule", "target_size"];
 const AUTOSCALER_KEYS: &[&str] = &["min", "max", "scale_strategies"];
 const SCALE_STRATEGY_KEYS: &[&str] = &["metric_name", "threshold"];
+/// The most requests one instance may queue (`metadata.rpc.max_queue_size`).
+pub const MAX_QUEUE_SIZE: u32 = 4096;
 /// The metrics an autoscaler may scale on.
 pub const SCALE_METRICS: &[&str] = &["qps", "cpu"];
 const METADATA_KEYS: &[&str] = &[

@@ -937,6 +937,26 @@ fn cronscaler_names_schedules_and_sizes() {
 }
 
 #[test]
+fn the_queue_of_an_instance_is_bounded() {
+    ok(|v| {
+        set(
+            v,
+            "/metadata/rpc/max_queue_size",
+            json!(shared::validate::MAX_QUEUE_SIZE),
+        )
+    });
+    let e = only_error(|v| {
+        set(
+            v,
+            "/metadata/rpc/max_queue_size",
+            json!(shared::validate::MAX_QUEUE_SIZE + 1),
+        )
+    });
+    assert_eq!(e.path, "metadata.rpc.max_queue_size");
+    assert!(e.message.contains("at most 4096"), "{}", e.message);
+}
+
+#[test]
 fn rolling_strategy_is_counts_or_per_cents() {
     ok(|v| set(v, "/metadata/rolling_strategy/max_surge", json!("25%")));
     ok(|v| remove(v, "/metadata/rolling_strategy"));

@@ -3,6 +3,7 @@
 //! metrics and request statistics. Nothing here touches a user's model,
 //! and nothing here knows HTTP.
 
+pub mod datadir;
 pub mod example;
 pub mod gpu;
 pub mod load;

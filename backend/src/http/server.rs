@@ -330,9 +330,18 @@ pub async fn serve(
     if let Err(e) = optimizer::runtime::environment() {
         return Err(AppError::Unavailable(e.to_string()));
     }
+    // One server per data folder, held until this returns (or the process
+    // ends); the folder closed to other accounts.
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| AppError::Internal(format!("{}: {e}", settings.data_dir.display())))?;
+    let _data_lock =
+        crate::control::datadir::lock(&settings.data_dir).map_err(AppError::Conflict)?;
     let resources = Resources::new(groups, crate::control::gpu::discover_and_log());
     resources.log_groups();
+    let data_dir = settings.data_dir.clone();
     let state = open_with(settings, resources).await?;
+    crate::control::datadir::restrict(&data_dir)
+        .map_err(|e| AppError::Internal(format!("{}: {e}", data_dir.display())))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| AppError::Internal(format!("binding {addr}: {e}")))?;
