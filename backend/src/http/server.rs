@@ -330,12 +330,20 @@ pub async fn serve(
     if let Err(e) = optimizer::runtime::environment() {
         return Err(AppError::Unavailable(e.to_string()));
     }
-    // One server per data folder, held until this returns (or the process
-    // ends); the folder closed to other accounts.
+    // On SQLite, one server per data folder (a second would re-queue the
+    // first one's running jobs as its own), held until this returns or the
+    // process ends. Nodes sharing a PostgreSQL may share a folder: their
+    // jobs are leased in the database. The folder is closed to other
+    // accounts either way.
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| AppError::Internal(format!("{}: {e}", settings.data_dir.display())))?;
-    let _data_lock =
-        crate::control::datadir::lock(&settings.data_dir).map_err(AppError::Conflict)?;
+    let sqlite = crate::control::store::Dialect::of_url(&settings.database_url())
+        .is_ok_and(|d| d == crate::control::store::Dialect::Sqlite);
+    let _data_lock = if sqlite {
+        Some(crate::control::datadir::lock(&settings.data_dir).map_err(AppError::Conflict)?)
+    } else {
+        None
+    };
     let resources = Resources::new(groups, crate::control::gpu::discover_and_log());
     resources.log_groups();
     let data_dir = settings.data_dir.clone();
