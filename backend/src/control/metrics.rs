@@ -203,15 +203,6 @@ pub fn observe_request(
     }
 }
 
-/// Predictions waiting in the queue of `service` now.
-pub fn queue_depth(service: &str) -> u64 {
-    get().map_or(0, |m| {
-        m.queue_depth
-            .get_metric_with_label_values(&[service])
-            .map_or(0, |g| g.get().max(0) as u64)
-    })
-}
-
 /// A prediction again, by the version of the service that served it.
 pub fn observe_version(service: &str, version: u32, code: u16, total: Duration) {
     let Some(m) = get() else { return };

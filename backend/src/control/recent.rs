@@ -50,13 +50,7 @@ fn minute_now() -> u64 {
 impl Recent {
     #[cfg(test)]
     fn record_at(&mut self, service: &str, minute: u64, latency: Duration) {
-        self.record_outcome(service, minute, Ok(latency))
-    }
-
-    /// Counts one request of `service`: its latency when it succeeded.
-    #[cfg(test)]
-    fn record_outcome(&mut self, service: &str, minute: u64, outcome: Result<Duration, ()>) {
-        self.record_full(service, minute, outcome, 0)
+        self.record_full(service, minute, Ok(latency), 0)
     }
 
     /// Counts one request of `service`: its latency when it succeeded, and
@@ -293,9 +287,9 @@ mod tests {
             ..Recent::default()
         };
         for i in 1..=100 {
-            r.record_outcome("v", 7, Ok(ms(i)));
+            r.record_full("v", 7, Ok(ms(i)), 0);
         }
-        r.record_outcome("v", 7, Err(()));
+        r.record_full("v", 7, Err(()), 0);
         let t = r.summary_at(&["v"], 7);
         assert_eq!((t.requests, t.errors), (101, 1));
         assert_eq!(t.p99_ms.map(|v| v.round()), Some(99.0));

@@ -15,7 +15,7 @@ use shared::config::RollingStrategy;
 use shared::ServiceConfig;
 
 use crate::control::resources::job_kind;
-use crate::control::store::{now_ms, split_key, NodeRow, Placement};
+use crate::control::store::{now_ms, split_key, NodeRow, Placement, ServiceRow};
 use crate::serving::instances::{load_pool, ServicePool};
 
 use super::{artifacts, DeployError, Deployer};
@@ -282,13 +282,16 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
         // record of it: only a pool still here counts as loaded.)
         let here = state.instances.main(&share.service);
         if let (Some(pool), true) = (&here, loaded.get(&share.service) == Some(&want)) {
-            if split_key(&share.service).1.is_none() {
-                // A new version with the same artifact: same pool, renumbered.
-                if let Some(svc) = state.store.get_service(&share.service).await? {
-                    pool.set_version(u32::try_from(svc.current_version).unwrap_or(0));
-                }
-            }
             if share.running < share.count {
+                // Placed anew with what runs here already (a deploy of a
+                // new version with the same artifact): same pool, numbered
+                // with the version it serves now.
+                match served(state, &share.service).await {
+                    Ok((_, version, _)) => pool.set_version(version),
+                    // Deleted meanwhile: its slots go at the next look.
+                    Err(DeployError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
                 state
                     .store
                     .set_slots(&share.service, me, &share.artifact, "running", None)
@@ -347,18 +350,12 @@ async fn build(
     artifact: &str,
     count: u32,
 ) -> Result<ServicePool, DeployError> {
-    let name = split_key(key).0;
-    let svc = state
-        .store
-        .get_service(name)
-        .await?
-        .ok_or_else(|| DeployError::NotFound(format!("no service named '{name}'")))?;
     let dir = artifacts::local(state, artifact).await?.ok_or_else(|| {
         DeployError::NotFound(format!(
             "artifact {artifact} is neither in this node's data folder nor in the shared store"
         ))
     })?;
-    let (version, cfg) = config_of(state, key).await?;
+    let (svc, version, cfg) = served(state, key).await?;
     let mut pool = load_pool(
         &state.settings,
         &dir,
@@ -369,7 +366,7 @@ async fn build(
         state.resources.serving_device(&cfg),
     )
     .await?;
-    pool.name = name.to_string();
+    pool.name = svc.name;
     pool.set_version(version);
     Ok(pool)
 }
@@ -385,18 +382,25 @@ async fn retired(pool: &ServicePool, left: usize) {
     }
 }
 
-/// The version `key` serves and its config: the service's current one,
-/// or the version served beside it.
-async fn config_of(state: &Deployer, key: &str) -> Result<(u32, ServiceConfig), DeployError> {
+/// The service of `key`, the version `key` serves and its config: the
+/// service's current one, or the version served beside it.
+async fn served(
+    state: &Deployer,
+    key: &str,
+) -> Result<(ServiceRow, u32, ServiceConfig), DeployError> {
     let (name, beside) = split_key(key);
+    let svc = state
+        .store
+        .get_service(name)
+        .await?
+        .ok_or_else(|| DeployError::NotFound(format!("no service named '{name}'")))?;
     match beside {
         None => {
-            let svc = state
-                .store
-                .get_service(name)
-                .await?
-                .ok_or_else(|| DeployError::NotFound(format!("no service named '{name}'")))?;
-            Ok((u32::try_from(svc.current_version).unwrap_or(0), svc.config))
+            let (version, cfg) = (
+                u32::try_from(svc.current_version).unwrap_or(0),
+                svc.config.clone(),
+            );
+            Ok((svc, version, cfg))
         }
         Some(v) => {
             let row = state
@@ -406,7 +410,7 @@ async fn config_of(state: &Deployer, key: &str) -> Result<(u32, ServiceConfig), 
                 .ok_or_else(|| {
                     DeployError::NotFound(format!("service '{name}' has no version {v}"))
                 })?;
-            Ok((v, row.config))
+            Ok((svc, v, row.config))
         }
     }
 }
@@ -426,7 +430,7 @@ async fn resize(
     pool: Arc<ServicePool>,
     count: u32,
 ) -> Result<(), DeployError> {
-    let (version, _) = config_of(state, key).await?;
+    let (_, version, _) = served(state, key).await?;
     pool.set_version(version);
     let have = pool.len();
     let want = count.max(1) as usize;
@@ -456,7 +460,7 @@ async fn roll(
     artifact: &str,
     count: u32,
 ) -> Result<(), DeployError> {
-    let (_, cfg) = config_of(state, key).await?;
+    let (_, _, cfg) = served(state, key).await?;
     let n = count.max(1);
     let (surge, unavailable) = RollingStrategy::steps(cfg.metadata.rolling_strategy.as_ref(), n);
     let service = split_key(key).0;

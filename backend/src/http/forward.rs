@@ -97,11 +97,12 @@ pub async fn forward_remote(
         req.headers_mut().insert(VERSION, v.into());
     }
     let local = state.store.dialect() != Dialect::Postgres || req.headers().contains_key(FORWARDED);
+    // Live: a heartbeat within two leases (beats come a third of one apart).
+    let since = now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
     // A version drawn that runs on no node of this database yet: the
     // service's own instances answer.
     let drawn_hosts = match drawn {
         Some(v) if !drawn_here && !local => {
-            let since = now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
             match state
                 .store
                 .host_addrs(&canary_key(&name, v), &state.settings.node_id, since)
@@ -130,8 +131,6 @@ pub async fn forward_remote(
         }
         return r;
     }
-    // Live: a heartbeat within two leases (beats come a third of one apart).
-    let since = now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
     let addrs = match drawn_hosts {
         Some((v, addrs)) => {
             req.headers_mut().insert(VERSION, v.into());

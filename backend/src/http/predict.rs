@@ -18,12 +18,12 @@ use crate::control::store::canary_key;
 use crate::http::auth::{request_token, tokens_equal};
 use crate::http::error::AppError;
 use crate::http::forward::VERSION;
-
-/// On an answer, the id of its trace when tracing is on (`--otlp-endpoint`).
-pub const TRACE_ID: &str = "x-trace-id";
 use crate::http::state::AppState;
 use crate::serving::instances::ServicePool;
 use crate::serving::kserve::{self, MODEL_VERSION};
+
+/// On an answer, the id of its trace when tracing is on (`--otlp-endpoint`).
+pub const TRACE_ID: &str = "x-trace-id";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -113,14 +113,10 @@ async fn serving_pool(
             Ok(pool)
         }
         None => match (state.store.get_service(name).await?, pinned) {
-            (Some(s), _) if s.status != shared::api::ServiceStatus::Running => Err(AppError::Unavailable(format!(
-                "service '{name}' is {} and not serving",
-                s.status.as_str()
-            ))),
-            (Some(_), Some(v)) => Err(AppError::Unavailable(format!(
+            (Some(s), Some(v)) if s.status == shared::api::ServiceStatus::Running => Err(AppError::Unavailable(format!(
                 "service '{name}' does not serve version {v} here (only its current version and the versions of its traffic split are served)"
             ))),
-            (Some(s), None) => Err(AppError::Unavailable(format!(
+            (Some(s), _) => Err(AppError::Unavailable(format!(
                 "service '{name}' is {} and not serving",
                 s.status.as_str()
             ))),
@@ -324,7 +320,7 @@ async fn infer(
     headers: HeaderMap,
     uri: Uri,
     body: Body,
-) -> Result<Response, AppError> {
+) -> Response {
     observed(&name, "kserve", &headers, async {
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
         let body = read_body(&state, &pool, &headers, body).await?;
@@ -340,7 +336,7 @@ async fn infer_version(
     headers: HeaderMap,
     uri: Uri,
     body: Body,
-) -> Result<Response, AppError> {
+) -> Response {
     observed(&name, "kserve", &headers, async {
         check_version(&name, &version)?;
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
@@ -359,7 +355,7 @@ async fn predict(
     headers: HeaderMap,
     uri: Uri,
     body: Body,
-) -> Result<Response, AppError> {
+) -> Response {
     observed(&name, "eas", &headers, async {
         // A signed request (the EAS SDK) binds its body: the signature can
         // only be checked once the body is read; every other request's
@@ -409,7 +405,7 @@ async fn observed(
     protocol: &str,
     headers: &HeaderMap,
     f: impl std::future::Future<Output = Result<(Response, Duration), AppError>>,
-) -> Result<Response, AppError> {
+) -> Response {
     let t0 = Instant::now();
     let trace = crate::serving::telemetry::start(headers, name, protocol, SystemTime::now());
     let trace_id = trace.as_ref().map(|t| t.trace_id().to_string());
@@ -425,8 +421,8 @@ async fn observed(
     crate::control::metrics::observe_request(label, protocol, code, took, engine, queued);
     let outcome = if r.is_ok() { Ok(took) } else { Err(()) };
     if label != "-" {
-        let queue = crate::control::metrics::queue_depth(label);
-        crate::control::recent::record(label, outcome, queue);
+        let ahead = served.timing.map_or(0, |t| t.ahead as u64);
+        crate::control::recent::record(label, outcome, ahead);
     }
     if let Some(v) = served.version {
         crate::control::metrics::observe_version(name, v, code, took);
@@ -481,5 +477,5 @@ async fn observed(
     if let Some(id) = trace_id.as_deref().and_then(|id| id.parse().ok()) {
         resp.headers_mut().insert(TRACE_ID, id);
     }
-    Ok(resp)
+    resp
 }

@@ -117,6 +117,8 @@ pub struct Done {
     /// Rows of the engine call: the batch total, the request's own rows
     /// when it ran alone.
     pub batch_rows: usize,
+    /// Requests ahead of it in the queue when it came.
+    pub ahead: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +145,8 @@ struct Job {
     key: Option<Key>,
     rows: usize,
     enqueued: Instant,
+    /// Requests ahead of it in the queue when it came.
+    ahead: usize,
     /// When a worker took it (into a batch, or to run alone).
     taken: Option<Instant>,
     reply: oneshot::Sender<Result<Done, OptimizerError>>,
@@ -166,6 +170,7 @@ impl Job {
             engine,
             started_at: started.1,
             batch_rows,
+            ahead: self.ahead,
         }
     }
 }
@@ -379,11 +384,13 @@ impl Batcher {
             if self.shared.judges_wait() {
                 st.traffic.arrived(now);
             }
+            let ahead = st.queue.len();
             st.queue.push_back(Job {
                 inputs,
                 key,
                 rows,
                 enqueued: now,
+                ahead,
                 taken: None,
                 reply,
             });

@@ -31,8 +31,10 @@ pub struct Timing {
     pub engine: Duration,
     /// When the engine call started.
     pub started_at: std::time::SystemTime,
-    /// Rows of the engine call (the whole batch), and the request's own.
+    /// Rows of the engine call (the whole batch).
     pub batch_rows: usize,
+    /// Requests ahead of it in the queue when it came.
+    pub ahead: usize,
 }
 
 tokio::task_local! {
@@ -82,6 +84,7 @@ pub async fn execute(
             engine: done.engine,
             started_at: done.started_at,
             batch_rows: done.batch_rows,
+            ahead: done.ahead,
         })
     });
     Ok((done.outputs, done.engine))

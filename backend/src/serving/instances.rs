@@ -395,7 +395,8 @@ impl Instances {
         };
     }
 
-    /// Swaps in a pool already shared (the end of a rolling update).
+    /// [`Instances::put`] of a pool already shared (the end of a rolling
+    /// update).
     pub fn put_shared(&self, key: &str, pool: Arc<ServicePool>) {
         let n = pool.len();
         let old = self
@@ -404,6 +405,8 @@ impl Instances {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.to_string(), pool);
         crate::control::metrics::set_instances(key, n);
+        // The old pool's workers stop once its last request has finished
+        // and this (or that request's) reference is gone.
         drop(old);
     }
 
@@ -426,16 +429,7 @@ impl Instances {
 
     /// Swaps in a new pool; requests in flight on the old one finish on it.
     pub fn put(&self, name: &str, pool: ServicePool) {
-        let n = pool.len();
-        let old = self
-            .pools
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), Arc::new(pool));
-        crate::control::metrics::set_instances(name, n);
-        // The old pool's workers stop once its last request has finished
-        // and this (or that request's) reference is gone.
-        drop(old);
+        self.put_shared(name, Arc::new(pool));
     }
 
     pub fn remove(&self, name: &str) -> bool {
