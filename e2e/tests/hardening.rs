@@ -38,3 +38,105 @@ fn the_data_folder_and_its_database_are_closed_to_other_accounts() {
     assert_eq!(mode(&data.join("whetstone.db")), 0o600);
     assert_eq!(mode(&data.join("admin-token")), 0o600);
 }
+
+/// Runs SQL on the server's SQLite file from outside (Python's sqlite3):
+/// triggers that make the server's own writes fail, as a full disk or a
+/// database that refuses a statement would.
+fn sqlite(db: &std::path::Path, sql: &str) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()",
+        ])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `GET path` until `done` holds of its JSON, for up to `secs`.
+fn poll(
+    server: &Server,
+    path: &str,
+    secs: u64,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (_, v) = server.admin("GET", path, b"");
+        if done(&v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A deploy that fails while the database refuses its last log line, and
+/// then refuses the job's end for a while, still ends: the service reads
+/// Failed, and once the database takes writes again the job is recorded as
+/// ended, so the service can be deleted.
+#[test]
+fn a_deploy_ends_though_its_last_writes_fail() {
+    use optimizer::tensor::{Tensor, TensorData};
+    let work = tempfile::tempdir().unwrap();
+    let m = work.path().join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(m.join("mlp.onnx"), optimizer::onnx_build::mlp(4, 16, 3)).unwrap();
+    // Samples of the wrong width: the deploy fails at warm-up.
+    let wrong = Tensor::new(vec![2, 5], TensorData::F32(vec![0.5; 10])).unwrap();
+    optimizer::data::write_npz(&m.join("wrong.npz"), &[("x", &wrong)]).unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &[]);
+    sqlite(
+        &data.join("whetstone.db"),
+        "CREATE TRIGGER no_error_lines BEFORE INSERT ON logs WHEN NEW.line LIKE '[ERROR]%'
+           BEGIN SELECT RAISE(ABORT, 'injected: the log cannot be written'); END;
+         CREATE TABLE held (x INTEGER);
+         INSERT INTO held VALUES (1);
+         CREATE TRIGGER no_failed_jobs BEFORE UPDATE ON jobs
+           WHEN NEW.state = 'failed' AND EXISTS (SELECT 1 FROM held)
+           BEGIN SELECT RAISE(ABORT, 'injected: the job cannot be ended'); END;",
+    );
+    let cfg = work.path().join("cold.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "name": "cold", "model_path": "m", "processor": "onnx_cpu",
+            "metadata": { "instance": 1 }, "warm_up_data_path": "wrong.npz",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut cli = server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = poll(&server, "/api/v2/services/cold", 120, |d| {
+        d["status"] == "Failed"
+    });
+    assert_eq!(d["status"], "Failed", "the deploy never ended: {d}");
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("warm_up_data_path"),
+        "{d}"
+    );
+    // The job's end is still refused: it is retried, not dropped.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    sqlite(&data.join("whetstone.db"), "DELETE FROM held;");
+    let (status, body) = server.admin("DELETE", "/api/v2/services/cold", b"");
+    assert_eq!(status, 204, "the job was never recorded as ended: {body}");
+    let _ = cli.kill();
+    let _ = cli.wait();
+    let (status, _) = server.admin("GET", "/api/v2/services/cold", b"");
+    assert_eq!(status, 404);
+}

@@ -185,6 +185,12 @@ async fn services_and_jobs_behave_alike() {
                 .await,
             Err(StoreError::NotFound(_))
         ));
+        // Not while its deploy runs.
+        assert!(
+            matches!(s.delete_service("svc").await, Err(StoreError::Conflict(_))),
+            "{db}"
+        );
+        s.finish_job(again.id, true, None).await.unwrap();
         s.delete_service("svc").await.unwrap();
         assert!(s.get_service("svc").await.unwrap().is_none(), "{db}");
         assert!(!s.has_pending_job("svc").await.unwrap(), "{db}");
@@ -565,16 +571,29 @@ async fn accounts_and_share_links_behave_alike() {
 async fn logs_and_artifacts_behave_alike() {
     let b = both().await;
     for (db, s) in b.each() {
+        let job = s
+            .create_service(&config("svc", 1), "cpu", "t", &model(), "default", "ann")
+            .await
+            .unwrap();
         let mut ids = vec![];
         for i in 0..5 {
             ids.push(
-                s.append_log("svc", Some(7), &format!("line {i}"))
+                s.append_log("svc", Some(job), &format!("line {i}"))
                     .await
                     .unwrap()
+                    .expect("a line of a job that exists is stored")
                     .id,
             );
         }
         s.append_log("other", None, "x").await.unwrap();
+        // A line of a job that is not there (its service deleted) is dropped.
+        assert!(
+            s.append_log("svc", Some(job + 1000), "stray")
+                .await
+                .unwrap()
+                .is_none(),
+            "{db}"
+        );
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{db}: {ids:?}");
         let after = s.logs_after("svc", ids[1], 2).await.unwrap();
         assert_eq!(
@@ -660,6 +679,73 @@ async fn concurrent_claims_and_creates_are_exclusive() {
             }
         }
         assert_eq!((ok, conflicts), (1, 7), "{db}");
+    }
+}
+
+/// A delete that meets a worker's claim: either the claim comes first and
+/// the delete is refused (the service and its running job are kept), or the
+/// delete comes first and nothing is left to claim. Never a deleted service
+/// with a worker deploying it, whose log lines would land in the log of a
+/// later service of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_never_races_a_claim() {
+    let b = both().await;
+    for (db, s) in b.each() {
+        // Claimed first: the delete is refused, and the worker's lines keep
+        // their service.
+        let job = s
+            .create_service(&config("gone", 1), "cpu", "t", &model(), "default", "ann")
+            .await
+            .unwrap();
+        let claimed = s.claim_job(&kinds(&["cpu"]), "n1", LEASE).await.unwrap();
+        assert_eq!(claimed.map(|j| j.id), Some(job), "{db}");
+        match s.delete_service("gone").await {
+            Err(StoreError::Conflict(m)) => assert!(m.contains("running"), "{db}: {m}"),
+            other => panic!("{db}: a delete beside a running deploy gave {other:?}"),
+        }
+        assert!(s.get_service("gone").await.unwrap().is_some(), "{db}");
+        s.finish_job(job, false, Some("stopped")).await.unwrap();
+        s.delete_service("gone").await.unwrap();
+        assert!(
+            s.append_log("gone", Some(job), "[ERROR] late")
+                .await
+                .unwrap()
+                .is_none(),
+            "{db}: a deleted job's line was stored"
+        );
+        // Many rounds of a delete and a claim at once: each ends one way or
+        // the other, and a later service of the name has a clean log.
+        let s = Arc::new(s.clone());
+        for round in 0..20 {
+            let name = format!("race{round}");
+            s.create_service(&config(&name, 1), "cpu", "t", &model(), "default", "ann")
+                .await
+                .unwrap();
+            let (claimer, deleter) = (s.clone(), s.clone());
+            let claim =
+                tokio::spawn(async move { claimer.claim_job(&kinds(&["cpu"]), "n1", LEASE).await });
+            let n = name.clone();
+            let delete = tokio::spawn(async move { deleter.delete_service(&n).await });
+            let claimed = claim.await.unwrap().unwrap();
+            match (delete.await.unwrap(), claimed) {
+                (Ok(()), None) => {}
+                (Err(StoreError::Conflict(_)), Some(j)) => {
+                    assert!(s.get_service(&name).await.unwrap().is_some(), "{db}");
+                    s.finish_job(j.id, true, None).await.unwrap();
+                    s.delete_service(&name).await.unwrap();
+                }
+                (deleted, claimed) => panic!(
+                    "{db}: round {round}: the delete gave {deleted:?} and the claim {claimed:?}"
+                ),
+            }
+            let later = s
+                .create_service(&config(&name, 1), "cpu", "t", &model(), "default", "ann")
+                .await
+                .unwrap();
+            assert!(s.logs_after(&name, 0, 10).await.unwrap().is_empty(), "{db}");
+            s.finish_job(later, true, None).await.unwrap();
+            s.delete_service(&name).await.unwrap();
+        }
     }
 }
 

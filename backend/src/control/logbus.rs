@@ -92,6 +92,10 @@ impl LogBus {
         })
         .await?;
         tracing::info!(service, "{line}");
+        let Some(stored) = stored else {
+            tracing::warn!(service, job = ?job_id, "a log line of a deleted job dropped");
+            return Ok(());
+        };
         let id = stored.id;
         // No receivers is fine: nobody is watching.
         let _ = self.sender(service).send(LogEvent::Line(stored));

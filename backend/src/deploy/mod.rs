@@ -368,10 +368,7 @@ pub(crate) async fn resume_or_fail(
             "deploy interrupted {} times (last: {what}, at stage {stage}); giving up",
             job.attempts
         );
-        state
-            .logs
-            .line(&job.service, Some(job.id), &format!("[ERROR] {msg}"))
-            .await?;
+        log_line(state, job, &format!("[ERROR] {msg}")).await;
         state.store.finish_job(job.id, false, Some(&msg)).await?;
         let status = if state
             .store
@@ -388,14 +385,12 @@ pub(crate) async fn resume_or_fail(
             .set_status(&job.service, status, None, Some(&msg))
             .await?;
     } else {
-        state
-            .logs
-            .line(
-                &job.service,
-                Some(job.id),
-                &format!("[OK] {what}: resuming the deploy at stage {stage}"),
-            )
-            .await?;
+        log_line(
+            state,
+            job,
+            &format!("[OK] {what}: resuming the deploy at stage {stage}"),
+        )
+        .await;
         state.store.requeue_job(job.id).await?;
     }
     Ok(())
@@ -451,10 +446,7 @@ pub async fn recover(state: &Deployer, addr: &str) -> Result<(), DeployError> {
         };
         let msg =
             format!("no worker of this server can run this GPU deploy after the restart: {why}");
-        state
-            .logs
-            .line(&job.service, Some(job.id), &format!("[ERROR] {msg}"))
-            .await?;
+        log_line(state, &job, &format!("[ERROR] {msg}")).await;
         state.store.finish_job(job.id, false, Some(&msg)).await?;
         let had_artifact = state
             .store
@@ -586,49 +578,107 @@ async fn run_job(state: &Deployer, job: JobRow, slot: &WorkerSlot) {
         }
     };
     crate::control::metrics::observe_deploy(result.is_ok(), started.elapsed());
-    let outcome = async {
-        match result {
-            Ok(()) => {
-                state.store.finish_job(job.id, true, None).await?;
-                state.logs.end(&name, ServiceStatus::Running, None);
+    record_end(state, &job, result).await;
+    state.cancels.unregister(&name, job.id);
+}
+
+/// How long the end of a job is retried. Until it is stored the job reads as
+/// running, and the service can be neither stopped, modified nor deleted.
+const FINISH_BUDGET: Duration = Duration::from_secs(600);
+/// How long the final status is retried before the job is finished anyway.
+const STATUS_BUDGET: Duration = Duration::from_secs(30);
+
+/// Runs `op` until it succeeds or `budget` is spent (backing off from 100 ms
+/// to 5 s), whatever the error: for the writes that end a job, which are safe
+/// to repeat and which nothing else would ever make.
+async fn persist<F, Fut>(budget: Duration, what: &str, mut op: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(()) => return true,
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!("{what}: {e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                let msg = match &e {
-                    DeployError::Invalid(v) => v
-                        .iter()
-                        .map(|x| x.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    other => other.to_string(),
-                };
-                state
-                    .logs
-                    .line(&name, Some(job.id), &format!("[ERROR] {msg}"))
-                    .await?;
-                // A failed redeploy leaves the previous instances serving
-                // (`placement::restore` put them back).
-                let placed = state.store.placements(&name).await?;
-                let status = if !placed.is_empty() {
-                    ServiceStatus::Running
-                } else {
-                    ServiceStatus::Failed
-                };
-                // Status before the job's end: log streams read them in the
-                // opposite order and must see the final status.
-                state
-                    .store
-                    .set_status(&name, status, None, Some(&msg))
-                    .await?;
-                state.store.finish_job(job.id, false, Some(&msg)).await?;
-                state.logs.end(&name, status, Some(msg));
+                tracing::error!("{what}: {e}; giving up");
+                return false;
             }
         }
-        Ok::<(), DeployError>(())
-    };
-    let outcome = outcome.await;
-    state.cancels.unregister(&name, job.id);
-    if let Err(e) = outcome {
-        tracing::error!(job = job.id, "recording the end of a deploy: {e}");
+    }
+}
+
+/// A line of `job`'s log where the job's own record matters more: a line
+/// that cannot be stored is reported to the server's log, and the caller
+/// goes on to record the job's state.
+async fn log_line(state: &Deployer, job: &JobRow, line: &str) {
+    if let Err(e) = state.logs.line(&job.service, Some(job.id), line).await {
+        tracing::error!(job = job.id, service = %job.service, "storing the log line {line:?}: {e}");
+    }
+}
+
+/// Records how a deploy ended. The job's own row comes first in importance:
+/// a log line or a status that cannot be written is reported here and does
+/// not keep the job running; the job's end is retried until it is stored.
+async fn record_end(state: &Deployer, job: &JobRow, result: Result<(), DeployError>) {
+    let name = job.service.as_str();
+    let what = format!("recording the end of deploy job {} of '{name}'", job.id);
+    match result {
+        Ok(()) => {
+            persist(FINISH_BUDGET, &what, || {
+                state.store.finish_job(job.id, true, None)
+            })
+            .await;
+            state.logs.end(name, ServiceStatus::Running, None);
+        }
+        Err(e) => {
+            let msg = match &e {
+                DeployError::Invalid(v) => v
+                    .iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            };
+            log_line(state, job, &format!("[ERROR] {msg}")).await;
+            // A failed redeploy leaves the previous instances serving
+            // (`placement::restore` put them back).
+            let placed = match state.store.placements(name).await {
+                Ok(p) => !p.is_empty(),
+                Err(e) => {
+                    tracing::error!(job = job.id, service = name, "reading the placements: {e}");
+                    state
+                        .store
+                        .get_service(name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|s| s.artifact.is_some())
+                }
+            };
+            let status = if placed {
+                ServiceStatus::Running
+            } else {
+                ServiceStatus::Failed
+            };
+            // Status before the job's end: log streams read them in the
+            // opposite order and must see the final status.
+            persist(STATUS_BUDGET, &what, || {
+                state.store.set_status(name, status, None, Some(&msg))
+            })
+            .await;
+            persist(FINISH_BUDGET, &what, || {
+                state.store.finish_job(job.id, false, Some(&msg))
+            })
+            .await;
+            state.logs.end(name, status, Some(msg));
+        }
     }
 }
 

@@ -861,15 +861,13 @@ async fn delete(
 ) -> Result<StatusCode, AppError> {
     service_for(&state, &caller, &name, Role::Deployer, "deleting a service").await?;
     crate::deploy::cancel_and_wait(&state.deployer(), &name, "the service was deleted").await?;
-    if state.store.count_jobs(&name, "running").await? > 0 {
-        return Err(AppError::Conflict(format!(
-            "a deploy of '{name}' is running; delete it after it finishes"
-        )));
-    }
+    // Refused (409) if a worker claimed a queued deploy since: the look and
+    // the delete are one transaction.
+    state.store.delete_service(&name).await?;
+    // No slots are left; this tells the other nodes to drop theirs.
     state.store.unplace(&name).await?;
     state.instances.remove(&name);
     state.instances.set_split(&name, Weights::new());
-    state.store.delete_service(&name).await?;
     state.hosting.wake();
     crate::control::recent::forget(&name);
     crate::control::requests::forget(&name);

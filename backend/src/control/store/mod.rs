@@ -617,8 +617,29 @@ impl Store {
         )
     }
 
+    /// Deletes a service and everything of it, unless a deploy of it is
+    /// running: `Conflict` then. The look and the delete are one write
+    /// transaction, so a worker cannot claim a queued job in between and go
+    /// on deploying (and logging) a service that is gone; its lines would
+    /// land in the log of a later service of the same name.
     pub async fn delete_service(&self, name: &str) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        // PostgreSQL: the row locks make a claim that is under way finish
+        // first (its job is then seen running) or skip these jobs.
+        let running = sqlx::query(self.locking("SELECT state FROM jobs WHERE service = $1"))
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("state"))
+            .collect::<Result<Vec<_>, _>>()?
+            .iter()
+            .any(|s| s == "running");
+        if running {
+            return Err(StoreError::Conflict(format!(
+                "a deploy of '{name}' is running; delete it after it finishes"
+            )));
+        }
         for q in [
             "DELETE FROM services WHERE name = $1",
             "DELETE FROM jobs WHERE service = $1",
@@ -950,27 +971,37 @@ impl Store {
 
     // ---- logs -------------------------------------------------------------
 
+    /// Stores a log line; `None` when it names a job that no longer exists
+    /// (its service was deleted): the line is dropped rather than shown in
+    /// the log of a later service of the same name.
     pub async fn append_log(
         &self,
         service: &str,
         job_id: Option<i64>,
         line: &str,
-    ) -> Result<LogLine, StoreError> {
+    ) -> Result<Option<LogLine>, StoreError> {
         let ts = now();
         let row = sqlx::query(
-            "INSERT INTO logs (service, job_id, ts, line) VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO logs (service, job_id, ts, line)
+             SELECT $1, CAST($2 AS BIGINT), $3, $4
+             WHERE CAST($2 AS BIGINT) IS NULL
+                OR EXISTS (SELECT 1 FROM jobs WHERE id = CAST($2 AS BIGINT) AND service = $1)
+             RETURNING id",
         )
         .bind(service)
         .bind(job_id)
         .bind(&ts)
         .bind(line)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(LogLine {
-            id: row.try_get("id")?,
-            ts,
-            line: line.to_string(),
+        row.map(|row| {
+            Ok(LogLine {
+                id: row.try_get("id")?,
+                ts,
+                line: line.to_string(),
+            })
         })
+        .transpose()
     }
 
     pub async fn logs_after(
