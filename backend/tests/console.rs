@@ -92,9 +92,15 @@ async fn missing_assets_are_real_404s() {
 #[tokio::test]
 async fn unknown_api_paths_stay_json_404() {
     let (app, _dir) = app(true).await;
-    for uri in ["/api/v2/nope", "/api", "/v2/models/x"] {
+    // A model's route is the API's too: 401 without its token (whether the
+    // model exists is not told to a stranger), JSON, not the console page.
+    for (uri, status) in [
+        ("/api/v2/nope", StatusCode::NOT_FOUND),
+        ("/api", StatusCode::NOT_FOUND),
+        ("/v2/models/x", StatusCode::UNAUTHORIZED),
+    ] {
         let (resp, body) = get(&app, uri, false).await;
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(resp.status(), status, "{uri}");
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert!(json["error"].is_string(), "{uri}: {json}");
     }

@@ -134,8 +134,9 @@ async fn unknown_things_are_json_404s() {
     let (s, body) = call(&app, "GET", "/api/v2/services/nope", Some(&token), "").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(body["error"].as_str().unwrap().contains("nope"));
+    // A prediction route does not tell a stranger which services exist.
     let (s, body) = call(&app, "POST", "/api/predict/nope", Some("t"), "{}").await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
     let (s, body) = call(&app, "GET", "/api/v3/whatever", None, "").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(body["error"].is_string());

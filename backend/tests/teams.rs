@@ -378,3 +378,94 @@ async fn share_links_work_without_signing_in_until_revoked() {
         .unwrap()
         .is_empty());
 }
+
+/// Strangers learn nothing of services: a prediction without the service's
+/// token is refused alike whether the service exists or not (only a holder
+/// of its token hears that it is not serving), and `/metrics` needs a
+/// management token and shows a member only their teams' services.
+#[tokio::test]
+async fn strangers_learn_nothing_of_services_from_predictions_or_metrics() {
+    let app = app().await;
+    for t in ["ml", "web"] {
+        let (s, b) = app
+            .json("POST", "/api/v2/teams", &app.admin, json!({"name": t}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let ml = app.user("mia", "ml", "admin").await;
+    let web = app.user("wes", "web", "deployer").await;
+    assert_eq!(
+        app.service(&ml, "hidden", "ml").await.0,
+        StatusCode::CREATED
+    );
+    let (_, d) = app.get("/api/v2/services/hidden", Some(&ml)).await;
+    let token = d["token"].as_str().unwrap().to_string();
+
+    let body = br#"{"inputs":[]}"#.to_vec();
+    for route in ["/api/predict/{}", "/v2/models/{}/infer"] {
+        let mut answers = vec![];
+        for name in ["hidden", "no_such_service"] {
+            let uri = route.replace("{}", name);
+            for t in [None, Some("wrong-token"), Some(ml.as_str())] {
+                let (s, b) = app.call("POST", &uri, t, body.clone()).await;
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri} with {t:?}: {b}");
+                answers.push(b["error"].as_str().unwrap().replace(name, "NAME"));
+            }
+        }
+        answers.dedup();
+        assert_eq!(answers.len(), 1, "{route}: {answers:?}");
+        // The service's own token hears why it does not answer.
+        let (s, b) = app
+            .call(
+                "POST",
+                &route.replace("{}", "hidden"),
+                Some(&token),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    }
+    let (s, _) = app
+        .call("GET", "/v2/models/no_such_service/ready", None, vec![])
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let metrics = |t: Option<String>| {
+        let app = &app;
+        async move {
+            let req = axum::http::Request::get("/metrics");
+            let req = match t {
+                Some(t) => req.header("authorization", format!("Bearer {t}")),
+                None => req,
+            };
+            use http_body_util::BodyExt;
+            use tower::ServiceExt;
+            let resp = app
+                .router
+                .clone()
+                .oneshot(req.body(axum::body::Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let text = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&text).into_owned())
+        }
+    };
+    assert_eq!(metrics(None).await.0, StatusCode::UNAUTHORIZED);
+    let series = "service=\"hidden\"";
+    let (s, text) = metrics(Some(app.admin.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(text.contains(series), "{text}");
+    let (_, text) = metrics(Some(ml.clone())).await;
+    assert!(text.contains(series), "{text}");
+    let (s, text) = metrics(Some(web.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        !text.contains(series) && !text.contains("service=\"-\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("process_"),
+        "the server-wide series are kept: {text}"
+    );
+}

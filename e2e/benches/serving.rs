@@ -126,7 +126,7 @@ fn load(
 /// engine call (parsing, queueing, serializing), per protocol, from the
 /// sums and counts of `/metrics`.
 fn server_side_ms(server: &Server, service: &str) -> Vec<(String, f64)> {
-    let (_, text) = server.http("GET", "/metrics", None, b"");
+    let (_, text) = server.http("GET", "/metrics", Some(&server.admin_token()), b"");
     let read = |metric: &str, protocol: &str| -> f64 {
         let prefix = format!("{metric}{{protocol=\"{protocol}\",service=\"{service}\"}} ");
         text.lines()

@@ -96,7 +96,7 @@ fn predict(server: &Server, name: &str, token: &str, i: usize) -> (Vec<u64>, Vec
 
 /// `whet_batch_size_{sum,count}` of one service, from /metrics.
 fn batch_sum_and_count(server: &Server, name: &str) -> (f64, f64) {
-    let (s, metrics) = server.http("GET", "/metrics", None, b"");
+    let (s, metrics) = server.http("GET", "/metrics", Some(&server.admin_token()), b"");
     assert_eq!(s, 200);
     let read = |series: &str| {
         let prefix = format!("whet_batch_size_{series}{{service=\"{name}\"}} ");

@@ -52,7 +52,7 @@ fn eas_sdk_triton_client_and_perf_analyzer_work_unchanged() {
     );
 
     // The server saw each protocol, and labelled the refusals.
-    let (s, metrics) = server.http("GET", "/metrics", None, b"");
+    let (s, metrics) = server.http("GET", "/metrics", Some(&server.admin_token()), b"");
     assert_eq!(s, 200);
     for want in [
         format!(r#"whet_requests_total{{code="200",protocol="eas",service="{NAME}"}}"#),

@@ -411,7 +411,7 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
     );
 
     // 5f. Prometheus metrics saw all of it.
-    let (s, metrics) = server.http("GET", "/metrics", None, b"");
+    let (s, metrics) = server.http("GET", "/metrics", Some(&server.admin_token()), b"");
     assert_eq!(s, 200);
     for want in [
         r#"whet_requests_total{code="200",protocol="eas",service="minilm_e2e"}"#,

@@ -140,3 +140,49 @@ fn a_deploy_ends_though_its_last_writes_fail() {
     let (status, _) = server.admin("GET", "/api/v2/services/cold", b"");
     assert_eq!(status, 404);
 }
+
+/// A signed request (the EAS SDK's `Authorization: EAS …`) is taken once:
+/// sent again later it is refused, while a repeat within its second (the
+/// SDK's Date resolution) and a freshly signed one are answered.
+#[test]
+fn a_captured_signed_request_cannot_be_replayed() {
+    use backend::serving::eas::signing::{authorization, body_md5, string_to_sign};
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let token = whetstone_e2e::create_mlp(&server, work.path(), "signed", serde_json::json!({}));
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}]}).to_string();
+    let sign = || {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let md5 = body_md5(body.as_bytes());
+        let auth = authorization(
+            &token,
+            &string_to_sign(&md5, "application/json", &date, "signed"),
+        );
+        (date, md5, auth)
+    };
+    let send = |(date, md5, auth): &(String, String, String)| {
+        whetstone_e2e::http_with(
+            &server.addr,
+            "POST",
+            "/api/predict/signed",
+            &[
+                ("Authorization", auth.as_str()),
+                ("Date", date.as_str()),
+                ("Content-MD5", md5.as_str()),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let captured = sign();
+    assert_eq!(send(&captured).0, 200);
+    assert_eq!(
+        send(&captured).0,
+        200,
+        "a repeat within the second is a client's, not a replay"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (status, answer) = send(&captured);
+    assert_eq!(status, 401, "a replay was answered: {answer}");
+    assert!(answer.contains("already used"), "{answer}");
+    assert_eq!(send(&sign()).0, 200);
+}

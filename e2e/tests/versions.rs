@@ -360,7 +360,7 @@ fn a_traffic_split_serves_two_versions_by_weight_and_promote_ends_it_with_no_fai
         assert_eq!(v["errors"].as_u64(), Some(0), "{s}");
         assert!(v["p50_ms"].as_f64().is_some(), "{s}");
     }
-    let (_, metrics) = server.http("GET", "/metrics", None, b"");
+    let (_, metrics) = server.http("GET", "/metrics", Some(&server.admin_token()), b"");
     for v in ["1", "2"] {
         assert!(
             metrics.contains(&format!(

@@ -263,12 +263,23 @@ pub fn observe_runner_restart(label: &str) {
     }
 }
 
-/// The exposition text.
-pub fn render() -> String {
+/// The exposition text, with the series of a service only where
+/// `visible(service)` (the server-wide ones always).
+pub fn render(visible: impl Fn(&str) -> bool) -> String {
     let Some(m) = get() else { return String::new() };
     let mut buf = Vec::new();
     let mut families = m.registry.gather();
     families.extend(m.process.gather());
+    for f in &mut families {
+        f.mut_metric().retain(|metric| {
+            metric
+                .get_label()
+                .iter()
+                .find(|l| l.name() == "service")
+                .is_none_or(|l| visible(l.value()))
+        });
+    }
+    families.retain(|f| !f.get_metric().is_empty());
     if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
         tracing::error!("encoding metrics: {e}");
     }

@@ -11,8 +11,10 @@ use crate::http::state::AppState;
 use shared::api::{Me, Role, TeamRole};
 
 /// The token a request carries: `Authorization: Bearer T` (or a raw `T`, as
-/// the EAS SDK sends it), else `?token=T` (browsers cannot set headers on a
-/// WebSocket).
+/// the EAS SDK sends it), else, on a WebSocket handshake only (a browser
+/// cannot set headers there), a `whet.token.*` subprotocol or `?token=T`.
+/// Everywhere else a query token is ignored: URLs end up in proxies' and
+/// browsers' histories. The server's own request log records paths only.
 pub fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
     if let Some(v) = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -23,6 +25,13 @@ pub fn request_token(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> 
         if !t.is_empty() {
             return Some(t.to_string());
         }
+    }
+    let websocket = headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        return None;
     }
     // A browser's WebSocket cannot send headers but can offer subprotocols:
     // the console offers `whet.token.<hex of the token>` beside
@@ -126,5 +135,34 @@ impl FromRequestParts<AppState> for Caller {
             teams,
             token_id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, Uri};
+
+    #[test]
+    fn a_query_token_counts_on_a_websocket_handshake_only() {
+        let uri: Uri = "/api/v2/services/a/logs/stream?after=0&token=secret"
+            .parse()
+            .unwrap();
+        assert_eq!(request_token(&HeaderMap::new(), &uri), None);
+        let mut ws = HeaderMap::new();
+        ws.insert(
+            axum::http::header::UPGRADE,
+            HeaderValue::from_static("websocket"),
+        );
+        assert_eq!(request_token(&ws, &uri).as_deref(), Some("secret"));
+        let mut bearer = HeaderMap::new();
+        bearer.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer header-token"),
+        );
+        assert_eq!(
+            request_token(&bearer, &uri).as_deref(),
+            Some("header-token")
+        );
     }
 }

@@ -29,18 +29,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/predict/{name}", post(predict))
         // KServe v2 / Open Inference Protocol (JSON).
-        .route(
-            "/metrics",
-            get(|| async {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    crate::control::metrics::render(),
-                )
-            }),
-        )
+        .route("/metrics", get(metrics))
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(|| async { StatusCode::OK }))
@@ -65,6 +54,40 @@ pub fn routes() -> Router<AppState> {
             post(infer_version),
         )
         .layer(DefaultBodyLimit::max(256 << 20))
+}
+
+/// Prometheus metrics, for a management token (a scraper's
+/// `authorization: bearer_token`): a site admin's sees every service's
+/// series, anyone else's those of their teams' services.
+async fn metrics(
+    caller: crate::http::auth::Caller,
+    State(state): State<AppState>,
+) -> Result<Response, AppError> {
+    let visible: Option<std::collections::HashSet<String>> = if caller.user.site_admin {
+        None
+    } else {
+        Some(
+            state
+                .store
+                .list_services()
+                .await?
+                .into_iter()
+                .filter(|s| caller.role_in(&s.team).is_some())
+                .map(|s| s.name)
+                .collect(),
+        )
+    };
+    let text = crate::control::metrics::render(|service| {
+        visible.as_ref().is_none_or(|v| v.contains(service))
+    });
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// The serving pool of `name` for a caller holding its token.
@@ -125,22 +148,67 @@ async fn serving_pool(
     }
 }
 
+/// The refusal of a caller without the service's token: the same whether
+/// the service exists or not, so a stranger learns nothing of its names.
+fn denied(name: &str) -> AppError {
+    AppError::Unauthorized(format!(
+        "missing or wrong token for service '{name}': send the service token in the Authorization header"
+    ))
+}
+
 /// The pool of `name` for a caller whose token (header or query) is the
-/// service's: checked before any byte of the body is read.
+/// service's: checked before any byte of the body is read. Why a service
+/// does not serve (stopped, an unknown version) is told only to a caller
+/// holding its token.
 async fn authorized_pool_headers(
     state: &AppState,
     name: &str,
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<Arc<ServicePool>, AppError> {
-    let pool = serving_pool(state, name, headers).await?;
-    if !request_token(headers, uri).is_some_and(|t| tokens_equal(&t, &pool.token)) {
-        return Err(AppError::Unauthorized(format!(
-            "missing or wrong token for service '{name}': send the service token in the Authorization header"
-        )));
+    let Some(token) = request_token(headers, uri) else {
+        return Err(denied(name));
+    };
+    match serving_pool(state, name, headers).await {
+        Ok(pool) if tokens_equal(&token, &pool.token) => Ok(pool),
+        Ok(_) => Err(denied(name)),
+        Err(e) => match state.store.get_service(name).await? {
+            Some(s) if tokens_equal(&token, &s.token) => Err(e),
+            _ => Err(denied(name)),
+        },
     }
-    Ok(pool)
 }
+
+/// The pool of `name` for a signed request (EAS SDK), whose signature is
+/// checked against the body once it is read. A service that is not serving
+/// says so only to a request whose signature its `Content-MD5` proves.
+async fn signed_pool(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<ServicePool>, AppError> {
+    match serving_pool(state, name, headers).await {
+        Ok(pool) => Ok(pool),
+        Err(e) => match state.store.get_service(name).await? {
+            Some(s)
+                if crate::serving::eas::signing::verify_headers(
+                    headers,
+                    name,
+                    &s.token,
+                    SystemTime::now(),
+                )
+                .is_ok() =>
+            {
+                Err(e)
+            }
+            _ => Err(denied(name)),
+        },
+    }
+}
+
+/// The signed requests already taken (`signing::Replays`).
+static REPLAYS: std::sync::LazyLock<crate::serving::eas::signing::Replays> =
+    std::sync::LazyLock::new(Default::default);
 
 /// How long a client may take to send a prediction body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -362,7 +430,7 @@ async fn predict(
         // token is checked first.
         let signed = crate::serving::eas::signing::is_signed(&headers);
         let pool = if signed {
-            serving_pool(&state, &name, &headers).await?
+            signed_pool(&state, &name, &headers).await?
         } else {
             authorized_pool_headers(&state, &name, &headers, &uri).await?
         };
@@ -384,6 +452,7 @@ async fn predict(
                 body,
                 &pool.token,
                 SystemTime::now(),
+                &REPLAYS,
             )?;
         }
         if crate::serving::eas::is_json_body(&headers, body) {
@@ -413,7 +482,10 @@ async fn observed(
     let (r, served) = crate::serving::execute::observing(f).await;
     let (code, engine, label) = match &r {
         Ok((resp, engine)) => (resp.status().as_u16(), Some(*engine), name),
-        Err(e @ AppError::NotFound(_)) => (e.status().as_u16(), None, "-"),
+        // Nor can callers without the token.
+        Err(e @ (AppError::NotFound(_) | AppError::Unauthorized(_))) => {
+            (e.status().as_u16(), None, "-")
+        }
         Err(e) => (e.status().as_u16(), None, name),
     };
     let took = t0.elapsed();

@@ -315,8 +315,16 @@ pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>)
         Some(dir) => app.fallback_service(crate::http::console::router(dir)),
         None => app.fallback(|| async { crate::http::api::not_found() }),
     };
-    app.layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+    // Spans name the path, never the query: a WebSocket's `?token=` must
+    // not reach the server's log.
+    app.layer(
+        tower_http::trace::TraceLayer::new_for_http().make_span_with(
+            |req: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+            },
+        ),
+    )
+    .with_state(state)
 }
 
 /// Runs the server until the process is stopped.

@@ -76,13 +76,40 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Checks a signed request for service `name` against its `token` at time
-/// `now`. Every refusal is a 401 that says which part did not hold.
+/// `now`, once: a signature already accepted more than [`REPEAT_GRACE`]
+/// before is refused (`replays` remembers them). Every refusal is a 401 that
+/// says which part did not hold.
 pub fn verify(
     headers: &HeaderMap,
     name: &str,
     body: &[u8],
     token: &str,
     now: SystemTime,
+    replays: &Replays,
+) -> Result<(), ServingError> {
+    check(headers, name, Some(body), token, now, Some(replays))
+}
+
+/// Checks the signature before the body is read, from its `Content-MD5`
+/// header (a request without one cannot be told apart this way and is
+/// refused): whether the caller holds the token of a service that is not
+/// serving. Nothing is remembered.
+pub fn verify_headers(
+    headers: &HeaderMap,
+    name: &str,
+    token: &str,
+    now: SystemTime,
+) -> Result<(), ServingError> {
+    check(headers, name, None, token, now, None)
+}
+
+fn check(
+    headers: &HeaderMap,
+    name: &str,
+    body: Option<&[u8]>,
+    token: &str,
+    now: SystemTime,
+    replays: Option<&Replays>,
 ) -> Result<(), ServingError> {
     let unauthorized = |why: String| ServingError::Unauthorized(format!("service '{name}': {why}"));
     let auth = header(headers, AUTHORIZATION.as_str()).unwrap_or_default();
@@ -116,15 +143,20 @@ pub fn verify(
         )));
     }
 
-    let md5 = body_md5(body);
-    let content_md5 = match header(headers, "content-md5") {
-        Some(sent) if sent.eq_ignore_ascii_case(&md5) => sent,
-        Some(sent) => {
+    let md5 = body.map(body_md5);
+    let content_md5 = match (header(headers, "content-md5"), md5.as_deref()) {
+        (Some(sent), Some(md5)) if !sent.eq_ignore_ascii_case(md5) => {
             return Err(unauthorized(format!(
                 "the Content-MD5 header '{sent}' does not match the body (its MD5 is {md5}): the body changed after it was signed"
             )))
         }
-        None => &md5,
+        (Some(sent), _) => sent,
+        (None, Some(md5)) => md5,
+        (None, None) => {
+            return Err(unauthorized(
+                "a signed request needs a Content-MD5 header here".into(),
+            ))
+        }
     };
     let content_type = header(headers, CONTENT_TYPE.as_str()).unwrap_or_default();
 
@@ -134,7 +166,71 @@ pub fn verify(
         unauthorized(
             "wrong signature in `Authorization: EAS …`: it was not made with this service's token over this request's Content-MD5, Content-Type, Date and path".into(),
         )
-    })
+    })?;
+    match replays {
+        Some(r) => r
+            .admit(&signature, sent + MAX_SKEW, now)
+            .map_err(unauthorized),
+        None => Ok(()),
+    }
+}
+
+/// How long after its first use the same signed request is still taken: the
+/// SDK's `Date` has one-second resolution, so a client that sends one body
+/// twice within a second signs both alike.
+pub const REPEAT_GRACE: Duration = Duration::from_secs(2);
+
+/// How many signatures are remembered. Past this the oldest are forgotten
+/// first (a server taking more signed requests than this within their
+/// Date window remembers the most recent ones).
+pub const REPLAY_MEMORY: usize = 1 << 18;
+
+/// The signatures accepted while their `Date` is still within the window,
+/// with when each was first used: a captured signed request cannot be sent
+/// again later. Bounded by [`REPLAY_MEMORY`] entries of 40 bytes or so.
+#[derive(Default)]
+pub struct Replays {
+    seen: std::sync::Mutex<ReplayMemory>,
+}
+
+#[derive(Default)]
+struct ReplayMemory {
+    first_use: std::collections::HashMap<[u8; 20], SystemTime>,
+    /// In the order they were first used, with when each stops mattering
+    /// (its Date + MAX_SKEW: after that the Date check refuses it anyway).
+    order: std::collections::VecDeque<([u8; 20], SystemTime)>,
+}
+
+impl Replays {
+    /// Takes `signature` (of a request whose Date is acceptable until
+    /// `until`) at `now`, or says when it was first used.
+    fn admit(&self, signature: &[u8], until: SystemTime, now: SystemTime) -> Result<(), String> {
+        // An HMAC-SHA1 is 20 bytes; anything else never verified.
+        let Ok(key) = <[u8; 20]>::try_from(signature) else {
+            return Ok(());
+        };
+        let mut m = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((k, expires)) = m.order.front().copied() {
+            if expires >= now && m.order.len() < REPLAY_MEMORY {
+                break;
+            }
+            m.order.pop_front();
+            m.first_use.remove(&k);
+        }
+        if let Some(first) = m.first_use.get(&key).copied() {
+            let since = now.duration_since(first).unwrap_or_default();
+            if since > REPEAT_GRACE {
+                return Err(format!(
+                    "this signed request was already used {} ago; a signature is taken once (the SDK signs each call with a fresh Date)",
+                    humantime::format_duration(Duration::from_secs(since.as_secs()))
+                ));
+            }
+            return Ok(());
+        }
+        m.first_use.insert(key, now);
+        m.order.push_back((key, until));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -188,22 +284,22 @@ mod tests {
         let body = br#"{"inputs":[]}"#;
         let h = signed(TOKEN, "svc", body, DATE_STR);
         assert!(is_signed(&h));
-        verify(&h, "svc", body, TOKEN, now()).unwrap();
+        verify(&h, "svc", body, TOKEN, now(), &Replays::default()).unwrap();
         // Content-MD5 is optional: the server hashes the body itself.
         let mut h2 = h.clone();
         h2.remove("content-md5");
-        verify(&h2, "svc", body, TOKEN, now()).unwrap();
+        verify(&h2, "svc", body, TOKEN, now(), &Replays::default()).unwrap();
     }
 
     #[test]
     fn wrong_token_or_service_is_refused() {
         let body = b"abc";
         let h = signed("another-token", "svc", body, DATE_STR);
-        let e = verify(&h, "svc", body, TOKEN, now()).unwrap_err();
+        let e = verify(&h, "svc", body, TOKEN, now(), &Replays::default()).unwrap_err();
         assert!(matches!(e, ServingError::Unauthorized(_)));
         assert!(e.to_string().contains("wrong signature"), "{e}");
         let h = signed(TOKEN, "other", body, DATE_STR);
-        assert!(verify(&h, "svc", body, TOKEN, now()).is_err());
+        assert!(verify(&h, "svc", body, TOKEN, now(), &Replays::default()).is_err());
     }
 
     #[test]
@@ -211,7 +307,15 @@ mod tests {
         let body = b"the signed body";
         let h = signed(TOKEN, "svc", body, DATE_STR);
         // The body changed in transit, Content-MD5 kept.
-        let e = verify(&h, "svc", b"another body", TOKEN, now()).unwrap_err();
+        let e = verify(
+            &h,
+            "svc",
+            b"another body",
+            TOKEN,
+            now(),
+            &Replays::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, ServingError::Unauthorized(_)));
         assert!(e.to_string().contains("Content-MD5"), "{e}");
         // Body and Content-MD5 both replaced: the signature no longer fits.
@@ -221,20 +325,20 @@ mod tests {
             "content-md5",
             HeaderValue::from_str(&body_md5(other)).unwrap(),
         );
-        let e = verify(&h2, "svc", other, TOKEN, now()).unwrap_err();
+        let e = verify(&h2, "svc", other, TOKEN, now(), &Replays::default()).unwrap_err();
         assert!(e.to_string().contains("wrong signature"), "{e}");
         // Without Content-MD5 a changed body still breaks the signature.
         let mut h3 = h.clone();
         h3.remove("content-md5");
-        assert!(verify(&h3, "svc", other, TOKEN, now()).is_err());
+        assert!(verify(&h3, "svc", other, TOKEN, now(), &Replays::default()).is_err());
         // The content type is signed too.
         let mut h4 = h.clone();
         h4.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        assert!(verify(&h4, "svc", body, TOKEN, now()).is_err());
+        assert!(verify(&h4, "svc", body, TOKEN, now(), &Replays::default()).is_err());
         // Garbage instead of base64.
         let mut h5 = h.clone();
         h5.insert(AUTHORIZATION, HeaderValue::from_static("EAS !!!"));
-        assert!(verify(&h5, "svc", body, TOKEN, now())
+        assert!(verify(&h5, "svc", body, TOKEN, now(), &Replays::default())
             .unwrap_err()
             .to_string()
             .contains("not base64"));
@@ -255,27 +359,98 @@ mod tests {
         // A client at UTC+14 or UTC-12 labelling local time as GMT.
         for off in [14 * 3600, -12 * 3600, bound, -bound, 0] {
             let d = at(off);
-            verify(&signed(TOKEN, "svc", body, &d), "svc", body, TOKEN, now())
-                .unwrap_or_else(|e| panic!("offset {off}: {e}"));
+            verify(
+                &signed(TOKEN, "svc", body, &d),
+                "svc",
+                body,
+                TOKEN,
+                now(),
+                &Replays::default(),
+            )
+            .unwrap_or_else(|e| panic!("offset {off}: {e}"));
         }
         for off in [bound + 1, -bound - 1, 15 * 3600, -15 * 3600, 2 * 86400] {
             let d = at(off);
-            let e = verify(&signed(TOKEN, "svc", body, &d), "svc", body, TOKEN, now()).unwrap_err();
+            let e = verify(
+                &signed(TOKEN, "svc", body, &d),
+                "svc",
+                body,
+                TOKEN,
+                now(),
+                &Replays::default(),
+            )
+            .unwrap_err();
             assert!(matches!(e, ServingError::Unauthorized(_)));
             let e = e.to_string();
             assert!(e.contains("Date header") && e.contains(&d), "{e}");
         }
         let mut h = signed(TOKEN, "svc", body, DATE_STR);
         h.remove(DATE);
-        assert!(verify(&h, "svc", body, TOKEN, now())
+        assert!(verify(&h, "svc", body, TOKEN, now(), &Replays::default())
             .unwrap_err()
             .to_string()
             .contains("needs a Date header"));
         h.insert(DATE, HeaderValue::from_static("yesterday"));
-        assert!(verify(&h, "svc", body, TOKEN, now())
+        assert!(verify(&h, "svc", body, TOKEN, now(), &Replays::default())
             .unwrap_err()
             .to_string()
             .contains("not an HTTP date"));
+    }
+
+    #[test]
+    fn a_signed_request_is_taken_once_bar_a_repeat_within_its_second() {
+        let body = b"x";
+        let h = signed(TOKEN, "svc", body, DATE_STR);
+        let replays = Replays::default();
+        let at = |s: u64| now() + Duration::from_secs(s);
+        verify(&h, "svc", body, TOKEN, now(), &replays).unwrap();
+        // The same body sent again within the second it was signed.
+        verify(&h, "svc", body, TOKEN, at(1), &replays).unwrap();
+        let e = verify(&h, "svc", body, TOKEN, at(60), &replays).unwrap_err();
+        assert!(e.to_string().contains("already used 1m ago"), "{e}");
+        // A fresh Date signs anew.
+        let later = httpdate::fmt_http_date(at(60));
+        verify(
+            &signed(TOKEN, "svc", body, &later),
+            "svc",
+            body,
+            TOKEN,
+            at(60),
+            &replays,
+        )
+        .unwrap();
+        // A refused signature is not remembered.
+        let wrong = signed("another-token", "svc", body, DATE_STR);
+        let fresh = Replays::default();
+        assert!(verify(&wrong, "svc", body, TOKEN, now(), &fresh).is_err());
+        assert!(fresh.seen.lock().unwrap().first_use.is_empty());
+        // Expired entries are forgotten as new ones come.
+        let end = now() + MAX_SKEW + Duration::from_secs(1);
+        let d = httpdate::fmt_http_date(end);
+        verify(
+            &signed(TOKEN, "svc", body, &d),
+            "svc",
+            body,
+            TOKEN,
+            end,
+            &replays,
+        )
+        .unwrap();
+        assert_eq!(replays.seen.lock().unwrap().first_use.len(), 2);
+    }
+
+    #[test]
+    fn headers_alone_check_the_signature_when_content_md5_is_sent() {
+        let body = b"abc";
+        let h = signed(TOKEN, "svc", body, DATE_STR);
+        verify_headers(&h, "svc", TOKEN, now()).unwrap();
+        assert!(verify_headers(&h, "svc", "another-token", now()).is_err());
+        let mut h2 = h.clone();
+        h2.remove("content-md5");
+        assert!(verify_headers(&h2, "svc", TOKEN, now())
+            .unwrap_err()
+            .to_string()
+            .contains("Content-MD5"));
     }
 
     #[test]
@@ -283,6 +458,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("EAS my-own-token"));
         assert!(is_signed(&h));
-        verify(&h, "svc", b"", "EAS my-own-token", now()).unwrap();
+        verify(
+            &h,
+            "svc",
+            b"",
+            "EAS my-own-token",
+            now(),
+            &Replays::default(),
+        )
+        .unwrap();
     }
 }
