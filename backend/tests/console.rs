@@ -141,3 +141,39 @@ async fn unbuilt_console_explains_how_to_build_it() {
     let (resp, _) = get(&app, "/api/v2/nope", false).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+/// Every answer — the console's page and files, the API, a 404 — carries the
+/// policy that keeps a script the console did not ship from running.
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let (app, _dir) = app(true).await;
+    for uri in [
+        "/",
+        "/services/x",
+        &format!("/{JS_NAME}"),
+        "/api/v2/services",
+        "/api/nope",
+        "/healthz",
+    ] {
+        let (resp, _) = get(&app, uri, false).await;
+        let csp = header_of(&resp, header::CONTENT_SECURITY_POLICY);
+        assert!(
+            csp.contains("script-src 'self' 'wasm-unsafe-eval'")
+                && csp.contains("frame-ancestors 'none'")
+                && !csp.contains(" 'unsafe-eval'")
+                && !csp.contains("script-src 'self' 'unsafe-inline'"),
+            "{uri}: {csp}"
+        );
+        assert_eq!(
+            header_of(&resp, header::X_CONTENT_TYPE_OPTIONS),
+            "nosniff",
+            "{uri}"
+        );
+        assert_eq!(
+            header_of(&resp, header::REFERRER_POLICY),
+            "no-referrer",
+            "{uri}"
+        );
+        assert_eq!(header_of(&resp, header::X_FRAME_OPTIONS), "DENY", "{uri}");
+    }
+}

@@ -451,6 +451,34 @@ async fn sign_in_with_the_admin_token_shows_the_services_page() {
         .await;
     assert_eq!(form, json!(false), "signed out by a reload");
 
+    // The console ran under the server's Content-Security-Policy, which the
+    // browser enforces: a script injected into the page (what a stolen
+    // token would take) does not run, and the browser reports why.
+    let injected = browser
+        .js(
+            "window.__violations = []; \
+             document.addEventListener('securitypolicyviolation', \
+                 (e) => window.__violations.push(e.violatedDirective)); \
+             const s = document.createElement('script'); \
+             s.textContent = 'window.__injected = true'; \
+             document.body.appendChild(s); \
+             return [window.__injected === true, document.getElementById('boot-error') !== null];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        injected,
+        json!([false, false]),
+        "[the inline script ran, the console failed to boot]"
+    );
+    browser
+        .wait_js(
+            "the browser's report of the refused script",
+            PAGE,
+            "return window.__violations.some((d) => d.startsWith('script-src'))",
+        )
+        .await;
+
     browser.close().await;
 }
 

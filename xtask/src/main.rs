@@ -3,7 +3,8 @@
 //! Builds the web console (`frontend/`) for wasm32, runs wasm-bindgen as a
 //! library (no CLI to install, no version drift: it is pinned to the
 //! `wasm-bindgen` in Cargo.lock), and writes the bundle that `whet serve`
-//! serves: `index.html` plus content-hashed `whetstone-<hash>.js` /
+//! serves: `index.html`, its boot script `whetstone-boot-<hash>.js`, and
+//! the content-hashed `whetstone-<hash>.js` /
 //! `whetstone-<hash>_bg.wasm`, each with a `.gz` copy. Default output:
 //! `target/console/` (where `whet serve` looks next to `target/*/whet`).
 //!
@@ -179,11 +180,21 @@ fn assemble(root: &Path, staging: &Path, out: &Path) -> Result<()> {
         keep.insert("snippets".to_string());
     }
 
+    // The boot script is a file, not inline: the server's
+    // Content-Security-Policy allows scripts from its own origin only.
+    let boot = std::fs::read_to_string(root.join("frontend/boot.js"))
+        .context("reading frontend/boot.js")?
+        .replace("{{JS}}", &format!("/{js_name}"))
+        .replace("{{WASM}}", &format!("/{wasm_name}"));
+    let boot_name = format!("whetstone-boot-{}.js", content_hash(boot.as_bytes()));
+    write_with_gzip(out, &boot_name, boot.as_bytes(), &mut keep)?;
+
     let template = std::fs::read_to_string(root.join("frontend/index.html"))
         .context("reading frontend/index.html")?;
     let index = template
         .replace("{{JS}}", &format!("/{js_name}"))
-        .replace("{{WASM}}", &format!("/{wasm_name}"));
+        .replace("{{WASM}}", &format!("/{wasm_name}"))
+        .replace("{{BOOT}}", &format!("/{boot_name}"));
     write_with_gzip(out, "index.html", index.as_bytes(), &mut keep)?;
     remove_stale(out, &keep)?;
 

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod openapi;
 pub mod predict;
 pub mod resources;
+pub mod security;
 pub mod server;
 pub mod shares;
 pub mod state;
