@@ -186,3 +186,147 @@ fn a_captured_signed_request_cannot_be_replayed() {
     assert!(answer.contains("already used"), "{answer}");
     assert_eq!(send(&sign()).0, 200);
 }
+
+/// Opens a WebSocket on `path` (a log stream) with `token` as bearer, by
+/// hand: the handshake, then the server's unmasked frames.
+fn open_stream(server: &Server, path: &str, token: Option<&str>) -> std::net::TcpStream {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n",
+        server.addr
+    )
+    .unwrap();
+    let mut head = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut status = String::new();
+    head.read_line(&mut status).unwrap();
+    assert!(status.contains(" 101 "), "{path}: {status}");
+    loop {
+        let mut line = String::new();
+        head.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    assert!(head.buffer().is_empty(), "frames before the test read them");
+    s
+}
+
+/// Reads frames for up to `secs`: `Some` when the stream closed (with the
+/// close frame's code, if one came), `None` when it was still open.
+fn closed_within(mut s: std::net::TcpStream, secs: u64) -> Option<Option<u16>> {
+    use std::io::Read;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(secs)))
+        .unwrap();
+    loop {
+        let mut h = [0u8; 2];
+        match s.read_exact(&mut h) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Some(None),
+            Err(_) => return None,
+        }
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                s.read_exact(&mut b).unwrap();
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                s.read_exact(&mut b).unwrap();
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; len as usize];
+        s.read_exact(&mut payload).unwrap();
+        if h[0] & 0x0f == 0x8 {
+            return Some(payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])));
+        }
+    }
+}
+
+/// Revoking an API token or a share link closes the log streams opened
+/// with it at once, instead of leaving them to run until the deploy ends.
+#[test]
+fn revoking_a_token_or_a_share_link_closes_its_open_streams() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &[]);
+    // No worker can claim a job: the deploy stays queued, its log open.
+    sqlite(
+        &data.join("whetstone.db"),
+        "CREATE TRIGGER no_claims BEFORE UPDATE ON jobs WHEN NEW.state = 'running'
+           BEGIN SELECT RAISE(ABORT, 'injected: no claims'); END;",
+    );
+    std::fs::write(
+        work.path().join("mlp.onnx"),
+        optimizer::onnx_build::mlp(4, 16, 3),
+    )
+    .unwrap();
+    let cfg = work.path().join("queued.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({"name": "queued", "model_path": "mlp.onnx", "processor": "onnx_cpu"})
+            .to_string(),
+    )
+    .unwrap();
+    let mut cli = server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = poll(&server, "/api/v2/services/queued", 60, |d| {
+        d["status"] == "Creating"
+    });
+    assert_eq!(d["status"], "Creating", "{d}");
+    let _ = cli.kill();
+    let _ = cli.wait();
+
+    let (s, t) = server.admin(
+        "POST",
+        "/api/v2/users/admin/tokens",
+        br#"{"name":"stream"}"#,
+    );
+    assert_eq!(s, 201, "{t}");
+    let (id, token) = (t["id"].as_i64().unwrap(), t["token"].as_str().unwrap());
+    let stream = "/api/v2/services/queued/logs/stream";
+    let kept = open_stream(&server, stream, Some(token));
+    let ws = open_stream(&server, stream, Some(token));
+    let (s, _) = server.admin("DELETE", &format!("/api/v2/users/admin/tokens/{id}"), b"");
+    assert_eq!(s, 204);
+    assert_eq!(closed_within(ws, 3), Some(Some(1008)));
+    assert_eq!(closed_within(kept, 3), Some(Some(1008)));
+    assert_eq!(
+        server.http("GET", "/api/v2/services", Some(token), b"").0,
+        401
+    );
+
+    let (s, link) = server.admin("POST", "/api/v2/services/queued/shares", b"{}");
+    assert_eq!(s, 201, "{link}");
+    let share = link["token"].as_str().unwrap();
+    let ws = open_stream(
+        &server,
+        &format!("/api/v2/shared/{share}/logs/stream"),
+        None,
+    );
+    let other = open_stream(&server, stream, Some(&server.admin_token()));
+    let (s, _) = server.admin(
+        "DELETE",
+        &format!("/api/v2/services/queued/shares/{share}"),
+        b"",
+    );
+    assert_eq!(s, 204);
+    assert_eq!(closed_within(ws, 3), Some(Some(1008)));
+    // A stream whose access holds is not closed by another's revocation.
+    assert_eq!(
+        closed_within(other, 2),
+        None,
+        "the admin's stream was closed too"
+    );
+}

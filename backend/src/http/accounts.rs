@@ -156,6 +156,7 @@ async fn remove_member(
     )?;
     let u = user_or_404(&state, &user).await?;
     state.store.set_membership(&team, u.id, None).await?;
+    state.revoke();
     Ok(Json(team_detail_of(&state, &team, role).await?))
 }
 
@@ -281,6 +282,7 @@ async fn revoke_token(
 ) -> Result<StatusCode, AppError> {
     let u = self_or_site_admin(&state, &caller, &user).await?;
     if state.store.revoke_token(u.id, id).await? {
+        state.revoke();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound(format!(

@@ -914,17 +914,67 @@ async fn log_stream(
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
-    service_for(&state, &caller, &name, Role::Viewer, "reading a log").await?;
-    Ok(upgrade_log_stream(state, name, ws))
+    let row = service_for(&state, &caller, &name, Role::Viewer, "reading a log").await?;
+    let access = Access::Token {
+        hash: caller.token_hash,
+        team: row.team,
+    };
+    Ok(upgrade_log_stream(state, name, ws, access))
+}
+
+/// What let a log stream open, looked at again while it runs: a stream ends
+/// when its token or share link is revoked, or its user leaves the team.
+pub(crate) enum Access {
+    /// An API token of a member of `team` (or of a site admin).
+    Token { hash: String, team: String },
+    /// A share link of the service.
+    Share(String),
+}
+
+/// How often an open stream looks whether its access still holds, for
+/// revocations made on another node (this node's wake it at once).
+const ACCESS_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Access {
+    async fn holds(&self, state: &AppState, name: &str) -> Result<bool, String> {
+        let e = |e: crate::control::store::StoreError| e.to_string();
+        Ok(match self {
+            Access::Token { hash, team } => match state.store.token_user(hash).await.map_err(e)? {
+                Some((user, _)) if user.site_admin => true,
+                Some((user, _)) => state
+                    .store
+                    .teams_of(user.id)
+                    .await
+                    .map_err(e)?
+                    .iter()
+                    .any(|t| &t.team == team),
+                None => false,
+            },
+            Access::Share(token) => {
+                state
+                    .store
+                    .shared_service(token)
+                    .await
+                    .map_err(e)?
+                    .as_deref()
+                    == Some(name)
+            }
+        })
+    }
 }
 
 /// Answers a WebSocket upgrade with the log stream of `name`.
-pub(crate) fn upgrade_log_stream(state: AppState, name: String, ws: WebSocketUpgrade) -> Response {
+pub(crate) fn upgrade_log_stream(
+    state: AppState,
+    name: String,
+    ws: WebSocketUpgrade,
+    access: Access,
+) -> Response {
     // Picked when offered (the console's token rides in another offered
     // subprotocol, which is never echoed).
     ws.protocols([crate::http::auth::WS_PROTOCOL])
         .on_upgrade(move |socket| async move {
-            if let Err(e) = stream_logs(state, name, socket).await {
+            if let Err(e) = stream_logs(state, name, socket, access).await {
                 tracing::debug!("log stream ended: {e}");
             }
         })
@@ -938,7 +988,13 @@ async fn send(socket: &mut WebSocket, ev: &LogEvent) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-async fn stream_logs(state: AppState, name: String, mut socket: WebSocket) -> Result<(), String> {
+async fn stream_logs(
+    state: AppState,
+    name: String,
+    mut socket: WebSocket,
+    access: Access,
+) -> Result<(), String> {
+    let mut revoked = state.revoked.subscribe();
     let mut rx = state.logs.subscribe(&name);
     let mut last = 0i64;
     let replay = |after: i64| {
@@ -956,6 +1012,9 @@ async fn stream_logs(state: AppState, name: String, mut socket: WebSocket) -> Re
         last = line.id;
         send(&mut socket, &LogEvent::Line(line)).await?;
     }
+    let mut recheck = tokio::time::interval(ACCESS_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    recheck.tick().await;
     loop {
         // Checked after the replay: a deploy that ended before we subscribed
         // has nothing more to say. Pending first, then the row: once no job
@@ -987,7 +1046,29 @@ async fn stream_logs(state: AppState, name: String, mut socket: WebSocket) -> Re
             .await?;
             break;
         }
-        match rx.recv().await {
+        // A revocation here, or the regular look (for one on another node),
+        // checks the stream's access again.
+        let event = tokio::select! {
+            ev = rx.recv() => ev,
+            Ok(()) = revoked.changed() => {
+                recheck.reset_immediately();
+                continue;
+            }
+            _ = recheck.tick() => {
+                if access.holds(&state, &name).await? {
+                    continue;
+                }
+                // 1008 (policy violation): the close for "no longer allowed".
+                let _ = socket
+                    .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: 1008,
+                        reason: "access revoked".into(),
+                    })))
+                    .await;
+                return Ok(());
+            }
+        };
+        match event {
             Ok(LogEvent::Line(line)) if line.id > last => {
                 last = line.id;
                 send(&mut socket, &LogEvent::Line(line)).await?;

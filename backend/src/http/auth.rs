@@ -62,8 +62,10 @@ pub use shared::api::{WS_PROTOCOL, WS_TOKEN_PREFIX};
 pub struct Caller {
     pub user: UserRow,
     pub teams: Vec<TeamRole>,
-    /// The API token this request was made with.
+    /// The API token this request was made with, and its hash (what a long
+    /// request, a log stream, checks again to end when it is revoked).
     pub token_id: i64,
+    pub token_hash: String,
 }
 
 impl Caller {
@@ -124,7 +126,8 @@ impl FromRequestParts<AppState> for Caller {
                 "missing API token: send `Authorization: Bearer <token>`".into(),
             ));
         };
-        let Some((user, token_id)) = state.store.token_user(&hash_token(&token)).await? else {
+        let token_hash = hash_token(&token);
+        let Some((user, token_id)) = state.store.token_user(&token_hash).await? else {
             return Err(AppError::Unauthorized(
                 "invalid or revoked API token".into(),
             ));
@@ -134,6 +137,7 @@ impl FromRequestParts<AppState> for Caller {
             user,
             teams,
             token_id,
+            token_hash,
         })
     }
 }

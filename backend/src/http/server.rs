@@ -273,6 +273,7 @@ pub async fn open_with(settings: Settings, resources: Resources) -> Result<AppSt
         body_budget: Arc::new(tokio::sync::Semaphore::new(
             crate::http::state::BODY_BUDGET_BYTES / crate::http::state::BUDGET_UNIT,
         )),
+        revoked: tokio::sync::watch::Sender::new(0),
     })
 }
 

@@ -62,6 +62,7 @@ async fn revoke(
     )
     .await?;
     if state.store.revoke_share(&name, &token).await? {
+        state.revoke();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound(format!(
@@ -107,5 +108,6 @@ async fn shared_stream(
     ws: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
     let row = linked(&state, &token).await?;
-    Ok(upgrade_log_stream(state, row.name, ws))
+    let access = crate::http::api::Access::Share(token);
+    Ok(upgrade_log_stream(state, row.name, ws, access))
 }

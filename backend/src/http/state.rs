@@ -35,9 +35,20 @@ pub struct AppState {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// The object store nodes share (`--store`), if any.
     pub objects: Option<Objects>,
+    /// Counts the revocations of tokens, share links and memberships: open
+    /// log streams look again at once whether their caller still may read
+    /// (they also look every few seconds, for revocations on other nodes).
+    /// Call [`AppState::revoke`] after one.
+    /// (A generation count: a stream busy sending still sees a change.)
+    pub revoked: tokio::sync::watch::Sender<u64>,
 }
 
 impl AppState {
+    /// Tells the open log streams that some access was revoked.
+    pub fn revoke(&self) {
+        self.revoked.send_modify(|n| *n += 1);
+    }
+
     /// What the deploy worker needs of the server: handles to the same
     /// parts (each a cheap clone).
     pub fn deployer(&self) -> Deployer {
