@@ -330,3 +330,77 @@ fn revoking_a_token_or_a_share_link_closes_its_open_streams() {
         "the admin's stream was closed too"
     );
 }
+
+/// `whet token rotate` gives a service a new prediction token and the old
+/// one is refused at once; a token in a modify's config becomes the
+/// service's at once too. The instances are not restarted for either.
+#[test]
+fn a_rotated_token_is_the_only_one_taken() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let first = whetstone_e2e::create_mlp(&server, work.path(), "rot", serde_json::json!({}));
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}]}).to_string();
+    let predict = |t: &str| {
+        server
+            .http("POST", "/api/predict/rot", Some(t), body.as_bytes())
+            .0
+    };
+    assert_eq!(predict(&first), 200);
+    let runners = |server: &Server| {
+        let (_, d) = server.admin("GET", "/api/v2/services/rot", b"");
+        d["runners"].clone()
+    };
+    let before = runners(&server);
+
+    let out = server.cli(&["token", "rotate", "rot"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_ne!(second, first);
+    assert_eq!(predict(&first), 401, "the old token still works");
+    assert_eq!(predict(&second), 200);
+    let (_, d) = server.admin("GET", "/api/v2/services/rot", b"");
+    assert_eq!(d["token"], second.as_str());
+    assert_eq!(
+        runners(&server),
+        before,
+        "the rotation restarted the runners"
+    );
+    assert!(before[0]["pid"].is_u64(), "{before}");
+
+    // A modify that names a token: taken at once, the rotated one refused.
+    let chosen = "a-token-of-my-own-choosing-42";
+    let cfg = work.path().join("rot-token.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "name": "rot", "model_path": "mlp.onnx", "processor": "onnx_cpu",
+            "metadata": { "instance": 1 }, "token": chosen,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = server
+        .cli(&["modify", "rot", "-s", cfg.to_str().unwrap()])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(predict(&second), 401);
+    assert_eq!(predict(chosen), 200);
+
+    // Only a deployer of the service's team may rotate: a stranger's call
+    // is a 404, a missing token a 401.
+    let (s, _) = server.http("POST", "/api/v2/services/rot/token", None, b"");
+    assert_eq!(s, 401);
+    let (s, _) = server.admin("POST", "/api/v2/services/nope/token", b"");
+    assert_eq!(s, 404);
+    assert_eq!(predict(chosen), 200);
+}

@@ -155,6 +155,13 @@ pub struct ServiceVersion {
     pub config: ServiceConfig,
 }
 
+/// `POST /api/v2/services/{name}/token`: the service's new prediction
+/// token. The old one is refused from this answer on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RotatedToken {
+    pub token: String,
+}
+
 /// `POST /api/v2/services/{name}/rollback`: serve an earlier version again
 /// (its config and artifact; no optimization when the artifact is kept).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

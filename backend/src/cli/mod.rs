@@ -110,6 +110,9 @@ pub enum Command {
     /// Read-only share links to a deployment.
     #[command(subcommand)]
     Share(accounts::ShareCmd),
+    /// A service's prediction token.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Print the JSON Schema of the service config.
     Schema,
     /// Optimize a model outside a deploy and print the report.
@@ -124,6 +127,13 @@ pub enum Command {
         /// Folder to create.
         dir: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Give the service a new prediction token and print it; the old one
+    /// is refused at once.
+    Rotate { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -299,6 +309,18 @@ async fn client_command(
             shares,
             no_wait,
         } => traffic(&client, &name, &shares, no_wait).await,
+        Command::Token(TokenCmd::Rotate { name }) => {
+            let t: shared::api::RotatedToken = client
+                .send(
+                    Method::POST,
+                    &format!("/api/v2/services/{name}/token"),
+                    None,
+                )
+                .await?;
+            eprintln!("{name}: a new token; the old one is refused from now on");
+            println!("{}", t.token);
+            Ok(0)
+        }
         Command::Requests { name, bodies } => {
             let kept: Vec<shared::api::RequestSample> = client
                 .get(&format!("/api/v2/services/{name}/requests"))

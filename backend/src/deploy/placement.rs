@@ -266,6 +266,11 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
     let me = &state.settings.node_id;
     let mut loaded = state.hosting.loaded.lock().await;
     state.instances.set_splits(state.store.all_traffic().await?);
+    // A token rotated on another node (this node's rotations are taken at
+    // once).
+    for (name, token) in state.store.service_tokens().await? {
+        state.instances.set_token(&name, &token);
+    }
     let shares = state.store.node_shares(me).await?;
     let placed: Vec<&str> = shares.iter().map(|s| s.service.as_str()).collect();
     loaded.retain(|svc, _| {

@@ -46,6 +46,7 @@ pub fn routes() -> Router<AppState> {
             get(traffic).put(split_traffic),
         )
         .route("/api/v2/services/{name}/promote", post(promote))
+        .route("/api/v2/services/{name}/token", post(rotate_token))
         .route("/api/v2/services/{name}/requests", get(requests))
         .route("/api/v2/services/{name}/artifact", get(artifact))
         .route("/api/v2/services/{name}/metrics", get(minute_metrics))
@@ -327,6 +328,11 @@ async fn modify(
         "the service was modified; the new config is deployed next",
     )
     .await?;
+    // A token in the config is the service's from now on (EAS's modify):
+    // the old one is refused at once, the instances need not restart.
+    if let Some(token) = cfg.token.as_deref() {
+        set_token(&state, &name, token).await?;
+    }
     redeploy(
         &state,
         &name,
@@ -338,6 +344,35 @@ async fn modify(
         "[OK] Service is being updated",
     )
     .await
+}
+
+/// A new prediction token for the service, shown once here; the old one is
+/// refused from this answer on, on every node (the others take it at their
+/// next look at their placements, which this rotation sets off).
+async fn rotate_token(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<shared::api::RotatedToken>, AppError> {
+    service_for(
+        &state,
+        &caller,
+        &name,
+        Role::Deployer,
+        "rotating a service's token",
+    )
+    .await?;
+    let token = new_token("");
+    set_token(&state, &name, &token).await?;
+    Ok(Json(shared::api::RotatedToken { token }))
+}
+
+async fn set_token(state: &AppState, name: &str, token: &str) -> Result<(), AppError> {
+    if !state.store.set_service_token(name, token).await? {
+        return Err(AppError::NotFound(format!("no service named '{name}'")));
+    }
+    state.instances.set_token(name, token);
+    Ok(())
 }
 
 async fn scale(

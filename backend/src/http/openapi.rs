@@ -101,6 +101,7 @@ pub fn document() -> Value {
     let scale = schema(generator.subschema_for::<ScaleRequest>());
     let versions = schema(generator.subschema_for::<Vec<shared::api::ServiceVersion>>());
     let rollback = schema(generator.subschema_for::<shared::api::RollbackRequest>());
+    let rotated = schema(generator.subschema_for::<shared::api::RotatedToken>());
     let split = schema(generator.subschema_for::<shared::api::TrafficSplit>());
     let split_req = schema(generator.subschema_for::<shared::api::TrafficRequest>());
     let promote = schema(generator.subschema_for::<shared::api::PromoteRequest>());
@@ -217,6 +218,7 @@ pub fn document() -> Value {
                 o
             }),
         },
+        "/api/v2/services/{name}/token": { "post": with_name(op("Rotate the service's prediction token: a new one, shown once in the answer; the old one is refused from then on", "services", mgmt, responses(vec![ok("200", "the new token", &rotated)], e, &svc_errs))) },
         "/api/v2/services/{name}/logs": {
             "get": {
                 "summary": "A page of the deploy log",

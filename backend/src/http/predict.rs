@@ -170,7 +170,7 @@ async fn authorized_pool_headers(
         return Err(denied(name));
     };
     match serving_pool(state, name, headers).await {
-        Ok(pool) if tokens_equal(&token, &pool.token) => Ok(pool),
+        Ok(pool) if tokens_equal(&token, &pool.token()) => Ok(pool),
         Ok(_) => Err(denied(name)),
         Err(e) => match state.store.get_service(name).await? {
             Some(s) if tokens_equal(&token, &s.token) => Err(e),
@@ -450,7 +450,7 @@ async fn predict(
                 &headers,
                 &name,
                 body,
-                &pool.token,
+                &pool.token(),
                 SystemTime::now(),
                 &REPLAYS,
             )?;

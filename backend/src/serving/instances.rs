@@ -30,7 +30,8 @@ pub struct ServicePool {
     /// The version of the service it serves (a deploy of a new version
     /// with the same artifact keeps the pool and renumbers it).
     version: std::sync::atomic::AtomicU32,
-    pub token: String,
+    /// The prediction token (rotated in place: `set_token`).
+    token: RwLock<String>,
     pub signature: ModelSignature,
     /// What requests are checked against: the signature the engines report.
     engine_signature: ModelSignature,
@@ -210,7 +211,7 @@ impl ServicePool {
         Ok(ServicePool {
             name: name.to_string(),
             version: Default::default(),
-            token,
+            token: RwLock::new(token),
             signature,
             engine_signature,
             batcher,
@@ -227,6 +228,19 @@ impl ServicePool {
 
     pub fn version(&self) -> u32 {
         self.version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The service's prediction token.
+    pub fn token(&self) -> String {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes a rotated token: the old one is refused from now on.
+    pub fn set_token(&self, token: &str) {
+        let mut t = self.token.write().unwrap_or_else(|p| p.into_inner());
+        if *t != token {
+            *t = token.to_string();
+        }
     }
 
     pub fn set_version(&self, version: u32) {
@@ -424,6 +438,18 @@ impl Instances {
                 }
             }
             (main, new) => main.or(new),
+        }
+    }
+
+    /// Gives every pool of service `name` (its own, a rolling update's new
+    /// one, the versions beside it) the service's current token.
+    pub fn set_token(&self, name: &str, token: &str) {
+        for map in [&self.pools, &self.incoming] {
+            for pool in map.read().unwrap_or_else(|p| p.into_inner()).values() {
+                if pool.name == name {
+                    pool.set_token(token);
+                }
+            }
         }
     }
 

@@ -607,6 +607,32 @@ impl Store {
         Ok(id)
     }
 
+    /// Sets service `name`'s prediction token (a rotation), and tells the
+    /// other nodes, which take it at their next look at their placements.
+    /// False when there is no such service.
+    pub async fn set_service_token(&self, name: &str, token: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query("UPDATE services SET token = $1, updated_at = $2 WHERE name = $3")
+            .bind(token)
+            .bind(now())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        self.notify_placed(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Every service's prediction token, by name.
+    pub async fn service_tokens(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT name, token FROM services")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("token")?)))
+            .collect()
+    }
+
     pub async fn has_pending_job(&self, name: &str) -> Result<bool, StoreError> {
         Ok(
             sqlx::query("SELECT 1 FROM jobs WHERE service = $1 AND state IN ('queued','running')")

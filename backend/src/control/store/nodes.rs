@@ -77,7 +77,7 @@ async fn recount(
 impl Store {
     /// Tells every node (NOTIFY on PostgreSQL, at commit) that the slots
     /// of `service` changed.
-    async fn notify_placed(
+    pub(super) async fn notify_placed(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         service: &str,
