@@ -100,7 +100,7 @@ async fn roles_decide_what_a_member_may_do() {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["team"], "ml");
 
-    // A viewer sees the service, its log and its shares...
+    // A viewer sees the service and its log...
     assert_eq!(
         app.get("/api/v2/services/ml_svc", Some(&viewer)).await.0,
         StatusCode::OK
@@ -468,4 +468,70 @@ async fn strangers_learn_nothing_of_services_from_predictions_or_metrics() {
         text.contains("process_"),
         "the server-wide series are kept: {text}"
     );
+}
+
+/// A service's secrets — its prediction token, a token in its config or its
+/// versions, its share links — are a deployer's; a team admin may let the
+/// team's viewers see them too.
+#[tokio::test]
+async fn viewers_see_secrets_only_when_their_team_lets_them() {
+    let app = app().await;
+    let (s, b) = app
+        .json("POST", "/api/v2/teams", &app.admin, json!({"name": "ml"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let deployer = app.user("dana", "ml", "deployer").await;
+    let viewer = app.user("vic", "ml", "viewer").await;
+    let (s, up) = app.upload_mlp(&deployer).await;
+    assert_eq!(s, StatusCode::OK, "{up}");
+    let chosen = "a-token-chosen-in-the-config-1";
+    let cfg = json!({"name": "svc", "model_path": up["model_path"], "processor": "onnx_cpu", "token": chosen});
+    let (s, b) = app
+        .json("POST", "/api/v2/services?team=ml", &deployer, cfg)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = app
+        .call(
+            "POST",
+            "/api/v2/services/svc/shares",
+            Some(&deployer),
+            vec![],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    let look = |who: String| {
+        let app = &app;
+        async move {
+            let (_, d) = app.get("/api/v2/services/svc", Some(&who)).await;
+            let (_, v) = app.get("/api/v2/services/svc/versions", Some(&who)).await;
+            let (s, _) = app.get("/api/v2/services/svc/shares", Some(&who)).await;
+            (d, v, s)
+        }
+    };
+    let (d, v, s) = look(deployer.clone()).await;
+    assert_eq!(d["token"], chosen);
+    assert_eq!(d["config"]["token"], chosen);
+    assert_eq!(v[0]["config"]["token"], chosen, "{v}");
+    assert_eq!(s, StatusCode::OK);
+
+    let (d, v, s) = look(viewer.clone()).await;
+    assert_eq!(d["token"], "", "{d}");
+    assert!(d["config"].get("token").is_none_or(|t| t.is_null()), "{d}");
+    assert!(!v.to_string().contains(chosen), "{v}");
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Only the team's admins change the setting.
+    let on = json!({"viewers_see_secrets": true});
+    let (s, _) = app
+        .json("PATCH", "/api/v2/teams/ml", &deployer, on.clone())
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, t) = app.json("PATCH", "/api/v2/teams/ml", &app.admin, on).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["viewers_see_secrets"], true);
+    let (d, v, s) = look(viewer.clone()).await;
+    assert_eq!(d["token"], chosen);
+    assert_eq!(v[0]["config"]["token"], chosen, "{v}");
+    assert_eq!(s, StatusCode::OK);
 }

@@ -1661,6 +1661,7 @@ async fn a_viewer_sees_no_actions_and_the_api_refuses_their_delete() {
                       delete: document.querySelector('[data-test=delete]') !== null, \
                       actions: document.querySelector('[data-test=service-actions]') !== null, \
                       share: document.querySelector('[data-test=shares]') !== null, \
+                      tokenHidden: document.querySelector('[data-test=token-hidden]') !== null, \
                       newService: document.querySelector('header a[href=\"/new\"]') !== null, \
                       buttons: [...document.querySelectorAll('main button')].map(b => b.textContent) };",
         )
@@ -1673,6 +1674,11 @@ async fn a_viewer_sees_no_actions_and_the_api_refuses_their_delete() {
     );
     assert_eq!(page["actions"], json!(false), "no Scale/Stop/Start: {page}");
     assert_eq!(page["share"], json!(false), "no Share: {page}");
+    assert_eq!(
+        page["tokenHidden"],
+        json!(true),
+        "the token is a deployer's: {page}"
+    );
     assert_eq!(page["newService"], json!(false), "no New service: {page}");
     for b in page["buttons"].as_array().expect("buttons") {
         let b = b.as_str().unwrap_or_default();
@@ -1869,6 +1875,21 @@ async fn team_dashboard_and_settings_render_and_admins_change_members() {
             break;
         }
         assert!(started.elapsed() < PAGE, "dana is not a viewer: {team}");
+        tokio::time::sleep(POLL).await;
+    }
+    // Let the team's viewers see tokens and share links: the box is ticked
+    // and the server keeps it.
+    browser
+        .click(
+            "the viewers-see-secrets box",
+            "[data-test=viewers-see-secrets] input[type=checkbox]",
+        )
+        .await;
+    let started = Instant::now();
+    while admin_ok(&server, "GET", "/api/v2/teams/ml", Value::Null)["viewers_see_secrets"]
+        != json!(true)
+    {
+        assert!(started.elapsed() < PAGE, "the setting was not kept");
         tokio::time::sleep(POLL).await;
     }
     browser.screenshot("2-settings").await;

@@ -116,6 +116,22 @@ fn roles_and_share_links_from_the_cli() {
     let (s, body) = server.http("GET", &path, None, b"");
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("\"Running\""), "{body}");
+    // The links are a deployer's secret until the team lets viewers see
+    // them (its admin: here the site admin).
+    let why = refused(as_user(&vic, &["share", "list", "example_mlp"]));
+    assert!(why.contains("viewers_see_secrets"), "{why}");
+    refused(as_user(
+        &dana,
+        &["team", "set", "ml", "--viewers-see-secrets", "true"],
+    ));
+    let shown = ok(server
+        .cli(&["team", "set", "ml", "--viewers-see-secrets", "true"])
+        .output()
+        .unwrap());
+    assert!(
+        shown.contains("Viewers see tokens and share links: yes"),
+        "{shown}"
+    );
     assert!(ok(as_user(&vic, &["share", "list", "example_mlp"])).contains(&url));
     refused(as_user(&vic, &["share", "revoke", "example_mlp", &url]));
     ok(as_user(&dana, &["share", "revoke", "example_mlp", &url]));

@@ -87,6 +87,7 @@ enum Method {
     Get,
     Post,
     Put,
+    Patch,
     Delete,
 }
 
@@ -103,6 +104,7 @@ async fn call(
         Method::Get => Request::get(path),
         Method::Post => Request::post(path),
         Method::Put => Request::put(path),
+        Method::Patch => Request::patch(path),
         Method::Delete => Request::delete(path),
     };
     if let Some(a) = authorization {
@@ -204,6 +206,11 @@ pub async fn post<T: DeserializeOwned>(path: &str, token: &str, body: &str) -> R
 /// PUTs a JSON body.
 pub async fn put<T: DeserializeOwned>(path: &str, token: &str, body: &str) -> Result<T, Failure> {
     parse(call(Method::Put, path, Some(&bearer(token)), Some(body)).await?)
+}
+
+/// PATCHes a JSON body (a team's settings).
+pub async fn patch<T: DeserializeOwned>(path: &str, token: &str, body: &str) -> Result<T, Failure> {
+    parse(call(Method::Patch, path, Some(&bearer(token)), Some(body)).await?)
 }
 
 /// DELETE whose answer is a JSON body (member removal answers the team).

@@ -461,6 +461,18 @@ pub struct TeamDetail {
     pub members: Vec<Member>,
     /// The caller's role in this team.
     pub your_role: Role,
+    /// Whether viewers see the services' secrets: prediction tokens (and a
+    /// token in a config) and share links. Deployers and admins always do.
+    #[serde(default)]
+    pub viewers_see_secrets: bool,
+}
+
+/// `PATCH /api/v2/teams/{team}`: a team's settings (team admins).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TeamSettings {
+    /// Let viewers see the services' prediction tokens and share links.
+    #[serde(default)]
+    pub viewers_see_secrets: Option<bool>,
 }
 
 /// `POST /api/v2/teams`.

@@ -30,6 +30,14 @@ pub enum TeamCmd {
     Remove { team: String, user: String },
     /// The team's services with aggregate numbers and last-hour traffic.
     Dashboard { team: String },
+    /// Change a team's settings (team admins).
+    Set {
+        team: String,
+        /// Let viewers see the services' prediction tokens and share links
+        /// (deployers and admins always do).
+        #[arg(long)]
+        viewers_see_secrets: Option<bool>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,6 +95,10 @@ fn print_team(t: &TeamDetail) {
         t.created_at,
         t.your_role.as_str()
     );
+    println!(
+        "Viewers see tokens and share links: {}",
+        if t.viewers_see_secrets { "yes" } else { "no" }
+    );
     println!("{:<28} ROLE", "USER");
     for m in &t.members {
         println!("{:<28} {}", m.user, m.role.as_str());
@@ -134,6 +146,21 @@ pub async fn team(client: &Client, cmd: TeamCmd) -> Result<i32, ClientError> {
                     Method::PUT,
                     &format!("/api/v2/teams/{team}/members/{user}"),
                     json_body(&SetMember { role })?,
+                )
+                .await?;
+            print_team(&t);
+        }
+        TeamCmd::Set {
+            team,
+            viewers_see_secrets,
+        } => {
+            let t: TeamDetail = client
+                .send(
+                    Method::PATCH,
+                    &format!("/api/v2/teams/{team}"),
+                    json_body(&shared::api::TeamSettings {
+                        viewers_see_secrets,
+                    })?,
                 )
                 .await?;
             print_team(&t);

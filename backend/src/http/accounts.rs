@@ -22,7 +22,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v2/me", get(me))
         .route("/api/v2/teams", get(list_teams).post(create_team))
-        .route("/api/v2/teams/{team}", get(team_detail))
+        .route("/api/v2/teams/{team}", get(team_detail).patch(update_team))
         .route("/api/v2/teams/{team}/dashboard", get(dashboard))
         .route(
             "/api/v2/teams/{team}/members/{user}",
@@ -80,7 +80,27 @@ async fn team_detail_of(
         created_at,
         members: state.store.members(team).await?,
         your_role,
+        viewers_see_secrets: state.store.viewers_see_secrets(team).await?,
     })
+}
+
+/// Changes a team's settings (its admins).
+async fn update_team(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(team): Path<String>,
+    Json(req): Json<shared::api::TeamSettings>,
+) -> Result<Json<TeamDetail>, AppError> {
+    let role = caller.require(
+        &team,
+        Role::Admin,
+        "changing a team's settings",
+        &team_not_found(&team),
+    )?;
+    if let Some(on) = req.viewers_see_secrets {
+        state.store.set_viewers_see_secrets(&team, on).await?;
+    }
+    Ok(Json(team_detail_of(&state, &team, role).await?))
 }
 
 async fn create_team(

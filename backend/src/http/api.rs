@@ -216,7 +216,28 @@ async fn describe(
     Path(name): Path<String>,
 ) -> Result<Json<ServiceDetail>, AppError> {
     let row = service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
-    Ok(Json(detail(&state, row).await?))
+    let secrets = sees_secrets(&state, &caller, &row.team).await?;
+    let mut d = detail(&state, row).await?;
+    if !secrets {
+        d.token = String::new();
+        d.config.token = None;
+    }
+    Ok(Json(d))
+}
+
+/// Whether the caller sees a service's secrets (its prediction token, a
+/// token in its config, its share links): deployers and admins of its team
+/// do; viewers when the team lets them (`viewers_see_secrets`).
+pub(crate) async fn sees_secrets(
+    state: &AppState,
+    caller: &Caller,
+    team: &str,
+) -> Result<bool, AppError> {
+    Ok(match caller.role_in(team) {
+        Some(r) if r >= Role::Deployer => true,
+        Some(_) => state.store.viewers_see_secrets(team).await?,
+        None => false,
+    })
 }
 
 fn parse_config(body: &str) -> Result<ServiceConfig, AppError> {
@@ -509,7 +530,13 @@ async fn versions(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<shared::api::ServiceVersion>>, AppError> {
     let row = service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
-    let versions = state.store.versions(&name).await?;
+    let secrets = sees_secrets(&state, &caller, &row.team).await?;
+    let mut versions = state.store.versions(&name).await?;
+    if !secrets {
+        for v in &mut versions {
+            v.config.token = None;
+        }
+    }
     Ok(Json(
         versions
             .into_iter()

@@ -324,6 +324,7 @@ struct AccountSchemas {
     team: Value,
     create_team: Value,
     set_member: Value,
+    team_settings: Value,
     users: Value,
     user: Value,
     create_user: Value,
@@ -346,6 +347,7 @@ impl AccountSchemas {
             team: g.subschema_for::<TeamDetail>().to_value(),
             create_team: g.subschema_for::<CreateTeam>().to_value(),
             set_member: g.subschema_for::<SetMember>().to_value(),
+            team_settings: g.subschema_for::<TeamSettings>().to_value(),
             users: g.subschema_for::<Vec<UserInfo>>().to_value(),
             user: g.subschema_for::<UserInfo>().to_value(),
             create_user: g.subschema_for::<CreateUser>().to_value(),
@@ -410,7 +412,10 @@ impl AccountSchemas {
                 "get": op("Teams visible to the caller, with the caller's role", "accounts", mgmt, responses(vec![ok("200", "teams", &self.team_roles)], e, &auth)),
                 "post": with_body(op("Create a team (site admins); the creator is its first admin", "accounts", mgmt, responses(vec![ok("201", "the team", &self.team)], e, &site)), &self.create_team),
             },
-            "/api/v2/teams/{team}": { "get": with(op("A team and its members", "accounts", mgmt, responses(vec![ok("200", "the team", &self.team)], e, &team_errs)), vec![team.clone()]) },
+            "/api/v2/teams/{team}": {
+                "get": with(op("A team and its members", "accounts", mgmt, responses(vec![ok("200", "the team", &self.team)], e, &team_errs)), vec![team.clone()]),
+                "patch": with(with_body(op("Change a team's settings (team admins): whether viewers see the services' tokens and share links", "accounts", mgmt, responses(vec![ok("200", "the team", &self.team)], e, &admin_errs)), &self.team_settings), vec![team.clone()]),
+            },
             "/api/v2/teams/{team}/dashboard": { "get": with(op("A team's services with aggregates: count by status, instances, median speedup, requests and p50 latency in the last hour", "accounts", mgmt, responses(vec![ok("200", "the dashboard", &self.dashboard)], e, &team_errs)), vec![team.clone()]) },
             "/api/v2/teams/{team}/members/{user}": {
                 "put": with(with_body(op("Add a member or change their role (team admins)", "accounts", mgmt, responses(vec![ok("200", "the team", &self.team)], e, &admin_errs)), &self.set_member), vec![team.clone(), user.clone()]),

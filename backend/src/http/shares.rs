@@ -31,7 +31,13 @@ async fn list(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<ShareLink>>, AppError> {
-    service_for(&state, &caller, &name, Role::Viewer, "listing share links").await?;
+    let row = service_for(&state, &caller, &name, Role::Viewer, "listing share links").await?;
+    if !crate::http::api::sees_secrets(&state, &caller, &row.team).await? {
+        return Err(AppError::Forbidden(format!(
+            "the share links of '{name}' are shown to deployers of team '{}' (its admins may let viewers see them: viewers_see_secrets)",
+            row.team
+        )));
+    }
     Ok(Json(state.store.shares(&name).await?))
 }
 

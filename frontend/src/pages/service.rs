@@ -150,7 +150,11 @@ fn ServiceView(name: String) -> impl IntoView {
                         </section>
                         <section data-test="try-it-section">
                             <h2>"Try it"</h2>
-                            {if running {
+                            {if running && c.token.is_empty() {
+                                view! {
+                                    <p class="muted">"Predictions need the service's token, which your role does not show."</p>
+                                }.into_any()
+                            } else if running {
                                 view! { <TryIt name=name.clone() token=c.token signature=c.signature/> }.into_any()
                             } else {
                                 view! {
@@ -268,6 +272,9 @@ fn service_overview(d: ServiceView) -> impl IntoView {
 /// The prediction URL and token; the token stays hidden until asked for.
 #[component]
 fn EndpointTable(url: String, token: String) -> impl IntoView {
+    // The server leaves the token out for a viewer whose team does not
+    // let viewers see it.
+    let hidden = token.is_empty();
     let shown = RwSignal::new(false);
     let masked = "•".repeat(16);
     let token_text = {
@@ -289,13 +296,23 @@ fn EndpointTable(url: String, token: String) -> impl IntoView {
             </tr>
             <tr>
                 <th>"Token"</th>
-                <td>
-                    <code class="token">{token_text}</code>" "
-                    <button class="small" on:click=move |_| shown.update(|s| *s = !*s)>
-                        {move || if shown.get() { "Hide" } else { "Show" }}
-                    </button>" "
-                    <CopyButton text=token/>
-                </td>
+                {if hidden {
+                    view! {
+                        <td class="muted" data-test="token-hidden">
+                            "Shown to the team's deployers (a team admin can let viewers see it)."
+                        </td>
+                    }.into_any()
+                } else {
+                    view! {
+                        <td>
+                            <code class="token">{token_text}</code>" "
+                            <button class="small" on:click=move |_| shown.update(|s| *s = !*s)>
+                                {move || if shown.get() { "Hide" } else { "Show" }}
+                            </button>" "
+                            <CopyButton text=token/>
+                        </td>
+                    }.into_any()
+                }}
             </tr>
             <tr>
                 <th>"Request"</th>

@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::api::{Member, Role, SetMember, TeamDetail};
+use shared::api::{Member, Role, SetMember, TeamDetail, TeamSettings};
 
 use crate::api::{self, Failure};
 use crate::auth::{use_auth, Auth};
@@ -102,6 +102,7 @@ fn TeamSettingsView(team: String) -> impl IntoView {
                         {(!manage).then_some(" Only the team's admins change members.")}
                     </p>
                     <MemberTable members=d.members manage=manage actions=members.clone()/>
+                    <SecretsSetting on=d.viewers_see_secrets manage=manage actions=members.clone()/>
                     {auth.is_site_admin().then(|| view! {
                         <p class="muted">
                             "Users, teams and users' tokens are managed on the "<a href="/admin">"admin page"</a>"."
@@ -113,6 +114,51 @@ fn TeamSettingsView(team: String) -> impl IntoView {
         }}
         {move || manage.get().then(|| view! { <AddMember actions=add_member.clone()/> })}
     }
+}
+
+/// Whether viewers see the services' tokens and share links: a checkbox
+/// for the team's admins, a sentence for everyone else.
+#[component]
+fn SecretsSetting(on: bool, manage: bool, actions: Members) -> impl IntoView {
+    let text = "Viewers see the services' prediction tokens and share links";
+    if !manage {
+        let said = if on {
+            "yes"
+        } else {
+            "no (deployers and admins do)"
+        };
+        return view! { <p class="muted" data-test="viewers-see-secrets">{format!("{text}: {said}.")}</p> }
+            .into_any();
+    }
+    let toggle = move |ev: leptos::ev::Event| {
+        let Some(token) = actions.auth.current() else {
+            return;
+        };
+        let checked = event_target_checked(&ev);
+        let (path, detail, failure) = (actions.base.clone(), actions.detail, actions.failure);
+        failure.set(None);
+        spawn_local(async move {
+            let body = api::json_body(&TeamSettings {
+                viewers_see_secrets: Some(checked),
+            });
+            match api::patch::<TeamDetail>(&path, &token, &body).await {
+                Ok(d) => {
+                    detail.try_set(Some(Ok(d)));
+                }
+                Err(f) => {
+                    failure.try_set(Some(f));
+                }
+            }
+        });
+    };
+    view! {
+        <p data-test="viewers-see-secrets">
+            <label>
+                <input type="checkbox" prop:checked=on on:change=toggle/>" "{text}
+            </label>
+        </p>
+    }
+    .into_any()
 }
 
 #[component]

@@ -189,6 +189,27 @@ impl Store {
         Ok(row.map(|r| r.try_get("created_at")).transpose()?)
     }
 
+    /// Whether the team's viewers see its services' secrets.
+    pub async fn viewers_see_secrets(&self, team: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT viewers_see_secrets FROM teams WHERE name = $1")
+            .bind(team)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>("viewers_see_secrets")? != 0,
+            None => false,
+        })
+    }
+
+    pub async fn set_viewers_see_secrets(&self, team: &str, on: bool) -> Result<(), StoreError> {
+        sqlx::query("UPDATE teams SET viewers_see_secrets = $1 WHERE name = $2")
+            .bind(i64::from(on))
+            .bind(team)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn teams(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT name FROM teams ORDER BY name")
             .fetch_all(&self.pool)
