@@ -27,7 +27,8 @@ struct Whet {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (API, deploy workers, prediction endpoints).
-    Serve(backend::http::server::ServeArgs),
+    // Boxed: its many flags make it much larger than the other commands.
+    Serve(Box<backend::http::server::ServeArgs>),
     /// Serve one instance of an artifact (started by the server; not for
     /// direct use).
     #[command(hide = true)]
@@ -51,7 +52,7 @@ fn main() {
         // thread and those it starts later: it must run before any runtime
         // starts threads.
         Command::Inspect => std::process::exit(backend::deploy::inspect::child_main()),
-        Command::Serve(args) => std::process::exit(block_on(backend::http::server::run(args))),
+        Command::Serve(args) => std::process::exit(block_on(backend::http::server::run(*args))),
         Command::Client(command) => {
             let code = block_on(backend::cli::run(&whet.server, whet.token, command));
             std::process::exit(code)

@@ -404,3 +404,166 @@ fn a_rotated_token_is_the_only_one_taken() {
     assert_eq!(s, 404);
     assert_eq!(predict(chosen), 200);
 }
+
+/// `whet create` of an MLP with `hidden` units as service `name` (its own
+/// model file); the CLI's success and output.
+fn create_sized(
+    server: &Server,
+    work: &std::path::Path,
+    name: &str,
+    hidden: usize,
+) -> (bool, String) {
+    std::fs::write(
+        work.join(format!("{name}.onnx")),
+        optimizer::onnx_build::mlp(4, hidden, 3),
+    )
+    .unwrap();
+    let cfg = work.join(format!("{name}.json"));
+    std::fs::write(
+        &cfg,
+        serde_json::json!({"name": name, "model_path": format!("{name}.onnx"), "processor": "onnx_cpu"})
+            .to_string(),
+    )
+    .unwrap();
+    let out = server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .current_dir(work)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `whet gc` collects what nothing uses — the upload and artifact of a
+/// deleted service, an upload no config names, a build folder a crash left —
+/// keeps what a service uses, and trims each log to `--log-max-lines`.
+#[test]
+fn gc_collects_what_nothing_uses_and_keeps_what_serves() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &["--log-max-lines", "3"]);
+    let (ok, log) = create_sized(&server, work.path(), "kept", 16);
+    assert!(ok, "{log}");
+    let (ok, log) = create_sized(&server, work.path(), "gone", 8);
+    assert!(ok, "{log}");
+    let (_, gone) = server.admin("GET", "/api/v2/services/gone", b"");
+    let gone_artifact = gone["artifact"].as_str().unwrap().to_string();
+    let (s, _) = server.admin("DELETE", "/api/v2/services/gone", b"");
+    assert_eq!(s, 204);
+    // An upload no create ever named.
+    let (s, up) = server.admin(
+        "POST",
+        "/api/v2/uploads?filename=stray.onnx",
+        &optimizer::onnx_build::mlp(4, 4, 3),
+    );
+    assert_eq!(s, 200, "{up}");
+    let stray = up["sha256"].as_str().unwrap().to_string();
+    // A build folder a crash left behind, two days old.
+    let abandoned = data.join("artifacts/.tmp-crashed-0123456789abcdef");
+    std::fs::create_dir_all(&abandoned).unwrap();
+    std::fs::write(abandoned.join("model.onnx"), b"half written").unwrap();
+    let aged = Command::new("touch")
+        .args(["-d", "2 days ago"])
+        .arg(&abandoned)
+        .status()
+        .unwrap();
+    assert!(aged.success());
+
+    // Within the grace period nothing is collected.
+    let out = server.cli(&["gc"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("artifacts/.tmp-crashed"),
+        "the abandoned build is old enough: {said}"
+    );
+    assert!(!said.contains(&stray), "{said}");
+    assert!(data.join("uploads").join(&stray).exists());
+
+    let out = server.cli(&["gc", "--grace", "0s"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{said}");
+    assert!(said.contains(&format!("uploads/{stray}")), "{said}");
+    assert!(
+        said.contains(&format!("artifacts/{gone_artifact}")),
+        "{said}"
+    );
+    assert!(!data.join("artifacts").join(&gone_artifact).exists());
+    assert!(!abandoned.exists());
+
+    // What serves is kept, and still serves after a restart of its runner
+    // would need it: the artifact and the upload its config names.
+    let (_, kept) = server.admin("GET", "/api/v2/services/kept", b"");
+    let kept_artifact = kept["artifact"].as_str().unwrap();
+    assert!(data.join("artifacts").join(kept_artifact).exists());
+    assert!(!said.contains(kept_artifact), "{said}");
+    let path = kept["config"]["model_path"].as_str().unwrap();
+    let kept_upload = path
+        .trim_start_matches("upload://")
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(data.join("uploads").join(kept_upload).exists(), "{path}");
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}]}).to_string();
+    let token = kept["token"].as_str().unwrap();
+    assert_eq!(
+        server
+            .http("POST", "/api/predict/kept", Some(token), body.as_bytes())
+            .0,
+        200
+    );
+    // A redeploy resolves the upload again.
+    let out = server.cli(&["scale", "kept", "2"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The log keeps its last 3 lines.
+    let (_, page) = server.admin("GET", "/api/v2/services/kept/logs", b"");
+    assert!(page["lines"].as_array().unwrap().len() > 3, "{page}");
+    let out = server.cli(&["gc", "--grace", "0s"]).output().unwrap();
+    assert!(out.status.success());
+    let (_, page) = server.admin("GET", "/api/v2/services/kept/logs", b"");
+    assert_eq!(page["lines"].as_array().unwrap().len(), 3, "{page}");
+
+    // Only a site admin collects.
+    let (s, _) = server.http("POST", "/api/v2/gc", None, b"");
+    assert_eq!(s, 401);
+}
+
+/// A team past its storage quota (`--team-quota-mib`) is refused a create
+/// with a 413 that says so; what it has keeps serving.
+#[test]
+fn a_team_past_its_storage_quota_is_refused_a_create() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &["--team-quota-mib", "1"]);
+    let (ok, log) = create_sized(&server, work.path(), "small", 16);
+    assert!(ok, "{log}");
+    // 4 × 131072 float weights: 2 MiB of model.
+    let (ok, log) = create_sized(&server, work.path(), "large", 131_072);
+    assert!(!ok, "a create past the quota went through: {log}");
+    assert!(
+        log.contains("quota of 1 MiB") && log.contains("team 'default'"),
+        "{log}"
+    );
+    let (s, _) = server.admin("GET", "/api/v2/services/large", b"");
+    assert_eq!(s, 404);
+    let (s, d) = server.admin("GET", "/api/v2/services/small", b"");
+    assert_eq!((s, d["status"].as_str()), (200, Some("Running")), "{d}");
+}

@@ -601,6 +601,36 @@ async fn logs_and_artifacts_behave_alike() {
             ["line 2", "line 3"],
             "{db}"
         );
+        // Retention: all but the last 2 lines of each log, and none
+        // older than the cut-off.
+        assert_eq!(
+            s.prune_logs("1970-01-01T00:00:00.000Z", 2).await.unwrap(),
+            3,
+            "{db}"
+        );
+        let kept = s.logs_after("svc", 0, 10).await.unwrap();
+        assert_eq!(
+            kept.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+            ["line 3", "line 4"],
+            "{db}"
+        );
+        assert_eq!(
+            s.prune_logs("9999-01-01T00:00:00.000Z", 2).await.unwrap(),
+            3,
+            "{db}"
+        );
+        // What the collector must keep: the service's model and the upload
+        // its config names.
+        let refs = s.referenced().await.unwrap();
+        assert!(refs.model_dirs.contains("models/abc"), "{db}: {refs:?}");
+        assert!(
+            s.team_storage("default")
+                .await
+                .unwrap()
+                .model_dirs
+                .contains("models/abc"),
+            "{db}"
+        );
         assert!(s.get_artifact("k").await.unwrap().is_none(), "{db}");
         s.put_artifact("k", "artifacts/a", "sha", false, None)
             .await

@@ -155,6 +155,15 @@ pub struct ServiceVersion {
     pub config: ServiceConfig,
 }
 
+/// `POST /api/v2/gc`: what a sweep collected.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GcReport {
+    /// Paths removed, relative to the data folder.
+    pub removed: Vec<String>,
+    pub bytes_freed: u64,
+    pub log_lines_removed: u64,
+}
+
 /// `POST /api/v2/services/{name}/token`: the service's new prediction
 /// token. The old one is refused from this answer on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

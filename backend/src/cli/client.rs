@@ -219,7 +219,7 @@ fn pack_dir(dir: &Path, out: &Path) -> std::io::Result<()> {
     b.finish()
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -113,6 +113,14 @@ pub enum Command {
     /// A service's prediction token.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Collect what nothing uses now: uploads, models and artifacts no
+    /// service or version names, abandoned temporary folders, old log lines
+    /// (site admins).
+    Gc {
+        /// Keep files younger than this (default: the server's --gc-grace).
+        #[arg(long)]
+        grace: Option<String>,
+    },
     /// Print the JSON Schema of the service config.
     Schema,
     /// Optimize a model outside a deploy and print the report.
@@ -309,6 +317,26 @@ async fn client_command(
             shares,
             no_wait,
         } => traffic(&client, &name, &shares, no_wait).await,
+        Command::Gc { grace } => {
+            let path = match grace {
+                Some(g) => format!("/api/v2/gc?grace={}", crate::cli::client::urlencode(&g)),
+                None => "/api/v2/gc".to_string(),
+            };
+            let r: shared::api::GcReport = client.send(Method::POST, &path, None).await?;
+            for p in &r.removed {
+                println!("removed {p}");
+            }
+            let freed = match r.bytes_freed {
+                b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
+                b => format!("{:.1} KiB", b as f64 / 1024.0),
+            };
+            println!(
+                "{} files or folders, {freed} freed; {} log lines removed",
+                r.removed.len(),
+                r.log_lines_removed
+            );
+            Ok(0)
+        }
         Command::Token(TokenCmd::Rotate { name }) => {
             let t: shared::api::RotatedToken = client
                 .send(

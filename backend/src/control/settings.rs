@@ -53,6 +53,12 @@ pub struct Settings {
     /// How long the autoscaler must keep asking for fewer instances before
     /// it scales in.
     pub scale_in_delay: std::time::Duration,
+    /// What the collector keeps (`deploy::gc`), and how often it runs.
+    pub gc: crate::deploy::gc::Policy,
+    pub gc_period: std::time::Duration,
+    /// Bytes of models and artifacts one team's services may keep (every
+    /// version counted), or none.
+    pub team_quota_bytes: Option<u64>,
 }
 
 impl Settings {
@@ -78,6 +84,13 @@ impl Settings {
             adaptive_batching: true,
             autoscale_period: std::time::Duration::from_secs(5),
             scale_in_delay: std::time::Duration::from_secs(300),
+            gc: crate::deploy::gc::Policy {
+                grace: std::time::Duration::from_secs(3600),
+                log_retention: std::time::Duration::from_secs(30 * 86400),
+                log_max_lines: 20_000,
+            },
+            gc_period: std::time::Duration::from_secs(3600),
+            team_quota_bytes: None,
         }
     }
 }

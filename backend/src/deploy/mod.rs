@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod autoscale;
+pub mod gc;
 pub mod inspect;
 pub mod nodes;
 pub mod placement;

@@ -53,6 +53,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/services/{name}/logs", get(logs))
         .route("/api/v2/services/{name}/logs/stream", get(log_stream))
         .route("/api/v2/uploads", post(upload))
+        .route("/api/v2/gc", post(collect))
         .route("/api/v2/uploads/example", post(upload_example))
         .route("/api/v2/schema", get(schema))
         .route(
@@ -285,6 +286,72 @@ async fn check_deployable(
     .await?)
 }
 
+/// Refuses (413) a create or modify that would take `team` past its
+/// storage quota (`--team-quota-mib`): the models and artifacts of all its
+/// services' versions, and the new model.
+async fn check_quota(
+    state: &AppState,
+    team: &str,
+    model: &crate::control::store::ResolvedModel,
+) -> Result<(), AppError> {
+    let Some(quota) = state.settings.team_quota_bytes else {
+        return Ok(());
+    };
+    let mut held = state.store.team_storage(team).await?;
+    held.model_dirs.insert(model.dir.clone());
+    let artifacts = state.settings.artifacts_dir();
+    let used = tokio::task::spawn_blocking(move || {
+        let models: u64 = held
+            .model_dirs
+            .iter()
+            .map(|d| crate::deploy::gc::size_of(std::path::Path::new(d)))
+            .sum();
+        let built: u64 = held
+            .artifacts
+            .iter()
+            .map(|k| crate::deploy::gc::size_of(&artifacts.join(k)))
+            .sum();
+        models + built
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?;
+    if used > quota {
+        let mib = |b: u64| b.div_ceil(1 << 20);
+        return Err(AppError::PayloadTooLarge(format!(
+            "team '{team}' would keep {} MiB of models and artifacts with this deploy, over its quota of {} MiB: delete services it no longer needs (every version's model and artifact counts)",
+            mib(used),
+            mib(quota)
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /api/v2/gc`: collects what nothing uses now (site admins), with
+/// `?grace=` instead of the server's `--gc-grace` if given.
+async fn collect(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<GcQuery>,
+) -> Result<Json<shared::api::GcReport>, AppError> {
+    caller.require_site_admin("collecting unused files")?;
+    let mut policy = state.settings.gc;
+    if let Some(g) = &q.grace {
+        policy.grace = humantime::parse_duration(g).map_err(|e| {
+            AppError::BadRequest(format!(
+                "grace: expected a duration like 10m or 1h, got {g:?}: {e}"
+            ))
+        })?;
+    }
+    Ok(Json(
+        crate::deploy::gc::collect(&state.deployer(), policy).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct GcQuery {
+    grace: Option<String>,
+}
+
 async fn create(
     caller: Caller,
     State(state): State<AppState>,
@@ -303,6 +370,7 @@ async fn create(
         )));
     }
     let model = check_deployable(&state, &cfg).await?;
+    check_quota(&state, &team, &model).await?;
     let token = cfg.token.clone().unwrap_or_else(|| new_token(""));
     let job = state
         .store
@@ -330,7 +398,7 @@ async fn modify(
     Path(name): Path<String>,
     body: String,
 ) -> Result<Json<ServiceDetail>, AppError> {
-    service_for(
+    let row = service_for(
         &state,
         &caller,
         &name,
@@ -343,6 +411,7 @@ async fn modify(
         return Err(AppError::invalid("name", format!("the config names '{}' but the request is for '{name}'; a service cannot be renamed", cfg.name)));
     }
     let model = check_deployable(&state, &cfg).await?;
+    check_quota(&state, &row.team, &model).await?;
     crate::deploy::cancel_and_wait(
         &state.deployer(),
         &name,
@@ -1050,6 +1119,35 @@ async fn send(socket: &mut WebSocket, ev: &LogEvent) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Lines a log stream reads from the store at once: a follower of a long
+/// log holds one page, not the whole log.
+const REPLAY_PAGE: i64 = 500;
+
+/// Sends the stored lines of `name` after line `after`, a page at a time;
+/// returns the id of the last line sent (`after` when there were none).
+async fn send_stored(
+    state: &AppState,
+    name: &str,
+    socket: &mut WebSocket,
+    mut after: i64,
+) -> Result<i64, String> {
+    loop {
+        let page = state
+            .store
+            .logs_after(name, after, REPLAY_PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let full = page.len() as i64 == REPLAY_PAGE;
+        for line in page {
+            after = line.id;
+            send(socket, &LogEvent::Line(line)).await?;
+        }
+        if !full {
+            return Ok(after);
+        }
+    }
+}
+
 async fn stream_logs(
     state: AppState,
     name: String,
@@ -1059,21 +1157,7 @@ async fn stream_logs(
     let mut revoked = state.revoked.subscribe();
     let mut rx = state.logs.subscribe(&name);
     let mut last = 0i64;
-    let replay = |after: i64| {
-        let state = state.clone();
-        let name = name.clone();
-        async move {
-            state
-                .store
-                .logs_after(&name, after, i64::MAX)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    };
-    for line in replay(0).await? {
-        last = line.id;
-        send(&mut socket, &LogEvent::Line(line)).await?;
-    }
+    last = send_stored(&state, &name, &mut socket, last).await?;
     let mut recheck = tokio::time::interval(ACCESS_RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recheck.tick().await;
@@ -1095,9 +1179,7 @@ async fn stream_logs(
         let Some(row) = row else { break };
         if !pending {
             // Lines written between the replay and now.
-            for line in replay(last).await? {
-                send(&mut socket, &LogEvent::Line(line)).await?;
-            }
+            send_stored(&state, &name, &mut socket, last).await?;
             send(
                 &mut socket,
                 &LogEvent::End {
@@ -1138,10 +1220,7 @@ async fn stream_logs(
             Ok(LogEvent::Line(_)) => {}
             Ok(LogEvent::End { .. }) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                for line in replay(last).await? {
-                    last = line.id;
-                    send(&mut socket, &LogEvent::Line(line)).await?;
-                }
+                last = send_stored(&state, &name, &mut socket, last).await?;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         }

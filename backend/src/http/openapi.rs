@@ -102,6 +102,7 @@ pub fn document() -> Value {
     let versions = schema(generator.subschema_for::<Vec<shared::api::ServiceVersion>>());
     let rollback = schema(generator.subschema_for::<shared::api::RollbackRequest>());
     let rotated = schema(generator.subschema_for::<shared::api::RotatedToken>());
+    let gc_report = schema(generator.subschema_for::<shared::api::GcReport>());
     let split = schema(generator.subschema_for::<shared::api::TrafficSplit>());
     let split_req = schema(generator.subschema_for::<shared::api::TrafficRequest>());
     let promote = schema(generator.subschema_for::<shared::api::PromoteRequest>());
@@ -217,6 +218,14 @@ pub fn document() -> Value {
                 o["requestBody"] = body(&promote);
                 o
             }),
+        },
+        "/api/v2/gc": {
+            "post": {
+                "summary": "Collect what nothing uses now (site admins): uploads no config names, unpacked or downloaded models and artifacts no service, version or placement uses, abandoned temporary folders, log lines past their retention",
+                "tags": ["operations"], "security": [{ mgmt: [] }],
+                "parameters": [{ "name": "grace", "in": "query", "schema": { "type": "string" }, "description": "keep files younger than this (e.g. 10m; default: the server's --gc-grace)" }],
+                "responses": responses(vec![ok("200", "what was collected", &gc_report)], e, &[("400", "a grace that is not a duration"), ("401", "missing or invalid token"), ("403", "not a site admin")]),
+            },
         },
         "/api/v2/services/{name}/token": { "post": with_name(op("Rotate the service's prediction token: a new one, shown once in the answer; the old one is refused from then on", "services", mgmt, responses(vec![ok("200", "the new token", &rotated)], e, &svc_errs))) },
         "/api/v2/services/{name}/logs": {

@@ -102,6 +102,25 @@ pub struct ServeArgs {
     /// 1; failed ones are always kept), the last 100 per service.
     #[arg(long, default_value_t = 0.01)]
     pub request_log_rate: f64,
+    /// How often unused uploads, models, artifacts, abandoned temporary
+    /// folders and old log lines are collected (`whet gc` does it now).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub gc_period: std::time::Duration,
+    /// An unused file is collected once it is this old (an upload waits
+    /// this long for the create that names it).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub gc_grace: std::time::Duration,
+    /// Deploy log lines older than this are deleted.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+    pub log_retention: std::time::Duration,
+    /// Of each service's deploy log, the last this many lines are kept.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub log_max_lines: i64,
+    /// MiB of models and artifacts each team's services may keep (every
+    /// version counted); a create or modify past it is refused (413).
+    /// Default: no quota.
+    #[arg(long)]
+    pub team_quota_mib: Option<u64>,
     /// Export traces of predictions (queue, batch, engine spans) with
     /// OTLP/HTTP to this URL, e.g. `http://collector:4318/v1/traces`.
     /// Default: no tracing.
@@ -172,6 +191,13 @@ pub async fn run(args: ServeArgs) -> i32 {
             .autoscale_period
             .max(std::time::Duration::from_millis(100)),
         scale_in_delay: args.scale_in_delay,
+        gc: crate::deploy::gc::Policy {
+            grace: args.gc_grace,
+            log_retention: args.log_retention,
+            log_max_lines: args.log_max_lines,
+        },
+        gc_period: args.gc_period.max(std::time::Duration::from_secs(1)),
+        team_quota_bytes: args.team_quota_mib.map(|m| m << 20),
         ..Settings::new(data, whet_exe)
     };
     if let Some(endpoint) = &args.otlp_endpoint {
@@ -381,6 +407,11 @@ pub async fn serve(
     crate::deploy::nodes::spawn_lease_sweeper(&deployer);
     crate::deploy::placement::spawn_reconciler(&deployer);
     crate::deploy::autoscale::spawn(&deployer);
+    crate::deploy::gc::spawn_collector(
+        &deployer,
+        deployer.settings.gc_period,
+        deployer.settings.gc,
+    );
     if state.store.dialect() == crate::control::store::Dialect::Postgres {
         crate::control::notify::spawn_listener(
             state.settings.database_url(),

@@ -173,6 +173,40 @@ pub struct ServiceRow {
     pub current_version: i64,
 }
 
+/// Model folders, artifact keys and uploads that something stored names.
+#[derive(Debug, Clone, Default)]
+pub struct Referenced {
+    pub model_dirs: std::collections::BTreeSet<String>,
+    pub artifacts: std::collections::BTreeSet<String>,
+    /// The SHA-256 of each `upload://SHA/NAME` a config names: a redeploy
+    /// or rollback resolves it again.
+    pub uploads: std::collections::BTreeSet<String>,
+}
+
+impl Referenced {
+    fn add(&mut self, row: &AnyRow) -> Result<(), StoreError> {
+        let text = |c: &str| row.try_get::<Option<String>, _>(c).ok().flatten();
+        if let Some(d) = text("model_dir") {
+            self.model_dirs.insert(d);
+        }
+        if let Some(a) = text("artifact") {
+            self.artifacts.insert(a);
+        }
+        if let Some(config) = text("config") {
+            for (i, _) in config.match_indices("upload://") {
+                let sha: String = config[i + "upload://".len()..]
+                    .chars()
+                    .take_while(char::is_ascii_hexdigit)
+                    .collect();
+                if !sha.is_empty() {
+                    self.uploads.insert(sha);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One version of a service: what a create or modify asked for.
 #[derive(Debug, Clone)]
 pub struct VersionRow {
@@ -1028,6 +1062,79 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Deletes log lines written before `before` (an RFC 3339 time, as
+    /// [`now`] writes them), and of each service all but its last `keep`
+    /// lines. Returns how many lines went.
+    pub async fn prune_logs(&self, before: &str, keep: i64) -> Result<u64, StoreError> {
+        let mut gone = sqlx::query("DELETE FROM logs WHERE ts < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let over = sqlx::query("SELECT service FROM logs GROUP BY service HAVING COUNT(*) > $1")
+            .bind(keep)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in over {
+            let service: String = row.try_get("service")?;
+            // The id of the oldest line kept; every line before it goes.
+            gone += sqlx::query(
+                "DELETE FROM logs WHERE service = $1 AND id < (
+                     SELECT id FROM logs WHERE service = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(&service)
+            .bind(keep - 1)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(gone)
+    }
+
+    /// What stored files are in use: the model folders and artifact keys
+    /// that any service, version or placement names.
+    pub async fn referenced(&self) -> Result<Referenced, StoreError> {
+        let mut r = Referenced::default();
+        for q in [
+            "SELECT model_dir, artifact, config FROM services",
+            "SELECT model_dir, artifact, config FROM versions",
+            "SELECT CAST(NULL AS TEXT) AS model_dir, artifact, CAST(NULL AS TEXT) AS config FROM placements",
+            // A job's config names its model before any row records it.
+            "SELECT CAST(NULL AS TEXT) AS model_dir, CAST(NULL AS TEXT) AS artifact, config FROM jobs WHERE state IN ('queued', 'running')",
+        ] {
+            for row in sqlx::query(q).fetch_all(&self.pool).await? {
+                r.add(&row)?;
+            }
+        }
+        Ok(r)
+    }
+
+    /// Forgets a collected artifact (its folder is gone).
+    pub async fn delete_artifact(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM artifacts WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The model folders and artifact keys of the services of `team`, in
+    /// every version: what counts against its storage quota.
+    pub async fn team_storage(&self, team: &str) -> Result<Referenced, StoreError> {
+        let mut r = Referenced::default();
+        let rows = sqlx::query(
+            "SELECT v.model_dir, v.artifact, CAST(NULL AS TEXT) AS config FROM versions v JOIN services s ON s.name = v.service
+             WHERE s.team = $1",
+        )
+        .bind(team)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            r.add(&row)?;
+        }
+        Ok(r)
     }
 
     pub async fn logs_after(
