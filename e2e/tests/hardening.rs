@@ -567,3 +567,63 @@ fn a_team_past_its_storage_quota_is_refused_a_create() {
     let (s, d) = server.admin("GET", "/api/v2/services/small", b"");
     assert_eq!((s, d["status"].as_str()), (200, Some("Running")), "{d}");
 }
+
+/// SIGTERM drains: the server takes no new connection and says it is not
+/// ready, answers the request it is in the middle of, and exits cleanly.
+#[test]
+fn sigterm_answers_the_requests_in_flight_then_exits() {
+    use std::io::{Read, Write};
+    let work = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&work.path().join("data"), &[]);
+    let token = whetstone_e2e::create_mlp(&server, work.path(), "drain", serde_json::json!({}));
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}]}).to_string();
+    // A request half sent when the signal comes.
+    let mut inflight = std::net::TcpStream::connect(&server.addr).unwrap();
+    write!(
+        inflight,
+        "POST /api/predict/drain HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..body.len() / 2]
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // No new connections once it drains.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(&server.addr).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The request in flight is answered.
+    inflight
+        .write_all(&body.as_bytes()[body.len() / 2..])
+        .unwrap();
+    let mut answer = String::new();
+    inflight
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let _ = inflight.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"outputs\""), "{answer}");
+    // And the server exits on its own, cleanly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    let _ = &mut server;
+}

@@ -91,6 +91,9 @@ pub struct Deployer {
     pub hosting: placement::Hosting,
     /// The object store nodes share (`--store`), if any.
     pub objects: Option<crate::control::objects::Objects>,
+    /// Cancelled when the server is stopping (SIGTERM): workers claim no
+    /// more jobs.
+    pub stopping: CancellationToken,
 }
 
 /// The running deploy of each service and why it was cancelled, if it was.
@@ -329,6 +332,9 @@ pub fn spawn_workers(state: &Deployer) {
 
 async fn worker_loop(state: Deployer, idx: usize, slot: WorkerSlot) {
     loop {
+        if state.stopping.is_cancelled() {
+            return;
+        }
         let until = now_ms() + state.settings.job_lease.as_millis() as i64;
         match state
             .store
@@ -343,6 +349,7 @@ async fn worker_loop(state: Deployer, idx: usize, slot: WorkerSlot) {
             }
             Ok(None) => {
                 tokio::select! {
+                    _ = state.stopping.cancelled() => return,
                     _ = state.jobs_ready.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
@@ -352,6 +359,32 @@ async fn worker_loop(state: Deployer, idx: usize, slot: WorkerSlot) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
+    }
+}
+
+/// The server is stopping: each deploy this node runs is left running at
+/// its recorded stage, to be resumed there by the next server on this data
+/// folder (SQLite) or by another node once its lease runs out
+/// (PostgreSQL). Says so in each one's log.
+pub async fn leave_running(state: &Deployer) {
+    let jobs = match state.store.interrupted_jobs().await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!("listing the running deploys at shutdown: {e}");
+            return;
+        }
+    };
+    for job in jobs
+        .iter()
+        .filter(|j| j.node.as_deref() == Some(state.settings.node_id.as_str()))
+    {
+        let stage = job.stage.as_deref().unwrap_or("schedule");
+        log_line(
+            state,
+            job,
+            &format!("[WARN] Server stopping: the deploy resumes at stage {stage} when a server takes it up"),
+        )
+        .await;
     }
 }
 

@@ -32,7 +32,17 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
-        .route("/v2/health/ready", get(|| async { StatusCode::OK }))
+        // A stopping server is not ready: load balancers send elsewhere.
+        .route(
+            "/v2/health/ready",
+            get(|State(state): State<AppState>| async move {
+                if state.stopping.is_cancelled() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                }
+            }),
+        )
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/config", get(model_config))

@@ -300,6 +300,7 @@ pub async fn open_with(settings: Settings, resources: Resources) -> Result<AppSt
             crate::http::state::BODY_BUDGET_BYTES / crate::http::state::BUDGET_UNIT,
         )),
         revoked: tokio::sync::watch::Sender::new(0),
+        stopping: Default::default(),
     })
 }
 
@@ -438,7 +439,45 @@ pub async fn serve(
             console.display()
         );
     }
-    serve_http1(listener, router_with_console(state, Some(console))).await
+    let stopping = state.stopping.clone();
+    spawn_signal_handler(stopping.clone());
+    serve_http1(
+        listener,
+        router_with_console(state, Some(console)),
+        stopping,
+        DRAIN_TIMEOUT,
+    )
+    .await?;
+    // Every connection answered (or the drain timed out): the deploys
+    // under way stay at their recorded stage for the next server.
+    crate::deploy::leave_running(&deployer).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// How long a stopping server waits for the requests in flight.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// SIGTERM or Ctrl-C (SIGINT) starts the drain.
+fn spawn_signal_handler(stopping: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            tracing::warn!("cannot listen for SIGTERM: stopping will not drain");
+            return;
+        };
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            "{which}: stopping; no new connections or deploys, the requests in flight are answered (up to {} s)",
+            DRAIN_TIMEOUT.as_secs()
+        );
+        stopping.cancel();
+    });
 }
 
 /// How long a client may take to send a request's headers. A connection
@@ -447,11 +486,24 @@ pub async fn serve(
 pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// HTTP/1.1 with upgrades (WebSockets), as `axum::serve` does, plus the
-/// header read timeout that `axum::serve` does not set.
-async fn serve_http1(listener: tokio::net::TcpListener, app: Router) -> Result<(), AppError> {
+/// header read timeout that `axum::serve` does not set. Once `stopping` is
+/// cancelled it accepts no more connections, lets each one finish the
+/// request it is answering (idle keep-alive ones close), and returns when
+/// they are all done or `drain` has passed.
+async fn serve_http1(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stopping: tokio_util::sync::CancellationToken,
+    drain: std::time::Duration,
+) -> Result<(), AppError> {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stopping.cancelled() => break,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: wait, do not spin.
@@ -462,15 +514,37 @@ async fn serve_http1(listener: tokio::net::TcpListener, app: Router) -> Result<(
         };
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
+        let stopping = stopping.clone();
+        connections.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let done = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stopping.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = done {
                 tracing::debug!("connection: {e}");
             }
         });
     }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(drain, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} connection(s) still busy after {} s; stopping anyway",
+            connections.len(),
+            drain.as_secs()
+        );
+    }
+    Ok(())
 }

@@ -41,6 +41,9 @@ pub struct AppState {
     /// Call [`AppState::revoke`] after one.
     /// (A generation count: a stream busy sending still sees a change.)
     pub revoked: tokio::sync::watch::Sender<u64>,
+    /// Cancelled when the server is stopping (SIGTERM, Ctrl-C): readiness
+    /// answers 503, workers claim no more jobs, connections drain.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -63,6 +66,7 @@ impl AppState {
             builds: self.builds.clone(),
             hosting: self.hosting.clone(),
             objects: self.objects.clone(),
+            stopping: self.stopping.clone(),
         }
     }
 }
