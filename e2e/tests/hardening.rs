@@ -627,3 +627,36 @@ fn sigterm_answers_the_requests_in_flight_then_exits() {
     assert!(status.success(), "{status}");
     let _ = &mut server;
 }
+
+/// A client that sends a body too large (or with a wrong token) whole,
+/// without `Expect: 100-continue`, before it reads — Python's `requests` —
+/// reads the 413 (or 401) instead of a connection reset: the server throws
+/// the body away after it answers.
+#[test]
+fn a_refused_large_body_is_answered_not_reset() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let token = whetstone_e2e::create_mlp(&server, work.path(), "big", serde_json::json!({}));
+    let script = r#"
+import sys, requests
+url, token = sys.argv[1], sys.argv[2]
+for auth in (token, "wrong-token"):
+    r = requests.post(url, data=b"0" * (64 << 20), headers={"Authorization": auth})
+    print(r.status_code, r.json()["error"][:60])
+"#;
+    let out = Command::new(whetstone_e2e::clients_python())
+        .args(["-c", script])
+        .arg(format!("{}/api/predict/big", server.url()))
+        .arg(&token)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let codes: Vec<&str> = said.lines().map(|l| &l[..3]).collect();
+    assert_eq!(codes, ["413", "401"], "{said}");
+    assert!(said.contains("accepts request bodies of at most"), "{said}");
+}

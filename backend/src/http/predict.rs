@@ -223,6 +223,44 @@ static REPLAYS: std::sync::LazyLock<crate::serving::eas::signing::Replays> =
 /// How long a client may take to send a prediction body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A request body not read yet. A request refused before its body is read
+/// (a wrong token, a body over the limit) still has it on the wire: were
+/// the connection closed on it, the client's kernel would answer the rest
+/// of its upload with a reset, and a client that sends its whole body
+/// before it reads (Python's `requests` and `urllib`, without
+/// `Expect: 100-continue`) would see "connection reset" instead of the
+/// answer. So a body left unread is read and thrown away after the answer
+/// is sent, up to [`DISCARD_BYTES`] within [`DISCARD_TIME`].
+struct Unread(Option<Body>);
+
+/// How much of an unread body is thrown away before the connection closes.
+const DISCARD_BYTES: u64 = 1 << 30;
+/// How long an unread body is read for at most.
+const DISCARD_TIME: Duration = Duration::from_secs(30);
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        let Some(body) = self.0.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            use http_body_util::BodyExt;
+            let mut body = body;
+            let mut seen = 0u64;
+            let _ = tokio::time::timeout(DISCARD_TIME, async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if seen > DISCARD_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+    }
+}
+
 /// A request body held in memory, with its share of the server's body
 /// budget (released when the request ends).
 struct HeldBody {
@@ -239,7 +277,7 @@ async fn read_body(
     state: &AppState,
     pool: &ServicePool,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Unread,
 ) -> Result<HeldBody, AppError> {
     let limit = pool.max_body_bytes();
     let declared = headers
@@ -266,6 +304,9 @@ async fn read_body(
                     .into(),
             )
         })?;
+    let Some(body) = body.0.take() else {
+        return Err(AppError::Internal("the request body was read twice".into()));
+    };
     let bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| {
@@ -399,9 +440,10 @@ async fn infer(
     uri: Uri,
     body: Body,
 ) -> Response {
+    let mut body = Unread(Some(body));
     observed(&name, "kserve", &headers, async {
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        let body = read_body(&state, &pool, &headers, body).await?;
+        let body = read_body(&state, &pool, &headers, &mut body).await?;
         crate::serving::execute::note_request(&body.bytes);
         Ok(kserve::infer(pool, &name, &headers, &body.bytes).await?)
     })
@@ -415,10 +457,11 @@ async fn infer_version(
     uri: Uri,
     body: Body,
 ) -> Response {
+    let mut body = Unread(Some(body));
     observed(&name, "kserve", &headers, async {
         check_version(&name, &version)?;
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        let body = read_body(&state, &pool, &headers, body).await?;
+        let body = read_body(&state, &pool, &headers, &mut body).await?;
         crate::serving::execute::note_request(&body.bytes);
         Ok(kserve::infer(pool, &name, &headers, &body.bytes).await?)
     })
@@ -434,6 +477,7 @@ async fn predict(
     uri: Uri,
     body: Body,
 ) -> Response {
+    let mut body = Unread(Some(body));
     observed(&name, "eas", &headers, async {
         // A signed request (the EAS SDK) binds its body: the signature can
         // only be checked once the body is read; every other request's
@@ -452,7 +496,7 @@ async fn predict(
                 "a request signed with 'Authorization: EAS …' must carry Content-Length".into(),
             ));
         }
-        let held = read_body(&state, &pool, &headers, body).await?;
+        let held = read_body(&state, &pool, &headers, &mut body).await?;
         crate::serving::execute::note_request(&held.bytes);
         let body = &held.bytes;
         if signed {
