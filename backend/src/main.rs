@@ -20,6 +20,10 @@ struct Whet {
     /// Management API token (default: the admin token of the local server's data folder).
     #[arg(long, global = true, env = "WHET_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A PEM file of certificates to trust, beside the system's roots, for
+    /// an https:// server (one with a private or self-signed certificate).
+    #[arg(long, global = true, env = "WHET_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,6 +58,7 @@ fn main() {
         Command::Inspect => std::process::exit(backend::deploy::inspect::child_main()),
         Command::Serve(args) => std::process::exit(block_on(backend::http::server::run(*args))),
         Command::Client(command) => {
+            backend::cli::client::set_ca_cert(whet.ca_cert.clone());
             let code = block_on(backend::cli::run(&whet.server, whet.token, command));
             std::process::exit(code)
         }

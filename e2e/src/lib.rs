@@ -43,6 +43,8 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub data: PathBuf,
+    /// `http`, or `https` for a server started with `--tls-cert`.
+    pub scheme: String,
 }
 
 impl Server {
@@ -72,21 +74,25 @@ impl Server {
                 eprintln!("[whet serve] {l}");
             }
         });
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
+        let (scheme, rest) = line
+            .split_once("://")
+            .unwrap_or_else(|| panic!("unexpected server start line: {line:?}"));
+        let scheme = scheme.rsplit(' ').next().unwrap_or("http").to_string();
+        let addr = rest
+            .split_whitespace()
+            .next()
             .unwrap_or_else(|| panic!("unexpected server start line: {line:?}"))
             .to_string();
         Server {
             child,
             addr,
             data: data.to_path_buf(),
+            scheme,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn admin_token(&self) -> String {

@@ -65,7 +65,7 @@ async fn bench(server: &str, token: Option<String>, args: BenchArgs) -> Result<i
             "--concurrency must be at least 1".into(),
         ));
     }
-    let client = Client::new(server, super::resolve_token(token)?);
+    let client = Client::new(server, super::resolve_token(token)?)?;
     let detail: ServiceDetail = client
         .get(&format!("/api/v2/services/{}", args.name))
         .await?;
@@ -78,7 +78,7 @@ async fn bench(server: &str, token: Option<String>, args: BenchArgs) -> Result<i
         "kserve" => format!("Bearer {}", detail.token),
         _ => detail.token.clone(),
     };
-    let http = reqwest::Client::builder()
+    let http = crate::cli::client::http_builder()?
         .pool_max_idle_per_host(args.concurrency)
         .timeout(args.timeout)
         .tcp_nodelay(true)

@@ -36,13 +36,51 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// An error and what caused it, as one line: "sending the request: … :
+/// invalid peer certificate: UnknownIssuer" says why where the outermost
+/// error alone would not.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// A PEM file of certificates the CLI trusts beside the system's roots
+/// (`--ca-cert`): a server with a private or self-signed certificate.
+static CA_CERT: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Sets `--ca-cert` for the process (once, before any client is made).
+pub fn set_ca_cert(path: Option<std::path::PathBuf>) {
+    let _ = CA_CERT.set(path);
+}
+
+fn ca_cert() -> Option<&'static std::path::Path> {
+    CA_CERT.get().and_then(|p| p.as_deref())
+}
+
+/// A builder for the CLI's HTTP clients: HTTPS servers are verified
+/// against the system's roots and `--ca-cert`; nothing turns that off.
+pub fn http_builder() -> Result<reqwest::ClientBuilder, ClientError> {
+    crate::http::tls::reqwest_builder(ca_cert())
+        .map_err(|e| ClientError::Usage(format!("--ca-cert {e}")))
+}
+
 impl Client {
-    pub fn new(server: &str, token: String) -> Client {
-        Client {
+    pub fn new(server: &str, token: String) -> Result<Client, ClientError> {
+        Ok(Client {
             server: server.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
-        }
+            http: http_builder()?
+                .build()
+                .map_err(|e| ClientError::Usage(e.to_string()))?,
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -52,7 +90,7 @@ impl Client {
     fn connect_err(&self, e: reqwest::Error) -> ClientError {
         ClientError::Connect {
             server: self.server.clone(),
-            reason: e.to_string(),
+            reason: with_causes(&e),
         }
     }
 
@@ -168,22 +206,26 @@ impl Client {
             .parse()
             .map_err(|_| ClientError::Usage("the token holds characters a header cannot".into()))?;
         req.headers_mut().insert("authorization", auth);
-        let (mut ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(resp) => {
-                    let body = resp.body().as_deref().unwrap_or_default();
-                    ClientError::Api(describe_error(
-                        StatusCode::from_u16(resp.status().as_u16())
-                            .unwrap_or(StatusCode::BAD_GATEWAY),
-                        body,
-                    ))
-                }
-                other => ClientError::Connect {
-                    server: self.server.clone(),
-                    reason: other.to_string(),
-                },
-            })?;
+        let tls = crate::http::tls::client_config(ca_cert())
+            .map_err(|e| ClientError::Usage(format!("--ca-cert {e}")))?;
+        let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls));
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector))
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(resp) => {
+                        let body = resp.body().as_deref().unwrap_or_default();
+                        ClientError::Api(describe_error(
+                            StatusCode::from_u16(resp.status().as_u16())
+                                .unwrap_or(StatusCode::BAD_GATEWAY),
+                            body,
+                        ))
+                    }
+                    other => ClientError::Connect {
+                        server: self.server.clone(),
+                        reason: with_causes(&other),
+                    },
+                })?;
         while let Some(msg) = ws.next().await {
             let msg = msg.map_err(|e| ClientError::Connect {
                 server: self.server.clone(),

@@ -208,7 +208,7 @@ async fn client_command(
     token: Option<String>,
     cmd: Command,
 ) -> Result<i32, ClientError> {
-    let client = Client::new(server, resolve_token(token)?);
+    let client = Client::new(server, resolve_token(token)?)?;
     match cmd {
         Command::Create { config, team } => {
             let body = prepare_config(&client, &config).await?;
@@ -761,7 +761,9 @@ async fn predict(client: &Client, name: &str, data: &Path) -> Result<i32, Client
             .collect()
     };
     let d: ServiceDetail = client.get(&format!("/api/v2/services/{name}")).await?;
-    let http = reqwest::Client::new();
+    let http = crate::cli::client::http_builder()?
+        .build()
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
     for body in bodies {
         let resp = http
             .post(endpoint_url(client, &d))

@@ -59,6 +59,9 @@ pub struct Settings {
     /// Bytes of models and artifacts one team's services may keep (every
     /// version counted), or none.
     pub team_quota_bytes: Option<u64>,
+    /// The certificate and key the server answers TLS with (`--tls-cert`,
+    /// `--tls-key`); none: plain HTTP.
+    pub tls: Option<crate::http::tls::TlsFiles>,
 }
 
 impl Settings {
@@ -91,6 +94,7 @@ impl Settings {
             },
             gc_period: std::time::Duration::from_secs(3600),
             team_quota_bytes: None,
+            tls: None,
         }
     }
 }

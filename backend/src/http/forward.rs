@@ -45,10 +45,18 @@ fn service_of(path: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-fn client() -> &'static reqwest::Client {
+/// The client for forwards: over HTTPS when this node serves TLS (the
+/// nodes of one cluster share a certificate chain, trusted here beside the
+/// system's roots).
+fn client(settings: &crate::control::Settings) -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
+        let own = settings.tls.as_ref().map(|t| t.cert.as_path());
+        crate::http::tls::reqwest_builder(own)
+            .unwrap_or_else(|e| {
+                tracing::warn!("forwarding TLS: {e}; using the system's roots only");
+                reqwest::Client::builder()
+            })
             .connect_timeout(Duration::from_secs(5))
             // The serving node bounds the call; this only stops a node that
             // went silent from holding the client forever.
@@ -223,7 +231,13 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut out = client().request(parts.method.clone(), format!("http://{addr}{path}"));
+    let scheme = if state.settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut out =
+        client(&state.settings).request(parts.method.clone(), format!("{scheme}://{addr}{path}"));
     for (k, v) in parts.headers.iter().filter(|(k, _)| !hop_by_hop(k)) {
         out = out.header(k, v);
     }

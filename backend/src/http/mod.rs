@@ -17,3 +17,4 @@ pub mod security;
 pub mod server;
 pub mod shares;
 pub mod state;
+pub mod tls;

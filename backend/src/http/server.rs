@@ -121,6 +121,14 @@ pub struct ServeArgs {
     /// Default: no quota.
     #[arg(long)]
     pub team_quota_mib: Option<u64>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). Nodes
+    /// that share a database forward to each other over HTTPS too, trusting
+    /// the system's roots and this chain.
+    #[arg(long, env = "WHET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "WHET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Export traces of predictions (queue, batch, engine spans) with
     /// OTLP/HTTP to this URL, e.g. `http://collector:4318/v1/traces`.
     /// Default: no tracing.
@@ -198,8 +206,19 @@ pub async fn run(args: ServeArgs) -> i32 {
         },
         gc_period: args.gc_period.max(std::time::Duration::from_secs(1)),
         team_quota_bytes: args.team_quota_mib.map(|m| m << 20),
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::http::tls::TlsFiles { cert, key }),
+            _ => None,
+        },
         ..Settings::new(data, whet_exe)
     };
+    // A certificate or key that cannot be used is the operator's mistake:
+    // said before anything starts.
+    if let Some(files) = &settings.tls {
+        if let Err(e) = crate::http::tls::acceptor(files) {
+            return usage(e);
+        }
+    }
     if let Some(endpoint) = &args.otlp_endpoint {
         if !(0.0..=1.0).contains(&args.otlp_sample_ratio) {
             return usage(format!(
@@ -426,9 +445,14 @@ pub async fn serve(
     {
         use std::io::Write;
         let mut out = std::io::stdout();
+        let scheme = if state.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let _ = writeln!(
             out,
-            "whet serving on http://{local} (data: {})",
+            "whet serving on {scheme}://{local} (data: {})",
             state.settings.data_dir.display()
         );
         let _ = out.flush();
@@ -441,8 +465,13 @@ pub async fn serve(
     }
     let stopping = state.stopping.clone();
     spawn_signal_handler(stopping.clone());
+    let tls = match &state.settings.tls {
+        Some(files) => Some(crate::http::tls::acceptor(files).map_err(AppError::BadRequest)?),
+        None => None,
+    };
     serve_http1(
         listener,
+        tls,
         router_with_console(state, Some(console)),
         stopping,
         DRAIN_TIMEOUT,
@@ -457,6 +486,33 @@ pub async fn serve(
 
 /// How long a stopping server waits for the requests in flight.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One connection, HTTP/1.1 with upgrades, until it ends or the server
+/// stops (then after the request it is answering).
+async fn serve_connection<IO>(
+    io: IO,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    stopping: tokio_util::sync::CancellationToken,
+) where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let done = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopping.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = done {
+        tracing::debug!("connection: {e}");
+    }
+}
 
 /// SIGTERM or Ctrl-C (SIGINT) starts the drain.
 fn spawn_signal_handler(stopping: tokio_util::sync::CancellationToken) {
@@ -492,11 +548,12 @@ pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 /// they are all done or `drain` has passed.
 async fn serve_http1(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     stopping: tokio_util::sync::CancellationToken,
     drain: std::time::Duration,
 ) -> Result<(), AppError> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     let connections = tokio_util::task::TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -515,22 +572,18 @@ async fn serve_http1(
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let stopping = stopping.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let done = tokio::select! {
-                r = conn.as_mut() => r,
-                () = stopping.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = done {
-                tracing::debug!("connection: {e}");
+            match tls {
+                // The handshake is bounded like the headers after it.
+                Some(tls) => match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        serve_connection(TokioIo::new(stream), service, stopping).await
+                    }
+                    Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
+                None => serve_connection(TokioIo::new(stream), service, stopping).await,
             }
         });
     }
