@@ -891,3 +891,64 @@ fn a_bad_tls_file_is_named_at_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A `file://` model is checked again when the deploy reads it: a file
+/// replaced, after the create checked it, by a link to a model outside the
+/// model roots is not read, and the deploy fails saying so.
+#[test]
+fn a_file_model_swapped_for_a_link_outside_the_roots_is_not_read() {
+    let work = tempfile::tempdir().unwrap();
+    let (root, outside) = (work.path().join("root"), work.path().join("outside"));
+    std::fs::create_dir_all(root.join("m")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        root.join("m/model.onnx"),
+        optimizer::onnx_build::mlp(4, 16, 3),
+    )
+    .unwrap();
+    std::fs::write(
+        outside.join("secret.onnx"),
+        optimizer::onnx_build::mlp(4, 8, 3),
+    )
+    .unwrap();
+    let data = work.path().join("data");
+    let server = Server::start(&data, &["--model-root", root.to_str().unwrap()]);
+    // The deploy waits in the queue while the file is swapped.
+    sqlite(
+        &data.join("whetstone.db"),
+        "CREATE TRIGGER no_claims BEFORE UPDATE ON jobs WHEN NEW.state = 'running'
+           BEGIN SELECT RAISE(ABORT, 'injected: no claims'); END;",
+    );
+    let model = format!("file://{}", root.join("m/model.onnx").display());
+    let cfg = work.path().join("swap.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({"name": "swap", "model_path": model, "processor": "onnx_cpu"})
+            .to_string(),
+    )
+    .unwrap();
+    let mut cli = server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = poll(&server, "/api/v2/services/swap", 60, |d| {
+        d["status"] == "Creating"
+    });
+    assert_eq!(d["status"], "Creating", "{d}");
+    std::fs::remove_file(root.join("m/model.onnx")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.onnx"), root.join("m/model.onnx")).unwrap();
+    sqlite(&data.join("whetstone.db"), "DROP TRIGGER no_claims;");
+    let d = poll(&server, "/api/v2/services/swap", 120, |d| {
+        d["status"] == "Failed" || d["status"] == "Running"
+    });
+    let _ = cli.kill();
+    let _ = cli.wait();
+    assert_eq!(
+        d["status"], "Failed",
+        "a model outside the roots was deployed: {d}"
+    );
+    let message = d["message"].as_str().unwrap_or_default();
+    assert!(message.contains("outside the allowed model roots"), "{d}");
+}

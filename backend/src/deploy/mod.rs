@@ -782,6 +782,19 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
         }
         model_dir = here.dir;
         model_file = here.file;
+    } else if cfg.model_path.starts_with("file://") {
+        // A folder of the server's that others may write: what was checked
+        // at create may have been replaced since (a link to elsewhere).
+        let (dir, file) = (PathBuf::from(&model_dir), PathBuf::from(&model_file));
+        let settings = state.settings.clone();
+        let sha = model_sha.clone();
+        let (dir, file) = tokio::task::spawn_blocking(move || {
+            resolve::recheck_file_model(&settings, &dir, &file, &sha)
+        })
+        .await
+        .map_err(|e| DeployError::Internal(e.to_string()))??;
+        model_dir = dir.display().to_string();
+        model_file = file.display().to_string();
     }
     if resume <= 1 {
         state.store.set_job_stage(job.id, name, "fetch").await?;

@@ -689,6 +689,52 @@ pub fn model_path_problem(settings: &Settings, model_path: &str) -> Option<Deplo
     locate_source(settings, model_path).err()
 }
 
+/// A `file://` model checked again where it is used (a deploy's fetch),
+/// not only where it was named: the file and its folder, their links
+/// followed now, are still inside a model root, and the file still has the
+/// SHA-256 recorded then. Returns the real paths, for the optimizer to
+/// read instead of the links (a link swapped after the check is not
+/// followed again).
+pub fn recheck_file_model(
+    settings: &Settings,
+    dir: &Path,
+    file: &Path,
+    sha256: &str,
+) -> Result<(PathBuf, PathBuf), DeployError> {
+    let roots: Vec<PathBuf> = settings
+        .model_roots
+        .iter()
+        .filter_map(|r| r.canonicalize().ok())
+        .collect();
+    let real = |p: &Path| {
+        let r = p
+            .canonicalize()
+            .map_err(|e| invalid("model_path", format!("{}: {e}", p.display())))?;
+        if roots.iter().any(|root| r.starts_with(root)) {
+            Ok(r)
+        } else {
+            Err(invalid(
+                "model_path",
+                format!(
+                    "{} now resolves to {}, outside the allowed model roots; the deploy does not read it",
+                    p.display(),
+                    r.display()
+                ),
+            ))
+        }
+    };
+    let (dir, file) = (real(dir)?, real(file)?);
+    let now = optimizer::artifact::sha256_file(&file)
+        .map_err(|e| DeployError::Internal(format!("{}: {e}", file.display())))?;
+    if now != sha256 {
+        return Err(DeployError::Conflict(format!(
+            "the model at {} changed since the service was created or modified (SHA-256 {sha256} then, {now} now); modify the service to deploy it",
+            file.display()
+        )));
+    }
+    Ok((dir, file))
+}
+
 /// Where `model_path` points, as a local file or folder.
 fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, DeployError> {
     if model_path.starts_with("upload://") {
