@@ -254,3 +254,55 @@ async fn the_openapi_document_lists_every_route_and_its_refs_resolve() {
         false
     );
 }
+
+/// What axum refuses before a handler runs — a body that is not JSON, JSON
+/// of another shape, a path parameter of the wrong type — is an `ApiError`
+/// like every other error, with the status the document gives it.
+#[tokio::test]
+async fn unreadable_requests_get_json_errors() {
+    let (app, token) = app().await;
+    for (method, uri, body, status) in [
+        ("POST", "/api/v2/teams", "not json", StatusCode::BAD_REQUEST),
+        (
+            "POST",
+            "/api/v2/teams",
+            "{}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "DELETE",
+            "/api/v2/users/admin/tokens/abc",
+            "",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v2/services/x/logs?after=x",
+            "",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (s, b) = call(&app, method, uri, Some(&token), body).await;
+        assert_eq!(s, status, "{method} {uri}: {b}");
+        assert!(
+            b["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {uri}: {b}"
+        );
+    }
+    // A JSON body sent as text: 415, as JSON.
+    let req = axum::http::Request::post("/api/v2/teams")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "text/plain")
+        .body(axum::body::Body::from("{\"name\":\"ml\"}"))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let b: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(b["error"].is_string(), "{b}");
+}

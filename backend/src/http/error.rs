@@ -132,3 +132,35 @@ impl IntoResponse for AppError {
             .into_response()
     }
 }
+
+/// Middleware: an answer made before a handler ran — axum's refusal of a
+/// path, query or JSON body it could not read (plain text) — becomes an
+/// `ApiError` like every other error, so clients parse one error shape.
+pub async fn json_rejections(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let plain = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(resp.status().is_client_error() && plain) {
+        return resp;
+    }
+    let status = resp.status();
+    // Rejection messages are a line or two.
+    let text = axum::body::to_bytes(resp.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    (
+        status,
+        Json(ApiError {
+            error: text,
+            errors: vec![],
+        }),
+    )
+        .into_response()
+}

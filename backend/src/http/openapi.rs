@@ -80,6 +80,58 @@ fn responses(items: Vec<(String, Value)>, error: &Value, errors: &[(&str, &str)]
     Value::Object(m)
 }
 
+/// What any operation may answer before its handler runs, documented on
+/// each: 401 without a valid token where one is needed, 400 when a path or
+/// query parameter or the JSON body cannot be read as declared, 415 when a
+/// JSON body is sent as another content type, 422 when it is JSON of
+/// another shape (every such answer is an `ApiError`, like the handlers').
+fn readable_or_not(paths: &mut Value, error: &Value) {
+    let answer = |why: &str| json!({ "description": why, "content": { "application/json": { "schema": error } } });
+    for item in paths
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|m| m.values_mut())
+    {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
+            let takes_params = op
+                .get("parameters")
+                .is_some_and(|p| p.as_array().is_some_and(|a| !a.is_empty()));
+            let json_body = op
+                .pointer("/requestBody/content/application~1json")
+                .is_some();
+            let secured = op
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| !s.is_empty());
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            if takes_params || json_body {
+                responses.entry("400").or_insert_with(|| {
+                    answer("a parameter or the body cannot be read as declared")
+                });
+            }
+            if json_body {
+                responses
+                    .entry("415")
+                    .or_insert_with(|| answer("the body is not sent as application/json"));
+                responses
+                    .entry("422")
+                    .or_insert_with(|| answer("the body is JSON of another shape"));
+            }
+            if secured {
+                responses
+                    .entry("401")
+                    .or_insert_with(|| answer("missing or invalid token"));
+            }
+        }
+    }
+}
+
 fn name_param() -> Value {
     json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string" }, "description": "service name" })
 }
@@ -308,6 +360,7 @@ pub fn document() -> Value {
     if let (Some(all), Value::Object(more)) = (paths.as_object_mut(), accounts.paths(&error)) {
         all.extend(more);
     }
+    readable_or_not(&mut paths, &error);
     json!({
         "openapi": "3.1.0",
         "info": {
