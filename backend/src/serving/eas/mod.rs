@@ -163,6 +163,16 @@ fn decode(sig: &ModelSignature, body: &[u8]) -> Result<Decoded, ServingError> {
     }
 }
 
+/// The inputs a TFRequest or TorchRequest body (plain or snappy) asks a
+/// model of signature `sig` to run on, checked as a prediction checks them,
+/// without running anything: what the fuzz target `eas_protobuf` drives.
+pub fn decode_inputs(
+    sig: &ModelSignature,
+    body: &[u8],
+) -> Result<Vec<(String, optimizer::tensor::Tensor)>, ServingError> {
+    Ok(decode(sig, body)?.take_inputs())
+}
+
 /// One prediction from a TFRequest or TorchRequest body; the answer is the
 /// matching `PredictResponse`.
 pub async fn predict_protobuf(
