@@ -445,7 +445,7 @@ async fn infer(
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
         let body = read_body(&state, &pool, &headers, &mut body).await?;
         crate::serving::execute::note_request(&body.bytes);
-        Ok(kserve::infer(pool, &name, &headers, &body.bytes).await?)
+        Ok(kserve::infer(pool, &name, &headers, body.bytes.clone()).await?)
     })
     .await
 }
@@ -463,7 +463,7 @@ async fn infer_version(
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
         let body = read_body(&state, &pool, &headers, &mut body).await?;
         crate::serving::execute::note_request(&body.bytes);
-        Ok(kserve::infer(pool, &name, &headers, &body.bytes).await?)
+        Ok(kserve::infer(pool, &name, &headers, body.bytes.clone()).await?)
     })
     .await
 }
@@ -510,9 +510,9 @@ async fn predict(
             )?;
         }
         if crate::serving::eas::is_json_body(&headers, body) {
-            Ok(kserve::json::infer(pool, &name, None, kserve::utf8(body)?).await?)
+            Ok(kserve::json::infer(pool, &name, None, body.clone()).await?)
         } else {
-            Ok(crate::serving::eas::predict_protobuf(pool, body).await?)
+            Ok(crate::serving::eas::predict_protobuf(pool, body.clone()).await?)
         }
     })
     .await

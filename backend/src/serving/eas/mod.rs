@@ -177,9 +177,10 @@ pub fn decode_inputs(
 /// matching `PredictResponse`.
 pub async fn predict_protobuf(
     pool: Arc<ServicePool>,
-    body: &[u8],
+    body: bytes::Bytes,
 ) -> Result<(Response, Duration), ServingError> {
-    let mut decoded = decode(&pool.signature, body)?;
+    let sig = pool.signature.clone();
+    let mut decoded = crate::serving::decode_body(body, move |b| decode(&sig, b)).await?;
     let inputs = decoded.take_inputs();
     let (outputs, engine) = crate::serving::execute::execute(pool.clone(), inputs).await?;
     let bytes = match &decoded {

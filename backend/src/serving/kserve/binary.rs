@@ -379,9 +379,10 @@ pub async fn infer(
     name: &str,
     version: &str,
     headers: &HeaderMap,
-    body: &[u8],
+    body: bytes::Bytes,
 ) -> Result<(Response, Duration), ServingError> {
-    let parsed = parse(headers, body, &pool.signature)?;
+    let (headers_owned, sig) = (headers.clone(), pool.signature.clone());
+    let parsed = crate::serving::decode_body(body, move |b| parse(&headers_owned, b, &sig)).await?;
     let (outputs, engine) = crate::serving::execute::execute(pool, parsed.inputs).await?;
     let response = answer(
         name,

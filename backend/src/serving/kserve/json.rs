@@ -40,28 +40,39 @@ pub(crate) fn check_requested_outputs(names: &[&str], model_outputs: usize) -> R
     Ok(())
 }
 
-/// One KServe v2 JSON inference on `pool`.
-pub async fn infer(
-    pool: Arc<ServicePool>,
-    name: &str,
-    version: Option<&str>,
-    body: &str,
-) -> Result<(Response, Duration), ServingError> {
-    let req: Request = serde_json::from_str(body).map_err(|e| {
+/// What a KServe v2 JSON request asks: its inputs as tensors, the outputs
+/// it wants (all when `None`) and its id.
+type Asked = (Vec<(String, Tensor)>, Option<Vec<String>>, Option<String>);
+
+/// Reads a KServe v2 JSON request for a model with `model_outputs` outputs.
+fn parse(body: &[u8], model_outputs: usize) -> Result<Asked, ServingError> {
+    let req: Request = serde_json::from_str(super::utf8(body)?).map_err(|e| {
         ServingError::BadRequest(format!("body: expected a KServe v2 inference request {{\"inputs\":[{{\"name\",\"shape\",\"datatype\",\"data\"}}]}}: {e}"))
     })?;
     // Before any per-output work: no output twice, no more than the model has.
     if let Some(o) = &req.outputs {
         let names: Vec<&str> = o.iter().map(|x| x.name.as_str()).collect();
-        check_requested_outputs(&names, pool.signature.outputs.len())
-            .map_err(ServingError::BadRequest)?;
+        check_requested_outputs(&names, model_outputs).map_err(ServingError::BadRequest)?;
     }
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for t in req.inputs {
         let tensor = decode(&t.name, &t.datatype, &t.shape, &t.data.0)?;
         inputs.push((t.name, tensor));
     }
-    let wanted: Option<Vec<String>> = req.outputs.map(|o| o.into_iter().map(|x| x.name).collect());
+    let wanted = req.outputs.map(|o| o.into_iter().map(|x| x.name).collect());
+    Ok((inputs, wanted, req.id))
+}
+
+/// One KServe v2 JSON inference on `pool`.
+pub async fn infer(
+    pool: Arc<ServicePool>,
+    name: &str,
+    version: Option<&str>,
+    body: bytes::Bytes,
+) -> Result<(Response, Duration), ServingError> {
+    let model_outputs = pool.signature.outputs.len();
+    let (inputs, wanted, id) =
+        crate::serving::decode_body(body, move |b| parse(b, model_outputs)).await?;
     let (outputs, engine) = execute(pool, inputs).await?;
     let outputs: Vec<OutTensor> = outputs
         .iter()
@@ -76,7 +87,7 @@ pub async fn infer(
     let body = OutResponse {
         model_name: name,
         model_version: version,
-        id: req.id.as_deref(),
+        id: id.as_deref(),
         outputs,
     }
     .to_json();

@@ -23,12 +23,12 @@ pub async fn infer(
     pool: Arc<ServicePool>,
     name: &str,
     headers: &HeaderMap,
-    body: &[u8],
+    body: bytes::Bytes,
 ) -> Result<(Response, Duration), ServingError> {
-    if binary::applies(headers, body) {
+    if binary::applies(headers, &body) {
         return binary::infer(pool, name, MODEL_VERSION, headers, body).await;
     }
-    json::infer(pool, name, Some(MODEL_VERSION), utf8(body)?).await
+    json::infer(pool, name, Some(MODEL_VERSION), body).await
 }
 
 /// A JSON body as text.
