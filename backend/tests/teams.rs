@@ -353,6 +353,14 @@ async fn share_links_work_without_signing_in_until_revoked() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 1);
+    // Listed without its token, which is stored only as a hash.
+    assert!(!list.to_string().contains(&token), "{list}");
+    assert_eq!(list[0]["id"], link["id"]);
+    let stored = sqlite_text(&app, "SELECT token FROM share_links");
+    assert!(
+        !stored.contains(&token) && stored.contains(link["id"].as_str().unwrap()),
+        "{stored}"
+    );
     let (s, _) = app
         .call(
             "DELETE",
@@ -534,4 +542,24 @@ async fn viewers_see_secrets_only_when_their_team_lets_them() {
     assert_eq!(d["token"], chosen);
     assert_eq!(v[0]["config"]["token"], chosen, "{v}");
     assert_eq!(s, StatusCode::OK);
+}
+
+/// Every value of the first column `sql` selects from the app's SQLite
+/// file, one a line (what is stored, as an intruder with the file sees it).
+fn sqlite_text(app: &TestApp, sql: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print('\\n'.join(str(r[0]) for r in c.execute(sys.argv[2])))",
+        ])
+        .arg(app.dir.path().join("data/whetstone.db"))
+        .arg(sql)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

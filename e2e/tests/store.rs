@@ -555,15 +555,31 @@ async fn accounts_and_share_links_behave_alike() {
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(s.members("ml").await.unwrap().len(), 2, "{db}");
-        let link = s.create_share("sh1", "svc", "alice").await.unwrap();
-        assert_eq!(link.url, "/s/sh1", "{db}");
+        let link = s.create_share("s_sh1", "svc", "alice").await.unwrap();
+        assert_eq!(link.url.as_deref(), Some("/s/s_sh1"), "{db}");
         assert_eq!(
-            s.shared_service("sh1").await.unwrap().as_deref(),
+            s.shared_service("s_sh1").await.unwrap().as_deref(),
             Some("svc")
         );
-        assert!(s.revoke_share("svc", "sh1").await.unwrap(), "{db}");
-        assert!(!s.revoke_share("svc", "sh1").await.unwrap(), "{db}");
-        assert!(s.shared_service("sh1").await.unwrap().is_none(), "{db}");
+        // Listed by id, never with the token (only its hash is kept).
+        let listed = s.shares("svc").await.unwrap();
+        assert_eq!(listed.len(), 1, "{db}");
+        assert_eq!(
+            (listed[0].token.as_ref(), listed[0].url.as_ref()),
+            (None, None),
+            "{db}"
+        );
+        assert_eq!(listed[0].id, link.id, "{db}");
+        assert!(
+            !s.revoke_share("svc", "0123").await.unwrap(),
+            "{db}: a short id matched"
+        );
+        assert!(s.revoke_share("svc", &link.id).await.unwrap(), "{db}");
+        assert!(!s.revoke_share("svc", "s_sh1").await.unwrap(), "{db}");
+        assert!(s.shared_service("s_sh1").await.unwrap().is_none(), "{db}");
+        // By its token too.
+        s.create_share("s_sh2", "svc", "alice").await.unwrap();
+        assert!(s.revoke_share("svc", "s_sh2").await.unwrap(), "{db}");
     }
 }
 

@@ -538,12 +538,21 @@ pub struct NewToken {
 }
 
 /// A read-only link to one deployment: `/s/{token}` in the console,
-/// `/api/v2/shared/{token}` in the API. Revoked links answer 404.
+/// `/api/v2/shared/{token}` in the API. Revoked links answer 404. Only a
+/// hash of the token is stored: the token and URL are in the answer that
+/// creates the link, and never again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ShareLink {
-    pub token: String,
-    /// Console path of the link, `/s/{token}`.
-    pub url: String,
+    /// Names the link in lists and revocations (the start of its token's
+    /// hash).
+    pub id: String,
+    /// The link's token, in the answer that creates it only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Console path of the link, `/s/{token}`, in the answer that creates
+    /// it only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub service: String,
     pub created_at: String,
     pub created_by: String,

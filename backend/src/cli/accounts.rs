@@ -73,7 +73,8 @@ pub enum ShareCmd {
     Create { name: String },
     /// A service's live share links.
     List { name: String },
-    /// Revoke a share link (its URL or token); it answers 404 from then on.
+    /// Revoke a share link (its id as listed, or its URL); it answers 404
+    /// from then on.
     /// (Not named `token`: that is the global API-token option's id.)
     Revoke { name: String, link: String },
 }
@@ -323,21 +324,23 @@ pub async fn share(client: &Client, cmd: ShareCmd) -> Result<i32, ClientError> {
                     None,
                 )
                 .await?;
-            println!("{}{}", client.server, l.url);
+            println!("{}{}", client.server, l.url.unwrap_or_default());
+            eprintln!(
+                "link {}: shown this once (only its hash is kept); `whet share revoke {name} {}` ends it",
+                l.id, l.id
+            );
         }
         ShareCmd::List { name } => {
             let links: Vec<ShareLink> = client
                 .get(&format!("/api/v2/services/{name}/shares"))
                 .await?;
+            println!("{:<14} {:<20} CREATED", "LINK", "BY");
             for l in links {
-                println!(
-                    "{}{}  (by {}, {})",
-                    client.server, l.url, l.created_by, l.created_at
-                );
+                println!("{:<14} {:<20} {}", l.id, l.created_by, l.created_at);
             }
         }
         ShareCmd::Revoke { name, link } => {
-            // Accept the whole URL as printed by `share create`, too.
+            // The id as listed, or the whole URL as printed by `share create`.
             let token = link.rsplit('/').next().unwrap_or(&link).to_string();
             let _: serde_json::Value = client
                 .send(

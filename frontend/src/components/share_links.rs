@@ -1,5 +1,6 @@
-//! Read-only links to one deployment: create, list with copy, revoke. Each
-//! link opens `/s/{token}` (status, log, report) without signing in.
+//! Read-only links to one deployment: create (the link is shown once: the
+//! server keeps only its hash), list, revoke. Each link opens `/s/{token}`
+//! (status, log, report) without signing in.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -16,6 +17,8 @@ pub fn ShareLinks(name: String) -> impl IntoView {
     let links = RwSignal::new(None::<Result<Vec<ShareLink>, Failure>>);
     let failure = RwSignal::new(None::<Failure>);
     let busy = RwSignal::new(false);
+    // The link just created: its URL is in this answer only.
+    let created = RwSignal::new(None::<ShareLink>);
     let base = format!("/api/v2/services/{}/shares", api::segment(&name));
     let load = {
         let base = base.clone();
@@ -38,7 +41,10 @@ pub fn ShareLinks(name: String) -> impl IntoView {
             failure.set(None);
             spawn_local(async move {
                 match api::post::<ShareLink>(&base, &token, "{}").await {
-                    Ok(_) => load(),
+                    Ok(link) => {
+                        created.try_set(Some(link));
+                        load();
+                    }
                     Err(f) => {
                         failure.try_set(Some(f));
                     }
@@ -56,7 +62,10 @@ pub fn ShareLinks(name: String) -> impl IntoView {
             failure.set(None);
             spawn_local(async move {
                 match api::delete(&path, &token).await {
-                    Ok(()) => load(),
+                    Ok(()) => {
+                        created.try_set(None);
+                        load();
+                    }
                     Err(f) => {
                         failure.try_set(Some(f));
                     }
@@ -75,6 +84,18 @@ pub fn ShareLinks(name: String) -> impl IntoView {
                 </span>
             </p>
             <ActionError failure=failure/>
+            {move || created.get().and_then(|l| l.url).map(|path| {
+                let url = format!("{}{path}", api::origin());
+                view! {
+                    <div class="shown-once" data-test="share-created">
+                        <p>"The new link — copy it now: it is shown this once (only its hash is kept)."</p>
+                        <p>
+                            <a href=path target="_blank" data-test="share-url">{url.clone()}</a>" "
+                            <CopyButton text=url/>
+                        </p>
+                    </div>
+                }
+            })}
             {move || match links.get() {
                 None => view! { <p class="muted">"Loading links…"</p> }.into_any(),
                 Some(Err(f)) => view! { <ErrorBox failure=f/> }.into_any(),
@@ -97,21 +118,17 @@ fn share_table(links: Vec<ShareLink>, revoke: Callback<String>) -> impl IntoView
                 {links
                     .into_iter()
                     .map(|l| {
-                        let url = format!("{}{}", api::origin(), l.url);
-                        let token = l.token.clone();
+                        let id = l.id.clone();
                         view! {
                             <tr data-test="share-link">
-                                <td>
-                                    <a href=l.url.clone() target="_blank" data-test="share-url">{url.clone()}</a>" "
-                                    <CopyButton text=url/>
-                                </td>
+                                <td><code>{format!("{}…", l.id)}</code></td>
                                 <td>{format::short_time(&l.created_at)}</td>
                                 <td>{l.created_by}</td>
                                 <td>
                                     <button
                                         class="small danger"
                                         data-test="share-revoke"
-                                        on:click=move |_| revoke.run(token.clone())
+                                        on:click=move |_| revoke.run(id.clone())
                                     >
                                         "Revoke"
                                     </button>

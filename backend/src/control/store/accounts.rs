@@ -10,6 +10,7 @@ use sqlx::Row;
 
 use super::StoreError;
 use super::{now, Store};
+use crate::control::tokens::hash_token;
 
 /// A user as the server needs it to authorize a call.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,11 +34,15 @@ fn role_of(s: &str) -> Result<Role, StoreError> {
     Role::parse(s).ok_or_else(|| StoreError::Corrupt(format!("bad role {s} in store")))
 }
 
+/// Characters of a share link's token hash that name it.
+const SHARE_ID_CHARS: usize = 12;
+
 fn share_from_row(r: &AnyRow) -> Result<ShareLink, StoreError> {
-    let token: String = r.try_get("token")?;
+    let hash: String = r.try_get("token")?;
     Ok(ShareLink {
-        url: format!("/s/{token}"),
-        token,
+        id: hash.chars().take(SHARE_ID_CHARS).collect(),
+        token: None,
+        url: None,
         service: r.try_get("service")?,
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
@@ -314,26 +319,52 @@ impl Store {
 
     // ---- share links --------------------------------------------------------
 
+    /// Stores a link by its token's hash; the answer carries the token and
+    /// URL, which are not kept.
     pub async fn create_share(
         &self,
         token: &str,
         service: &str,
         created_by: &str,
     ) -> Result<ShareLink, StoreError> {
+        let hash = hash_token(token);
         sqlx::query(
             "INSERT INTO share_links (token, service, created_by, created_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(token)
+        .bind(&hash)
         .bind(service)
         .bind(created_by)
         .bind(now())
         .execute(&self.pool)
         .await?;
         let row = sqlx::query("SELECT * FROM share_links WHERE token = $1")
-            .bind(token)
+            .bind(&hash)
             .fetch_one(&self.pool)
             .await?;
-        share_from_row(&row)
+        Ok(ShareLink {
+            token: Some(token.to_string()),
+            url: Some(format!("/s/{token}")),
+            ..share_from_row(&row)?
+        })
+    }
+
+    /// Links stored before their tokens were hashed (`s_…` in the clear)
+    /// get their hash instead: run at every start, a no-op once done.
+    pub async fn hash_share_tokens(&self) -> Result<u64, StoreError> {
+        let rows = sqlx::query("SELECT token FROM share_links WHERE substr(token, 1, 2) = 's_'")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut n = 0;
+        for r in rows {
+            let plain: String = r.try_get("token")?;
+            n += sqlx::query("UPDATE share_links SET token = $1 WHERE token = $2")
+                .bind(hash_token(&plain))
+                .bind(&plain)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
     }
 
     /// The unrevoked links of a service, oldest first.
@@ -347,13 +378,24 @@ impl Store {
         rows.iter().map(share_from_row).collect()
     }
 
-    /// Revokes a link of `service`; false when it has no such live link.
-    pub async fn revoke_share(&self, service: &str, token: &str) -> Result<bool, StoreError> {
+    /// Revokes a link of `service`, named by its id (as listed) or its
+    /// token; false when it has no such live link.
+    pub async fn revoke_share(&self, service: &str, link: &str) -> Result<bool, StoreError> {
+        let id: String = if link.starts_with("s_") {
+            hash_token(link)
+        } else {
+            link.to_string()
+        };
+        // An id is a hex prefix of the hash, never shorter than listed.
+        if id.len() < SHARE_ID_CHARS || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
         let r = sqlx::query(
-            "UPDATE share_links SET revoked_at = $1 WHERE token = $2 AND service = $3 AND revoked_at IS NULL",
+            "UPDATE share_links SET revoked_at = $1
+             WHERE substr(token, 1, length($2)) = $2 AND service = $3 AND revoked_at IS NULL",
         )
         .bind(now())
-        .bind(token)
+        .bind(&id)
         .bind(service)
         .execute(&self.pool)
         .await?;
@@ -364,7 +406,7 @@ impl Store {
     pub async fn shared_service(&self, token: &str) -> Result<Option<String>, StoreError> {
         let row =
             sqlx::query("SELECT service FROM share_links WHERE token = $1 AND revoked_at IS NULL")
-                .bind(token)
+                .bind(hash_token(token))
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|r| r.try_get("service")).transpose()?)

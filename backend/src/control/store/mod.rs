@@ -440,7 +440,11 @@ impl Store {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, dialect })
+        let store = Store { pool, dialect };
+        // SQL cannot hash portably: links kept in the clear by an older
+        // server are hashed here, once.
+        store.hash_share_tokens().await?;
+        Ok(store)
     }
 
     pub fn dialect(&self) -> Dialect {
