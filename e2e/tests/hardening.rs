@@ -76,6 +76,42 @@ fn poll(
     }
 }
 
+/// Writes `config` as `NAME.json` in `work` and starts `whet create` on it
+/// there, in the background (the CLI follows the deploy; the caller kills
+/// it once it has seen what it waits for).
+fn start_create(
+    server: &Server,
+    work: &std::path::Path,
+    config: serde_json::Value,
+) -> std::process::Child {
+    let cfg = work.join(format!("{}.json", config["name"].as_str().expect("a name")));
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .current_dir(work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// [`start_create`], waited for: whether it succeeded, and what it said.
+fn create(server: &Server, work: &std::path::Path, config: serde_json::Value) -> (bool, String) {
+    let cfg = work.join(format!("{}.json", config["name"].as_str().expect("a name")));
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let out = server
+        .cli(&["create", cfg.to_str().unwrap()])
+        .current_dir(work)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 /// A deploy that fails while the database refuses its last log line, and
 /// then refuses the job's end for a while, still ends: the service reads
 /// Failed, and once the database takes writes again the job is recorded as
@@ -102,23 +138,14 @@ fn a_deploy_ends_though_its_last_writes_fail() {
            WHEN NEW.state = 'failed' AND EXISTS (SELECT 1 FROM held)
            BEGIN SELECT RAISE(ABORT, 'injected: the job cannot be ended'); END;",
     );
-    let cfg = work.path().join("cold.json");
-    std::fs::write(
-        &cfg,
+    let mut cli = start_create(
+        &server,
+        work.path(),
         serde_json::json!({
             "name": "cold", "model_path": "m", "processor": "onnx_cpu",
             "metadata": { "instance": 1 }, "warm_up_data_path": "wrong.npz",
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut cli = server
-        .cli(&["create", cfg.to_str().unwrap()])
-        .current_dir(work.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        }),
+    );
     let d = poll(&server, "/api/v2/services/cold", 120, |d| {
         d["status"] == "Failed"
     });
@@ -272,20 +299,11 @@ fn revoking_a_token_or_a_share_link_closes_its_open_streams() {
         optimizer::onnx_build::mlp(4, 16, 3),
     )
     .unwrap();
-    let cfg = work.path().join("queued.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({"name": "queued", "model_path": "mlp.onnx", "processor": "onnx_cpu"})
-            .to_string(),
-    )
-    .unwrap();
-    let mut cli = server
-        .cli(&["create", cfg.to_str().unwrap()])
-        .current_dir(work.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cli = start_create(
+        &server,
+        work.path(),
+        serde_json::json!({"name": "queued", "model_path": "mlp.onnx", "processor": "onnx_cpu"}),
+    );
     let d = poll(&server, "/api/v2/services/queued", 60, |d| {
         d["status"] == "Creating"
     });
@@ -423,25 +441,10 @@ fn create_sized(
         optimizer::onnx_build::mlp(4, hidden, 3),
     )
     .unwrap();
-    let cfg = work.join(format!("{name}.json"));
-    std::fs::write(
-        &cfg,
-        serde_json::json!({"name": name, "model_path": format!("{name}.onnx"), "processor": "onnx_cpu"})
-            .to_string(),
-    )
-    .unwrap();
-    let out = server
-        .cli(&["create", cfg.to_str().unwrap()])
-        .current_dir(work)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    create(
+        server,
+        work,
+        serde_json::json!({"name": name, "model_path": format!("{name}.onnx"), "processor": "onnx_cpu"}),
     )
 }
 
@@ -920,19 +923,11 @@ fn a_file_model_swapped_for_a_link_outside_the_roots_is_not_read() {
            BEGIN SELECT RAISE(ABORT, 'injected: no claims'); END;",
     );
     let model = format!("file://{}", root.join("m/model.onnx").display());
-    let cfg = work.path().join("swap.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({"name": "swap", "model_path": model, "processor": "onnx_cpu"})
-            .to_string(),
-    )
-    .unwrap();
-    let mut cli = server
-        .cli(&["create", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cli = start_create(
+        &server,
+        work.path(),
+        serde_json::json!({"name": "swap", "model_path": model, "processor": "onnx_cpu"}),
+    );
     let d = poll(&server, "/api/v2/services/swap", 60, |d| {
         d["status"] == "Creating"
     });
