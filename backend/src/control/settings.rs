@@ -54,14 +54,32 @@ pub struct Settings {
     /// it scales in.
     pub scale_in_delay: std::time::Duration,
     /// What the collector keeps (`deploy::gc`), and how often it runs.
-    pub gc: crate::deploy::gc::Policy,
+    pub gc: GcPolicy,
     pub gc_period: std::time::Duration,
     /// Bytes of models and artifacts one team's services may keep (every
     /// version counted), or none.
     pub team_quota_bytes: Option<u64>,
     /// The certificate and key the server answers TLS with (`--tls-cert`,
     /// `--tls-key`); none: plain HTTP.
-    pub tls: Option<crate::http::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
+}
+
+/// What the collector (`deploy::gc`) keeps, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct GcPolicy {
+    /// Files younger than this are kept whatever refers to them.
+    pub grace: std::time::Duration,
+    /// Log lines older than this go.
+    pub log_retention: std::time::Duration,
+    /// Of each service's log, the last this many lines are kept.
+    pub log_max_lines: i64,
+}
+
+/// The certificate chain and key a server answers TLS with (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Settings {
@@ -87,7 +105,7 @@ impl Settings {
             adaptive_batching: true,
             autoscale_period: std::time::Duration::from_secs(5),
             scale_in_delay: std::time::Duration::from_secs(300),
-            gc: crate::deploy::gc::Policy {
+            gc: GcPolicy {
                 grace: std::time::Duration::from_secs(3600),
                 log_retention: std::time::Duration::from_secs(30 * 86400),
                 log_max_lines: 20_000,

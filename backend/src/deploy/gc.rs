@@ -15,19 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use shared::api::GcReport;
 
+use crate::control::settings::GcPolicy as Policy;
 use crate::control::store::Referenced;
 use crate::deploy::{DeployError, Deployer};
-
-/// What one sweep looks at and how long things are kept.
-#[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    /// Files younger than this are kept whatever refers to them.
-    pub grace: Duration,
-    /// Log lines older than this go.
-    pub log_retention: Duration,
-    /// Of each service's log, the last this many lines are kept.
-    pub log_max_lines: i64,
-}
 
 /// Runs one sweep.
 pub async fn collect(state: &Deployer, policy: Policy) -> Result<GcReport, DeployError> {

@@ -199,7 +199,7 @@ pub async fn run(args: ServeArgs) -> i32 {
             .autoscale_period
             .max(std::time::Duration::from_millis(100)),
         scale_in_delay: args.scale_in_delay,
-        gc: crate::deploy::gc::Policy {
+        gc: crate::control::settings::GcPolicy {
             grace: args.gc_grace,
             log_retention: args.log_retention,
             log_max_lines: args.log_max_lines,
