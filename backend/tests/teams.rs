@@ -519,8 +519,10 @@ async fn viewers_see_secrets_only_when_their_team_lets_them() {
     };
     let (d, v, s) = look(deployer.clone()).await;
     assert_eq!(d["token"], chosen);
-    assert_eq!(d["config"]["token"], chosen);
-    assert_eq!(v[0]["config"]["token"], chosen, "{v}");
+    // The config's token became the service's: it is not kept in the
+    // config (nor its versions) beside the sealed one.
+    assert!(!v.to_string().contains(chosen), "{v}");
+    assert!(!d["config"].to_string().contains(chosen), "{d}");
     assert_eq!(s, StatusCode::OK);
 
     let (d, v, s) = look(viewer.clone()).await;
@@ -538,10 +540,18 @@ async fn viewers_see_secrets_only_when_their_team_lets_them() {
     let (s, t) = app.json("PATCH", "/api/v2/teams/ml", &app.admin, on).await;
     assert_eq!(s, StatusCode::OK, "{t}");
     assert_eq!(t["viewers_see_secrets"], true);
-    let (d, v, s) = look(viewer.clone()).await;
+    let (d, _, s) = look(viewer.clone()).await;
     assert_eq!(d["token"], chosen);
-    assert_eq!(v[0]["config"]["token"], chosen, "{v}");
     assert_eq!(s, StatusCode::OK);
+    // What the database holds: the token sealed, nowhere in the clear.
+    let stored = sqlite_text(&app, "SELECT token FROM services")
+        + &sqlite_text(&app, "SELECT config FROM services")
+        + &sqlite_text(&app, "SELECT config FROM versions")
+        + &sqlite_text(&app, "SELECT config FROM jobs");
+    assert!(
+        stored.starts_with("sealed1:") && !stored.contains(chosen),
+        "{stored}"
+    );
 }
 
 /// Every value of the first column `sql` selects from the app's SQLite

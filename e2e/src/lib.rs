@@ -168,10 +168,12 @@ pub fn set_instances(cfg: &Path, instances: u32) {
 
 /// A data folder `to` for a second node (of its own, as on another
 /// machine), with the admin token the first node wrote in `from`, so that
-/// its CLI finds it.
+/// its CLI finds it, and the key it seals prediction tokens with (nodes
+/// that share a database share it, as `--secret-key-file` would give it).
 pub fn second_data_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create the data folder");
     std::fs::copy(from.join("admin-token"), to.join("admin-token")).expect("copy the admin token");
+    std::fs::copy(from.join("secret-key"), to.join("secret-key")).expect("copy the secret key");
 }
 
 /// [`example`] deployed through `server` as `example_mlp` with `instances`

@@ -947,3 +947,70 @@ fn a_file_model_swapped_for_a_link_outside_the_roots_is_not_read() {
     let message = d["message"].as_str().unwrap_or_default();
     assert!(message.contains("outside the allowed model roots"), "{d}");
 }
+
+/// Prediction tokens are sealed at rest: the database holds no token in
+/// the clear (a folder of an older server has its tokens sealed at the
+/// next start, and they keep working), and a server started with another
+/// secret key says so instead of answering with tokens it cannot read.
+#[test]
+fn prediction_tokens_are_sealed_at_rest() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let db = data.join("whetstone.db");
+    let mut server = Server::start(&data, &[]);
+    let token = whetstone_e2e::create_mlp(&server, work.path(), "sealed", serde_json::json!({}));
+    server.kill();
+    let dump = |sql: &str| {
+        let out = Command::new("python3")
+            .args(["-c", "import sqlite3, sys; print('\\n'.join(str(r[0]) for r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2])))"])
+            .arg(&db)
+            .arg(sql)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stored = dump("SELECT token FROM services");
+    assert!(
+        stored.starts_with("sealed1:") && !stored.contains(&token),
+        "{stored}"
+    );
+
+    // As an older server left it: the token in the clear, and in the config.
+    let legacy = "a-legacy-token-in-the-clear-1";
+    sqlite(
+        &db,
+        &format!(
+            "UPDATE services SET token = '{legacy}', config = json_set(config, '$.token', '{legacy}');"
+        ),
+    );
+    let server = Server::start(&data, &[]);
+    let stored = dump("SELECT token || ' ' || config FROM services");
+    assert!(
+        stored.starts_with("sealed1:") && !stored.contains(legacy),
+        "{stored}"
+    );
+    let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}]}).to_string();
+    assert_eq!(
+        server
+            .http("POST", "/api/predict/sealed", Some(legacy), body.as_bytes())
+            .0,
+        200
+    );
+    drop(server);
+
+    // Another key: the server does not start, and says why.
+    let other = work.path().join("other-key");
+    std::fs::write(&other, "00".repeat(32)).unwrap();
+    let out = Command::new(whet_bin())
+        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .args(["--secret-key-file", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("another secret key") && err.contains("--secret-key-file"),
+        "{err}"
+    );
+}

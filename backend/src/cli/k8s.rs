@@ -114,6 +114,10 @@ pub fn manifests(
             json!(env(k).unwrap_or_else(|| PLACEHOLDER.into())),
         );
     }
+    // Every node seals prediction tokens with one key: the one in the
+    // environment, or a new one made here.
+    let key = env("WHET_SECRET_KEY").unwrap_or_else(|| hex::encode(rand::random::<[u8; 32]>()));
+    secret.insert("WHET_SECRET_KEY".into(), json!(key));
     let mut config = serde_json::Map::new();
     config.insert("WHET_STORE".into(), json!(args.store));
     config.insert("WHET_LOG".into(), json!("info"));
@@ -289,6 +293,12 @@ mod tests {
             "postgres://whet:pw@db:5432/whet"
         );
         assert_eq!(docs[0]["stringData"]["AWS_SECRET_ACCESS_KEY"], PLACEHOLDER);
+        // One sealing key for every node: 64 hex digits.
+        let key = docs[0]["stringData"]["WHET_SECRET_KEY"].as_str().unwrap();
+        assert!(
+            key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
         assert_eq!(docs[1]["data"]["AWS_REGION"], "eu-west-1");
         assert_eq!(docs[1]["data"]["WHET_STORE"], "s3://models/prod");
     }

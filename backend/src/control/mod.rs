@@ -14,6 +14,7 @@ pub mod objects;
 pub mod recent;
 pub mod requests;
 pub mod resources;
+pub mod sealing;
 pub mod settings;
 pub mod store;
 pub mod tokens;

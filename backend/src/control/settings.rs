@@ -62,6 +62,11 @@ pub struct Settings {
     /// The certificate and key the server answers TLS with (`--tls-cert`,
     /// `--tls-key`); none: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The key prediction tokens are sealed with (`control::sealing`): this
+    /// file, or `DATA/secret-key` (made at the first start) when none.
+    pub secret_key_file: Option<PathBuf>,
+    /// Or the key itself, as 64 hex digits (`--secret-key`).
+    pub secret_key: Option<String>,
 }
 
 /// What the collector (`deploy::gc`) keeps, and for how long.
@@ -113,6 +118,8 @@ impl Settings {
             gc_period: std::time::Duration::from_secs(3600),
             team_quota_bytes: None,
             tls: None,
+            secret_key_file: None,
+            secret_key: None,
         }
     }
 }

@@ -126,6 +126,15 @@ pub struct ServeArgs {
     /// the system's roots and this chain.
     #[arg(long, env = "WHET_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
+    /// The key (64 hex digits) prediction tokens are sealed with at rest.
+    /// Nodes that share a database need the same one; default:
+    /// DATA/secret-key, made at the first start.
+    #[arg(long, env = "WHET_SECRET_KEY_FILE", conflicts_with = "secret_key")]
+    pub secret_key_file: Option<std::path::PathBuf>,
+    /// The same key given as its 64 hex digits (`whet export k8s` puts one
+    /// in the nodes' Secret).
+    #[arg(long, env = "WHET_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "WHET_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
@@ -206,6 +215,8 @@ pub async fn run(args: ServeArgs) -> i32 {
         },
         gc_period: args.gc_period.max(std::time::Duration::from_secs(1)),
         team_quota_bytes: args.team_quota_mib.map(|m| m << 20),
+        secret_key_file: args.secret_key_file,
+        secret_key: args.secret_key,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(crate::http::tls::TlsFiles { cert, key }),
             _ => None,
@@ -276,7 +287,19 @@ pub async fn open_with(settings: Settings, resources: Resources) -> Result<AppSt
         .map(Objects::open)
         .transpose()
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
-    let store = Store::connect(&settings.database_url()).await?;
+    let sealer = match (&settings.secret_key, &settings.secret_key_file) {
+        (Some(hex), _) => crate::control::sealing::Sealer::from_hex(hex),
+        (None, Some(path)) => crate::control::sealing::Sealer::from_file(path, false),
+        (None, None) => crate::control::sealing::Sealer::from_file(
+            &settings.data_dir.join(crate::control::sealing::KEY_FILE),
+            true,
+        ),
+    }
+    .map_err(AppError::BadRequest)?;
+    let store = Store::connect(&settings.database_url())
+        .await?
+        .with_sealer(Arc::new(sealer))
+        .await?;
     if store.token_count().await? == 0 {
         let token = settings
             .admin_token

@@ -146,6 +146,9 @@ pub fn now() -> String {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// Seals prediction tokens at rest (`with_sealer`); without one (tests
+    /// of the store alone) they are kept as they are.
+    sealer: Option<std::sync::Arc<crate::control::sealing::Sealer>>,
 }
 
 /// A service row.
@@ -381,6 +384,14 @@ fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Resul
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
 }
 
+/// A config as stored: without its `token`, which is the service's token
+/// (sealed in its row), not kept in the clear beside it.
+fn config_json(cfg: &ServiceConfig) -> Result<String, StoreError> {
+    let mut cfg = cfg.clone();
+    cfg.token = None;
+    to_json("config", &cfg)
+}
+
 fn to_json<T: Serialize>(what: &str, v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
@@ -440,7 +451,11 @@ impl Store {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        let store = Store { pool, dialect };
+        let store = Store {
+            pool,
+            dialect,
+            sealer: None,
+        };
         // SQL cannot hash portably: links kept in the clear by an older
         // server are hashed here, once.
         store.hash_share_tokens().await?;
@@ -449,6 +464,81 @@ impl Store {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// This store, sealing prediction tokens with `sealer` from now on; the
+    /// tokens an older server kept in the clear (in the services' rows and
+    /// in the configs of services, versions and jobs) are sealed or
+    /// removed now.
+    pub async fn with_sealer(
+        mut self,
+        sealer: std::sync::Arc<crate::control::sealing::Sealer>,
+    ) -> Result<Store, StoreError> {
+        self.sealer = Some(sealer);
+        let rows = sqlx::query("SELECT name, token FROM services")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let (name, token): (String, String) = (r.try_get("name")?, r.try_get("token")?);
+            // A key that does not open what is stored stops the start here,
+            // rather than every request later.
+            self.open_token(&token)?;
+            if !crate::control::sealing::Sealer::is_sealed(&token) {
+                sqlx::query("UPDATE services SET token = $1 WHERE name = $2")
+                    .bind(self.seal_token(&token)?)
+                    .bind(&name)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        // A config's own `token` is the service's token, applied at create
+        // or modify: it is not kept in the configs.
+        for (table, key) in [
+            ("services", "name"),
+            ("versions", "service || '#' || version"),
+            ("jobs", "id"),
+        ] {
+            let sql =
+                format!("SELECT {key} AS k, config FROM {table} WHERE config LIKE '%\"token\"%'");
+            for r in sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await?
+            {
+                let config: String = r.try_get("config")?;
+                let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&config) else {
+                    continue;
+                };
+                if v.as_object_mut().and_then(|o| o.remove("token")).is_none() {
+                    continue;
+                }
+                let update = format!("UPDATE {table} SET config = $1 WHERE config = $2");
+                sqlx::query(sqlx::AssertSqlSafe(update))
+                    .bind(v.to_string())
+                    .bind(&config)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(self)
+    }
+
+    fn seal_token(&self, token: &str) -> Result<String, StoreError> {
+        match &self.sealer {
+            Some(s) => s.seal(token).map_err(StoreError::Corrupt),
+            None => Ok(token.to_string()),
+        }
+    }
+
+    fn open_token(&self, stored: &str) -> Result<String, StoreError> {
+        match &self.sealer {
+            Some(s) => s.open(stored).map_err(StoreError::Corrupt),
+            None => Ok(stored.to_string()),
+        }
+    }
+
+    fn opened(&self, mut row: ServiceRow) -> Result<ServiceRow, StoreError> {
+        row.token = self.open_token(&row.token)?;
+        Ok(row)
     }
 
     /// Tells the other nodes (PostgreSQL's NOTIFY on `channel`); nothing on
@@ -493,14 +583,18 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(service_from_row).transpose()
+        row.as_ref()
+            .map(|r| service_from_row(r).and_then(|s| self.opened(s)))
+            .transpose()
     }
 
     pub async fn list_services(&self) -> Result<Vec<ServiceRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM services ORDER BY created_at, name")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(service_from_row).collect()
+        rows.iter()
+            .map(|r| service_from_row(r).and_then(|s| self.opened(s)))
+            .collect()
     }
 
     /// Inserts a new service (named and sized by its config) and its first
@@ -517,7 +611,7 @@ impl Store {
         author: &str,
     ) -> Result<i64, StoreError> {
         let (name, instances) = (cfg.name.as_str(), cfg.metadata.instance);
-        let config = to_json("config", cfg)?;
+        let config = config_json(cfg)?;
         let signature = to_json("signature", &model.signature)?;
         let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT 1 FROM services WHERE name = $1")
@@ -536,7 +630,7 @@ impl Store {
         )
         .bind(name)
         .bind(&config)
-        .bind(token)
+        .bind(self.seal_token(token)?)
         .bind(instances as i64)
         .bind(&model.dir)
         .bind(&model.file)
@@ -571,7 +665,7 @@ impl Store {
         version: VersionChange<'_>,
     ) -> Result<i64, StoreError> {
         let instances = cfg.metadata.instance;
-        let config = to_json("config", cfg)?;
+        let config = config_json(cfg)?;
         let signature = model
             .map(|m| to_json("signature", &m.signature))
             .transpose()?;
@@ -651,7 +745,7 @@ impl Store {
     pub async fn set_service_token(&self, name: &str, token: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let r = sqlx::query("UPDATE services SET token = $1, updated_at = $2 WHERE name = $3")
-            .bind(token)
+            .bind(self.seal_token(token)?)
             .bind(now())
             .bind(name)
             .execute(&mut *tx)
@@ -667,7 +761,10 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("name")?, r.try_get("token")?)))
+            .map(|r| {
+                let token: String = r.try_get("token")?;
+                Ok((r.try_get("name")?, self.open_token(&token)?))
+            })
             .collect()
     }
 
