@@ -651,6 +651,9 @@ url, token = sys.argv[1], sys.argv[2]
 for auth in (token, "wrong-token"):
     r = requests.post(url, data=b"0" * (64 << 20), headers={"Authorization": auth})
     print(r.status_code, r.json()["error"][:60])
+# An upload refused before the handler runs (no management token).
+r = requests.post(url.split("/api/")[0] + "/api/v2/uploads?filename=m.onnx", data=b"0" * (64 << 20))
+print(r.status_code, r.json()["error"][:60])
 "#;
     let out = Command::new(whetstone_e2e::clients_python())
         .args(["-c", script])
@@ -665,7 +668,7 @@ for auth in (token, "wrong-token"):
         String::from_utf8_lossy(&out.stderr)
     );
     let codes: Vec<&str> = said.lines().map(|l| &l[..3]).collect();
-    assert_eq!(codes, ["413", "401"], "{said}");
+    assert_eq!(codes, ["413", "401", "401"], "{said}");
     assert!(said.contains("accepts request bodies of at most"), "{said}");
 }
 

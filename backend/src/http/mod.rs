@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod console;
 pub mod error;
 pub mod forward;

@@ -223,43 +223,9 @@ static REPLAYS: std::sync::LazyLock<crate::serving::eas::signing::Replays> =
 /// How long a client may take to send a prediction body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A request body not read yet. A request refused before its body is read
-/// (a wrong token, a body over the limit) still has it on the wire: were
-/// the connection closed on it, the client's kernel would answer the rest
-/// of its upload with a reset, and a client that sends its whole body
-/// before it reads (Python's `requests` and `urllib`, without
-/// `Expect: 100-continue`) would see "connection reset" instead of the
-/// answer. So a body left unread is read and thrown away after the answer
-/// is sent, up to [`DISCARD_BYTES`] within [`DISCARD_TIME`].
+/// A request body not read yet (one a refusal leaves unread is drained by
+/// `http::body` after the answer).
 struct Unread(Option<Body>);
-
-/// How much of an unread body is thrown away before the connection closes.
-const DISCARD_BYTES: u64 = 1 << 30;
-/// How long an unread body is read for at most.
-const DISCARD_TIME: Duration = Duration::from_secs(30);
-
-impl Drop for Unread {
-    fn drop(&mut self) {
-        let Some(body) = self.0.take() else { return };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            use http_body_util::BodyExt;
-            let mut body = body;
-            let mut seen = 0u64;
-            let _ = tokio::time::timeout(DISCARD_TIME, async {
-                while let Some(Ok(frame)) = body.frame().await {
-                    seen += frame.data_ref().map_or(0, |d| d.len() as u64);
-                    if seen > DISCARD_BYTES {
-                        break;
-                    }
-                }
-            })
-            .await;
-        });
-    }
-}
 
 /// A request body held in memory, with its share of the server's body
 /// budget (released when the request ends).

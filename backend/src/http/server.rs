@@ -387,7 +387,8 @@ pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>)
     };
     // Spans name the path, never the query: a WebSocket's `?token=` must
     // not reach the server's log.
-    app.layer(axum::middleware::from_fn(crate::http::error::json_rejections))
+    app.layer(axum::middleware::from_fn(crate::http::body::drain_unread))
+        .layer(axum::middleware::from_fn(crate::http::error::json_rejections))
         .layer(axum::middleware::from_fn(crate::http::security::headers))
         .layer(
         tower_http::trace::TraceLayer::new_for_http().make_span_with(
