@@ -52,11 +52,19 @@ fn sqlite(db: &std::path::Path, sql: &str) {
         .arg(sql)
         .output()
         .expect("python3 runs");
+    succeeded(&out);
+}
+
+/// A command's standard output, once it is known to have succeeded (its
+/// output in the failure otherwise).
+fn succeeded(out: &std::process::Output) -> String {
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{}",
+        "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    said
 }
 
 /// Polls `GET path` until `done` holds of its JSON, for up to `secs`.
@@ -376,11 +384,7 @@ fn a_rotated_token_is_the_only_one_taken() {
     let before = runners(&server);
 
     let out = server.cli(&["token", "rotate", "rot"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let second = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_ne!(second, first);
     assert_eq!(predict(&first), 401, "the old token still works");
@@ -411,11 +415,7 @@ fn a_rotated_token_is_the_only_one_taken() {
         .current_dir(work.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(predict(&second), 401);
     assert_eq!(predict(chosen), 200);
 
@@ -485,12 +485,7 @@ fn gc_collects_what_nothing_uses_and_keeps_what_serves() {
 
     // Within the grace period nothing is collected.
     let out = server.cli(&["gc"]).output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = succeeded(&out);
     assert!(
         said.contains("artifacts/.tmp-crashed"),
         "the abandoned build is old enough: {said}"
@@ -499,12 +494,7 @@ fn gc_collects_what_nothing_uses_and_keeps_what_serves() {
     assert!(data.join("uploads").join(&stray).exists());
 
     let out = server.cli(&["gc", "--grace", "0s"]).output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = succeeded(&out);
     eprintln!("{said}");
     assert!(said.contains(&format!("uploads/{stray}")), "{said}");
     assert!(
@@ -537,11 +527,7 @@ fn gc_collects_what_nothing_uses_and_keeps_what_serves() {
     );
     // A redeploy resolves the upload again.
     let out = server.cli(&["scale", "kept", "2"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     // The log keeps its last 3 lines.
     let (_, page) = server.admin("GET", "/api/v2/services/kept/logs", b"");
     assert!(page["lines"].as_array().unwrap().len() > 3, "{page}");
@@ -661,12 +647,7 @@ print(r.status_code, r.json()["error"][:60])
         .arg(&token)
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = succeeded(&out);
     let codes: Vec<&str> = said.lines().map(|l| &l[..3]).collect();
     assert_eq!(codes, ["413", "401", "401"], "{said}");
     assert!(said.contains("accepts request bodies of at most"), "{said}");
@@ -816,12 +797,7 @@ fn tls_is_served_and_the_cli_verifies_it() {
         .current_dir(work.path())
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = succeeded(&out);
     assert!(
         said.contains("Service is running"),
         "the log was not followed: {said}"
@@ -830,11 +806,7 @@ fn tls_is_served_and_the_cli_verifies_it() {
         .cli(&["desc", "tls", "--json", "--ca-cert", ca.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let script = r#"
 import sys, requests
@@ -850,12 +822,7 @@ print(r.status_code, r.json()["outputs"][0]["shape"])
         .arg(&ca)
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = succeeded(&out);
     assert!(said.starts_with("200 [1, 3]"), "{said}");
 }
 
