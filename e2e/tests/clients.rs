@@ -56,9 +56,7 @@ fn eas_sdk_triton_client_and_perf_analyzer_work_unchanged() {
     assert_eq!(s, 200);
     for want in [
         format!(r#"whet_requests_total{{code="200",protocol="eas",service="{NAME}"}}"#),
-        // Refused for their token: counted under "-", like unknown names
-        // (a stranger's calls cannot grow the label set).
-        r#"whet_requests_total{code="401",protocol="eas",service="-"}"#.to_string(),
+        format!(r#"whet_requests_total{{code="401",protocol="eas",service="{NAME}"}}"#),
         format!(r#"whet_requests_total{{code="400",protocol="eas",service="{NAME}"}}"#),
         format!(r#"whet_requests_total{{code="200",protocol="kserve",service="{NAME}"}}"#),
     ] {

@@ -415,7 +415,7 @@ fn minilm_deploys_survives_a_kill_predicts_scales_and_rejects_bad_input() {
     assert_eq!(s, 200);
     for want in [
         r#"whet_requests_total{code="200",protocol="eas",service="minilm_e2e"}"#,
-        r#"whet_requests_total{code="401",protocol="eas",service="-"}"#,
+        r#"whet_requests_total{code="401",protocol="eas",service="minilm_e2e"}"#,
         r#"whet_requests_total{code="200",protocol="kserve",service="minilm_e2e"}"#,
         r#"whet_engine_duration_seconds_count{protocol="eas",service="minilm_e2e"}"#,
         r#"whet_queue_duration_seconds_count{protocol="kserve",service="minilm_e2e"}"#,

@@ -407,7 +407,8 @@ async fn infer(
     body: Body,
 ) -> Response {
     let mut body = Unread(Some(body));
-    observed(&name, "kserve", &headers, async {
+    let serves_here = state.instances.get(&name).is_some();
+    observed(&name, "kserve", serves_here, &headers, async {
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
         let body = read_body(&state, &pool, &headers, &mut body).await?;
         crate::serving::execute::note_request(&body.bytes);
@@ -424,7 +425,8 @@ async fn infer_version(
     body: Body,
 ) -> Response {
     let mut body = Unread(Some(body));
-    observed(&name, "kserve", &headers, async {
+    let serves_here = state.instances.get(&name).is_some();
+    observed(&name, "kserve", serves_here, &headers, async {
         check_version(&name, &version)?;
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
         let body = read_body(&state, &pool, &headers, &mut body).await?;
@@ -444,7 +446,8 @@ async fn predict(
     body: Body,
 ) -> Response {
     let mut body = Unread(Some(body));
-    observed(&name, "eas", &headers, async {
+    let serves_here = state.instances.get(&name).is_some();
+    observed(&name, "eas", serves_here, &headers, async {
         // A signed request (the EAS SDK) binds its body: the signature can
         // only be checked once the body is read; every other request's
         // token is checked first.
@@ -492,6 +495,7 @@ async fn predict(
 async fn observed(
     name: &str,
     protocol: &str,
+    serves_here: bool,
     headers: &HeaderMap,
     f: impl std::future::Future<Output = Result<(Response, Duration), AppError>>,
 ) -> Response {
@@ -502,7 +506,9 @@ async fn observed(
     let (r, served) = crate::serving::execute::observing(f).await;
     let (code, engine, label) = match &r {
         Ok((resp, engine)) => (resp.status().as_u16(), Some(*engine), name),
-        // Nor can callers without the token.
+        // Nor can callers without the token, unless the name is one this
+        // node serves (a client of it with a wrong token: worth seeing).
+        Err(e @ AppError::Unauthorized(_)) if serves_here => (e.status().as_u16(), None, name),
         Err(e @ (AppError::NotFound(_) | AppError::Unauthorized(_))) => {
             (e.status().as_u16(), None, "-")
         }
