@@ -385,6 +385,11 @@ async fn retired(pool: &ServicePool, left: usize) {
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // And their processes gone, not only asked to go: the next step of a
+    // rolling update starts a runner only once the surge is free again.
+    while !pool.retired_runners_exited() && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The service of `key`, the version `key` serves and its config: the

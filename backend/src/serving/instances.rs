@@ -183,15 +183,23 @@ impl ServicePool {
         runners.is_empty() || runners.iter().any(RunnerHandle::ready)
     }
 
-    /// Each instance's runner process, for the service's status.
+    /// Each instance's runner process, for the service's status (a retired
+    /// one left out).
     pub fn runner_states(&self) -> Vec<shared::api::RunnerState> {
-        let mut runners = self.runner_handles();
-        runners.retain(|r| !r.stopped());
-        runners
+        self.runner_handles()
             .iter()
+            .filter(|r| !r.stopped())
             .enumerate()
             .map(|(i, r)| r.state(i))
             .collect()
+    }
+
+    /// Whether every retired instance's runner process has exited (and been
+    /// reaped); those that have are forgotten.
+    pub fn retired_runners_exited(&self) -> bool {
+        let mut runners = self.runner_handles();
+        runners.retain(|r| !(r.stopped() && r.pid().is_none()));
+        runners.iter().all(|r| !r.stopped())
     }
 
     /// A pool over engines already built (at least one).
