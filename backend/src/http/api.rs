@@ -219,15 +219,15 @@ async fn describe(
     let row = service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
     let secrets = sees_secrets(&state, &caller, &row.team).await?;
     let mut d = detail(&state, row).await?;
+    // (A config's own `token` is not stored: `store::config_json`.)
     if !secrets {
         d.token = String::new();
-        d.config.token = None;
     }
     Ok(Json(d))
 }
 
-/// Whether the caller sees a service's secrets (its prediction token, a
-/// token in its config, its share links): deployers and admins of its team
+/// Whether the caller sees a service's secrets (its prediction token, its
+/// share links): deployers and admins of its team
 /// do; viewers when the team lets them (`viewers_see_secrets`).
 pub(crate) async fn sees_secrets(
     state: &AppState,
@@ -599,13 +599,7 @@ async fn versions(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<shared::api::ServiceVersion>>, AppError> {
     let row = service_for(&state, &caller, &name, Role::Viewer, "viewing a service").await?;
-    let secrets = sees_secrets(&state, &caller, &row.team).await?;
-    let mut versions = state.store.versions(&name).await?;
-    if !secrets {
-        for v in &mut versions {
-            v.config.token = None;
-        }
-    }
+    let versions = state.store.versions(&name).await?;
     Ok(Json(
         versions
             .into_iter()
@@ -1070,17 +1064,10 @@ impl Access {
     async fn holds(&self, state: &AppState, name: &str) -> Result<bool, String> {
         let e = |e: crate::control::store::StoreError| e.to_string();
         Ok(match self {
-            Access::Token { hash, team } => match state.store.token_user(hash).await.map_err(e)? {
-                Some((user, _)) if user.site_admin => true,
-                Some((user, _)) => state
-                    .store
-                    .teams_of(user.id)
-                    .await
-                    .map_err(e)?
-                    .iter()
-                    .any(|t| &t.team == team),
-                None => false,
-            },
+            Access::Token { hash, team } => Caller::of_token_hash(state, hash)
+                .await
+                .map_err(e)?
+                .is_some_and(|c| c.role_in(team).is_some()),
             Access::Share(token) => {
                 state
                     .store
@@ -1156,8 +1143,7 @@ async fn stream_logs(
 ) -> Result<(), String> {
     let mut revoked = state.revoked.subscribe();
     let mut rx = state.logs.subscribe(&name);
-    let mut last = 0i64;
-    last = send_stored(&state, &name, &mut socket, last).await?;
+    let mut last = send_stored(&state, &name, &mut socket, 0).await?;
     let mut recheck = tokio::time::interval(ACCESS_RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recheck.tick().await;

@@ -126,19 +126,30 @@ impl FromRequestParts<AppState> for Caller {
                 "missing API token: send `Authorization: Bearer <token>`".into(),
             ));
         };
-        let token_hash = hash_token(&token);
-        let Some((user, token_id)) = state.store.token_user(&token_hash).await? else {
-            return Err(AppError::Unauthorized(
-                "invalid or revoked API token".into(),
-            ));
+        Caller::of_token_hash(state, &hash_token(&token))
+            .await?
+            .ok_or_else(|| AppError::Unauthorized("invalid or revoked API token".into()))
+    }
+}
+
+impl Caller {
+    /// The caller an API token (by its hash) stands for now: `None` once it
+    /// is revoked. What a request resolves first, and what a long-lived
+    /// request (a log stream) looks at again.
+    pub async fn of_token_hash(
+        state: &AppState,
+        token_hash: &str,
+    ) -> Result<Option<Caller>, crate::control::StoreError> {
+        let Some((user, token_id)) = state.store.token_user(token_hash).await? else {
+            return Ok(None);
         };
         let teams = state.store.teams_of(user.id).await?;
-        Ok(Caller {
+        Ok(Some(Caller {
             user,
             teams,
             token_id,
-            token_hash,
-        })
+            token_hash: token_hash.to_string(),
+        }))
     }
 }
 

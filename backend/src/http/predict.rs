@@ -223,10 +223,6 @@ static REPLAYS: std::sync::LazyLock<crate::serving::eas::signing::Replays> =
 /// How long a client may take to send a prediction body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A request body not read yet (one a refusal leaves unread is drained by
-/// `http::body` after the answer).
-struct Unread(Option<Body>);
-
 /// A request body held in memory, with its share of the server's body
 /// budget (released when the request ends).
 struct HeldBody {
@@ -243,7 +239,7 @@ async fn read_body(
     state: &AppState,
     pool: &ServicePool,
     headers: &HeaderMap,
-    body: &mut Unread,
+    body: Body,
 ) -> Result<HeldBody, AppError> {
     let limit = pool.max_body_bytes();
     let declared = headers
@@ -270,9 +266,6 @@ async fn read_body(
                     .into(),
             )
         })?;
-    let Some(body) = body.0.take() else {
-        return Err(AppError::Internal("the request body was read twice".into()));
-    };
     let bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| {
@@ -406,11 +399,9 @@ async fn infer(
     uri: Uri,
     body: Body,
 ) -> Response {
-    let mut body = Unread(Some(body));
-    let serves_here = state.instances.get(&name).is_some();
-    observed(&name, "kserve", serves_here, &headers, async {
+    observed(&state, &name, "kserve", &headers, async {
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        let body = read_body(&state, &pool, &headers, &mut body).await?;
+        let body = read_body(&state, &pool, &headers, body).await?;
         crate::serving::execute::note_request(&body.bytes);
         Ok(kserve::infer(pool, &name, &headers, body.bytes.clone()).await?)
     })
@@ -424,12 +415,10 @@ async fn infer_version(
     uri: Uri,
     body: Body,
 ) -> Response {
-    let mut body = Unread(Some(body));
-    let serves_here = state.instances.get(&name).is_some();
-    observed(&name, "kserve", serves_here, &headers, async {
+    observed(&state, &name, "kserve", &headers, async {
         check_version(&name, &version)?;
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        let body = read_body(&state, &pool, &headers, &mut body).await?;
+        let body = read_body(&state, &pool, &headers, body).await?;
         crate::serving::execute::note_request(&body.bytes);
         Ok(kserve::infer(pool, &name, &headers, body.bytes.clone()).await?)
     })
@@ -445,9 +434,7 @@ async fn predict(
     uri: Uri,
     body: Body,
 ) -> Response {
-    let mut body = Unread(Some(body));
-    let serves_here = state.instances.get(&name).is_some();
-    observed(&name, "eas", serves_here, &headers, async {
+    observed(&state, &name, "eas", &headers, async {
         // A signed request (the EAS SDK) binds its body: the signature can
         // only be checked once the body is read; every other request's
         // token is checked first.
@@ -465,7 +452,7 @@ async fn predict(
                 "a request signed with 'Authorization: EAS …' must carry Content-Length".into(),
             ));
         }
-        let held = read_body(&state, &pool, &headers, &mut body).await?;
+        let held = read_body(&state, &pool, &headers, body).await?;
         crate::serving::execute::note_request(&held.bytes);
         let body = &held.bytes;
         if signed {
@@ -493,9 +480,9 @@ async fn predict(
 /// Requests for unknown services are labelled "-" so junk URLs cannot grow
 /// the label set.
 async fn observed(
+    state: &AppState,
     name: &str,
     protocol: &str,
-    serves_here: bool,
     headers: &HeaderMap,
     f: impl std::future::Future<Output = Result<(Response, Duration), AppError>>,
 ) -> Response {
@@ -508,7 +495,10 @@ async fn observed(
         Ok((resp, engine)) => (resp.status().as_u16(), Some(*engine), name),
         // Nor can callers without the token, unless the name is one this
         // node serves (a client of it with a wrong token: worth seeing).
-        Err(e @ AppError::Unauthorized(_)) if serves_here => (e.status().as_u16(), None, name),
+        // (Looked up on a refusal only, off the path of answered calls.)
+        Err(e @ AppError::Unauthorized(_)) if state.instances.main(name).is_some() => {
+            (e.status().as_u16(), None, name)
+        }
         Err(e @ (AppError::NotFound(_) | AppError::Unauthorized(_))) => {
             (e.status().as_u16(), None, "-")
         }
