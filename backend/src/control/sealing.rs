@@ -45,16 +45,12 @@ impl Sealer {
             }
             Err(e) => return Err(format!("reading the secret key {}: {e}", path.display())),
         };
-        let key = hex::decode(text.trim())
-            .ok()
-            .filter(|k| k.len() == 32)
-            .ok_or_else(|| {
-                format!(
-                    "{}: expected a secret key of 64 hex digits (32 bytes), as `openssl rand -hex 32` writes",
-                    path.display()
-                )
-            })?;
-        Sealer::from_key(&key)
+        Sealer::from_hex(&text).map_err(|_| {
+            format!(
+                "{}: expected a secret key of 64 hex digits (32 bytes), as `openssl rand -hex 32` writes",
+                path.display()
+            )
+        })
     }
 
     /// The key given as 64 hex digits (`--secret-key`, `WHET_SECRET_KEY`).

@@ -131,6 +131,14 @@ impl Settings {
     pub fn models_dir(&self) -> PathBuf {
         self.data_dir.join("models")
     }
+    /// `https` when the server answers TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
     pub fn artifacts_dir(&self) -> PathBuf {
         self.data_dir.join("artifacts")
     }

@@ -37,7 +37,6 @@ pub async fn collect(state: &Deployer, policy: Policy) -> Result<GcReport, Deplo
     let build_grace = policy
         .grace
         .max(state.settings.optimize_timeout + state.settings.job_lease);
-    let data = state.settings.data_dir.clone();
     let (settings, grace) = (state.settings.clone(), policy.grace);
     let (removed, bytes_freed, gone_artifacts) = tokio::task::spawn_blocking(move || {
         let found = candidates(&settings, &refs);
@@ -60,7 +59,7 @@ pub async fn collect(state: &Deployer, policy: Policy) -> Result<GcReport, Deplo
                     bytes += size;
                     removed.push(
                         c.path
-                            .strip_prefix(&data)
+                            .strip_prefix(&settings.data_dir)
                             .unwrap_or(&c.path)
                             .display()
                             .to_string(),
@@ -94,13 +93,14 @@ pub async fn collect(state: &Deployer, policy: Policy) -> Result<GcReport, Deplo
     })
 }
 
-/// Sweeps every `period` for as long as the server runs.
-pub fn spawn_collector(state: &Deployer, period: Duration, policy: Policy) {
+/// Sweeps every `--gc-period` with the server's policy, for as long as it
+/// runs.
+pub fn spawn_collector(state: &Deployer) {
     let state = state.clone();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(period).await;
-            if let Err(e) = collect(&state, policy).await {
+            tokio::time::sleep(state.settings.gc_period).await;
+            if let Err(e) = collect(&state, state.settings.gc).await {
                 tracing::warn!("collecting unused files: {e}");
             }
         }

@@ -231,11 +231,7 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let scheme = if state.settings.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = state.settings.scheme();
     let mut out =
         client(&state.settings).request(parts.method.clone(), format!("{scheme}://{addr}{path}"));
     for (k, v) in parts.headers.iter().filter(|(k, _)| !hop_by_hop(k)) {

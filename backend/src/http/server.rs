@@ -126,6 +126,9 @@ pub struct ServeArgs {
     /// the system's roots and this chain.
     #[arg(long, env = "WHET_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "WHET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// The key (64 hex digits) prediction tokens are sealed with at rest.
     /// Nodes that share a database need the same one; default:
     /// DATA/secret-key, made at the first start.
@@ -135,9 +138,6 @@ pub struct ServeArgs {
     /// in the nodes' Secret).
     #[arg(long, env = "WHET_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
-    /// The PEM private key of --tls-cert.
-    #[arg(long, env = "WHET_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<std::path::PathBuf>,
     /// Export traces of predictions (queue, batch, engine spans) with
     /// OTLP/HTTP to this URL, e.g. `http://collector:4318/v1/traces`.
     /// Default: no tracing.
@@ -225,11 +225,15 @@ pub async fn run(args: ServeArgs) -> i32 {
     };
     // A certificate or key that cannot be used is the operator's mistake:
     // said before anything starts.
-    if let Some(files) = &settings.tls {
-        if let Err(e) = crate::http::tls::acceptor(files) {
-            return usage(e);
-        }
-    }
+    let tls = match settings
+        .tls
+        .as_ref()
+        .map(crate::http::tls::acceptor)
+        .transpose()
+    {
+        Ok(tls) => tls,
+        Err(e) => return usage(e),
+    };
     if let Some(endpoint) = &args.otlp_endpoint {
         if !(0.0..=1.0).contains(&args.otlp_sample_ratio) {
             return usage(format!(
@@ -253,7 +257,7 @@ pub async fn run(args: ServeArgs) -> i32 {
         .console
         .or_else(crate::http::console::default_dir)
         .unwrap_or_else(|| std::path::PathBuf::from("console"));
-    match serve(settings, groups, args.addr, console).await {
+    match serve(settings, groups, args.addr, console, tls).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
@@ -385,11 +389,11 @@ pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>)
         Some(dir) => app.fallback_service(crate::http::console::router(dir)),
         None => app.fallback(|| async { crate::http::api::not_found() }),
     };
-    // Spans name the path, never the query: a WebSocket's `?token=` must
-    // not reach the server's log.
     app.layer(axum::middleware::from_fn(crate::http::body::drain_unread))
         .layer(axum::middleware::from_fn(crate::http::error::json_rejections))
         .layer(axum::middleware::from_fn(crate::http::security::headers))
+        // Spans name the path, never the query: a WebSocket's `?token=`
+        // must not reach the server's log.
         .layer(
         tower_http::trace::TraceLayer::new_for_http().make_span_with(
             |req: &axum::http::Request<axum::body::Body>| {
@@ -401,11 +405,14 @@ pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>)
 }
 
 /// Runs the server until the process is stopped.
+/// `tls`: the acceptor of `settings.tls` (built by the caller, which checks
+/// the files before anything starts).
 pub async fn serve(
     settings: Settings,
     groups: Vec<ResourceGroup>,
     addr: SocketAddr,
     console: std::path::PathBuf,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<(), AppError> {
     // Fail early and clearly when the engine library is missing.
     if let Err(e) = optimizer::runtime::environment() {
@@ -452,11 +459,7 @@ pub async fn serve(
     crate::deploy::nodes::spawn_lease_sweeper(&deployer);
     crate::deploy::placement::spawn_reconciler(&deployer);
     crate::deploy::autoscale::spawn(&deployer);
-    crate::deploy::gc::spawn_collector(
-        &deployer,
-        deployer.settings.gc_period,
-        deployer.settings.gc,
-    );
+    crate::deploy::gc::spawn_collector(&deployer);
     if state.store.dialect() == crate::control::store::Dialect::Postgres {
         crate::control::notify::spawn_listener(
             state.settings.database_url(),
@@ -470,14 +473,10 @@ pub async fn serve(
     {
         use std::io::Write;
         let mut out = std::io::stdout();
-        let scheme = if state.settings.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
         let _ = writeln!(
             out,
-            "whet serving on {scheme}://{local} (data: {})",
+            "whet serving on {}://{local} (data: {})",
+            state.settings.scheme(),
             state.settings.data_dir.display()
         );
         let _ = out.flush();
@@ -490,10 +489,6 @@ pub async fn serve(
     }
     let stopping = state.stopping.clone();
     spawn_signal_handler(stopping.clone());
-    let tls = match &state.settings.tls {
-        Some(files) => Some(crate::http::tls::acceptor(files).map_err(AppError::BadRequest)?),
-        None => None,
-    };
     serve_http1(
         listener,
         tls,

@@ -147,8 +147,12 @@ impl ServicePool {
         Ok(pool)
     }
 
+    /// The instances' runners, a retired one kept until its process has
+    /// exited and been reaped (then forgotten here, whoever looks).
     fn runner_handles(&self) -> std::sync::MutexGuard<'_, Vec<RunnerHandle>> {
-        self.runners.lock().unwrap_or_else(|p| p.into_inner())
+        let mut runners = self.runners.lock().unwrap_or_else(|p| p.into_inner());
+        runners.retain(|r| !(r.stopped() && r.pid().is_none()));
+        runners
     }
 
     /// Starts `n` more instances (blocking until they are loaded) and
@@ -195,11 +199,9 @@ impl ServicePool {
     }
 
     /// Whether every retired instance's runner process has exited (and been
-    /// reaped); those that have are forgotten.
+    /// reaped).
     pub fn retired_runners_exited(&self) -> bool {
-        let mut runners = self.runner_handles();
-        runners.retain(|r| !(r.stopped() && r.pid().is_none()));
-        runners.iter().all(|r| !r.stopped())
+        self.runner_handles().iter().all(|r| !r.stopped())
     }
 
     /// A pool over engines already built (at least one).
