@@ -137,43 +137,57 @@ fn concurrent_requests_share_engine_calls_and_get_their_own_answers() {
         .map(|i| predict(&server, "mlp_alone", &alone_token, i))
         .collect();
 
-    // All at once to the batched service.
-    let batched: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..ROWS.len())
-            .map(|i| {
-                let (server, token) = (&server, &batched_token);
-                s.spawn(move || predict(server, "mlp_batched", token, i))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-
-    for (i, (alone, merged)) in singles.iter().zip(&batched).enumerate() {
-        assert_eq!(alone.0, vec![ROWS[i] as u64, 3], "request {i}: shape");
-        assert_eq!(merged.0, alone.0, "request {i}: shape");
-        for (a, b) in alone.1.iter().zip(&merged.1) {
-            // A merged call may take another kernel path: equal up to
-            // float rounding.
-            assert!(
-                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
-                "request {i}: batched {:?} != alone {:?}",
-                merged.1,
-                alone.1
-            );
-        }
-    }
-
-    // The batched service ran fewer engine calls than requests (some held
-    // more than one request's rows); the other ran one per request.
+    // All at once to the batched service, released together by a barrier.
+    // Whether two requests overlap depends on the machine's timing (a tiny
+    // model answers in well under a millisecond), so bursts repeat until
+    // one merged (a batcher that never merges fails after the last).
+    const BURSTS: usize = 10;
     let rows: usize = ROWS.iter().sum();
-    let (sum, count) = batch_sum_and_count(&server, "mlp_batched");
-    eprintln!("mlp_batched: {sum} rows in {count} engine calls");
-    assert_eq!(sum as usize, rows, "every row ran exactly once");
-    assert!(
-        count < ROWS.len() as f64,
-        "no requests were merged: {count} engine calls for {} requests",
-        ROWS.len()
-    );
+    let mut sent = 0;
+    for burst in 1..=BURSTS {
+        let start = std::sync::Barrier::new(ROWS.len());
+        let batched: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..ROWS.len())
+                .map(|i| {
+                    let (server, token, start) = (&server, &batched_token, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        predict(server, "mlp_batched", token, i)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        sent += ROWS.len();
+
+        for (i, (alone, merged)) in singles.iter().zip(&batched).enumerate() {
+            assert_eq!(alone.0, vec![ROWS[i] as u64, 3], "request {i}: shape");
+            assert_eq!(merged.0, alone.0, "request {i}: shape");
+            for (a, b) in alone.1.iter().zip(&merged.1) {
+                // A merged call may take another kernel path: equal up to
+                // float rounding.
+                assert!(
+                    (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                    "request {i}: batched {:?} != alone {:?}",
+                    merged.1,
+                    alone.1
+                );
+            }
+        }
+
+        // The batched service ran fewer engine calls than requests (some
+        // held more than one request's rows); the other ran one per request.
+        let (sum, count) = batch_sum_and_count(&server, "mlp_batched");
+        eprintln!("burst {burst}: mlp_batched: {sum} rows in {count} engine calls");
+        assert_eq!(sum as usize, rows * burst, "every row ran exactly once");
+        if count < sent as f64 {
+            break;
+        }
+        assert!(
+            burst < BURSTS,
+            "no requests were merged: {count} engine calls for {sent} requests"
+        );
+    }
     let (sum, count) = batch_sum_and_count(&server, "mlp_alone");
     assert_eq!((sum as usize, count as usize), (rows, ROWS.len()));
 }
