@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the third-party clients that the end-to-end client tests
 # (e2e/tests/clients.rs) drive, unchanged, against `whet serve`: the EAS
-# Python SDK (eas-prediction), Triton's HTTP client and perf_analyzer, pinned
+# Python SDK (eas-prediction), Triton's HTTP and gRPC clients and perf_analyzer, pinned
 # in e2e/clients/requirements.txt, into .clients-venv at the repository root.
 # Idempotent: returns at once when the venv matches the pins and runs.
 set -euo pipefail
@@ -40,7 +40,7 @@ python3 -m venv "$VENV"
 # A smoke run: the SDKs import and perf_analyzer finds its libraries.
 "$VENV/bin/python" - <<'PY'
 import os, subprocess, sys
-import eas_prediction, tritonclient.http, nvidia.cuda_runtime, moto.server, boto3, kubernetes_validate
+import eas_prediction, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime, moto.server, boto3, kubernetes_validate
 lib = os.path.join(list(nvidia.cuda_runtime.__path__)[0], "lib")
 env = dict(os.environ, LD_LIBRARY_PATH=lib)
 exe = os.path.join(os.path.dirname(sys.executable), "perf_analyzer")

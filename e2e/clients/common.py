@@ -19,6 +19,7 @@ def args(description):
     p.add_argument("--token", required=True)
     p.add_argument("--zoo", required=True, help="folder with test_minilm.npz, ref_minilm.npz")
     p.add_argument("--samples", type=int, default=3, help="test sentences to send per request kind")
+    p.add_argument("--grpc", help="the server's gRPC address (--grpc-addr), e.g. 127.0.0.1:8081")
     return p.parse_args()
 
 

@@ -45,6 +45,8 @@ pub struct Server {
     pub data: PathBuf,
     /// `http`, or `https` for a server started with `--tls-cert`.
     pub scheme: String,
+    /// The gRPC listener's address, for a server started with `--grpc-addr`.
+    pub grpc_addr: Option<String>,
 }
 
 impl Server {
@@ -83,11 +85,17 @@ impl Server {
             .next()
             .unwrap_or_else(|| panic!("unexpected server start line: {line:?}"))
             .to_string();
+        // "… (gRPC on HOST:PORT; data: …)"
+        let grpc_addr = line
+            .split_once("(gRPC on ")
+            .and_then(|(_, rest)| rest.split(';').next())
+            .map(str::to_string);
         Server {
             child,
             addr,
             data: data.to_path_buf(),
             scheme,
+            grpc_addr,
         }
     }
 
@@ -403,11 +411,24 @@ pub fn assert_in_order(lines: &[String], patterns: &[&str]) {
 /// instance) as service `name` on `server`, waits until it is Running, and
 /// returns its service token.
 pub fn deploy_minilm(server: &Server, work: &Path, name: &str) -> String {
+    deploy_minilm_with(server, work, name, |_| {})
+}
+
+/// [`deploy_minilm`] of [`minilm_config`] changed by `edit`.
+pub fn deploy_minilm_with(
+    server: &Server,
+    work: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> String {
     let zoo = zoo();
     let model = format!("{name}-model");
     minilm_folder(&zoo, &work.join(&model));
     let cfg = work.join(format!("{name}.json"));
-    std::fs::write(&cfg, minilm_config(name, &model)).expect("write service config");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&minilm_config(name, &model)).expect("the MiniLM config");
+    edit(&mut config);
+    std::fs::write(&cfg, config.to_string()).expect("write service config");
     // `whet create` streams the deploy log and returns when it is done.
     let out = server
         .cli(&["create", cfg.to_str().expect("UTF-8 path")])

@@ -158,6 +158,10 @@ pub struct Metadata {
     /// and started again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_check: Option<HealthCheck>,
+    /// Whether the service also answers KServe v2 over gRPC, on the server's `--grpc-addr`
+    /// (default false, as on EAS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_grpc: Option<bool>,
 }
 
 /// EAS's `rolling_strategy`: each a count of instances, or a per cent of `metadata.instance`
@@ -287,6 +291,7 @@ impl Default for Metadata {
             startup_check: None,
             readiness_check: None,
             liveness_check: None,
+            enable_grpc: None,
         }
     }
 }

@@ -902,6 +902,7 @@ const METADATA_KEYS: &[&str] = &[
     "startup_check",
     "readiness_check",
     "liveness_check",
+    "enable_grpc",
 ];
 const ROLLING_KEYS: &[&str] = &["max_surge", "max_unavailable"];
 const CHECK_KEYS: &[&str] = &[
@@ -1285,6 +1286,7 @@ impl Reader {
             startup_check: self.optional(&obj, "startup_check", Self::health_check),
             readiness_check: self.optional(&obj, "readiness_check", Self::health_check),
             liveness_check: self.optional(&obj, "liveness_check", Self::health_check),
+            enable_grpc: self.optional(&obj, "enable_grpc", Self::boolean),
         })
     }
 
@@ -1551,6 +1553,29 @@ mod tests {
                 "{bad}: {errs:?}"
             );
         }
+    }
+
+    #[test]
+    fn enable_grpc_is_true_or_false() {
+        let with = |v: serde_json::Value| {
+            parse_and_validate(
+                &serde_json::json!({
+                    "name": "svc", "model_path": "m.onnx", "processor": "onnx_cpu",
+                    "metadata": { "instance": 1, "enable_grpc": v },
+                })
+                .to_string(),
+            )
+        };
+        assert_eq!(
+            with(true.into()).map(|c| c.metadata.enable_grpc),
+            Ok(Some(true))
+        );
+        let errs = with("yes".into()).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "metadata.enable_grpc" && e.message.contains("true or false")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -292,7 +292,7 @@ pub async fn reconcile(state: &Deployer) -> Result<(), DeployError> {
                 // new version with the same artifact): same pool, numbered
                 // with the version it serves now.
                 match served(state, &share.service).await {
-                    Ok((_, version, _)) => pool.set_version(version),
+                    Ok((_, version, cfg)) => pool.serve_as(version, &cfg.metadata),
                     // Deleted meanwhile: its slots go at the next look.
                     Err(DeployError::NotFound(_)) => {}
                     Err(e) => return Err(e),
@@ -440,8 +440,8 @@ async fn resize(
     pool: Arc<ServicePool>,
     count: u32,
 ) -> Result<(), DeployError> {
-    let (_, version, _) = served(state, key).await?;
-    pool.set_version(version);
+    let (_, version, cfg) = served(state, key).await?;
+    pool.serve_as(version, &cfg.metadata);
     let have = pool.len();
     let want = count.max(1) as usize;
     if want > have {

@@ -170,7 +170,7 @@ fn denied(name: &str) -> AppError {
 /// service's: checked before any byte of the body is read. Why a service
 /// does not serve (stopped, an unknown version) is told only to a caller
 /// holding its token.
-async fn authorized_pool_headers(
+pub(crate) async fn authorized_pool_headers(
     state: &AppState,
     name: &str,
     headers: &HeaderMap,
@@ -289,7 +289,7 @@ async fn read_body(
     })
 }
 
-fn check_version(name: &str, version: &str) -> Result<(), AppError> {
+pub(crate) fn check_version(name: &str, version: &str) -> Result<(), AppError> {
     if version == MODEL_VERSION {
         Ok(())
     } else {
@@ -477,8 +477,6 @@ async fn predict(
 /// Times a prediction and records it, labelled by service and protocol
 /// (and version): metrics, the last hour's numbers, the load the
 /// autoscaler reads, the request log (sampled, and every failure).
-/// Requests for unknown services are labelled "-" so junk URLs cannot grow
-/// the label set.
 async fn observed(
     state: &AppState,
     name: &str,
@@ -486,49 +484,20 @@ async fn observed(
     headers: &HeaderMap,
     f: impl std::future::Future<Output = Result<(Response, Duration), AppError>>,
 ) -> Response {
-    let t0 = Instant::now();
-    let trace = crate::serving::telemetry::start(headers, name, protocol, SystemTime::now());
-    let trace_id = trace.as_ref().map(|t| t.trace_id().to_string());
-    let sampled = crate::control::requests::draw();
+    let watch = Watch::start(headers, name, protocol);
     let (r, served) = crate::serving::execute::observing(f).await;
-    let (code, engine, label) = match &r {
-        Ok((resp, engine)) => (resp.status().as_u16(), Some(*engine), name),
-        // Nor can callers without the token, unless the name is one this
-        // node serves (a client of it with a wrong token: worth seeing).
-        // (Looked up on a refusal only, off the path of answered calls.)
-        Err(e @ AppError::Unauthorized(_)) if state.instances.main(name).is_some() => {
-            (e.status().as_u16(), None, name)
-        }
-        Err(e @ (AppError::NotFound(_) | AppError::Unauthorized(_))) => {
-            (e.status().as_u16(), None, "-")
-        }
-        Err(e) => (e.status().as_u16(), None, name),
+    let (code, outcome) = match &r {
+        Ok((resp, engine)) => (resp.status().as_u16(), Ok(*engine)),
+        Err(e) => (e.status().as_u16(), Err(e)),
     };
-    let took = t0.elapsed();
-    let queued = served.timing.map(|t| t.queued);
-    crate::control::metrics::observe_request(label, protocol, code, took, engine, queued);
-    let outcome = if r.is_ok() { Ok(took) } else { Err(()) };
-    if label != "-" {
-        let ahead = served.timing.map_or(0, |t| t.ahead as u64);
-        crate::control::recent::record(label, outcome, ahead);
-    }
-    if let Some(v) = served.version {
-        crate::control::metrics::observe_version(name, v, code, took);
-        crate::control::recent::record(&canary_key(name, v), outcome, 0);
-    }
-    if r.is_ok() {
-        crate::control::load::answered(name);
-    }
-    if let Some(t) = trace {
-        t.finish(code, served.version, served.timing, SystemTime::now());
-    }
+    let end = watch.finish(state, name, protocol, code, outcome, &served);
     let mut r = r.map(|(mut resp, _)| {
         if let Some(v) = served.version {
             resp.headers_mut().insert(VERSION, v.into());
         }
         resp
     });
-    if label != "-" && (sampled || code >= 400) {
+    if end.sampled {
         let response = match r {
             Ok(resp) => {
                 // The answer is in memory already: taken whole, put back.
@@ -542,6 +511,108 @@ async fn observed(
             }
             Err(ref e) => e.to_string(),
         };
+        end.record(name, protocol, code, &served, response);
+    }
+    // A failed prediction names its trace too.
+    let mut resp = r.unwrap_or_else(IntoResponse::into_response);
+    if let Some(id) = end.trace_id.as_deref().and_then(|id| id.parse().ok()) {
+        resp.headers_mut().insert(TRACE_ID, id);
+    }
+    resp
+}
+
+/// One prediction watched from its arrival, whatever its protocol: its
+/// time, its trace (when tracing is on) and whether the request log
+/// samples it.
+pub(crate) struct Watch {
+    t0: Instant,
+    trace: Option<crate::serving::telemetry::PredictionTrace>,
+    trace_id: Option<String>,
+    sampled: bool,
+}
+
+/// What [`Watch::finish`] leaves to the protocol: the trace's id for the
+/// answer, and whether to record the request in the request log.
+pub(crate) struct Finished {
+    pub trace_id: Option<String>,
+    pub sampled: bool,
+    took: Duration,
+}
+
+impl Watch {
+    pub(crate) fn start(headers: &HeaderMap, name: &str, protocol: &str) -> Watch {
+        let trace = crate::serving::telemetry::start(headers, name, protocol, SystemTime::now());
+        Watch {
+            t0: Instant::now(),
+            trace_id: trace.as_ref().map(|t| t.trace_id().to_string()),
+            trace,
+            sampled: crate::control::requests::draw(),
+        }
+    }
+
+    /// Records a prediction's end, answered with HTTP status `code` (for
+    /// gRPC, the HTTP status of the same error), labelled by service and
+    /// protocol: metrics, the last hour's numbers, the load the autoscaler
+    /// reads, the trace. Requests for unknown services are labelled "-" so
+    /// junk names cannot grow the label set.
+    pub(crate) fn finish(
+        self,
+        state: &AppState,
+        name: &str,
+        protocol: &str,
+        code: u16,
+        outcome: Result<Duration, &AppError>,
+        served: &crate::serving::execute::Served,
+    ) -> Finished {
+        let (engine, error) = match outcome {
+            Ok(engine) => (Some(engine), None),
+            Err(e) => (None, Some(e)),
+        };
+        let label = match error {
+            // Nor can callers without the token, unless the name is one this
+            // node serves (a client of it with a wrong token: worth seeing).
+            // (Looked up on a refusal only, off the path of answered calls.)
+            Some(AppError::Unauthorized(_)) if state.instances.main(name).is_some() => name,
+            Some(AppError::NotFound(_) | AppError::Unauthorized(_)) => "-",
+            _ => name,
+        };
+        let took = self.t0.elapsed();
+        let queued = served.timing.map(|t| t.queued);
+        crate::control::metrics::observe_request(label, protocol, code, took, engine, queued);
+        let outcome = if error.is_none() { Ok(took) } else { Err(()) };
+        if label != "-" {
+            let ahead = served.timing.map_or(0, |t| t.ahead as u64);
+            crate::control::recent::record(label, outcome, ahead);
+        }
+        if let Some(v) = served.version {
+            crate::control::metrics::observe_version(name, v, code, took);
+            crate::control::recent::record(&canary_key(name, v), outcome, 0);
+        }
+        if error.is_none() {
+            crate::control::load::answered(name);
+        }
+        if let Some(t) = self.trace {
+            t.finish(code, served.version, served.timing, SystemTime::now());
+        }
+        Finished {
+            trace_id: self.trace_id,
+            sampled: label != "-" && (self.sampled || code >= 400),
+            took,
+        }
+    }
+}
+
+impl Finished {
+    /// Adds the prediction to the service's request log (when
+    /// [`Finished::sampled`]), with a preview of its answer.
+    pub(crate) fn record(
+        &self,
+        name: &str,
+        protocol: &str,
+        code: u16,
+        served: &crate::serving::execute::Served,
+        response: String,
+    ) {
         crate::control::requests::record(
             name,
             shared::api::RequestSample {
@@ -549,8 +620,8 @@ async fn observed(
                 protocol: protocol.to_string(),
                 version: served.version,
                 status: code,
-                latency_ms: took.as_secs_f64() * 1000.0,
-                trace_id: trace_id.clone(),
+                latency_ms: self.took.as_secs_f64() * 1000.0,
+                trace_id: self.trace_id.clone(),
                 request: served
                     .request
                     .as_deref()
@@ -560,10 +631,4 @@ async fn observed(
             },
         );
     }
-    // A failed prediction names its trace too.
-    let mut resp = r.unwrap_or_else(IntoResponse::into_response);
-    if let Some(id) = trace_id.as_deref().and_then(|id| id.parse().ok()) {
-        resp.headers_mut().insert(TRACE_ID, id);
-    }
-    resp
 }

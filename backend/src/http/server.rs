@@ -24,6 +24,11 @@ pub struct ServeArgs {
     /// Address to listen on (API, console and predictions); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Also answer KServe v2 over gRPC (`inference.GRPCInferenceService`,
+    /// as Triton's gRPC client and perf_analyzer call it) on this address,
+    /// for services whose config sets `metadata.enable_grpc`. Default: off.
+    #[arg(long, env = "WHET_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
     /// Data folder: database, uploads, artifacts, admin token.
     #[arg(long, env = "WHET_DATA")]
     pub data: Option<std::path::PathBuf>,
@@ -257,7 +262,15 @@ pub async fn run(args: ServeArgs) -> i32 {
         .console
         .or_else(crate::http::console::default_dir)
         .unwrap_or_else(|| std::path::PathBuf::from("console"));
-    match serve(settings, groups, args.addr, console, tls).await {
+    let grpc = match (&args.grpc_addr, &settings.tls) {
+        (None, _) => None,
+        (Some(addr), None) => Some((*addr, None)),
+        (Some(addr), Some(files)) => match crate::http::grpc::tls_config(files) {
+            Ok(tls) => Some((*addr, Some(tls))),
+            Err(e) => return usage(e),
+        },
+    };
+    match serve(settings, groups, args.addr, console, tls, grpc).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
@@ -406,13 +419,15 @@ pub fn router_with_console(state: AppState, console: Option<std::path::PathBuf>)
 
 /// Runs the server until the process is stopped.
 /// `tls`: the acceptor of `settings.tls` (built by the caller, which checks
-/// the files before anything starts).
+/// the files before anything starts); `grpc`: the gRPC listener's address
+/// and its TLS, if one is wanted.
 pub async fn serve(
     settings: Settings,
     groups: Vec<ResourceGroup>,
     addr: SocketAddr,
     console: std::path::PathBuf,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    grpc: Option<(SocketAddr, Option<tonic::transport::ServerTlsConfig>)>,
 ) -> Result<(), AppError> {
     // Fail early and clearly when the engine library is missing.
     if let Err(e) = optimizer::runtime::environment() {
@@ -442,6 +457,15 @@ pub async fn serve(
         .await
         .map_err(|e| AppError::Internal(format!("binding {addr}: {e}")))?;
     let local = listener.local_addr()?;
+    let grpc = match grpc {
+        Some((grpc_addr, grpc_tls)) => {
+            let l = tokio::net::TcpListener::bind(grpc_addr)
+                .await
+                .map_err(|e| AppError::Internal(format!("binding --grpc-addr {grpc_addr}: {e}")))?;
+            Some((l.local_addr()?, l, grpc_tls))
+        }
+        None => None,
+    };
     let deployer = state.deployer();
     let advertised = match &state.settings.advertise {
         Some(a) => a.clone(),
@@ -473,9 +497,13 @@ pub async fn serve(
     {
         use std::io::Write;
         let mut out = std::io::stdout();
+        let grpc_at = grpc
+            .as_ref()
+            .map(|(at, _, _)| format!("gRPC on {at}; "))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "whet serving on {}://{local} (data: {})",
+            "whet serving on {}://{local} ({grpc_at}data: {})",
             state.settings.scheme(),
             state.settings.data_dir.display()
         );
@@ -489,6 +517,14 @@ pub async fn serve(
     }
     let stopping = state.stopping.clone();
     spawn_signal_handler(stopping.clone());
+    let grpc = grpc.map(|(_, listener, tls)| {
+        tokio::spawn(crate::http::grpc::serve(
+            state.clone(),
+            listener,
+            tls,
+            DRAIN_TIMEOUT,
+        ))
+    });
     serve_http1(
         listener,
         tls,
@@ -497,6 +533,13 @@ pub async fn serve(
         DRAIN_TIMEOUT,
     )
     .await?;
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("{e}"),
+            Err(e) => tracing::error!("the gRPC server failed: {e}"),
+        }
+    }
     // Every connection answered (or the drain timed out): the deploys
     // under way stay at their recorded stage for the next server.
     crate::deploy::leave_running(&deployer).await;

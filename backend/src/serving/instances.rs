@@ -44,6 +44,9 @@ pub struct ServicePool {
     runners: std::sync::Mutex<Vec<RunnerHandle>>,
     /// How to start another instance (None for in-process engines).
     launch: Option<Launch>,
+    /// Whether the service answers over gRPC (`metadata.enable_grpc`; a
+    /// new version with the same artifact keeps the pool: [`Self::serve_as`]).
+    grpc: std::sync::atomic::AtomicBool,
 }
 
 impl ServicePool {
@@ -144,6 +147,7 @@ impl ServicePool {
         )?;
         pool.runners = std::sync::Mutex::new(runners);
         pool.launch = Some(launch);
+        pool.set_grpc(metadata.enable_grpc.unwrap_or(false));
         Ok(pool)
     }
 
@@ -228,6 +232,7 @@ impl ServicePool {
             fixed,
             runners: Default::default(),
             launch: None,
+            grpc: Default::default(),
         })
     }
 
@@ -256,6 +261,23 @@ impl ServicePool {
     pub fn set_version(&self, version: u32) {
         self.version
             .store(version, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Numbers the pool with the version it serves now, and takes that
+    /// version's serving switches (a deploy with the same artifact keeps
+    /// the pool).
+    pub fn serve_as(&self, version: u32, metadata: &Metadata) {
+        self.set_version(version);
+        self.set_grpc(metadata.enable_grpc.unwrap_or(false));
+    }
+
+    /// Whether the service answers over gRPC (`metadata.enable_grpc`).
+    pub fn grpc(&self) -> bool {
+        self.grpc.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_grpc(&self, on: bool) {
+        self.grpc.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn is_empty(&self) -> bool {

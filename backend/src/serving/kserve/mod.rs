@@ -1,7 +1,8 @@
-//! KServe v2 (Open Inference Protocol) over HTTP: the JSON codec and the
-//! binary tensor extension.
+//! KServe v2 (Open Inference Protocol): over HTTP, the JSON codec and the
+//! binary tensor extension; over gRPC, the generated service's messages.
 
 pub mod binary;
+pub mod grpc;
 pub mod json;
 
 use std::sync::Arc;

@@ -1,0 +1,622 @@
+//! KServe v2 over gRPC (`whet serve --grpc-addr`): the
+//! `inference.GRPCInferenceService` that Triton's gRPC client and
+//! perf_analyzer (`-i grpc`) call, on an HTTP/2 listener of its own.
+//!
+//! It is the HTTP routes' twin: the same token check (the service token as
+//! `authorization` metadata, `Bearer` or raw), the same pool choice (a
+//! pinned `x-whet-version`, else the traffic split's draw), the same way
+//! into the engines (`serving::execute`), the same metrics and request log
+//! (protocol `grpc`, codes as the HTTP status of the same error), and the
+//! errors of `http::error` as gRPC status codes with the same messages. A
+//! service answers here only when its config sets `metadata.enable_grpc`.
+//!
+//! Sizes: a `ModelInfer` message longer than its service's body limit
+//! (from its signature and batch size, as over HTTP) is refused before it
+//! is read ([`SizeGate`]), and every message in flight holds its share of
+//! the server's body budget.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Uri};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use tonic::{Request, Response, Status};
+
+use crate::http::error::AppError;
+use crate::http::forward::VERSION;
+use crate::http::predict::{authorized_pool_headers, check_version, Watch};
+use crate::http::state::AppState;
+use crate::serving::instances::ServicePool;
+use crate::serving::kserve::grpc::proto::grpc_inference_service_server::{
+    GrpcInferenceService, GrpcInferenceServiceServer,
+};
+use crate::serving::kserve::grpc::{self as codec, proto};
+use crate::serving::kserve::MODEL_VERSION;
+
+/// The largest message taken at all (a service's own limit is usually far
+/// lower): the HTTP routes' largest body.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// The label of this protocol in metrics and the request log.
+const PROTOCOL: &str = "grpc";
+
+/// The full name of the unary inference method (what [`SizeGate`] looks at).
+const MODEL_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+/// Requests of one `ModelStreamInfer` stream run at once at most.
+const STREAM_IN_FLIGHT: usize = 16;
+
+/// The service, on the server's state.
+#[derive(Clone)]
+pub struct Inference {
+    state: AppState,
+}
+
+/// The gRPC service of `state`, with its message limits and compression.
+pub fn service(state: AppState) -> GrpcInferenceServiceServer<Inference> {
+    use tonic::codec::CompressionEncoding::{Deflate, Gzip};
+    GrpcInferenceServiceServer::new(Inference { state })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(usize::MAX)
+        .accept_compressed(Gzip)
+        .accept_compressed(Deflate)
+        .send_compressed(Gzip)
+        .send_compressed(Deflate)
+}
+
+/// Serves the gRPC service on `listener` until `stopping` is cancelled,
+/// then lets the calls in flight finish (at most `drain`). With `tls`
+/// (`--tls-cert/--tls-key`) it speaks TLS as the HTTP listener does.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    drain: Duration,
+) -> Result<(), String> {
+    let stopping = state.stopping.clone();
+    let mut builder = tonic::transport::Server::builder()
+        // Bounds what one connection can hold open at once.
+        .max_concurrent_streams(Some(256))
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| format!("gRPC TLS: {e}"))?;
+    }
+    let gate = SizeGate {
+        state: state.clone(),
+    };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = builder
+        .layer(tower::layer::layer_fn(move |inner| Gated {
+            inner,
+            gate: gate.clone(),
+        }))
+        .add_service(service(state))
+        .serve_with_incoming_shutdown(incoming, stopping.clone().cancelled_owned());
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        r = &mut server => return r.map_err(|e| format!("gRPC server: {e}")),
+        () = stopping.cancelled() => {}
+    }
+    // Stopping: the server stops accepting and drains its calls.
+    match tokio::time::timeout(drain, server).await {
+        Ok(r) => r.map_err(|e| format!("gRPC server: {e}")),
+        Err(_) => {
+            tracing::warn!(
+                "gRPC calls still busy after {} s; stopping anyway",
+                drain.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The TLS settings of `--tls-cert/--tls-key` for the gRPC listener.
+pub fn tls_config(
+    files: &crate::http::tls::TlsFiles,
+) -> Result<tonic::transport::ServerTlsConfig, String> {
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read("--tls-cert", &files.cert)?,
+        read("--tls-key", &files.key)?,
+    );
+    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+}
+
+impl From<AppError> for Status {
+    fn from(e: AppError) -> Status {
+        let msg = e.to_string();
+        match e {
+            AppError::BadRequest(_) | AppError::Invalid(_) => Status::invalid_argument(msg),
+            AppError::Unauthorized(_) => Status::unauthenticated(msg),
+            AppError::Forbidden(_) => Status::permission_denied(msg),
+            AppError::NotFound(_) => Status::not_found(msg),
+            AppError::Conflict(_) => Status::failed_precondition(msg),
+            AppError::PayloadTooLarge(_) | AppError::TooManyRequests(_) => {
+                Status::resource_exhausted(msg)
+            }
+            AppError::RequestTimeout(_) => Status::deadline_exceeded(msg),
+            AppError::Unavailable(_) => Status::unavailable(msg),
+            AppError::Internal(_) => Status::internal(msg),
+        }
+    }
+}
+
+impl Inference {
+    /// The pool of model `name` (at `version`, which must be empty or the
+    /// one version a service serves) for a caller whose metadata holds its
+    /// token; `draw`: a prediction, which a traffic split may send to
+    /// another version.
+    async fn pool(
+        &self,
+        name: &str,
+        version: &str,
+        headers: &mut HeaderMap,
+        draw: bool,
+    ) -> Result<Arc<ServicePool>, AppError> {
+        if !version.is_empty() {
+            check_version(name, version)?;
+        }
+        if draw && !headers.contains_key(VERSION) {
+            if let Some(v) = self.state.instances.draw(name) {
+                if self.state.instances.of_version(name, v).is_some() {
+                    headers.insert(VERSION, v.into());
+                }
+            }
+        }
+        let pool = authorized_pool_headers(&self.state, name, headers, &Uri::default()).await?;
+        if !pool.grpc() {
+            return Err(AppError::Conflict(format!(
+                "service '{name}' does not answer over gRPC: its config must set metadata.enable_grpc to true"
+            )));
+        }
+        Ok(pool)
+    }
+
+    /// One inference, watched and recorded like an HTTP prediction.
+    async fn infer(
+        &self,
+        mut headers: HeaderMap,
+        req: proto::ModelInferRequest,
+        budget: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    ) -> Result<proto::ModelInferResponse, Status> {
+        let name = req.model_name.clone();
+        let watch = Watch::start(&headers, &name, PROTOCOL);
+        let (r, served) = crate::serving::execute::observing(async {
+            let pool = self
+                .pool(&name, &req.model_version, &mut headers, true)
+                .await?;
+            let budget = match budget {
+                Some(b) => b,
+                // Not gated (a stream's message): counted now.
+                None => Arc::new(take_budget(&self.state, prost::Message::encoded_len(&req))?),
+            };
+            let size = prost::Message::encoded_len(&req);
+            if size > pool.max_body_bytes() {
+                return Err(too_large(&pool, size));
+            }
+            crate::serving::execute::note_request(&Bytes::from(describe_request(&req)));
+            let sig = pool.signature.clone();
+            let parsed = codec::parse(req, &sig)?;
+            let (outputs, engine) = crate::serving::execute::execute(pool, parsed.inputs).await?;
+            drop(budget);
+            let answer = codec::answer(&name, MODEL_VERSION, parsed.id, &parsed.outputs, outputs)?;
+            Ok::<_, AppError>((answer, engine))
+        })
+        .await;
+        let (code, outcome) = match &r {
+            Ok((_, engine)) => (200, Ok(*engine)),
+            Err(e) => (e.status().as_u16(), Err(e)),
+        };
+        let end = watch.finish(&self.state, &name, PROTOCOL, code, outcome, &served);
+        if end.sampled {
+            let response = match &r {
+                Ok((answer, _)) => describe_answer(answer),
+                Err(e) => e.to_string(),
+            };
+            end.record(&name, PROTOCOL, code, &served, response);
+        }
+        r.map(|(answer, _)| answer).map_err(Status::from)
+    }
+}
+
+fn too_large(pool: &ServicePool, size: usize) -> AppError {
+    AppError::PayloadTooLarge(format!(
+        "service '{}' accepts inference messages of at most {} bytes (from its inputs and batch size); this one has {size}",
+        pool.name,
+        pool.max_body_bytes()
+    ))
+}
+
+fn take_budget(
+    state: &AppState,
+    bytes: usize,
+) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+    state
+        .body_budget
+        .clone()
+        .try_acquire_many_owned(crate::http::state::budget_units(bytes))
+        .map_err(|_| {
+            AppError::Unavailable(
+                "the server is receiving as many prediction bodies as it holds at once; retry shortly"
+                    .into(),
+            )
+        })
+}
+
+/// What the request log keeps of a request: its inputs' names, types and
+/// shapes (not their elements).
+fn describe_request(req: &proto::ModelInferRequest) -> String {
+    let inputs: Vec<_> = req
+        .inputs
+        .iter()
+        .map(|i| serde_json::json!({ "name": i.name, "datatype": i.datatype, "shape": i.shape }))
+        .collect();
+    serde_json::json!({ "model_name": req.model_name, "id": req.id, "inputs": inputs }).to_string()
+}
+
+fn describe_answer(answer: &proto::ModelInferResponse) -> String {
+    let outputs: Vec<_> = answer
+        .outputs
+        .iter()
+        .map(|o| serde_json::json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape }))
+        .collect();
+    serde_json::json!({ "model_name": answer.model_name, "id": answer.id, "outputs": outputs })
+        .to_string()
+}
+
+/// The budget permit [`SizeGate`] took for a message, carried to the
+/// handler in the request's extensions.
+#[derive(Clone)]
+struct Budget(Arc<tokio::sync::OwnedSemaphorePermit>);
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Inference {
+    async fn server_live(
+        &self,
+        _: Request<proto::ServerLiveRequest>,
+    ) -> Result<Response<proto::ServerLiveResponse>, Status> {
+        Ok(Response::new(proto::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<proto::ServerReadyRequest>,
+    ) -> Result<Response<proto::ServerReadyResponse>, Status> {
+        // A stopping server is not ready: load balancers send elsewhere.
+        Ok(Response::new(proto::ServerReadyResponse {
+            ready: !self.state.stopping.is_cancelled(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<proto::ModelReadyRequest>,
+    ) -> Result<Response<proto::ModelReadyResponse>, Status> {
+        let mut headers = req.metadata().clone().into_headers();
+        let req = req.into_inner();
+        let ready = match self
+            .pool(&req.name, &req.version, &mut headers, false)
+            .await
+        {
+            // Loaded, warmed up, and (with a readiness check) passing it.
+            Ok(pool) => pool.ready(),
+            // Known to the caller, not serving: not ready (as Triton answers).
+            Err(AppError::Unavailable(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Response::new(proto::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<proto::ServerMetadataRequest>,
+    ) -> Result<Response<proto::ServerMetadataResponse>, Status> {
+        Ok(Response::new(proto::ServerMetadataResponse {
+            name: "whetstone".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["model_configuration".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<proto::ModelMetadataRequest>,
+    ) -> Result<Response<proto::ModelMetadataResponse>, Status> {
+        let mut headers = req.metadata().clone().into_headers();
+        let req = req.into_inner();
+        let pool = self
+            .pool(&req.name, &req.version, &mut headers, false)
+            .await?;
+        Ok(Response::new(codec::model_metadata(
+            &req.name,
+            MODEL_VERSION,
+            &pool.signature,
+        )))
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<proto::ModelConfigRequest>,
+    ) -> Result<Response<proto::ModelConfigResponse>, Status> {
+        let mut headers = req.metadata().clone().into_headers();
+        let req = req.into_inner();
+        let pool = self
+            .pool(&req.name, &req.version, &mut headers, false)
+            .await?;
+        Ok(Response::new(proto::ModelConfigResponse {
+            config: Some(codec::model_config(&req.name, &pool.signature)),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<proto::ModelInferRequest>,
+    ) -> Result<Response<proto::ModelInferResponse>, Status> {
+        let budget = req.extensions().get::<Budget>().map(|b| b.0.clone());
+        let (metadata, _, message) = req.into_parts();
+        let answer = self.infer(metadata.into_headers(), message, budget).await?;
+        Ok(Response::new(answer))
+    }
+
+    type ModelStreamInferStream = Pin<
+        Box<
+            dyn futures_util::Stream<Item = Result<proto::ModelStreamInferResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    /// Each request of the stream is answered on it, in the order the
+    /// answers are ready (a request's `id` tells them apart); a failed one
+    /// is answered with its `error_message` and the stream goes on.
+    async fn model_stream_infer(
+        &self,
+        req: Request<tonic::Streaming<proto::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let headers = req.metadata().clone().into_headers();
+        let me = self.clone();
+        let answers = req
+            .into_inner()
+            .map(move |next| {
+                let (me, headers) = (me.clone(), headers.clone());
+                async move {
+                    let message = next?;
+                    Ok(match me.infer(headers, message, None).await {
+                        Ok(answer) => proto::ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(answer),
+                        },
+                        Err(status) => proto::ModelStreamInferResponse {
+                            error_message: status.message().to_string(),
+                            infer_response: None,
+                        },
+                    })
+                }
+            })
+            .buffer_unordered(STREAM_IN_FLIGHT);
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+/// Refuses a `ModelInfer` message longer than its service's body limit
+/// before reading it, and takes the message's share of the server's body
+/// budget: it reads only the gRPC frame's 5-byte header and the message's
+/// first field, the model's name (field 1, which Triton's and KServe's
+/// clients write first). A message whose name comes later, or a
+/// compressed one, is checked once decoded instead (`Inference::infer`),
+/// within [`MAX_MESSAGE_BYTES`].
+#[derive(Clone)]
+struct SizeGate {
+    state: AppState,
+}
+
+/// The gRPC service behind a [`SizeGate`].
+#[derive(Clone)]
+struct Gated<S> {
+    inner: S,
+    gate: SizeGate,
+}
+
+/// What the gate reads of a message before deciding: the frame header, the
+/// name's tag and length, and a name of up to this many bytes.
+const PEEK_BYTES: usize = 5 + 1 + 2 + 256;
+
+type GrpcRequest = axum::http::Request<tonic::body::Body>;
+type GrpcResponse = axum::http::Response<tonic::body::Body>;
+
+impl<S> tower::Service<GrpcRequest> for Gated<S>
+where
+    S: tower::Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = GrpcResponse;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<GrpcResponse, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        // The service that was polled ready serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if req.uri().path() != MODEL_INFER_PATH {
+            return Box::pin(inner.call(req));
+        }
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            match gate.check(req).await {
+                Ok(req) => inner.call(req).await,
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+impl SizeGate {
+    /// The request, its first bytes read and put back, with its budget
+    /// permit; or the status that refuses it.
+    async fn check(&self, req: GrpcRequest) -> Result<GrpcRequest, Status> {
+        let (mut parts, mut body) = req.into_parts();
+        let mut head = BytesMut::new();
+        let mut ended = false;
+        while head.len() < PEEK_BYTES && !complete_name(&head) {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        head.extend_from_slice(data);
+                    }
+                }
+                Some(Err(status)) => return Err(status),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if head.len() >= 5 {
+            let compressed = head[0] != 0;
+            let declared = (&head[1..5]).get_u32() as usize;
+            if declared > MAX_MESSAGE_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "an inference message of {declared} bytes is over the server's limit of {MAX_MESSAGE_BYTES}"
+                )));
+            }
+            if !compressed {
+                if let Some(pool) = model_name(&head[5..]).and_then(|n| self.state.instances.get(n))
+                {
+                    if declared > pool.max_body_bytes() {
+                        return Err(too_large(&pool, declared).into());
+                    }
+                }
+            }
+            let permit = take_budget(&self.state, declared).map_err(Status::from)?;
+            parts.extensions.insert(Budget(Arc::new(permit)));
+        }
+        let first =
+            futures_util::stream::iter([Ok::<_, Status>(http_body::Frame::data(head.freeze()))]);
+        let body = if ended {
+            tonic::body::Body::new(http_body_util::StreamBody::new(first))
+        } else {
+            let rest = http_body_util::BodyStream::new(body);
+            tonic::body::Body::new(http_body_util::StreamBody::new(first.chain(rest)))
+        };
+        Ok(GrpcRequest::from_parts(parts, body))
+    }
+}
+
+/// Whether `head` (frame header and message start) holds the whole first
+/// field when that is the model's name, or shows that it is not.
+fn complete_name(head: &[u8]) -> bool {
+    let Some(msg) = head.get(5..) else {
+        return false;
+    };
+    match msg.first() {
+        None => false,
+        Some(&0x0a) => match varint(&msg[1..]) {
+            Some((len, used)) => msg.len() >= 1 + used + len,
+            None => msg.len() >= 11,
+        },
+        Some(_) => true,
+    }
+}
+
+/// The model name a message starts with (field 1, `model_name`).
+fn model_name(msg: &[u8]) -> Option<&str> {
+    if *msg.first()? != 0x0a {
+        return None;
+    }
+    let (len, used) = varint(&msg[1..])?;
+    let name = msg.get(1 + used..1 + used + len)?;
+    std::str::from_utf8(name).ok()
+}
+
+/// A protobuf varint at the start of `b`: its value and its length.
+fn varint(b: &[u8]) -> Option<(usize, usize)> {
+    let mut v: u64 = 0;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return usize::try_from(v).ok().map(|v| (v, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_reads_the_model_name_a_message_starts_with() {
+        let msg = proto::ModelInferRequest {
+            model_name: "minilm".into(),
+            id: "x".into(),
+            ..Default::default()
+        };
+        let body = prost::Message::encode_to_vec(&msg);
+        assert_eq!(model_name(&body), Some("minilm"));
+        let mut framed = vec![0, 0, 0, 0, body.len() as u8];
+        framed.extend_from_slice(&body);
+        assert!(complete_name(&framed));
+        assert!(!complete_name(&framed[..8]));
+        // A message without a name (field 3 first) shows that at once.
+        let nameless = prost::Message::encode_to_vec(&proto::ModelInferRequest {
+            id: "x".into(),
+            ..Default::default()
+        });
+        assert_eq!(model_name(&nameless), None);
+        let mut framed = vec![0, 0, 0, 0, nameless.len() as u8];
+        framed.extend_from_slice(&nameless);
+        assert!(complete_name(&framed));
+        // A name longer than a byte's varint.
+        let long = "m".repeat(200);
+        let body = prost::Message::encode_to_vec(&proto::ModelInferRequest {
+            model_name: long.clone(),
+            ..Default::default()
+        });
+        assert_eq!(model_name(&body), Some(long.as_str()));
+        assert_eq!(varint(&[0xff; 11]), None);
+    }
+
+    #[test]
+    fn errors_become_the_grpc_codes_of_their_http_statuses() {
+        let code = |e: AppError| Status::from(e).code();
+        assert_eq!(
+            code(AppError::BadRequest("x".into())),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(AppError::Unauthorized("x".into())),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(code(AppError::NotFound("x".into())), tonic::Code::NotFound);
+        assert_eq!(
+            code(AppError::TooManyRequests("x".into())),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            code(AppError::PayloadTooLarge("x".into())),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            code(AppError::Unavailable("x".into())),
+            tonic::Code::Unavailable
+        );
+        let s = Status::from(AppError::BadRequest("input 'x': expected [1, 4]".into()));
+        assert_eq!(s.message(), "input 'x': expected [1, 4]");
+    }
+}
