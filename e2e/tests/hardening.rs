@@ -737,8 +737,9 @@ fn private_ca(
 
 /// `whet serve --tls-cert/--tls-key` serves HTTPS only, and the CLI
 /// verifies it: refused without the certificate in its trust, working with
-/// `--ca-cert` (a create that follows its log over wss:// included), and a
-/// third-party client (Python's requests) predicts over it.
+/// `--ca-cert` (a create that follows its log over wss:// included), and
+/// third-party clients (Python's requests; Triton's gRPC client on
+/// `--grpc-addr`, which speaks TLS too) predict over it.
 #[test]
 fn tls_is_served_and_the_cli_verifies_it() {
     let work = tempfile::tempdir().unwrap();
@@ -751,6 +752,8 @@ fn tls_is_served_and_the_cli_verifies_it() {
             cert.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
+            "--grpc-addr",
+            "127.0.0.1:0",
         ],
     );
     assert_eq!(server.scheme, "https");
@@ -787,8 +790,11 @@ fn tls_is_served_and_the_cli_verifies_it() {
     let cfg = work.path().join("tls.json");
     std::fs::write(
         &cfg,
-        serde_json::json!({"name": "tls", "model_path": "mlp.onnx", "processor": "onnx_cpu"})
-            .to_string(),
+        serde_json::json!({
+            "name": "tls", "model_path": "mlp.onnx", "processor": "onnx_cpu",
+            "metadata": { "instance": 1, "enable_grpc": true },
+        })
+        .to_string(),
     )
     .unwrap();
     let out = server
@@ -824,6 +830,44 @@ print(r.status_code, r.json()["outputs"][0]["shape"])
         .unwrap();
     let said = succeeded(&out);
     assert!(said.starts_with("200 [1, 3]"), "{said}");
+
+    // gRPC over TLS: trusted with the CA, refused without it.
+    let script = r#"
+import sys, numpy as np, tritonclient.grpc as g
+addr, token, cert = sys.argv[1:4]
+x = g.InferInput("x", [1, 4], "FP32")
+x.set_data_from_numpy(np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32))
+auth = {"authorization": f"Bearer {token}"}
+c = g.InferenceServerClient(addr, ssl=True, root_certificates=cert)
+print("tls", c.infer("tls", [x], headers=auth).as_numpy("y").shape)
+try:
+    g.InferenceServerClient(addr, ssl=True).infer("tls", [x], headers=auth, client_timeout=10)
+    print("untrusted: answered")
+except Exception as e:
+    print("untrusted: refused", e.status())
+try:
+    g.InferenceServerClient(addr).infer("tls", [x], headers=auth, client_timeout=10)
+    print("plaintext: answered")
+except Exception as e:
+    print("plaintext: refused", e.status())
+"#;
+    let out = Command::new(whetstone_e2e::clients_python())
+        .args(["-c", script])
+        .arg(server.grpc_addr.as_deref().expect("a gRPC address"))
+        .arg(d["token"].as_str().unwrap())
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let said = succeeded(&out);
+    assert!(said.contains("tls (1, 3)"), "{said}");
+    assert!(
+        said.contains("untrusted: refused StatusCode.UNAVAILABLE"),
+        "{said}"
+    );
+    assert!(
+        said.contains("plaintext: refused StatusCode.UNAVAILABLE"),
+        "{said}"
+    );
 }
 
 /// A certificate or key that cannot be used stops `whet serve` at once,

@@ -499,6 +499,15 @@ impl SizeGate {
                 if let Some(pool) = model_name(&head[5..]).and_then(|n| self.state.instances.get(n))
                 {
                     if declared > pool.max_body_bytes() {
+                        // Counted as the HTTP route counts its 413.
+                        crate::control::metrics::observe_request(
+                            &pool.name,
+                            PROTOCOL,
+                            axum::http::StatusCode::PAYLOAD_TOO_LARGE.as_u16(),
+                            Duration::ZERO,
+                            None,
+                            None,
+                        );
                         return Err(too_large(&pool, declared).into());
                     }
                 }
