@@ -1,10 +1,13 @@
 //! Serving benchmark: the time of a clean deploy of the zoo's MiniLM with the
 //! seed's CPU plugin config (o1); p50 latency at batch 1, one connection, of
 //! `POST /api/predict` and `POST /v2/models/{name}/infer` (keep-alive HTTP,
-//! JSON) against the bare engine session on the same artifact with the same
-//! settings, interleaved in one run; the bare engine at batch 1, 8 and 16;
-//! and, at o1 and o2, with dynamic batching off and on: p50 at one
-//! connection (seq 128) and throughput at 16 connections (seq 16).
+//! JSON) and of gRPC `ModelInfer` (`--grpc-addr`, raw tensors as Triton's
+//! clients send them) against the bare engine session on the same artifact
+//! with the same settings, interleaved in one run; throughput at 16
+//! concurrent callers over KServe HTTP and gRPC; the bare engine at batch
+//! 1, 8 and 16; and, at o1 and o2, with dynamic batching off and on: p50 at
+//! one connection (seq 128) and throughput at 16 connections (seq 16).
+//! `WHET_BENCH_QUICK=1` stops after the protocol figures.
 //!
 //! The service's instance is a runner process (`whet-runner` beside `whet`),
 //! so the HTTP figures include the Unix-socket hop to it.
@@ -17,8 +20,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
+use backend::serving::kserve::grpc::proto::{
+    grpc_inference_service_client::GrpcInferenceServiceClient,
+    model_infer_request::InferInputTensor, ModelInferRequest,
+};
 use optimizer::artifact::ArtifactMeta;
-use optimizer::engine::{Engine, SessionSettings};
+use optimizer::engine::{Engine, InferenceEngine, SessionSettings};
 use optimizer::tensor::{Tensor, TensorData};
 use whetstone_e2e::{zoo, Server};
 
@@ -122,10 +129,86 @@ fn load(
     (rps, pct(&mut all, 0.5), pct(&mut all, 0.99), errors)
 }
 
+/// A gRPC client on its own connection, with flow-control windows as
+/// large as the server's: gRPC's C++ core (Triton's clients, perf_analyzer)
+/// grows its windows to the bandwidth-delay product by itself; h2's default
+/// 64 KiB would make the [1,128,384] answer wait for window updates.
+async fn grpc_client(addr: &str) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
+    let window = backend::http::grpc::WINDOW_BYTES;
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .unwrap()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(4 * window)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .unwrap();
+    GrpcInferenceServiceClient::new(channel)
+}
+
+/// A gRPC `ModelInfer` call with the service token, as Triton's clients
+/// send it.
+fn grpc_request(req: &ModelInferRequest, token: &str) -> tonic::Request<ModelInferRequest> {
+    let mut r = tonic::Request::new(req.clone());
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// `callers` concurrent gRPC callers (each its own HTTP/2 connection, as
+/// perf_analyzer's) sending `req` back to back for `secs`: as [`load`].
+fn grpc_load(
+    addr: &str,
+    req: &ModelInferRequest,
+    token: &str,
+    callers: usize,
+    secs: f64,
+) -> (f64, f64, f64, usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let deadline = start + std::time::Duration::from_secs_f64(secs);
+    let results: Vec<(Vec<f64>, usize)> = rt.block_on(async {
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let (addr, req, token) = (addr.to_string(), req.clone(), token.to_string());
+                tokio::spawn(async move {
+                    let mut c = grpc_client(&addr).await;
+                    let (mut lat, mut errors) = (Vec::new(), 0);
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        match c.model_infer(grpc_request(&req, &token)).await {
+                            Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = results
+        .iter()
+        .flat_map(|(l, _)| l.iter().copied())
+        .collect();
+    let errors = results.iter().map(|(_, e)| e).sum();
+    let rps = all.len() as f64 / elapsed;
+    (rps, pct(&mut all, 0.5), pct(&mut all, 0.99), errors)
+}
+
 /// Mean milliseconds a request of `service` spent in the server outside the
-/// engine call (parsing, queueing, serializing), per protocol, from the
-/// sums and counts of `/metrics`.
-fn server_side_ms(server: &Server, service: &str) -> Vec<(String, f64)> {
+/// engine call (parsing, queueing, serializing), and in the engine call
+/// (the runner hop included), per protocol, from the sums and counts of
+/// `/metrics`.
+fn server_side_ms(server: &Server, service: &str) -> Vec<(String, f64, f64)> {
     let (_, text) = server.http("GET", "/metrics", Some(&server.admin_token()), b"");
     let read = |metric: &str, protocol: &str| -> f64 {
         let prefix = format!("{metric}{{protocol=\"{protocol}\",service=\"{service}\"}} ");
@@ -134,13 +217,13 @@ fn server_side_ms(server: &Server, service: &str) -> Vec<(String, f64)> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    ["eas", "kserve"]
+    ["eas", "kserve", "grpc"]
         .iter()
         .map(|p| {
             let n = read("whet_request_duration_seconds_count", p).max(1.0);
             let total = read("whet_request_duration_seconds_sum", p);
             let engine = read("whet_engine_duration_seconds_sum", p);
-            (p.to_string(), (total - engine) / n * 1e3)
+            (p.to_string(), (total - engine) / n * 1e3, engine / n * 1e3)
         })
         .collect()
 }
@@ -164,9 +247,11 @@ fn main() {
     let zoo = zoo();
     let work = tempfile::tempdir().unwrap();
     whetstone_e2e::minilm_folder(&zoo, &work.path().join("minilm"));
-    let cfg: serde_json::Value =
+    let mut cfg: serde_json::Value =
         serde_json::from_str(&whetstone_e2e::minilm_config("minilm_bench", "minilm")).unwrap();
-    let server = Server::start(&work.path().join("data"), &[]);
+    cfg["metadata"]["enable_grpc"] = true.into();
+    let server = Server::start(&work.path().join("data"), &["--grpc-addr", "127.0.0.1:0"]);
+    let grpc_addr = format!("http://{}", server.grpc_addr.as_deref().unwrap());
     let deploy_s = deploy(&server, &work.path().join("service.json"), &cfg);
 
     let (_, detail) = server.admin("GET", "/api/v2/services/minilm_bench", b"");
@@ -182,6 +267,32 @@ fn main() {
         ..meta.session.clone()
     };
     let mut bare = Engine::load(&art.join(&meta.model_file), &settings).unwrap();
+    // The same artifact in a runner process of its own, called over its
+    // socket as the server's instance calls it (confined the same way, but
+    // for the account switch): what the isolation hop costs by itself.
+    let (exe, args) =
+        backend::serving::supervisor::runner_program(&whetstone_e2e::whet_bin(), meta.engine);
+    let mut hop =
+        backend::serving::supervisor::Runner::start(backend::serving::supervisor::Launch {
+            exe,
+            args,
+            artifact: art.clone(),
+            spec: runner::serve::RunnerSpec {
+                settings: settings.clone(),
+                confinement: backend::sandbox::Confinement {
+                    account: None,
+                    read: vec![std::path::PathBuf::from(".")],
+                    read_write: vec![],
+                },
+            },
+            limits: backend::sandbox::Limits {
+                memory_bytes: None,
+                oom_score_adj: 500,
+            },
+            label: "bench/0".into(),
+            checks: Default::default(),
+        })
+        .unwrap();
 
     // Sample 0 of the test data, as engine tensors and as a KServe v2 body.
     let mut npz = npyz::npz::NpzArchive::open(zoo.join("test_minilm.npz")).unwrap();
@@ -197,6 +308,33 @@ fn main() {
         ));
     }
     let body = serde_json::to_vec(&serde_json::json!({ "inputs": json_inputs })).unwrap();
+    // The same sample as a gRPC request with raw tensors.
+    let grpc_req = ModelInferRequest {
+        model_name: "minilm_bench".into(),
+        inputs: inputs
+            .iter()
+            .map(|(name, t)| InferInputTensor {
+                name: name.clone(),
+                datatype: "INT64".into(),
+                shape: t.shape.iter().map(|&d| d as i64).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        raw_input_contents: inputs
+            .iter()
+            .map(|(_, t)| {
+                let mut raw = Vec::new();
+                t.data.write_le(&mut raw);
+                raw.into()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut grpc = rt.block_on(grpc_client(&grpc_addr));
     let eas = "/api/predict/minilm_bench";
     let kserve = "/v2/models/minilm_bench/infer";
     let bearer = format!("Bearer {token}");
@@ -204,12 +342,27 @@ fn main() {
 
     for _ in 0..5 {
         bare.run(&inputs).unwrap();
+        hop.run(&inputs).unwrap();
         assert_eq!(http.post(eas, &token, &body).0, 200);
         assert_eq!(http.post(kserve, &bearer, &body).0, 200);
+        rt.block_on(grpc.model_infer(grpc_request(&grpc_req, &token)))
+            .unwrap();
     }
-    // Interleaved in blocks so drift (other load, clocks) hits all three alike.
+    // Interleaved in blocks so drift (other load, clocks) hits all four alike.
     let (mut t_bare, mut t_eas, mut t_kserve) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut t_grpc, mut t_hop) = (Vec::new(), Vec::new());
     for _ in 0..20 {
+        for _ in 0..10 {
+            let t = Instant::now();
+            hop.run(&inputs).unwrap();
+            t_hop.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        for _ in 0..10 {
+            let t = Instant::now();
+            rt.block_on(grpc.model_infer(grpc_request(&grpc_req, &token)))
+                .unwrap();
+            t_grpc.push(t.elapsed().as_secs_f64() * 1e3);
+        }
         for _ in 0..10 {
             let t = Instant::now();
             bare.run(&inputs).unwrap();
@@ -225,9 +378,81 @@ fn main() {
         }
     }
     let (b, e, k) = (p50(&mut t_bare), p50(&mut t_eas), p50(&mut t_kserve));
+    let g = p50(&mut t_grpc);
+    // A gRPC round trip that runs nothing: the transport's own cost.
+    let mut t_live = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        rt.block_on(grpc.server_live(backend::serving::kserve::grpc::proto::ServerLiveRequest {}))
+            .unwrap();
+        t_live.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let live = p50(&mut t_live);
+    let r = p50(&mut t_hop);
+    drop(hop);
     let outside = server_side_ms(&server, "minilm_bench");
 
     drop(bare);
+
+    // 16 callers at once, KServe over HTTP (JSON) and over gRPC (raw),
+    // alternating in rounds; each figure the median of its rounds.
+    let mut at16: [Vec<Load>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..rounds() {
+        at16[0].push(load(&server.addr, kserve, &bearer, &body, 16, SECS));
+        at16[1].push(grpc_load(&grpc_addr, &grpc_req, &token, 16, SECS));
+    }
+    let at16 = at16.map(|runs| summary(&runs));
+
+    let print_protocols = || {
+        println!();
+        println!("cpu flags: {}", whetstone_e2e::cpu_flags());
+        println!(
+            "minilm.onnx, batch 1, seq 128, {} thread(s), artifact candidate '{}'",
+            settings.intra_threads, meta.candidate
+        );
+        println!("| what                                   | value      |");
+        println!("|----------------------------------------|------------|");
+        println!("| clean deploy (whet create)             | {deploy_s:>8.2} s |");
+        println!("| bare engine session, p50               | {b:>7.3} ms |");
+        println!("| runner process over its socket, p50    | {r:>7.3} ms |");
+        println!("| POST /api/predict (JSON), p50          | {e:>7.3} ms |");
+        println!("| POST /v2/models/…/infer (JSON), p50    | {k:>7.3} ms |");
+        println!("| gRPC ModelInfer (raw tensors), p50     | {g:>7.3} ms |");
+        for (what, ms, base) in [
+            ("overhead /api/predict", e, b),
+            ("overhead /v2/models/…/infer", k, b),
+            ("overhead gRPC ModelInfer", g, b),
+            ("overhead of the runner hop alone", r, b),
+            ("overhead gRPC ModelInfer over the hop", g, r),
+        ] {
+            println!("| {what:<38} | {:>+8.1} % |", (ms / base - 1.0) * 100.0);
+        }
+        for (protocol, ms, _) in &outside {
+            println!("| server time outside the engine, {protocol:<6} | {ms:>7.3} ms |");
+        }
+        for (protocol, _, ms) in &outside {
+            println!("| engine call seen by the server, {protocol:<6} | {ms:>7.3} ms |");
+        }
+        println!("| gRPC ServerLive round trip, p50        | {live:>7.3} ms |");
+        println!("({} runs each, interleaved in blocks of 10)", t_bare.len());
+        println!();
+        println!(
+            "16 concurrent callers, batch 1, seq 128, median of {} alternating rounds of {SECS} s:",
+            rounds()
+        );
+        println!("| protocol                 | req/s  | p50        | p99        | errors |");
+        println!("|--------------------------|--------|------------|------------|--------|");
+        for (what, (rps, p50, p99, errors)) in [
+            ("KServe HTTP (JSON)", at16[0]),
+            ("KServe gRPC (raw)", at16[1]),
+        ] {
+            println!("| {what:<24} | {rps:>6.1} | {p50:>7.2} ms | {p99:>7.2} ms | {errors:>6} |");
+        }
+    };
+    if std::env::var_os("WHET_BENCH_QUICK").is_some() {
+        print_protocols();
+        return;
+    }
 
     // Dynamic batching needs dimension 0 left dynamic: a config declaring
     // both batch sizes it serves (one group would specialize the graph to
@@ -344,30 +569,7 @@ fn main() {
     }
     let window = batching_loads(&server, &pairs, &shapes, &bodies);
 
-    println!();
-    println!("cpu flags: {}", whetstone_e2e::cpu_flags());
-    println!(
-        "minilm.onnx, batch 1, seq 128, {} thread(s), artifact candidate '{}'",
-        settings.intra_threads, meta.candidate
-    );
-    println!("| what                                   | value      |");
-    println!("|----------------------------------------|------------|");
-    println!("| clean deploy (whet create)             | {deploy_s:>8.2} s |");
-    println!("| bare engine session, p50               | {b:>7.3} ms |");
-    println!("| POST /api/predict (JSON), p50          | {e:>7.3} ms |");
-    println!("| POST /v2/models/…/infer (JSON), p50    | {k:>7.3} ms |");
-    println!(
-        "| overhead /api/predict                  | {:>+8.1} % |",
-        (e / b - 1.0) * 100.0
-    );
-    println!(
-        "| overhead /v2/models/…/infer            | {:>+8.1} % |",
-        (k / b - 1.0) * 100.0
-    );
-    for (protocol, ms) in &outside {
-        println!("| server time outside the engine, {protocol:<6} | {ms:>7.3} ms |");
-    }
-    println!("({} runs each, interleaved in blocks of 10)", t_bare.len());
+    print_protocols();
     println!();
     println!(
         "artifact of the two-group config: candidate '{}'",
@@ -401,6 +603,21 @@ fn main() {
     }
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The median of each figure over rounds, errors summed.
+fn summary(runs: &[Load]) -> Load {
+    (
+        median(runs.iter().map(|r| r.0).collect()),
+        median(runs.iter().map(|r| r.1).collect()),
+        median(runs.iter().map(|r| r.2).collect()),
+        runs.iter().map(|r| r.3).sum::<usize>(),
+    )
+}
+
 /// Alternating rounds of each batching figure: `WHET_BENCH_ROUNDS` (odd
 /// counts give a true median; more rounds, less noise on a shared machine).
 fn rounds() -> usize {
@@ -426,18 +643,6 @@ fn batching_loads(
     let token_of = |name: &str| {
         let (_, d) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
         d["token"].as_str().unwrap().to_string()
-    };
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let summary = |runs: &[Load]| {
-        (
-            median(runs.iter().map(|r| r.0).collect()),
-            median(runs.iter().map(|r| r.1).collect()),
-            median(runs.iter().map(|r| r.2).collect()),
-            runs.iter().map(|r| r.3).sum::<usize>(),
-        )
     };
     let mut out = Vec::new();
     for &(level, off_name, on_name) in pairs {

@@ -695,3 +695,80 @@ fn every_node_answers_every_service_by_forwarding() {
     );
     assert_eq!((s, s2), (401, 401));
 }
+
+/// A gRPC call (`--grpc-addr`) reaches the service through either node: the
+/// node without its instances sends it on to the one with them, which
+/// checks the token; both answer alike.
+#[test]
+fn grpc_calls_are_forwarded_to_the_node_that_serves() {
+    use backend::serving::kserve::grpc::proto::{
+        grpc_inference_service_client::GrpcInferenceServiceClient,
+        model_infer_request::InferInputTensor, InferTensorContents, ModelInferRequest,
+    };
+    let pg = Postgres::start();
+    let url = pg.database("whet");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let args = ["--database", url.as_str(), "--grpc-addr", "127.0.0.1:0"];
+    let (a, b) = (Server::start(&data, &args), Server::start(&data, &args));
+    let cfg = example(&a, &work.path().join("m"), "grpc_everywhere");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["metadata"]["instance"] = 1.into();
+    v["metadata"]["enable_grpc"] = true.into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    cli_ok(&a, &["create", cfg.to_str().unwrap()]);
+    let (_, d) = a.admin("GET", "/api/v2/services/grpc_everywhere", b"");
+    let token = d["token"].as_str().unwrap().to_string();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let call = |node: &Server, token: &str| {
+        let addr = format!("http://{}", node.grpc_addr.clone().unwrap());
+        let mut req = tonic::Request::new(ModelInferRequest {
+            model_name: "grpc_everywhere".into(),
+            id: "n".into(),
+            inputs: vec![InferInputTensor {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 4],
+                contents: Some(InferTensorContents {
+                    fp32_contents: vec![0.1, 0.2, 0.3, 0.4],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        rt.block_on(async {
+            let mut c = GrpcInferenceServiceClient::connect(addr).await.unwrap();
+            c.model_infer(req).await.map(|r| r.into_inner())
+        })
+    };
+    let via_a = call(&a, &token).expect("through node A");
+    let via_b = call(&b, &token).expect("through node B");
+    assert_eq!(via_a.id, "n");
+    assert_eq!(
+        (&via_a.outputs, &via_a.raw_output_contents),
+        (&via_b.outputs, &via_b.raw_output_contents),
+        "the same answer through either node"
+    );
+    for node in [&a, &b] {
+        let e = call(node, "wrong").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    }
+    // The serving node counted both as gRPC calls.
+    let grpc_200 = |node: &Server| {
+        let (_, m) = node.http("GET", "/metrics", Some(&node.admin_token()), b"");
+        let key = r#"whet_requests_total{code="200",protocol="grpc",service="grpc_everywhere"} "#;
+        m.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(grpc_200(&a) + grpc_200(&b), 2.0);
+}

@@ -2,7 +2,8 @@
 //! share an external PostgreSQL and S3-compatible store — a Secret (the
 //! database URL, the S3 keys, the admin token), a ConfigMap (the store and
 //! its endpoint), a Deployment (probes on the KServe health routes,
-//! resources from the node's settings) and a Service. Printed as a YAML
+//! resources from the node's settings) and a Service (HTTP, and KServe v2
+//! over gRPC). Printed as a YAML
 //! stream whose documents are JSON (JSON is YAML), for `kubectl apply -f -`.
 
 use serde_json::{json, Value};
@@ -53,6 +54,9 @@ const SECRET_ENV: [&str; 3] = [
 const CONFIG_ENV: [&str; 3] = ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP"];
 pub const PLACEHOLDER: &str = "REPLACE-ME";
 const PORT: u16 = 8080;
+/// KServe v2 over gRPC (`whet serve --grpc-addr`), for services that set
+/// `metadata.enable_grpc`.
+const GRPC_PORT: u16 = 8081;
 const DATA: &str = "/var/lib/whet";
 
 /// A DNS-1123 label, as Kubernetes requires of names.
@@ -145,12 +149,16 @@ pub fn manifests(
         "args": [
             "serve",
             "--addr", format!("0.0.0.0:{PORT}"),
+            "--grpc-addr", format!("0.0.0.0:{GRPC_PORT}"),
             "--data", DATA,
             "--workers", args.workers.to_string(),
             "--child-memory-mb", (args.memory_mib / 2).to_string(),
             "--job-lease", lease,
         ],
-        "ports": [{ "name": "http", "containerPort": PORT, "protocol": "TCP" }],
+        "ports": [
+            { "name": "http", "containerPort": PORT, "protocol": "TCP" },
+            { "name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP" },
+        ],
         // Other nodes forward predictions to this pod at its own address.
         "env": [
             { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
@@ -207,7 +215,14 @@ pub fn manifests(
             "metadata": meta(""),
             "spec": {
                 "selector": { "app": name },
-                "ports": [{ "name": "http", "port": 80, "targetPort": "http", "protocol": "TCP" }],
+                "ports": [
+                    { "name": "http", "port": 80, "targetPort": "http", "protocol": "TCP" },
+                    // HTTP/2 without TLS, so meshes and ingresses route it as gRPC.
+                    {
+                        "name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+                        "appProtocol": "kubernetes.io/h2c",
+                    },
+                ],
             },
         }),
     ])
@@ -288,6 +303,18 @@ mod tests {
             "{argv:?}"
         );
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/v2/health/ready");
+        // The gRPC listener is on, exposed by the pod and the Service.
+        assert!(
+            argv.windows(2)
+                .any(|w| w == ["--grpc-addr", "0.0.0.0:8081"]),
+            "{argv:?}"
+        );
+        assert_eq!(c["ports"][1]["name"], "grpc");
+        let svc_port = &docs[3]["spec"]["ports"][1];
+        assert_eq!(
+            (&svc_port["port"], &svc_port["targetPort"]),
+            (&serde_json::json!(8081), &serde_json::json!("grpc"))
+        );
         assert_eq!(
             docs[0]["stringData"]["WHET_DATABASE"],
             "postgres://whet:pw@db:5432/whet"

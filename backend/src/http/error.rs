@@ -48,6 +48,25 @@ impl AppError {
         }])
     }
 
+    /// The error another node answered with `status` and `message` (a
+    /// forwarded prediction's).
+    pub fn of_status(status: StatusCode, message: String) -> AppError {
+        match status {
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                AppError::BadRequest(message)
+            }
+            StatusCode::UNAUTHORIZED => AppError::Unauthorized(message),
+            StatusCode::FORBIDDEN => AppError::Forbidden(message),
+            StatusCode::NOT_FOUND => AppError::NotFound(message),
+            StatusCode::CONFLICT => AppError::Conflict(message),
+            StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(message),
+            StatusCode::REQUEST_TIMEOUT => AppError::RequestTimeout(message),
+            StatusCode::TOO_MANY_REQUESTS => AppError::TooManyRequests(message),
+            StatusCode::SERVICE_UNAVAILABLE => AppError::Unavailable(message),
+            _ => AppError::Internal(message),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -32,6 +32,10 @@ pub const SERVED_BY: &str = "x-whet-node";
 /// a request is forwarded to serves the version drawn); on the answer, the
 /// version that served it.
 pub const VERSION: &str = "x-whet-version";
+/// On a forwarded prediction, the protocol the client used when it is not
+/// the route's own (`grpc`: a gRPC call sent on as KServe v2 over HTTP), so
+/// the serving node counts it under that protocol.
+pub const PROTOCOL: &str = "x-whet-protocol";
 
 /// The service a prediction path names: `/api/predict/{name}` or
 /// `/v2/models/{name}/…`.
@@ -48,7 +52,7 @@ fn service_of(path: &str) -> Option<&str> {
 /// The client for forwards: over HTTPS when this node serves TLS (the
 /// nodes of one cluster share a certificate chain, trusted here beside the
 /// system's roots).
-fn client(settings: &crate::control::Settings) -> &'static reqwest::Client {
+pub(crate) fn client(settings: &crate::control::Settings) -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         let own = settings.tls.as_ref().map(|t| t.cert.as_path());

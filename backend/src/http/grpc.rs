@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 
 use crate::http::error::AppError;
 use crate::http::forward::VERSION;
-use crate::http::predict::{authorized_pool_headers, check_version, Watch};
+use crate::http::predict::{authorized_pool_headers, check_version, grpc_switched_on, Watch};
 use crate::http::state::AppState;
 use crate::serving::instances::ServicePool;
 use crate::serving::kserve::grpc::proto::grpc_inference_service_server::{
@@ -46,6 +46,9 @@ const PROTOCOL: &str = "grpc";
 /// The full name of the unary inference method (what [`SizeGate`] looks at).
 const MODEL_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
 
+/// The HTTP/2 flow-control window a call may fill before the peer reads.
+pub const WINDOW_BYTES: u32 = 4 << 20;
+
 /// Requests of one `ModelStreamInfer` stream run at once at most.
 const STREAM_IN_FLIGHT: usize = 16;
 
@@ -55,7 +58,10 @@ pub struct Inference {
     state: AppState,
 }
 
-/// The gRPC service of `state`, with its message limits and compression.
+/// The gRPC service of `state`, with its message limits. Compressed
+/// requests are taken; answers go uncompressed, as Triton sends them (a
+/// client's `grpc-accept-encoding` would otherwise have every answer
+/// gzipped, which costs more than it saves on a local network).
 pub fn service(state: AppState) -> GrpcInferenceServiceServer<Inference> {
     use tonic::codec::CompressionEncoding::{Deflate, Gzip};
     GrpcInferenceServiceServer::new(Inference { state })
@@ -63,8 +69,6 @@ pub fn service(state: AppState) -> GrpcInferenceServiceServer<Inference> {
         .max_encoding_message_size(usize::MAX)
         .accept_compressed(Gzip)
         .accept_compressed(Deflate)
-        .send_compressed(Gzip)
-        .send_compressed(Deflate)
 }
 
 /// Serves the gRPC service on `listener` until `stopping` is cancelled,
@@ -80,6 +84,10 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder()
         // Bounds what one connection can hold open at once.
         .max_concurrent_streams(Some(256))
+        // HTTP/2's default 64 KiB window would make a request of a few
+        // hundred KiB wait for window updates, round trip after round trip.
+        .initial_stream_window_size(Some(WINDOW_BYTES))
+        .initial_connection_window_size(Some(4 * WINDOW_BYTES))
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .tcp_nodelay(true);
     if let Some(tls) = tls {
@@ -172,12 +180,19 @@ impl Inference {
             }
         }
         let pool = authorized_pool_headers(&self.state, name, headers, &Uri::default()).await?;
-        if !pool.grpc() {
-            return Err(AppError::Conflict(format!(
-                "service '{name}' does not answer over gRPC: its config must set metadata.enable_grpc to true"
-            )));
-        }
+        grpc_switched_on(&pool)?;
         Ok(pool)
+    }
+
+    /// The pool a metadata, readiness or config call names.
+    async fn named_pool(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        name: &str,
+        version: &str,
+    ) -> Result<Arc<ServicePool>, AppError> {
+        let mut headers = metadata.clone().into_headers();
+        self.pool(name, version, &mut headers, false).await
     }
 
     /// One inference, watched and recorded like an HTTP prediction.
@@ -188,6 +203,9 @@ impl Inference {
         budget: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
     ) -> Result<proto::ModelInferResponse, Status> {
         let name = req.model_name.clone();
+        if let Some(answer) = self.forward(&name, &headers, &req).await {
+            return answer.map_err(Status::from);
+        }
         let watch = Watch::start(&headers, &name, PROTOCOL);
         let (r, served) = crate::serving::execute::observing(async {
             let pool = self
@@ -224,6 +242,116 @@ impl Inference {
             end.record(&name, PROTOCOL, code, &served, response);
         }
         r.map(|(answer, _)| answer).map_err(Status::from)
+    }
+}
+
+impl Inference {
+    /// A prediction of a service that only other nodes serve (nodes that
+    /// share a PostgreSQL; on one node, `None`): sent to one of them as
+    /// KServe v2 over HTTP with binary tensors — the route every node
+    /// serves and forwards — and its answer turned back into gRPC. The
+    /// serving node checks the token and the limits and counts the call as
+    /// `grpc` (`forward::PROTOCOL`); a node that cannot be reached is
+    /// skipped for the next.
+    async fn forward(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+        req: &proto::ModelInferRequest,
+    ) -> Option<Result<proto::ModelInferResponse, AppError>> {
+        use crate::http::forward::{client, FORWARDED, PROTOCOL as PROTOCOL_HEADER};
+        use crate::serving::kserve::binary::HEADER_LENGTH;
+        let state = &self.state;
+        if state.store.dialect() != crate::control::store::Dialect::Postgres
+            || state.instances.get(name).is_some()
+        {
+            return None;
+        }
+        // Live: a heartbeat within two leases, as `forward_remote` asks.
+        let since =
+            crate::control::store::now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
+        let addrs = match state
+            .store
+            .host_addrs(name, &state.settings.node_id, since)
+            .await
+        {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => return None,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let (body, head_len) = match codec::to_binary_request(req) {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let body = Bytes::from(body);
+        // Those whose instances run first, in random order.
+        let mut order: Vec<(bool, u32, &String)> = addrs
+            .iter()
+            .map(|(a, up)| (!up, rand::random::<u32>(), a))
+            .collect();
+        order.sort();
+        let scheme = state.settings.scheme();
+        let mut last = String::new();
+        for (_, _, addr) in order {
+            let mut out = client(&state.settings)
+                .post(format!("{scheme}://{addr}/v2/models/{name}/infer"))
+                .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+                .header(HEADER_LENGTH, head_len)
+                .header(FORWARDED, state.settings.node_id.as_str())
+                .header(PROTOCOL_HEADER, PROTOCOL);
+            for h in [
+                axum::http::header::AUTHORIZATION.as_str(),
+                VERSION,
+                "traceparent",
+            ] {
+                if let Some(v) = headers.get(h) {
+                    out = out.header(h, v);
+                }
+            }
+            let answer = match out.body(body.clone()).send().await {
+                Ok(a) => a,
+                Err(e) if e.is_connect() => {
+                    last = format!("node {addr}: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    return Some(Err(AppError::Unavailable(format!(
+                        "service '{name}' is served by node {addr}, which failed during the request: {e}"
+                    ))))
+                }
+            };
+            let status = answer.status();
+            let head = answer
+                .headers()
+                .get(HEADER_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            let bytes = match answer.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    return Some(Err(AppError::Unavailable(format!(
+                        "service '{name}': the answer of node {addr} broke off: {e}"
+                    ))))
+                }
+            };
+            if !status.is_success() {
+                let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+                return Some(Err(AppError::of_status(status, message)));
+            }
+            return Some(
+                head.ok_or_else(|| "no Inference-Header-Content-Length".to_string())
+                    .and_then(|n| codec::from_binary_answer(bytes, n))
+                    .map_err(|e| {
+                        AppError::Internal(format!("service '{name}': node {addr} answered: {e}"))
+                    }),
+            );
+        }
+        Some(Err(AppError::Unavailable(format!(
+            "service '{name}': no node that serves it could be reached (last: {last})"
+        ))))
     }
 }
 
@@ -300,12 +428,8 @@ impl GrpcInferenceService for Inference {
         &self,
         req: Request<proto::ModelReadyRequest>,
     ) -> Result<Response<proto::ModelReadyResponse>, Status> {
-        let mut headers = req.metadata().clone().into_headers();
-        let req = req.into_inner();
-        let ready = match self
-            .pool(&req.name, &req.version, &mut headers, false)
-            .await
-        {
+        let r = req.get_ref();
+        let ready = match self.named_pool(req.metadata(), &r.name, &r.version).await {
             // Loaded, warmed up, and (with a readiness check) passing it.
             Ok(pool) => pool.ready(),
             // Known to the caller, not serving: not ready (as Triton answers).
@@ -330,13 +454,10 @@ impl GrpcInferenceService for Inference {
         &self,
         req: Request<proto::ModelMetadataRequest>,
     ) -> Result<Response<proto::ModelMetadataResponse>, Status> {
-        let mut headers = req.metadata().clone().into_headers();
-        let req = req.into_inner();
-        let pool = self
-            .pool(&req.name, &req.version, &mut headers, false)
-            .await?;
+        let r = req.get_ref();
+        let pool = self.named_pool(req.metadata(), &r.name, &r.version).await?;
         Ok(Response::new(codec::model_metadata(
-            &req.name,
+            &r.name,
             MODEL_VERSION,
             &pool.signature,
         )))
@@ -346,13 +467,10 @@ impl GrpcInferenceService for Inference {
         &self,
         req: Request<proto::ModelConfigRequest>,
     ) -> Result<Response<proto::ModelConfigResponse>, Status> {
-        let mut headers = req.metadata().clone().into_headers();
-        let req = req.into_inner();
-        let pool = self
-            .pool(&req.name, &req.version, &mut headers, false)
-            .await?;
+        let r = req.get_ref();
+        let pool = self.named_pool(req.metadata(), &r.name, &r.version).await?;
         Ok(Response::new(proto::ModelConfigResponse {
-            config: Some(codec::model_config(&req.name, &pool.signature)),
+            config: Some(codec::model_config(&r.name, &pool.signature)),
         }))
     }
 

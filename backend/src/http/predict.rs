@@ -392,6 +392,34 @@ async fn model_config_version(
     model_config(state, Path(name), headers, uri).await
 }
 
+/// Whether the service answers gRPC calls (`metadata.enable_grpc`): asked
+/// by the gRPC service (`http::grpc`) and here for a gRPC call another node
+/// sent on.
+pub(crate) fn grpc_switched_on(pool: &ServicePool) -> Result<(), AppError> {
+    if pool.grpc() {
+        Ok(())
+    } else {
+        Err(AppError::Conflict(format!(
+            "service '{}' does not answer over gRPC: its config must set metadata.enable_grpc to true",
+            pool.name
+        )))
+    }
+}
+
+/// The protocol label of a KServe request: `grpc` for a gRPC call another
+/// node sent on here over HTTP (`forward::PROTOCOL`).
+fn kserve_label(headers: &HeaderMap) -> &'static str {
+    let relayed_grpc = headers.contains_key(crate::http::forward::FORWARDED)
+        && headers
+            .get(crate::http::forward::PROTOCOL)
+            .is_some_and(|v| v == "grpc");
+    if relayed_grpc {
+        "grpc"
+    } else {
+        "kserve"
+    }
+}
+
 async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -399,8 +427,12 @@ async fn infer(
     uri: Uri,
     body: Body,
 ) -> Response {
-    observed(&state, &name, "kserve", &headers, async {
+    let label = kserve_label(&headers);
+    observed(&state, &name, label, &headers, async {
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+        if label == "grpc" {
+            grpc_switched_on(&pool)?;
+        }
         let body = read_body(&state, &pool, &headers, body).await?;
         crate::serving::execute::note_request(&body.bytes);
         Ok(kserve::infer(pool, &name, &headers, body.bytes.clone()).await?)
@@ -415,9 +447,13 @@ async fn infer_version(
     uri: Uri,
     body: Body,
 ) -> Response {
-    observed(&state, &name, "kserve", &headers, async {
+    let label = kserve_label(&headers);
+    observed(&state, &name, label, &headers, async {
         check_version(&name, &version)?;
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
+        if label == "grpc" {
+            grpc_switched_on(&pool)?;
+        }
         let body = read_body(&state, &pool, &headers, body).await?;
         crate::serving::execute::note_request(&body.bytes);
         Ok(kserve::infer(pool, &name, &headers, body.bytes.clone()).await?)

@@ -290,5 +290,105 @@ pub fn model_metadata(
     }
 }
 
+/// `req` as a KServe v2 request with the binary tensor extension, every
+/// input raw and every output asked for raw: how a node hands a gRPC
+/// prediction to the node that serves it. Returns the body and the length
+/// of its JSON header (`Inference-Header-Content-Length`).
+pub fn to_binary_request(req: &ModelInferRequest) -> Result<(Vec<u8>, usize), ServingError> {
+    let mut raw = Vec::with_capacity(req.inputs.len());
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for (i, inp) in req.inputs.iter().enumerate() {
+        let bytes = match req.raw_input_contents.get(i) {
+            Some(b) => b.clone(),
+            None => bytes::Bytes::from(super::binary::to_raw(&typed(inp)?)),
+        };
+        inputs.push(serde_json::json!({
+            "name": inp.name, "datatype": inp.datatype, "shape": inp.shape,
+            "parameters": { "binary_data_size": bytes.len() },
+        }));
+        raw.push(bytes);
+    }
+    let mut head = serde_json::json!({
+        "inputs": inputs,
+        "parameters": { "binary_data_output": true },
+    });
+    if !req.id.is_empty() {
+        head["id"] = req.id.clone().into();
+    }
+    if !req.outputs.is_empty() {
+        head["outputs"] = req
+            .outputs
+            .iter()
+            .map(|o| serde_json::json!({ "name": o.name, "parameters": { "binary_data": true } }))
+            .collect();
+    }
+    let mut body = serde_json::to_vec(&head).map_err(|e| ServingError::Internal(e.to_string()))?;
+    let head_len = body.len();
+    for b in raw {
+        body.extend_from_slice(&b);
+    }
+    Ok((body, head_len))
+}
+
+/// The answer of [`to_binary_request`]'s request (`head_len`: its
+/// `Inference-Header-Content-Length`) as a gRPC answer.
+pub fn from_binary_answer(
+    body: bytes::Bytes,
+    head_len: usize,
+) -> Result<ModelInferResponse, String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        model_name: String,
+        #[serde(default)]
+        model_version: String,
+        #[serde(default)]
+        id: String,
+        outputs: Vec<Out>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Out {
+        name: String,
+        datatype: String,
+        shape: Vec<i64>,
+        parameters: serde_json::Map<String, serde_json::Value>,
+    }
+    let head: Head = serde_json::from_slice(
+        body.get(..head_len)
+            .ok_or("answer shorter than its header")?,
+    )
+    .map_err(|e| format!("answer header: {e}"))?;
+    let mut at = head_len;
+    let mut outputs = Vec::with_capacity(head.outputs.len());
+    let mut raw = Vec::with_capacity(head.outputs.len());
+    for o in head.outputs {
+        let n = o
+            .parameters
+            .get("binary_data_size")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| format!("output '{}' is not raw", o.name))?;
+        let end = at
+            .checked_add(n)
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| format!("output '{}' runs past the answer", o.name))?;
+        raw.push(body.slice(at..end));
+        at = end;
+        outputs.push(proto::model_infer_response::InferOutputTensor {
+            name: o.name,
+            datatype: o.datatype,
+            shape: o.shape,
+            ..Default::default()
+        });
+    }
+    Ok(ModelInferResponse {
+        model_name: head.model_name,
+        model_version: head.model_version,
+        id: head.id,
+        outputs,
+        raw_output_contents: raw,
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests;

@@ -208,3 +208,63 @@ fn the_model_config_names_triton_data_types() {
     assert_eq!(c.output[1].data_type, proto::DataType::TypeInt64 as i32);
     assert_eq!(c.input[0].dims, vec![-1, 4]);
 }
+
+#[test]
+fn a_forwarded_request_is_the_binary_extension_and_its_answer_comes_back() {
+    let req = ModelInferRequest {
+        id: "f".into(),
+        inputs: vec![input(
+            "x",
+            "FP32",
+            vec![1, 2],
+            Some(InferTensorContents {
+                fp32_contents: vec![1.0, 2.0],
+                ..Default::default()
+            }),
+        )],
+        ..Default::default()
+    };
+    let (body, head_len) = to_binary_request(&req).unwrap();
+    // What the HTTP route parses out of it.
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(super::super::binary::HEADER_LENGTH, head_len.into());
+    let parsed = super::super::binary::parse(&headers, &body, &sig()).unwrap();
+    assert_eq!(parsed.id.as_deref(), Some("f"));
+    assert_eq!(parsed.inputs[0].1.data, TensorData::F32(vec![1.0, 2.0]));
+    assert!(
+        parsed.outputs.iter().all(|(_, raw)| *raw),
+        "outputs asked raw"
+    );
+    // And what the HTTP route answers, back as gRPC.
+    let y = Tensor::new(vec![1, 2], TensorData::F32(vec![3.0, 4.0])).unwrap();
+    let resp = super::super::binary::answer(
+        "m",
+        "1",
+        Some("f"),
+        &[("y".into(), true)],
+        vec![("y".into(), y)],
+    )
+    .unwrap();
+    let head_len: usize = resp.headers()[super::super::binary::HEADER_LENGTH]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = futures_executor(resp.into_body());
+    let a = from_binary_answer(bytes, head_len).unwrap();
+    assert_eq!((a.model_name.as_str(), a.id.as_str()), ("m", "f"));
+    assert_eq!(a.outputs[0].shape, vec![1, 2]);
+    assert_eq!(
+        &a.raw_output_contents[0][..],
+        &[3.0f32.to_le_bytes(), 4.0f32.to_le_bytes()].concat()[..]
+    );
+    assert!(from_binary_answer(bytes::Bytes::from_static(b"{}"), 99).is_err());
+}
+
+fn futures_executor(body: axum::body::Body) -> bytes::Bytes {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(axum::body::to_bytes(body, usize::MAX))
+        .unwrap()
+}
