@@ -171,6 +171,21 @@ fn grpc_answers_like_http_and_refuses_with_the_right_codes() {
     let (c5, m5) = code(rt.block_on(c.model_infer(authed(big, &on))));
     assert_eq!(c5, tonic::Code::ResourceExhausted, "{m5}");
     assert!(m5.contains("at most 1048576 bytes"), "{m5}");
+    // A stranger's large message is refused as a stranger's, unread: the
+    // service's limit is not told to someone without its token.
+    let mut big = typed_request("grpc_on");
+    big.inputs[0].shape = vec![1 << 16, 4];
+    big.inputs[0].contents = None;
+    big.raw_input_contents = vec![vec![0u8; 1 << 20].into()];
+    let (c5b, m5b) = code(rt.block_on(c.model_infer(authed(big, "wrong"))));
+    assert_eq!(c5b, tonic::Code::Unauthenticated, "{m5b}");
+    // A stream opens only with some service's token.
+    let opened = rt.block_on(c.model_stream_infer(authed(
+        tonic::codegen::tokio_stream::iter([typed_request("grpc_on")]),
+        "wrong",
+    )));
+    let e = opened.map(|_| ()).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     // The service still answers afterwards.
     rt.block_on(c.model_infer(authed(typed_request("grpc_on"), &on)))
         .unwrap();

@@ -749,6 +749,45 @@ fn grpc_calls_are_forwarded_to_the_node_that_serves() {
             c.model_infer(req).await.map(|r| r.into_inner())
         })
     };
+    // Metadata, config and readiness through either node too (perf_analyzer
+    // reads the config first).
+    for node in [&a, &b] {
+        let addr = format!("http://{}", node.grpc_addr.clone().unwrap());
+        fn authed<T>(m: T, token: &str) -> tonic::Request<T> {
+            let mut r = tonic::Request::new(m);
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            r
+        }
+        let (config, ready) = rt.block_on(async {
+            let mut c = GrpcInferenceServiceClient::connect(addr).await.unwrap();
+            let config = c
+                .model_config(authed(
+                    backend::serving::kserve::grpc::proto::ModelConfigRequest {
+                        name: "grpc_everywhere".into(),
+                        version: String::new(),
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let ready = c
+                .model_ready(authed(
+                    backend::serving::kserve::grpc::proto::ModelReadyRequest {
+                        name: "grpc_everywhere".into(),
+                        version: String::new(),
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            (config, ready)
+        });
+        assert_eq!(config.config.unwrap().input[0].name, "x");
+        assert!(ready.ready);
+    }
     let via_a = call(&a, &token).expect("through node A");
     let via_b = call(&b, &token).expect("through node B");
     assert_eq!(via_a.id, "n");

@@ -35,6 +35,7 @@ use crate::serving::kserve::grpc::proto::grpc_inference_service_server::{
 };
 use crate::serving::kserve::grpc::{self as codec, proto};
 use crate::serving::kserve::MODEL_VERSION;
+use shared::api::ModelSignature;
 
 /// The largest message taken at all (a service's own limit is usually far
 /// lower): the HTTP routes' largest body.
@@ -48,6 +49,12 @@ const MODEL_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// The HTTP/2 flow-control window a call may fill before the peer reads.
 pub const WINDOW_BYTES: u32 = 4 << 20;
+
+/// The streaming method, whose callers [`SizeGate`] checks when it opens.
+const MODEL_STREAM_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+
+/// How long a client may take to send a message (as the HTTP routes' body).
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Requests of one `ModelStreamInfer` stream run at once at most.
 const STREAM_IN_FLIGHT: usize = 16;
@@ -184,15 +191,48 @@ impl Inference {
         Ok(pool)
     }
 
-    /// The pool a metadata, readiness or config call names.
-    async fn named_pool(
+    /// The signature of the model a metadata, readiness or config call
+    /// names, and whether it is ready: from its pool here, or — on a node
+    /// that shares a PostgreSQL with the nodes that run it — from the
+    /// store (ready while a live node runs a slot of it).
+    async fn model_view(
         &self,
         metadata: &tonic::metadata::MetadataMap,
         name: &str,
         version: &str,
-    ) -> Result<Arc<ServicePool>, AppError> {
+    ) -> Result<(ModelSignature, bool), AppError> {
         let mut headers = metadata.clone().into_headers();
-        self.pool(name, version, &mut headers, false).await
+        let err = match self.pool(name, version, &mut headers, false).await {
+            Ok(pool) => return Ok((pool.signature.clone(), pool.ready())),
+            // Only a holder of the token hears that it is not served here.
+            Err(e @ AppError::Unavailable(_)) => e,
+            Err(e) => return Err(e),
+        };
+        let state = &self.state;
+        if state.store.dialect() != crate::control::store::Dialect::Postgres {
+            return Err(err);
+        }
+        let Some(row) = state.store.get_service(name).await? else {
+            return Err(err);
+        };
+        let Some(signature) = row.signature else {
+            return Err(err);
+        };
+        if row.config.metadata.enable_grpc != Some(true) {
+            return Err(AppError::Conflict(format!(
+                "service '{name}' does not answer over gRPC: its config must set metadata.enable_grpc to true"
+            )));
+        }
+        let since =
+            crate::control::store::now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
+        let hosts = state
+            .store
+            .host_addrs(name, &state.settings.node_id, since)
+            .await?;
+        if hosts.is_empty() {
+            return Err(err);
+        }
+        Ok((signature, hosts.iter().any(|(_, up)| *up)))
     }
 
     /// One inference, watched and recorded like an HTTP prediction.
@@ -279,6 +319,11 @@ impl Inference {
             Ok(_) => return None,
             Err(e) => return Some(Err(e.into())),
         };
+        if !req.model_version.is_empty() {
+            if let Err(e) = check_version(name, &req.model_version) {
+                return Some(Err(e));
+            }
+        }
         let (body, head_len) = match codec::to_binary_request(req) {
             Ok(b) => b,
             Err(e) => return Some(Err(e.into())),
@@ -429,9 +474,9 @@ impl GrpcInferenceService for Inference {
         req: Request<proto::ModelReadyRequest>,
     ) -> Result<Response<proto::ModelReadyResponse>, Status> {
         let r = req.get_ref();
-        let ready = match self.named_pool(req.metadata(), &r.name, &r.version).await {
+        let ready = match self.model_view(req.metadata(), &r.name, &r.version).await {
             // Loaded, warmed up, and (with a readiness check) passing it.
-            Ok(pool) => pool.ready(),
+            Ok((_, ready)) => ready,
             // Known to the caller, not serving: not ready (as Triton answers).
             Err(AppError::Unavailable(_)) => false,
             Err(e) => return Err(e.into()),
@@ -455,11 +500,11 @@ impl GrpcInferenceService for Inference {
         req: Request<proto::ModelMetadataRequest>,
     ) -> Result<Response<proto::ModelMetadataResponse>, Status> {
         let r = req.get_ref();
-        let pool = self.named_pool(req.metadata(), &r.name, &r.version).await?;
+        let (signature, _) = self.model_view(req.metadata(), &r.name, &r.version).await?;
         Ok(Response::new(codec::model_metadata(
             &r.name,
             MODEL_VERSION,
-            &pool.signature,
+            &signature,
         )))
     }
 
@@ -468,9 +513,9 @@ impl GrpcInferenceService for Inference {
         req: Request<proto::ModelConfigRequest>,
     ) -> Result<Response<proto::ModelConfigResponse>, Status> {
         let r = req.get_ref();
-        let pool = self.named_pool(req.metadata(), &r.name, &r.version).await?;
+        let (signature, _) = self.model_view(req.metadata(), &r.name, &r.version).await?;
         Ok(Response::new(proto::ModelConfigResponse {
-            config: Some(codec::model_config(&r.name, &pool.signature)),
+            config: Some(codec::model_config(&r.name, &signature)),
         }))
     }
 
@@ -507,6 +552,12 @@ impl GrpcInferenceService for Inference {
                 let (me, headers) = (me.clone(), headers.clone());
                 async move {
                     let message = next?;
+                    // A failed request's answer still names it.
+                    let named = proto::ModelInferResponse {
+                        model_name: message.model_name.clone(),
+                        id: message.id.clone(),
+                        ..Default::default()
+                    };
                     Ok(match me.infer(headers, message, None).await {
                         Ok(answer) => proto::ModelStreamInferResponse {
                             error_message: String::new(),
@@ -514,7 +565,7 @@ impl GrpcInferenceService for Inference {
                         },
                         Err(status) => proto::ModelStreamInferResponse {
                             error_message: status.message().to_string(),
-                            infer_response: None,
+                            infer_response: Some(named),
                         },
                     })
                 }
@@ -571,10 +622,18 @@ where
         // The service that was polled ready serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gate = self.gate.clone();
+        if req.uri().path() == MODEL_STREAM_INFER_PATH {
+            return Box::pin(async move {
+                match gate.stream_caller(req.headers()).await {
+                    Ok(()) => inner.call(req).await,
+                    Err(status) => Ok(status.into_http()),
+                }
+            });
+        }
         if req.uri().path() != MODEL_INFER_PATH {
             return Box::pin(inner.call(req));
         }
-        let gate = self.gate.clone();
         Box::pin(async move {
             match gate.check(req).await {
                 Ok(req) => inner.call(req).await,
@@ -589,22 +648,32 @@ impl SizeGate {
     /// permit; or the status that refuses it.
     async fn check(&self, req: GrpcRequest) -> Result<GrpcRequest, Status> {
         let (mut parts, mut body) = req.into_parts();
+        // The whole message must arrive within the HTTP routes' body
+        // timeout: a client that trickles it cannot hold its budget.
+        let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
         let mut head = BytesMut::new();
         let mut ended = false;
-        while head.len() < PEEK_BYTES && !complete_name(&head) {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        head.extend_from_slice(data);
+        let peek = async {
+            while head.len() < PEEK_BYTES && !complete_name(&head) {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            head.extend_from_slice(data);
+                        }
+                    }
+                    Some(Err(status)) => return Err(status),
+                    None => {
+                        ended = true;
+                        break;
                     }
                 }
-                Some(Err(status)) => return Err(status),
-                None => {
-                    ended = true;
-                    break;
-                }
             }
-        }
+            Ok(())
+        };
+        tokio::time::timeout_at(deadline, peek)
+            .await
+            .map_err(|_| late())??;
+        let mut left = usize::MAX;
         if head.len() >= 5 {
             let compressed = head[0] != 0;
             let declared = (&head[1..5]).get_u32() as usize;
@@ -613,10 +682,25 @@ impl SizeGate {
                     "an inference message of {declared} bytes is over the server's limit of {MAX_MESSAGE_BYTES}"
                 )));
             }
-            if !compressed {
-                if let Some(pool) = model_name(&head[5..]).and_then(|n| self.state.instances.get(n))
-                {
-                    if declared > pool.max_body_bytes() {
+            // One message, then the end: what follows it is refused below
+            // rather than decoded unchecked.
+            left = (5 + declared).saturating_sub(head.len());
+            if head.len() > 5 + declared {
+                return Err(Status::invalid_argument(
+                    "ModelInfer takes one message; the request carries more",
+                ));
+            }
+            // A compressed message may inflate to the server's limit.
+            let charge = if compressed {
+                MAX_MESSAGE_BYTES
+            } else {
+                declared
+            };
+            if let Some(name) = model_name(&head[5..]) {
+                // Who calls: a stranger is refused before the message is
+                // read, and hears nothing of the service (as the HTTP route).
+                match self.caller(name, &parts.headers).await? {
+                    Some(pool) if !compressed && declared > pool.max_body_bytes() => {
                         // Counted as the HTTP route counts its 413.
                         crate::control::metrics::observe_request(
                             &pool.name,
@@ -628,9 +712,10 @@ impl SizeGate {
                         );
                         return Err(too_large(&pool, declared).into());
                     }
+                    _ => {}
                 }
             }
-            let permit = take_budget(&self.state, declared).map_err(Status::from)?;
+            let permit = take_budget(&self.state, charge).map_err(Status::from)?;
             parts.extensions.insert(Budget(Arc::new(permit)));
         }
         let first =
@@ -638,11 +723,121 @@ impl SizeGate {
         let body = if ended {
             tonic::body::Body::new(http_body_util::StreamBody::new(first))
         } else {
-            let rest = http_body_util::BodyStream::new(body);
+            let rest = http_body_util::BodyStream::new(body).map(move |frame| {
+                let frame = frame?;
+                if let Some(data) = frame.data_ref() {
+                    left = left.checked_sub(data.len()).ok_or_else(|| {
+                        Status::invalid_argument(
+                            "ModelInfer takes one message; the request carries more",
+                        )
+                    })?;
+                }
+                Ok(frame)
+            });
+            let rest = until(deadline, rest);
             tonic::body::Body::new(http_body_util::StreamBody::new(first.chain(rest)))
         };
         Ok(GrpcRequest::from_parts(parts, body))
     }
+
+    /// The service `name` for a caller whose `authorization` is its token:
+    /// its pool when this node serves it, `None` when another node does;
+    /// UNAUTHENTICATED (as the handler would answer) for anyone else.
+    async fn caller(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<ServicePool>>, Status> {
+        let token = crate::http::auth::request_token(headers, &Uri::default());
+        let holds = |t: &str| {
+            token
+                .as_deref()
+                .is_some_and(|given| crate::http::auth::tokens_equal(given, t))
+        };
+        if let Some(pool) = self.state.instances.get(name) {
+            if holds(&pool.token()) {
+                return Ok(Some(pool));
+            }
+        } else if let Some(s) = self
+            .state
+            .store
+            .get_service(name)
+            .await
+            .map_err(|e| Status::from(AppError::from(e)))?
+        {
+            if holds(&s.token) {
+                return Ok(None);
+            }
+        }
+        let label = if self.state.instances.main(name).is_some() {
+            name
+        } else {
+            "-"
+        };
+        crate::control::metrics::observe_request(
+            label,
+            PROTOCOL,
+            axum::http::StatusCode::UNAUTHORIZED.as_u16(),
+            Duration::ZERO,
+            None,
+            None,
+        );
+        Err(crate::http::predict::denied(name).into())
+    }
+
+    /// A stream opens only for a caller holding some service's token: its
+    /// messages are each read whole before the service they name is known.
+    async fn stream_caller(&self, headers: &HeaderMap) -> Result<(), Status> {
+        let token = crate::http::auth::request_token(headers, &Uri::default());
+        if let Some(given) = token {
+            let tokens = self
+                .state
+                .store
+                .service_tokens()
+                .await
+                .map_err(|e| Status::from(AppError::from(e)))?;
+            if tokens
+                .iter()
+                .any(|(_, t)| crate::http::auth::tokens_equal(&given, t))
+            {
+                return Ok(());
+            }
+        }
+        Err(Status::unauthenticated(
+            "missing or wrong token: send a service token in the authorization metadata",
+        ))
+    }
+}
+
+fn late() -> Status {
+    Status::deadline_exceeded(format!(
+        "the request message did not arrive within {} s",
+        BODY_TIMEOUT.as_secs()
+    ))
+}
+
+/// `stream`, ended with DEADLINE_EXCEEDED at `deadline`.
+fn until<S>(
+    deadline: tokio::time::Instant,
+    stream: S,
+) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, Status>> + Send
+where
+    S: futures_util::Stream<Item = Result<http_body::Frame<Bytes>, Status>> + Send + 'static,
+{
+    let state = (
+        Box::pin(stream),
+        Box::pin(tokio::time::sleep_until(deadline)),
+        false,
+    );
+    futures_util::stream::unfold(state, |(mut s, mut sleep, done)| async move {
+        if done {
+            return None;
+        }
+        tokio::select! {
+            item = s.next() => item.map(|i| (i, (s, sleep, false))),
+            () = &mut sleep => Some((Err(late()), (s, sleep, true))),
+        }
+    })
 }
 
 /// Whether `head` (frame header and message start) holds the whole first
@@ -654,7 +849,7 @@ fn complete_name(head: &[u8]) -> bool {
     match msg.first() {
         None => false,
         Some(&0x0a) => match varint(&msg[1..]) {
-            Some((len, used)) => msg.len() >= 1 + used + len,
+            Some((len, used)) => len.checked_add(1 + used).is_none_or(|end| msg.len() >= end),
             None => msg.len() >= 11,
         },
         Some(_) => true,
@@ -667,7 +862,7 @@ fn model_name(msg: &[u8]) -> Option<&str> {
         return None;
     }
     let (len, used) = varint(&msg[1..])?;
-    let name = msg.get(1 + used..1 + used + len)?;
+    let name = msg.get(1 + used..len.checked_add(1 + used)?)?;
     std::str::from_utf8(name).ok()
 }
 

@@ -160,7 +160,7 @@ async fn serving_pool(
 
 /// The refusal of a caller without the service's token: the same whether
 /// the service exists or not, so a stranger learns nothing of its names.
-fn denied(name: &str) -> AppError {
+pub(crate) fn denied(name: &str) -> AppError {
     AppError::Unauthorized(format!(
         "missing or wrong token for service '{name}': send the service token in the Authorization header"
     ))

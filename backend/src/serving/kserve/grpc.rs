@@ -63,26 +63,12 @@ pub fn parse(req: ModelInferRequest, sig: &ModelSignature) -> Result<Parsed, Ser
         outputs = sig.outputs.iter().map(|s| s.name.clone()).collect();
     }
 
+    check_forms(&req)?;
     let raw = req.raw_input_contents;
-    if !raw.is_empty() && raw.len() != req.inputs.len() {
-        return Err(bad(format!(
-            "raw_input_contents has {} entries for {} inputs: send one per input, in input order, or none",
-            raw.len(),
-            req.inputs.len()
-        )));
-    }
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for (i, inp) in req.inputs.into_iter().enumerate() {
         let tensor = match raw.get(i) {
-            Some(bytes) => {
-                if inp.contents.is_some() {
-                    return Err(bad(format!(
-                        "input '{}': has contents while the request sends raw_input_contents; a request uses one form for all its inputs",
-                        inp.name
-                    )));
-                }
-                super::binary::from_raw(&inp.name, &inp.datatype, &inp.shape, bytes)?
-            }
+            Some(bytes) => super::binary::from_raw(&inp.name, &inp.datatype, &inp.shape, bytes)?,
             None => typed(&inp)?,
         };
         inputs.push((inp.name, tensor));
@@ -92,6 +78,29 @@ pub fn parse(req: ModelInferRequest, sig: &ModelSignature) -> Result<Parsed, Ser
         inputs,
         outputs,
     })
+}
+
+/// A request sends its inputs' elements one way: all raw, one entry of
+/// `raw_input_contents` per input, or all typed in `contents`.
+fn check_forms(req: &ModelInferRequest) -> Result<(), ServingError> {
+    let raw = &req.raw_input_contents;
+    if raw.is_empty() {
+        return Ok(());
+    }
+    if raw.len() != req.inputs.len() {
+        return Err(bad(format!(
+            "raw_input_contents has {} entries for {} inputs: send one per input, in input order, or none",
+            raw.len(),
+            req.inputs.len()
+        )));
+    }
+    match req.inputs.iter().find(|i| i.contents.is_some()) {
+        Some(inp) => Err(bad(format!(
+            "input '{}': has contents while the request sends raw_input_contents; a request uses one form for all its inputs",
+            inp.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
@@ -295,6 +304,7 @@ pub fn model_metadata(
 /// prediction to the node that serves it. Returns the body and the length
 /// of its JSON header (`Inference-Header-Content-Length`).
 pub fn to_binary_request(req: &ModelInferRequest) -> Result<(Vec<u8>, usize), ServingError> {
+    check_forms(req)?;
     let mut raw = Vec::with_capacity(req.inputs.len());
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for (i, inp) in req.inputs.iter().enumerate() {

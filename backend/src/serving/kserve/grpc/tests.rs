@@ -141,6 +141,26 @@ fn bad_inputs_are_named_with_what_was_expected() {
         "{e}"
     );
     let e = err(ModelInferRequest {
+        inputs: vec![
+            input("x", "FP32", vec![1, 4], None),
+            input(
+                "ids",
+                "INT8",
+                vec![1],
+                Some(InferTensorContents {
+                    int_contents: vec![1],
+                    ..Default::default()
+                }),
+            ),
+        ],
+        raw_input_contents: vec![vec![0u8; 16].into(), vec![0u8; 1].into()],
+        ..Default::default()
+    });
+    assert!(
+        e.contains("input 'ids': has contents while the request sends raw_input_contents"),
+        "{e}"
+    );
+    let e = err(ModelInferRequest {
         inputs: vec![input("x", "FP16", vec![1], None)],
         raw_input_contents: vec![vec![0u8; 2].into()],
         ..Default::default()
