@@ -912,6 +912,12 @@ mod tests {
         });
         assert_eq!(model_name(&body), Some(long.as_str()));
         assert_eq!(varint(&[0xff; 11]), None);
+        // A name length near 2^64: no overflow, no name, nothing more to read.
+        let mut huge = vec![0, 0, 0, 0, 12, 0x0a];
+        huge.extend_from_slice(&[0xff; 9]);
+        huge.push(0x01);
+        assert!(complete_name(&huge));
+        assert_eq!(model_name(&huge[5..]), None);
     }
 
     #[test]
