@@ -119,6 +119,12 @@ fn load(
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    load_figures(start, &results)
+}
+
+/// Each caller's latencies (ms) and errors since `start`, as
+/// (requests per second, p50, p99, errors).
+fn load_figures(start: Instant, results: &[(Vec<f64>, usize)]) -> Load {
     let elapsed = start.elapsed().as_secs_f64();
     let mut all: Vec<f64> = results
         .iter()
@@ -194,14 +200,7 @@ fn grpc_load(
         }
         out
     });
-    let elapsed = start.elapsed().as_secs_f64();
-    let mut all: Vec<f64> = results
-        .iter()
-        .flat_map(|(l, _)| l.iter().copied())
-        .collect();
-    let errors = results.iter().map(|(_, e)| e).sum();
-    let rps = all.len() as f64 / elapsed;
-    (rps, pct(&mut all, 0.5), pct(&mut all, 0.99), errors)
+    load_figures(start, &results)
 }
 
 /// Mean milliseconds a request of `service` spent in the server outside the
