@@ -10,10 +10,11 @@
 //! errors of `http::error` as gRPC status codes with the same messages. A
 //! service answers here only when its config sets `metadata.enable_grpc`.
 //!
-//! Sizes: a `ModelInfer` message longer than its service's body limit
-//! (from its signature and batch size, as over HTTP) is refused before it
-//! is read ([`SizeGate`]), and every message in flight holds its share of
-//! the server's body budget.
+//! Sizes ([`SizeGate`]): a `ModelInfer` message's caller is checked from
+//! its first bytes, before the message is read; one longer than its
+//! service's body limit (from its signature and batch size, as over HTTP)
+//! is refused unread; every message in flight holds its share of the
+//! server's body budget.
 
 use std::pin::Pin;
 use std::sync::Arc;
