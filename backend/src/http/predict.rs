@@ -427,17 +427,7 @@ async fn infer(
     uri: Uri,
     body: Body,
 ) -> Response {
-    let label = kserve_label(&headers);
-    observed(&state, &name, label, &headers, async {
-        let pool = authorized_pool(&state, &name, &headers, &uri).await?;
-        if label == "grpc" {
-            grpc_switched_on(&pool)?;
-        }
-        let body = read_body(&state, &pool, &headers, body).await?;
-        crate::serving::execute::note_request(&body.bytes);
-        Ok(kserve::infer(pool, &name, &headers, body.bytes.clone()).await?)
-    })
-    .await
+    kserve_infer(state, name, None, headers, uri, body).await
 }
 
 async fn infer_version(
@@ -447,9 +437,23 @@ async fn infer_version(
     uri: Uri,
     body: Body,
 ) -> Response {
+    kserve_infer(state, name, Some(version), headers, uri, body).await
+}
+
+/// A KServe v2 inference, of the model's one version or of `version`.
+async fn kserve_infer(
+    state: AppState,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
     let label = kserve_label(&headers);
     observed(&state, &name, label, &headers, async {
-        check_version(&name, &version)?;
+        if let Some(version) = &version {
+            check_version(&name, version)?;
+        }
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
         if label == "grpc" {
             grpc_switched_on(&pool)?;
