@@ -28,7 +28,9 @@ use tonic::{Request, Response, Status};
 
 use crate::http::error::AppError;
 use crate::http::forward::VERSION;
-use crate::http::predict::{authorized_pool_headers, check_version, grpc_switched_on, Watch};
+use crate::http::predict::{
+    authorized_pool_headers, check_version, grpc_switched_on, take_budget, Watch, BODY_TIMEOUT,
+};
 use crate::http::state::AppState;
 use crate::serving::instances::ServicePool;
 use crate::serving::kserve::grpc::proto::grpc_inference_service_server::{
@@ -53,9 +55,6 @@ pub const WINDOW_BYTES: u32 = 4 << 20;
 
 /// The streaming method, whose callers [`SizeGate`] checks when it opens.
 const MODEL_STREAM_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
-
-/// How long a client may take to send a message (as the HTTP routes' body).
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Requests of one `ModelStreamInfer` stream run at once at most.
 const STREAM_IN_FLIGHT: usize = 16;
@@ -407,22 +406,6 @@ fn too_large(pool: &ServicePool, size: usize) -> AppError {
         pool.name,
         pool.max_body_bytes()
     ))
-}
-
-fn take_budget(
-    state: &AppState,
-    bytes: usize,
-) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
-    state
-        .body_budget
-        .clone()
-        .try_acquire_many_owned(crate::http::state::budget_units(bytes))
-        .map_err(|_| {
-            AppError::Unavailable(
-                "the server is receiving as many prediction bodies as it holds at once; retry shortly"
-                    .into(),
-            )
-        })
 }
 
 /// What the request log keeps of a request: its inputs' names, types and

@@ -220,8 +220,27 @@ async fn signed_pool(
 static REPLAYS: std::sync::LazyLock<crate::serving::eas::signing::Replays> =
     std::sync::LazyLock::new(Default::default);
 
-/// How long a client may take to send a prediction body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client may take to send a prediction body (or a gRPC
+/// message).
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `bytes` of the server's budget of prediction bodies held at once; 503
+/// when it is spent. Released when the permit is dropped.
+pub(crate) fn take_budget(
+    state: &AppState,
+    bytes: usize,
+) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+    state
+        .body_budget
+        .clone()
+        .try_acquire_many_owned(crate::http::state::budget_units(bytes))
+        .map_err(|_| {
+            AppError::Unavailable(
+                "the server is receiving as many prediction bodies as it holds at once; retry shortly"
+                    .into(),
+            )
+        })
+}
 
 /// A request body held in memory, with its share of the server's body
 /// budget (released when the request ends).
@@ -256,16 +275,7 @@ async fn read_body(
         return Err(too_large());
     }
     let want = declared.map_or(limit, |n| n as usize);
-    let budget = state
-        .body_budget
-        .clone()
-        .try_acquire_many_owned(crate::http::state::budget_units(want))
-        .map_err(|_| {
-            AppError::Unavailable(
-                "the server is receiving as many prediction bodies as it holds at once; retry shortly"
-                    .into(),
-            )
-        })?;
+    let budget = take_budget(state, want)?;
     let bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| {
