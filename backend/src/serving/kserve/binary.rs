@@ -267,14 +267,14 @@ pub fn parse(
     })
 }
 
-/// Raw little-endian elements of `datatype`, checked against `shape`.
-pub fn from_raw(
-    name: &str,
+/// An input's declared datatype and shape (`what` names it in errors):
+/// the element type, the dimensions and their product. Any protocol's
+/// tensors are declared this way (this extension's, gRPC's).
+pub fn declared(
+    what: &str,
     datatype: &str,
     shape: &[i64],
-    raw: &[u8],
-) -> Result<Tensor, ServingError> {
-    let what = format!("input '{name}'");
+) -> Result<(DType, Vec<usize>, usize), ServingError> {
     if datatype == "BYTES" {
         return Err(bad(format!(
             "{what}: BYTES tensors are not supported; the served models take numeric tensors"
@@ -295,6 +295,18 @@ pub fn from_raw(
             .ok_or_else(|| bad(format!("{what}: shape {shape:?} is too large")))?;
         dims.push(d);
     }
+    Ok((dtype, dims, n))
+}
+
+/// Raw little-endian elements of `datatype`, checked against `shape`.
+pub fn from_raw(
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+    raw: &[u8],
+) -> Result<Tensor, ServingError> {
+    let what = format!("input '{name}'");
+    let (dtype, dims, n) = declared(&what, datatype, shape)?;
     let width = dtype.size();
     if n.checked_mul(width) != Some(raw.len()) {
         return Err(bad(format!(

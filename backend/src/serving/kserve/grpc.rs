@@ -113,32 +113,7 @@ fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
 /// An input's typed `contents` as a tensor of its datatype.
 fn typed(inp: &InferInputTensor) -> Result<Tensor, ServingError> {
     let what = format!("input '{}'", inp.name);
-    let dtype = match inp.datatype.as_str() {
-        "BYTES" => {
-            return Err(bad(format!(
-                "{what}: BYTES tensors are not supported; the served models take numeric tensors"
-            )))
-        }
-        d => DType::from_kserve_name(d).ok_or_else(|| {
-            bad(format!(
-                "{what}: unsupported datatype '{d}'; expected one of FP32, FP64, INT64, INT32, INT8, UINT8, BOOL"
-            ))
-        })?,
-    };
-    let mut dims = Vec::with_capacity(inp.shape.len());
-    let mut n: usize = 1;
-    for &d in &inp.shape {
-        let d = usize::try_from(d).map_err(|_| {
-            bad(format!(
-                "{what}: shape {:?} has a negative dimension",
-                inp.shape
-            ))
-        })?;
-        n = n
-            .checked_mul(d)
-            .ok_or_else(|| bad(format!("{what}: shape {:?} is too large", inp.shape)))?;
-        dims.push(d);
-    }
+    let (dtype, dims, n) = super::binary::declared(&what, &inp.datatype, &inp.shape)?;
     let empty = InferTensorContents::default();
     let c = inp.contents.as_ref().unwrap_or(&empty);
     let count = |field: &str, len: usize| {
