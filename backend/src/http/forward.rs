@@ -86,6 +86,24 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// The oldest heartbeat of a live node: within two leases (beats come a
+/// third of one apart).
+pub(crate) fn live_since(settings: &crate::control::Settings) -> i64 {
+    now_ms() - 2 * settings.job_lease.as_millis() as i64
+}
+
+/// The order to try the nodes that serve a service (`host_addrs`: address,
+/// whether its slots run), spreading forwarded load: in random order those
+/// whose slots run, then those whose slots are starting.
+pub(crate) fn trial_order(addrs: &[(String, bool)]) -> Vec<&String> {
+    let mut order: Vec<(bool, u32, &String)> = addrs
+        .iter()
+        .map(|(a, up)| (!up, rand::random::<u32>(), a))
+        .collect();
+    order.sort();
+    order.into_iter().map(|(_, _, a)| a).collect()
+}
+
 /// Middleware of the prediction routes: serves locally when this node has
 /// the service's instances (or is the only node), else forwards.
 pub async fn forward_remote(
@@ -109,8 +127,7 @@ pub async fn forward_remote(
         req.headers_mut().insert(VERSION, v.into());
     }
     let local = state.store.dialect() != Dialect::Postgres || req.headers().contains_key(FORWARDED);
-    // Live: a heartbeat within two leases (beats come a third of one apart).
-    let since = now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
+    let since = live_since(&state.settings);
     // A version drawn that runs on no node of this database yet: the
     // service's own instances answer.
     let drawn_hosts = match drawn {
@@ -161,17 +178,10 @@ pub async fn forward_remote(
         // Nobody serves it: the local handler says why (404, 503).
         return next.run(req).await;
     }
-    // Spread the forwarded load over the nodes that serve it: in random
-    // order those whose slots run, then those whose slots are starting.
-    let mut order: Vec<(bool, u32, &String)> = addrs
-        .iter()
-        .map(|(a, up)| (!up, rand::random::<u32>(), a))
-        .collect();
-    order.sort();
     let (parts, body) = req.into_parts();
     let body = Unsent::new(body);
     let mut last = String::new();
-    for (_, _, addr) in order {
+    for addr in trial_order(&addrs) {
         match forward(&state, addr, &parts, body.clone()).await {
             Ok(r) => return r,
             // Not a byte of the body went out (the node is down, or died

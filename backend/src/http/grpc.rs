@@ -223,8 +223,7 @@ impl Inference {
                 "service '{name}' does not answer over gRPC: its config must set metadata.enable_grpc to true"
             )));
         }
-        let since =
-            crate::control::store::now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
+        let since = crate::http::forward::live_since(&state.settings);
         let hosts = state
             .store
             .host_addrs(name, &state.settings.node_id, since)
@@ -307,9 +306,7 @@ impl Inference {
         {
             return None;
         }
-        // Live: a heartbeat within two leases, as `forward_remote` asks.
-        let since =
-            crate::control::store::now_ms() - 2 * state.settings.job_lease.as_millis() as i64;
+        let since = crate::http::forward::live_since(&state.settings);
         let addrs = match state
             .store
             .host_addrs(name, &state.settings.node_id, since)
@@ -329,15 +326,9 @@ impl Inference {
             Err(e) => return Some(Err(e.into())),
         };
         let body = Bytes::from(body);
-        // Those whose instances run first, in random order.
-        let mut order: Vec<(bool, u32, &String)> = addrs
-            .iter()
-            .map(|(a, up)| (!up, rand::random::<u32>(), a))
-            .collect();
-        order.sort();
         let scheme = state.settings.scheme();
         let mut last = String::new();
-        for (_, _, addr) in order {
+        for addr in crate::http::forward::trial_order(&addrs) {
             let mut out = client(&state.settings)
                 .post(format!("{scheme}://{addr}/v2/models/{name}/infer"))
                 .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
