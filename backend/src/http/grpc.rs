@@ -187,7 +187,7 @@ impl Inference {
             }
         }
         let pool = authorized_pool_headers(&self.state, name, headers, &Uri::default()).await?;
-        grpc_switched_on(&pool)?;
+        grpc_switched_on(&pool.name, pool.grpc())?;
         Ok(pool)
     }
 
@@ -218,11 +218,7 @@ impl Inference {
         let Some(signature) = row.signature else {
             return Err(err);
         };
-        if row.config.metadata.enable_grpc != Some(true) {
-            return Err(AppError::Conflict(format!(
-                "service '{name}' does not answer over gRPC: its config must set metadata.enable_grpc to true"
-            )));
-        }
+        grpc_switched_on(name, row.config.metadata.enable_grpc.unwrap_or(false))?;
         let since = crate::http::forward::live_since(&state.settings);
         let hosts = state
             .store

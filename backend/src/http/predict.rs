@@ -402,16 +402,15 @@ async fn model_config_version(
     model_config(state, Path(name), headers, uri).await
 }
 
-/// Whether the service answers gRPC calls (`metadata.enable_grpc`): asked
-/// by the gRPC service (`http::grpc`) and here for a gRPC call another node
-/// sent on.
-pub(crate) fn grpc_switched_on(pool: &ServicePool) -> Result<(), AppError> {
-    if pool.grpc() {
+/// Whether service `name`, whose `metadata.enable_grpc` is `on`, answers
+/// gRPC calls: asked by the gRPC service (`http::grpc`) and here for a
+/// gRPC call another node sent on.
+pub(crate) fn grpc_switched_on(name: &str, on: bool) -> Result<(), AppError> {
+    if on {
         Ok(())
     } else {
         Err(AppError::Conflict(format!(
-            "service '{}' does not answer over gRPC: its config must set metadata.enable_grpc to true",
-            pool.name
+            "service '{name}' does not answer over gRPC: its config must set metadata.enable_grpc to true"
         )))
     }
 }
@@ -466,7 +465,7 @@ async fn kserve_infer(
         }
         let pool = authorized_pool(&state, &name, &headers, &uri).await?;
         if label == "grpc" {
-            grpc_switched_on(&pool)?;
+            grpc_switched_on(&pool.name, pool.grpc())?;
         }
         let body = read_body(&state, &pool, &headers, body).await?;
         crate::serving::execute::note_request(&body.bytes);
