@@ -672,16 +672,7 @@ impl SizeGate {
                 // read, and hears nothing of the service (as the HTTP route).
                 match self.caller(name, &parts.headers).await? {
                     Some(pool) if !compressed && declared > pool.max_body_bytes() => {
-                        // Counted as the HTTP route counts its 413.
-                        crate::control::metrics::observe_request(
-                            &pool.name,
-                            PROTOCOL,
-                            axum::http::StatusCode::PAYLOAD_TOO_LARGE.as_u16(),
-                            Duration::ZERO,
-                            None,
-                            None,
-                        );
-                        return Err(too_large(&pool, declared).into());
+                        return Err(self.refused(&pool.name, too_large(&pool, declared)));
                     }
                     _ => {}
                 }
@@ -740,20 +731,21 @@ impl SizeGate {
                 return Ok(None);
             }
         }
-        let label = if self.state.instances.main(name).is_some() {
-            name
-        } else {
-            "-"
-        };
+        Err(self.refused(name, crate::http::predict::denied(name)))
+    }
+
+    /// A call of `name` refused before its message was read, counted as the
+    /// HTTP routes count their refusals.
+    fn refused(&self, name: &str, e: AppError) -> Status {
         crate::control::metrics::observe_request(
-            label,
+            crate::http::predict::metrics_label(&self.state, name, Some(&e)),
             PROTOCOL,
-            axum::http::StatusCode::UNAUTHORIZED.as_u16(),
+            e.status().as_u16(),
             Duration::ZERO,
             None,
             None,
         );
-        Err(crate::http::predict::denied(name).into())
+        e.into()
     }
 
     /// A stream opens only for a caller holding some service's token: its

@@ -580,6 +580,23 @@ pub(crate) struct Watch {
     sampled: bool,
 }
 
+/// The service label a prediction of `name` that ended in `error` is
+/// counted under: "-" for an unknown service, so junk names cannot grow the
+/// label set. Nor can callers without the token, unless the name is one
+/// this node serves (a client of it with a wrong token: worth seeing).
+/// (Looked up on a refusal only, off the path of answered calls.)
+pub(crate) fn metrics_label<'a>(
+    state: &AppState,
+    name: &'a str,
+    error: Option<&AppError>,
+) -> &'a str {
+    match error {
+        Some(AppError::Unauthorized(_)) if state.instances.main(name).is_some() => name,
+        Some(AppError::NotFound(_) | AppError::Unauthorized(_)) => "-",
+        _ => name,
+    }
+}
+
 /// What [`Watch::finish`] leaves to the protocol: the trace's id for the
 /// answer, and whether to record the request in the request log.
 pub(crate) struct Finished {
@@ -617,14 +634,7 @@ impl Watch {
             Ok(engine) => (Some(engine), None),
             Err(e) => (None, Some(e)),
         };
-        let label = match error {
-            // Nor can callers without the token, unless the name is one this
-            // node serves (a client of it with a wrong token: worth seeing).
-            // (Looked up on a refusal only, off the path of answered calls.)
-            Some(AppError::Unauthorized(_)) if state.instances.main(name).is_some() => name,
-            Some(AppError::NotFound(_) | AppError::Unauthorized(_)) => "-",
-            _ => name,
-        };
+        let label = metrics_label(state, name, error);
         let took = self.t0.elapsed();
         let queued = served.timing.map(|t| t.queued);
         crate::control::metrics::observe_request(label, protocol, code, took, engine, queued);
