@@ -246,12 +246,12 @@ impl Inference {
             let pool = self
                 .pool(&name, &req.model_version, &mut headers, true)
                 .await?;
+            let size = prost::Message::encoded_len(&req);
             let budget = match budget {
                 Some(b) => b,
                 // Not gated (a stream's message): counted now.
-                None => Arc::new(take_budget(&self.state, prost::Message::encoded_len(&req))?),
+                None => Arc::new(take_budget(&self.state, size)?),
             };
-            let size = prost::Message::encoded_len(&req);
             if size > pool.max_body_bytes() {
                 return Err(too_large(&pool, size));
             }
