@@ -186,30 +186,26 @@ pub fn answer(
     version: &str,
     id: String,
     wanted: &[String],
-    mut outputs: Vec<(String, Tensor)>,
+    outputs: Vec<(String, Tensor)>,
 ) -> Result<ModelInferResponse, ServingError> {
     let mut tensors = Vec::with_capacity(wanted.len());
     let mut raw = Vec::with_capacity(wanted.len());
+    // (An output asked for twice is answered twice.)
     for oname in wanted {
-        let i = outputs
+        let t = outputs
             .iter()
-            .position(|(n, _)| n == oname)
+            .find(|(n, _)| n == oname)
+            .map(|(_, t)| t)
             .ok_or_else(|| {
                 ServingError::Internal(format!("the engine returned no output '{oname}'"))
             })?;
-        // An output asked for twice is answered twice.
-        let t = if wanted.iter().filter(|w| *w == oname).count() > 1 {
-            outputs[i].1.clone()
-        } else {
-            outputs.swap_remove(i).1
-        };
         tensors.push(proto::model_infer_response::InferOutputTensor {
             name: oname.clone(),
             datatype: t.dtype().kserve_name().to_string(),
             shape: t.shape.iter().map(|&d| d as i64).collect(),
             ..Default::default()
         });
-        raw.push(bytes::Bytes::from(super::binary::to_raw(&t)));
+        raw.push(bytes::Bytes::from(super::binary::to_raw(t)));
     }
     Ok(ModelInferResponse {
         model_name: name.to_string(),
