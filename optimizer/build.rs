@@ -1,13 +1,28 @@
+//! Generates the TensorFlow protobuf messages (`proto/tensorflow.proto`).
 //! With the `torch` feature, compiles `cpp/torch_freeze.cpp` (TorchScript
 //! freezing through libtorch's C++ API, which tch does not expose) against
 //! the libtorch that tch builds with: the folder in `LIBTORCH`.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    tensorflow_messages();
     if std::env::var_os("CARGO_FEATURE_TORCH").is_none() {
         return;
     }
     torch::compile();
+}
+
+/// The TensorFlow protobuf messages the importer reads
+/// (`proto/tensorflow.proto`), generated into `OUT_DIR/tensorflow.rs`.
+fn tensorflow_messages() {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = match protox::compile(["tensorflow.proto"], ["proto"]) {
+        Ok(fds) => fds,
+        Err(e) => panic!("proto/tensorflow.proto: {e}"),
+    };
+    if let Err(e) = prost_build::Config::new().compile_fds(fds) {
+        panic!("generating the TensorFlow messages: {e}");
+    }
 }
 
 #[cfg(feature = "torch")]

@@ -336,7 +336,7 @@ fn a_graph_whose_constant_claims_petabytes_is_refused_and_the_server_lives() {
     );
     let graph = GraphDef {
         node: vec![node, out],
-        versions: None,
+        ..Default::default()
     };
     let dir = work.path().join("tf");
     std::fs::create_dir_all(&dir).unwrap();

@@ -427,7 +427,27 @@ pub(crate) fn import_limited(
     opts: &ImportOptions,
     const_limit: usize,
 ) -> Result<ModelProto> {
-    let graph = decode(pb)?;
+    import_graph(decode(pb)?, opts, &Names::default(), const_limit)
+}
+
+/// The ONNX names of the graph's inputs and outputs, where they are not the
+/// TensorFlow tensor names (a SavedModel's signature keys).
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    /// Input node → the ONNX input's name.
+    pub inputs: HashMap<String, String>,
+    /// One per entry of `ImportOptions::outputs`, in order; two may name the
+    /// same tensor.
+    pub outputs: Vec<String>,
+}
+
+/// Converts a decoded GraphDef; see [`import_limited`].
+pub(crate) fn import_graph(
+    graph: GraphDef,
+    opts: &ImportOptions,
+    names: &Names,
+    const_limit: usize,
+) -> Result<ModelProto> {
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     for (i, n) in graph.node.iter().enumerate() {
         if n.name.is_empty() {
@@ -478,7 +498,9 @@ pub(crate) fn import_limited(
                 let (node, i, _) = parse_input(s);
                 if !by_name.contains_key(node) {
                     missing.push(s.clone());
-                } else if !out.iter().any(|(n, j)| n == node && *j == i) {
+                } else if !names.outputs.is_empty()
+                    || !out.iter().any(|(n, j)| n == node && *j == i)
+                {
                     out.push((node.to_string(), i));
                 }
             }
@@ -561,14 +583,38 @@ pub(crate) fn import_limited(
     let mut cx = Ctx::new(const_limit);
     // The TensorFlow tensor names are the ONNX names of inputs and outputs;
     // reserve the outputs' so nothing else takes them.
-    let out_names: Vec<String> = outputs.iter().map(|(n, i)| format!("{n}:{i}")).collect();
+    let out_names: Vec<(String, String)> = outputs
+        .iter()
+        .enumerate()
+        .map(|(k, (n, i))| {
+            let tf = format!("{n}:{i}");
+            (
+                names.outputs.get(k).cloned().unwrap_or_else(|| tf.clone()),
+                tf,
+            )
+        })
+        .collect();
+    // Names chosen for the graph's ends (signature keys) are taken before
+    // any other value is named, so that none can take them.
+    let chosen: HashSet<String> = names
+        .inputs
+        .values()
+        .chain(out_names.iter().filter(|(n, tf)| n != tf).map(|(n, _)| n))
+        .cloned()
+        .collect();
+    cx.used.extend(chosen.iter().cloned());
     let mut tensors: HashMap<String, V> = HashMap::new();
     let mut graph_inputs = Vec::new();
     for &i in &order {
         let def = &graph.node[i];
         if is_input(&def.name, &def.op) {
-            let v = input_val(&mut cx, def, opts)?;
-            let vi = value_info(&cx, v, &format!("{}:0", def.name));
+            let onnx_name = names
+                .inputs
+                .get(&def.name)
+                .cloned()
+                .unwrap_or_else(|| format!("{}:0", def.name));
+            let v = input_val(&mut cx, def, opts, &onnx_name)?;
+            let vi = value_info(&cx, v, &onnx_name);
             graph_inputs.push(vi);
             tensors.insert(format!("{}:0", def.name), v);
             continue;
@@ -600,15 +646,15 @@ pub(crate) fn import_limited(
     }
 
     let mut graph_outputs = Vec::new();
-    for name in &out_names {
+    for (name, tf) in &out_names {
         let v = *tensors
-            .get(name)
+            .get(tf)
             .ok_or_else(|| err(format!("output '{name}': the node has no such output")))?;
         let have = cx.name(v);
         if have != *name {
             // The value carries another name (an Identity chain, a constant,
             // a shared value): give the user's tensor name its own node.
-            if cx.used.contains(name) {
+            if cx.used.contains(name) && !chosen.contains(name) {
                 return Err(err(format!(
                     "output '{name}': the name is taken by another value"
                 )));
@@ -699,7 +745,7 @@ fn topo_order(
 }
 
 /// A graph input from a Placeholder (or any node the caller named as input).
-fn input_val(cx: &mut Ctx, def: &NodeDef, opts: &ImportOptions) -> Result<V> {
+fn input_val(cx: &mut Ctx, def: &NodeDef, opts: &ImportOptions, onnx_name: &str) -> Result<V> {
     let node = Node {
         def,
         inputs: vec![],
@@ -735,7 +781,7 @@ fn input_val(cx: &mut Ctx, def: &NodeDef, opts: &ImportOptions) -> Result<V> {
             "the Placeholder's rank is unknown; give its shape in the import's input shapes".into(),
         ));
     }
-    Ok(cx.add_input(&format!("{}:0", def.name), dtype, shape))
+    Ok(cx.add_input(onnx_name, dtype, shape))
 }
 
 fn value_info(cx: &Ctx, v: V, name: &str) -> onnx::ValueInfoProto {

@@ -1,19 +1,24 @@
-//! TensorFlow frozen graphs (`GraphDef` `.pb`) to ONNX (opset 17).
+//! TensorFlow models to ONNX (opset 17): frozen graphs (`GraphDef` `.pb`)
+//! and SavedModel folders (`saved_model.pb` with `variables/`).
 //!
 //! Our own importer: the available Rust TensorFlow readers fail on the graphs
 //! we serve, and tf2onnx needs a full Python TensorFlow. The protobuf messages
-//! are declared by hand in `proto.rs`; `import.rs` walks the graph and `ops/`
-//! maps each op.
+//! are generated from `proto/tensorflow.proto` (`proto.rs`);
+//! `saved_model.rs` turns a SavedModel's signature into one flat, frozen
+//! GraphDef (function calls inlined, variables read from the checkpoint by
+//! `bundle.rs`); `import.rs` walks a graph and `ops/` maps each op.
 //!
 //! The user's interface is kept: graph inputs and outputs carry the
 //! TensorFlow tensor names (`input:0`, `l2_normalize:0`) and NHWC inputs stay
 //! NHWC; convolutions and pools are wrapped in NHWC↔NCHW transposes (pairs
 //! that meet cancel here, the rest ONNX Runtime's layout optimizer removes).
 
+mod bundle;
 mod import;
 mod konst;
 mod ops;
 pub mod proto;
+mod saved_model;
 
 #[cfg(test)]
 mod tests;
@@ -22,6 +27,8 @@ use std::path::Path;
 
 use crate::error::{OptimizerError, Result};
 use crate::onnx::ModelProto;
+
+pub use saved_model::{is_saved_model, DEFAULT_SIGNATURE};
 
 #[cfg(any(test, feature = "internals"))]
 pub use import::MAX_GRAPH_CONSTANT_BYTES;
@@ -43,13 +50,11 @@ pub struct ImportOptions {
     pub input_shapes: Vec<(String, Vec<i64>)>,
 }
 
-/// What to tell a user who hands us a SavedModel.
+/// What to tell a user who hands us a SavedModel's `saved_model.pb` alone.
 pub(crate) const SAVED_MODEL_HINT: &str =
-    "this is a TensorFlow SavedModel (saved_model.pb with a variables/ folder), not a frozen graph; \
-     freeze it into a single GraphDef .pb first, e.g. with TensorFlow's freeze_graph tool, \
-     tf.compat.v1.graph_util.convert_variables_to_constants (TF1 sessions), or \
-     tensorflow.python.framework.convert_to_constants.convert_variables_to_constants_v2 on the \
-     serving function (TF2), then write graph_def.SerializeToString() to a .pb file";
+    "this is a TensorFlow SavedModel's saved_model.pb, which is not a frozen graph and is \
+     nothing without its variables: deploy the whole SavedModel folder (saved_model.pb with its \
+     variables/ folder), or an archive (.tar.gz, .zip) of it";
 
 /// Converts a frozen GraphDef to an ONNX model (opset 17).
 ///
@@ -62,29 +67,88 @@ pub fn import(pb: &[u8], opts: &ImportOptions) -> Result<ModelProto> {
     import::import(pb, opts)
 }
 
-/// Reads and converts a frozen graph file. A SavedModel folder, or its
-/// `saved_model.pb`, is refused with how to freeze it.
+/// Reads and converts a frozen graph file, or a SavedModel folder (its
+/// `serving_default` signature; [`import_saved_model`] takes another).
 pub fn import_path(path: &Path, opts: &ImportOptions) -> Result<ModelProto> {
-    let saved = |p: &Path| OptimizerError::TfImport(format!("{}: {SAVED_MODEL_HINT}", p.display()));
     if path.is_dir() {
-        let pb = path.join("saved_model.pb");
-        if pb.is_file() {
-            return Err(saved(&pb));
+        if is_saved_model(path) {
+            return import_saved_model(path, None, &opts.input_shapes);
         }
         return Err(OptimizerError::TfImport(format!(
-            "{}: a folder, not a frozen TensorFlow graph (.pb)",
+            "{}: a folder, but not a SavedModel (no saved_model.pb in it), and not a frozen \
+             TensorFlow graph (.pb)",
             path.display()
         )));
     }
-    if path.file_name().is_some_and(|n| n == "saved_model.pb")
-        && path.parent().is_some_and(|d| d.join("variables").is_dir())
-    {
-        return Err(saved(path));
+    if path.file_name().is_some_and(|n| n == "saved_model.pb") {
+        if let Some(dir) = path.parent().filter(|d| d.join("variables").is_dir()) {
+            return import_saved_model(dir, None, &opts.input_shapes);
+        }
     }
     let bytes = std::fs::read(path).map_err(|e| OptimizerError::io(path, e))?;
     import(&bytes, opts).map_err(|e| match e {
         OptimizerError::TfImport(m) => OptimizerError::TfImport(format!("{}: {m}", path.display())),
         other => other,
+    })
+}
+
+/// Converts signature `signature` (default [`DEFAULT_SIGNATURE`]) of the
+/// SavedModel in `dir`: its graph with function calls inlined and variables
+/// read from the checkpoint, imported as a frozen graph is. The ONNX inputs
+/// and outputs carry the signature's keys (the names `saved_model_cli show`
+/// lists); `input_shapes` is keyed by them too.
+pub fn import_saved_model(
+    dir: &Path,
+    signature: Option<&str>,
+    input_shapes: &[(String, Vec<i64>)],
+) -> Result<ModelProto> {
+    let flat = saved_model::load(dir, signature).map_err(OptimizerError::TfImport)?;
+    if let Some((key, _)) = flat
+        .inputs
+        .iter()
+        .find(|(k, _)| flat.outputs.iter().any(|(o, _)| o == k))
+    {
+        return Err(OptimizerError::TfImport(format!(
+            "{}: the signature names both an input and an output '{key}'",
+            dir.display()
+        )));
+    }
+    let node_of = |key: &str| {
+        flat.inputs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, n)| n.clone())
+    };
+    let mut shapes = Vec::new();
+    for (key, shape) in input_shapes {
+        let node = node_of(key).ok_or_else(|| {
+            OptimizerError::TfImport(format!(
+                "{}: input shape given for '{key}', which is not an input of the signature",
+                dir.display()
+            ))
+        })?;
+        shapes.push((node, shape.clone()));
+    }
+    let opts = ImportOptions {
+        inputs: Some(flat.inputs.iter().map(|(_, n)| n.clone()).collect()),
+        outputs: Some(flat.outputs.iter().map(|(_, t)| t.clone()).collect()),
+        input_shapes: shapes,
+    };
+    let names = import::Names {
+        inputs: flat
+            .inputs
+            .iter()
+            .map(|(k, n)| (n.clone(), k.clone()))
+            .collect(),
+        outputs: flat.outputs.iter().map(|(k, _)| k.clone()).collect(),
+    };
+    import::import_graph(flat.graph, &opts, &names, import::MAX_GRAPH_CONSTANT_BYTES).map_err(|e| {
+        match e {
+            OptimizerError::TfImport(m) => {
+                OptimizerError::TfImport(format!("{}: {m}", dir.display()))
+            }
+            other => other,
+        }
     })
 }
 
