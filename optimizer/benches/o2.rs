@@ -310,7 +310,8 @@ fn zoo_tf_models(zoo: &Path, work: &Path, table: &mut Vec<String>) {
     ] {
         let dir = work.join(name);
         std::fs::create_dir_all(&dir).expect("folder");
-        let imported = optimizer::inspect::tensorflow(&zoo.join(pb), None, None).expect("import");
+        let imported =
+            optimizer::inspect::tensorflow(&zoo.join(pb), None, None, None).expect("import");
         let path = dir.join(format!("{name}.onnx"));
         std::fs::write(&path, &imported.onnx).expect("write the imported graph");
         println!("\n{name}: {pb} imported to ONNX, o2 search ({test}, calibration {calib})");

@@ -23,9 +23,12 @@ pub struct ImportedGraph {
     pub onnx: Vec<u8>,
 }
 
-/// Imports a frozen GraphDef (a SavedModel is refused with how to freeze
-/// it). `inputs` and `outputs` are the node or tensor names the config
-/// chose; `None` takes the defaults of [`tf::ImportOptions`].
+/// Imports a frozen GraphDef, or a SavedModel (`file` its folder or its
+/// `saved_model.pb`): its signature `signature` (default
+/// `serving_default`), whose keys become the tensor names. For a frozen
+/// graph, `inputs` and `outputs` are the node or tensor names the config
+/// chose; `None` takes the defaults of [`tf::ImportOptions`]. A
+/// SavedModel's signature decides both.
 ///
 /// Every failure is [`OptimizerError::TfImport`] (naming the node) or an
 /// I/O error on `file`, except [`OptimizerError::RuntimeMissing`]: ONNX
@@ -34,13 +37,26 @@ pub fn tensorflow(
     file: &Path,
     inputs: Option<Vec<String>>,
     outputs: Option<Vec<String>>,
+    signature: Option<&str>,
 ) -> Result<ImportedGraph> {
-    let opts = tf::ImportOptions {
-        inputs,
-        outputs,
-        input_shapes: vec![],
+    let model = match tf::saved_model_root(file) {
+        Some(dir) => tf::import_saved_model(dir, signature, &[])?,
+        None if signature.is_some() => {
+            return Err(OptimizerError::TfImport(format!(
+                "{}: a frozen graph, which has no signatures; signature_name applies to \
+                 SavedModel folders",
+                file.display()
+            )))
+        }
+        None => {
+            let opts = tf::ImportOptions {
+                inputs,
+                outputs,
+                input_shapes: vec![],
+            };
+            tf::import_path(file, &opts)?
+        }
     };
-    let model = tf::import_path(file, &opts)?;
     let bytes = onnx::to_bytes(&model);
     let settings = SessionSettings::new(GraphLevel::Disable, 1);
     match Engine::from_bytes(&bytes, &settings) {
@@ -97,7 +113,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pb = dir.path().join("frozen.pb");
         std::fs::write(&pb, b"\xff\xff\xff not protobuf").unwrap();
-        match tensorflow(&pb, None, None) {
+        match tensorflow(&pb, None, None, None) {
             Err(OptimizerError::TfImport(m)) => assert!(m.contains("frozen.pb"), "{m}"),
             Err(OptimizerError::RuntimeMissing(_)) => {}
             other => panic!("expected a TfImport error, got {:?}", other.err()),
@@ -149,7 +165,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pb = dir.path().join("frozen.pb");
         std::fs::write(&pb, prost::Message::encode_to_vec(&graph)).unwrap();
-        match tensorflow(&pb, None, None) {
+        match tensorflow(&pb, None, None, None) {
             Ok(g) => {
                 assert_eq!(g.signature.inputs[0].name, "x:0");
                 assert_eq!(g.signature.outputs.len(), 1);

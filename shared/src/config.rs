@@ -391,6 +391,11 @@ pub struct ModelInfo {
     /// Quantization options (o2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
+    /// The SavedModel signature to serve (TensorFlow processors, a
+    /// SavedModel folder): default `serving_default`. Its input and output
+    /// keys become the service's tensor names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_name: Option<String>,
     /// Whetstone extension: the accuracy gate each optimized candidate must
     /// pass, overriding the defaults (o1: relative error ≤ 1e-3 and cosine ≥
     /// 0.9999; o2: cosine ≥ 0.99 and top-1 agreement ≥ 0.99).

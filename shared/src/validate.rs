@@ -725,6 +725,18 @@ fn check_model_info(r: &mut Report, base: &str, info: &ModelInfo) {
         key_path(base, "calibration_dataset"),
         &info.calibration_dataset,
     );
+    if let Some(sig) = &info.signature_name {
+        if sig.trim().is_empty() || sig.len() > 256 || sig.chars().any(char::is_control) {
+            r.push(
+                key_path(base, "signature_name"),
+                format!(
+                    "expected the name of one of the SavedModel's signatures, like \
+                     \"serving_default\" (1 to 256 characters, no control characters), got {}",
+                    quote(sig)
+                ),
+            );
+        }
+    }
 
     // An empty `inputs` is already an error; counting against it would only cascade.
     let n_inputs = info.inputs.as_ref().map(Vec::len).filter(|&n| n > 0);
@@ -934,6 +946,7 @@ const MODEL_INFO_KEYS: &[&str] = &[
     "input_shapes",
     "input_ranges",
     "quantization",
+    "signature_name",
     "accuracy",
 ];
 const QUANTIZATION_KEYS: &[&str] = &["weight_adjustment"];
@@ -1431,6 +1444,7 @@ impl Reader {
             input_ranges: self.optional(&obj, "input_ranges", Self::groups),
             quantization: self.optional(&obj, "quantization", Self::quantization),
             accuracy: self.optional(&obj, "accuracy", Self::accuracy),
+            signature_name: self.optional(&obj, "signature_name", Self::string),
         })
     }
 
@@ -1552,6 +1566,41 @@ mod tests {
                 errs.iter().any(|e| e.path == "oss_endpoint"),
                 "{bad}: {errs:?}"
             );
+        }
+    }
+
+    #[test]
+    fn signature_name_is_a_name_at_its_path() {
+        let with = |v: serde_json::Value| {
+            parse_and_validate(
+                &serde_json::json!({
+                    "name": "svc", "model_path": "m.tar.gz", "processor": "tensorflow_cpu_1.15",
+                    "plugins": [{
+                        "command": "blade --mode eas_plugin --optimize_for cpu",
+                        "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
+                        "config": { "model_info": {
+                        "export": { "signature_name": v }
+                    } } }],
+                })
+                .to_string(),
+            )
+        };
+        let got = with("scores".into()).map(|c| {
+            c.plugins[0].config.as_ref().unwrap().model_info["export"]
+                .signature_name
+                .clone()
+        });
+        assert_eq!(got, Ok(Some("scores".to_string())));
+        let path = "plugins[0].config.model_info.export.signature_name";
+        for bad in [
+            "".into(),
+            " ".into(),
+            "a\nb".into(),
+            "x".repeat(300).into(),
+            3.into(),
+        ] {
+            let errs = with(bad).unwrap_err();
+            assert!(errs.iter().any(|e| e.path == path), "{errs:?}");
         }
     }
 

@@ -106,7 +106,8 @@ fn answer(req: &InspectRequest) -> (InspectAnswer, Vec<u8>) {
             let info = req.model_info.as_ref().map(|(_, i)| i);
             let inputs = info.and_then(|i| i.inputs.clone());
             let outputs = info.and_then(|i| i.outputs.clone());
-            match optimizer::inspect::tensorflow(file, inputs, outputs) {
+            let signature = info.and_then(|i| i.signature_name.as_deref());
+            match optimizer::inspect::tensorflow(file, inputs, outputs, signature) {
                 Ok(g) => (
                     InspectAnswer::Ok {
                         signature: g.signature,

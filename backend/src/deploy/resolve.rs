@@ -799,6 +799,85 @@ fn locate_source(settings: &Settings, model_path: &str) -> Result<PathBuf, Deplo
     Err(invalid("model_path", format!("'{model_path}' is a local path of the client: let `whet create` upload it, or use upload:// or file://")))
 }
 
+/// The SavedModel folder in `dir` to serve: the one the `model_info` key
+/// names (the folder, or its `saved_model.pb`), else the only folder within
+/// three levels holding a `saved_model.pb` (TensorFlow Serving's layout
+/// puts it under a version folder, `1/`). `None`: no SavedModel (a frozen
+/// graph is looked for instead).
+fn saved_model_in(dir: &Path, named: Option<&str>) -> Result<Option<PathBuf>, DeployError> {
+    if let Some(name) = named {
+        let p = dir.join(name);
+        if p.is_dir() && p.join("saved_model.pb").is_file() {
+            return Ok(Some(p));
+        }
+        if p.file_name().is_some_and(|n| n == "saved_model.pb") && p.is_file() {
+            return Ok(p.parent().map(Path::to_path_buf));
+        }
+        return Ok(None);
+    }
+    let mut found = Vec::new();
+    find_models(dir, 3, "pb", &mut found);
+    let mut roots: Vec<PathBuf> = found
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "saved_model.pb"))
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    match roots.len() {
+        0 => Ok(None),
+        1 => Ok(roots.pop()),
+        _ => {
+            let names: Vec<String> = roots
+                .iter()
+                .map(|r| match r.strip_prefix(dir) {
+                    Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+                    Ok(rel) => rel.display().to_string(),
+                    Err(_) => r.display().to_string(),
+                })
+                .collect();
+            Err(invalid(
+                "model_path",
+                format!(
+                    "several SavedModels in the model folder ({}); name the one to serve as \
+                     the key of plugins[0].config.model_info",
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// A SavedModel folder's content address: every file under it (path and
+/// SHA-256), in path order.
+fn folder_digest(root: &Path) -> Result<String, DeployError> {
+    use sha2::Digest;
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let meta = std::fs::symlink_metadata(&p)?;
+            if meta.is_dir() && depth > 0 {
+                walk(&p, depth - 1, out)?;
+            } else if meta.is_file() {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(root, 8, &mut files)?;
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        let rel = f.strip_prefix(root).unwrap_or(&f);
+        let sha = optimizer::artifact::sha256_file(&f)
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
+        h.update(format!("{}\0{sha}\n", rel.display()).as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 fn find_models(dir: &Path, depth: usize, ext: &str, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -848,12 +927,14 @@ fn inspect_in_child(
         .map(|i| i.signature)
 }
 
-/// Imports a TensorFlow frozen graph into ONNX once (in the inspector
-/// child): the result is kept under `models/tf/<key>.onnx`, keyed by the
-/// graph's bytes and the declared inputs/outputs, so a redeploy finds it
-/// and the artifact key (the ONNX file's hash) stays stable. Everything
-/// downstream — the optimizer, serving — then sees an ordinary ONNX model
-/// whose tensor names are the graph's (`input:0`).
+/// Imports a TensorFlow frozen graph, or a SavedModel folder, into ONNX
+/// once (in the inspector child): the result is kept under
+/// `models/tf/<key>.onnx`, keyed by the graph's bytes (every file of a
+/// SavedModel) and the declared inputs/outputs/signature, so a redeploy
+/// finds it and the artifact key (the ONNX file's hash) stays stable.
+/// Everything downstream — the optimizer, serving — then sees an ordinary
+/// ONNX model whose tensor names are the graph's (`input:0`), or the
+/// SavedModel signature's keys.
 fn import_tensorflow(
     settings: &Settings,
     cfg: &ServiceConfig,
@@ -861,10 +942,10 @@ fn import_tensorflow(
     pb: &Path,
 ) -> Result<(PathBuf, ModelSignature), DeployError> {
     let info = cfg.model_info().map(|(_, i)| i);
-    let sha = if pb.is_file() {
-        optimizer::artifact::sha256_file(pb).map_err(|e| DeployError::Internal(e.to_string()))?
+    let sha = if pb.is_dir() {
+        folder_digest(pb)?
     } else {
-        String::new()
+        optimizer::artifact::sha256_file(pb).map_err(|e| DeployError::Internal(e.to_string()))?
     };
     let key = {
         use sha2::Digest;
@@ -872,9 +953,10 @@ fn import_tensorflow(
         h.update(sha.as_bytes());
         h.update(
             format!(
-                "{:?}|{:?}|tf-import-v1",
+                "{:?}|{:?}|{:?}|tf-import-v2",
                 info.and_then(|i| i.inputs.clone()),
-                info.and_then(|i| i.outputs.clone())
+                info.and_then(|i| i.outputs.clone()),
+                info.and_then(|i| i.signature_name.clone())
             )
             .as_bytes(),
         );
@@ -959,11 +1041,23 @@ pub fn resolve(
     } else {
         "onnx"
     };
-    // A SavedModel folder is refused by the importer with how to freeze it.
-    if tensorflow && direct_file.is_none() && dir.join("saved_model.pb").is_file() {
-        import_tensorflow(settings, cfg, &dir, &dir)?;
+    if let Some((name, info)) = model_info {
+        if info.signature_name.is_some() && !tensorflow {
+            return Err(invalid(
+                &format!("plugins[0].config.model_info[\"{name}\"].signature_name"),
+                "a SavedModel's signature, which only the TensorFlow processors read; \
+                 remove it or use a tensorflow_* processor",
+            ));
+        }
     }
+    // A SavedModel: its folder is the model, not one file in it.
+    let saved_model = if tensorflow && direct_file.is_none() {
+        saved_model_in(&dir, model_info.map(|(name, _)| name))?
+    } else {
+        None
+    };
     let file = match (model_info, direct_file) {
+        _ if saved_model.is_some() => saved_model.unwrap_or_default(),
         (Some((name, _)), direct) => {
             let p = dir.join(name);
             let matches_direct = direct.as_ref().is_none_or(|d| d == &p);

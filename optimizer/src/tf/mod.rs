@@ -28,7 +28,7 @@ use std::path::Path;
 use crate::error::{OptimizerError, Result};
 use crate::onnx::ModelProto;
 
-pub use saved_model::{is_saved_model, DEFAULT_SIGNATURE};
+use saved_model::is_saved_model;
 
 #[cfg(any(test, feature = "internals"))]
 pub use import::MAX_GRAPH_CONSTANT_BYTES;
@@ -70,26 +70,32 @@ pub fn import(pb: &[u8], opts: &ImportOptions) -> Result<ModelProto> {
 /// Reads and converts a frozen graph file, or a SavedModel folder (its
 /// `serving_default` signature; [`import_saved_model`] takes another).
 pub fn import_path(path: &Path, opts: &ImportOptions) -> Result<ModelProto> {
+    if let Some(dir) = saved_model_root(path) {
+        return import_saved_model(dir, None, &opts.input_shapes);
+    }
     if path.is_dir() {
-        if is_saved_model(path) {
-            return import_saved_model(path, None, &opts.input_shapes);
-        }
         return Err(OptimizerError::TfImport(format!(
             "{}: a folder, but not a SavedModel (no saved_model.pb in it), and not a frozen \
              TensorFlow graph (.pb)",
             path.display()
         )));
     }
-    if path.file_name().is_some_and(|n| n == "saved_model.pb") {
-        if let Some(dir) = path.parent().filter(|d| d.join("variables").is_dir()) {
-            return import_saved_model(dir, None, &opts.input_shapes);
-        }
-    }
     let bytes = std::fs::read(path).map_err(|e| OptimizerError::io(path, e))?;
     import(&bytes, opts).map_err(|e| match e {
         OptimizerError::TfImport(m) => OptimizerError::TfImport(format!("{}: {m}", path.display())),
         other => other,
     })
+}
+
+/// The SavedModel folder `path` is or whose `saved_model.pb` it is.
+pub fn saved_model_root(path: &Path) -> Option<&Path> {
+    if path.is_dir() {
+        return is_saved_model(path).then_some(path);
+    }
+    if path.file_name().is_some_and(|n| n == "saved_model.pb") {
+        return path.parent();
+    }
+    None
 }
 
 /// Converts signature `signature` (default [`DEFAULT_SIGNATURE`]) of the

@@ -1,0 +1,204 @@
+//! TensorFlow SavedModel folders deploy through the CLI like frozen graphs:
+//! `whet create` uploads the folder (saved_model.pb with variables/), the
+//! server imports the signature once, optimizes (o1, o2) and serves it under
+//! the signature's keys, and the answers match TensorFlow's own outputs
+//! (the fixtures of optimizer/tests/savedmodels, made by
+//! scripts/make-savedmodels.py with TensorFlow).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use whetstone_e2e::{npz_f32, Server};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../optimizer/tests/savedmodels")
+        .join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The user's folder: the SavedModel, with the inputs it was saved with as
+/// `test.npz` beside it (test and calibration data).
+fn model_folder(work: &Path, fixture_name: &str, signature: &str) -> PathBuf {
+    let dir = work.join("export");
+    copy_dir(&fixture(fixture_name).join("model"), &dir);
+    std::fs::copy(
+        fixture(fixture_name).join(format!("{signature}.inputs.npz")),
+        dir.join("test.npz"),
+    )
+    .unwrap();
+    dir
+}
+
+fn config(name: &str, model_path: &Path, info: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "model_path": model_path.to_str().unwrap(),
+        "processor": "tensorflow_cpu_1.15",
+        "metadata": { "instance": 1, "memory": 4000 },
+        "plugins": [{
+            "command": "blade --mode eas_plugin --optimize_for cpu",
+            "image": "registry.cn-shanghai.aliyuncs.com/eas/pai-blade-deploy:cpu_latest",
+            "config": { "model_info": { "saved_model.pb": info } }
+        }]
+    })
+}
+
+/// `whet create` with `cfg`; the CLI's output and whether it succeeded.
+fn create(server: &Server, work: &Path, cfg: &serde_json::Value) -> (bool, String) {
+    let path = work.join(format!("{}.json", cfg["name"].as_str().unwrap()));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let out = server
+        .cli(&["create", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Posts the fixture's inputs (float32 arrays named by the signature's
+/// keys) over KServe v2 and compares every output with TensorFlow's, by
+/// max |difference|.
+fn predict_matches(server: &Server, name: &str, fixture_name: &str, signature: &str, tol: f32) {
+    let (s, detail) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
+    assert_eq!(s, 200, "{detail}");
+    let token = detail["token"].as_str().unwrap().to_string();
+    let dir = fixture(fixture_name);
+    let ins = npyz::npz::NpzArchive::open(dir.join(format!("{signature}.inputs.npz"))).unwrap();
+    let names: Vec<String> = ins.array_names().map(str::to_string).collect();
+    let inputs: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| {
+            let (shape, data) = npz_f32(&dir.join(format!("{signature}.inputs.npz")), n);
+            serde_json::json!({"name": n, "shape": shape, "datatype": "FP32", "data": data})
+        })
+        .collect();
+    let body = serde_json::json!({ "inputs": inputs }).to_string();
+    let (s, answer) = server.http(
+        "POST",
+        &format!("/v2/models/{name}/infer"),
+        Some(&format!("Bearer {token}")),
+        body.as_bytes(),
+    );
+    assert_eq!(s, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let outs = npyz::npz::NpzArchive::open(dir.join(format!("{signature}.outputs.npz"))).unwrap();
+    let out_names: Vec<String> = outs.array_names().map(str::to_string).collect();
+    for out in out_names {
+        let (shape, want) = npz_f32(&dir.join(format!("{signature}.outputs.npz")), &out);
+        let got = answer["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == out.as_str())
+            .unwrap_or_else(|| panic!("no output '{out}' in {answer}"));
+        assert_eq!(got["shape"], serde_json::json!(shape), "{got}");
+        let got: Vec<f32> = got["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= tol, "{name}: output '{out}' differs by {worst}");
+    }
+}
+
+#[test]
+fn a_keras_saved_model_folder_deploys_with_o1_and_o2_and_matches_tensorflow() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let model = model_folder(work.path(), "keras_convnet", "serving_default");
+
+    let o1 = config(
+        "convnet_o1",
+        &model,
+        serde_json::json!({ "optimization_level": "o1", "test_data": "test.npz" }),
+    );
+    let (ok, log) = create(&server, work.path(), &o1);
+    assert!(ok && log.contains("[OK] Service is running"), "{log}");
+    // The service's tensors are the signature's keys.
+    let (_, detail) = server.admin("GET", "/api/v2/services/convnet_o1", b"");
+    let sig = &detail["signature"];
+    assert_eq!(sig["inputs"][0]["name"], "inputs", "{sig}");
+    assert_eq!(sig["outputs"][0]["name"], "output_0", "{sig}");
+    predict_matches(
+        &server,
+        "convnet_o1",
+        "keras_convnet",
+        "serving_default",
+        1e-4,
+    );
+
+    // o2 (INT8 calibrated on the same inputs): whatever candidate passes the
+    // accuracy gate is served, so the answer stays close to TensorFlow's.
+    let o2 = config(
+        "convnet_o2",
+        &model,
+        serde_json::json!({
+            "optimization_level": "o2",
+            "test_data": "test.npz",
+            "calibration_dataset": "test.npz",
+        }),
+    );
+    let (ok, log) = create(&server, work.path(), &o2);
+    assert!(ok && log.contains("[OK] Service is running"), "{log}");
+    predict_matches(
+        &server,
+        "convnet_o2",
+        "keras_convnet",
+        "serving_default",
+        2e-2,
+    );
+}
+
+#[test]
+fn signature_name_picks_a_signature_and_a_wrong_one_lists_the_others() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    let model = model_folder(work.path(), "two_signatures", "scores");
+
+    let cfg = config(
+        "scores",
+        &model,
+        serde_json::json!({ "signature_name": "scores", "test_data": "test.npz" }),
+    );
+    let (ok, log) = create(&server, work.path(), &cfg);
+    assert!(ok && log.contains("[OK] Service is running"), "{log}");
+    predict_matches(&server, "scores", "two_signatures", "scores", 1e-4);
+
+    let cfg = config(
+        "nope",
+        &model,
+        serde_json::json!({ "signature_name": "predict" }),
+    );
+    let (ok, log) = create(&server, work.path(), &cfg);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("no signature 'predict'") && log.contains("scores, serving_default"),
+        "{log}"
+    );
+    assert!(log.contains("signature_name"), "{log}");
+}
