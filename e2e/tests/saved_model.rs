@@ -202,3 +202,38 @@ fn signature_name_picks_a_signature_and_a_wrong_one_lists_the_others() {
     );
     assert!(log.contains("signature_name"), "{log}");
 }
+
+#[test]
+fn a_checkpoint_entry_outside_its_shard_is_a_422_naming_the_variable() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("models");
+    let server = Server::start(
+        &work.path().join("data"),
+        &["--model-root", root.to_str().unwrap()],
+    );
+    // A TF1 SavedModel: its checkpoint holds only the variables, so the
+    // shard's last bytes are a variable's.
+    let model = model_folder(&root, "tf1_simple_save", "serving_default");
+    // The shard loses its last bytes: the index's last entry now points
+    // past its end.
+    let shard = model.join("variables/variables.data-00000-of-00001");
+    let len = std::fs::metadata(&shard).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .unwrap();
+    f.set_len(len - 8).unwrap();
+    drop(f);
+    let url = format!("file://{}", model.display());
+    let mut cfg = config("broken", &model, serde_json::json!({}));
+    cfg["model_path"] = url.into();
+    let (s, body) = server.admin("POST", "/api/v2/services", cfg.to_string().as_bytes());
+    assert_eq!(s, 422, "{body}");
+    let text = body.to_string();
+    assert!(text.contains("points outside its shard"), "{text}");
+    assert!(text.contains("variable '"), "{text}");
+    assert!(text.contains(r#"model_info[\"saved_model.pb\"]"#), "{text}");
+    // Nothing was stored.
+    let (s, _) = server.admin("GET", "/api/v2/services/broken", b"");
+    assert_eq!(s, 404);
+}

@@ -1204,6 +1204,54 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_model_is_found_in_a_version_folder_or_named_and_two_are_ambiguous() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        let touch = |rel: &str| {
+            let p = dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        };
+        // TensorFlow Serving's layout: <model>/<version>/saved_model.pb.
+        touch("1/saved_model.pb");
+        touch("1/variables/variables.index");
+        touch("1/fingerprint.pb");
+        assert_eq!(saved_model_in(dir, None).unwrap(), Some(dir.join("1")));
+        touch("2/saved_model.pb");
+        let e = format!("{:?}", saved_model_in(dir, None).unwrap_err());
+        assert!(
+            e.contains("several SavedModels") && e.contains("1, 2"),
+            "{e}"
+        );
+        // The model_info key names one: the folder, or its saved_model.pb.
+        assert_eq!(saved_model_in(dir, Some("2")).unwrap(), Some(dir.join("2")));
+        assert_eq!(
+            saved_model_in(dir, Some("1/saved_model.pb")).unwrap(),
+            Some(dir.join("1"))
+        );
+        // A frozen graph's name is not a SavedModel.
+        touch("frozen.pb");
+        assert_eq!(saved_model_in(dir, Some("frozen.pb")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_saved_model_folder_digest_covers_every_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        std::fs::create_dir_all(dir.join("variables")).unwrap();
+        std::fs::write(dir.join("saved_model.pb"), b"graph").unwrap();
+        std::fs::write(dir.join("variables/variables.data-00000-of-00001"), b"a").unwrap();
+        let first = folder_digest(dir).unwrap();
+        assert_eq!(folder_digest(dir).unwrap(), first);
+        std::fs::write(dir.join("variables/variables.data-00000-of-00001"), b"b").unwrap();
+        assert_ne!(
+            folder_digest(dir).unwrap(),
+            first,
+            "a variable's bytes changed"
+        );
+    }
+
+    #[test]
     fn zip_with_parent_entries_is_refused_and_leaves_nothing() {
         let z = zip_with(&["ok.txt", "../evil.txt"]);
         let root = tempfile::tempdir().unwrap();
