@@ -15,6 +15,8 @@ tests compare against (1e-4):
   text_gru        tf.saved_model.save of a Keras text model: an embedding and
                   a GRU (unrolled: a While loop is refused, as in frozen
                   graphs) over int32 token ids.
+  text_gru_loop   the same model with the GRU left rolled (a While loop),
+                  which the importer refuses naming the loop's node.
   two_signatures  tf.saved_model.save of a tf.Module with two signatures,
                   `serving_default` and `scores`, sharing variables.
   tf1_simple_save tf.compat.v1.saved_model.simple_save of a TF1 graph:
@@ -36,6 +38,11 @@ import tensorflow as tf
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "optimizer", "tests", "savedmodels")
 rng = np.random.default_rng(7)
+# Keras's initializers draw from its own seed generator: seeded too, so
+# that a rebuild writes the same weights.
+import keras  # noqa: E402
+
+keras.utils.set_random_seed(7)
 
 
 def reference(name, signatures):
@@ -87,6 +94,15 @@ def text_gru():
     tf.saved_model.save(model, fresh("text_gru"))
     ids = rng.integers(0, 100, (3, 12)).astype("int32")
     reference("text_gru", {"serving_default": {"inputs": ids}})
+
+
+def text_gru_loop():
+    import keras
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(100, 8, name="embed")(tokens)
+    x = keras.layers.GRU(8, name="gru")(x)
+    out = keras.layers.Dense(2, name="logits")(x)
+    tf.saved_model.save(keras.Model(tokens, out), fresh("text_gru_loop"))
 
 
 class TwoHeads(tf.Module):
@@ -142,6 +158,7 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     keras_convnet()
     text_gru()
+    text_gru_loop()
     two_signatures()
     tf1_simple_save()
     print(f"SavedModel fixtures written to {os.path.normpath(OUT)}")

@@ -141,3 +141,17 @@ fn the_default_signature_is_serving_default_and_a_missing_one_is_named() {
         other => panic!("expected a TfImport error, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn a_while_loop_is_refused_naming_its_node() {
+    // A Keras GRU left rolled is a While loop over function bodies: listed
+    // as unsupported with its node, like any op the importer has no mapping for.
+    let dir = fixture("text_gru_loop").join("model");
+    match tf::import_saved_model(&dir, None, &[]) {
+        Err(OptimizerError::TfImport(m)) => {
+            assert!(m.contains("unsupported TensorFlow ops"), "{m}");
+            assert!(m.contains("While (node ") && m.contains("gru"), "{m}");
+        }
+        other => panic!("expected a TfImport error, got {:?}", other.map(|_| ())),
+    }
+}

@@ -221,6 +221,8 @@ pub(crate) struct Flat {
     pub nodes: Vec<NodeDef>,
     /// `call:i` → the tensor (`node:j`, or another alias) it returns.
     pub alias: HashMap<String, String>,
+    /// The most nodes inlining may produce.
+    limit: usize,
 }
 
 impl Flat {
@@ -316,6 +318,11 @@ const OUTPUT_ARGS: &[(&str, &[&str])] = &[
 /// edges, which inference does not need and which would name call nodes
 /// that no longer exist.
 pub(crate) fn flatten(graph: GraphDef) -> Result<Flat, String> {
+    flatten_limited(graph, MAX_FLAT_NODES)
+}
+
+/// [`flatten`] with at most `limit` nodes.
+fn flatten_limited(graph: GraphDef, limit: usize) -> Result<Flat, String> {
     let library = graph.library.unwrap_or_default();
     let lib: HashMap<&str, &FunctionDef> = library
         .function
@@ -325,6 +332,7 @@ pub(crate) fn flatten(graph: GraphDef) -> Result<Flat, String> {
     let mut out = Flat {
         nodes: Vec::new(),
         alias: HashMap::new(),
+        limit,
     };
     for n in graph.node {
         let inputs: Vec<String> = n
@@ -352,15 +360,15 @@ pub(crate) fn flatten(graph: GraphDef) -> Result<Flat, String> {
             continue;
         }
         out.nodes.push(NodeDef { input: inputs, ..n });
-        if out.nodes.len() > MAX_FLAT_NODES {
-            return Err(too_many());
+        if out.nodes.len() > out.limit {
+            return Err(too_many(out.limit));
         }
     }
     Ok(out)
 }
 
-fn too_many() -> String {
-    format!("inlining the graph's function calls gives more than {MAX_FLAT_NODES} nodes")
+fn too_many(limit: usize) -> String {
+    format!("inlining the graph's function calls gives more than {limit} nodes")
 }
 
 /// Emits the body of function `name`, called by `caller` with `args`
@@ -453,8 +461,8 @@ fn inline(
             input: inputs,
             ..n.clone()
         });
-        if out.nodes.len() > MAX_FLAT_NODES {
-            return Err(too_many());
+        if out.nodes.len() > out.limit {
+            return Err(too_many(out.limit));
         }
     }
     sig.output_arg
@@ -743,13 +751,9 @@ fn freeze(
                 replaced.insert(i, vec![konst(&n.name, t)]);
                 continue;
             }
-            "VarHandleOp" => {
-                return Err(format!(
-                    "resource variable '{}' is used other than through ReadVariableOp or \
-                     ResourceGather, which is not supported",
-                    n.name
-                ));
-            }
+            // A handle used other than by a read (passed into a While loop,
+            // say) stays: the importer then lists it, and its user, among
+            // the ops it does not support, by node name.
             _ => {}
         }
         for r in &n.input {
@@ -812,4 +816,181 @@ fn check_dtype(n: &NodeDef, key: &str, t: &TensorProto) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tf::proto::{op_def::ArgDef, FunctionDefLibrary, NameAttrList, OpDef};
+
+    fn call(name: &str, f: &str, inputs: &[&str]) -> NodeDef {
+        let mut attr = HashMap::new();
+        attr.insert(
+            "f".to_string(),
+            AttrValue {
+                value: Some(attr_value::Value::Func(NameAttrList {
+                    name: f.into(),
+                    attr: HashMap::new(),
+                })),
+            },
+        );
+        NodeDef {
+            name: name.into(),
+            op: "StatefulPartitionedCall".into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            device: String::new(),
+            attr,
+        }
+    }
+
+    fn node(name: &str, op: &str, inputs: &[&str]) -> NodeDef {
+        NodeDef {
+            name: name.into(),
+            op: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn function(
+        name: &str,
+        args: &[&str],
+        body: Vec<NodeDef>,
+        ret: &[(&str, &str)],
+    ) -> FunctionDef {
+        let arg = |n: &&str| ArgDef {
+            name: n.to_string(),
+            ..Default::default()
+        };
+        FunctionDef {
+            signature: Some(OpDef {
+                name: name.into(),
+                input_arg: args.iter().map(arg).collect(),
+                output_arg: ret.iter().map(|(n, _)| arg(n)).collect(),
+            }),
+            node_def: body,
+            ret: ret
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn graph(nodes: Vec<NodeDef>, functions: Vec<FunctionDef>) -> GraphDef {
+        GraphDef {
+            node: nodes,
+            library: Some(FunctionDefLibrary {
+                function: functions,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nested_calls_are_inlined_and_outputs_numbered_by_argument() {
+        // outer(x) = inner(x) + x; inner(y) = FusedBatchNormV3(y).y, whose
+        // `batch_mean` is output 1.
+        let inner = function(
+            "inner",
+            &["y"],
+            vec![
+                node("bn", "FusedBatchNormV3", &["y"]),
+                node("r", "Relu", &["bn:batch_mean:0"]),
+            ],
+            &[("out", "r:activations:0")],
+        );
+        let outer = function(
+            "outer",
+            &["x"],
+            vec![
+                call("c", "inner", &["x"]),
+                node("add", "AddV2", &["c:output:0", "x", "^c"]),
+            ],
+            &[("sum", "add:z:0")],
+        );
+        let g = graph(
+            vec![
+                node("in", "Placeholder", &[]),
+                call("top", "outer", &["in"]),
+            ],
+            vec![inner, outer],
+        );
+        let flat = flatten(g).unwrap();
+        let names: Vec<&str> = flat.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["in", "top/c/bn", "top/c/r", "top/add"]);
+        let by = |n: &str| flat.nodes.iter().find(|x| x.name == n).unwrap();
+        assert_eq!(by("top/c/bn").input, ["in:0"]);
+        assert_eq!(by("top/c/r").input, ["top/c/bn:1"]);
+        // The call's result, resolved; the control edge dropped.
+        let add: Vec<String> = by("top/add")
+            .input
+            .iter()
+            .map(|i| flat.resolve(i))
+            .collect();
+        assert_eq!(add, ["top/c/r:0", "in:0"]);
+        assert_eq!(flat.resolve("top:0"), "top/add:0");
+    }
+
+    #[test]
+    fn a_recursive_or_missing_or_misused_function_is_an_error() {
+        let rec = function(
+            "rec",
+            &["x"],
+            vec![call("again", "rec", &["x"])],
+            &[("o", "again:output:0")],
+        );
+        let e = flatten(graph(
+            vec![node("in", "Placeholder", &[]), call("top", "rec", &["in"])],
+            vec![rec],
+        ))
+        .err()
+        .unwrap();
+        assert!(e.contains("nested more than"), "{e}");
+
+        let e = flatten(graph(vec![call("top", "nowhere", &[])], vec![]))
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("'nowhere'") && e.contains("does not define"),
+            "{e}"
+        );
+
+        let one = function("one", &["x"], vec![], &[("o", "x")]);
+        let e = flatten(graph(vec![call("top", "one", &["a", "b"])], vec![one]))
+            .err()
+            .unwrap();
+        assert!(e.contains("with 2 inputs; it takes 1"), "{e}");
+
+        let bad = function("bad", &["x"], vec![], &[("o", "ghost:output:0")]);
+        let e = flatten(graph(vec![call("top", "bad", &["a"])], vec![bad]))
+            .err()
+            .unwrap();
+        assert!(e.contains("names no node of the function"), "{e}");
+    }
+
+    #[test]
+    fn a_fan_out_of_calls_is_bounded() {
+        // Each level calls the next twice: 2^30 leaves if nothing stopped it.
+        let mut fs = vec![function(
+            "f0",
+            &["x"],
+            vec![node("leaf", "Relu", &["x"])],
+            &[("o", "leaf:activations:0")],
+        )];
+        for i in 1..30 {
+            let prev = format!("f{}", i - 1);
+            fs.push(function(
+                &format!("f{i}"),
+                &["x"],
+                vec![call("a", &prev, &["x"]), call("b", &prev, &["a:output:0"])],
+                &[("o", "b:output:0")],
+            ));
+        }
+        let g = graph(
+            vec![node("in", "Placeholder", &[]), call("top", "f29", &["in"])],
+            fs,
+        );
+        let e = flatten_limited(g, 10_000).err().unwrap();
+        assert!(e.contains("more than 10000 nodes"), "{e}");
+    }
 }
