@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use whetstone_e2e::{npz_f32, Server};
+use whetstone_e2e::Server;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,21 +74,70 @@ fn create(server: &Server, work: &Path, cfg: &serde_json::Value) -> (bool, Strin
     (out.status.success(), text)
 }
 
-/// Posts the fixture's inputs (float32 arrays named by the signature's
-/// keys) over KServe v2 and compares every output with TensorFlow's, by
-/// max |difference|.
-fn predict_matches(server: &Server, name: &str, fixture_name: &str, signature: &str, tol: f32) {
+/// Every array of an `.npz`: name, shape, KServe datatype, values.
+fn arrays(path: &Path) -> Vec<(String, Vec<u64>, &'static str, Vec<f64>)> {
+    let mut npz = npyz::npz::NpzArchive::open(path).unwrap();
+    let names: Vec<String> = npz.array_names().map(str::to_string).collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let arr = npz.by_name(&n).unwrap().unwrap();
+            let shape = arr.shape().to_vec();
+            let descr = arr.dtype().descr();
+            let (datatype, values): (&str, Vec<f64>) = match descr.trim_matches('\'') {
+                "<f4" => (
+                    "FP32",
+                    arr.into_vec::<f32>()
+                        .unwrap()
+                        .into_iter()
+                        .map(f64::from)
+                        .collect(),
+                ),
+                "<i4" => (
+                    "INT32",
+                    arr.into_vec::<i32>()
+                        .unwrap()
+                        .into_iter()
+                        .map(f64::from)
+                        .collect(),
+                ),
+                "<i8" => (
+                    "INT64",
+                    arr.into_vec::<i64>()
+                        .unwrap()
+                        .into_iter()
+                        .map(|v| v as f64)
+                        .collect(),
+                ),
+                other => panic!("{}: array '{n}' of type {other}", path.display()),
+            };
+            (n, shape, datatype, values)
+        })
+        .collect()
+}
+
+/// Posts the fixture's inputs (arrays named by the signature's keys) over
+/// KServe v2 and compares every output with TensorFlow's, by max
+/// |difference| (integers exactly).
+fn predict_matches(server: &Server, name: &str, fixture_name: &str, signature: &str, tol: f64) {
     let (s, detail) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
     assert_eq!(s, 200, "{detail}");
     let token = detail["token"].as_str().unwrap().to_string();
     let dir = fixture(fixture_name);
-    let ins = npyz::npz::NpzArchive::open(dir.join(format!("{signature}.inputs.npz"))).unwrap();
-    let names: Vec<String> = ins.array_names().map(str::to_string).collect();
-    let inputs: Vec<serde_json::Value> = names
-        .iter()
-        .map(|n| {
-            let (shape, data) = npz_f32(&dir.join(format!("{signature}.inputs.npz")), n);
-            serde_json::json!({"name": n, "shape": shape, "datatype": "FP32", "data": data})
+    let inputs: Vec<serde_json::Value> = arrays(&dir.join(format!("{signature}.inputs.npz")))
+        .into_iter()
+        .map(|(n, shape, datatype, data)| {
+            let data: Vec<serde_json::Value> = data
+                .into_iter()
+                .map(|v| {
+                    if datatype == "FP32" {
+                        v.into()
+                    } else {
+                        (v as i64).into()
+                    }
+                })
+                .collect();
+            serde_json::json!({"name": n, "shape": shape, "datatype": datatype, "data": data})
         })
         .collect();
     let body = serde_json::json!({ "inputs": inputs }).to_string();
@@ -100,10 +149,7 @@ fn predict_matches(server: &Server, name: &str, fixture_name: &str, signature: &
     );
     assert_eq!(s, 200, "{answer}");
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    let outs = npyz::npz::NpzArchive::open(dir.join(format!("{signature}.outputs.npz"))).unwrap();
-    let out_names: Vec<String> = outs.array_names().map(str::to_string).collect();
-    for out in out_names {
-        let (shape, want) = npz_f32(&dir.join(format!("{signature}.outputs.npz")), &out);
+    for (out, shape, datatype, want) in arrays(&dir.join(format!("{signature}.outputs.npz"))) {
         let got = answer["outputs"]
             .as_array()
             .unwrap()
@@ -111,17 +157,20 @@ fn predict_matches(server: &Server, name: &str, fixture_name: &str, signature: &
             .find(|o| o["name"] == out.as_str())
             .unwrap_or_else(|| panic!("no output '{out}' in {answer}"));
         assert_eq!(got["shape"], serde_json::json!(shape), "{got}");
-        let got: Vec<f32> = got["data"]
+        assert_eq!(got["datatype"], datatype, "{got}");
+        let got: Vec<f64> = got["data"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
+            .map(|v| v.as_f64().unwrap())
             .collect();
+        assert_eq!(got.len(), want.len());
         let worst = got
             .iter()
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+            .fold(0f64, f64::max);
+        let tol = if datatype == "FP32" { tol } else { 0.0 };
         assert!(worst <= tol, "{name}: output '{out}' differs by {worst}");
     }
 }
@@ -175,6 +224,22 @@ fn a_keras_saved_model_folder_deploys_with_o1_and_o2_and_matches_tensorflow() {
 }
 
 #[test]
+fn a_keras_text_model_and_a_tf1_saved_model_deploy_and_match_tensorflow() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(&work.path().join("data"), &[]);
+    for (name, fixture_name, dir) in [
+        ("text_gru", "text_gru", "gru"),
+        ("tf1_simple", "tf1_simple_save", "tf1"),
+    ] {
+        let model = model_folder(&work.path().join(dir), fixture_name, "serving_default");
+        let cfg = config(name, &model, serde_json::json!({ "test_data": "test.npz" }));
+        let (ok, log) = create(&server, work.path(), &cfg);
+        assert!(ok && log.contains("[OK] Service is running"), "{log}");
+        predict_matches(&server, name, fixture_name, "serving_default", 1e-4);
+    }
+}
+
+#[test]
 fn signature_name_picks_a_signature_and_a_wrong_one_lists_the_others() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(&work.path().join("data"), &[]);
@@ -188,6 +253,18 @@ fn signature_name_picks_a_signature_and_a_wrong_one_lists_the_others() {
     let (ok, log) = create(&server, work.path(), &cfg);
     assert!(ok && log.contains("[OK] Service is running"), "{log}");
     predict_matches(&server, "scores", "two_signatures", "scores", 1e-4);
+    // The default signature of the same folder: two outputs, one of them
+    // int64 (an argmax).
+    let cfg = config("classify", &model, serde_json::json!({}));
+    let (ok, log) = create(&server, work.path(), &cfg);
+    assert!(ok && log.contains("[OK] Service is running"), "{log}");
+    predict_matches(
+        &server,
+        "classify",
+        "two_signatures",
+        "serving_default",
+        1e-4,
+    );
 
     let cfg = config(
         "nope",
