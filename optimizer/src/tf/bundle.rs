@@ -49,7 +49,8 @@ impl Bundle {
         let len = std::fs::metadata(&index)
             .map_err(|e| {
                 format!(
-                    "{}: cannot read the checkpoint index the SavedModel's variables need: {e}",
+                    "{}: cannot read the checkpoint index the SavedModel's variables need \
+                     (deploy the whole SavedModel folder, with its variables/): {e}",
                     index.display()
                 )
             })?
@@ -422,7 +423,7 @@ fn mask(crc: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tf::proto::{tensor_shape_proto::Dim, TensorShapeProto};
+    use crate::tf::proto::TensorShapeProto;
 
     /// A table as TensorFlow writes one: one data block (no prefix
     /// sharing, one restart), the index block, an empty metaindex, footer.
@@ -495,16 +496,7 @@ mod tests {
     fn f32_entry(dims: &[i64], offset: i64, bytes: &[u8]) -> BundleEntryProto {
         BundleEntryProto {
             dtype: dt::FLOAT,
-            shape: Some(TensorShapeProto {
-                dim: dims
-                    .iter()
-                    .map(|&size| Dim {
-                        size,
-                        name: String::new(),
-                    })
-                    .collect(),
-                unknown_rank: false,
-            }),
+            shape: Some(TensorShapeProto::of(dims)),
             offset,
             size: bytes.len() as i64,
             crc32c: mask(crc32c(bytes)),

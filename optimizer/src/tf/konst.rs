@@ -310,19 +310,10 @@ pub(crate) fn permute(t: &Tensor, perm: &[usize]) -> Tensor {
 mod tests {
     use super::*;
     use crate::tf::proto::dt;
-    use crate::tf::proto::{tensor_shape_proto::Dim, TensorShapeProto};
+    use crate::tf::proto::TensorShapeProto;
 
     fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
-        Some(TensorShapeProto {
-            dim: dims
-                .iter()
-                .map(|&size| Dim {
-                    size,
-                    name: String::new(),
-                })
-                .collect(),
-            unknown_rank: false,
-        })
+        Some(TensorShapeProto::of(dims))
     }
 
     #[test]

@@ -8,6 +8,22 @@
 
 include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
 
+impl TensorShapeProto {
+    /// A known-rank shape of these sizes (-1: unknown).
+    pub fn of(dims: &[i64]) -> TensorShapeProto {
+        TensorShapeProto {
+            dim: dims
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
+            unknown_rank: false,
+        }
+    }
+}
+
 /// `DataType` enum values (`types.proto`). Reference types (`_REF`, +100)
 /// only occur in unfrozen graphs.
 pub mod dt {

@@ -6,9 +6,7 @@ use prost::Message;
 
 use super::proto::{
     attr_value::{ListValue, Value},
-    dt,
-    tensor_shape_proto::Dim,
-    AttrValue, GraphDef, NodeDef, TensorProto, TensorShapeProto,
+    dt, AttrValue, GraphDef, NodeDef, TensorProto, TensorShapeProto,
 };
 use super::{import, import_path, op_census, ImportOptions};
 use crate::engine::{Engine, GraphLevel, SessionSettings};
@@ -50,16 +48,7 @@ fn a_ints(v: &[i64]) -> AttrValue {
 }
 
 fn tshape(dims: &[i64]) -> TensorShapeProto {
-    TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&size| Dim {
-                size,
-                name: String::new(),
-            })
-            .collect(),
-        unknown_rank: false,
-    }
+    TensorShapeProto::of(dims)
 }
 
 fn node(name: &str, op: &str, inputs: &[&str], attrs: Vec<(&str, AttrValue)>) -> NodeDef {
