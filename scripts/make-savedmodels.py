@@ -19,6 +19,8 @@ tests compare against (1e-4):
                   which the importer refuses naming the loop's node.
   two_signatures  tf.saved_model.save of a tf.Module with two signatures,
                   `serving_default` and `scores`, sharing variables.
+  embedding_lookup a tf.Module whose function gathers rows of a variable
+                  (tf.nn.embedding_lookup: a ResourceGather on the handle).
   tf1_simple_save tf.compat.v1.saved_model.simple_save of a TF1 graph:
                   VariableV2 variables and a Saver's restore ops.
 
@@ -132,6 +134,24 @@ def two_signatures():
                                  "scores": {"x": features, "weights": weights}})
 
 
+class Lookup(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = tf.Variable(rng.normal(0, 1, (20, 4)).astype("float32"), name="table")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.int64, name="ids")])
+    def __call__(self, ids):
+        return {"vectors": tf.reduce_mean(tf.nn.embedding_lookup(self.table, ids), axis=1)}
+
+
+def embedding_lookup():
+    module = Lookup()
+    tf.saved_model.save(module, fresh("embedding_lookup"),
+                        signatures={"serving_default": module.__call__})
+    ids = rng.integers(0, 20, (2, 3)).astype("int64")
+    reference("embedding_lookup", {"serving_default": {"ids": ids}})
+
+
 def tf1_simple_save():
     path = fresh("tf1_simple_save")
     graph = tf.Graph()
@@ -161,4 +181,5 @@ if __name__ == "__main__":
     text_gru_loop()
     two_signatures()
     tf1_simple_save()
+    embedding_lookup()
     print(f"SavedModel fixtures written to {os.path.normpath(OUT)}")

@@ -155,3 +155,9 @@ fn a_while_loop_is_refused_naming_its_node() {
         other => panic!("expected a TfImport error, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn an_embedding_lookup_on_a_resource_variable() {
+    // tf.nn.embedding_lookup on a tf.Variable: a ResourceGather on its handle.
+    matches_tensorflow("embedding_lookup", "serving_default");
+}
