@@ -266,6 +266,17 @@ fn signature_name_picks_a_signature_and_a_wrong_one_lists_the_others() {
         1e-4,
     );
 
+    // The same folder under an ONNX processor: told which processor reads it.
+    let mut cfg = config("as_onnx", &model, serde_json::json!({}));
+    cfg["processor"] = "onnx_cpu".into();
+    cfg.as_object_mut().unwrap().remove("plugins");
+    let (ok, log) = create(&server, work.path(), &cfg);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("no .onnx model file") && log.contains("tensorflow_* processor"),
+        "{log}"
+    );
+
     let cfg = config(
         "nope",
         &model,

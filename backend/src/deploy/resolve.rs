@@ -1094,10 +1094,22 @@ pub fn resolve(
             match found.len() {
                 1 => found.remove(0),
                 0 => {
+                    let mut pbs = Vec::new();
+                    find_models(&dir, 3, "pb", &mut pbs);
+                    let saved = !tensorflow
+                        && pbs
+                            .iter()
+                            .any(|p| p.file_name().is_some_and(|n| n == "saved_model.pb"));
+                    let hint = if saved {
+                        "; it holds a TensorFlow SavedModel (saved_model.pb): deploy it with a \
+                         tensorflow_* processor, e.g. tensorflow_cpu_1.15"
+                    } else {
+                        ""
+                    };
                     return Err(invalid(
                         "model_path",
-                        format!("no .{model_ext} model file found in the model folder"),
-                    ))
+                        format!("no .{model_ext} model file found in the model folder{hint}"),
+                    ));
                 }
                 _ => {
                     let names: Vec<String> = found
