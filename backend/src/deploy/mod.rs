@@ -856,7 +856,8 @@ async fn deploy(state: &Deployer, job: &JobRow, slot: &WorkerSlot) -> Result<(),
     // their names: another team's data never decides this model.
     let inputs = {
         let dir = PathBuf::from(&model_dir);
-        tokio::task::spawn_blocking(move || inputs_digest(&dir))
+        // Four levels deep, as far as model files are searched.
+        tokio::task::spawn_blocking(move || resolve::folder_digest(&dir, 4))
             .await
             .map_err(|e| DeployError::Internal(e.to_string()))??
     };
@@ -1105,41 +1106,6 @@ async fn install(tmp: &Path, dir: &Path, warm_up: Option<&Path>) -> Result<(), D
             .map_err(|e| DeployError::Internal(e.to_string()))??;
     }
     Ok(())
-}
-
-/// SHA-256 over the relative path and bytes of every file in the model
-/// folder (four levels deep, as far as model files are searched).
-fn inputs_digest(dir: &Path) -> Result<String, DeployError> {
-    use sha2::Digest;
-    fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let ty = e.file_type()?;
-            if ty.is_dir() && depth > 0 {
-                walk(root, &e.path(), depth - 1, out)?;
-            } else if ty.is_file() {
-                out.push(
-                    e.path()
-                        .strip_prefix(root)
-                        .unwrap_or(&e.path())
-                        .to_path_buf(),
-                );
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, 4, &mut files)?;
-    let mut h = sha2::Sha256::new();
-    for rel in files {
-        let sha = artifact::sha256_file(&dir.join(&rel))
-            .map_err(|e| DeployError::Internal(e.to_string()))?;
-        h.update(rel.to_string_lossy().as_bytes());
-        h.update([0u8]);
-        h.update(sha.as_bytes());
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Runs the optimizer child into `tmp`: stdout lines go to the deploy log;

@@ -815,13 +815,7 @@ fn saved_model_in(dir: &Path, named: Option<&str>) -> Result<Option<PathBuf>, De
         }
         return Ok(None);
     }
-    let mut found = Vec::new();
-    find_models(dir, 3, "pb", &mut found);
-    let mut roots: Vec<PathBuf> = found
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n == "saved_model.pb"))
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
-        .collect();
+    let mut roots = saved_model_roots(dir);
     match roots.len() {
         0 => Ok(None),
         1 => Ok(roots.pop()),
@@ -846,34 +840,49 @@ fn saved_model_in(dir: &Path, named: Option<&str>) -> Result<Option<PathBuf>, De
     }
 }
 
-/// A SavedModel folder's content address: every file under it (path and
-/// SHA-256), in path order.
-fn folder_digest(root: &Path) -> Result<String, DeployError> {
+/// The folders within three levels of `dir` that hold a `saved_model.pb`.
+fn saved_model_roots(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    find_models(dir, 3, "pb", &mut found);
+    found
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "saved_model.pb"))
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect()
+}
+
+/// SHA-256 over the relative path and bytes of every file under `dir`,
+/// `depth` folder levels deep, in path order: a folder's content address
+/// (the optimizer's inputs in the artifact key, a SavedModel's import key).
+pub(crate) fn folder_digest(dir: &Path, depth: usize) -> Result<String, DeployError> {
     use sha2::Digest;
-    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            let meta = std::fs::symlink_metadata(&p)?;
-            if meta.is_dir() && depth > 0 {
-                walk(&p, depth - 1, out)?;
-            } else if meta.is_file() {
-                out.push(p);
+    fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let ty = e.file_type()?;
+            if ty.is_dir() && depth > 0 {
+                walk(root, &e.path(), depth - 1, out)?;
+            } else if ty.is_file() {
+                out.push(
+                    e.path()
+                        .strip_prefix(root)
+                        .unwrap_or(&e.path())
+                        .to_path_buf(),
+                );
             }
         }
         Ok(())
     }
     let mut files = Vec::new();
-    walk(root, 8, &mut files)?;
+    walk(dir, dir, depth, &mut files)?;
     let mut h = sha2::Sha256::new();
-    for f in files {
-        let rel = f.strip_prefix(root).unwrap_or(&f);
-        let sha = optimizer::artifact::sha256_file(&f)
+    for rel in files {
+        let sha = optimizer::artifact::sha256_file(&dir.join(&rel))
             .map_err(|e| DeployError::Internal(e.to_string()))?;
-        h.update(format!("{}\0{sha}\n", rel.display()).as_bytes());
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update([0u8]);
+        h.update(sha.as_bytes());
     }
     Ok(hex::encode(h.finalize()))
 }
@@ -943,7 +952,7 @@ fn import_tensorflow(
 ) -> Result<(PathBuf, ModelSignature), DeployError> {
     let info = cfg.model_info().map(|(_, i)| i);
     let sha = if pb.is_dir() {
-        folder_digest(pb)?
+        folder_digest(pb, 8)?
     } else {
         optimizer::artifact::sha256_file(pb).map_err(|e| DeployError::Internal(e.to_string()))?
     };
@@ -1056,9 +1065,9 @@ pub fn resolve(
     } else {
         None
     };
-    let file = match (model_info, direct_file) {
-        _ if saved_model.is_some() => saved_model.unwrap_or_default(),
-        (Some((name, _)), direct) => {
+    let file = match (saved_model, model_info, direct_file) {
+        (Some(root), _, _) => root,
+        (None, Some((name, _)), direct) => {
             let p = dir.join(name);
             let matches_direct = direct.as_ref().is_none_or(|d| d == &p);
             if !p.is_file() || !matches_direct {
@@ -1072,8 +1081,8 @@ pub fn resolve(
             }
             p
         }
-        (None, Some(f)) => f,
-        (None, None) => {
+        (None, None, Some(f)) => f,
+        (None, None, None) => {
             let mut found = Vec::new();
             if pytorch {
                 // TorchScript (`torch.jit.save`); a `.pt` named as test or
@@ -1094,13 +1103,7 @@ pub fn resolve(
             match found.len() {
                 1 => found.remove(0),
                 0 => {
-                    let mut pbs = Vec::new();
-                    find_models(&dir, 3, "pb", &mut pbs);
-                    let saved = !tensorflow
-                        && pbs
-                            .iter()
-                            .any(|p| p.file_name().is_some_and(|n| n == "saved_model.pb"));
-                    let hint = if saved {
+                    let hint = if !tensorflow && !saved_model_roots(&dir).is_empty() {
                         "; it holds a TensorFlow SavedModel (saved_model.pb): deploy it with a \
                          tensorflow_* processor, e.g. tensorflow_cpu_1.15"
                     } else {
@@ -1253,11 +1256,11 @@ mod tests {
         std::fs::create_dir_all(dir.join("variables")).unwrap();
         std::fs::write(dir.join("saved_model.pb"), b"graph").unwrap();
         std::fs::write(dir.join("variables/variables.data-00000-of-00001"), b"a").unwrap();
-        let first = folder_digest(dir).unwrap();
-        assert_eq!(folder_digest(dir).unwrap(), first);
+        let first = folder_digest(dir, 8).unwrap();
+        assert_eq!(folder_digest(dir, 8).unwrap(), first);
         std::fs::write(dir.join("variables/variables.data-00000-of-00001"), b"b").unwrap();
         assert_ne!(
-            folder_digest(dir).unwrap(),
+            folder_digest(dir, 8).unwrap(),
             first,
             "a variable's bytes changed"
         );
