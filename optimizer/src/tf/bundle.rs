@@ -232,21 +232,8 @@ impl Bundle {
         }
         let bytes = self.read_range(e, size as usize, &what)?;
         // One varint length, four bytes of CRC, the string.
-        let mut len: u64 = 0;
         let mut at = 0;
-        loop {
-            let b = *bytes
-                .get(at)
-                .ok_or_else(|| format!("{}: truncated", what()))?;
-            if at >= 10 {
-                return Err(format!("{}: a malformed length", what()));
-            }
-            len |= u64::from(b & 0x7f) << (7 * at);
-            at += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
+        let len = varint(&bytes, &mut at).map_err(|e| format!("{}: {e}", what()))?;
         let start = at + 4;
         let end = u64::try_from(start).ok().and_then(|s| s.checked_add(len));
         if end != Some(bytes.len() as u64) {

@@ -28,8 +28,8 @@ use prost::Message;
 use super::bundle::Bundle;
 use super::import::parse_input;
 use super::proto::{
-    attr_value, AttrValue, FunctionDef, GraphDef, MetaGraphDef, NodeDef, SavedModel, SignatureDef,
-    TensorProto,
+    attr_value, AttrValue, FunctionDef, FunctionDefLibrary, GraphDef, MetaGraphDef, NodeDef,
+    SavedModel, SignatureDef, TensorProto,
 };
 
 /// The signature a loader takes when none is named (TensorFlow Serving's
@@ -323,18 +323,14 @@ pub(crate) fn flatten(graph: GraphDef) -> Result<Flat, String> {
 
 /// [`flatten`] with at most `limit` nodes.
 fn flatten_limited(graph: GraphDef, limit: usize) -> Result<Flat, String> {
-    let library = graph.library.unwrap_or_default();
-    let lib: HashMap<&str, &FunctionDef> = library
-        .function
-        .iter()
-        .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
-        .collect();
+    let GraphDef { node, library, .. } = graph;
+    let lib = functions(library.as_ref());
     let mut out = Flat {
         nodes: Vec::new(),
         alias: HashMap::new(),
         limit,
     };
-    for n in graph.node {
+    for n in node {
         let inputs: Vec<String> = n
             .input
             .iter()
@@ -344,45 +340,50 @@ fn flatten_limited(graph: GraphDef, limit: usize) -> Result<Flat, String> {
                 format!("{node}:{idx}")
             })
             .collect();
-        if let Some(f) = callee(&n, &lib) {
-            let results = inline(
-                &lib,
-                f,
-                &n.name,
-                inputs,
-                &format!("{}/", n.name),
-                1,
-                &mut out,
-            )?;
-            for (i, r) in results.into_iter().enumerate() {
-                out.alias.insert(format!("{}:{i}", n.name), r);
-            }
-            continue;
-        }
-        out.nodes.push(NodeDef { input: inputs, ..n });
-        if out.nodes.len() > out.limit {
-            return Err(too_many(out.limit));
+        match callee(&n, &lib) {
+            Some(f) => inline(&lib, f, &n.name, inputs, 1, &mut out)?,
+            None => out.push(NodeDef { input: inputs, ..n })?,
         }
     }
     Ok(out)
 }
 
-fn too_many(limit: usize) -> String {
-    format!("inlining the graph's function calls gives more than {limit} nodes")
+/// A graph's function library by function name.
+fn functions(library: Option<&FunctionDefLibrary>) -> HashMap<&str, &FunctionDef> {
+    library
+        .iter()
+        .flat_map(|l| l.function.iter())
+        .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
+        .collect()
 }
 
-/// Emits the body of function `name`, called by `caller` with `args`
-/// (tensors of the enclosing scope), under `prefix`; returns the tensors of
-/// its results, in output-argument order.
+impl Flat {
+    /// Adds a node, within the node budget.
+    fn push(&mut self, node: NodeDef) -> Result<(), String> {
+        self.nodes.push(node);
+        if self.nodes.len() > self.limit {
+            return Err(format!(
+                "inlining the graph's function calls gives more than {} nodes",
+                self.limit
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Emits the body of function `name`, called by the flat graph's node
+/// `caller` with `args` (tensors of the enclosing scope), its nodes named
+/// under `caller/`; the caller's outputs (`caller:i`) then stand for the
+/// function's results, in output-argument order.
 fn inline(
     lib: &HashMap<&str, &FunctionDef>,
     name: &str,
     caller: &str,
     args: Vec<String>,
-    prefix: &str,
     depth: usize,
     out: &mut Flat,
-) -> Result<Vec<String>, String> {
+) -> Result<(), String> {
+    let prefix = format!("{caller}/");
     if depth > MAX_CALL_DEPTH {
         return Err(format!(
             "node '{caller}': function calls nested more than {MAX_CALL_DEPTH} deep (a recursive function?)"
@@ -441,40 +442,24 @@ fn inline(
             .map(|i| tensor(i))
             .collect::<Result<Vec<_>, _>>()?;
         let flat_name = format!("{prefix}{}", n.name);
-        if let Some(g) = callee(n, lib) {
-            let results = inline(
-                lib,
-                g,
-                &flat_name,
-                inputs,
-                &format!("{flat_name}/"),
-                depth + 1,
-                out,
-            )?;
-            for (i, r) in results.into_iter().enumerate() {
-                out.alias.insert(format!("{flat_name}:{i}"), r);
-            }
-            continue;
-        }
-        out.nodes.push(NodeDef {
-            name: flat_name,
-            input: inputs,
-            ..n.clone()
-        });
-        if out.nodes.len() > out.limit {
-            return Err(too_many(out.limit));
+        match callee(n, lib) {
+            Some(g) => inline(lib, g, &flat_name, inputs, depth + 1, out)?,
+            None => out.push(NodeDef {
+                name: flat_name,
+                input: inputs,
+                ..n.clone()
+            })?,
         }
     }
-    sig.output_arg
-        .iter()
-        .map(|a| {
-            let r = f
-                .ret
-                .get(&a.name)
-                .ok_or_else(|| format!("function '{name}': output '{}' is not returned", a.name))?;
-            tensor(r)
-        })
-        .collect()
+    for (i, a) in sig.output_arg.iter().enumerate() {
+        let r = f
+            .ret
+            .get(&a.name)
+            .ok_or_else(|| format!("function '{name}': output '{}' is not returned", a.name))?;
+        let result = tensor(r)?;
+        out.alias.insert(format!("{caller}:{i}"), result);
+    }
+    Ok(())
 }
 
 /// The flat output number of `node:arg:idx` for node `n` of a function.
@@ -509,12 +494,7 @@ fn captured_variables(
     let Some(objects) = objects else {
         return out;
     };
-    let lib: HashMap<&str, &FunctionDef> = graph
-        .library
-        .iter()
-        .flat_map(|l| l.function.iter())
-        .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
-        .collect();
+    let lib = functions(graph.library.as_ref());
     for n in &graph.node {
         let Some(f) = callee(n, &lib) else { continue };
         let Some(concrete) = objects.concrete_functions.get(f) else {
