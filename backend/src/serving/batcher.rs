@@ -2,8 +2,17 @@
 //!
 //! Every prediction of a service goes through one bounded FIFO queue. Each
 //! instance (one engine session) has a worker thread of its own that takes
-//! work from that queue, so a busy instance never holds up an idle one and an
-//! engine is only ever used by its thread (no lock around the session).
+//! work from that queue together with an idle engine, so a busy instance
+//! never holds up an idle one. An engine serves one call at a time: it is
+//! either in the idle list or in the hands of the one thread calling it (no
+//! lock around the session).
+//!
+//! A request that finds the queue empty and an engine idle (the common case
+//! at low load) does not queue at all: its own task borrows the engine and
+//! calls it in place ([`tokio::task::block_in_place`], on the multi-threaded
+//! runtime the server runs), sparing the two thread hand-offs — to a worker
+//! and back — that would otherwise sit on its latency. Each hand-off is a
+//! wake-up of a sleeping thread, often on another CPU.
 //!
 //! With `metadata.rpc.batching` on and a model whose inputs and outputs all
 //! have a dynamic dimension 0, a worker that takes a request also takes the
@@ -28,7 +37,9 @@
 //!   rather than letting callers wait for a time-out.
 //! - Dropping the [`Batcher`] (the service pool was replaced or stopped and
 //!   the last request on it has finished) stops its workers; each releases
-//!   its engine session as it exits.
+//!   one engine session as it exits. There are always as many workers as
+//!   engines: a worker leaving (close, retire) takes an engine with it,
+//!   waiting for one to come back from a call if none is idle.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -38,7 +49,8 @@ use std::time::{Duration, Instant};
 
 use optimizer::engine::InferenceEngine;
 
-/// An engine of any runtime (ONNX Runtime, TorchScript), owned by one worker.
+/// An engine of any runtime (ONNX Runtime, TorchScript), used by one
+/// thread at a time.
 pub type DynEngine = Box<dyn InferenceEngine>;
 use optimizer::tensor::{DType, Tensor, TensorData};
 use optimizer::OptimizerError;
@@ -239,14 +251,19 @@ struct State {
     /// The keys of partial batches that workers hold while waiting for them
     /// to fill: other workers leave jobs of those keys to them.
     collecting: Vec<Key>,
+    /// Engines not in a call: a worker takes one with each batch, and a
+    /// request that finds the queue empty may borrow one (see
+    /// [`Batcher::submit`]).
+    idle: Vec<DynEngine>,
     /// Workers asked to exit (a rolling update or a scale down): the next
-    /// that looks for work exits instead, its engine with it.
+    /// that looks for work exits instead, an engine with it.
     retire: usize,
 }
 
 struct Shared {
     state: Mutex<State>,
-    /// Signalled on every new job, on the end of a collection and on close.
+    /// Signalled on every new job, on the end of a collection, on close and
+    /// when a borrowed engine comes back to a queue that needs it.
     wake: Condvar,
     opts: BatchOptions,
     /// Every input and output has a dynamic dimension 0.
@@ -293,6 +310,7 @@ impl Batcher {
                 closed: false,
                 traffic: Traffic::default(),
                 collecting: Vec::new(),
+                idle: Vec::new(),
                 retire: 0,
             }),
             wake: Condvar::new(),
@@ -312,7 +330,7 @@ impl Batcher {
         Ok(batcher)
     }
 
-    /// Starts one more worker, on `engine`.
+    /// Starts one more worker, and gives the queue `engine`.
     pub fn add(&self, engine: DynEngine) -> Result<(), String> {
         let i = self.shared.started.fetch_add(1, Ordering::SeqCst);
         let shared = self.shared.clone();
@@ -320,12 +338,16 @@ impl Batcher {
         self.shared.instances.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name(format!("serve-{i}-{}", self.shared.service))
-            .spawn(move || worker(shared, engine));
+            .spawn(move || worker(shared));
         if let Err(e) = spawned {
             self.shared.live.fetch_sub(1, Ordering::SeqCst);
             self.shared.instances.fetch_sub(1, Ordering::SeqCst);
             return Err(format!("starting instance {i}: {e}"));
         }
+        // After the worker: a worker never waits for an engine that has no
+        // worker of its own to take it away when it leaves.
+        self.shared.lock().idle.push(engine);
+        self.shared.wake.notify_all();
         Ok(())
     }
 
@@ -364,10 +386,27 @@ impl Batcher {
 
     /// Queues `inputs` and waits for the answer. Inputs must already be
     /// checked against the signature: requests that merge share one call.
+    ///
+    /// A request that would be taken at once and run alone anyway (nothing
+    /// queued, nothing gathering, an engine idle, and no batch worth waiting
+    /// for) runs on that engine from the caller's own thread instead, when
+    /// the caller is on a multi-threaded runtime (the only one where
+    /// blocking in place is allowed).
     pub async fn submit(&self, inputs: Vec<(String, Tensor)>) -> Result<Done, BatchError> {
         let (key, rows) = self.key_of(&inputs);
+        let in_place = may_block_in_place();
         let (reply, answer) = oneshot::channel();
-        {
+        let enqueued = Instant::now();
+        let job = Job {
+            inputs,
+            key,
+            rows,
+            enqueued,
+            ahead: 0,
+            taken: None,
+            reply,
+        };
+        let lent = {
             let mut st = self.shared.lock();
             if st.closed {
                 return Err(BatchError::Stopped);
@@ -380,21 +419,31 @@ impl Batcher {
                     instances,
                 });
             }
-            let now = Instant::now();
             if self.shared.judges_wait() {
-                st.traffic.arrived(now);
+                st.traffic.arrived(enqueued);
             }
-            let ahead = st.queue.len();
-            st.queue.push_back(Job {
-                inputs,
-                key,
-                rows,
-                enqueued: now,
-                ahead,
-                taken: None,
-                reply,
-            });
-            self.shared.set_depth(st.queue.len());
+            let engine = if in_place && self.shared.runs_at_once(&st, job.key.as_ref()) {
+                st.idle.pop()
+            } else {
+                None
+            };
+            match engine {
+                Some(engine) => Some((engine, job)),
+                None => {
+                    let ahead = st.queue.len();
+                    st.queue.push_back(Job { ahead, ..job });
+                    self.shared.set_depth(st.queue.len());
+                    None
+                }
+            }
+        };
+        if let Some((engine, job)) = lent {
+            let mut lent = Lent {
+                shared: &self.shared,
+                engine: Some(engine),
+            };
+            let done = tokio::task::block_in_place(|| lent.run(job));
+            return done.map_err(BatchError::Engine);
         }
         // All, not one: a collecting worker must see the new job, and an
         // idle one woken instead would only go back to sleep.
@@ -470,24 +519,59 @@ impl Shared {
         }
     }
 
-    /// Blocks until there is work for this worker; `None` once closed and
-    /// drained, or when it is asked to retire.
-    fn next_batch(&self) -> Option<Vec<Job>> {
+    /// Whether a new request would be taken at once and run alone: nothing
+    /// queued ahead of it, no batch gathering that it could join, an engine
+    /// idle, and no batch worth waiting for (a request that cannot merge —
+    /// batching off, or its rows alone fill a batch — or traffic too light
+    /// for the adaptive wait, [`Traffic::fill_deadline`]).
+    fn runs_at_once(&self, st: &State, key: Option<&Key>) -> bool {
+        st.queue.is_empty()
+            && st.collecting.is_empty()
+            && !st.idle.is_empty()
+            && (key.is_none() || (self.opts.adaptive && st.traffic.fill_deadline().is_none()))
+    }
+
+    /// An engine back from a call in a request's own thread: a worker may
+    /// be waiting for one (queued work, or leaving with one).
+    fn give_back(&self, engine: DynEngine) {
         let mut st = self.lock();
-        let first = loop {
-            if st.retire > 0 {
-                st.retire -= 1;
-                return None;
-            }
-            if st.closed && st.queue.is_empty() {
-                return None;
-            }
-            let State {
-                queue, collecting, ..
-            } = &mut *st;
-            if let Some(mut job) = pop_free(queue, collecting) {
-                job.taken = Some(Instant::now());
-                break job;
+        st.idle.push(engine);
+        let wanted = !st.queue.is_empty() || st.retire > 0 || st.closed;
+        drop(st);
+        if wanted {
+            self.wake.notify_all();
+        }
+    }
+
+    /// Blocks until there is work for this worker and an engine to run it
+    /// on (`held`, the engine of its last batch, goes back to the idle list
+    /// first). `None` once closed and drained, or when it is asked to
+    /// retire: then it has dropped one engine, its share, waiting for one
+    /// to come back from a call if none was idle.
+    fn next_batch(&self, held: Option<DynEngine>) -> Option<(Vec<Job>, DynEngine)> {
+        let mut st = self.lock();
+        st.idle.extend(held);
+        let (first, engine) = loop {
+            if st.retire > 0 || (st.closed && st.queue.is_empty()) {
+                if let Some(engine) = st.idle.pop() {
+                    st.retire = st.retire.saturating_sub(1);
+                    drop(st);
+                    // The session's memory (a runner: its process) goes
+                    // with the worker.
+                    drop(engine);
+                    return None;
+                }
+            } else if let Some(engine) = st.idle.pop() {
+                let State {
+                    queue, collecting, ..
+                } = &mut *st;
+                match pop_free(queue, collecting) {
+                    Some(mut job) => {
+                        job.taken = Some(Instant::now());
+                        break (job, engine);
+                    }
+                    None => st.idle.push(engine),
+                }
             }
             st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
         };
@@ -529,7 +613,7 @@ impl Shared {
             self.wake.notify_all();
         }
         self.set_depth(st.queue.len());
-        Some(batch)
+        Some((batch, engine))
     }
 
     fn run_batch(&self, engine: &mut dyn InferenceEngine, batch: Vec<Job>) {
@@ -567,13 +651,22 @@ impl Shared {
     }
 
     fn run_alone(&self, engine: &mut dyn InferenceEngine, job: Job) {
+        let done = self.call_alone(engine, &job);
+        let _ = job.reply.send(done);
+    }
+
+    /// One job's engine call on its own, timed.
+    fn call_alone(
+        &self,
+        engine: &mut dyn InferenceEngine,
+        job: &Job,
+    ) -> Result<Done, OptimizerError> {
         let started = (Instant::now(), std::time::SystemTime::now());
         let result = guarded_run(engine, &job.inputs);
         let engine_time = started.0.elapsed();
         self.record_call(engine_time);
         self.observe_batch(job.rows);
-        let done = result.map(|outputs| job.done(outputs, started, engine_time, job.rows));
-        let _ = job.reply.send(done);
+        result.map(|outputs| job.done(outputs, started, engine_time, job.rows))
     }
 
     fn observe_batch(&self, rows: usize) {
@@ -592,12 +685,46 @@ impl Drop for LiveGuard {
     }
 }
 
-fn worker(shared: Arc<Shared>, mut engine: DynEngine) {
+fn worker(shared: Arc<Shared>) {
     let _live = LiveGuard(shared.live.clone());
-    while let Some(batch) = shared.next_batch() {
+    let mut held = None;
+    while let Some((batch, mut engine)) = shared.next_batch(held.take()) {
         shared.run_batch(engine.as_mut(), batch);
+        held = Some(engine);
     }
-    // `engine` is dropped here: the session's memory goes with the worker.
+}
+
+/// An engine borrowed from the idle list by a request's own thread; back in
+/// the list when dropped, however the call ends.
+struct Lent<'a> {
+    shared: &'a Shared,
+    engine: Option<DynEngine>,
+}
+
+impl Lent<'_> {
+    fn run(&mut self, job: Job) -> Result<Done, OptimizerError> {
+        match self.engine.as_mut() {
+            Some(engine) => self.shared.call_alone(engine.as_mut(), &job),
+            None => Err(OptimizerError::Engine("no engine was lent".into())),
+        }
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            self.shared.give_back(engine);
+        }
+    }
+}
+
+/// Whether this thread may block in place: a worker of a multi-threaded
+/// tokio runtime (the server's), where `block_in_place` hands the thread's
+/// other tasks to another worker. A current-thread runtime has no other
+/// worker to hand them to (and `block_in_place` panics there).
+fn may_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// An engine call that turns a panic into an error, so one bad call cannot
@@ -1149,6 +1276,116 @@ mod tests {
         assert_eq!(live.load(Ordering::SeqCst), 2);
         drop(b);
         eventually("both workers exiting", || live.load(Ordering::SeqCst) == 0).await;
+    }
+
+    /// The MLP behind a delay, noting the name of each thread that calls it.
+    struct Noting(Slow, Arc<Mutex<Vec<String>>>);
+
+    impl InferenceEngine for Noting {
+        fn signature(&self) -> &ModelSignature {
+            self.0.signature()
+        }
+
+        fn run(
+            &mut self,
+            inputs: &[(String, Tensor)],
+        ) -> Result<Vec<(String, Tensor)>, OptimizerError> {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            self.1.lock().expect("names").push(name);
+            self.0.run(inputs)
+        }
+    }
+
+    /// `n` instances of the MLP taking `delay_ms` a call, batching off; and
+    /// the names of the threads that called them.
+    fn noting(n: usize, delay_ms: u64) -> (Arc<Batcher>, Arc<Mutex<Vec<String>>>) {
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let engines: Vec<DynEngine> = (0..n)
+            .map(|_| {
+                Box::new(Noting(
+                    Slow(mlp_engine(), Duration::from_millis(delay_ms)),
+                    names.clone(),
+                )) as DynEngine
+            })
+            .collect();
+        let sig = mlp_engine().signature().clone();
+        let b = Batcher::start("batcher_test", engines, &sig, opts(false, 16, 5, 64));
+        (Arc::new(b.expect("start")), names)
+    }
+
+    fn by_worker(names: &Mutex<Vec<String>>) -> (usize, usize) {
+        let names = names.lock().expect("names");
+        let workers = names.iter().filter(|n| n.starts_with("serve-")).count();
+        (workers, names.len() - workers)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_on_an_idle_instance_runs_on_its_own_thread() {
+        let (b, names) = noting(1, 0);
+        let mut reference = mlp_engine();
+        for i in 0..5 {
+            let done = b.submit(x(1, 4, i)).await.expect("answer");
+            let want = reference.run(&x(1, 4, i)).expect("reference");
+            assert_eq!(done.outputs, want);
+            assert_eq!((done.batch_rows, done.ahead), (1, 0));
+        }
+        // No hand-off to the instance's worker thread, and back.
+        assert_eq!(by_worker(&names), (0, 5));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_behind_a_borrowed_engine_queue_for_it() {
+        // The first request borrows the only engine for 300 ms; the others
+        // find it gone and queue, and the worker runs them once it is back.
+        let (b, names) = noting(1, 300);
+        let first = {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(x(1, 4, 0)).await })
+        };
+        eventually("the engine borrowed", || b.shared.lock().idle.is_empty()).await;
+        let mut rest = Vec::new();
+        for i in 1..4 {
+            let b = b.clone();
+            rest.push(tokio::spawn(async move { b.submit(x(1, 4, i)).await }));
+        }
+        first.await.expect("task").expect("answer");
+        for t in rest {
+            t.await.expect("task").expect("answer");
+        }
+        assert_eq!(by_worker(&names), (3, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_leaving_takes_an_engine_with_it_even_one_lent_out() {
+        // Two instances; a request holds one for 500 ms. Retiring one drops
+        // the idle one at once; closing waits for the borrowed one.
+        let (b, _) = noting(2, 500);
+        let live = b.live_workers();
+        let call = {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(x(1, 4, 0)).await })
+        };
+        eventually("one engine borrowed", || b.shared.lock().idle.len() == 1).await;
+        assert_eq!(b.retire(1), 1);
+        eventually("the idle instance retired", || {
+            live.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        assert!(
+            b.shared.lock().idle.is_empty(),
+            "the idle engine was dropped"
+        );
+        b.close();
+        assert_eq!(
+            live.load(Ordering::SeqCst),
+            1,
+            "the lent engine is still in its call"
+        );
+        call.await.expect("task").expect("answer");
+        eventually("the last worker leaving with the engine back", || {
+            live.load(Ordering::SeqCst) == 0
+        })
+        .await;
     }
 
     #[test]
