@@ -969,9 +969,10 @@ mod tests {
         panic!("{what} did not happen");
     }
 
-    /// The MLP behind a fixed extra delay per call: an engine slow enough
-    /// that arrivals can outpace it.
-    struct Slow(Engine, Duration);
+    /// The MLP behind a fixed extra delay per call (an engine slow enough
+    /// that arrivals can outpace it), noting the name of each thread that
+    /// calls it.
+    struct Slow(Engine, Duration, Arc<Mutex<Vec<String>>>);
 
     impl InferenceEngine for Slow {
         fn signature(&self) -> &ModelSignature {
@@ -982,6 +983,8 @@ mod tests {
             &mut self,
             inputs: &[(String, Tensor)],
         ) -> Result<Vec<(String, Tensor)>, OptimizerError> {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            self.2.lock().expect("names").push(name);
             std::thread::sleep(self.1);
             self.0.run(inputs)
         }
@@ -990,7 +993,11 @@ mod tests {
     /// One instance of the MLP taking `delay_ms` longer a call, batching up
     /// to 16 rows with the adaptive wait and a 30 s window.
     fn slow_adaptive(delay_ms: u64) -> Arc<Batcher> {
-        let engine = Slow(mlp_engine(), Duration::from_millis(delay_ms));
+        let engine = Slow(
+            mlp_engine(),
+            Duration::from_millis(delay_ms),
+            Default::default(),
+        );
         let sig = engine.signature().clone();
         let o = BatchOptions {
             adaptive: true,
@@ -1278,32 +1285,15 @@ mod tests {
         eventually("both workers exiting", || live.load(Ordering::SeqCst) == 0).await;
     }
 
-    /// The MLP behind a delay, noting the name of each thread that calls it.
-    struct Noting(Slow, Arc<Mutex<Vec<String>>>);
-
-    impl InferenceEngine for Noting {
-        fn signature(&self) -> &ModelSignature {
-            self.0.signature()
-        }
-
-        fn run(
-            &mut self,
-            inputs: &[(String, Tensor)],
-        ) -> Result<Vec<(String, Tensor)>, OptimizerError> {
-            let name = std::thread::current().name().unwrap_or("").to_string();
-            self.1.lock().expect("names").push(name);
-            self.0.run(inputs)
-        }
-    }
-
     /// `n` instances of the MLP taking `delay_ms` a call, batching off; and
     /// the names of the threads that called them.
     fn noting(n: usize, delay_ms: u64) -> (Arc<Batcher>, Arc<Mutex<Vec<String>>>) {
         let names = Arc::new(Mutex::new(Vec::new()));
         let engines: Vec<DynEngine> = (0..n)
             .map(|_| {
-                Box::new(Noting(
-                    Slow(mlp_engine(), Duration::from_millis(delay_ms)),
+                Box::new(Slow(
+                    mlp_engine(),
+                    Duration::from_millis(delay_ms),
                     names.clone(),
                 )) as DynEngine
             })
