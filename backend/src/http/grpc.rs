@@ -78,6 +78,19 @@ pub fn service(state: AppState) -> GrpcInferenceServiceServer<Inference> {
         .accept_compressed(Deflate)
 }
 
+/// An accepted connection with Nagle's algorithm off, as on the HTTP
+/// listener: an answer's last small frame must not wait for the client to
+/// acknowledge the ones before it. (tonic's own `tcp_nodelay` applies only
+/// to listeners it binds itself, not to an incoming stream given to it.)
+fn nagle_off(
+    accepted: std::io::Result<tokio::net::TcpStream>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    accepted.inspect(|stream| {
+        // Fails only on a socket already gone; its first read says so.
+        let _ = stream.set_nodelay(true);
+    })
+}
+
 /// Serves the gRPC service on `listener` until `stopping` is cancelled,
 /// then lets the calls in flight finish (at most `drain`). With `tls`
 /// (`--tls-cert/--tls-key`) it speaks TLS as the HTTP listener does.
@@ -95,8 +108,7 @@ pub async fn serve(
         // hundred KiB wait for window updates, round trip after round trip.
         .initial_stream_window_size(Some(WINDOW_BYTES))
         .initial_connection_window_size(Some(4 * WINDOW_BYTES))
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
-        .tcp_nodelay(true);
+        .http2_keepalive_interval(Some(Duration::from_secs(60)));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
@@ -105,7 +117,7 @@ pub async fn serve(
     let gate = SizeGate {
         state: state.clone(),
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(nagle_off);
     let server = builder
         .layer(tower::layer::layer_fn(move |inner| Gated {
             inner,
@@ -843,6 +855,19 @@ fn varint(b: &[u8]) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn accepted_connections_send_without_waiting_for_acknowledgements() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = listener.accept().await.map(|(s, _)| s);
+        assert!(!accepted.as_ref().expect("accept").nodelay().expect("read"));
+        let stream = super::nagle_off(accepted).expect("accept");
+        assert!(stream.nodelay().expect("read"));
+    }
+
     use super::*;
 
     #[test]
