@@ -12,7 +12,11 @@
 //! calls it in place ([`tokio::task::block_in_place`], on the multi-threaded
 //! runtime the server runs), sparing the two thread hand-offs — to a worker
 //! and back — that would otherwise sit on its latency. Each hand-off is a
-//! wake-up of a sleeping thread, often on another CPU.
+//! wake-up of a sleeping thread, often on another CPU. (`block_in_place`
+//! hands the thread's other tasks to another tokio worker, but beside the
+//! call, not in its way.) Such a call cannot be abandoned halfway: a caller's
+//! deadline takes effect once it returns — a queued call, once taken, would
+//! have run to its end on the worker all the same.
 //!
 //! With `metadata.rpc.batching` on and a model whose inputs and outputs all
 //! have a dynamic dimension 0, a worker that takes a request also takes the
@@ -521,13 +525,14 @@ impl Shared {
 
     /// Whether a new request would be taken at once and run alone: nothing
     /// queued ahead of it, no batch gathering that it could join, an engine
-    /// idle, and no batch worth waiting for (a request that cannot merge —
+    /// idle and not owed to a retiring worker, and no batch worth waiting for (a request that cannot merge —
     /// batching off, or its rows alone fill a batch — or traffic too light
     /// for the adaptive wait, [`Traffic::fill_deadline`]).
     fn runs_at_once(&self, st: &State, key: Option<&Key>) -> bool {
         st.queue.is_empty()
             && st.collecting.is_empty()
             && !st.idle.is_empty()
+            && st.retire == 0
             && (key.is_none() || (self.opts.adaptive && st.traffic.fill_deadline().is_none()))
     }
 
@@ -570,7 +575,15 @@ impl Shared {
                         job.taken = Some(Instant::now());
                         break (job, engine);
                     }
-                    None => st.idle.push(engine),
+                    None => {
+                        st.idle.push(engine);
+                        // The jobs left may all have been dropped (their
+                        // callers gave up): a closed queue may be drained
+                        // now, and nothing would wake this worker to see it.
+                        if st.closed && st.queue.is_empty() {
+                            continue;
+                        }
+                    }
                 }
             }
             st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -1267,6 +1280,37 @@ mod tests {
             answers[1]
         );
         assert_eq!(good(&answers[2]), vec![8.0, 9.0, 0.0, 1.0]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_of_abandoned_requests_lets_its_worker_go() {
+        // The only worker is in a 300 ms call; two requests queue behind it
+        // and their callers give up; the queue is closed. Back from its
+        // call, the worker drops the abandoned requests and, the queue now
+        // drained, exits.
+        let (b, _) = noting(1, 300);
+        let live = b.live_workers();
+        let first = {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(x(1, 4, 0)).await })
+        };
+        eventually("the worker taking the first request", || {
+            let st = b.shared.lock();
+            st.queue.is_empty() && st.idle.is_empty()
+        })
+        .await;
+        let mut abandoned = Vec::new();
+        for i in 1..3 {
+            let b = b.clone();
+            abandoned.push(tokio::spawn(async move { b.submit(x(1, 4, i)).await }));
+        }
+        eventually("two requests queued", || b.shared.lock().queue.len() == 2).await;
+        for t in &abandoned {
+            t.abort();
+        }
+        b.close();
+        first.await.expect("task").expect("answer");
+        eventually("the worker exiting", || live.load(Ordering::SeqCst) == 0).await;
     }
 
     #[tokio::test]
