@@ -1290,10 +1290,7 @@ mod tests {
         // drained, exits.
         let (b, _) = noting(1, 300);
         let live = b.live_workers();
-        let first = {
-            let b = b.clone();
-            tokio::spawn(async move { b.submit(x(1, 4, 0)).await })
-        };
+        let first = submitting(&b, x(1, 4, 0));
         eventually("the worker taking the first request", || {
             let st = b.shared.lock();
             st.queue.is_empty() && st.idle.is_empty()
@@ -1301,8 +1298,7 @@ mod tests {
         .await;
         let mut abandoned = Vec::new();
         for i in 1..3 {
-            let b = b.clone();
-            abandoned.push(tokio::spawn(async move { b.submit(x(1, 4, i)).await }));
+            abandoned.push(submitting(&b, x(1, 4, i)));
         }
         eventually("two requests queued", || b.shared.lock().queue.len() == 2).await;
         for t in &abandoned {
@@ -1347,6 +1343,15 @@ mod tests {
         (Arc::new(b.expect("start")), names)
     }
 
+    /// `inputs` submitted from a task of their own.
+    fn submitting(
+        b: &Arc<Batcher>,
+        inputs: Vec<(String, Tensor)>,
+    ) -> tokio::task::JoinHandle<Result<Done, BatchError>> {
+        let b = b.clone();
+        tokio::spawn(async move { b.submit(inputs).await })
+    }
+
     fn by_worker(names: &Mutex<Vec<String>>) -> (usize, usize) {
         let names = names.lock().expect("names");
         let workers = names.iter().filter(|n| n.starts_with("serve-")).count();
@@ -1372,15 +1377,11 @@ mod tests {
         // The first request borrows the only engine for 300 ms; the others
         // find it gone and queue, and the worker runs them once it is back.
         let (b, names) = noting(1, 300);
-        let first = {
-            let b = b.clone();
-            tokio::spawn(async move { b.submit(x(1, 4, 0)).await })
-        };
+        let first = submitting(&b, x(1, 4, 0));
         eventually("the engine borrowed", || b.shared.lock().idle.is_empty()).await;
         let mut rest = Vec::new();
         for i in 1..4 {
-            let b = b.clone();
-            rest.push(tokio::spawn(async move { b.submit(x(1, 4, i)).await }));
+            rest.push(submitting(&b, x(1, 4, i)));
         }
         first.await.expect("task").expect("answer");
         for t in rest {
@@ -1395,10 +1396,7 @@ mod tests {
         // the idle one at once; closing waits for the borrowed one.
         let (b, _) = noting(2, 500);
         let live = b.live_workers();
-        let call = {
-            let b = b.clone();
-            tokio::spawn(async move { b.submit(x(1, 4, 0)).await })
-        };
+        let call = submitting(&b, x(1, 4, 0));
         eventually("one engine borrowed", || b.shared.lock().idle.len() == 1).await;
         assert_eq!(b.retire(1), 1);
         eventually("the idle instance retired", || {
