@@ -297,6 +297,26 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// `whet create` of `cfg`, written as `<name>.json` into `work` and run from
+/// there (a relative `model_path` is read in `work`): whether it succeeded,
+/// and what it printed (its output, then its errors).
+pub fn create(server: &Server, work: &Path, cfg: &serde_json::Value) -> (bool, String) {
+    let name = cfg["name"].as_str().expect("a config with a name");
+    let path = work.join(format!("{name}.json"));
+    std::fs::write(&path, cfg.to_string()).expect("write the config");
+    let out = server
+        .cli(&["create", path.to_str().expect("UTF-8 path")])
+        .current_dir(work)
+        .output()
+        .expect("whet create runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 /// `whet create` of service `name`: an MLP (4 inputs `x`, 3 outputs `y`,
 /// dynamic batch) written as `mlp.onnx` into `work`, served by `onnx_cpu`
 /// without a plugin, with the keys of `extra` set on the config (a
@@ -321,18 +341,8 @@ pub fn create_mlp(server: &Server, work: &Path, name: &str, extra: serde_json::V
             _ => cfg[k] = v.clone(),
         }
     }
-    let path = work.join(format!("{name}.json"));
-    std::fs::write(&path, cfg.to_string()).expect("write the config");
-    let out = server
-        .cli(&["create", path.to_str().expect("UTF-8 path")])
-        .current_dir(work)
-        .output()
-        .expect("whet create runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, said) = create(server, work, &cfg);
+    assert!(ok, "{said}");
     let (s, d) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
     assert_eq!(s, 200, "{d}");
     d["token"].as_str().expect("a token").to_string()

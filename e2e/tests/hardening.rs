@@ -103,23 +103,6 @@ fn start_create(
         .unwrap()
 }
 
-/// [`start_create`], waited for: whether it succeeded, and what it said.
-fn create(server: &Server, work: &std::path::Path, config: serde_json::Value) -> (bool, String) {
-    let cfg = work.join(format!("{}.json", config["name"].as_str().expect("a name")));
-    std::fs::write(&cfg, config.to_string()).unwrap();
-    let out = server
-        .cli(&["create", cfg.to_str().unwrap()])
-        .current_dir(work)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
-}
-
 /// A deploy that fails while the database refuses its last log line, and
 /// then refuses the job's end for a while, still ends: the service reads
 /// Failed, and once the database takes writes again the job is recorded as
@@ -441,10 +424,10 @@ fn create_sized(
         optimizer::onnx_build::mlp(4, hidden, 3),
     )
     .unwrap();
-    create(
+    whetstone_e2e::create(
         server,
         work,
-        serde_json::json!({"name": name, "model_path": format!("{name}.onnx"), "processor": "onnx_cpu"}),
+        &serde_json::json!({"name": name, "model_path": format!("{name}.onnx"), "processor": "onnx_cpu"}),
     )
 }
 

@@ -347,18 +347,8 @@ fn a_graph_whose_constant_claims_petabytes_is_refused_and_the_server_lives() {
         "processor": "tensorflow_cpu_1.15",
         "metadata": { "instance": 1 },
     });
-    let cfg_path = work.path().join("bomb.json");
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let out = server
-        .cli(&["create", cfg_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "the bomb was accepted: {said}");
+    let (ok, said) = whetstone_e2e::create(&server, work.path(), &cfg);
+    assert!(!ok, "the bomb was accepted: {said}");
     assert!(said.contains("model_path"), "{said}");
     // The server is alive and the other service answers.
     let (s, body) = predict(&server, "neighbour", &token);

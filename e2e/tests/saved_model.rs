@@ -6,9 +6,8 @@
 //! scripts/make-savedmodels.py with TensorFlow).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use whetstone_e2e::Server;
+use whetstone_e2e::{create, Server};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -56,22 +55,10 @@ fn config(name: &str, model_path: &Path, info: serde_json::Value) -> serde_json:
     })
 }
 
-/// `whet create` with `cfg`; the CLI's output and whether it succeeded.
-fn create(server: &Server, work: &Path, cfg: &serde_json::Value) -> (bool, String) {
-    let path = work.join(format!("{}.json", cfg["name"].as_str().unwrap()));
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    let out = server
-        .cli(&["create", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+/// `whet create` of `cfg`, asserting that the service runs.
+fn deploy(server: &Server, work: &Path, cfg: &serde_json::Value) {
+    let (ok, log) = create(server, work, cfg);
+    assert!(ok && log.contains("[OK] Service is running"), "{log}");
 }
 
 /// Every array of an `.npz`: name, shape, KServe datatype, values.
@@ -186,8 +173,7 @@ fn a_keras_saved_model_folder_deploys_with_o1_and_o2_and_matches_tensorflow() {
         &model,
         serde_json::json!({ "optimization_level": "o1", "test_data": "test.npz" }),
     );
-    let (ok, log) = create(&server, work.path(), &o1);
-    assert!(ok && log.contains("[OK] Service is running"), "{log}");
+    deploy(&server, work.path(), &o1);
     // The service's tensors are the signature's keys.
     let (_, detail) = server.admin("GET", "/api/v2/services/convnet_o1", b"");
     let sig = &detail["signature"];
@@ -212,8 +198,7 @@ fn a_keras_saved_model_folder_deploys_with_o1_and_o2_and_matches_tensorflow() {
             "calibration_dataset": "test.npz",
         }),
     );
-    let (ok, log) = create(&server, work.path(), &o2);
-    assert!(ok && log.contains("[OK] Service is running"), "{log}");
+    deploy(&server, work.path(), &o2);
     predict_matches(
         &server,
         "convnet_o2",
@@ -233,8 +218,7 @@ fn a_keras_text_model_and_a_tf1_saved_model_deploy_and_match_tensorflow() {
     ] {
         let model = model_folder(&work.path().join(dir), fixture_name, "serving_default");
         let cfg = config(name, &model, serde_json::json!({ "test_data": "test.npz" }));
-        let (ok, log) = create(&server, work.path(), &cfg);
-        assert!(ok && log.contains("[OK] Service is running"), "{log}");
+        deploy(&server, work.path(), &cfg);
         predict_matches(&server, name, fixture_name, "serving_default", 1e-4);
     }
 }
@@ -250,14 +234,12 @@ fn signature_name_picks_a_signature_and_a_wrong_one_lists_the_others() {
         &model,
         serde_json::json!({ "signature_name": "scores", "test_data": "test.npz" }),
     );
-    let (ok, log) = create(&server, work.path(), &cfg);
-    assert!(ok && log.contains("[OK] Service is running"), "{log}");
+    deploy(&server, work.path(), &cfg);
     predict_matches(&server, "scores", "two_signatures", "scores", 1e-4);
     // The default signature of the same folder: two outputs, one of them
     // int64 (an argmax).
     let cfg = config("classify", &model, serde_json::json!({}));
-    let (ok, log) = create(&server, work.path(), &cfg);
-    assert!(ok && log.contains("[OK] Service is running"), "{log}");
+    deploy(&server, work.path(), &cfg);
     predict_matches(
         &server,
         "classify",

@@ -16,31 +16,16 @@ fn rows(n: usize, width: usize) -> Tensor {
 /// `whet create` of an MLP (4 → 3) with `warm_up` as its warm-up file, the
 /// folder holding `files`; the CLI's output and whether it succeeded.
 fn create(server: &Server, work: &std::path::Path, name: &str, warm_up: &str) -> (bool, String) {
-    let cfg = work.join(format!("{name}.json"));
-    std::fs::write(
-        &cfg,
-        serde_json::json!({
+    whetstone_e2e::create(
+        server,
+        work,
+        &serde_json::json!({
             "name": name,
             "model_path": "m",
             "processor": "onnx_cpu",
             "metadata": { "instance": 2 },
             "warm_up_data_path": warm_up,
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let out = server
-        .cli(&["create", cfg.to_str().unwrap()])
-        .current_dir(work)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        }),
     )
 }
 
