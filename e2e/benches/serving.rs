@@ -7,6 +7,9 @@
 //! concurrent callers over KServe HTTP and gRPC; the bare engine at batch
 //! 1, 8 and 16; and, at o1 and o2, with dynamic batching off and on: p50 at
 //! one connection (seq 128) and throughput at 16 connections (seq 16).
+//! Where the clients venv is installed (`scripts/install-clients.sh`), also
+//! gRPC p50 as Triton's own `perf_analyzer` measures it (its C++ client),
+//! in rounds beside the bare engine.
 //! `WHET_BENCH_QUICK=1` stops after the protocol figures.
 //!
 //! The service's instance is a runner process (`whet-runner` beside `whet`),
@@ -227,6 +230,82 @@ fn server_side_ms(server: &Server, service: &str) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
+/// Triton's `perf_analyzer` (from the clients venv), `-i grpc` at
+/// concurrency 1 on `service` with `sample` as its input data, three count
+/// windows of `requests`: its p50 latency in ms, measured as it measures it
+/// (its C++ gRPC client, raw tensors). `None`, said why, when the venv is
+/// missing or the run fails.
+fn perf_analyzer_p50(
+    grpc: &str,
+    service: &str,
+    token: &str,
+    sample: &[(String, Tensor)],
+    requests: usize,
+    work: &std::path::Path,
+) -> Option<f64> {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.clients-venv");
+    let exe = venv.join("bin/perf_analyzer");
+    let Some(lib) = std::fs::read_dir(venv.join("lib"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path().join("site-packages/nvidia/cuda_runtime/lib"))
+        .filter(|_| exe.is_file())
+    else {
+        eprintln!("perf_analyzer: no .clients-venv (scripts/install-clients.sh installs it)");
+        return None;
+    };
+    let data = work.join("perf_analyzer_input.json");
+    let row: serde_json::Map<String, serde_json::Value> = sample
+        .iter()
+        .map(|(name, t)| {
+            let TensorData::I64(v) = &t.data else {
+                unreachable!("MiniLM's inputs are int64")
+            };
+            (
+                name.clone(),
+                serde_json::json!({ "content": v, "shape": t.shape }),
+            )
+        })
+        .collect();
+    std::fs::write(&data, serde_json::json!({ "data": [row] }).to_string()).ok()?;
+    let report = work.join("perf_analyzer.csv");
+    let out = std::process::Command::new(&exe)
+        .env("LD_LIBRARY_PATH", lib)
+        .args(["-m", service, "-u", grpc, "-i", "grpc"])
+        .args(["-H", &format!("authorization: Bearer {token}")])
+        .arg("--input-data")
+        .arg(&data)
+        .args(["--concurrency-range", "1:1"])
+        .args(["--measurement-mode", "count_windows"])
+        .args(["--measurement-request-count", &requests.to_string()])
+        // Three windows are the fewest it judges; any three pass.
+        .args(["--stability-percentage", "999", "--max-trials", "3"])
+        .arg("-f")
+        .arg(&report)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "perf_analyzer failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let csv = std::fs::read_to_string(&report).unwrap_or_default();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let p50_us = header
+        .iter()
+        .position(|h| *h == "p50 latency")
+        .and_then(|col| lines.next()?.split(',').nth(col)?.parse::<f64>().ok());
+    if p50_us.is_none() {
+        eprintln!("perf_analyzer: no p50 latency in its report:\n{csv}");
+    }
+    Some(p50_us? / 1e3)
+}
+
 fn deploy(server: &Server, cfg_path: &std::path::Path, cfg: &serde_json::Value) -> f64 {
     std::fs::write(cfg_path, cfg.to_string()).unwrap();
     let t0 = Instant::now();
@@ -387,6 +466,30 @@ fn main() {
         t_live.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let live = p50(&mut t_live);
+    // Triton's perf_analyzer on the same service, alternating with the bare
+    // engine: each round's p50 against the bare p50 of the block beside it.
+    let grpc_host = server.grpc_addr.clone().unwrap_or_default();
+    let mut pa = Vec::new();
+    for _ in 0..rounds() {
+        let mut t = Vec::new();
+        for _ in 0..3 * PA_REQUESTS {
+            let t0 = Instant::now();
+            bare.run(&inputs).unwrap();
+            t.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        let base = p50(&mut t);
+        match perf_analyzer_p50(
+            &grpc_host,
+            "minilm_bench",
+            &token,
+            &inputs,
+            PA_REQUESTS,
+            work.path(),
+        ) {
+            Some(ms) => pa.push((ms, base)),
+            None => break,
+        }
+    }
     let r = p50(&mut t_hop);
     drop(hop);
     let outside = server_side_ms(&server, "minilm_bench");
@@ -434,6 +537,27 @@ fn main() {
         }
         println!("| gRPC ServerLive round trip, p50        | {live:>7.3} ms |");
         println!("({} runs each, interleaved in blocks of 10)", t_bare.len());
+        if !pa.is_empty() {
+            println!();
+            println!(
+                "Triton's perf_analyzer -i grpc, concurrency 1, {} requests a round, beside {} bare engine runs:",
+                3 * PA_REQUESTS,
+                3 * PA_REQUESTS
+            );
+            println!("| round  | perf_analyzer p50 | bare engine p50 | overhead |");
+            println!("|--------|-------------------|-----------------|----------|");
+            for (i, (ms, base)) in pa.iter().enumerate() {
+                println!(
+                    "| {i:>6} | {ms:>14.3} ms | {base:>12.3} ms | {:>+6.1} % |",
+                    (ms / base - 1.0) * 100.0
+                );
+            }
+            let over = median(pa.iter().map(|(ms, base)| ms / base - 1.0).collect());
+            println!(
+                "| median |                   |                 | {:>+6.1} % |",
+                over * 100.0
+            );
+        }
         println!();
         println!(
             "16 concurrent callers, batch 1, seq 128, median of {} alternating rounds of {SECS} s:",
@@ -627,6 +751,9 @@ fn rounds() -> usize {
         .unwrap_or(3)
 }
 const SECS: f64 = 4.0;
+/// Requests in each of perf_analyzer's three windows a round (the bare
+/// engine runs three times as many beside it).
+const PA_REQUESTS: usize = 30;
 
 type Load = (f64, f64, f64, usize);
 
