@@ -306,18 +306,12 @@ fn perf_analyzer_p50(
     Some(p50_us? / 1e3)
 }
 
-fn deploy(server: &Server, cfg_path: &std::path::Path, cfg: &serde_json::Value) -> f64 {
-    std::fs::write(cfg_path, cfg.to_string()).unwrap();
+/// Seconds a `whet create` of `cfg` takes (run from `work`), asserting it
+/// succeeds.
+fn deploy(server: &Server, work: &std::path::Path, cfg: &serde_json::Value) -> f64 {
     let t0 = Instant::now();
-    let out = server
-        .cli(&["create", cfg_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, said) = whetstone_e2e::create(server, work, cfg);
+    assert!(ok, "{said}");
     t0.elapsed().as_secs_f64()
 }
 
@@ -330,7 +324,7 @@ fn main() {
     cfg["metadata"]["enable_grpc"] = true.into();
     let server = Server::start(&work.path().join("data"), &["--grpc-addr", "127.0.0.1:0"]);
     let grpc_addr = format!("http://{}", server.grpc_addr.as_deref().unwrap());
-    let deploy_s = deploy(&server, &work.path().join("service.json"), &cfg);
+    let deploy_s = deploy(&server, work.path(), &cfg);
 
     let (_, detail) = server.admin("GET", "/api/v2/services/minilm_bench", b"");
     let token = detail["token"].as_str().unwrap().to_string();
@@ -584,12 +578,12 @@ fn main() {
     dyn_cfg["name"] = "minilm_dyn".into();
     dyn_cfg["plugins"][0]["config"]["model_info"]["minilm.onnx"]["input_shapes"] =
         serde_json::json!([["1*128", "1*128", "1*128"], ["16*128", "16*128", "16*128"]]);
-    deploy(&server, &work.path().join("dyn.json"), &dyn_cfg);
+    deploy(&server, work.path(), &dyn_cfg);
     let mut batched_cfg = dyn_cfg.clone();
     batched_cfg["name"] = "minilm_batched".into();
     batched_cfg["metadata"]["rpc"] =
         serde_json::json!({ "batching": true, "max_batch_size": 16, "max_batch_timeout": 10 });
-    deploy(&server, &work.path().join("batched.json"), &batched_cfg);
+    deploy(&server, work.path(), &batched_cfg);
     let token_of = |name: &str| {
         let (_, d) = server.admin("GET", &format!("/api/v2/services/{name}"), b"");
         (
@@ -667,11 +661,11 @@ fn main() {
     let mut o2_off = dyn_cfg.clone();
     o2_off["name"] = "minilm_o2".into();
     o2_off["plugins"][0]["config"]["model_info"]["minilm.onnx"]["optimization_level"] = "o2".into();
-    deploy(&server, &work.path().join("o2.json"), &o2_off);
+    deploy(&server, work.path(), &o2_off);
     let mut o2_on = o2_off.clone();
     o2_on["name"] = "minilm_o2_batched".into();
     o2_on["metadata"]["rpc"] = batched_cfg["metadata"]["rpc"].clone();
-    deploy(&server, &work.path().join("o2_batched.json"), &o2_on);
+    deploy(&server, work.path(), &o2_on);
     let pairs = [
         ("o1", "minilm_dyn", "minilm_batched"),
         ("o2", "minilm_o2", "minilm_o2_batched"),
