@@ -855,6 +855,8 @@ fn varint(b: &[u8]) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[tokio::test]
     async fn accepted_connections_send_without_waiting_for_acknowledgements() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -864,11 +866,9 @@ mod tests {
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let accepted = listener.accept().await.map(|(s, _)| s);
         assert!(!accepted.as_ref().expect("accept").nodelay().expect("read"));
-        let stream = super::nagle_off(accepted).expect("accept");
+        let stream = nagle_off(accepted).expect("accept");
         assert!(stream.nodelay().expect("read"));
     }
-
-    use super::*;
 
     #[test]
     fn the_gate_reads_the_model_name_a_message_starts_with() {

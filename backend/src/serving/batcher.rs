@@ -525,9 +525,10 @@ impl Shared {
 
     /// Whether a new request would be taken at once and run alone: nothing
     /// queued ahead of it, no batch gathering that it could join, an engine
-    /// idle and not owed to a retiring worker, and no batch worth waiting for (a request that cannot merge —
-    /// batching off, or its rows alone fill a batch — or traffic too light
-    /// for the adaptive wait, [`Traffic::fill_deadline`]).
+    /// idle and not owed to a retiring worker, and no batch worth waiting
+    /// for (a request that cannot merge — batching off, or its rows alone
+    /// fill a batch — or traffic too light for the adaptive wait,
+    /// [`Traffic::fill_deadline`]).
     fn runs_at_once(&self, st: &State, key: Option<&Key>) -> bool {
         st.queue.is_empty()
             && st.collecting.is_empty()
