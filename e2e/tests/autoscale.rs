@@ -23,33 +23,8 @@ fn instances(server: &Server) -> (u64, u64, String) {
 /// instance) deployed with `scaling` added to its config, through the CLI.
 fn deploy(scaling: serde_json::Value, args: &[&str]) -> (tempfile::TempDir, Server) {
     let work = tempfile::tempdir().unwrap();
-    std::fs::write(
-        work.path().join("mlp.onnx"),
-        optimizer::onnx_build::mlp(4, 16, 3),
-    )
-    .unwrap();
-    let mut cfg = serde_json::json!({
-        "name": "auto",
-        "model_path": "mlp.onnx",
-        "processor": "onnx_cpu",
-        "metadata": { "instance": 1 },
-    });
-    for (k, v) in scaling.as_object().unwrap() {
-        cfg[k] = v.clone();
-    }
-    let path = work.path().join("auto.json");
-    std::fs::write(&path, cfg.to_string()).unwrap();
     let server = Server::start(&work.path().join("data"), args);
-    let out = server
-        .cli(&["create", path.to_str().unwrap()])
-        .current_dir(work.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    whetstone_e2e::create_mlp(&server, work.path(), "auto", scaling);
     (work, server)
 }
 

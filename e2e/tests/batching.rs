@@ -11,28 +11,14 @@ fn deploy(server: &Server, dir: &std::path::Path, name: &str, rpc: Option<serde_
     if let Some(rpc) = rpc {
         metadata["rpc"] = rpc;
     }
-    let cfg = dir.join(format!("{name}.json"));
-    std::fs::write(
-        &cfg,
-        serde_json::json!({
-            "name": name,
-            "model_path": "mlp.onnx",
-            "processor": "onnx_cpu",
-            "metadata": metadata,
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let out = server
-        .cli(&["create", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deploy of {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let log = String::from_utf8_lossy(&out.stdout);
+    let cfg = serde_json::json!({
+        "name": name,
+        "model_path": "mlp.onnx",
+        "processor": "onnx_cpu",
+        "metadata": metadata,
+    });
+    let (ok, log) = whetstone_e2e::create(server, dir, &cfg);
+    assert!(ok, "deploy of {name} failed: {log}");
     assert_eq!(
         log.contains("[OK] Dynamic batching: up to 4 rows per engine call"),
         metadata.get("rpc").is_some(),
