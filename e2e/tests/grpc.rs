@@ -2,7 +2,9 @@
 //! client tonic generates from the server's own proto: typed `contents`
 //! answer as the HTTP route does; the switch `metadata.enable_grpc` (off by
 //! default, taken by a modify); the status codes of a stranger, an unknown
-//! version, a message over the service's size limit and a stopped service.
+//! version, a message over the service's size limit and a stopped service;
+//! and, over raw HTTP/2, that what a caller must not send is refused from a
+//! message's first bytes, without waiting for the rest.
 //! (Triton's own gRPC client and perf_analyzer are in tests/clients.rs.)
 
 use backend::serving::kserve::grpc::proto::{
@@ -232,4 +234,124 @@ fn grpc_answers_like_http_and_refuses_with_the_right_codes() {
     ] {
         assert!(metrics.contains(want), "{want} missing from /metrics");
     }
+}
+
+/// Over raw HTTP/2: a call whose message starts with `first` (frame header
+/// included) and never goes on. The gRPC status and message it gets, which
+/// must come while the rest is still awaited.
+async fn first_bytes_only(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    first: &[u8],
+) -> (String, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let (answer, mut sending) = client.send_request(req.body(()).unwrap(), false).unwrap();
+    sending
+        .send_data(bytes::Bytes::copy_from_slice(first), false)
+        .unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(15), answer)
+        .await
+        .expect("refused before the rest of the message came")
+        .unwrap();
+    let header = |n: &str| {
+        answer
+            .headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let out = (header("grpc-status"), header("grpc-message"));
+    drop(sending);
+    out
+}
+
+/// A gRPC frame header declaring `len` bytes, then `start`.
+fn framed(len: u32, start: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(start);
+    out
+}
+
+#[test]
+fn what_a_caller_must_not_send_is_refused_from_its_first_bytes() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("mlp.onnx"),
+        optimizer::onnx_build::mlp(4, 32, 3),
+    )
+    .unwrap();
+    let server = Server::start(&work.path().join("data"), &["--grpc-addr", "127.0.0.1:0"]);
+    let addr = server.grpc_addr.clone().expect("a gRPC address");
+    deploy(&server, work.path(), "grpc_on", Some(true));
+    let on = token(&server, "grpc_on");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Codes: 16 UNAUTHENTICATED, 8 RESOURCE_EXHAUSTED.
+    let unauthenticated = "16";
+    let exhausted = "8";
+
+    // A stranger's inference message whose first field is not the model's
+    // name (field 3, `id`): it may not hold the server's body budget while
+    // the rest of its 200 MiB is awaited.
+    let nameless = framed(200 << 20, &[0x1a, 0x01, b'x']);
+    for token in [None, Some("wrong")] {
+        let (code, message) = rt.block_on(first_bytes_only(
+            &addr,
+            "/inference.GRPCInferenceService/ModelInfer",
+            token,
+            &nameless,
+        ));
+        assert_eq!(code, unauthenticated, "{message}");
+    }
+    // A method other than inference takes a few bytes, whoever asks:
+    // a large message is refused unread.
+    for (path, token) in [
+        ("/inference.GRPCInferenceService/ServerLive", None),
+        (
+            "/inference.GRPCInferenceService/ModelMetadata",
+            Some(on.as_str()),
+        ),
+        ("/inference.GRPCInferenceService/NoSuchMethod", None),
+    ] {
+        let (code, message) = rt.block_on(first_bytes_only(
+            &addr,
+            path,
+            token,
+            &framed(100 << 20, &[0x0a]),
+        ));
+        assert_eq!(code, exhausted, "{path}: {message}");
+        assert!(message.contains("65536"), "{path}: {message}");
+    }
+    // Small messages still go through, from tonic's client.
+    let mut c: GrpcInferenceServiceClient<Channel> = rt
+        .block_on(GrpcInferenceServiceClient::connect(format!(
+            "http://{addr}"
+        )))
+        .unwrap();
+    let meta = rt
+        .block_on(c.model_metadata(authed(
+            proto::ModelMetadataRequest {
+                name: "grpc_on".into(),
+                version: String::new(),
+            },
+            &on,
+        )))
+        .unwrap()
+        .into_inner();
+    assert_eq!(meta.name, "grpc_on");
+    rt.block_on(c.model_infer(authed(typed_request("grpc_on"), &on)))
+        .unwrap();
 }

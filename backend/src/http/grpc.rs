@@ -14,7 +14,8 @@
 //! its first bytes, before the message is read; one longer than its
 //! service's body limit (from its signature and batch size, as over HTTP)
 //! is refused unread; every message in flight holds its share of the
-//! server's body budget.
+//! server's body budget. The other methods take messages of at most
+//! 64 KiB, also refused unread, and every message has 60 s to arrive.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -564,7 +565,9 @@ impl GrpcInferenceService for Inference {
 /// first field, the model's name (field 1, which Triton's and KServe's
 /// clients write first). A message whose name comes later, or a
 /// compressed one, is checked once decoded instead (`Inference::infer`),
-/// within [`MAX_MESSAGE_BYTES`].
+/// within [`MAX_MESSAGE_BYTES`], and only for a caller who holds some
+/// service's token (the budget is not a stranger's to hold). The other
+/// methods' messages are refused unread past [`SMALL_MESSAGE_BYTES`].
 #[derive(Clone)]
 struct SizeGate {
     state: AppState,
@@ -608,14 +611,22 @@ where
         let gate = self.gate.clone();
         if req.uri().path() == MODEL_STREAM_INFER_PATH {
             return Box::pin(async move {
-                match gate.stream_caller(req.headers()).await {
+                match gate.some_caller(req.headers()).await {
                     Ok(()) => inner.call(req).await,
                     Err(status) => Ok(status.into_http()),
                 }
             });
         }
         if req.uri().path() != MODEL_INFER_PATH {
-            return Box::pin(inner.call(req));
+            // Every other method takes a message of a few bytes (a name, a
+            // version): refused unread past SMALL_MESSAGE_BYTES, before
+            // anyone's token is known, and given BODY_TIMEOUT to arrive.
+            return Box::pin(async move {
+                match small(req).await {
+                    Ok(req) => inner.call(req).await,
+                    Err(status) => Ok(status.into_http()),
+                }
+            });
         }
         Box::pin(async move {
             match gate.check(req).await {
@@ -634,28 +645,10 @@ impl SizeGate {
         // The whole message must arrive within the HTTP routes' body
         // timeout: a client that trickles it cannot hold its budget.
         let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
-        let mut head = BytesMut::new();
-        let mut ended = false;
-        let peek = async {
-            while head.len() < PEEK_BYTES && !complete_name(&head) {
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            head.extend_from_slice(data);
-                        }
-                    }
-                    Some(Err(status)) => return Err(status),
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
-            Ok(())
-        };
-        tokio::time::timeout_at(deadline, peek)
-            .await
-            .map_err(|_| late())??;
+        let (head, ended) = peek(&mut body, deadline, |h| {
+            h.len() >= PEEK_BYTES || complete_name(h)
+        })
+        .await?;
         let mut left = usize::MAX;
         if head.len() >= 5 {
             let compressed = head[0] != 0;
@@ -679,39 +672,29 @@ impl SizeGate {
             } else {
                 declared
             };
-            if let Some(name) = model_name(&head[5..]) {
-                // Who calls: a stranger is refused before the message is
-                // read, and hears nothing of the service (as the HTTP route).
-                match self.caller(name, &parts.headers).await? {
+            // Who calls: a stranger is refused before the message is read,
+            // and hears nothing of the service (as the HTTP route). When
+            // the name cannot be read first (compressed, or a later field
+            // first), the caller must hold some service's token before the
+            // message may hold budget; the handler checks which one.
+            let name = if compressed {
+                None
+            } else {
+                model_name(&head[5..])
+            };
+            match name {
+                Some(name) => match self.caller(name, &parts.headers).await? {
                     Some(pool) if !compressed && declared > pool.max_body_bytes() => {
                         return Err(self.refused(&pool.name, too_large(&pool, declared)));
                     }
                     _ => {}
-                }
+                },
+                None => self.some_caller(&parts.headers).await?,
             }
             let permit = take_budget(&self.state, charge).map_err(Status::from)?;
             parts.extensions.insert(Budget(Arc::new(permit)));
         }
-        let first =
-            futures_util::stream::iter([Ok::<_, Status>(http_body::Frame::data(head.freeze()))]);
-        let body = if ended {
-            tonic::body::Body::new(http_body_util::StreamBody::new(first))
-        } else {
-            let rest = http_body_util::BodyStream::new(body).map(move |frame| {
-                let frame = frame?;
-                if let Some(data) = frame.data_ref() {
-                    left = left.checked_sub(data.len()).ok_or_else(|| {
-                        Status::invalid_argument(
-                            "ModelInfer takes one message; the request carries more",
-                        )
-                    })?;
-                }
-                Ok(frame)
-            });
-            let rest = until(deadline, rest);
-            tonic::body::Body::new(http_body_util::StreamBody::new(first.chain(rest)))
-        };
-        Ok(GrpcRequest::from_parts(parts, body))
+        Ok(reassemble(parts, head, ended, body, left, deadline))
     }
 
     /// The service `name` for a caller whose `authorization` is its token:
@@ -760,9 +743,10 @@ impl SizeGate {
         e.into()
     }
 
-    /// A stream opens only for a caller holding some service's token: its
-    /// messages are each read whole before the service they name is known.
-    async fn stream_caller(&self, headers: &HeaderMap) -> Result<(), Status> {
+    /// A caller holding some service's token: who may open a stream (its
+    /// messages are each read whole before the service they name is known)
+    /// or send a message whose service cannot be read from its first bytes.
+    async fn some_caller(&self, headers: &HeaderMap) -> Result<(), Status> {
         let token = crate::http::auth::request_token(headers, &Uri::default());
         if let Some(given) = token {
             let tokens = self
@@ -782,6 +766,96 @@ impl SizeGate {
             "missing or wrong token: send a service token in the authorization metadata",
         ))
     }
+}
+
+/// The most a message of a method other than the two inference ones may
+/// hold: theirs are a model's name and version, or nothing.
+const SMALL_MESSAGE_BYTES: usize = 64 << 10;
+
+/// A request of a small method (see [`SMALL_MESSAGE_BYTES`]), its frame
+/// header checked before the message is read.
+async fn small(req: GrpcRequest) -> Result<GrpcRequest, Status> {
+    let (parts, mut body) = req.into_parts();
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    let (head, ended) = peek(&mut body, deadline, |h| h.len() >= 5).await?;
+    let mut left = usize::MAX;
+    if head.len() >= 5 {
+        let declared = (&head[1..5]).get_u32() as usize;
+        if declared > SMALL_MESSAGE_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "a {} message of {declared} bytes is over the limit of {SMALL_MESSAGE_BYTES} bytes for this method",
+                parts.uri.path()
+            )));
+        }
+        left = (5 + declared).saturating_sub(head.len());
+    }
+    Ok(reassemble(parts, head, ended, body, left, deadline))
+}
+
+/// Reads `body` until `enough` of its first bytes are in, it ends (the
+/// flag), or `deadline` passes (DEADLINE_EXCEEDED).
+async fn peek(
+    body: &mut tonic::body::Body,
+    deadline: tokio::time::Instant,
+    enough: impl Fn(&[u8]) -> bool,
+) -> Result<(BytesMut, bool), Status> {
+    let mut head = BytesMut::new();
+    let mut ended = false;
+    let reading = async {
+        while !enough(&head) {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        head.extend_from_slice(data);
+                    }
+                }
+                Some(Err(status)) => return Err(status),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout_at(deadline, reading)
+        .await
+        .map_err(|_| late())??;
+    Ok((head, ended))
+}
+
+/// The request again: the bytes `peek` read put back in front of the rest
+/// of `body`, which may bring `left` more bytes (one message; more is
+/// INVALID_ARGUMENT) and ends with DEADLINE_EXCEEDED at `deadline`.
+fn reassemble(
+    parts: axum::http::request::Parts,
+    head: BytesMut,
+    ended: bool,
+    body: tonic::body::Body,
+    mut left: usize,
+    deadline: tokio::time::Instant,
+) -> GrpcRequest {
+    let first =
+        futures_util::stream::iter([Ok::<_, Status>(http_body::Frame::data(head.freeze()))]);
+    let body = if ended {
+        tonic::body::Body::new(http_body_util::StreamBody::new(first))
+    } else {
+        let method = parts.uri.path().to_string();
+        let rest = http_body_util::BodyStream::new(body).map(move |frame| {
+            let frame = frame?;
+            if let Some(data) = frame.data_ref() {
+                left = left.checked_sub(data.len()).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "{method} takes one message; the request carries more"
+                    ))
+                })?;
+            }
+            Ok(frame)
+        });
+        let rest = until(deadline, rest);
+        tonic::body::Body::new(http_body_util::StreamBody::new(first.chain(rest)))
+    };
+    GrpcRequest::from_parts(parts, body)
 }
 
 fn late() -> Status {
