@@ -1,7 +1,8 @@
 """Triton's perf_analyzer against `whet serve`'s KServe v2 endpoints, as it
 is: over HTTP (binary tensors, the service token as a header) at
 concurrency 1 to 16, then over gRPC (`-i grpc`, its default protocol, the
-token as metadata) at concurrency 1, 8 and 16, with short count windows.
+token as metadata) at concurrency 1, 8 and 16 and gzip-compressed at 8,
+with short count windows.
 The test sentences are the input data. Every run must finish with exit
 status 0, report its concurrency levels, and see no failed request."""
 
@@ -38,11 +39,14 @@ def main():
     # 1, 8 and 16 are no arithmetic range: one run each.
     for level in GRPC_CONCURRENCY:
         run(a, work, data, "grpc", a.grpc, f"{level}:{level}", [level])
+    # gzip-compressed requests, several at once: each holds only what it
+    # may inflate to of the server's body budget.
+    run(a, work, data, "grpc", a.grpc, "8:8", [8], ["--grpc-compression-algorithm", "gzip"])
     print("perf_analyzer: every protocol and concurrency level measured, no errors")
 
 
-def run(a, work, data, protocol, url, levels_arg, levels_expected):
-    report = os.path.join(work, f"report-{protocol}-{levels_arg.replace(':', '_')}.csv")
+def run(a, work, data, protocol, url, levels_arg, levels_expected, extra=()):
+    report = os.path.join(work, f"report-{protocol}-{levels_arg.replace(':', '_')}{len(extra)}.csv")
     exe = os.path.join(os.path.dirname(sys.executable), "perf_analyzer")
     # The binary links libcudart (from nvidia-cuda-runtime-cu12); without a GPU
     # it is loaded and never used.
@@ -60,6 +64,7 @@ def run(a, work, data, protocol, url, levels_arg, levels_expected):
         # would otherwise need many more windows.
         "--stability-percentage", "999", "--max-trials", "5",
         "-f", report,
+        *extra,
     ]
     print("$ " + " ".join(cmd), flush=True)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

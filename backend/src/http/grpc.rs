@@ -666,9 +666,8 @@ impl SizeGate {
                     "ModelInfer takes one message; the request carries more",
                 ));
             }
-            // A compressed message may inflate to the server's limit.
             let charge = if compressed {
-                MAX_MESSAGE_BYTES
+                inflated_at_most(declared)
             } else {
                 declared
             };
@@ -766,6 +765,19 @@ impl SizeGate {
             "missing or wrong token: send a service token in the authorization metadata",
         ))
     }
+}
+
+/// What a compressed message of `declared` bytes may hold once inflated,
+/// with its compressed self: gzip and deflate (the encodings taken) are
+/// DEFLATE, which expands at most 1032-fold (a 258-byte match in about two
+/// bits), and tonic stops at the server's limit. Charging the limit itself
+/// would let only four compressed calls run at once.
+fn inflated_at_most(declared: usize) -> usize {
+    const DEFLATE_MAX_RATIO: usize = 1032;
+    declared
+        .saturating_mul(DEFLATE_MAX_RATIO + 1)
+        .saturating_add(1 << 10)
+        .min(MAX_MESSAGE_BYTES)
 }
 
 /// The most a message of a method other than the two inference ones may
@@ -980,6 +992,16 @@ mod tests {
         huge.push(0x01);
         assert!(complete_name(&huge));
         assert_eq!(model_name(&huge[5..]), None);
+    }
+
+    #[test]
+    fn a_compressed_message_is_charged_what_it_may_inflate_to() {
+        assert_eq!(inflated_at_most(0), 1 << 10);
+        assert_eq!(inflated_at_most(3_000), 3_000 * 1033 + 1024);
+        assert_eq!(inflated_at_most(1 << 20), MAX_MESSAGE_BYTES);
+        assert_eq!(inflated_at_most(usize::MAX), MAX_MESSAGE_BYTES);
+        // Well below the limit that would let only four run at once.
+        assert!(inflated_at_most(4 << 10) * 64 < crate::http::state::BODY_BUDGET_BYTES);
     }
 
     #[test]
