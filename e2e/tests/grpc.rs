@@ -335,12 +335,65 @@ fn what_a_caller_must_not_send_is_refused_from_its_first_bytes() {
         assert_eq!(code, exhausted, "{path}: {message}");
         assert!(message.contains("65536"), "{path}: {message}");
     }
-    // Small messages still go through, from tonic's client.
+    // Stream messages hold the budget while they arrive: four streams, each
+    // a message of 256 MiB begun and not finished, hold all of the 1 GiB; a
+    // call then finds none left, and gets it back once they are gone.
+    let held = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut streams = Vec::new();
+        for _ in 0..4 {
+            let mut client = client.clone().ready().await.unwrap();
+            let req = http::Request::post(format!(
+                "http://{addr}/inference.GRPCInferenceService/ModelStreamInfer"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("authorization", format!("Bearer {on}"))
+            .body(())
+            .unwrap();
+            let (answer, mut sending) = client.send_request(req, false).unwrap();
+            sending
+                .send_data(framed(256 << 20, &[0x0a, 0x01, b'x']).into(), false)
+                .unwrap();
+            // The stream is open once its answer's headers come.
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+                .await
+                .expect("the stream opens")
+                .unwrap();
+            assert_eq!(answer.status(), 200);
+            streams.push((answer, sending));
+        }
+        (client, conn, streams)
+    });
     let mut c: GrpcInferenceServiceClient<Channel> = rt
         .block_on(GrpcInferenceServiceClient::connect(format!(
             "http://{addr}"
         )))
         .unwrap();
+    let mut infer_until = |refused: bool| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = rt
+                .block_on(c.model_infer(authed(typed_request("grpc_on"), &on)))
+                .map(|_| ())
+                .map_err(|e| (e.code(), e.message().to_string()));
+            if got.is_err() == refused || std::time::Instant::now() > until {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let (code, message) = infer_until(true).expect_err("the budget is held");
+    assert_eq!(code, tonic::Code::Unavailable, "{message}");
+    assert!(message.contains("prediction bodies"), "{message}");
+    let (client, conn, streams) = held;
+    drop((client, streams));
+    conn.abort();
+    infer_until(false).expect("the budget is back");
+
+    // Small messages still go through.
     let meta = rt
         .block_on(c.model_metadata(authed(
             proto::ModelMetadataRequest {

@@ -612,7 +612,11 @@ where
         if req.uri().path() == MODEL_STREAM_INFER_PATH {
             return Box::pin(async move {
                 match gate.some_caller(req.headers()).await {
-                    Ok(()) => inner.call(req).await,
+                    Ok(()) => {
+                        let (parts, body) = req.into_parts();
+                        let body = Metered::new(body, gate.state.clone()).into_body();
+                        inner.call(GrpcRequest::from_parts(parts, body)).await
+                    }
                     Err(status) => Ok(status.into_http()),
                 }
             });
@@ -764,6 +768,124 @@ impl SizeGate {
         Err(Status::unauthenticated(
             "missing or wrong token: send a service token in the authorization metadata",
         ))
+    }
+}
+
+/// A `ModelStreamInfer` request body, read as it passes: each message holds
+/// its share of the server's body budget from its frame header to its last
+/// byte (the handler then charges the decoded message), may not declare
+/// more than [`MAX_MESSAGE_BYTES`], and has [`BODY_TIMEOUT`] to arrive once
+/// begun. A stream may idle between messages.
+struct Metered {
+    inner: http_body_util::BodyStream<tonic::body::Body>,
+    state: AppState,
+    /// The frame header being read, and how much of it is in.
+    header: [u8; 5],
+    have: usize,
+    /// Bytes of the current message still to come.
+    remaining: usize,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    failed: bool,
+}
+
+impl Metered {
+    fn new(body: tonic::body::Body, state: AppState) -> Metered {
+        Metered {
+            inner: http_body_util::BodyStream::new(body),
+            state,
+            header: [0; 5],
+            have: 0,
+            remaining: 0,
+            permit: None,
+            deadline: None,
+            failed: false,
+        }
+    }
+
+    fn into_body(self) -> tonic::body::Body {
+        tonic::body::Body::new(http_body_util::StreamBody::new(self))
+    }
+
+    /// Follows the messages through `data`.
+    fn count(&mut self, mut data: &[u8]) -> Result<(), Status> {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(data.len());
+                self.remaining -= n;
+                data = &data[n..];
+                if self.remaining == 0 {
+                    self.message_done();
+                }
+                continue;
+            }
+            if self.deadline.is_none() {
+                self.deadline = Some(Box::pin(tokio::time::sleep(BODY_TIMEOUT)));
+            }
+            let n = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have < 5 {
+                continue;
+            }
+            self.have = 0;
+            let declared = (&self.header[1..5]).get_u32() as usize;
+            if declared > MAX_MESSAGE_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "an inference message of {declared} bytes is over the server's limit of {MAX_MESSAGE_BYTES}"
+                )));
+            }
+            let charge = if self.header[0] != 0 {
+                inflated_at_most(declared)
+            } else {
+                declared
+            };
+            self.permit = Some(take_budget(&self.state, charge).map_err(Status::from)?);
+            self.remaining = declared;
+            if declared == 0 {
+                self.message_done();
+            }
+        }
+        Ok(())
+    }
+
+    fn message_done(&mut self) {
+        self.permit = None;
+        self.deadline = None;
+    }
+}
+
+impl futures_util::Stream for Metered {
+    type Item = Result<http_body::Frame<Bytes>, Status>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        // Polled before the body, so that its timer is set while we wait.
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.failed = true;
+                return Poll::Ready(Some(Err(late())));
+            }
+        }
+        let next = std::task::ready!(Pin::new(&mut this.inner).poll_next(cx));
+        if let Some(Ok(frame)) = &next {
+            if let Some(data) = frame.data_ref() {
+                if let Err(status) = this.count(data) {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+            }
+        }
+        Poll::Ready(next)
     }
 }
 
