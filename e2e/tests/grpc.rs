@@ -79,8 +79,9 @@ fn typed_request(model: &str) -> ModelInferRequest {
     }
 }
 
-#[test]
-fn grpc_answers_like_http_and_refuses_with_the_right_codes() {
+/// A server with a gRPC listener, and the MLP in its work folder for
+/// [`deploy`]: the folder, the server and the listener's address.
+fn grpc_server() -> (tempfile::TempDir, Server, String) {
     let work = tempfile::tempdir().unwrap();
     std::fs::write(
         work.path().join("mlp.onnx"),
@@ -88,10 +89,14 @@ fn grpc_answers_like_http_and_refuses_with_the_right_codes() {
     )
     .unwrap();
     let server = Server::start(&work.path().join("data"), &["--grpc-addr", "127.0.0.1:0"]);
-    let addr = format!(
-        "http://{}",
-        server.grpc_addr.clone().expect("a gRPC address")
-    );
+    let addr = server.grpc_addr.clone().expect("a gRPC address");
+    (work, server, addr)
+}
+
+#[test]
+fn grpc_answers_like_http_and_refuses_with_the_right_codes() {
+    let (work, server, addr) = grpc_server();
+    let addr = format!("http://{addr}");
     deploy(&server, work.path(), "grpc_on", Some(true));
     deploy(&server, work.path(), "grpc_off", None);
     let (on, off) = (token(&server, "grpc_on"), token(&server, "grpc_off"));
@@ -285,14 +290,7 @@ fn framed(len: u32, start: &[u8]) -> Vec<u8> {
 
 #[test]
 fn what_a_caller_must_not_send_is_refused_from_its_first_bytes() {
-    let work = tempfile::tempdir().unwrap();
-    std::fs::write(
-        work.path().join("mlp.onnx"),
-        optimizer::onnx_build::mlp(4, 32, 3),
-    )
-    .unwrap();
-    let server = Server::start(&work.path().join("data"), &["--grpc-addr", "127.0.0.1:0"]);
-    let addr = server.grpc_addr.clone().expect("a gRPC address");
+    let (work, server, addr) = grpc_server();
     deploy(&server, work.path(), "grpc_on", Some(true));
     let on = token(&server, "grpc_on");
     let rt = tokio::runtime::Builder::new_current_thread()
