@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, Uri};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use tonic::{Request, Response, Status};
@@ -654,47 +654,38 @@ impl SizeGate {
         })
         .await?;
         let mut left = usize::MAX;
-        if head.len() >= 5 {
-            let compressed = head[0] != 0;
-            let declared = (&head[1..5]).get_u32() as usize;
-            if declared > MAX_MESSAGE_BYTES {
-                return Err(Status::resource_exhausted(format!(
-                    "an inference message of {declared} bytes is over the server's limit of {MAX_MESSAGE_BYTES}"
-                )));
-            }
+        if let Some(frame) = FrameHeader::read(&head) {
+            frame.within_server_limit()?;
+            let declared = frame.declared;
             // One message, then the end: what follows it is refused below
             // rather than decoded unchecked.
-            left = (5 + declared).saturating_sub(head.len());
+            left = frame.left_after(&head);
             if head.len() > 5 + declared {
                 return Err(Status::invalid_argument(
                     "ModelInfer takes one message; the request carries more",
                 ));
             }
-            let charge = if compressed {
-                inflated_at_most(declared)
-            } else {
-                declared
-            };
             // Who calls: a stranger is refused before the message is read,
             // and hears nothing of the service (as the HTTP route). When
             // the name cannot be read first (compressed, or a later field
             // first), the caller must hold some service's token before the
             // message may hold budget; the handler checks which one.
-            let name = if compressed {
+            let name = if frame.compressed {
                 None
             } else {
                 model_name(&head[5..])
             };
             match name {
+                // (Named, so not compressed: `declared` is its size.)
                 Some(name) => match self.caller(name, &parts.headers).await? {
-                    Some(pool) if !compressed && declared > pool.max_body_bytes() => {
+                    Some(pool) if declared > pool.max_body_bytes() => {
                         return Err(self.refused(&pool.name, too_large(&pool, declared)));
                     }
                     _ => {}
                 },
                 None => self.some_caller(&parts.headers).await?,
             }
-            let permit = take_budget(&self.state, charge).map_err(Status::from)?;
+            let permit = take_budget(&self.state, frame.charge()).map_err(Status::from)?;
             parts.extensions.insert(Budget(Arc::new(permit)));
         }
         Ok(reassemble(parts, head, ended, body, left, deadline))
@@ -830,20 +821,11 @@ impl Metered {
                 continue;
             }
             self.have = 0;
-            let declared = (&self.header[1..5]).get_u32() as usize;
-            if declared > MAX_MESSAGE_BYTES {
-                return Err(Status::resource_exhausted(format!(
-                    "an inference message of {declared} bytes is over the server's limit of {MAX_MESSAGE_BYTES}"
-                )));
-            }
-            let charge = if self.header[0] != 0 {
-                inflated_at_most(declared)
-            } else {
-                declared
-            };
-            self.permit = Some(take_budget(&self.state, charge).map_err(Status::from)?);
-            self.remaining = declared;
-            if declared == 0 {
+            let frame = FrameHeader::of(&self.header);
+            frame.within_server_limit()?;
+            self.permit = Some(take_budget(&self.state, frame.charge()).map_err(Status::from)?);
+            self.remaining = frame.declared;
+            if frame.declared == 0 {
                 self.message_done();
             }
         }
@@ -889,6 +871,54 @@ impl futures_util::Stream for Metered {
     }
 }
 
+/// A gRPC message's 5-byte frame header, as the gate and [`Metered`] read
+/// it before the message.
+#[derive(Clone, Copy)]
+struct FrameHeader {
+    compressed: bool,
+    /// The message's length on the wire (compressed, if it is).
+    declared: usize,
+}
+
+impl FrameHeader {
+    /// The header `bytes` start with; `None` while fewer than 5 are in.
+    fn read(bytes: &[u8]) -> Option<FrameHeader> {
+        bytes.first_chunk::<5>().map(FrameHeader::of)
+    }
+
+    fn of(header: &[u8; 5]) -> FrameHeader {
+        FrameHeader {
+            compressed: header[0] != 0,
+            declared: u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize,
+        }
+    }
+
+    /// An inference message over [`MAX_MESSAGE_BYTES`] is refused unread.
+    fn within_server_limit(self) -> Result<(), Status> {
+        if self.declared > MAX_MESSAGE_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "an inference message of {} bytes is over the server's limit of {MAX_MESSAGE_BYTES}",
+                self.declared
+            )));
+        }
+        Ok(())
+    }
+
+    /// Its share of the body budget: what it may hold once decoded.
+    fn charge(self) -> usize {
+        if self.compressed {
+            inflated_at_most(self.declared)
+        } else {
+            self.declared
+        }
+    }
+
+    /// Bytes of its message still to come after `head` (header included).
+    fn left_after(self, head: &[u8]) -> usize {
+        (5 + self.declared).saturating_sub(head.len())
+    }
+}
+
 /// What a compressed message of `declared` bytes may hold once inflated,
 /// with its compressed self: gzip and deflate (the encodings taken) are
 /// DEFLATE, which expands at most 1032-fold (a 258-byte match in about two
@@ -913,15 +943,15 @@ async fn small(req: GrpcRequest) -> Result<GrpcRequest, Status> {
     let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
     let (head, ended) = peek(&mut body, deadline, |h| h.len() >= 5).await?;
     let mut left = usize::MAX;
-    if head.len() >= 5 {
-        let declared = (&head[1..5]).get_u32() as usize;
-        if declared > SMALL_MESSAGE_BYTES {
+    if let Some(frame) = FrameHeader::read(&head) {
+        if frame.declared > SMALL_MESSAGE_BYTES {
             return Err(Status::resource_exhausted(format!(
-                "a {} message of {declared} bytes is over the limit of {SMALL_MESSAGE_BYTES} bytes for this method",
-                parts.uri.path()
+                "a {} message of {} bytes is over the limit of {SMALL_MESSAGE_BYTES} bytes for this method",
+                parts.uri.path(),
+                frame.declared
             )));
         }
-        left = (5 + declared).saturating_sub(head.len());
+        left = frame.left_after(&head);
     }
     Ok(reassemble(parts, head, ended, body, left, deadline))
 }
