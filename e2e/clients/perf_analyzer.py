@@ -46,7 +46,8 @@ def main():
 
 
 def run(a, work, data, protocol, url, levels_arg, levels_expected, extra=()):
-    report = os.path.join(work, f"report-{protocol}-{levels_arg.replace(':', '_')}{len(extra)}.csv")
+    options = "".join("-" + x.lstrip("-") for x in extra)
+    report = os.path.join(work, f"report-{protocol}-{levels_arg.replace(':', '_')}{options}.csv")
     exe = os.path.join(os.path.dirname(sys.executable), "perf_analyzer")
     # The binary links libcudart (from nvidia-cuda-runtime-cu12); without a GPU
     # it is loaded and never used.

@@ -254,13 +254,9 @@ async fn first_bytes_only(
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
-    let mut req = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let (answer, mut sending) = client.send_request(req.body(()).unwrap(), false).unwrap();
+    let (answer, mut sending) = client
+        .send_request(grpc_call(addr, path, token), false)
+        .unwrap();
     sending
         .send_data(bytes::Bytes::copy_from_slice(first), false)
         .unwrap();
@@ -278,6 +274,17 @@ async fn first_bytes_only(
     let out = (header("grpc-status"), header("grpc-message"));
     drop(sending);
     out
+}
+
+/// The head of a gRPC call of `path`, as raw HTTP/2 sends it.
+fn grpc_call(addr: &str, path: &str, token: Option<&str>) -> http::Request<()> {
+    let mut req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.body(()).unwrap()
 }
 
 /// A gRPC frame header declaring `len` bytes, then `start`.
@@ -343,14 +350,11 @@ fn what_a_caller_must_not_send_is_refused_from_its_first_bytes() {
         let mut streams = Vec::new();
         for _ in 0..4 {
             let mut client = client.clone().ready().await.unwrap();
-            let req = http::Request::post(format!(
-                "http://{addr}/inference.GRPCInferenceService/ModelStreamInfer"
-            ))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("authorization", format!("Bearer {on}"))
-            .body(())
-            .unwrap();
+            let req = grpc_call(
+                &addr,
+                "/inference.GRPCInferenceService/ModelStreamInfer",
+                Some(&on),
+            );
             let (answer, mut sending) = client.send_request(req, false).unwrap();
             sending
                 .send_data(framed(256 << 20, &[0x0a, 0x01, b'x']).into(), false)
